@@ -1,0 +1,97 @@
+// The broker: routes tasks from producers to workers against credits.
+#pragma once
+
+// Broker binds two ROUTER sockets: `frontend` for producers, sinks and admin
+// requests, `backend` for workers. run() is a single-threaded poll loop that
+// decodes each message and hands it to a Scheduler; outcomes only the broker
+// can report (lost, cancelled) are pushed straight to the task's sink.
+// Construct, bind(), then run() on one thread; live_workers() and the
+// endpoint accessors may be read from any thread after bind().
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include <zmq.hpp>
+
+#include "drover/logging.hpp"
+#include "drover/net.hpp"
+#include "drover/scheduler.hpp"
+#include "drover/stop.hpp"
+
+namespace drover {
+
+struct BrokerConfig {
+    std::string frontend = "tcp://*:5555";
+    std::string backend = "tcp://*:5556";
+    std::size_t max_queued = 1'000'000;
+    Millis heartbeat{1000};
+    int liveness = 3;
+    std::int64_t max_message_bytes = k_default_max_message_bytes;
+    std::string endpoints_file;  // if set, written as JSON once bound
+};
+
+class Broker {
+public:
+    Broker(zmq::context_t& ctx, BrokerConfig config, Logger log);
+    ~Broker();
+    Broker(const Broker&) = delete;
+    Broker& operator=(const Broker&) = delete;
+
+    // Binds frontend and backend. Throws: zmq::error_t (address in use, bad
+    // endpoint), std::runtime_error if the endpoints file cannot be written.
+    void bind();
+
+    // Serves until `stop` is requested, then says BYE to its peers.
+    void run(const StopSource& stop);
+
+    // Endpoints as bound, made connectable ("tcp://*:*" -> "tcp://127.0.0.1:PORT").
+    [[nodiscard]] const std::string& frontend_endpoint() const { return frontend_ep_; }
+    [[nodiscard]] const std::string& backend_endpoint() const { return backend_ep_; }
+    [[nodiscard]] std::size_t live_workers() const { return live_workers_.load(); }
+
+private:
+    void on_frontend();
+    void on_backend();
+    void handle_frontend(const std::string& peer, proto::Command c, std::string_view body);
+    void handle_backend(const std::string& peer, proto::Command c, std::string_view body);
+    void dispatch_ready_tasks();
+    void flush_replies();
+    void report(std::vector<FinalOutcome>&& finals);
+    void flush_outcomes();
+    void tick(Clock::time_point now);
+    void drop(const std::string& peer, const char* socket, proto::DecodeError reason);
+    void remove_worker(const std::string& identity, const std::string& reason, bool died = true);
+    zmq::socket_t& sink_socket(const std::string& endpoint);
+    nlohmann::json status_json(Clock::time_point now) const;
+
+    zmq::context_t& ctx_;
+    BrokerConfig config_;
+    Logger log_;
+    zmq::socket_t frontend_;
+    zmq::socket_t backend_;
+    std::string frontend_ep_, backend_ep_;
+    Scheduler scheduler_;
+    std::atomic<std::size_t> live_workers_{0};
+
+    // Replies gathered while draining input, sent once the loop is idle.
+    std::unordered_map<std::string, std::vector<std::string>> accepted_;
+    std::unordered_map<std::string, std::map<std::string, std::vector<std::string>>> rejected_;
+    std::unordered_map<std::string, std::vector<proto::Outcome>> outcomes_;  // by sink endpoint
+    std::unordered_map<std::string, zmq::socket_t> sinks_;
+
+    std::unordered_map<std::string, Clock::time_point> producers_;  // identity -> last seen
+    std::map<std::string, std::uint64_t> dropped_;                  // reason -> count
+    std::set<std::pair<std::string, std::string>> logged_drops_;     // (peer, reason) logged once
+    Clock::time_point next_tick_{};
+};
+
+// Asks the broker at `frontend` for its STATUS. Returns the JSON document, or
+// nullopt if no answer came within `timeout`.
+std::optional<nlohmann::json> fetch_status(zmq::context_t& ctx, const std::string& frontend, Millis timeout);
+
+}  // namespace drover

@@ -1,0 +1,132 @@
+// The broker's bookkeeping, without sockets: tasks, queues, workers, credits.
+#pragma once
+
+// Scheduler owns every accepted task until its outcome is settled. It is a
+// plain single-threaded class: the broker's poll loop decodes a message and
+// calls one method, passing `now`; the methods return what must be sent.
+// Tests drive it with an injected clock.
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "drover/net.hpp"
+#include "drover/protocol.hpp"
+
+namespace drover {
+
+struct SchedulerLimits {
+    std::size_t max_queued = 1'000'000;  // tasks held (queued or running) before queue_full
+    Millis heartbeat{1000};
+    int liveness = 3;  // missed heartbeats before a worker is declared dead
+};
+
+// An outcome the broker itself must report to a sink (lost, cancelled).
+struct FinalOutcome {
+    std::string reply_to;
+    proto::Outcome outcome;
+};
+
+class Scheduler {
+public:
+    struct Submitted {
+        std::vector<std::string> accepted;
+        std::map<std::string, std::vector<std::string>> rejected;  // reason -> ids
+    };
+    struct Batch {
+        std::string worker;  // routing identity
+        std::vector<proto::Task> tasks;
+    };
+
+    explicit Scheduler(SchedulerLimits limits = {}) : limits_(limits) {}
+
+    // Accepts or rejects each task. A task id already held is accepted again
+    // without being queued twice (a producer resends after a broker restart).
+    Submitted submit(const std::string& producer, std::vector<proto::Task>&& tasks, Clock::time_point now);
+
+    // Registers (or re-registers) a worker. Tasks held under an earlier
+    // registration of the same identity go back to the queue.
+    std::vector<FinalOutcome> hello(const std::string& identity, proto::Hello hello, Clock::time_point now);
+
+    // Returns false for an identity that never said HELLO (send it RESET).
+    [[nodiscard]] bool ready(const std::string& identity, std::uint32_t credits, Clock::time_point now);
+    [[nodiscard]] bool seen(const std::string& identity, Clock::time_point now);
+    [[nodiscard]] bool knows(const std::string& identity) const { return workers_.count(identity) != 0; }
+
+    // The worker is gone (BYE, death, unreachable): its unsettled tasks go
+    // back to the front of their queues. If it `died`, each of them counts a
+    // death, and a task that has died max_attempts times is lost.
+    std::vector<FinalOutcome> remove_worker(const std::string& identity, bool died = true);
+    // Same, for a worker named by its HELLO id (a supervisor's LOST report).
+    std::vector<FinalOutcome> remove_worker_by_id(const std::string& worker_id);
+
+    // Workers silent for liveness x heartbeat are removed; returns their identities.
+    std::vector<std::string> expired(Clock::time_point now) const;
+
+    // Matches queued tasks with worker credits: each task goes to the least
+    // recently served worker that can run it. One batch per worker.
+    std::vector<Batch> dispatch();
+
+    // A DISPATCH could not be sent: its tasks go back to the front of the queue.
+    void undo_dispatch(const Batch& batch);
+
+    // The sink holds these outcomes: forget the tasks.
+    void settle(const std::vector<std::string>& ids);
+
+    // Cancels queued tasks (running ones finish). Returns their outcomes.
+    std::vector<FinalOutcome> cancel(const std::vector<std::string>& ids);
+
+    [[nodiscard]] std::vector<std::string> worker_identities() const;
+    [[nodiscard]] std::size_t worker_count() const { return workers_.size(); }
+    [[nodiscard]] std::size_t task_count() const { return tasks_.size(); }
+    [[nodiscard]] std::size_t queued_count() const { return queued_; }
+    [[nodiscard]] std::uint32_t credits_of(const std::string& identity) const;
+    [[nodiscard]] std::size_t held_by(const std::string& identity) const;
+
+    // Queues, workers and totals, as STATUS reports them.
+    [[nodiscard]] nlohmann::json status(Clock::time_point now) const;
+
+    struct Totals {
+        std::uint64_t accepted = 0, rejected = 0, dispatched = 0, settled = 0, redispatched = 0, lost = 0,
+                      cancelled = 0, workers_expired = 0;
+    };
+    [[nodiscard]] const Totals& totals() const { return totals_; }
+    Totals& totals() { return totals_; }
+
+private:
+    struct Entry {
+        proto::Task task;  // attempt = times dispatched
+        std::string producer;
+        std::string worker;  // identity holding it; empty when queued
+        std::uint32_t deaths = 0;
+        bool queued = false;
+    };
+    struct WorkerState {
+        proto::Hello hello;
+        std::uint32_t credits = 0;
+        std::unordered_set<std::string> held;
+        std::uint64_t done = 0;
+        std::uint64_t served_seq = 0;
+        Clock::time_point last_seen{};
+    };
+
+    void enqueue_front(Entry& e);
+    FinalOutcome final_outcome(const Entry& e, proto::Status status, std::string error) const;
+
+    SchedulerLimits limits_;
+    std::unordered_map<std::string, Entry> tasks_;
+    std::unordered_map<std::string, std::deque<std::string>> queues_;  // task name -> ids
+    std::unordered_map<std::string, WorkerState> workers_;
+    std::size_t queued_ = 0;
+    std::uint64_t serve_seq_ = 0;
+    Totals totals_;
+};
+
+}  // namespace drover

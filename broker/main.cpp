@@ -1,0 +1,69 @@
+// drover-broker: run a broker, or ask one for its status.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "drover/broker.hpp"
+
+int main(int argc, char** argv) {
+    drover::BrokerConfig config;
+    std::string log_level;
+    std::int64_t heartbeat_ms = 1000;
+    std::string status_broker = "tcp://127.0.0.1:5555";
+    int status_timeout_ms = 3000;
+
+    CLI::App app{"drover-broker: routes tasks from producers to workers.\n"
+                 "Workers connect to --backend, producers and sinks to --frontend."};
+    app.add_option("--frontend", config.frontend, "endpoint for producers and sinks")->capture_default_str();
+    app.add_option("--backend", config.backend, "endpoint for workers")->capture_default_str();
+    app.add_option("--max-queued", config.max_queued, "tasks held before SUBMIT is rejected with queue_full")
+        ->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat period")->capture_default_str()->check(CLI::Range(10, 600000));
+    app.add_option("--liveness", config.liveness, "missed heartbeats before a worker is declared dead")
+        ->capture_default_str()->check(CLI::Range(1, 1000));
+    app.add_option("--max-message-bytes", config.max_message_bytes, "largest message accepted")
+        ->capture_default_str()->check(CLI::Range(std::int64_t{1024}, std::int64_t{1} << 32));
+    app.add_option("--endpoints-file", config.endpoints_file, "write the bound endpoints here as JSON");
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off (default: $SPDLOG_LEVEL or info)");
+    auto* status = app.add_subcommand("status", "print a running broker's queues, workers and totals as JSON");
+    status->add_option("--broker", status_broker, "the broker's frontend endpoint")->capture_default_str();
+    status->add_option("--timeout-ms", status_timeout_ms, "how long to wait for the answer")->capture_default_str();
+    try {
+        app.parse(argc, argv);
+        drover::check_endpoint(config.frontend, "--frontend");
+        drover::check_endpoint(config.backend, "--backend");
+        if (*status) drover::check_endpoint(status_broker, "--broker");
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 2;
+    }
+    config.heartbeat = drover::Millis(heartbeat_ms);
+    zmq::context_t ctx;
+    if (*status) {
+        auto doc = drover::fetch_status(ctx, status_broker, drover::Millis(status_timeout_ms));
+        if (!doc) {
+            std::cerr << "drover-broker: no answer from " << status_broker << " within " << status_timeout_ms << " ms\n";
+            return 1;
+        }
+        std::cout << doc->dump(2) << "\n";
+        return 0;
+    }
+    try {
+        auto log = drover::make_logger("broker", log_level);
+        drover::StopSource stop;
+        drover::stop_on_signals(stop);
+        drover::Broker broker(ctx, config, log);
+        broker.bind();
+        broker.run(stop);
+        return 0;
+    } catch (const zmq::error_t& e) {
+        std::cerr << "drover-broker: cannot bind (--frontend " << config.frontend << ", --backend " << config.backend
+                  << "): " << e.what() << "\n";
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 1;
+    }
+}

@@ -1,0 +1,345 @@
+// The broker's poll loop: decode, hand to the Scheduler, send what it returns.
+#include "drover/broker.hpp"
+
+#include <cstdio>
+#include <fstream>
+#include <stdexcept>
+
+#include <unistd.h>
+
+namespace drover {
+
+namespace {
+
+constexpr int k_drain_limit = 4096;  // messages read from one socket before serving the other
+
+std::string to_hex(std::string_view bytes) {
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    for (unsigned char b : bytes) {
+        out.push_back(digits[b >> 4]);
+        out.push_back(digits[b & 0xf]);
+    }
+    return out;
+}
+
+std::string id_of(const zmq::message_t& m) { return std::string(static_cast<const char*>(m.data()), m.size()); }
+
+void write_endpoints_file(const std::string& path, const std::string& frontend, const std::string& backend) {
+    const std::string tmp = path + ".tmp";
+    {
+        std::ofstream out(tmp);
+        if (!out) throw std::runtime_error("cannot write endpoints file '" + path + "'");
+        out << nlohmann::json{{"frontend", frontend}, {"backend", backend}, {"pid", ::getpid()}}.dump() << "\n";
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0)
+        throw std::runtime_error("cannot write endpoints file '" + path + "'");
+}
+
+}  // namespace
+
+Broker::Broker(zmq::context_t& ctx, BrokerConfig config, Logger log)
+    : ctx_(ctx),
+      config_(std::move(config)),
+      log_(std::move(log)),
+      frontend_(ctx, zmq::socket_type::router),
+      backend_(ctx, zmq::socket_type::router),
+      scheduler_(SchedulerLimits{config_.max_queued, config_.heartbeat, config_.liveness}) {
+    configure_router(frontend_, config_.max_message_bytes);
+    configure_router(backend_, config_.max_message_bytes);
+}
+
+Broker::~Broker() = default;
+
+void Broker::bind() {
+    frontend_.bind(config_.frontend);
+    backend_.bind(config_.backend);
+    frontend_ep_ = connectable(last_endpoint(frontend_));
+    backend_ep_ = connectable(last_endpoint(backend_));
+    if (!config_.endpoints_file.empty()) write_endpoints_file(config_.endpoints_file, frontend_ep_, backend_ep_);
+    log_->info("broker.listening frontend={} backend={} max_queued={} heartbeat_ms={} liveness={}", frontend_ep_,
+               backend_ep_, config_.max_queued, config_.heartbeat.count(), config_.liveness);
+}
+
+void Broker::run(const StopSource& stop) {
+    next_tick_ = Clock::now() + config_.heartbeat;
+    while (!stop.stop_requested()) {
+        zmq::pollitem_t items[] = {
+            {frontend_.handle(), 0, ZMQ_POLLIN, 0},
+            {backend_.handle(), 0, ZMQ_POLLIN, 0},
+            {nullptr, stop.fd(), ZMQ_POLLIN, 0},
+        };
+        auto wait = std::chrono::duration_cast<Millis>(next_tick_ - Clock::now());
+        if (wait.count() < 0) wait = Millis(0);
+        zmq::poll(items, 3, wait);
+        if (items[1].revents & ZMQ_POLLIN) on_backend();
+        if (items[0].revents & ZMQ_POLLIN) on_frontend();
+        dispatch_ready_tasks();
+        flush_replies();
+        flush_outcomes();
+        const auto now = Clock::now();
+        if (now >= next_tick_) tick(now);
+    }
+    log_->info("broker.stopping workers={} held={}", scheduler_.worker_count(), scheduler_.task_count());
+    for (const auto& w : scheduler_.worker_identities()) (void)send_to(backend_, w, proto::Command::bye);
+    for (const auto& [p, seen] : producers_) (void)send_to(frontend_, p, proto::Command::bye);
+}
+
+void Broker::drop(const std::string& peer, const char* socket, proto::DecodeError reason) {
+    const std::string why = proto::decode_error_name(reason);
+    ++dropped_[why];
+    if (logged_drops_.size() > 10000) logged_drops_.clear();  // bounded; may log a peer again
+    if (logged_drops_.emplace(peer, why).second)
+        log_->warn("broker.dropped socket={} peer={} reason={} (logged once per peer)", socket,
+                   to_hex(peer), why);
+}
+
+void Broker::on_frontend() {
+    std::vector<zmq::message_t> frames;
+    for (int i = 0; i < k_drain_limit; ++i) {
+        frames.clear();
+        if (!zmq::recv_multipart(frontend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+        const std::string peer = id_of(frames[0]);
+        if (frames.size() < 2 || frames.size() > 3) {
+            drop(peer, "frontend", proto::DecodeError::bad_frames);
+            continue;
+        }
+        auto cmd = proto::parse_header(frames[1]);
+        if (!cmd) {
+            drop(peer, "frontend", cmd.error());
+            continue;
+        }
+        handle_frontend(peer, *cmd, frames.size() == 3 ? proto::view(frames[2]) : std::string_view{});
+    }
+}
+
+void Broker::on_backend() {
+    std::vector<zmq::message_t> frames;
+    for (int i = 0; i < k_drain_limit; ++i) {
+        frames.clear();
+        if (!zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+        const std::string peer = id_of(frames[0]);
+        if (frames.size() < 2 || frames.size() > 3) {
+            drop(peer, "backend", proto::DecodeError::bad_frames);
+            continue;
+        }
+        auto cmd = proto::parse_header(frames[1]);
+        if (!cmd) {
+            drop(peer, "backend", cmd.error());
+            continue;
+        }
+        handle_backend(peer, *cmd, frames.size() == 3 ? proto::view(frames[2]) : std::string_view{});
+    }
+}
+
+void Broker::handle_frontend(const std::string& peer, proto::Command c, std::string_view body) {
+    using proto::Command;
+    const auto now = Clock::now();
+    switch (c) {
+        case Command::submit: {
+            auto m = proto::decode_tasks(body);
+            if (!m) return drop(peer, "frontend", m.error());
+            producers_[peer] = now;
+            auto result = scheduler_.submit(peer, std::move(m->tasks), now);
+            auto& acc = accepted_[peer];
+            acc.insert(acc.end(), std::make_move_iterator(result.accepted.begin()),
+                       std::make_move_iterator(result.accepted.end()));
+            for (auto& [reason, ids] : result.rejected) {
+                log_->debug("broker.rejected n={} reason={}", ids.size(), reason);
+                auto& r = rejected_[peer][reason];
+                r.insert(r.end(), ids.begin(), ids.end());
+            }
+            return;
+        }
+        case Command::settle: {
+            auto m = proto::decode_ids(body);
+            if (!m) return drop(peer, "frontend", m.error());
+            scheduler_.settle(m->ids);
+            return;
+        }
+        case Command::cancel: {
+            auto m = proto::decode_ids(body);
+            if (!m) return drop(peer, "frontend", m.error());
+            report(scheduler_.cancel(m->ids));
+            return;
+        }
+        case Command::status: {
+            if (!proto::decode_empty(body)) return drop(peer, "frontend", proto::DecodeError::bad_body);
+            const auto doc = nlohmann::json::to_msgpack(status_json(now));
+            (void)send_to(frontend_, peer, Command::status_reply,
+                          std::string_view(reinterpret_cast<const char*>(doc.data()), doc.size()));
+            return;
+        }
+        case Command::heartbeat: {
+            if (!proto::decode_empty(body)) return drop(peer, "frontend", proto::DecodeError::bad_body);
+            producers_[peer] = now;
+            (void)send_to(frontend_, peer, Command::heartbeat);
+            return;
+        }
+        case Command::bye:
+            producers_.erase(peer);
+            return;
+        default:
+            return drop(peer, "frontend", proto::DecodeError::unexpected);
+    }
+}
+
+void Broker::handle_backend(const std::string& peer, proto::Command c, std::string_view body) {
+    using proto::Command;
+    const auto now = Clock::now();
+    switch (c) {
+        case Command::hello: {
+            auto m = proto::decode_hello(body);
+            if (!m) return drop(peer, "backend", m.error());
+            log_->info("worker.joined id={} host={} pid={} pool={} slots={} tasks={}", m->worker, m->host, m->pid,
+                       m->pool, m->slots, m->tasks.size());
+            report(scheduler_.hello(peer, std::move(*m), now));
+            live_workers_ = scheduler_.worker_count();
+            return;
+        }
+        case Command::ready: {
+            auto m = proto::decode_ready(body);
+            if (!m) return drop(peer, "backend", m.error());
+            if (!scheduler_.ready(peer, m->credits, now)) (void)send_to(backend_, peer, Command::reset);
+            return;
+        }
+        case Command::heartbeat: {
+            if (!proto::decode_empty(body)) return drop(peer, "backend", proto::DecodeError::bad_body);
+            if (!scheduler_.seen(peer, now)) (void)send_to(backend_, peer, Command::reset);
+            return;
+        }
+        case Command::bye: {
+            if (!proto::decode_empty(body)) return drop(peer, "backend", proto::DecodeError::bad_body);
+            remove_worker(peer, "said bye", false);
+            return;
+        }
+        case Command::lost: {
+            auto m = proto::decode_lost(body);
+            if (!m) return drop(peer, "backend", m.error());
+            log_->warn("worker.lost id={} reported_by_supervisor", m->worker);
+            report(scheduler_.remove_worker_by_id(m->worker));
+            live_workers_ = scheduler_.worker_count();
+            return;
+        }
+        default:
+            return drop(peer, "backend", proto::DecodeError::unexpected);
+    }
+}
+
+void Broker::remove_worker(const std::string& identity, const std::string& reason, bool died) {
+    const auto held = scheduler_.held_by(identity);
+    log_->info("worker.removed reason=\"{}\" held={}", reason, held);
+    report(scheduler_.remove_worker(identity, died));
+    live_workers_ = scheduler_.worker_count();
+}
+
+void Broker::dispatch_ready_tasks() {
+    for (auto& batch : scheduler_.dispatch()) {
+        const auto body = proto::encode(proto::Tasks{batch.tasks});
+        const auto st = send_to(backend_, batch.worker, proto::Command::dispatch, body);
+        if (st == SendStatus::sent) continue;
+        scheduler_.undo_dispatch(batch);
+        if (st == SendStatus::unreachable) remove_worker(batch.worker, "unreachable");
+    }
+}
+
+void Broker::flush_replies() {
+    for (auto& [peer, ids] : accepted_) {
+        if (ids.empty()) continue;
+        // A producer keeps resending what is not ACCEPTED, so a reply that
+        // cannot be sent now is not lost for good.
+        (void)send_to(frontend_, peer, proto::Command::accepted, proto::encode(proto::Ids{std::move(ids)}));
+        ids.clear();
+    }
+    for (auto& [peer, by_reason] : rejected_) {
+        for (auto& [reason, ids] : by_reason)
+            (void)send_to(frontend_, peer, proto::Command::rejected, proto::encode(proto::Rejected{ids, reason}));
+    }
+    rejected_.clear();
+}
+
+void Broker::report(std::vector<FinalOutcome>&& finals) {
+    for (auto& f : finals) {
+        log_->info("task.final id={} status={} error=\"{}\"", f.outcome.id, proto::status_name(f.outcome.status),
+                   f.outcome.error);
+        outcomes_[f.reply_to].push_back(std::move(f.outcome));
+    }
+}
+
+zmq::socket_t& Broker::sink_socket(const std::string& endpoint) {
+    auto it = sinks_.find(endpoint);
+    if (it != sinks_.end()) return it->second;
+    zmq::socket_t s(ctx_, zmq::socket_type::push);
+    s.set(zmq::sockopt::linger, 1000);
+    s.set(zmq::sockopt::sndhwm, 100000);
+    s.connect(endpoint);
+    return sinks_.emplace(endpoint, std::move(s)).first->second;
+}
+
+void Broker::flush_outcomes() {
+    for (auto& [endpoint, list] : outcomes_) {
+        if (list.empty()) continue;
+        try {
+            auto st = send_message(sink_socket(endpoint), proto::Command::result, proto::encode(proto::Results{list}));
+            if (st != SendStatus::sent)
+                log_->warn("broker.sink_full endpoint={} dropped_outcomes={}", endpoint, list.size());
+        } catch (const zmq::error_t& e) {
+            log_->warn("broker.sink_unusable endpoint={} error=\"{}\" dropped_outcomes={}", endpoint, e.what(),
+                       list.size());
+        }
+        list.clear();
+    }
+}
+
+void Broker::tick(Clock::time_point now) {
+    next_tick_ = now + config_.heartbeat;
+    for (const auto& identity : scheduler_.expired(now)) {
+        ++scheduler_.totals().workers_expired;
+        remove_worker(identity, "missed heartbeats");
+    }
+    for (const auto& identity : scheduler_.worker_identities()) {
+        if (send_to(backend_, identity, proto::Command::heartbeat) == SendStatus::unreachable)
+            remove_worker(identity, "unreachable");
+    }
+    const auto window = config_.heartbeat * config_.liveness;
+    for (auto it = producers_.begin(); it != producers_.end();) {
+        it = now - it->second > window * 10 ? producers_.erase(it) : std::next(it);
+    }
+    flush_outcomes();
+}
+
+nlohmann::json Broker::status_json(Clock::time_point now) const {
+    auto doc = scheduler_.status(now);
+    doc["dropped"] = nlohmann::json(dropped_);
+    doc["frontend"] = frontend_ep_;
+    doc["backend"] = backend_ep_;
+    doc["pid"] = ::getpid();
+    return doc;
+}
+
+std::optional<nlohmann::json> fetch_status(zmq::context_t& ctx, const std::string& frontend, Millis timeout) {
+    zmq::socket_t s(ctx, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::linger, 0);
+    s.connect(frontend);
+    if (send_message_blocking(s, proto::Command::status) != SendStatus::sent) return std::nullopt;
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+        zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+        zmq::poll(&item, 1, std::chrono::duration_cast<Millis>(deadline - Clock::now()));
+        if (!(item.revents & ZMQ_POLLIN)) continue;
+        std::vector<zmq::message_t> frames;
+        if (!zmq::recv_multipart(s, std::back_inserter(frames), zmq::recv_flags::dontwait)) continue;
+        if (frames.size() != 2) continue;
+        auto cmd = proto::parse_header(frames[0]);
+        if (!cmd || *cmd != proto::Command::status_reply) continue;
+        try {
+            const auto* p = static_cast<const std::uint8_t*>(frames[1].data());
+            return nlohmann::json::from_msgpack(p, p + frames[1].size());
+        } catch (const nlohmann::json::exception&) {
+            return std::nullopt;
+        }
+    }
+    return std::nullopt;
+}
+
+}  // namespace drover

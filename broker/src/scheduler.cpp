@@ -1,0 +1,297 @@
+// The broker's bookkeeping: tasks, queues, workers and credits.
+#include "drover/scheduler.hpp"
+
+#include <algorithm>
+
+namespace drover {
+
+Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<proto::Task>&& tasks,
+                                       Clock::time_point) {
+    Submitted out;
+    out.accepted.reserve(tasks.size());
+    for (auto& t : tasks) {
+        if (tasks_.count(t.id)) {  // a resend: already ours
+            out.accepted.push_back(t.id);
+            continue;
+        }
+        if (t.name.empty() || t.reply_to.empty()) {
+            out.rejected["invalid: a task needs a name and a reply_to"].push_back(t.id);
+            ++totals_.rejected;
+            continue;
+        }
+        if (tasks_.size() >= limits_.max_queued) {
+            out.rejected["queue_full"].push_back(t.id);
+            ++totals_.rejected;
+            continue;
+        }
+        if (t.max_attempts == 0) t.max_attempts = 1;
+        t.attempt = 0;
+        const std::string id = t.id;
+        Entry& e = tasks_[id];
+        e.task = std::move(t);
+        e.producer = producer;
+        e.queued = true;
+        queues_[e.task.name].push_back(id);
+        ++queued_;
+        ++totals_.accepted;
+        out.accepted.push_back(id);
+    }
+    return out;
+}
+
+std::vector<FinalOutcome> Scheduler::hello(const std::string& identity, proto::Hello h, Clock::time_point now) {
+    std::vector<FinalOutcome> finals;
+    if (workers_.count(identity)) finals = remove_worker(identity, false);
+    WorkerState& w = workers_[identity];
+    w.hello = std::move(h);
+    w.last_seen = now;
+    w.served_seq = 0;
+    for (const auto& name : w.hello.tasks) queues_.try_emplace(name);
+    return finals;
+}
+
+bool Scheduler::ready(const std::string& identity, std::uint32_t credits, Clock::time_point now) {
+    auto it = workers_.find(identity);
+    if (it == workers_.end()) return false;
+    it->second.credits += credits;
+    it->second.last_seen = now;
+    return true;
+}
+
+bool Scheduler::seen(const std::string& identity, Clock::time_point now) {
+    auto it = workers_.find(identity);
+    if (it == workers_.end()) return false;
+    it->second.last_seen = now;
+    return true;
+}
+
+void Scheduler::enqueue_front(Entry& e) {
+    e.worker.clear();
+    e.queued = true;
+    queues_[e.task.name].push_front(e.task.id);
+    ++queued_;
+}
+
+FinalOutcome Scheduler::final_outcome(const Entry& e, proto::Status status, std::string error) const {
+    FinalOutcome f;
+    f.reply_to = e.task.reply_to;
+    f.outcome.id = e.task.id;
+    f.outcome.task = e.task.name;
+    f.outcome.status = status;
+    f.outcome.error = std::move(error);
+    f.outcome.attempt = e.task.attempt;
+    f.outcome.worker = "broker";
+    return f;
+}
+
+std::vector<FinalOutcome> Scheduler::remove_worker(const std::string& identity, bool died) {
+    std::vector<FinalOutcome> finals;
+    auto it = workers_.find(identity);
+    if (it == workers_.end()) return finals;
+    for (const auto& id : it->second.held) {
+        auto t = tasks_.find(id);
+        if (t == tasks_.end()) continue;
+        Entry& e = t->second;
+        if (died) ++e.deaths;
+        if (died && e.deaths >= e.task.max_attempts) {
+            finals.push_back(final_outcome(e, proto::Status::lost, "worker died " + std::to_string(e.deaths) +
+                                                                       (e.deaths == 1 ? " time" : " times")));
+            ++totals_.lost;
+            tasks_.erase(t);
+        } else {
+            enqueue_front(e);
+            ++totals_.redispatched;
+        }
+    }
+    workers_.erase(it);
+    return finals;
+}
+
+std::vector<FinalOutcome> Scheduler::remove_worker_by_id(const std::string& worker_id) {
+    for (const auto& [identity, w] : workers_)
+        if (w.hello.worker == worker_id) return remove_worker(std::string(identity), true);
+    return {};
+}
+
+std::vector<std::string> Scheduler::expired(Clock::time_point now) const {
+    std::vector<std::string> out;
+    const auto window = limits_.heartbeat * limits_.liveness;
+    for (const auto& [identity, w] : workers_)
+        if (now - w.last_seen > window) out.push_back(identity);
+    return out;
+}
+
+std::vector<Scheduler::Batch> Scheduler::dispatch() {
+    std::vector<Batch> batches;
+    if (queued_ == 0) return batches;
+    std::vector<std::pair<const std::string*, WorkerState*>> ready;
+    for (auto& [identity, w] : workers_)
+        if (w.credits > 0) ready.emplace_back(&identity, &w);
+    if (ready.empty()) return batches;
+    // Least recently served first; a round gives each worker at most one
+    // task, so a queue shorter than the credits is spread over the workers.
+    std::sort(ready.begin(), ready.end(),
+              [](const auto& a, const auto& b) { return a.second->served_seq < b.second->served_seq; });
+    std::vector<std::vector<proto::Task>> taken(ready.size());
+    bool progress = true;
+    while (progress && queued_ > 0) {
+        progress = false;
+        for (std::size_t i = 0; i < ready.size(); ++i) {
+            WorkerState& w = *ready[i].second;
+            if (w.credits == 0) continue;
+            bool took = false;
+            for (const auto& name : w.hello.tasks) {
+                auto q = queues_.find(name);
+                if (q == queues_.end()) continue;
+                while (!q->second.empty()) {
+                    std::string id = std::move(q->second.front());
+                    q->second.pop_front();
+                    auto t = tasks_.find(id);
+                    if (t == tasks_.end() || !t->second.queued) continue;  // settled or cancelled meanwhile
+                    Entry& e = t->second;
+                    e.queued = false;
+                    --queued_;
+                    e.worker = *ready[i].first;
+                    ++e.task.attempt;
+                    w.held.insert(id);
+                    --w.credits;
+                    taken[i].push_back(e.task);
+                    ++totals_.dispatched;
+                    took = true;
+                    break;
+                }
+                if (took) break;
+            }
+            progress = progress || took;
+        }
+    }
+    for (std::size_t i = 0; i < ready.size(); ++i) {
+        if (taken[i].empty()) continue;
+        ready[i].second->served_seq = ++serve_seq_;
+        batches.push_back(Batch{*ready[i].first, std::move(taken[i])});
+    }
+    return batches;
+}
+
+void Scheduler::undo_dispatch(const Batch& batch) {
+    auto w = workers_.find(batch.worker);
+    // Reverse order keeps the original order at the front of the queue.
+    for (auto it = batch.tasks.rbegin(); it != batch.tasks.rend(); ++it) {
+        auto t = tasks_.find(it->id);
+        if (t == tasks_.end()) continue;
+        --t->second.task.attempt;
+        if (w != workers_.end()) {
+            w->second.held.erase(it->id);
+            ++w->second.credits;
+        }
+        enqueue_front(t->second);
+        --totals_.dispatched;
+    }
+}
+
+void Scheduler::settle(const std::vector<std::string>& ids) {
+    for (const auto& id : ids) {
+        auto t = tasks_.find(id);
+        if (t == tasks_.end()) continue;
+        Entry& e = t->second;
+        if (!e.worker.empty()) {
+            auto w = workers_.find(e.worker);
+            if (w != workers_.end()) {
+                w->second.held.erase(id);
+                ++w->second.done;
+            }
+        }
+        if (e.queued) --queued_;  // its queue slot is skipped lazily
+        tasks_.erase(t);
+        ++totals_.settled;
+    }
+}
+
+std::vector<FinalOutcome> Scheduler::cancel(const std::vector<std::string>& ids) {
+    std::vector<FinalOutcome> finals;
+    for (const auto& id : ids) {
+        auto t = tasks_.find(id);
+        if (t == tasks_.end() || !t->second.queued) continue;
+        finals.push_back(final_outcome(t->second, proto::Status::cancelled, "cancelled"));
+        --queued_;
+        tasks_.erase(t);
+        ++totals_.cancelled;
+    }
+    return finals;
+}
+
+std::vector<std::string> Scheduler::worker_identities() const {
+    std::vector<std::string> out;
+    out.reserve(workers_.size());
+    for (const auto& [identity, w] : workers_) out.push_back(identity);
+    return out;
+}
+
+std::uint32_t Scheduler::credits_of(const std::string& identity) const {
+    auto it = workers_.find(identity);
+    return it == workers_.end() ? 0 : it->second.credits;
+}
+
+std::size_t Scheduler::held_by(const std::string& identity) const {
+    auto it = workers_.find(identity);
+    return it == workers_.end() ? 0 : it->second.held.size();
+}
+
+nlohmann::json Scheduler::status(Clock::time_point now) const {
+    using nlohmann::json;
+    std::unordered_map<std::string, std::size_t> running;
+    for (const auto& [id, e] : tasks_)
+        if (!e.worker.empty()) ++running[e.task.name];
+    std::unordered_map<std::string, std::size_t> can_run;
+    for (const auto& [identity, w] : workers_)
+        for (const auto& name : w.hello.tasks) ++can_run[name];
+
+    json queues = json::object();
+    json waiting = json::array();
+    for (const auto& [name, q] : queues_) {
+        std::size_t queued = 0;
+        for (const auto& id : q) {
+            auto t = tasks_.find(id);
+            if (t != tasks_.end() && t->second.queued) ++queued;
+        }
+        const auto r = running.count(name) ? running.at(name) : 0;
+        const auto workers = can_run.count(name) ? can_run.at(name) : 0;
+        if (queued == 0 && r == 0 && workers == 0) continue;
+        queues[name] = {{"queued", queued}, {"in_flight", r}, {"workers", workers}};
+        if (queued > 0 && workers == 0) waiting.push_back(name);
+    }
+    json workers = json::array();
+    for (const auto& [identity, w] : workers_) {
+        workers.push_back({{"id", w.hello.worker},
+                           {"host", w.hello.host},
+                           {"pid", w.hello.pid},
+                           {"pool", w.hello.pool},
+                           {"slots", w.hello.slots},
+                           {"credits", w.credits},
+                           {"held", w.held.size()},
+                           {"done", w.done},
+                           {"last_heartbeat_ms",
+                            std::chrono::duration_cast<Millis>(now - w.last_seen).count()}});
+    }
+    std::sort(workers.begin(), workers.end(),
+              [](const json& a, const json& b) { return a["id"].get<std::string>() < b["id"].get<std::string>(); });
+    std::size_t in_flight = 0;
+    for (const auto& [name, n] : running) in_flight += n;
+    return {{"queues", queues},
+            {"waiting_for_workers", waiting},
+            {"workers", workers},
+            {"queued", queued_},
+            {"in_flight", in_flight},
+            {"held", tasks_.size()},
+            {"totals",
+             {{"accepted", totals_.accepted},
+              {"rejected", totals_.rejected},
+              {"dispatched", totals_.dispatched},
+              {"settled", totals_.settled},
+              {"redispatched", totals_.redispatched},
+              {"lost", totals_.lost},
+              {"cancelled", totals_.cancelled},
+              {"workers_expired", totals_.workers_expired}}}};
+}
+
+}  // namespace drover

@@ -1,0 +1,21 @@
+// One named spdlog logger per process, writing to stderr.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+namespace drover {
+
+using Logger = std::shared_ptr<spdlog::logger>;
+
+// Returns the process logger `name` on stderr at `level` ("trace" ... "off").
+// An empty level falls back to SPDLOG_LEVEL, then to "info".
+// Throws: std::invalid_argument for an unknown level name.
+Logger make_logger(const std::string& name, const std::string& level = {});
+
+// A logger that discards everything (for tests and embedded use).
+Logger null_logger();
+
+}  // namespace drover

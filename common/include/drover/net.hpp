@@ -1,0 +1,60 @@
+// Socket helpers shared by every drover process: sending DRV1 messages,
+// socket options, endpoints and host facts.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "drover/protocol.hpp"
+
+namespace drover {
+
+using Clock = std::chrono::steady_clock;
+using Millis = std::chrono::milliseconds;
+
+inline constexpr std::int64_t k_default_max_message_bytes = 16 * 1024 * 1024;
+
+enum class SendStatus { sent, would_block, unreachable };
+
+// Sends [header][body] on a DEALER/PUSH socket without blocking.
+// Returns: would_block at the high-water mark (nothing was sent).
+SendStatus send_message(zmq::socket_t& s, proto::Command c, std::string_view body = {});
+
+// Like send_message, but waits (up to the socket's ZMQ_SNDTIMEO) when full.
+SendStatus send_message_blocking(zmq::socket_t& s, proto::Command c, std::string_view body = {});
+
+// Sends [identity][header][body] on a ROUTER socket set to ROUTER_MANDATORY.
+// Returns: unreachable for an unknown or gone peer, would_block at its HWM.
+SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Command c, std::string_view body = {});
+
+// Sets what every ROUTER in drover needs: ROUTER_MANDATORY (so a message to
+// an unknown peer is an error, not a silent drop), bounded message size,
+// high-water marks and no linger.
+void configure_router(zmq::socket_t& s, std::int64_t max_message_bytes, int hwm = 100000);
+
+// The endpoint a socket actually bound (resolves "tcp://*:*" to a real port).
+std::string last_endpoint(const zmq::socket_t& s);
+
+// For an endpoint bound as "tcp://*:P" or "tcp://0.0.0.0:P", the address a
+// local client connects to ("tcp://127.0.0.1:P"); other endpoints unchanged.
+std::string connectable(const std::string& bound);
+
+// Throws std::invalid_argument with a one-line reason unless `ep` looks like
+// a ZeroMQ endpoint drover supports (tcp://, ipc://, inproc://).
+void check_endpoint(const std::string& ep, const std::string& flag);
+
+std::string host_name();
+
+// The local IP address the kernel would use to reach `broker_endpoint`
+// (tcp only); "127.0.0.1" when it cannot tell.
+std::string local_address_towards(const std::string& broker_endpoint);
+
+// A fresh random hex string of `bytes` random bytes.
+std::string random_hex(std::size_t bytes);
+
+}  // namespace drover

@@ -1,0 +1,235 @@
+// The DRV1 wire protocol: every message drover peers exchange, frame by frame.
+#pragma once
+
+// DRV1 — drover protocol, version 1
+// ==================================
+//
+// Every message is two frames after the ROUTER identity (if any):
+//
+//   [ header: "DRV1" + command byte (5 bytes) ][ body: one msgpack map ]
+//
+// A body is a msgpack *map* with named fields, so a later version may add
+// fields that an older peer ignores. Fields not listed below are ignored on
+// decode; a listed field of the wrong type makes the whole message invalid.
+// HEARTBEAT, BYE and RESET may omit the body frame. Task arguments and
+// results are msgpack bytes carried in `bin` fields: the broker never decodes
+// them. Every list field is a batch: one message carries many tasks or ids.
+//
+// Worker (DEALER) -> broker backend (ROUTER)
+//   HELLO      0x01  {worker: str, host: str, pid: int, pool: str, slots: uint,
+//                     tasks: [str]}          registers; tasks = names it runs
+//   READY      0x02  {credits: uint}         grants that many more tasks
+//   HEARTBEAT  0x04  {}                      liveness, every heartbeat period
+//   BYE        0x05  {}                      leaving; held tasks go back
+//   LOST       0x07  {worker: str}           a supervisor reports that one of
+//                                            its children (by HELLO id) died
+//
+// Broker backend (ROUTER) -> worker (DEALER)
+//   DISPATCH   0x03  {tasks: [Task]}         only against credits granted
+//   HEARTBEAT  0x04  {}
+//   BYE        0x05  {}                      broker shutting down
+//   RESET      0x06  {}                      "I do not know you": HELLO again
+//
+// Producer or sink (DEALER) -> broker frontend (ROUTER)
+//   SUBMIT     0x10  {tasks: [Task]}         attempt is ignored
+//   SETTLE     0x13  {ids: [str]}            the sink holds these outcomes
+//   CANCEL     0x14  {ids: [str]}            drop these tasks if still queued
+//   STATUS     0x15  {}                      asks for a STATUS_REPLY
+//   HEARTBEAT  0x04  {}                      the broker answers HEARTBEAT
+//   BYE        0x05  {}
+//
+// Broker frontend (ROUTER) -> producer (DEALER)
+//   ACCEPTED   0x11  {ids: [str]}            the broker owns these tasks now
+//   REJECTED   0x12  {ids: [str], reason: str}   e.g. "queue_full", "invalid"
+//   STATUS_REPLY 0x16 {...}                  queues, workers, totals (a map)
+//   HEARTBEAT  0x04  {}
+//   BYE        0x05  {}                      broker shutting down
+//
+// Worker or broker (PUSH) -> sink (PULL), the task's reply_to endpoint
+//   RESULT     0x20  {results: [Outcome]}
+//
+// Task    = {id: str, name: str, args: bin, attempt: uint, max_attempts: uint,
+//            timeout_ms: uint, reply_to: str}
+// Outcome = {id: str, task: str, status: str, result: bin, error: str,
+//            attempt: uint, worker: str, elapsed_us: uint}
+//   status is one of "ok", "error", "timeout", "lost", "cancelled",
+//   "rejected"; result is set for "ok", error for the others.
+//
+// Decoding is bounded: a container may not claim more elements than the
+// frame has bytes, nesting is limited to k_max_depth, and bytes left after
+// the map are an error. A decode error is a value, never an exception.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <zmq.hpp>
+
+namespace drover::proto {
+
+inline constexpr std::string_view k_protocol = "DRV1";
+inline constexpr std::size_t k_header_size = 5;
+inline constexpr std::size_t k_max_depth = 8;
+
+enum class Command : std::uint8_t {
+    hello = 0x01,
+    ready = 0x02,
+    dispatch = 0x03,
+    heartbeat = 0x04,
+    bye = 0x05,
+    reset = 0x06,
+    lost = 0x07,
+    submit = 0x10,
+    accepted = 0x11,
+    rejected = 0x12,
+    settle = 0x13,
+    cancel = 0x14,
+    status = 0x15,
+    status_reply = 0x16,
+    result = 0x20,
+};
+
+[[nodiscard]] const char* command_name(Command c) noexcept;
+
+enum class Status : std::uint8_t { ok, error, timeout, lost, cancelled, rejected };
+
+[[nodiscard]] const char* status_name(Status s) noexcept;
+[[nodiscard]] std::optional<Status> parse_status(std::string_view s) noexcept;
+
+struct Hello {
+    std::string worker;
+    std::string host;
+    std::int64_t pid = 0;
+    std::string pool;
+    std::uint32_t slots = 0;
+    std::vector<std::string> tasks;
+};
+
+struct Ready {
+    std::uint32_t credits = 0;
+};
+
+struct Lost {
+    std::string worker;
+};
+
+struct Task {
+    std::string id;
+    std::string name;
+    std::string args;  // msgpack bytes, opaque to the broker
+    std::uint32_t attempt = 0;
+    std::uint32_t max_attempts = 3;
+    std::uint32_t timeout_ms = 0;  // 0: no timeout
+    std::string reply_to;
+};
+
+struct Tasks {  // SUBMIT and DISPATCH
+    std::vector<Task> tasks;
+};
+
+struct Ids {  // ACCEPTED, SETTLE, CANCEL
+    std::vector<std::string> ids;
+};
+
+struct Rejected {
+    std::vector<std::string> ids;
+    std::string reason;
+};
+
+struct Outcome {
+    std::string id;
+    std::string task;
+    Status status = Status::ok;
+    std::string result;  // msgpack bytes when status is ok
+    std::string error;
+    std::uint32_t attempt = 0;
+    std::string worker;
+    std::uint64_t elapsed_us = 0;
+};
+
+struct Results {
+    std::vector<Outcome> results;
+};
+
+// Why a message was dropped; also the keys of the "dropped" counters in STATUS.
+enum class DecodeError : std::uint8_t {
+    bad_frames,       // wrong number of frames
+    bad_header,       // header not 5 bytes or not "DRV1"
+    unknown_command,  // command byte not in the table above
+    unexpected,       // a valid command this socket does not take
+    bad_body,         // not msgpack, truncated, wrong types, missing fields
+    too_deep,         // nesting or sizes past the limits
+    trailing_bytes,   // bytes after the body's map
+};
+
+[[nodiscard]] const char* decode_error_name(DecodeError e) noexcept;
+
+// A decoded value or the reason it could not be decoded.
+template <class T>
+class Decoded {
+public:
+    Decoded(T value) : value_(std::move(value)) {}  // NOLINT: implicit on purpose
+    Decoded(DecodeError error) : error_(error) {}   // NOLINT
+    [[nodiscard]] bool ok() const noexcept { return value_.has_value(); }
+    explicit operator bool() const noexcept { return ok(); }
+    [[nodiscard]] T& value() { return *value_; }
+    [[nodiscard]] T& operator*() { return *value_; }
+    [[nodiscard]] T* operator->() { return &*value_; }
+    [[nodiscard]] DecodeError error() const noexcept { return error_; }
+
+private:
+    std::optional<T> value_;
+    DecodeError error_ = DecodeError::bad_body;
+};
+
+// Header ---------------------------------------------------------------
+
+[[nodiscard]] zmq::message_t make_header(Command c);
+// Returns the command of a header frame, or why it is not one.
+[[nodiscard]] Decoded<Command> parse_header(const void* data, std::size_t size) noexcept;
+inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
+    return parse_header(m.data(), m.size());
+}
+
+// Bodies ---------------------------------------------------------------
+// encode_* return the msgpack body; decode_* check limits and trailing bytes.
+
+[[nodiscard]] std::string encode(const Hello& m);
+[[nodiscard]] std::string encode(const Ready& m);
+[[nodiscard]] std::string encode(const Lost& m);
+[[nodiscard]] std::string encode(const Tasks& m);
+[[nodiscard]] std::string encode(const Ids& m);
+[[nodiscard]] std::string encode(const Rejected& m);
+[[nodiscard]] std::string encode(const Results& m);
+[[nodiscard]] std::string encode_empty();
+
+[[nodiscard]] Decoded<Hello> decode_hello(std::string_view body) noexcept;
+[[nodiscard]] Decoded<Ready> decode_ready(std::string_view body) noexcept;
+[[nodiscard]] Decoded<Lost> decode_lost(std::string_view body) noexcept;
+[[nodiscard]] Decoded<Tasks> decode_tasks(std::string_view body) noexcept;
+[[nodiscard]] Decoded<Ids> decode_ids(std::string_view body) noexcept;
+[[nodiscard]] Decoded<Rejected> decode_rejected(std::string_view body) noexcept;
+[[nodiscard]] Decoded<Results> decode_results(std::string_view body) noexcept;
+// An empty body, or any well-formed map (HEARTBEAT, BYE, STATUS, ...).
+[[nodiscard]] Decoded<bool> decode_empty(std::string_view body) noexcept;
+
+// Checks that `bytes` is exactly one msgpack value within the limits
+// (used on task arguments and results at the edges).
+[[nodiscard]] bool is_valid_msgpack(std::string_view bytes, std::size_t max_depth = 64) noexcept;
+
+// Sending --------------------------------------------------------------
+
+// A message ready to send: header frame and optional body frame.
+struct Frames {
+    Command command;
+    std::string body;
+};
+
+inline std::string_view view(const zmq::message_t& m) noexcept {
+    return {static_cast<const char*>(m.data()), m.size()};
+}
+
+}  // namespace drover::proto

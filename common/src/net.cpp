@@ -1,0 +1,136 @@
+// Socket helpers shared by every drover process.
+#include "drover/net.hpp"
+
+#include <array>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace drover {
+
+namespace {
+
+SendStatus send_frames(zmq::socket_t& s, std::string_view identity, proto::Command c, std::string_view body,
+                       bool blocking) {
+    const auto more = blocking ? zmq::send_flags::sndmore : (zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    const auto last = blocking ? zmq::send_flags::none : zmq::send_flags::dontwait;
+    try {
+        if (!identity.empty()) {
+            if (!s.send(zmq::buffer(identity.data(), identity.size()), more)) return SendStatus::would_block;
+        }
+        auto header = proto::make_header(c);
+        // Once the first frame is queued, the rest of a multipart message
+        // always goes through (libzmq queues it whole or not at all).
+        if (!s.send(header, body.empty() ? last : more)) return SendStatus::would_block;
+        if (!body.empty()) s.send(zmq::buffer(body.data(), body.size()), last);
+        return SendStatus::sent;
+    } catch (const zmq::error_t& e) {
+        if (e.num() == EHOSTUNREACH) return SendStatus::unreachable;
+        if (e.num() == EAGAIN) return SendStatus::would_block;
+        throw;
+    }
+}
+
+}  // namespace
+
+SendStatus send_message(zmq::socket_t& s, proto::Command c, std::string_view body) {
+    return send_frames(s, {}, c, body, false);
+}
+
+SendStatus send_message_blocking(zmq::socket_t& s, proto::Command c, std::string_view body) {
+    return send_frames(s, {}, c, body, true);
+}
+
+SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Command c, std::string_view body) {
+    return send_frames(router, identity, c, body, false);
+}
+
+void configure_router(zmq::socket_t& s, std::int64_t max_message_bytes, int hwm) {
+    s.set(zmq::sockopt::router_mandatory, 1);
+    s.set(zmq::sockopt::maxmsgsize, max_message_bytes);
+    s.set(zmq::sockopt::sndhwm, hwm);
+    s.set(zmq::sockopt::rcvhwm, hwm);
+    s.set(zmq::sockopt::linger, 0);
+}
+
+std::string last_endpoint(const zmq::socket_t& s) { return s.get(zmq::sockopt::last_endpoint); }
+
+std::string connectable(const std::string& bound) {
+    for (const char* any : {"tcp://0.0.0.0:", "tcp://*:"}) {
+        if (bound.rfind(any, 0) == 0) return "tcp://127.0.0.1:" + bound.substr(std::strlen(any));
+    }
+    if (bound.rfind("tcp://[::]:", 0) == 0) return "tcp://[::1]:" + bound.substr(11);
+    return bound;
+}
+
+void check_endpoint(const std::string& ep, const std::string& flag) {
+    const auto sep = ep.find("://");
+    if (sep == std::string::npos || sep == 0 || ep.size() == sep + 3)
+        throw std::invalid_argument(flag + ": '" + ep + "' is not an endpoint (expected tcp://HOST:PORT, ipc://PATH or inproc://NAME)");
+    const auto scheme = ep.substr(0, sep);
+    if (scheme != "tcp" && scheme != "ipc" && scheme != "inproc")
+        throw std::invalid_argument(flag + ": unsupported transport '" + scheme + "' in '" + ep + "' (use tcp, ipc or inproc)");
+    if (scheme == "tcp") {
+        const auto colon = ep.rfind(':');
+        if (colon <= sep + 3 || colon + 1 >= ep.size())
+            throw std::invalid_argument(flag + ": '" + ep + "' needs a port (tcp://HOST:PORT)");
+        const auto port = ep.substr(colon + 1);
+        if (port != "*" && (port.find_first_not_of("0123456789") != std::string::npos || std::stol(port) > 65535))
+            throw std::invalid_argument(flag + ": bad port '" + port + "' in '" + ep + "'");
+    }
+}
+
+std::string host_name() {
+    std::array<char, 256> buf{};
+    if (::gethostname(buf.data(), buf.size() - 1) != 0) return "unknown";
+    return buf.data();
+}
+
+std::string local_address_towards(const std::string& broker_endpoint) {
+    if (broker_endpoint.rfind("tcp://", 0) != 0) return "127.0.0.1";
+    auto hostport = broker_endpoint.substr(6);
+    const auto colon = hostport.rfind(':');
+    if (colon == std::string::npos) return "127.0.0.1";
+    auto host = hostport.substr(0, colon);
+    const auto port = hostport.substr(colon + 1);
+    if (host.size() > 1 && host.front() == '[') return "127.0.0.1";  // IPv6: keep loopback
+    addrinfo hints{};
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_DGRAM;
+    addrinfo* res = nullptr;
+    if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || !res) return "127.0.0.1";
+    std::string out = "127.0.0.1";
+    const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+    // A UDP connect sends nothing; it only asks the kernel for a route.
+    if (fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
+        sockaddr_in local{};
+        socklen_t len = sizeof local;
+        if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+            char text[INET_ADDRSTRLEN];
+            if (::inet_ntop(AF_INET, &local.sin_addr, text, sizeof text)) out = text;
+        }
+    }
+    if (fd >= 0) ::close(fd);
+    ::freeaddrinfo(res);
+    return out;
+}
+
+std::string random_hex(std::size_t bytes) {
+    static thread_local std::mt19937_64 rng{std::random_device{}()};
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    out.reserve(bytes * 2);
+    for (std::size_t i = 0; i < bytes; ++i) {
+        const auto b = static_cast<unsigned>(rng() & 0xff);
+        out.push_back(digits[b >> 4]);
+        out.push_back(digits[b & 0xf]);
+    }
+    return out;
+}
+
+}  // namespace drover

@@ -1,0 +1,48 @@
+// eventfd-backed stop requests, raised from signal handlers.
+#include "drover/stop.hpp"
+
+#include <csignal>
+#include <cstdint>
+#include <system_error>
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+namespace drover {
+
+namespace {
+std::atomic<StopSource*> g_signal_target{nullptr};
+
+extern "C" void on_stop_signal(int) {
+    if (auto* s = g_signal_target.load()) s->request();
+}
+}  // namespace
+
+StopSource::StopSource() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+    if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+}
+
+StopSource::~StopSource() {
+    StopSource* self = this;
+    g_signal_target.compare_exchange_strong(self, nullptr);
+    ::close(fd_);
+}
+
+void StopSource::request() noexcept {
+    requests_.fetch_add(1);
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(fd_, &one, sizeof one);
+}
+
+void stop_on_signals(StopSource& stop) {
+    g_signal_target.store(&stop);
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    ::sigaction(SIGINT, &sa, nullptr);
+    ::sigaction(SIGTERM, &sa, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+}
+
+}  // namespace drover

@@ -1,0 +1,180 @@
+// Client: submits tasks to a broker and collects their outcomes at its own sink.
+#pragma once
+
+// A Client owns one I/O thread with two sockets: a DEALER to the broker's
+// frontend (SUBMIT, SETTLE, HEARTBEAT) and the PULL sink that workers push
+// results to. submit() may be called from any thread; it blocks while the
+// window of unfinished tasks is full. Callbacks run on the I/O thread, so
+// they should be quick. Every task keeps its id until it reaches an outcome:
+// if the broker goes silent for the liveness window, the client connects
+// again and resends every unfinished task under the same id.
+//
+//   zmq::context_t ctx;
+//   drover::Client client(ctx, {.broker = "tcp://127.0.0.1:5555"});
+//   auto r = client.submit("sum_random", 1000000).get();
+//   std::int64_t sum = r.as<std::int64_t>();
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include <msgpack.hpp>
+#include <zmq.hpp>
+
+#include "drover/logging.hpp"
+#include "drover/net.hpp"
+#include "drover/protocol.hpp"
+
+namespace drover {
+
+struct ClientOptions {
+    std::string broker = "tcp://127.0.0.1:5555";  // the broker's frontend
+    std::string sink;            // where to bind the sink; default derived from broker
+    std::string sink_advertise;  // reply_to given to workers; default: the bound sink
+    std::size_t window = 20000;  // unfinished tasks before submit() blocks
+    Millis heartbeat{1000};
+    int liveness = 3;
+    std::uint32_t max_attempts = 3;
+    std::int64_t max_message_bytes = k_default_max_message_bytes;
+};
+
+struct TaskOptions {
+    std::optional<std::uint32_t> max_attempts;
+    std::uint32_t timeout_ms = 0;
+    // Deliver the outcome to another sink (e.g. drover-sink). The client's
+    // part then ends at ACCEPTED: the result has status ok and `accepted_only`.
+    std::string reply_to;
+};
+
+struct Result {
+    std::string id;
+    std::string task;
+    proto::Status status = proto::Status::ok;
+    std::string payload;  // msgpack bytes of the result when ok
+    std::string error;
+    std::uint32_t attempts = 0;
+    std::string worker;
+    double elapsed_ms = 0;
+    bool accepted_only = false;
+
+    [[nodiscard]] bool ok() const { return status == proto::Status::ok; }
+    // The result converted to T. Throws: std::runtime_error unless ok();
+    // msgpack::type_error if it is not a T.
+    template <class T>
+    [[nodiscard]] T as() const {
+        if (!ok()) throw std::runtime_error("task " + id + " " + proto::status_name(status) + ": " + error);
+        auto oh = msgpack::unpack(payload.data(), payload.size());
+        return oh.get().as<T>();
+    }
+};
+
+using ResultCallback = std::function<void(Result&&)>;
+
+// Packs values as one msgpack array: the argument list of a task.
+template <class... A>
+std::string pack_args(const A&... args) {
+    msgpack::sbuffer b;
+    msgpack::pack(b, std::forward_as_tuple(args...));
+    return std::string(b.data(), b.size());
+}
+
+class Client {
+public:
+    // Binds the sink and connects to the broker. Throws: zmq::error_t if the
+    // sink cannot be bound.
+    Client(zmq::context_t& ctx, ClientOptions options, Logger log = null_logger());
+    // Cancels what is still queued at the broker and stops the I/O thread;
+    // unfinished tasks end with status cancelled.
+    ~Client();
+    Client(const Client&) = delete;
+    Client& operator=(const Client&) = delete;
+
+    // Submits a task with msgpack-encoded arguments; `done` runs once with its
+    // outcome. Returns the task's id. Blocks while the window is full.
+    std::string submit_packed(std::string name, std::string args, ResultCallback done, TaskOptions options = {});
+
+    template <class... A>
+    std::future<Result> submit(std::string name, const A&... args) {
+        auto promise = std::make_shared<std::promise<Result>>();
+        auto future = promise->get_future();
+        submit_packed(std::move(name), pack_args(args...), [promise](Result&& r) { promise->set_value(std::move(r)); });
+        return future;
+    }
+
+    // Runs `name` once per element of `args` (each element is the task's only
+    // argument) and returns the outcomes in input order.
+    template <class T>
+    std::vector<Result> map(const std::string& name, const std::vector<T>& args) {
+        std::vector<std::future<Result>> futures;
+        futures.reserve(args.size());
+        for (const auto& a : args) futures.push_back(submit(name, a));
+        std::vector<Result> out;
+        out.reserve(args.size());
+        for (auto& f : futures) out.push_back(f.get());
+        return out;
+    }
+
+    // Blocks until every submitted task has an outcome.
+    void wait_all();
+    // Sends CANCEL for every unfinished task (queued ones end `cancelled`).
+    void cancel_all();
+
+    // Waits until the broker reports at least `n` workers. Returns false on timeout.
+    bool wait_for_workers(std::size_t n, Millis timeout);
+
+    [[nodiscard]] const std::string& reply_to() const { return reply_to_; }
+    [[nodiscard]] std::size_t unfinished() const;
+    [[nodiscard]] std::uint64_t duplicates_dropped() const { return duplicates_.load(); }
+
+private:
+    struct Pending {
+        proto::Task task;
+        ResultCallback done;
+        bool accepted = false;
+        bool elsewhere = false;  // outcome goes to another sink
+    };
+
+    void io_loop();
+    void connect_broker();
+    void send_unsent();
+    void on_broker_message(std::vector<zmq::message_t>& frames);
+    void on_results(std::string_view body);
+    void finish(const std::string& id, Result&& r);
+    void wake();
+
+    zmq::context_t& ctx_;
+    ClientOptions options_;
+    Logger log_;
+    std::string session_;
+    std::string reply_to_;
+    std::string sink_ipc_path_;
+    zmq::socket_t sink_;
+    std::unique_ptr<zmq::socket_t> broker_;
+    int wake_fd_ = -1;
+
+    mutable std::mutex mutex_;
+    std::condition_variable room_;   // window has room / all done
+    std::vector<std::string> inbox_;  // ids submitted, not yet handed to the I/O thread
+    std::unordered_map<std::string, Pending> pending_;
+    std::vector<std::string> cancel_requests_;
+    std::uint64_t seq_ = 0;
+    bool stopping_ = false;
+
+    // I/O thread only.
+    std::vector<std::string> unsent_;
+    std::vector<std::string> settle_;
+    Clock::time_point last_from_broker_{};
+    std::atomic<std::uint64_t> duplicates_{0};
+    std::thread io_;
+};
+
+}  // namespace drover

@@ -1,0 +1,35 @@
+// JSON lines at the shell edge: task lines in, result lines out.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "drover/client.hpp"
+#include "drover/protocol.hpp"
+
+namespace drover {
+
+// One task line: {"task":"sum_random","args":[1000000]} with optional "id",
+// "max_attempts", "timeout_ms".
+struct TaskLine {
+    std::string task;
+    std::string args;  // msgpack
+    TaskOptions options;
+    nlohmann::json id;  // as the user gave it; null if none
+};
+
+// Returns the parsed line, or sets `error` to a one-line reason.
+std::optional<TaskLine> parse_task_line(const std::string& line, std::string& error);
+
+// msgpack bytes as JSON (binary data becomes an array of bytes); null if empty.
+nlohmann::json msgpack_to_json(const std::string& bytes);
+// A JSON value as msgpack bytes.
+std::string json_to_msgpack(const nlohmann::json& value);
+
+// {"id","task","status","result"|"error","attempts","worker","elapsed_ms"}
+nlohmann::json result_to_json(const Result& r, const nlohmann::json& id);
+nlohmann::json outcome_to_json(const proto::Outcome& o);
+
+}  // namespace drover

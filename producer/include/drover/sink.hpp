@@ -1,0 +1,56 @@
+// A standalone sink: collects outcomes pushed by workers and settles them.
+#pragma once
+
+// Sink binds a PULL socket that tasks name as their reply_to, and connects a
+// DEALER to the broker's frontend for SETTLE. Each task id is handed to the
+// callback once; a second outcome for the same id is dropped (and settled,
+// so the broker forgets it). run() is single-threaded.
+
+#include <functional>
+#include <string>
+#include <unordered_set>
+
+#include <zmq.hpp>
+
+#include "drover/logging.hpp"
+#include "drover/net.hpp"
+#include "drover/protocol.hpp"
+#include "drover/stop.hpp"
+
+namespace drover {
+
+struct SinkOptions {
+    std::string bind = "tcp://*:5557";
+    std::string broker = "tcp://127.0.0.1:5555";
+    std::int64_t max_message_bytes = k_default_max_message_bytes;
+    Millis heartbeat{1000};
+};
+
+class Sink {
+public:
+    // Binds. Throws: zmq::error_t if the endpoint cannot be bound.
+    Sink(zmq::context_t& ctx, SinkOptions options, Logger log);
+
+    // The bound endpoint, connectable ("tcp://*:*" becomes a real port).
+    [[nodiscard]] const std::string& endpoint() const { return endpoint_; }
+
+    // Delivers each new outcome to `on_outcome` until `stop` is requested or
+    // `expect` outcomes (0: no limit) have arrived. Returns how many arrived.
+    std::size_t run(const StopSource& stop, std::size_t expect, const std::function<void(proto::Outcome&&)>& on_outcome);
+
+    [[nodiscard]] std::uint64_t duplicates() const { return duplicates_; }
+    [[nodiscard]] std::uint64_t dropped() const { return dropped_; }
+
+private:
+    zmq::context_t& ctx_;
+    SinkOptions options_;
+    Logger log_;
+    zmq::socket_t pull_;
+    zmq::socket_t broker_;
+    std::string endpoint_;
+    std::unordered_set<std::string> seen_;
+    std::uint64_t duplicates_ = 0;
+    std::uint64_t dropped_ = 0;
+};
+
+}  // namespace drover

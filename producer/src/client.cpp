@@ -1,0 +1,339 @@
+// Client: submission window, SUBMIT batches, the sink, SETTLE, resends.
+#include "drover/client.hpp"
+
+#include <algorithm>
+#include <cstdio>
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "drover/broker.hpp"
+
+namespace drover {
+
+namespace {
+
+constexpr std::size_t k_submit_batch = 1000;
+constexpr std::size_t k_settle_batch = 4096;
+
+std::string default_sink(const std::string& broker) {
+    if (broker.rfind("inproc://", 0) == 0) return "inproc://drover-sink-" + random_hex(8);
+    if (broker.rfind("ipc://", 0) == 0) return "ipc:///tmp/drover-sink-" + std::to_string(::getpid()) + "-" + random_hex(4);
+    return "tcp://" + local_address_towards(broker) + ":*";
+}
+
+}  // namespace
+
+Client::Client(zmq::context_t& ctx, ClientOptions options, Logger log)
+    : ctx_(ctx),
+      options_(std::move(options)),
+      log_(std::move(log)),
+      session_(random_hex(6)),
+      sink_(ctx, zmq::socket_type::pull) {
+    if (options_.sink.empty()) options_.sink = default_sink(options_.broker);
+    sink_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
+    sink_.set(zmq::sockopt::rcvhwm, 100000);
+    sink_.set(zmq::sockopt::linger, 0);
+    sink_.bind(options_.sink);
+    const auto bound = last_endpoint(sink_);
+    if (bound.rfind("ipc://", 0) == 0) sink_ipc_path_ = bound.substr(6);
+    reply_to_ = options_.sink_advertise.empty() ? connectable(bound) : options_.sink_advertise;
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+    connect_broker();
+    log_->debug("client.started session={} broker={} reply_to={}", session_, options_.broker, reply_to_);
+    io_ = std::thread([this] { io_loop(); });
+}
+
+Client::~Client() {
+    cancel_all();
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    wake();
+    if (io_.joinable()) io_.join();
+    // Whatever has no outcome now never will from this client.
+    std::unordered_map<std::string, Pending> left;
+    {
+        std::lock_guard lock(mutex_);
+        left.swap(pending_);
+    }
+    for (auto& [id, p] : left) {
+        Result r;
+        r.id = id;
+        r.task = p.task.name;
+        r.status = proto::Status::cancelled;
+        r.error = "client closed";
+        if (p.done) p.done(std::move(r));
+    }
+    ::close(wake_fd_);
+    if (!sink_ipc_path_.empty()) ::unlink(sink_ipc_path_.c_str());
+}
+
+void Client::wake() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+}
+
+std::string Client::submit_packed(std::string name, std::string args, ResultCallback done, TaskOptions options) {
+    std::unique_lock lock(mutex_);
+    room_.wait(lock, [&] { return pending_.size() < options_.window || stopping_; });
+    if (stopping_) throw std::runtime_error("client is closing");
+    std::string id = session_ + "-" + std::to_string(++seq_);
+    Pending p;
+    p.task.id = id;
+    p.task.name = std::move(name);
+    p.task.args = std::move(args);
+    p.task.max_attempts = options.max_attempts.value_or(options_.max_attempts);
+    p.task.timeout_ms = options.timeout_ms;
+    p.elsewhere = !options.reply_to.empty();
+    p.task.reply_to = p.elsewhere ? options.reply_to : reply_to_;
+    p.done = std::move(done);
+    pending_.emplace(id, std::move(p));
+    const bool first = inbox_.empty();
+    inbox_.push_back(id);
+    lock.unlock();
+    if (first) wake();
+    return id;
+}
+
+void Client::wait_all() {
+    std::unique_lock lock(mutex_);
+    room_.wait(lock, [&] { return pending_.empty(); });
+}
+
+void Client::cancel_all() {
+    {
+        std::lock_guard lock(mutex_);
+        for (const auto& [id, p] : pending_)
+            if (!p.elsewhere) cancel_requests_.push_back(id);
+    }
+    wake();
+}
+
+std::size_t Client::unfinished() const {
+    std::lock_guard lock(mutex_);
+    return pending_.size();
+}
+
+bool Client::wait_for_workers(std::size_t n, Millis timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+        auto doc = fetch_status(ctx_, options_.broker, Millis(1000));
+        if (doc && (*doc)["workers"].size() >= n) return true;
+        std::this_thread::sleep_for(Millis(20));
+    }
+    return false;
+}
+
+void Client::connect_broker() {
+    broker_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
+    broker_->set(zmq::sockopt::linger, 0);
+    broker_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
+    broker_->set(zmq::sockopt::sndhwm, 100000);
+    broker_->set(zmq::sockopt::rcvhwm, 100000);
+    broker_->connect(options_.broker);
+    last_from_broker_ = Clock::now();
+}
+
+void Client::send_unsent() {
+    if (unsent_.empty()) return;
+    std::size_t sent = 0;
+    std::lock_guard lock(mutex_);
+    while (sent < unsent_.size()) {
+        proto::Tasks batch;
+        const auto end = std::min(unsent_.size(), sent + k_submit_batch);
+        for (auto i = sent; i < end; ++i) {
+            auto it = pending_.find(unsent_[i]);
+            if (it != pending_.end()) batch.tasks.push_back(it->second.task);
+        }
+        if (!batch.tasks.empty() &&
+            send_message(*broker_, proto::Command::submit, proto::encode(batch)) != SendStatus::sent)
+            break;  // full: try again on the next turn of the loop
+        sent = end;
+    }
+    unsent_.erase(unsent_.begin(), unsent_.begin() + static_cast<std::ptrdiff_t>(sent));
+}
+
+void Client::finish(const std::string& id, Result&& r) {
+    ResultCallback done;
+    {
+        std::lock_guard lock(mutex_);
+        auto it = pending_.find(id);
+        if (it == pending_.end()) return;
+        done = std::move(it->second.done);
+        pending_.erase(it);
+    }
+    room_.notify_all();
+    if (done) done(std::move(r));
+}
+
+void Client::on_results(std::string_view body) {
+    auto m = proto::decode_results(body);
+    if (!m) {
+        log_->warn("client.sink_dropped reason={}", proto::decode_error_name(m.error()));
+        return;
+    }
+    for (auto& o : m->results) {
+        bool known;
+        {
+            std::lock_guard lock(mutex_);
+            auto it = pending_.find(o.id);
+            known = it != pending_.end() && !it->second.elsewhere;
+        }
+        // Settle duplicates too: the broker may still hold the task.
+        settle_.push_back(o.id);
+        if (!known) {
+            ++duplicates_;
+            continue;
+        }
+        Result r;
+        r.id = o.id;
+        r.task = std::move(o.task);
+        r.status = o.status;
+        r.payload = std::move(o.result);
+        r.error = std::move(o.error);
+        r.attempts = o.attempt;
+        r.worker = std::move(o.worker);
+        r.elapsed_ms = static_cast<double>(o.elapsed_us) / 1000.0;
+        finish(o.id, std::move(r));
+    }
+}
+
+void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
+    if (frames.empty() || frames.size() > 2) return;
+    auto cmd = proto::parse_header(frames[0]);
+    if (!cmd) return;
+    const std::string_view body = frames.size() == 2 ? proto::view(frames[1]) : std::string_view{};
+    switch (*cmd) {
+        case proto::Command::accepted: {
+            auto m = proto::decode_ids(body);
+            if (!m) return;
+            std::vector<std::pair<std::string, Result>> elsewhere;
+            {
+                std::lock_guard lock(mutex_);
+                for (const auto& id : m->ids) {
+                    auto it = pending_.find(id);
+                    if (it == pending_.end()) continue;
+                    it->second.accepted = true;
+                    if (it->second.elsewhere) {
+                        Result r;
+                        r.id = id;
+                        r.task = it->second.task.name;
+                        r.accepted_only = true;
+                        elsewhere.emplace_back(id, std::move(r));
+                    }
+                }
+            }
+            for (auto& [id, r] : elsewhere) finish(id, std::move(r));
+            return;
+        }
+        case proto::Command::rejected: {
+            auto m = proto::decode_rejected(body);
+            if (!m) return;
+            for (const auto& id : m->ids) {
+                Result r;
+                r.id = id;
+                r.status = proto::Status::rejected;
+                r.error = m->reason;
+                {
+                    std::lock_guard lock(mutex_);
+                    auto it = pending_.find(id);
+                    if (it != pending_.end()) r.task = it->second.task.name;
+                }
+                finish(id, std::move(r));
+            }
+            return;
+        }
+        case proto::Command::bye:
+            log_->info("client.broker_bye (broker stopping)");
+            last_from_broker_ = Clock::now() - options_.heartbeat * options_.liveness;
+            return;
+        default:
+            return;  // HEARTBEAT and anything else: liveness only
+    }
+}
+
+void Client::io_loop() {
+    auto next_heartbeat = Clock::now();
+    std::vector<zmq::message_t> frames;
+    const auto window = options_.heartbeat * options_.liveness;
+    while (true) {
+        {
+            std::lock_guard lock(mutex_);
+            unsent_.insert(unsent_.end(), inbox_.begin(), inbox_.end());
+            inbox_.clear();
+            if (!cancel_requests_.empty()) {
+                (void)send_message(*broker_, proto::Command::cancel, proto::encode(proto::Ids{cancel_requests_}));
+                cancel_requests_.clear();
+            }
+            if (stopping_) break;
+        }
+        send_unsent();
+
+        zmq::pollitem_t items[] = {
+            {sink_.handle(), 0, ZMQ_POLLIN, 0},
+            {broker_->handle(), 0, ZMQ_POLLIN, 0},
+            {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+        };
+        auto wait = std::chrono::duration_cast<Millis>(next_heartbeat - Clock::now());
+        if (!unsent_.empty()) wait = std::min(wait, Millis(1));
+        zmq::poll(items, 3, std::max(wait, Millis(0)));
+        if (items[2].revents & ZMQ_POLLIN) {
+            std::uint64_t n;
+            [[maybe_unused]] auto r = ::read(wake_fd_, &n, sizeof n);
+        }
+        if (items[0].revents & ZMQ_POLLIN) {
+            for (int i = 0; i < 1024; ++i) {
+                frames.clear();
+                if (!zmq::recv_multipart(sink_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
+                if (frames.size() != 2) continue;
+                auto cmd = proto::parse_header(frames[0]);
+                if (!cmd || *cmd != proto::Command::result) {
+                    log_->warn("client.sink_dropped reason=bad_header");
+                    continue;
+                }
+                on_results(proto::view(frames[1]));
+            }
+        }
+        if (items[1].revents & ZMQ_POLLIN) {
+            for (int i = 0; i < 1024; ++i) {
+                frames.clear();
+                if (!zmq::recv_multipart(*broker_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
+                last_from_broker_ = Clock::now();
+                on_broker_message(frames);
+            }
+        }
+        // Settle once the inputs are drained: one message for many ids.
+        for (std::size_t i = 0; i < settle_.size(); i += k_settle_batch) {
+            const auto end = std::min(settle_.size(), i + k_settle_batch);
+            proto::Ids ids{{settle_.begin() + static_cast<std::ptrdiff_t>(i), settle_.begin() + static_cast<std::ptrdiff_t>(end)}};
+            (void)send_message(*broker_, proto::Command::settle, proto::encode(ids));
+        }
+        settle_.clear();
+
+        const auto now = Clock::now();
+        if (now >= next_heartbeat) {
+            next_heartbeat = now + options_.heartbeat;
+            (void)send_message(*broker_, proto::Command::heartbeat);
+            if (now - last_from_broker_ > window) {
+                std::lock_guard lock(mutex_);
+                log_->warn("client.broker_silent ms={} reconnecting resend={}",
+                           std::chrono::duration_cast<Millis>(now - last_from_broker_).count(), pending_.size());
+                connect_broker();
+                // The new broker may know none of our tasks: resend all that
+                // have no outcome yet, under the same ids.
+                unsent_.clear();
+                for (const auto& [id, p] : pending_)
+                    if (!p.elsewhere || !p.accepted) unsent_.push_back(id);
+                std::sort(unsent_.begin(), unsent_.end(), [](const std::string& a, const std::string& b) {
+                    return a.size() != b.size() ? a.size() < b.size() : a < b;
+                });
+            }
+        }
+    }
+    (void)send_message(*broker_, proto::Command::bye);
+}
+
+}  // namespace drover

@@ -1,0 +1,98 @@
+// JSON lines at the shell edge.
+#include "drover/json_lines.hpp"
+
+#include <cmath>
+
+namespace drover {
+
+namespace {
+nlohmann::json payload_or_error(nlohmann::json out, proto::Status status, const std::string& payload,
+                                const std::string& error) {
+    if (status == proto::Status::ok)
+        out["result"] = msgpack_to_json(payload);
+    else
+        out["error"] = error;
+    return out;
+}
+}  // namespace
+
+std::optional<TaskLine> parse_task_line(const std::string& line, std::string& error) {
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+        error = std::string("invalid JSON: ") + e.what();
+        return std::nullopt;
+    }
+    if (!j.is_object()) {
+        error = "a task line must be a JSON object like {\"task\":\"hello\",\"args\":[\"world\"]}";
+        return std::nullopt;
+    }
+    TaskLine t;
+    if (j.contains("id")) t.id = j["id"];
+    auto task = j.find("task");
+    if (task == j.end() || !task->is_string() || task->get<std::string>().empty()) {
+        error = "missing \"task\" (a non-empty string)";
+        return std::nullopt;
+    }
+    t.task = task->get<std::string>();
+    auto args = j.find("args");
+    t.args = json_to_msgpack(args == j.end() ? nlohmann::json::array() : *args);
+    for (const char* key : {"max_attempts", "timeout_ms"}) {
+        auto it = j.find(key);
+        if (it == j.end()) continue;
+        if (!it->is_number_unsigned() || it->get<std::uint64_t>() > 0xffffffffu) {
+            error = std::string("\"") + key + "\" must be a non-negative integer";
+            return std::nullopt;
+        }
+        const auto v = static_cast<std::uint32_t>(it->get<std::uint64_t>());
+        if (std::string(key) == "max_attempts") {
+            if (v == 0) {
+                error = "\"max_attempts\" must be at least 1";
+                return std::nullopt;
+            }
+            t.options.max_attempts = v;
+        } else {
+            t.options.timeout_ms = v;
+        }
+    }
+    return t;
+}
+
+nlohmann::json msgpack_to_json(const std::string& bytes) {
+    if (bytes.empty()) return nullptr;
+    try {
+        return nlohmann::json::from_msgpack(bytes.begin(), bytes.end());
+    } catch (const nlohmann::json::exception&) {
+        return "<undecodable result>";
+    }
+}
+
+std::string json_to_msgpack(const nlohmann::json& value) {
+    std::string out;
+    nlohmann::json::to_msgpack(value, nlohmann::detail::output_adapter<char>(out));
+    return out;
+}
+
+nlohmann::json result_to_json(const Result& r, const nlohmann::json& id) {
+    nlohmann::json out = {{"id", id.is_null() ? nlohmann::json(r.id) : id},
+                          {"task", r.task},
+                          {"status", r.accepted_only ? "accepted" : proto::status_name(r.status)}};
+    if (r.accepted_only) return out;
+    out = payload_or_error(std::move(out), r.status, r.payload, r.error);
+    out["attempts"] = r.attempts;
+    out["worker"] = r.worker;
+    out["elapsed_ms"] = std::round(r.elapsed_ms * 1000.0) / 1000.0;
+    return out;
+}
+
+nlohmann::json outcome_to_json(const proto::Outcome& o) {
+    nlohmann::json out = {{"id", o.id}, {"task", o.task}, {"status", proto::status_name(o.status)}};
+    out = payload_or_error(std::move(out), o.status, o.result, o.error);
+    out["attempts"] = o.attempt;
+    out["worker"] = o.worker;
+    out["elapsed_ms"] = std::round(static_cast<double>(o.elapsed_us)) / 1000.0;
+    return out;
+}
+
+}  // namespace drover

@@ -1,0 +1,338 @@
+// The drover-producer and drover-sink command lines.
+#include "drover/producer_main.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include "drover/client.hpp"
+#include "drover/json_lines.hpp"
+#include "drover/local_cluster.hpp"
+#include "drover/sink.hpp"
+
+namespace drover {
+
+namespace {
+
+// "Progress: 1200/5000 done, 3 not ok, 950/s" on stderr, for runs longer than
+// a second when stderr is a terminal.
+class Progress {
+public:
+    explicit Progress(const std::atomic<std::size_t>& total, const std::atomic<std::size_t>& done,
+                      const std::atomic<std::size_t>& failed)
+        : total_(total), done_(done), failed_(failed) {
+        if (!::isatty(STDERR_FILENO)) return;
+        thread_ = std::thread([this] {
+            const auto start = Clock::now();
+            std::unique_lock lock(mutex_);
+            while (!finished_) {
+                wake_.wait_for(lock, Millis(250));
+                const auto secs = std::chrono::duration<double>(Clock::now() - start).count();
+                if (finished_ || secs < 1.0) continue;
+                std::fprintf(stderr, "\r[drover] %zu/%zu done, %zu not ok, %.0f tasks/s   ", done_.load(),
+                             total_.load(), failed_.load(), static_cast<double>(done_.load()) / secs);
+                shown_ = true;
+            }
+            if (shown_) std::fprintf(stderr, "\n");
+        });
+    }
+    ~Progress() {
+        {
+            std::lock_guard lock(mutex_);
+            finished_ = true;
+        }
+        wake_.notify_all();
+        if (thread_.joinable()) thread_.join();
+    }
+
+private:
+    const std::atomic<std::size_t>& total_;
+    const std::atomic<std::size_t>& done_;
+    const std::atomic<std::size_t>& failed_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    bool finished_ = false;
+    bool shown_ = false;
+    std::thread thread_;
+};
+
+struct Settings {
+    std::string broker;
+    unsigned local = 0;
+    std::string pool = "threads";
+    bool inline_run = false;
+    std::string worker_exe;
+    ClientOptions client;
+    std::int64_t heartbeat_ms = 1000;
+    std::uint32_t timeout_ms = 0;
+    std::size_t wait_workers = 0;
+    int wait_timeout_ms = 30000;
+    bool timing = false;
+    std::string log_level;
+    std::string reply_to;  // submit
+    std::string map_task;  // map
+    std::vector<std::string> map_args;
+};
+
+// A map argument is JSON when it parses as JSON, else a plain string.
+nlohmann::json parse_arg(const std::string& text) {
+    try {
+        return nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception&) {
+        return text;
+    }
+}
+
+// Runs tasks one after another on this thread: the single-threaded baseline.
+int run_inline(const Settings& s, const Registry& registry) {
+    const auto start = Clock::now();
+    int failures = 0;
+    for (const auto& a : s.map_args) {
+        Result r;
+        r.task = s.map_task;
+        const auto t0 = Clock::now();
+        try {
+            r.payload = registry.run(s.map_task, json_to_msgpack(nlohmann::json::array({parse_arg(a)})));
+        } catch (const std::exception& e) {
+            r.status = proto::Status::error;
+            r.error = e.what();
+        }
+        r.elapsed_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        if (r.ok()) {
+            std::cout << msgpack_to_json(r.payload).dump() << "\n";
+        } else {
+            ++failures;
+            std::cout << "null\n";
+            std::cerr << "drover-producer: " << s.map_task << "(" << a << ") failed: " << r.error << "\n";
+        }
+    }
+    std::cout.flush();
+    if (s.timing)
+        std::cerr << "timing: tasks=" << s.map_args.size()
+                  << " wall_ms=" << std::chrono::duration<double, std::milli>(Clock::now() - start).count() << "\n";
+    return failures == 0 ? 0 : 1;
+}
+
+int run_map(Client& client, const Settings& s) {
+    std::atomic<std::size_t> total{s.map_args.size()}, done{0}, failed{0};
+    Progress progress(total, done, failed);
+    std::vector<std::promise<Result>> promises(s.map_args.size());
+    const auto start = Clock::now();
+    for (std::size_t i = 0; i < s.map_args.size(); ++i) {
+        TaskOptions o;
+        o.timeout_ms = s.timeout_ms;
+        client.submit_packed(s.map_task, json_to_msgpack(nlohmann::json::array({parse_arg(s.map_args[i])})),
+                             [&, i](Result&& r) {
+                                 ++done;
+                                 if (!r.ok()) ++failed;
+                                 promises[i].set_value(std::move(r));
+                             },
+                             o);
+    }
+    int failures = 0;
+    for (std::size_t i = 0; i < promises.size(); ++i) {
+        auto r = promises[i].get_future().get();
+        if (r.ok()) {
+            std::cout << msgpack_to_json(r.payload).dump() << "\n";
+        } else {
+            ++failures;
+            std::cout << "null\n";
+            std::cerr << "drover-producer: " << s.map_task << "(" << s.map_args[i] << ") "
+                      << proto::status_name(r.status) << ": " << r.error << "\n";
+        }
+    }
+    std::cout.flush();
+    if (s.timing)
+        std::cerr << "timing: tasks=" << s.map_args.size()
+                  << " wall_ms=" << std::chrono::duration<double, std::milli>(Clock::now() - start).count() << "\n";
+    return failures == 0 ? 0 : 1;
+}
+
+int run_submit(Client& client, const Settings& s, const StopSource& stop) {
+    std::atomic<std::size_t> total{0}, done{0}, failed{0};
+    std::mutex out_mutex;
+    Progress progress(total, done, failed);
+    const auto print = [&](const nlohmann::json& line) {
+        std::lock_guard lock(out_mutex);
+        std::cout << line.dump() << "\n";
+    };
+    const auto start = Clock::now();
+    std::string line;
+    std::size_t line_no = 0;
+    while (!stop.stop_requested() && std::getline(std::cin, line)) {
+        ++line_no;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        std::string error;
+        auto t = parse_task_line(line, error);
+        if (!t) {
+            ++failed;
+            print({{"line", line_no}, {"status", "rejected"}, {"error", error}});
+            std::cerr << "drover-producer: line " << line_no << ": " << error << "\n";
+            continue;
+        }
+        if (t->options.timeout_ms == 0) t->options.timeout_ms = s.timeout_ms;
+        t->options.reply_to = s.reply_to;
+        ++total;
+        client.submit_packed(t->task, std::move(t->args),
+                             [&, id = t->id](Result&& r) {
+                                 if (!r.ok() && !r.accepted_only) ++failed;
+                                 ++done;
+                                 print(result_to_json(r, id));
+                             },
+                             t->options);
+    }
+    while (!stop.stop_requested() && client.unfinished() > 0) std::this_thread::sleep_for(Millis(5));
+    if (stop.stop_requested()) {
+        std::cerr << "drover-producer: interrupted: cancelling " << client.unfinished() << " unfinished tasks\n";
+        client.cancel_all();
+        std::this_thread::sleep_for(Millis(200));  // let CANCEL reach the broker
+        return 130;
+    }
+    {
+        std::lock_guard lock(out_mutex);
+        std::cout.flush();
+    }
+    if (s.timing)
+        std::cerr << "timing: tasks=" << total.load()
+                  << " wall_ms=" << std::chrono::duration<double, std::milli>(Clock::now() - start).count() << "\n";
+    return failed.load() == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int producer_main(int argc, char** argv, const Registry& registry) {
+    Settings s;
+    CLI::App app{"drover-producer: submits tasks to a drover broker and prints their results.\n"
+                 "  submit           task JSON lines on stdin -> result JSON lines on stdout\n"
+                 "  map TASK ARG...  runs TASK once per ARG (JSON or a plain string), results in order"};
+    app.require_subcommand(1);
+    auto* where = app.add_option_group("where the work runs");
+    where->add_option("--broker", s.broker, "the broker's frontend endpoint (default tcp://127.0.0.1:5555)");
+    where->add_option("--local", s.local, "start an embedded broker and N workers instead of --broker")
+        ->check(CLI::Range(1u, 4096u));
+    where->add_flag("--inline", s.inline_run, "run map tasks one by one in this thread (no broker)");
+    where->require_option(0, 1);
+    app.add_option("--pool", s.pool, "with --local: threads | processes")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"threads", "processes"}));
+    app.add_option("--worker-exe", s.worker_exe, "with --local --pool processes: the worker program");
+    app.add_option("--sink", s.client.sink, "where to bind the result sink (default: an ephemeral port)");
+    app.add_option("--sink-advertise", s.client.sink_advertise, "the sink endpoint given to workers as reply_to");
+    app.add_option("--window", s.client.window, "unfinished tasks before submitting pauses")
+        ->capture_default_str()->check(CLI::Range(std::size_t{1}, std::size_t{10'000'000}));
+    app.add_option("--max-attempts", s.client.max_attempts, "default attempts for a task whose worker dies")
+        ->capture_default_str()->check(CLI::Range(1u, 1000u));
+    app.add_option("--timeout-ms", s.timeout_ms, "default task timeout (0: none)")->capture_default_str();
+    app.add_option("--heartbeat-ms", s.heartbeat_ms, "heartbeat period")->capture_default_str()->check(CLI::Range(10, 600000));
+    app.add_option("--wait-workers", s.wait_workers, "wait until the broker has N workers before submitting");
+    app.add_option("--wait-timeout-ms", s.wait_timeout_ms, "how long --wait-workers waits")->capture_default_str();
+    app.add_flag("--timing", s.timing, "print 'timing: tasks=N wall_ms=T' on stderr at the end");
+    app.add_option("--log-level", s.log_level, "trace, debug, info, warn, error, critical, off (default warn)");
+    auto* submit = app.add_subcommand("submit", "read task JSON lines from stdin, write result JSON lines to stdout");
+    submit->add_option("--reply-to", s.reply_to, "send results to this sink (e.g. a drover-sink) instead");
+    auto* map = app.add_subcommand("map", "run TASK once per ARG and print the results in order");
+    map->add_option("task", s.map_task, "task name")->required();
+    map->add_option("args", s.map_args, "one argument per task (JSON, or a plain string)");
+    try {
+        app.parse(argc, argv);
+        if (s.broker.empty() && s.local == 0 && !s.inline_run) s.broker = "tcp://127.0.0.1:5555";
+        if (!s.broker.empty()) check_endpoint(s.broker, "--broker");
+        if (!s.client.sink.empty()) check_endpoint(s.client.sink, "--sink");
+        if (!s.reply_to.empty()) check_endpoint(s.reply_to, "--reply-to");
+        if (s.inline_run && !*map) throw std::invalid_argument("--inline: only map runs inline");
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "drover-producer: " << e.what() << "\n";
+        return 2;
+    }
+    if (s.inline_run) return run_inline(s, registry);
+    try {
+        auto log = make_logger("producer", s.log_level.empty() && !std::getenv("SPDLOG_LEVEL") ? "warn" : s.log_level);
+        StopSource stop;
+        stop_on_signals(stop);
+        zmq::context_t ctx;
+        std::unique_ptr<LocalCluster> cluster;
+        if (s.local > 0) {
+            LocalClusterOptions lo;
+            lo.workers = s.local;
+            lo.pool = s.pool;
+            lo.worker_exe = s.worker_exe;
+            cluster = std::make_unique<LocalCluster>(ctx, registry, lo, log);
+            s.client.broker = cluster->frontend();
+        } else {
+            s.client.broker = s.broker;
+        }
+        s.client.heartbeat = Millis(s.heartbeat_ms);
+        int rc;
+        {
+            Client client(ctx, s.client, log);
+            if (s.wait_workers > 0 && !client.wait_for_workers(s.wait_workers, Millis(s.wait_timeout_ms))) {
+                std::cerr << "drover-producer: fewer than " << s.wait_workers << " workers at " << s.client.broker
+                          << " after " << s.wait_timeout_ms << " ms\n";
+                return 1;
+            }
+            rc = *map ? run_map(client, s) : run_submit(client, s, stop);
+        }
+        return rc;
+    } catch (const zmq::error_t& e) {
+        std::cerr << "drover-producer: " << e.what() << " (check --sink and --broker)\n";
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "drover-producer: " << e.what() << "\n";
+        return 1;
+    }
+}
+
+int sink_main(int argc, char** argv) {
+    SinkOptions options;
+    std::size_t expect = 0;
+    std::string log_level, endpoint_file;
+    CLI::App app{"drover-sink: collects the results of tasks submitted with --reply-to ENDPOINT,\n"
+                 "writes them to stdout as JSON lines, and settles them with the broker."};
+    app.add_option("--bind", options.bind, "endpoint workers push results to")->capture_default_str();
+    app.add_option("--broker", options.broker, "the broker's frontend endpoint")->capture_default_str();
+    app.add_option("--expect", expect, "exit after N results (0: run until stopped)")->capture_default_str();
+    app.add_option("--endpoint-file", endpoint_file, "write the bound endpoint to this file");
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off");
+    try {
+        app.parse(argc, argv);
+        check_endpoint(options.bind, "--bind");
+        check_endpoint(options.broker, "--broker");
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "drover-sink: " << e.what() << "\n";
+        return 2;
+    }
+    try {
+        auto log = make_logger("sink", log_level);
+        StopSource stop;
+        stop_on_signals(stop);
+        zmq::context_t ctx;
+        Sink sink(ctx, options, log);
+        if (!endpoint_file.empty()) {
+            const auto tmp = endpoint_file + ".tmp";
+            if (FILE* f = std::fopen(tmp.c_str(), "w")) {
+                std::fprintf(f, "%s\n", sink.endpoint().c_str());
+                std::fclose(f);
+                std::rename(tmp.c_str(), endpoint_file.c_str());
+            }
+        }
+        sink.run(stop, expect, [](proto::Outcome&& o) { std::cout << outcome_to_json(o).dump() << "\n" << std::flush; });
+        return 0;
+    } catch (const zmq::error_t& e) {
+        std::cerr << "drover-sink: cannot bind --bind " << options.bind << ": " << e.what() << "\n";
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "drover-sink: " << e.what() << "\n";
+        return 1;
+    }
+}
+
+}  // namespace drover

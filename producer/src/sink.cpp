@@ -1,0 +1,88 @@
+// Standalone sink: PULL outcomes, drop duplicates, SETTLE with the broker.
+#include "drover/sink.hpp"
+
+#include <unistd.h>
+
+namespace drover {
+
+Sink::Sink(zmq::context_t& ctx, SinkOptions options, Logger log)
+    : ctx_(ctx),
+      options_(std::move(options)),
+      log_(std::move(log)),
+      pull_(ctx, zmq::socket_type::pull),
+      broker_(ctx, zmq::socket_type::dealer) {
+    pull_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
+    pull_.set(zmq::sockopt::rcvhwm, 100000);
+    pull_.set(zmq::sockopt::linger, 0);
+    pull_.bind(options_.bind);
+    endpoint_ = connectable(last_endpoint(pull_));
+    broker_.set(zmq::sockopt::linger, 2000);  // the last SETTLE should leave before we exit
+    broker_.connect(options_.broker);
+    log_->info("sink.listening endpoint={} broker={}", endpoint_, options_.broker);
+}
+
+std::size_t Sink::run(const StopSource& stop, std::size_t expect,
+                      const std::function<void(proto::Outcome&&)>& on_outcome) {
+    std::size_t delivered = 0;
+    std::vector<std::string> settle;
+    std::vector<zmq::message_t> frames;
+    auto next_heartbeat = Clock::now();
+    while (!stop.stop_requested() && (expect == 0 || delivered < expect)) {
+        zmq::pollitem_t items[] = {
+            {pull_.handle(), 0, ZMQ_POLLIN, 0},
+            {broker_.handle(), 0, ZMQ_POLLIN, 0},
+            {nullptr, stop.fd(), ZMQ_POLLIN, 0},
+        };
+        auto wait = std::chrono::duration_cast<Millis>(next_heartbeat - Clock::now());
+        zmq::poll(items, 3, std::max(wait, Millis(0)));
+        if (items[1].revents & ZMQ_POLLIN) {
+            zmq::message_t m;
+            while (broker_.recv(m, zmq::recv_flags::dontwait)) {
+            }  // heartbeats and BYE: nothing to do
+        }
+        if (items[0].revents & ZMQ_POLLIN) {
+            for (int i = 0; i < 1024; ++i) {
+                frames.clear();
+                if (!zmq::recv_multipart(pull_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
+                if (frames.size() != 2) {
+                    ++dropped_;
+                    log_->warn("sink.dropped reason=bad_frames");
+                    continue;
+                }
+                auto cmd = proto::parse_header(frames[0]);
+                if (!cmd || *cmd != proto::Command::result) {
+                    ++dropped_;
+                    log_->warn("sink.dropped reason={}", cmd ? "unexpected" : proto::decode_error_name(cmd.error()));
+                    continue;
+                }
+                auto m = proto::decode_results(proto::view(frames[1]));
+                if (!m) {
+                    ++dropped_;
+                    log_->warn("sink.dropped reason={}", proto::decode_error_name(m.error()));
+                    continue;
+                }
+                for (auto& o : m->results) {
+                    settle.push_back(o.id);
+                    if (!seen_.insert(o.id).second) {
+                        ++duplicates_;
+                        continue;
+                    }
+                    ++delivered;
+                    on_outcome(std::move(o));
+                }
+            }
+        }
+        if (!settle.empty()) {
+            (void)send_message(broker_, proto::Command::settle, proto::encode(proto::Ids{settle}));
+            settle.clear();
+        }
+        if (Clock::now() >= next_heartbeat) {
+            (void)send_message(broker_, proto::Command::heartbeat);
+            next_heartbeat = Clock::now() + options_.heartbeat;
+        }
+    }
+    log_->info("sink.done delivered={} duplicates={} dropped={}", delivered, duplicates_, dropped_);
+    return delivered;
+}
+
+}  // namespace drover

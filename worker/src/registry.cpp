@@ -1,0 +1,79 @@
+// Task registry and the built-in tasks.
+#include "drover/registry.hpp"
+
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <random>
+#include <thread>
+
+#include <unistd.h>
+
+namespace drover {
+
+Registry& Registry::add_raw(std::string name, RawTask fn) {
+    tasks_[std::move(name)] = std::move(fn);
+    return *this;
+}
+
+bool Registry::contains(std::string_view name) const { return tasks_.find(name) != tasks_.end(); }
+
+std::vector<std::string> Registry::names() const {
+    std::vector<std::string> out;
+    for (const auto& [name, fn] : tasks_) out.push_back(name);
+    return out;
+}
+
+std::string Registry::run(const std::string& name, std::string_view args) const {
+    auto it = tasks_.find(name);
+    if (it == tasks_.end()) throw ArgumentError("unknown task '" + name + "'");
+    msgpack::object_handle oh;
+    if (!args.empty()) {
+        const std::size_t n = args.size();
+        std::size_t offset = 0;
+        try {
+            oh = msgpack::unpack(args.data(), n, offset, nullptr, nullptr, msgpack::unpack_limit(n, n, n, n, n, 64));
+        } catch (const std::exception& e) {
+            throw ArgumentError(std::string("arguments are not valid msgpack: ") + e.what());
+        }
+        if (offset != n) throw ArgumentError("arguments have trailing bytes");
+    }
+    return it->second(oh.get());
+}
+
+// The seed task: the sum of n random integers in 1..100.
+static std::int64_t sum_random(std::int64_t n, std::optional<std::uint64_t> seed) {
+    if (n < 0) throw ArgumentError("n must be >= 0");
+    std::mt19937_64 rng(seed ? *seed : std::random_device{}());
+    std::uniform_int_distribution<int> dist(1, 100);
+    std::int64_t sum = 0;
+    for (std::int64_t i = 0; i < n; ++i) sum += dist(rng);
+    return sum;
+}
+
+void add_builtin_tasks(Registry& registry) {
+    registry.add("sum_random", sum_random);
+    registry.add("hello", [](std::string name) { return "Hello, " + name + "!"; });
+    registry.add_raw("echo", [](const msgpack::object& args) {
+        // echo(value): the single argument back, unchanged.
+        if (args.type == msgpack::type::ARRAY) {
+            if (args.via.array.size != 1) throw ArgumentError("expected 1 argument, got " + std::to_string(args.via.array.size));
+            return detail::pack_value(args.via.array.ptr[0]);
+        }
+        return detail::pack_value(args);
+    });
+    registry.add("sleep_ms", [](std::int64_t ms) {
+        if (ms < 0) throw ArgumentError("ms must be >= 0");
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+        return ms;
+    });
+    registry.add("fail", [](std::optional<std::string> message) -> std::int64_t {
+        throw std::runtime_error(message.value_or("fail() was called"));
+    });
+    registry.add("crash", []() {
+        // For tests of failure: the process dies at once, as on a segfault or OOM kill.
+        ::kill(::getpid(), SIGKILL);
+    });
+}
+
+}  // namespace drover

@@ -1,0 +1,260 @@
+// Worker: broker connection, credits, executors and result delivery.
+#include "drover/worker.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+
+#include <unistd.h>
+
+namespace drover {
+
+namespace {
+
+constexpr std::size_t k_result_batch = 256;
+constexpr auto k_batch_only_below = std::chrono::microseconds(1000);  // slower tasks report at once
+constexpr Millis k_max_backoff{5000};
+
+}  // namespace
+
+Worker::Worker(zmq::context_t& ctx, const Registry& registry, WorkerOptions options, Logger log)
+    : ctx_(ctx), registry_(registry), options_(std::move(options)), log_(std::move(log)) {
+    if (options_.id.empty()) options_.id = host_name() + ":" + std::to_string(::getpid());
+    if (options_.pool == "solo") options_.concurrency = 1;
+    options_.concurrency = std::max(1u, options_.concurrency);
+    capacity_ = options_.concurrency + options_.prefetch;
+    done_endpoint_ = "inproc://drover-worker-done-" + random_hex(8);
+}
+
+Worker::~Worker() {
+    {
+        std::lock_guard lock(mutex_);
+        closing_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : executors_)
+        if (t.joinable()) t.join();
+}
+
+void Worker::connect_to_broker() {
+    broker_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
+    broker_->set(zmq::sockopt::linger, 0);
+    broker_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
+    broker_->connect(options_.broker);
+    proto::Hello hello{options_.id,
+                       host_name(),
+                       static_cast<std::int64_t>(::getpid()),
+                       options_.pool,
+                       options_.concurrency,
+                       registry_.names()};
+    (void)send_message(*broker_, proto::Command::hello, proto::encode(hello));
+    last_from_broker_ = Clock::now();
+    // Tasks still held from an earlier registration keep their slots.
+    grant(capacity_ > outstanding_ ? capacity_ - outstanding_ : 0);
+}
+
+void Worker::grant(std::uint32_t credits) {
+    if (credits == 0) return;
+    (void)send_message(*broker_, proto::Command::ready, proto::encode(proto::Ready{credits}));
+}
+
+Worker::Stopped Worker::run(const StopSource& stop) {
+    zmq::socket_t done(ctx_, zmq::socket_type::pull);
+    done.bind(done_endpoint_);
+    for (unsigned i = 0; i < options_.concurrency; ++i) executors_.emplace_back([this, i] { executor_loop(i); });
+    connect_to_broker();
+    log_->info("worker.started id={} broker={} pool={} slots={} prefetch={} tasks={}", options_.id, options_.broker,
+               options_.pool, options_.concurrency, options_.prefetch, registry_.names().size());
+
+    const auto window = options_.heartbeat * options_.liveness;
+    auto next_heartbeat = Clock::now() + options_.heartbeat;
+    Millis backoff = options_.heartbeat;
+    bool stopping = false;
+    std::vector<zmq::message_t> frames;
+    while (true) {
+        if (stop.requests() >= 2) {
+            abort_ = true;
+            log_->warn("worker.stop_at_once outstanding={}", outstanding_);
+            return Stopped::at_once;
+        }
+        if (stop.stop_requested() && !stopping) {
+            stopping = true;
+            log_->info("worker.stopping outstanding={} (finishing held tasks; signal again to stop at once)",
+                       outstanding_);
+        }
+        if (stopping && outstanding_ == 0) break;
+
+        zmq::pollitem_t items[] = {
+            {broker_->handle(), 0, ZMQ_POLLIN, 0},
+            {done.handle(), 0, ZMQ_POLLIN, 0},
+            {nullptr, stop.fd(), ZMQ_POLLIN, 0},
+        };
+        auto wait = std::chrono::duration_cast<Millis>(next_heartbeat - Clock::now());
+        zmq::poll(items, stop.stop_requested() ? 2 : 3, std::max(wait, Millis(0)));
+
+        if (items[1].revents & ZMQ_POLLIN) {
+            std::uint32_t finished = 0;
+            zmq::message_t m;
+            while (done.recv(m, zmq::recv_flags::dontwait)) {
+                std::uint32_t n = 0;
+                if (m.size() == sizeof n) std::memcpy(&n, m.data(), sizeof n);
+                finished += n;
+            }
+            outstanding_ -= std::min(outstanding_, finished);
+            if (!stopping) grant(finished);
+        }
+        if (items[0].revents & ZMQ_POLLIN) {
+            for (int i = 0; i < 1024; ++i) {
+                frames.clear();
+                if (!zmq::recv_multipart(*broker_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
+                last_from_broker_ = Clock::now();
+                if (frames.empty() || frames.size() > 2) continue;
+                auto cmd = proto::parse_header(frames[0]);
+                if (!cmd) {
+                    log_->warn("worker.dropped reason={}", proto::decode_error_name(cmd.error()));
+                    continue;
+                }
+                const std::string_view body = frames.size() == 2 ? proto::view(frames[1]) : std::string_view{};
+                switch (*cmd) {
+                    case proto::Command::dispatch: {
+                        auto m = proto::decode_tasks(body);
+                        if (!m) {
+                            log_->warn("worker.dropped reason={}", proto::decode_error_name(m.error()));
+                            break;
+                        }
+                        outstanding_ += static_cast<std::uint32_t>(m->tasks.size());
+                        {
+                            std::lock_guard lock(mutex_);
+                            for (auto& t : m->tasks) queue_.push_back(std::move(t));
+                        }
+                        if (m->tasks.size() == 1) wake_.notify_one(); else wake_.notify_all();
+                        break;
+                    }
+                    case proto::Command::heartbeat:
+                        break;
+                    case proto::Command::reset:
+                        log_->info("worker.reset (the broker does not know us): registering again");
+                        connect_to_broker();
+                        break;
+                    case proto::Command::bye:
+                        log_->info("worker.broker_bye (broker stopping): will reconnect");
+                        // Let the liveness check reconnect once the broker is back.
+                        last_from_broker_ = Clock::now() - window;
+                        break;
+                    default:
+                        log_->warn("worker.dropped reason=unexpected command={}", proto::command_name(*cmd));
+                }
+            }
+        }
+        const auto now = Clock::now();
+        if (now >= next_heartbeat) {
+            (void)send_message(*broker_, proto::Command::heartbeat);
+            next_heartbeat = now + options_.heartbeat;
+            if (now - last_from_broker_ > window) {
+                log_->warn("worker.broker_silent ms={} reconnecting backoff_ms={}",
+                           std::chrono::duration_cast<Millis>(now - last_from_broker_).count(), backoff.count());
+                connect_to_broker();
+                next_heartbeat = now + backoff;
+                backoff = std::min(backoff * 2, k_max_backoff);
+            } else {
+                backoff = options_.heartbeat;
+            }
+        }
+    }
+    (void)send_message(*broker_, proto::Command::bye);
+    broker_->set(zmq::sockopt::linger, 1000);  // let BYE leave before the socket closes
+    log_->info("worker.stopped id={}", options_.id);
+    {
+        std::lock_guard lock(mutex_);
+        closing_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : executors_) t.join();
+    executors_.clear();
+    return Stopped::gracefully;
+}
+
+void Worker::executor_loop(unsigned index) {
+    zmq::socket_t done(ctx_, zmq::socket_type::push);
+    done.connect(done_endpoint_);
+    std::unordered_map<std::string, zmq::socket_t> sinks;
+    std::unordered_map<std::string, std::vector<proto::Outcome>> pending;
+    std::size_t pending_count = 0;
+    const std::string worker_name =
+        options_.concurrency > 1 ? options_.id + "/" + std::to_string(index) : options_.id;
+
+    auto sink_for = [&](const std::string& endpoint) -> zmq::socket_t& {
+        auto it = sinks.find(endpoint);
+        if (it != sinks.end()) return it->second;
+        zmq::socket_t s(ctx_, zmq::socket_type::push);
+        s.set(zmq::sockopt::linger, 5000);
+        s.set(zmq::sockopt::sndtimeo, 200);
+        s.set(zmq::sockopt::sndhwm, 10000);
+        s.connect(endpoint);
+        return sinks.emplace(endpoint, std::move(s)).first->second;
+    };
+
+    auto flush = [&] {
+        for (auto& [endpoint, outcomes] : pending) {
+            if (outcomes.empty()) continue;
+            const auto body = proto::encode(proto::Results{outcomes});
+            try {
+                auto& s = sink_for(endpoint);
+                // Blocks while the sink is full: back-pressure, not loss.
+                while (send_message_blocking(s, proto::Command::result, body) != SendStatus::sent) {
+                    if (abort_) return;
+                }
+            } catch (const zmq::error_t& e) {
+                log_->warn("worker.sink_unusable endpoint={} error=\"{}\" dropped={}", endpoint, e.what(),
+                           outcomes.size());
+            }
+            outcomes.clear();
+        }
+        const auto n = static_cast<std::uint32_t>(pending_count);
+        pending_count = 0;
+        done.send(zmq::buffer(&n, sizeof n), zmq::send_flags::none);
+    };
+
+    while (true) {
+        proto::Task task;
+        {
+            std::unique_lock lock(mutex_);
+            wake_.wait(lock, [&] { return !queue_.empty() || closing_ || abort_; });
+            if (abort_ || queue_.empty()) break;  // closing and drained
+            task = std::move(queue_.front());
+            queue_.pop_front();
+        }
+        proto::Outcome out;
+        out.id = task.id;
+        out.task = task.name;
+        out.attempt = task.attempt;
+        out.worker = worker_name;
+        const auto start = Clock::now();
+        try {
+            out.result = registry_.run(task.name, task.args);
+            out.status = proto::Status::ok;
+        } catch (const std::exception& e) {
+            out.status = proto::Status::error;
+            out.error = e.what();
+        } catch (...) {
+            out.status = proto::Status::error;
+            out.error = "unknown exception";
+        }
+        const auto elapsed = Clock::now() - start;
+        out.elapsed_us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
+        log_->debug("task.done id={} task={} status={} us={}", out.id, out.task, proto::status_name(out.status),
+                    out.elapsed_us);
+        pending[task.reply_to].push_back(std::move(out));
+        ++pending_count;
+        bool idle;
+        {
+            std::lock_guard lock(mutex_);
+            idle = queue_.empty();
+        }
+        // A batch leaves when it is full or when there is nothing else to do.
+        if (idle || pending_count >= k_result_batch || elapsed >= k_batch_only_below) flush();
+    }
+    if (pending_count > 0 && !abort_) flush();
+}
+
+}  // namespace drover
