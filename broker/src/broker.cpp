@@ -71,7 +71,7 @@ void Broker::run(const StopSource& stop) {
         };
         auto wait = std::chrono::duration_cast<Millis>(next_tick_ - Clock::now());
         if (wait.count() < 0) wait = Millis(0);
-        zmq::poll(items, 3, wait);
+        drover::poll(items, 3, wait);
         if (items[1].revents & ZMQ_POLLIN) on_backend();
         if (items[0].revents & ZMQ_POLLIN) on_frontend();
         dispatch_ready_tasks();
@@ -141,6 +141,7 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
             if (!m) return drop(peer, "frontend", m.error());
             producers_[peer] = now;
             auto result = scheduler_.submit(peer, std::move(m->tasks), now);
+            report(std::move(result.finals));
             auto& acc = accepted_[peer];
             acc.insert(acc.end(), std::make_move_iterator(result.accepted.begin()),
                        std::make_move_iterator(result.accepted.end()));
@@ -325,7 +326,7 @@ std::optional<nlohmann::json> fetch_status(zmq::context_t& ctx, const std::strin
     const auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
         zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-        zmq::poll(&item, 1, std::chrono::duration_cast<Millis>(deadline - Clock::now()));
+        drover::poll(&item, 1, std::chrono::duration_cast<Millis>(deadline - Clock::now()));
         if (!(item.revents & ZMQ_POLLIN)) continue;
         std::vector<zmq::message_t> frames;
         if (!zmq::recv_multipart(s, std::back_inserter(frames), zmq::recv_flags::dontwait)) continue;

@@ -19,6 +19,15 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
             ++totals_.rejected;
             continue;
         }
+        if (!workers_.empty() && !known_names_.count(t.name)) {
+            Entry e;
+            e.task = std::move(t);
+            out.finals.push_back(final_outcome(e, proto::Status::error,
+                                               "unknown task '" + e.task.name + "': no worker runs it"));
+            out.accepted.push_back(e.task.id);
+            ++totals_.accepted;
+            continue;
+        }
         if (tasks_.size() >= limits_.max_queued) {
             out.rejected["queue_full"].push_back(t.id);
             ++totals_.rejected;
@@ -46,7 +55,10 @@ std::vector<FinalOutcome> Scheduler::hello(const std::string& identity, proto::H
     w.hello = std::move(h);
     w.last_seen = now;
     w.served_seq = 0;
-    for (const auto& name : w.hello.tasks) queues_.try_emplace(name);
+    for (const auto& name : w.hello.tasks) {
+        queues_.try_emplace(name);
+        known_names_.insert(name);
+    }
     return finals;
 }
 

@@ -85,6 +85,15 @@ void check_endpoint(const std::string& ep, const std::string& flag) {
     }
 }
 
+int poll(zmq::pollitem_t* items, std::size_t count, Millis timeout) {
+    try {
+        return zmq::poll(items, count, timeout);
+    } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) return 0;
+        throw;
+    }
+}
+
 std::string host_name() {
     std::array<char, 256> buf{};
     if (::gethostname(buf.data(), buf.size() - 1) != 0) return "unknown";

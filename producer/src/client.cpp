@@ -279,7 +279,7 @@ void Client::io_loop() {
         };
         auto wait = std::chrono::duration_cast<Millis>(next_heartbeat - Clock::now());
         if (!unsent_.empty()) wait = std::min(wait, Millis(1));
-        zmq::poll(items, 3, std::max(wait, Millis(0)));
+        drover::poll(items, 3, std::max(wait, Millis(0)));
         if (items[2].revents & ZMQ_POLLIN) {
             std::uint64_t n;
             [[maybe_unused]] auto r = ::read(wake_fd_, &n, sizeof n);

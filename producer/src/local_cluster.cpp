@@ -88,6 +88,11 @@ LocalCluster::LocalCluster(zmq::context_t& ctx, const Registry& registry, LocalC
     log_->info("local.ready pool={} workers={}", options_.pool, options_.workers);
 }
 
+std::string LocalCluster::sink_endpoint() const {
+    if (ipc_dir_.empty()) return "inproc://drover-sink-" + random_hex(6);
+    return "ipc://" + ipc_dir_ + "/sink-" + random_hex(4);
+}
+
 LocalCluster::~LocalCluster() {
     if (child_ > 0) {
         ::kill(child_, SIGTERM);
@@ -104,7 +109,7 @@ LocalCluster::~LocalCluster() {
     broker_.reset();
     if (!ipc_dir_.empty()) {
         ::unlink((ipc_dir_ + "/backend").c_str());
-        ::rmdir(ipc_dir_.c_str());
+        ::rmdir(ipc_dir_.c_str());  // the client removes its own sink file
     }
 }
 

@@ -118,7 +118,7 @@ int run_inline(const Settings& s, const Registry& registry) {
     return failures == 0 ? 0 : 1;
 }
 
-int run_map(Client& client, const Settings& s) {
+int run_map(Client& client, const Settings& s, const StopSource& stop) {
     std::atomic<std::size_t> total{s.map_args.size()}, done{0}, failed{0};
     Progress progress(total, done, failed);
     std::vector<std::promise<Result>> promises(s.map_args.size());
@@ -136,7 +136,16 @@ int run_map(Client& client, const Settings& s) {
     }
     int failures = 0;
     for (std::size_t i = 0; i < promises.size(); ++i) {
-        auto r = promises[i].get_future().get();
+        auto f = promises[i].get_future();
+        while (f.wait_for(Millis(20)) != std::future_status::ready) {
+            if (stop.stop_requested()) {
+                std::cerr << "drover-producer: interrupted: cancelling " << client.unfinished() << " unfinished tasks\n";
+                client.cancel_all();
+                std::this_thread::sleep_for(Millis(200));  // let CANCEL reach the broker
+                std::_Exit(130);  // pending callbacks refer to this frame
+            }
+        }
+        auto r = f.get();
         if (r.ok()) {
             std::cout << msgpack_to_json(r.payload).dump() << "\n";
         } else {
@@ -265,6 +274,7 @@ int producer_main(int argc, char** argv, const Registry& registry) {
             lo.worker_exe = s.worker_exe;
             cluster = std::make_unique<LocalCluster>(ctx, registry, lo, log);
             s.client.broker = cluster->frontend();
+            if (s.client.sink.empty()) s.client.sink = cluster->sink_endpoint();
         } else {
             s.client.broker = s.broker;
         }
@@ -277,7 +287,7 @@ int producer_main(int argc, char** argv, const Registry& registry) {
                           << " after " << s.wait_timeout_ms << " ms\n";
                 return 1;
             }
-            rc = *map ? run_map(client, s) : run_submit(client, s, stop);
+            rc = *map ? run_map(client, s, stop) : run_submit(client, s, stop);
         }
         return rc;
     } catch (const zmq::error_t& e) {

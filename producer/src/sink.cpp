@@ -34,7 +34,7 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
             {nullptr, stop.fd(), ZMQ_POLLIN, 0},
         };
         auto wait = std::chrono::duration_cast<Millis>(next_heartbeat - Clock::now());
-        zmq::poll(items, 3, std::max(wait, Millis(0)));
+        drover::poll(items, 3, std::max(wait, Millis(0)));
         if (items[1].revents & ZMQ_POLLIN) {
             zmq::message_t m;
             while (broker_.recv(m, zmq::recv_flags::dontwait)) {

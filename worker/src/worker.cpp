@@ -90,7 +90,7 @@ Worker::Stopped Worker::run(const StopSource& stop) {
             {nullptr, stop.fd(), ZMQ_POLLIN, 0},
         };
         auto wait = std::chrono::duration_cast<Millis>(next_heartbeat - Clock::now());
-        zmq::poll(items, stop.stop_requested() ? 2 : 3, std::max(wait, Millis(0)));
+        drover::poll(items, stop.stop_requested() ? 2 : 3, std::max(wait, Millis(0)));
 
         if (items[1].revents & ZMQ_POLLIN) {
             std::uint32_t finished = 0;

@@ -39,6 +39,7 @@ public:
     struct Submitted {
         std::vector<std::string> accepted;
         std::map<std::string, std::vector<std::string>> rejected;  // reason -> ids
+        std::vector<FinalOutcome> finals;  // accepted, but ended at once (unknown task)
     };
     struct Batch {
         std::string worker;  // routing identity
@@ -49,6 +50,10 @@ public:
 
     // Accepts or rejects each task. A task id already held is accepted again
     // without being queued twice (a producer resends after a broker restart).
+    // A task whose name no worker has ever announced, while workers are
+    // live, ends at once with an `error` outcome ("unknown task"); with no
+    // live worker at all it waits, since the worker that runs it may be
+    // on its way.
     Submitted submit(const std::string& producer, std::vector<proto::Task>&& tasks, Clock::time_point now);
 
     // Registers (or re-registers) a worker. Tasks held under an earlier
@@ -124,6 +129,7 @@ private:
     std::unordered_map<std::string, Entry> tasks_;
     std::unordered_map<std::string, std::deque<std::string>> queues_;  // task name -> ids
     std::unordered_map<std::string, WorkerState> workers_;
+    std::unordered_set<std::string> known_names_;  // announced by any worker since start
     std::size_t queued_ = 0;
     std::uint64_t serve_seq_ = 0;
     Totals totals_;

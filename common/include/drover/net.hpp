@@ -48,6 +48,10 @@ std::string connectable(const std::string& bound);
 // a ZeroMQ endpoint drover supports (tcp://, ipc://, inproc://).
 void check_endpoint(const std::string& ep, const std::string& flag);
 
+// zmq::poll that returns 0 when a signal interrupts it (the caller's loop
+// then looks at its StopSource) instead of throwing.
+int poll(zmq::pollitem_t* items, std::size_t count, Millis timeout);
+
 std::string host_name();
 
 // The local IP address the kernel would use to reach `broker_endpoint`

@@ -39,6 +39,8 @@ public:
 
     // The broker's frontend, for a Client in the same context.
     [[nodiscard]] const std::string& frontend() const { return broker_->frontend_endpoint(); }
+    // Where a Client should bind its sink so that these workers reach it.
+    [[nodiscard]] std::string sink_endpoint() const;
 
 private:
     LocalClusterOptions options_;

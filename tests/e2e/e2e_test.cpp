@@ -1,0 +1,286 @@
+// End-to-end: the real executables, on ephemeral tcp ports and ipc, started
+// the way a user starts them; every test kills what it started.
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <map>
+#include <set>
+#include <thread>
+
+#include <zmq.hpp>
+
+#include "drover/broker.hpp"
+#include "drover/net.hpp"
+#include "drover/protocol.hpp"
+#include "process.hpp"
+
+using namespace drover::test;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::int64_t k_n = 100000;
+
+// Writes `count` sum_random task lines with ids "t<i>"; returns the ids.
+std::set<std::string> write_sum_tasks(const std::string& path, int count) {
+    std::string text;
+    std::set<std::string> ids;
+    for (int i = 0; i < count; ++i) {
+        const auto id = "t" + std::to_string(i);
+        ids.insert(id);
+        text += json{{"id", id}, {"task", "sum_random"}, {"args", {k_n}}}.dump() + "\n";
+    }
+    write_file(path, text);
+    return ids;
+}
+
+// The ledger: exactly one outcome per submitted id, none for other ids, all
+// ok with a sum in [n, 100n]. Returns the workers that did the work.
+std::set<std::string> check_sum_ledger(const std::vector<json>& lines, const std::set<std::string>& ids) {
+    std::map<std::string, int> seen;
+    std::set<std::string> workers;
+    for (const auto& l : lines) {
+        INFO(l.dump());
+        REQUIRE(l["status"] == "ok");
+        const auto id = l["id"].get<std::string>();
+        REQUIRE(ids.count(id) == 1);
+        ++seen[id];
+        const auto sum = l["result"].get<std::int64_t>();
+        CHECK(sum >= k_n);
+        CHECK(sum <= 100 * k_n);
+        workers.insert(l["worker"].get<std::string>());
+    }
+    CHECK(seen.size() == ids.size());
+    for (const auto& [id, n] : seen) CHECK(n == 1);
+    return workers;
+}
+
+void run_pool_form(const std::vector<std::string>& worker_args, std::size_t expect_workers) {
+    TempDir dir;
+    BrokerProcess broker(dir);
+    std::vector<std::string> argv{DROVER_WORKER_EXE, "--broker", broker.backend};
+    argv.insert(argv.end(), worker_args.begin(), worker_args.end());
+    Process worker(argv, dir.file("worker.log"));
+    REQUIRE(wait_for_workers(broker.frontend, expect_workers, 10s));
+    const auto ids = write_sum_tasks(dir.file("tasks.jsonl"), 1000);
+    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("results.jsonl"),
+                     dir.file("tasks.jsonl"));
+    const auto rc = producer.wait(60s);
+    INFO(read_file(dir.file("results.jsonl.err")));
+    REQUIRE(rc == 0);
+    const auto workers = check_sum_ledger(read_json_lines(dir.file("results.jsonl")), ids);
+    CHECK(workers.size() >= std::min<std::size_t>(expect_workers, 2));
+}
+
+void send_garbage(zmq::socket_t& s) {
+    using drover::proto::Command;
+    const std::string header_ok = std::string("DRV1") + static_cast<char>(Command::submit);
+    const std::vector<std::vector<std::string>> messages = {
+        {""},
+        {"hello"},
+        {"DRV2\x10", "\x80"},
+        {std::string("DRV1\x7f"), "\x80"},
+        {header_ok, "not msgpack at all"},
+        {header_ok, "\x81\xa5tasks"},  // truncated
+        {header_ok, "\xdd\xff\xff\xff\xff"},  // claims 4 billion elements
+        {header_ok, "\x80\x80"},  // trailing bytes
+        {header_ok, std::string(1000, '\x91') + "\x80"},  // 1000-deep
+        {header_ok, "\x81\xa5tasks\x91\x81\xa2id\x05"},  // wrong type
+        {header_ok, "a", "b", "c"},  // too many frames
+    };
+    for (const auto& m : messages) {
+        for (std::size_t i = 0; i < m.size(); ++i)
+            s.send(zmq::buffer(m[i].data(), m[i].size()), i + 1 < m.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("a solo worker computes 1,000 sum_random tasks, one result per id", "[e2e]") {
+    run_pool_form({"--pool", "solo"}, 1);
+}
+
+TEST_CASE("a threads worker with 2 threads computes 1,000 sum_random tasks", "[e2e]") {
+    run_pool_form({"--pool", "threads", "-c", "2"}, 1);
+}
+
+TEST_CASE("a processes worker with 2 children computes 1,000 sum_random tasks", "[e2e]") {
+    run_pool_form({"--pool", "processes", "-c", "2"}, 2);
+}
+
+TEST_CASE("broker and workers over ipc compute 1,000 tasks", "[e2e]") {
+    TempDir dir;
+    const auto front = "ipc://" + dir.file("front"), back = "ipc://" + dir.file("back");
+    Process broker({DROVER_BROKER_EXE, "--frontend", front, "--backend", back}, dir.file("broker.log"));
+    Process w1({DROVER_WORKER_EXE, "--broker", back}, dir.file("w1.log"));
+    Process w2({DROVER_WORKER_EXE, "--broker", back}, dir.file("w2.log"));
+    REQUIRE(wait_for_workers(front, 2, 10s));
+    const auto ids = write_sum_tasks(dir.file("tasks.jsonl"), 1000);
+    Process producer({DROVER_PRODUCER_EXE, "--broker", front, "submit"}, dir.file("results.jsonl"),
+                     dir.file("tasks.jsonl"));
+    REQUIRE(producer.wait(60s) == 0);
+    const auto workers = check_sum_ledger(read_json_lines(dir.file("results.jsonl")), ids);
+    CHECK(workers.size() == 2);
+}
+
+TEST_CASE("an unknown task and a task that throws end as errors and the worker goes on", "[e2e]") {
+    TempDir dir;
+    BrokerProcess broker(dir);
+    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend}, dir.file("worker.log"));
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    write_file(dir.file("tasks.jsonl"),
+               "{\"id\":1,\"task\":\"no_such_task\",\"args\":[]}\n"
+               "{\"id\":2,\"task\":\"fail\",\"args\":[\"boom\"]}\n"
+               "{\"id\":3,\"task\":\"hello\",\"args\":[\"drover\"]}\n"
+               "this line is not json\n"
+               "{\"id\":4,\"task\":\"sum_random\",\"args\":[\"not a number\"]}\n");
+    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
+                     dir.file("tasks.jsonl"));
+    REQUIRE(producer.wait(30s) == 1);  // not every task ended ok
+    std::map<std::string, json> by_id;
+    for (auto& l : read_json_lines(dir.file("out.jsonl"))) by_id[l.contains("id") ? l["id"].dump() : "line"] = l;
+    REQUIRE(by_id.size() == 5);
+    CHECK(by_id["1"]["status"] == "error");
+    CHECK(by_id["1"]["error"].get<std::string>().find("unknown task 'no_such_task'") != std::string::npos);
+    CHECK(by_id["2"]["status"] == "error");
+    CHECK(by_id["2"]["error"] == "boom");
+    CHECK(by_id["3"]["status"] == "ok");
+    CHECK(by_id["3"]["result"] == "Hello, drover!");
+    CHECK(by_id["4"]["status"] == "error");
+    CHECK(by_id["line"]["status"] == "rejected");
+    CHECK(worker.running());
+}
+
+TEST_CASE("garbage sent to the broker's frontend and backend and to a sink leaves each serving", "[e2e]") {
+    TempDir dir;
+    BrokerProcess broker(dir);
+    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend}, dir.file("worker.log"));
+    Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect", "20",
+                  "--endpoint-file", dir.file("sink.ep")},
+                 dir.file("sink.jsonl"));
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    std::string sink_ep;
+    for (int i = 0; i < 500 && sink_ep.empty(); ++i) {
+        sink_ep = read_file(dir.file("sink.ep"));
+        std::this_thread::sleep_for(10ms);
+    }
+    REQUIRE(!sink_ep.empty());
+    sink_ep.erase(sink_ep.find_last_not_of("\n") + 1);
+    {
+        zmq::context_t ctx;
+        zmq::socket_t front(ctx, zmq::socket_type::dealer), back(ctx, zmq::socket_type::dealer),
+            push(ctx, zmq::socket_type::push);
+        for (auto* s : {&front, &back, &push}) s->set(zmq::sockopt::linger, 2000);
+        front.connect(broker.frontend);
+        back.connect(broker.backend);
+        push.connect(sink_ep);
+        send_garbage(front);
+        send_garbage(back);
+        send_garbage(push);
+    }
+    std::this_thread::sleep_for(300ms);
+    REQUIRE(broker.process->running());
+    REQUIRE(sink.running());
+    // Everything still works: 20 tasks through the broker to the sink.
+    const auto ids = write_sum_tasks(dir.file("tasks.jsonl"), 20);
+    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},
+                     dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));
+    REQUIRE(producer.wait(30s) == 0);
+    REQUIRE(sink.wait(30s) == 0);
+    auto lines = read_json_lines(dir.file("sink.jsonl"));
+    CHECK(lines.size() == 20);
+    for (auto& l : lines) CHECK(l["status"] == "ok");
+    zmq::context_t ctx;
+    auto status = drover::fetch_status(ctx, broker.frontend, 2000ms);
+    REQUIRE(status);
+    std::uint64_t dropped = 0;
+    for (auto& [reason, n] : (*status)["dropped"].items()) dropped += n.get<std::uint64_t>();
+    CHECK(dropped >= 18);  // 11 messages on each socket, a few may merge into one bad frame set
+    CHECK((*status)["totals"]["settled"] == 20);
+}
+
+TEST_CASE("drover-sink collects results of tasks submitted with --reply-to", "[e2e]") {
+    TempDir dir;
+    BrokerProcess broker(dir);
+    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "threads", "-c", "2"},
+                   dir.file("worker.log"));
+    Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect", "100",
+                  "--endpoint-file", dir.file("sink.ep")},
+                 dir.file("sink.jsonl"));
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    std::string sink_ep;
+    for (int i = 0; i < 500 && sink_ep.empty(); ++i) {
+        sink_ep = read_file(dir.file("sink.ep"));
+        std::this_thread::sleep_for(10ms);
+    }
+    sink_ep.erase(sink_ep.find_last_not_of("\n") + 1);
+    const auto ids = write_sum_tasks(dir.file("tasks.jsonl"), 100);
+    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},
+                     dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));
+    REQUIRE(producer.wait(30s) == 0);
+    for (auto& l : read_json_lines(dir.file("accepted.jsonl"))) CHECK(l["status"] == "accepted");
+    REQUIRE(sink.wait(30s) == 0);
+    std::set<std::string> got;
+    for (auto& l : read_json_lines(dir.file("sink.jsonl"))) {
+        CHECK(l["status"] == "ok");
+        got.insert(l["id"].get<std::string>());
+    }
+    CHECK(got.size() == 100);
+}
+
+TEST_CASE("map with --local threads and --local processes prints results in order", "[e2e]") {
+    TempDir dir;
+    for (const char* pool : {"threads", "processes"}) {
+        INFO(pool);
+        Process producer({DROVER_PRODUCER_EXE, "--local", "2", "--pool", pool, "map", "hello", "a", "b", "c"},
+                         dir.file("out.txt"));
+        REQUIRE(producer.wait(30s) == 0);
+        CHECK(read_file(dir.file("out.txt")) == "\"Hello, a!\"\n\"Hello, b!\"\n\"Hello, c!\"\n");
+    }
+}
+
+TEST_CASE("bad command lines exit with status 2 and a one-line message", "[e2e]") {
+    TempDir dir;
+    const std::vector<std::vector<std::string>> cases = {
+        {DROVER_BROKER_EXE, "--frontend", "nonsense"},
+        {DROVER_BROKER_EXE, "--frontend", "tcp://127.0.0.1:99999"},
+        {DROVER_BROKER_EXE, "--frontend", "tcp://203.0.113.7:5555", "--backend", "tcp://127.0.0.1:*"},
+        {DROVER_WORKER_EXE, "-c", "-3"},
+        {DROVER_WORKER_EXE, "--pool", "fibers"},
+        {DROVER_PRODUCER_EXE, "--broker", "udp://x:1", "map", "hello", "a"},
+        {DROVER_PRODUCER_EXE, "--window", "0", "map", "hello"},
+        {DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1"},
+    };
+    for (const auto& argv : cases) {
+        std::string cmd;
+        for (const auto& a : argv) cmd += a + " ";
+        INFO(cmd);
+        Process p(argv, dir.file("out"));
+        CHECK(p.wait(10s) == 2);
+        const auto err = read_file(dir.file("out.err"));
+        CHECK(!err.empty());
+        CHECK(err.find("terminate called") == std::string::npos);
+    }
+}
+
+TEST_CASE("every executable answers --help with status 0", "[e2e]") {
+    TempDir dir;
+    for (const char* exe : {DROVER_BROKER_EXE, DROVER_WORKER_EXE, DROVER_PRODUCER_EXE, DROVER_SINK_EXE}) {
+        Process p({exe, "--help"}, dir.file("out"));
+        CHECK(p.wait(10s) == 0);
+        CHECK(read_file(dir.file("out")).find("--") != std::string::npos);
+    }
+}
+
+TEST_CASE("SIGTERM stops broker and worker cleanly with status 0", "[e2e]") {
+    TempDir dir;
+    BrokerProcess broker(dir);
+    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "processes", "-c", "2"},
+                   dir.file("worker.log"));
+    REQUIRE(wait_for_workers(broker.frontend, 2, 10s));
+    worker.signal(SIGTERM);
+    CHECK(worker.wait(10s) == 0);
+    broker.process->signal(SIGTERM);
+    CHECK(broker.process->wait(10s) == 0);
+}

@@ -1,0 +1,142 @@
+// Starting and stopping real drover executables from tests.
+#include "process.hpp"
+
+#include <csignal>
+#include <cstdlib>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.hpp>
+
+#include "drover/broker.hpp"
+
+namespace drover::test {
+
+Process::Process(std::vector<std::string> argv, std::string out_path, std::string stdin_path) {
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    const std::string err_path = out_path.empty() ? "/dev/null" : out_path + ".err";
+    if (out_path.empty()) out_path = "/dev/null";
+    if (stdin_path.empty()) stdin_path = "/dev/null";
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+        ::setpgid(0, 0);
+        const int in = ::open(stdin_path.c_str(), O_RDONLY);
+        const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (in < 0 || out < 0 || err < 0) ::_exit(126);
+        ::dup2(in, 0);
+        ::dup2(out, 1);
+        ::dup2(err, 2);
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+    ::setpgid(pid_, pid_);
+}
+
+Process::~Process() {
+    if (pid_ > 0) {
+        ::kill(-pid_, SIGKILL);
+        ::kill(pid_, SIGKILL);
+        if (!status_) {
+            int st = 0;
+            ::waitpid(pid_, &st, 0);
+        }
+    }
+}
+
+void Process::signal(int sig) const { ::kill(pid_, sig); }
+
+std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
+    if (status_) return status_;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+        int st = 0;
+        if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+            status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            return status_;
+        }
+        if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+}
+
+bool Process::running() { return !wait(std::chrono::milliseconds(0)).has_value(); }
+
+TempDir::TempDir() {
+    char tmpl[] = "/tmp/drover-test-XXXXXX";
+    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+    std::ofstream out(path);
+    out << text;
+}
+
+std::vector<nlohmann::json> read_json_lines(const std::string& path) {
+    std::vector<nlohmann::json> out;
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line))
+        if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+    return out;
+}
+
+std::optional<nlohmann::json> wait_json_file(const std::string& path, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (::access(path.c_str(), R_OK) == 0) {
+            try {
+                return nlohmann::json::parse(read_file(path));
+            } catch (const nlohmann::json::exception&) {
+            }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return std::nullopt;
+}
+
+BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<std::string> extra) {
+    std::vector<std::string> argv{DROVER_BROKER_EXE, "--frontend", "tcp://127.0.0.1:*", "--backend",
+                                  "tcp://127.0.0.1:*", "--endpoints-file", dir.file("broker.json")};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    process = std::make_unique<Process>(argv, dir.file("broker.log"));
+    auto doc = wait_json_file(dir.file("broker.json"), std::chrono::seconds(10));
+    if (!doc) throw std::runtime_error("broker did not start: " + read_file(dir.file("broker.log.err")));
+    frontend = (*doc)["frontend"];
+    backend = (*doc)["backend"];
+}
+
+bool wait_for_workers(const std::string& frontend, std::size_t n, std::chrono::milliseconds timeout) {
+    zmq::context_t ctx;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        auto doc = fetch_status(ctx, frontend, std::chrono::milliseconds(1000));
+        if (doc && (*doc)["workers"].size() >= n) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+}
+
+}  // namespace drover::test

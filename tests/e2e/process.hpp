@@ -1,0 +1,64 @@
+// Starting and stopping real drover executables from tests.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <sys/types.h>
+
+namespace drover::test {
+
+// A child process in its own process group. The destructor kills the whole
+// group (SIGKILL) and reaps it, so a failing test leaves nothing running.
+class Process {
+public:
+    // Starts argv[0] with stdin from `stdin_path` (or /dev/null) and stdout and
+    // stderr to `out_path` and `out_path + ".err"` (or /dev/null).
+    explicit Process(std::vector<std::string> argv, std::string out_path = {}, std::string stdin_path = {});
+    ~Process();
+    Process(const Process&) = delete;
+    Process& operator=(const Process&) = delete;
+
+    [[nodiscard]] pid_t pid() const { return pid_; }
+    void signal(int sig) const;
+    // Waits for exit. Returns the exit code (128+signal if killed), or nullopt on timeout.
+    std::optional<int> wait(std::chrono::milliseconds timeout);
+    [[nodiscard]] bool running();
+
+private:
+    pid_t pid_ = -1;
+    std::optional<int> status_;
+};
+
+// A fresh directory under /tmp, removed with its files by the destructor.
+class TempDir {
+public:
+    TempDir();
+    ~TempDir();
+    [[nodiscard]] const std::string& path() const { return path_; }
+    [[nodiscard]] std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+private:
+    std::string path_;
+};
+
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& text);
+std::vector<nlohmann::json> read_json_lines(const std::string& path);
+// Waits until `path` exists and holds a JSON document.
+std::optional<nlohmann::json> wait_json_file(const std::string& path, std::chrono::milliseconds timeout);
+
+// A broker on ephemeral tcp ports (or as given), with its endpoints read back.
+struct BrokerProcess {
+    explicit BrokerProcess(const TempDir& dir, std::vector<std::string> extra = {});
+    std::string frontend, backend;
+    std::unique_ptr<Process> process;
+};
+
+// Polls the broker's STATUS until it lists `n` workers.
+bool wait_for_workers(const std::string& frontend, std::size_t n, std::chrono::milliseconds timeout);
+
+}  // namespace drover::test
