@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Starts a drover broker in the background, or stops it.
+#   scripts/start-broker.sh [--run-dir DIR] [drover-broker flags...]
+#   scripts/start-broker.sh stop [--run-dir DIR]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+run_dir="${DROVER_RUN_DIR:-/tmp/drover-run}"
+bin="${DROVER_BIN:-$root/build}"
+usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; echo "PID and log: \$DROVER_RUN_DIR (default /tmp/drover-run)/broker.{pid,log}"; }
+cmd=start
+[[ "${1:-}" == "stop" ]] && { cmd=stop; shift; }
+args=()
+while (($#)); do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --run-dir) run_dir="$2"; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+mkdir -p "$run_dir"
+pidfile="$run_dir/broker.pid"
+if [[ $cmd == stop ]]; then
+  if [[ -f $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null; then
+    for _ in $(seq 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
+    echo "broker stopped"
+  fi
+  rm -f "$pidfile"; exit 0
+fi
+exe="$bin/broker/drover-broker"; [[ -x $exe ]] || exe="$(command -v drover-broker)"
+"$exe" --endpoints-file "$run_dir/broker.json" "${args[@]}" >"$run_dir/broker.log" 2>&1 &
+echo $! >"$pidfile"
+for _ in $(seq 100); do [[ -s "$run_dir/broker.json" ]] && break; kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.05; done
+if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then cat "$run_dir/broker.log" >&2; rm -f "$pidfile"; exit 1; fi
+echo "broker pid $(cat "$pidfile"): $(cat "$run_dir/broker.json")"

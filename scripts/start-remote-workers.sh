@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Starts drover workers on other machines over ssh, or stops them.
+#   scripts/start-remote-workers.sh HOSTS_FILE --broker tcp://ADDR:5556 [--pool P] [-c N]
+#                                   [--via CMD] [--remote-bin PATH] [--run-dir DIR]
+#   scripts/start-remote-workers.sh stop [--via CMD] [--run-dir DIR]
+# HOSTS_FILE: one host a line, "user@host [pool] [count]"; '#' starts a comment.
+# --via CMD replaces ssh: the script runs `CMD HOST sh -c '...'` (e.g. --via "ip netns exec").
+# Where each worker runs is written to RUN_DIR/remote-workers.txt (host pid), which `stop` reads.
+set -euo pipefail
+run_dir="${DROVER_RUN_DIR:-/tmp/drover-run}"
+via="ssh"
+remote_bin="drover-worker"
+broker=""; pool="processes"; count=""
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+remote() {  # remote HOST COMMAND
+  if [[ $via == ssh* ]]; then $via "$1" "$2"; else $via "$1" sh -c "$2"; fi
+}
+cmd=start
+[[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { usage; exit 0; }
+if [[ "${1:-}" == stop ]]; then cmd=stop; shift; else
+  [[ $# -ge 1 ]] || { usage >&2; exit 2; }
+  hosts_file="$1"; shift
+fi
+while (($#)); do
+  case "$1" in
+    --broker) broker="$2"; shift 2 ;;
+    --pool) pool="$2"; shift 2 ;;
+    -c) count="$2"; shift 2 ;;
+    --via) via="$2"; shift 2 ;;
+    --remote-bin) remote_bin="$2"; shift 2 ;;
+    --run-dir) run_dir="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "start-remote-workers.sh: unknown option '$1'" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$run_dir"
+ledger="$run_dir/remote-workers.txt"
+if [[ $cmd == stop ]]; then
+  [[ -f $ledger ]] || { echo "nothing to stop ($ledger missing)"; exit 0; }
+  while read -r host pid; do
+    remote "$host" "kill $pid 2>/dev/null || true" && echo "stopped $host pid $pid"
+  done <"$ledger"
+  rm -f "$ledger"; exit 0
+fi
+[[ -f $hosts_file ]] || { echo "start-remote-workers.sh: no hosts file '$hosts_file'" >&2; exit 2; }
+[[ -n $broker ]] || { echo "start-remote-workers.sh: --broker tcp://ADDR:PORT is required" >&2; exit 2; }
+while read -r host hpool hcount _; do
+  [[ -z $host || $host == \#* ]] && continue
+  p="${hpool:-$pool}"; c="${hcount:-$count}"
+  flags="--broker $broker --pool $p"; [[ -n $c ]] && flags="$flags -c $c"
+  pid=$(remote "$host" "nohup $remote_bin $flags >/tmp/drover-worker.log 2>&1 </dev/null & echo \$!" </dev/null)
+  [[ $pid =~ ^[0-9]+$ ]] || { echo "start-remote-workers.sh: $host: could not start ($pid)" >&2; exit 1; }
+  echo "$host $pid" >>"$ledger"
+  echo "started on $host: pid $pid ($flags)"
+done <"$hosts_file"
