@@ -44,6 +44,7 @@ Broker::Broker(zmq::context_t& ctx, BrokerConfig config, Logger log)
       log_(std::move(log)),
       frontend_(ctx, zmq::socket_type::router),
       backend_(ctx, zmq::socket_type::router),
+      instance_(random_hex(8)),
       scheduler_(SchedulerLimits{config_.max_queued, config_.heartbeat, config_.liveness}) {
     configure_router(frontend_, config_.max_message_bytes);
     configure_router(backend_, config_.max_message_bytes);
@@ -174,7 +175,7 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
         case Command::heartbeat: {
             if (!proto::decode_empty(body)) return drop(peer, "frontend", proto::DecodeError::bad_body);
             producers_[peer] = now;
-            (void)send_to(frontend_, peer, Command::heartbeat);
+            (void)send_to(frontend_, peer, Command::heartbeat, proto::encode_heartbeat(instance_));
             return;
         }
         case Command::bye:

@@ -100,20 +100,30 @@ std::vector<FinalOutcome> Scheduler::remove_worker(const std::string& identity, 
     std::vector<FinalOutcome> finals;
     auto it = workers_.find(identity);
     if (it == workers_.end()) return finals;
+    std::size_t may_run = std::max<std::uint32_t>(1, it->second.hello.slots);
+    std::vector<Entry*> requeue;
     for (const auto& id : it->second.held) {
         auto t = tasks_.find(id);
         if (t == tasks_.end()) continue;
         Entry& e = t->second;
-        if (died) ++e.deaths;
-        if (died && e.deaths >= e.task.max_attempts) {
+        const bool blamed = died && may_run > 0;
+        if (blamed) {
+            --may_run;
+            ++e.deaths;
+        }
+        if (blamed && e.deaths >= e.task.max_attempts) {
             finals.push_back(final_outcome(e, proto::Status::lost, "worker died " + std::to_string(e.deaths) +
                                                                        (e.deaths == 1 ? " time" : " times")));
             ++totals_.lost;
             tasks_.erase(t);
         } else {
-            enqueue_front(e);
-            ++totals_.redispatched;
+            requeue.push_back(&e);
         }
+    }
+    // Back to front, so the queue keeps the dispatch order.
+    for (auto r = requeue.rbegin(); r != requeue.rend(); ++r) {
+        enqueue_front(**r);
+        ++totals_.redispatched;
     }
     workers_.erase(it);
     return finals;
@@ -165,7 +175,7 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
                     --queued_;
                     e.worker = *ready[i].first;
                     ++e.task.attempt;
-                    w.held.insert(id);
+                    w.held.push_back(id);
                     --w.credits;
                     taken[i].push_back(e.task);
                     ++totals_.dispatched;
@@ -193,7 +203,8 @@ void Scheduler::undo_dispatch(const Batch& batch) {
         if (t == tasks_.end()) continue;
         --t->second.task.attempt;
         if (w != workers_.end()) {
-            w->second.held.erase(it->id);
+            auto& held = w->second.held;
+            held.erase(std::remove(held.begin(), held.end(), it->id), held.end());
             ++w->second.credits;
         }
         enqueue_front(t->second);
@@ -209,7 +220,8 @@ void Scheduler::settle(const std::vector<std::string>& ids) {
         if (!e.worker.empty()) {
             auto w = workers_.find(e.worker);
             if (w != workers_.end()) {
-                w->second.held.erase(id);
+                auto& held = w->second.held;
+                held.erase(std::remove(held.begin(), held.end(), id), held.end());
                 ++w->second.done;
             }
         }

@@ -365,6 +365,26 @@ std::string encode_empty() {
     return std::move(b.data);
 }
 
+std::string encode_heartbeat(std::string_view instance) {
+    StringBuffer b;
+    Packer pk(b);
+    pk.pack_map(1);
+    pack_key(pk, "instance");
+    pack_str(pk, instance);
+    return std::move(b.data);
+}
+
+Decoded<std::string> decode_heartbeat(std::string_view body) noexcept {
+    if (body.empty()) return std::string();
+    return decode_body<std::string>(body, k_max_depth, [](const msgpack::object& o) {
+        std::string instance;
+        for_each_field(o, [&](const msgpack::object& k, const msgpack::object& v) {
+            if (key_is(k, "instance")) instance = get_str(v);
+        });
+        return instance;
+    });
+}
+
 Decoded<Hello> decode_hello(std::string_view body) noexcept {
     return decode_body<Hello>(body, k_max_depth, [](const msgpack::object& o) {
         Hello h;

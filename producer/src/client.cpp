@@ -246,6 +246,17 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
             }
             return;
         }
+        case proto::Command::heartbeat: {
+            auto instance = proto::decode_heartbeat(body);
+            if (!instance || instance->empty()) return;
+            if (!broker_instance_.empty() && *instance != broker_instance_) {
+                log_->warn("client.broker_restarted resending unfinished tasks");
+                std::lock_guard lock(mutex_);
+                resend_unfinished();
+            }
+            broker_instance_ = *instance;
+            return;
+        }
         case proto::Command::bye:
             log_->info("client.broker_bye (broker stopping)");
             last_from_broker_ = Clock::now() - options_.heartbeat * options_.liveness;
@@ -253,6 +264,17 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
         default:
             return;  // HEARTBEAT and anything else: liveness only
     }
+}
+
+// The broker may know none of our tasks: resend all that have no outcome
+// yet, under the same ids, oldest first. Called with mutex_ held.
+void Client::resend_unfinished() {
+    unsent_.clear();
+    for (const auto& [id, p] : pending_)
+        if (!p.elsewhere || !p.accepted) unsent_.push_back(id);
+    std::sort(unsent_.begin(), unsent_.end(), [](const std::string& a, const std::string& b) {
+        return a.size() != b.size() ? a.size() < b.size() : a < b;
+    });
 }
 
 void Client::io_loop() {
@@ -322,14 +344,7 @@ void Client::io_loop() {
                 log_->warn("client.broker_silent ms={} reconnecting resend={}",
                            std::chrono::duration_cast<Millis>(now - last_from_broker_).count(), pending_.size());
                 connect_broker();
-                // The new broker may know none of our tasks: resend all that
-                // have no outcome yet, under the same ids.
-                unsent_.clear();
-                for (const auto& [id, p] : pending_)
-                    if (!p.elsewhere || !p.accepted) unsent_.push_back(id);
-                std::sort(unsent_.begin(), unsent_.end(), [](const std::string& a, const std::string& b) {
-                    return a.size() != b.size() ? a.size() < b.size() : a < b;
-                });
+                resend_unfinished();
             }
         }
     }

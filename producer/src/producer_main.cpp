@@ -238,6 +238,8 @@ int producer_main(int argc, char** argv, const Registry& registry) {
         ->capture_default_str()->check(CLI::Range(1u, 1000u));
     app.add_option("--timeout-ms", s.timeout_ms, "default task timeout (0: none)")->capture_default_str();
     app.add_option("--heartbeat-ms", s.heartbeat_ms, "heartbeat period")->capture_default_str()->check(CLI::Range(10, 600000));
+    app.add_option("--liveness", s.client.liveness, "missed heartbeats before the broker is presumed gone")
+        ->capture_default_str()->check(CLI::Range(1, 1000));
     app.add_option("--wait-workers", s.wait_workers, "wait until the broker has N workers before submitting");
     app.add_option("--wait-timeout-ms", s.wait_timeout_ms, "how long --wait-workers waits")->capture_default_str();
     app.add_flag("--timing", s.timing, "print 'timing: tasks=N wall_ms=T' on stderr at the end");

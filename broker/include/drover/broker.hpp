@@ -75,6 +75,7 @@ private:
     zmq::socket_t frontend_;
     zmq::socket_t backend_;
     std::string frontend_ep_, backend_ep_;
+    std::string instance_;  // new at every start: producers resend when it changes
     Scheduler scheduler_;
     std::atomic<std::size_t> live_workers_{0};
 

@@ -66,8 +66,10 @@ public:
     [[nodiscard]] bool knows(const std::string& identity) const { return workers_.count(identity) != 0; }
 
     // The worker is gone (BYE, death, unreachable): its unsettled tasks go
-    // back to the front of their queues. If it `died`, each of them counts a
-    // death, and a task that has died max_attempts times is lost.
+    // back to the front of their queues. If it `died`, the tasks it may have
+    // been running (the first `slots` it holds, since a worker starts tasks
+    // in dispatch order) count a death; prefetched ones do not. A task that
+    // has died max_attempts times is lost.
     std::vector<FinalOutcome> remove_worker(const std::string& identity, bool died = true);
     // Same, for a worker named by its HELLO id (a supervisor's LOST report).
     std::vector<FinalOutcome> remove_worker_by_id(const std::string& worker_id);
@@ -116,7 +118,7 @@ private:
     struct WorkerState {
         proto::Hello hello;
         std::uint32_t credits = 0;
-        std::unordered_set<std::string> held;
+        std::vector<std::string> held;  // in dispatch order: a worker starts them in this order
         std::uint64_t done = 0;
         std::uint64_t served_seq = 0;
         Clock::time_point last_seen{};

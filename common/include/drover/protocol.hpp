@@ -42,7 +42,8 @@
 //   ACCEPTED   0x11  {ids: [str]}            the broker owns these tasks now
 //   REJECTED   0x12  {ids: [str], reason: str}   e.g. "queue_full", "invalid"
 //   STATUS_REPLY 0x16 {...}                  queues, workers, totals (a map)
-//   HEARTBEAT  0x04  {}
+//   HEARTBEAT  0x04  {instance: str}         instance changes when the broker
+//                                            restarts: resend unfinished tasks
 //   BYE        0x05  {}                      broker shutting down
 //
 // Worker or broker (PUSH) -> sink (PULL), the task's reply_to endpoint
@@ -205,6 +206,7 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
 [[nodiscard]] std::string encode(const Rejected& m);
 [[nodiscard]] std::string encode(const Results& m);
 [[nodiscard]] std::string encode_empty();
+[[nodiscard]] std::string encode_heartbeat(std::string_view instance);
 
 [[nodiscard]] Decoded<Hello> decode_hello(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Ready> decode_ready(std::string_view body) noexcept;
@@ -215,6 +217,8 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
 [[nodiscard]] Decoded<Results> decode_results(std::string_view body) noexcept;
 // An empty body, or any well-formed map (HEARTBEAT, BYE, STATUS, ...).
 [[nodiscard]] Decoded<bool> decode_empty(std::string_view body) noexcept;
+// The broker instance named in a HEARTBEAT body; empty if none.
+[[nodiscard]] Decoded<std::string> decode_heartbeat(std::string_view body) noexcept;
 
 // Checks that `bytes` is exactly one msgpack value within the limits
 // (used on task arguments and results at the edges).

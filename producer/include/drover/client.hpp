@@ -150,6 +150,7 @@ private:
     void on_results(std::string_view body);
     void finish(const std::string& id, Result&& r);
     void wake();
+    void resend_unfinished();
 
     zmq::context_t& ctx_;
     ClientOptions options_;
@@ -173,6 +174,7 @@ private:
     std::vector<std::string> unsent_;
     std::vector<std::string> settle_;
     Clock::time_point last_from_broker_{};
+    std::string broker_instance_;
     std::atomic<std::uint64_t> duplicates_{0};
     std::thread io_;
 };
