@@ -173,3 +173,28 @@ TEST_CASE("a broker killed and restarted under load: every task still ends with 
     REQUIRE(producer.wait(90s) == 0);
     for (auto& [id, l] : ledger(dir.file("out.jsonl"), ids)) CHECK(l["status"] == "ok");
 }
+
+TEST_CASE("a task past its timeout_ms ends as timeout at the deadline and the next task runs", "[e2e]") {
+    for (const char* pool : {"solo", "threads"}) {
+        INFO(pool);
+        TempDir dir;
+        BrokerProcess broker(dir);
+        Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", pool, "-c", "1"},
+                       dir.file("worker.log"));
+        REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+        write_file(dir.file("tasks.jsonl"),
+                   "{\"id\":\"slow\",\"task\":\"sleep_ms\",\"args\":[1500],\"timeout_ms\":200}\n"
+                   "{\"id\":\"next\",\"task\":\"hello\",\"args\":[\"x\"],\"timeout_ms\":5000}\n");
+        const auto start = std::chrono::steady_clock::now();
+        Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
+                         dir.file("tasks.jsonl"));
+        REQUIRE(producer.wait(30s) == 1);  // one task did not end ok
+        auto by_id = ledger(dir.file("out.jsonl"), {"slow", "next"});
+        CHECK(by_id["slow"]["status"] == "timeout");
+        CHECK(by_id["slow"]["error"] == "timed out after 200 ms");
+        CHECK(by_id["next"]["status"] == "ok");
+        // The one slot stays busy until the slow function returns, so "next"
+        // ran after it: the run took at least the full 1.5 s.
+        CHECK(std::chrono::steady_clock::now() - start >= 1400ms);
+    }
+}

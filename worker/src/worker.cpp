@@ -58,6 +58,50 @@ void Worker::grant(std::uint32_t credits) {
     (void)send_message(*broker_, proto::Command::ready, proto::encode(proto::Ready{credits}));
 }
 
+Clock::time_point Worker::report_timeouts(Clock::time_point now) {
+    auto next = Clock::time_point::max();
+    std::unordered_map<std::string, std::vector<proto::Outcome>> outcomes;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& [id, r] : running_) {
+            if (r.timed_out) continue;
+            if (r.deadline > now) {
+                next = std::min(next, r.deadline);
+                continue;
+            }
+            r.timed_out = true;
+            proto::Outcome o;
+            o.id = id;
+            o.task = r.task.name;
+            o.status = proto::Status::timeout;
+            o.error = "timed out after " + std::to_string(r.task.timeout_ms) + " ms";
+            o.attempt = r.task.attempt;
+            o.worker = options_.id;
+            o.elapsed_us = std::uint64_t{r.task.timeout_ms} * 1000;
+            outcomes[r.task.reply_to].push_back(std::move(o));
+        }
+    }
+    for (auto& [endpoint, list] : outcomes) {
+        log_->warn("task.timeout n={} sink={}", list.size(), endpoint);
+        try {
+            auto it = timeout_sinks_.find(endpoint);
+            if (it == timeout_sinks_.end()) {
+                zmq::socket_t sock(ctx_, zmq::socket_type::push);
+                sock.set(zmq::sockopt::linger, 5000);
+                sock.set(zmq::sockopt::sndtimeo, 1000);
+                sock.connect(endpoint);
+                it = timeout_sinks_.emplace(endpoint, std::move(sock)).first;
+            }
+            if (send_message_blocking(it->second, proto::Command::result, proto::encode(proto::Results{list})) !=
+                SendStatus::sent)
+                log_->warn("worker.sink_full endpoint={} dropped_timeouts={}", endpoint, list.size());
+        } catch (const zmq::error_t& e) {
+            log_->warn("worker.sink_unusable endpoint={} error=\"{}\"", endpoint, e.what());
+        }
+    }
+    return next;
+}
+
 Worker::Stopped Worker::run(const StopSource& stop) {
     zmq::socket_t done(ctx_, zmq::socket_type::pull);
     done.bind(done_endpoint_);
@@ -89,7 +133,8 @@ Worker::Stopped Worker::run(const StopSource& stop) {
             {done.handle(), 0, ZMQ_POLLIN, 0},
             {nullptr, stop.fd(), ZMQ_POLLIN, 0},
         };
-        auto wait = std::chrono::duration_cast<Millis>(next_heartbeat - Clock::now());
+        const auto next_deadline = report_timeouts(Clock::now());
+        auto wait = std::chrono::duration_cast<Millis>(std::min(next_heartbeat, next_deadline) - Clock::now()) + Millis(1);
         drover::poll(items, stop.stop_requested() ? 2 : 3, std::max(wait, Millis(0)));
 
         if (items[1].revents & ZMQ_POLLIN) {
@@ -223,6 +268,13 @@ void Worker::executor_loop(unsigned index) {
             if (abort_ || queue_.empty()) break;  // closing and drained
             task = std::move(queue_.front());
             queue_.pop_front();
+            if (task.timeout_ms > 0)
+                running_[task.id] = Running{Clock::now() + Millis(task.timeout_ms), task, false};
+        }
+        if (task.timeout_ms > 0) {
+            // Wake the I/O thread so that it waits for this deadline.
+            std::uint32_t zero = 0;
+            done.send(zmq::buffer(&zero, sizeof zero), zmq::send_flags::none);
         }
         proto::Outcome out;
         out.id = task.id;
@@ -244,13 +296,18 @@ void Worker::executor_loop(unsigned index) {
         out.elapsed_us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
         log_->debug("task.done id={} task={} status={} us={}", out.id, out.task, proto::status_name(out.status),
                     out.elapsed_us);
-        pending[task.reply_to].push_back(std::move(out));
-        ++pending_count;
-        bool idle;
+        bool idle, timed_out = false;
         {
             std::lock_guard lock(mutex_);
+            if (task.timeout_ms > 0) {
+                auto r = running_.find(task.id);
+                timed_out = r != running_.end() && r->second.timed_out;
+                if (r != running_.end()) running_.erase(r);
+            }
             idle = queue_.empty();
         }
+        if (!timed_out) pending[task.reply_to].push_back(std::move(out));  // else `timeout` was reported
+        ++pending_count;
         // A batch leaves when it is full or when there is nothing else to do.
         if (idle || pending_count >= k_result_batch || elapsed >= k_batch_only_below) flush();
     }

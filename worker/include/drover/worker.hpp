@@ -16,6 +16,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <zmq.hpp>
@@ -60,6 +61,8 @@ private:
     void executor_loop(unsigned index);
     void connect_to_broker();
     void grant(std::uint32_t credits);
+    // Reports `timeout` for running tasks past their deadline; returns the next deadline.
+    Clock::time_point report_timeouts(Clock::time_point now);
 
     zmq::context_t& ctx_;
     const Registry& registry_;
@@ -71,6 +74,15 @@ private:
     std::mutex mutex_;
     std::condition_variable wake_;
     std::deque<proto::Task> queue_;
+    // Tasks with a timeout that an executor is running (guarded by mutex_).
+    // At the deadline the I/O thread reports `timeout`; the executor then
+    // drops the late result, and its slot stays busy until the task returns.
+    struct Running {
+        Clock::time_point deadline;
+        proto::Task task;
+        bool timed_out = false;
+    };
+    std::unordered_map<std::string, Running> running_;
     bool closing_ = false;
     std::atomic<bool> abort_{false};
     std::vector<std::thread> executors_;
@@ -78,6 +90,7 @@ private:
     std::uint32_t capacity_ = 0;     // slots + prefetch
     std::uint32_t outstanding_ = 0;  // received and not yet done (I/O thread only)
     Clock::time_point last_from_broker_{};
+    std::unordered_map<std::string, zmq::socket_t> timeout_sinks_;  // I/O thread only
 };
 
 // The whole drover-worker command line: parses argv, sets up logging and
