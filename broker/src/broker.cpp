@@ -305,7 +305,15 @@ void Broker::tick(Clock::time_point now) {
     }
     const auto window = config_.heartbeat * config_.liveness;
     for (auto it = producers_.begin(); it != producers_.end();) {
-        it = now - it->second > window * 10 ? producers_.erase(it) : std::next(it);
+        // At least 3 s, so that a producer on default 1 s heartbeats outlives a
+        // broker run with short ones.
+        if (now - it->second <= std::max<Clock::duration>(window, std::chrono::seconds(3))) {
+            ++it;
+            continue;
+        }
+        const auto n = scheduler_.producer_gone(it->first);
+        log_->info("producer.gone peer={} cancelled_queued={}", to_hex(it->first), n);
+        it = producers_.erase(it);
     }
     flush_outcomes();
 }

@@ -231,6 +231,22 @@ void Scheduler::settle(const std::vector<std::string>& ids) {
     }
 }
 
+std::size_t Scheduler::producer_gone(const std::string& producer) {
+    std::size_t n = 0;
+    for (auto it = tasks_.begin(); it != tasks_.end();) {
+        const Entry& e = it->second;
+        if (e.queued && !e.task.detached && e.producer == producer) {
+            --queued_;
+            ++totals_.cancelled;
+            ++n;
+            it = tasks_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    return n;
+}
+
 std::vector<FinalOutcome> Scheduler::cancel(const std::vector<std::string>& ids) {
     std::vector<FinalOutcome> finals;
     for (const auto& id : ids) {

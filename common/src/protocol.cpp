@@ -37,7 +37,7 @@ void pack_strings(Packer& pk, const std::vector<std::string>& v) {
 }
 
 void pack_task(Packer& pk, const Task& t) {
-    pk.pack_map(7);
+    pk.pack_map(8);
     pack_key(pk, "id");
     pack_str(pk, t.id);
     pack_key(pk, "name");
@@ -52,6 +52,8 @@ void pack_task(Packer& pk, const Task& t) {
     pk.pack(t.timeout_ms);
     pack_key(pk, "reply_to");
     pack_str(pk, t.reply_to);
+    pack_key(pk, "detached");
+    pk.pack(t.detached);
 }
 
 void pack_outcome(Packer& pk, const Outcome& o) {
@@ -150,6 +152,9 @@ Task get_task(const msgpack::object& o) {
             t.timeout_ms = get_uint<std::uint32_t>(v);
         } else if (key_is(k, "reply_to")) {
             t.reply_to = get_str(v);
+        } else if (key_is(k, "detached")) {
+            if (v.type != msgpack::type::BOOLEAN) invalid();
+            t.detached = v.via.boolean;
         }
     });
     if (!has_id || !has_name || t.id.empty()) invalid();

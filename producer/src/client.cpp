@@ -89,6 +89,7 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     p.task.timeout_ms = options.timeout_ms;
     p.elsewhere = !options.reply_to.empty();
     p.task.reply_to = p.elsewhere ? options.reply_to : reply_to_;
+    p.task.detached = p.elsewhere;
     p.done = std::move(done);
     pending_.emplace(id, std::move(p));
     const bool first = inbox_.empty();

@@ -7,6 +7,9 @@
 #include <set>
 #include <thread>
 
+#include <zmq.hpp>
+
+#include "drover/broker.hpp"
 #include "process.hpp"
 
 using namespace drover::test;
@@ -197,4 +200,46 @@ TEST_CASE("a task past its timeout_ms ends as timeout at the deadline and the ne
         // ran after it: the run took at least the full 1.5 s.
         CHECK(std::chrono::steady_clock::now() - start >= 1400ms);
     }
+}
+
+TEST_CASE("a producer that vanishes has its queued tasks cancelled, but detached tasks live on", "[e2e]") {
+    TempDir dir;
+    BrokerProcess broker(dir, k_fast);
+    Process worker(cat({DROVER_WORKER_EXE, "--broker", broker.backend}, k_fast), dir.file("worker.log"));
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect", "10",
+                  "--endpoint-file", dir.file("sink.ep")},
+                 dir.file("sink.jsonl"));
+    std::string sink_ep;
+    for (int i = 0; i < 500 && sink_ep.empty(); ++i) {
+        sink_ep = read_file(dir.file("sink.ep"));
+        std::this_thread::sleep_for(10ms);
+    }
+    sink_ep.erase(sink_ep.find_last_not_of("\n") + 1);
+    // 10 detached tasks for the standalone sink; their producer exits at once.
+    write_tasks(dir.file("detached.jsonl"), 10, "sleep_ms", {100}, "d");
+    Process detached({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},
+                     dir.file("accepted.jsonl"), dir.file("detached.jsonl"));
+    REQUIRE(detached.wait(10s) == 0);
+    // 100 tasks whose producer is then killed: they cannot reach anyone.
+    write_tasks(dir.file("doomed.jsonl"), 100, "sleep_ms", {100}, "x");
+    {
+        Process doomed({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("doomed.out"),
+                       dir.file("doomed.jsonl"));
+        std::this_thread::sleep_for(300ms);
+    }  // kill -9
+    zmq::context_t ctx;
+    std::optional<json> status;
+    for (int i = 0; i < 100; ++i) {  // gone after max(0.6 s, 3 s) of silence
+        status = drover::fetch_status(ctx, broker.frontend, 1000ms);
+        if (status && (*status)["totals"]["cancelled"].get<int>() > 0) break;
+        std::this_thread::sleep_for(100ms);
+    }
+    REQUIRE(status);
+    CHECK((*status)["totals"]["cancelled"].get<int>() >= 50);
+    CHECK((*status)["queued"] == 0);
+    REQUIRE(sink.wait(30s) == 0);  // every detached task reached the sink
+    auto lines = read_json_lines(dir.file("sink.jsonl"));
+    CHECK(lines.size() == 10);
+    for (auto& l : lines) CHECK(l["status"] == "ok");
 }

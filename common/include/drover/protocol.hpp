@@ -50,7 +50,8 @@
 //   RESULT     0x20  {results: [Outcome]}
 //
 // Task    = {id: str, name: str, args: bin, attempt: uint, max_attempts: uint,
-//            timeout_ms: uint, reply_to: str}
+//            timeout_ms: uint, reply_to: str, detached: bool}
+//   detached: reply_to is a standalone sink, so the task outlives its producer
 // Outcome = {id: str, task: str, status: str, result: bin, error: str,
 //            attempt: uint, worker: str, elapsed_us: uint}
 //   status is one of "ok", "error", "timeout", "lost", "cancelled",
@@ -125,6 +126,7 @@ struct Task {
     std::uint32_t max_attempts = 3;
     std::uint32_t timeout_ms = 0;  // 0: no timeout
     std::string reply_to;
+    bool detached = false;  // outcome goes to a standalone sink: keep it if the producer goes
 };
 
 struct Tasks {  // SUBMIT and DISPATCH
