@@ -56,27 +56,31 @@ std::map<std::string, json> ledger(const std::string& path, const std::set<std::
 
 }  // namespace
 
-TEST_CASE("a solo worker killed mid-task: its tasks are dispatched again and each result arrives once", "[e2e]") {
-    TempDir dir;
-    BrokerProcess broker(dir, k_fast);
-    auto victim = std::make_unique<Process>(cat({DROVER_WORKER_EXE, "--broker", broker.backend}, k_fast),
-                                            dir.file("victim.log"));
-    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-    Process survivor(cat({DROVER_WORKER_EXE, "--broker", broker.backend}, k_fast), dir.file("survivor.log"));
-    REQUIRE(wait_for_workers(broker.frontend, 2, 10s));
-    const auto ids = write_tasks(dir.file("tasks.jsonl"), 40, "sleep_ms", {50});
-    Process producer(cat({DROVER_PRODUCER_EXE, "--broker", broker.frontend}, cat(k_fast, {"submit"})),
-                     dir.file("out.jsonl"), dir.file("tasks.jsonl"));
-    std::this_thread::sleep_for(300ms);
-    victim->signal(SIGKILL);
-    REQUIRE(producer.wait(60s) == 0);
-    auto by_id = ledger(dir.file("out.jsonl"), ids);
-    int retried = 0;
-    for (auto& [id, l] : by_id) {
-        CHECK(l["status"] == "ok");
-        if (l["attempts"].get<int>() > 1) ++retried;
+TEST_CASE("a solo or threads worker killed mid-task: its tasks run again and each result arrives once", "[e2e]") {
+    for (const char* pool : {"solo", "threads"}) {
+        INFO(pool);
+        TempDir dir;
+        BrokerProcess broker(dir, k_fast);
+        auto victim = std::make_unique<Process>(
+            cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", pool, "-c", "2"}, k_fast),
+            dir.file("victim.log"));
+        REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+        Process survivor(cat({DROVER_WORKER_EXE, "--broker", broker.backend}, k_fast), dir.file("survivor.log"));
+        REQUIRE(wait_for_workers(broker.frontend, 2, 10s));
+        const auto ids = write_tasks(dir.file("tasks.jsonl"), 40, "sleep_ms", {50});
+        Process producer(cat({DROVER_PRODUCER_EXE, "--broker", broker.frontend}, cat(k_fast, {"submit"})),
+                         dir.file("out.jsonl"), dir.file("tasks.jsonl"));
+        std::this_thread::sleep_for(300ms);
+        victim->signal(SIGKILL);
+        REQUIRE(producer.wait(60s) == 0);
+        auto by_id = ledger(dir.file("out.jsonl"), ids);
+        int retried = 0;
+        for (auto& [id, l] : by_id) {
+            CHECK(l["status"] == "ok");
+            if (l["attempts"].get<int>() > 1) ++retried;
+        }
+        CHECK(retried >= 1);
     }
-    CHECK(retried >= 1);
 }
 
 TEST_CASE("a processes child killed mid-task: the supervisor reports it and a new child takes over", "[e2e]") {
