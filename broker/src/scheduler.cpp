@@ -42,6 +42,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
         e.queued = true;
         queues_[e.task.name].push_back(id);
         ++queued_;
+        ++queued_by_name_[e.task.name];
         ++totals_.accepted;
         out.accepted.push_back(id);
     }
@@ -82,6 +83,7 @@ void Scheduler::enqueue_front(Entry& e) {
     e.queued = true;
     queues_[e.task.name].push_front(e.task.id);
     ++queued_;
+    ++queued_by_name_[e.task.name];
 }
 
 FinalOutcome Scheduler::final_outcome(const Entry& e, proto::Status status, std::string error) const {
@@ -101,8 +103,13 @@ std::vector<FinalOutcome> Scheduler::remove_worker(const std::string& identity, 
     auto it = workers_.find(identity);
     if (it == workers_.end()) return finals;
     std::size_t may_run = std::max<std::uint32_t>(1, it->second.hello.slots);
+    std::vector<std::pair<std::uint64_t, const std::string*>> order;
+    order.reserve(it->second.held.size());
+    for (const auto& [id, seq] : it->second.held) order.emplace_back(seq, &id);
+    std::sort(order.begin(), order.end());
     std::vector<Entry*> requeue;
-    for (const auto& id : it->second.held) {
+    for (const auto& [seq, idp] : order) {
+        const std::string& id = *idp;
         auto t = tasks_.find(id);
         if (t == tasks_.end()) continue;
         Entry& e = t->second;
@@ -173,9 +180,10 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
                     Entry& e = t->second;
                     e.queued = false;
                     --queued_;
+                    --queued_by_name_[e.task.name];
                     e.worker = *ready[i].first;
                     ++e.task.attempt;
-                    w.held.push_back(id);
+                    w.held.emplace(id, ++dispatch_seq_);
                     --w.credits;
                     taken[i].push_back(e.task);
                     ++totals_.dispatched;
@@ -203,8 +211,7 @@ void Scheduler::undo_dispatch(const Batch& batch) {
         if (t == tasks_.end()) continue;
         --t->second.task.attempt;
         if (w != workers_.end()) {
-            auto& held = w->second.held;
-            held.erase(std::remove(held.begin(), held.end(), it->id), held.end());
+            w->second.held.erase(it->id);
             ++w->second.credits;
         }
         enqueue_front(t->second);
@@ -220,12 +227,14 @@ void Scheduler::settle(const std::vector<std::string>& ids) {
         if (!e.worker.empty()) {
             auto w = workers_.find(e.worker);
             if (w != workers_.end()) {
-                auto& held = w->second.held;
-                held.erase(std::remove(held.begin(), held.end(), id), held.end());
+                w->second.held.erase(id);
                 ++w->second.done;
             }
         }
-        if (e.queued) --queued_;  // its queue slot is skipped lazily
+        if (e.queued) {  // its queue slot is skipped lazily
+            --queued_;
+            --queued_by_name_[e.task.name];
+        }
         tasks_.erase(t);
         ++totals_.settled;
     }
@@ -237,6 +246,7 @@ std::size_t Scheduler::producer_gone(const std::string& producer) {
         const Entry& e = it->second;
         if (e.queued && !e.task.detached && e.producer == producer) {
             --queued_;
+            --queued_by_name_[e.task.name];
             ++totals_.cancelled;
             ++n;
             it = tasks_.erase(it);
@@ -254,6 +264,7 @@ std::vector<FinalOutcome> Scheduler::cancel(const std::vector<std::string>& ids)
         if (t == tasks_.end() || !t->second.queued) continue;
         finals.push_back(final_outcome(t->second, proto::Status::cancelled, "cancelled"));
         --queued_;
+        --queued_by_name_[t->second.task.name];
         tasks_.erase(t);
         ++totals_.cancelled;
     }
@@ -289,11 +300,9 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
     json queues = json::object();
     json waiting = json::array();
     for (const auto& [name, q] : queues_) {
-        std::size_t queued = 0;
-        for (const auto& id : q) {
-            auto t = tasks_.find(id);
-            if (t != tasks_.end() && t->second.queued) ++queued;
-        }
+        (void)q;
+        const auto qn = queued_by_name_.find(name);
+        const std::size_t queued = qn == queued_by_name_.end() ? 0 : qn->second;
         const auto r = running.count(name) ? running.at(name) : 0;
         const auto workers = can_run.count(name) ? can_run.at(name) : 0;
         if (queued == 0 && r == 0 && workers == 0) continue;

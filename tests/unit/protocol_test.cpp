@@ -1,1 +1,664 @@
-// placeholder
+// Unit tests of the DRV1 wire protocol: headers, body round trips and
+// bounded decoding of malformed input.
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <msgpack.hpp>
+
+#include "drover/protocol.hpp"
+
+using namespace drover::proto;
+
+namespace {
+
+// Builds msgpack bytes with msgpack-cxx.
+struct Body {
+    msgpack::sbuffer buf;
+    msgpack::packer<msgpack::sbuffer> pk{buf};
+
+    Body& map(std::uint32_t n) {
+        pk.pack_map(n);
+        return *this;
+    }
+    Body& array(std::uint32_t n) {
+        pk.pack_array(n);
+        return *this;
+    }
+    Body& str(const std::string& s) {
+        pk.pack(s);
+        return *this;
+    }
+    Body& bin(const std::string& s) {
+        pk.pack_bin(static_cast<std::uint32_t>(s.size()));
+        pk.pack_bin_body(s.data(), static_cast<std::uint32_t>(s.size()));
+        return *this;
+    }
+    template <class T>
+    Body& value(const T& v) {
+        pk.pack(v);
+        return *this;
+    }
+    Body& nil() {
+        pk.pack_nil();
+        return *this;
+    }
+    [[nodiscard]] std::string bytes() const { return std::string(buf.data(), buf.size()); }
+};
+
+std::string header_bytes(std::string_view protocol, std::uint8_t command) {
+    std::string h(protocol);
+    h.push_back(static_cast<char>(command));
+    return h;
+}
+
+Task sample_task(std::string id) {
+    Task t;
+    t.id = std::move(id);
+    t.name = "sum_random";
+    t.args = std::string("\x92\x01\x00", 3);  // [1, 0], with a NUL byte in it
+    t.attempt = 2;
+    t.max_attempts = 5;
+    t.timeout_ms = 1500;
+    t.reply_to = "tcp://10.0.0.1:5557";
+    t.detached = true;
+    return t;
+}
+
+// Every decoder that needs fields, by name.
+struct NamedDecoder {
+    const char* name;
+    bool (*decode)(std::string_view, DecodeError&);
+};
+
+template <class T>
+bool to_error(Decoded<T> d, DecodeError& e) {
+    if (d.ok()) return true;
+    e = d.error();
+    return false;
+}
+
+const std::vector<NamedDecoder>& decoders_with_fields() {
+    static const std::vector<NamedDecoder> all = {
+        {"hello", [](std::string_view b, DecodeError& e) { return to_error(decode_hello(b), e); }},
+        {"ready", [](std::string_view b, DecodeError& e) { return to_error(decode_ready(b), e); }},
+        {"lost", [](std::string_view b, DecodeError& e) { return to_error(decode_lost(b), e); }},
+        {"tasks", [](std::string_view b, DecodeError& e) { return to_error(decode_tasks(b), e); }},
+        {"ids", [](std::string_view b, DecodeError& e) { return to_error(decode_ids(b), e); }},
+        {"rejected", [](std::string_view b, DecodeError& e) { return to_error(decode_rejected(b), e); }},
+        {"results", [](std::string_view b, DecodeError& e) { return to_error(decode_results(b), e); }},
+    };
+    return all;
+}
+
+}  // namespace
+
+// Header ---------------------------------------------------------------
+
+TEST_CASE("make_header writes DRV1 and the command byte, and parse_header reads it back", "[protocol][header]") {
+    for (auto c : {Command::hello, Command::ready, Command::dispatch, Command::heartbeat, Command::bye, Command::reset,
+                   Command::lost, Command::submit, Command::accepted, Command::rejected, Command::settle,
+                   Command::cancel, Command::status, Command::status_reply, Command::result}) {
+        CAPTURE(command_name(c));
+        const auto h = make_header(c);
+        REQUIRE(h.size() == k_header_size);
+        CHECK(view(h).substr(0, 4) == "DRV1");
+        CHECK(static_cast<std::uint8_t>(view(h)[4]) == static_cast<std::uint8_t>(c));
+        auto parsed = parse_header(h);
+        REQUIRE(parsed.ok());
+        CHECK(*parsed == c);
+        CHECK(std::string(command_name(c)) != "?");
+    }
+}
+
+TEST_CASE("parse_header accepts a hand-built header", "[protocol][header]") {
+    const auto h = header_bytes("DRV1", 0x20);
+    auto parsed = parse_header(h.data(), h.size());
+    REQUIRE(parsed.ok());
+    CHECK(*parsed == Command::result);
+}
+
+TEST_CASE("parse_header rejects a header of the wrong size", "[protocol][header]") {
+    const std::string good = header_bytes("DRV1", 0x01);
+    for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{4}}) {
+        CAPTURE(n);
+        auto parsed = parse_header(good.data(), n);
+        REQUIRE_FALSE(parsed.ok());
+        CHECK(parsed.error() == DecodeError::bad_header);
+    }
+    const std::string longer = good + "x";
+    auto parsed = parse_header(longer.data(), longer.size());
+    REQUIRE_FALSE(parsed.ok());
+    CHECK(parsed.error() == DecodeError::bad_header);
+}
+
+TEST_CASE("parse_header rejects another protocol name", "[protocol][header]") {
+    for (const char* name : {"DRV2", "XXXX", "drv1", "DRV0"}) {
+        CAPTURE(name);
+        const auto h = header_bytes(name, 0x01);
+        auto parsed = parse_header(h.data(), h.size());
+        REQUIRE_FALSE(parsed.ok());
+        CHECK(parsed.error() == DecodeError::bad_header);
+    }
+}
+
+TEST_CASE("parse_header rejects an unknown command byte", "[protocol][header]") {
+    for (std::uint8_t c : {std::uint8_t{0x00}, std::uint8_t{0x08}, std::uint8_t{0x0f}, std::uint8_t{0x17},
+                           std::uint8_t{0x21}, std::uint8_t{0xff}}) {
+        CAPTURE(static_cast<int>(c));
+        const auto h = header_bytes("DRV1", c);
+        auto parsed = parse_header(h.data(), h.size());
+        REQUIRE_FALSE(parsed.ok());
+        CHECK(parsed.error() == DecodeError::unknown_command);
+    }
+}
+
+TEST_CASE("status names round trip through parse_status", "[protocol]") {
+    for (auto s : {Status::ok, Status::error, Status::timeout, Status::lost, Status::cancelled, Status::rejected}) {
+        auto parsed = parse_status(status_name(s));
+        REQUIRE(parsed.has_value());
+        CHECK(*parsed == s);
+    }
+    CHECK_FALSE(parse_status("OK").has_value());
+    CHECK_FALSE(parse_status("").has_value());
+    CHECK(std::string(decode_error_name(DecodeError::trailing_bytes)) == "trailing_bytes");
+    CHECK(std::string(decode_error_name(DecodeError::too_deep)) == "too_deep");
+}
+
+// Round trips ------------------------------------------------------------
+
+TEST_CASE("Hello survives encode and decode", "[protocol][roundtrip]") {
+    Hello h;
+    h.worker = "w-1";
+    h.host = "node7.example";
+    h.pid = 4'000'000'000LL;
+    h.pool = "gpu";
+    h.slots = 16;
+    h.tasks = {"sum_random", "hello", "echo"};
+    auto d = decode_hello(encode(h));
+    REQUIRE(d.ok());
+    CHECK(d->worker == "w-1");
+    CHECK(d->host == "node7.example");
+    CHECK(d->pid == 4'000'000'000LL);
+    CHECK(d->pool == "gpu");
+    CHECK(d->slots == 16);
+    CHECK(d->tasks == std::vector<std::string>{"sum_random", "hello", "echo"});
+}
+
+TEST_CASE("Hello with a negative pid and no tasks survives encode and decode", "[protocol][roundtrip]") {
+    Hello h;
+    h.worker = "w";
+    h.pid = -42;
+    auto d = decode_hello(encode(h));
+    REQUIRE(d.ok());
+    CHECK(d->pid == -42);
+    CHECK(d->tasks.empty());
+    CHECK(d->slots == 0);
+}
+
+TEST_CASE("Ready survives encode and decode, up to the largest credit count", "[protocol][roundtrip]") {
+    for (std::uint32_t credits : {0u, 1u, 127u, 128u, 65536u, std::numeric_limits<std::uint32_t>::max()}) {
+        CAPTURE(credits);
+        auto d = decode_ready(encode(Ready{credits}));
+        REQUIRE(d.ok());
+        CHECK(d->credits == credits);
+    }
+}
+
+TEST_CASE("Lost survives encode and decode", "[protocol][roundtrip]") {
+    auto d = decode_lost(encode(Lost{"worker-17"}));
+    REQUIRE(d.ok());
+    CHECK(d->worker == "worker-17");
+}
+
+TEST_CASE("Tasks survive encode and decode with every field", "[protocol][roundtrip]") {
+    Tasks m;
+    m.tasks.push_back(sample_task("t-1"));
+    Task plain;
+    plain.id = "t-2";
+    plain.name = "hello";
+    plain.reply_to = "inproc://sink";
+    m.tasks.push_back(plain);
+
+    auto d = decode_tasks(encode(m));
+    REQUIRE(d.ok());
+    REQUIRE(d->tasks.size() == 2);
+    const Task& a = d->tasks[0];
+    CHECK(a.id == "t-1");
+    CHECK(a.name == "sum_random");
+    CHECK(a.args == std::string("\x92\x01\x00", 3));
+    CHECK(a.attempt == 2);
+    CHECK(a.max_attempts == 5);
+    CHECK(a.timeout_ms == 1500);
+    CHECK(a.reply_to == "tcp://10.0.0.1:5557");
+    CHECK(a.detached);
+    const Task& b = d->tasks[1];
+    CHECK(b.id == "t-2");
+    CHECK(b.name == "hello");
+    CHECK(b.args.empty());
+    CHECK(b.attempt == 0);
+    CHECK(b.max_attempts == 3);
+    CHECK(b.timeout_ms == 0);
+    CHECK(b.reply_to == "inproc://sink");
+    CHECK_FALSE(b.detached);
+}
+
+TEST_CASE("An empty batch of tasks survives encode and decode", "[protocol][roundtrip]") {
+    auto d = decode_tasks(encode(Tasks{}));
+    REQUIRE(d.ok());
+    CHECK(d->tasks.empty());
+}
+
+TEST_CASE("A large batch of tasks survives encode and decode", "[protocol][roundtrip]") {
+    Tasks m;
+    for (int i = 0; i < 1000; ++i) m.tasks.push_back(sample_task("id-" + std::to_string(i)));
+    auto d = decode_tasks(encode(m));
+    REQUIRE(d.ok());
+    REQUIRE(d->tasks.size() == 1000);
+    CHECK(d->tasks.front().id == "id-0");
+    CHECK(d->tasks.back().id == "id-999");
+}
+
+TEST_CASE("Ids survive encode and decode", "[protocol][roundtrip]") {
+    Ids m{{"a", "b", std::string("c\0d", 3), ""}};
+    auto d = decode_ids(encode(m));
+    REQUIRE(d.ok());
+    CHECK(d->ids == m.ids);
+
+    auto empty = decode_ids(encode(Ids{}));
+    REQUIRE(empty.ok());
+    CHECK(empty->ids.empty());
+}
+
+TEST_CASE("Rejected survives encode and decode", "[protocol][roundtrip]") {
+    Rejected m{{"x", "y"}, "queue_full"};
+    auto d = decode_rejected(encode(m));
+    REQUIRE(d.ok());
+    CHECK(d->ids == std::vector<std::string>{"x", "y"});
+    CHECK(d->reason == "queue_full");
+}
+
+TEST_CASE("Results survive encode and decode with every status", "[protocol][roundtrip]") {
+    const std::vector<Status> all = {Status::ok,   Status::error,     Status::timeout,
+                                     Status::lost, Status::cancelled, Status::rejected};
+    Results m;
+    std::uint32_t n = 0;
+    for (auto s : all) {
+        Outcome o;
+        o.id = std::string("id-") + status_name(s);
+        o.task = "echo";
+        o.status = s;
+        if (s == Status::ok)
+            o.result = std::string("\x93\x01\x00\xc0", 4);
+        else
+            o.error = std::string("why: ") + status_name(s);
+        o.attempt = ++n;
+        o.worker = "w-" + std::to_string(n);
+        o.elapsed_us = std::uint64_t{1} << 40;
+        m.results.push_back(o);
+    }
+    auto d = decode_results(encode(m));
+    REQUIRE(d.ok());
+    REQUIRE(d->results.size() == all.size());
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        const Outcome& o = d->results[i];
+        CAPTURE(status_name(all[i]));
+        CHECK(o.status == all[i]);
+        CHECK(o.id == std::string("id-") + status_name(all[i]));
+        CHECK(o.task == "echo");
+        if (all[i] == Status::ok) {
+            CHECK(o.result == std::string("\x93\x01\x00\xc0", 4));
+            CHECK(o.error.empty());
+        } else {
+            CHECK(o.result.empty());
+            CHECK(o.error == std::string("why: ") + status_name(all[i]));
+        }
+        CHECK(o.attempt == i + 1);
+        CHECK(o.worker == "w-" + std::to_string(i + 1));
+        CHECK(o.elapsed_us == (std::uint64_t{1} << 40));
+    }
+}
+
+TEST_CASE("A heartbeat body carries the broker instance", "[protocol][roundtrip]") {
+    auto d = decode_heartbeat(encode_heartbeat("instance-abc"));
+    REQUIRE(d.ok());
+    CHECK(*d == "instance-abc");
+
+    auto none = decode_heartbeat("");
+    REQUIRE(none.ok());
+    CHECK(none->empty());
+
+    auto from_empty_map = decode_heartbeat(encode_empty());
+    REQUIRE(from_empty_map.ok());
+    CHECK(from_empty_map->empty());
+}
+
+TEST_CASE("Unknown fields are ignored on decode", "[protocol][roundtrip]") {
+    const auto body = Body().map(3).str("future").array(2).value(1).value(2).str("credits").value(7u).str("x").nil().bytes();
+    auto d = decode_ready(body);
+    REQUIRE(d.ok());
+    CHECK(d->credits == 7);
+}
+
+// decode_empty -------------------------------------------------------------
+
+TEST_CASE("decode_empty accepts no body, an empty map and any well-formed map", "[protocol][empty]") {
+    CHECK(decode_empty("").ok());
+    CHECK(decode_empty(encode_empty()).ok());
+    CHECK(decode_empty(std::string("\x80", 1)).ok());
+    CHECK(decode_empty(Body().map(1).str("instance").str("abc").bytes()).ok());
+}
+
+TEST_CASE("decode_empty rejects a body that is not a map", "[protocol][empty]") {
+    auto array = decode_empty(Body().array(0).bytes());
+    REQUIRE_FALSE(array.ok());
+    CHECK(array.error() == DecodeError::bad_body);
+
+    auto garbage = decode_empty("\xc1");
+    REQUIRE_FALSE(garbage.ok());
+    CHECK(garbage.error() == DecodeError::bad_body);
+
+    auto trailing = decode_empty(encode_empty() + encode_empty());
+    REQUIRE_FALSE(trailing.ok());
+    CHECK(trailing.error() == DecodeError::trailing_bytes);
+}
+
+// Malformed input ------------------------------------------------------------
+
+TEST_CASE("An empty body is rejected by every decoder that needs fields", "[protocol][malformed]") {
+    for (const auto& d : decoders_with_fields()) {
+        CAPTURE(d.name);
+        DecodeError e = DecodeError::bad_frames;
+        REQUIRE_FALSE(d.decode("", e));
+        CHECK(e == DecodeError::bad_body);
+    }
+}
+
+TEST_CASE("An empty map is rejected by every decoder that needs fields", "[protocol][malformed]") {
+    for (const auto& d : decoders_with_fields()) {
+        CAPTURE(d.name);
+        DecodeError e = DecodeError::bad_frames;
+        REQUIRE_FALSE(d.decode(encode_empty(), e));
+        CHECK(e == DecodeError::bad_body);
+    }
+}
+
+TEST_CASE("Bytes that are not msgpack are rejected as bad_body", "[protocol][malformed]") {
+    const std::string garbage[] = {std::string("\xc1"), std::string("\xc1\xc1\xc1\xc1"),
+                                   std::string("\x81\xc1\x01")};
+    for (const auto& g : garbage) {
+        for (const auto& d : decoders_with_fields()) {
+            CAPTURE(d.name, g.size());
+            DecodeError e = DecodeError::bad_frames;
+            REQUIRE_FALSE(d.decode(g, e));
+            CHECK(e == DecodeError::bad_body);
+        }
+    }
+    // Plain text is never a valid body, whatever it happens to parse as.
+    for (const auto& d : decoders_with_fields()) {
+        CAPTURE(d.name);
+        DecodeError e = DecodeError::bad_frames;
+        CHECK_FALSE(d.decode("this is not msgpack at all", e));
+    }
+}
+
+TEST_CASE("A truncated body is rejected", "[protocol][malformed]") {
+    SECTION("the last bytes cut off") {
+        const std::string hello = encode(Hello{"w", "h", 1, "p", 2, {"a", "b"}});
+        for (std::size_t cut : {std::size_t{1}, std::size_t{2}, std::size_t{3}}) {
+            CAPTURE(cut);
+            auto d = decode_hello(std::string_view(hello).substr(0, hello.size() - cut));
+            REQUIRE_FALSE(d.ok());
+            CHECK(d.error() == DecodeError::bad_body);
+        }
+        const std::string ready = encode(Ready{100000});
+        auto r = decode_ready(std::string_view(ready).substr(0, ready.size() - 1));
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.error() == DecodeError::bad_body);
+    }
+    SECTION("every proper prefix of a batch of tasks") {
+        const std::string body = encode(Tasks{{sample_task("a"), sample_task("b")}});
+        for (std::size_t n = 0; n < body.size(); ++n) {
+            CAPTURE(n);
+            auto d = decode_tasks(std::string_view(body).substr(0, n));
+            REQUIRE_FALSE(d.ok());
+            // A cut inside a string or container is bad_body; a string header
+            // that claims more bytes than the frame holds may be too_deep.
+            CHECK((d.error() == DecodeError::bad_body || d.error() == DecodeError::too_deep));
+        }
+    }
+    SECTION("every proper prefix of a batch of results") {
+        Outcome o;
+        o.id = "r";
+        o.task = "echo";
+        o.result = "\x01";
+        const std::string body = encode(Results{{o, o}});
+        for (std::size_t n = 0; n < body.size(); ++n) {
+            CAPTURE(n);
+            auto d = decode_results(std::string_view(body).substr(0, n));
+            REQUIRE_FALSE(d.ok());
+            CHECK((d.error() == DecodeError::bad_body || d.error() == DecodeError::too_deep));
+        }
+    }
+}
+
+TEST_CASE("A body that is an array instead of a map is rejected", "[protocol][malformed]") {
+    const auto array = Body().array(2).str("credits").value(5).bytes();
+    for (const auto& d : decoders_with_fields()) {
+        CAPTURE(d.name);
+        DecodeError e = DecodeError::bad_frames;
+        REQUIRE_FALSE(d.decode(array, e));
+        CHECK(e == DecodeError::bad_body);
+    }
+    auto scalar = decode_ready(Body().value(5).bytes());
+    REQUIRE_FALSE(scalar.ok());
+    CHECK(scalar.error() == DecodeError::bad_body);
+}
+
+TEST_CASE("A field of the wrong type makes the message invalid", "[protocol][malformed]") {
+    auto expect_bad = [](auto decoded) {
+        REQUIRE_FALSE(decoded.ok());
+        CHECK(decoded.error() == DecodeError::bad_body);
+    };
+    SECTION("a string where an int is expected") {
+        expect_bad(decode_ready(Body().map(1).str("credits").str("5").bytes()));
+        expect_bad(decode_hello(Body().map(2).str("worker").str("w").str("pid").str("12").bytes()));
+    }
+    SECTION("a negative credits value") {
+        expect_bad(decode_ready(Body().map(1).str("credits").value(-1).bytes()));
+    }
+    SECTION("credits past 32 bits") {
+        expect_bad(decode_ready(Body().map(1).str("credits").value(std::uint64_t{1} << 32).bytes()));
+    }
+    SECTION("a float where an int is expected") {
+        expect_bad(decode_ready(Body().map(1).str("credits").value(1.5).bytes()));
+    }
+    SECTION("an int where a string is expected") {
+        expect_bad(decode_lost(Body().map(1).str("worker").value(7).bytes()));
+        expect_bad(decode_ids(Body().map(1).str("ids").array(2).str("a").value(2).bytes()));
+    }
+    SECTION("a map where a list is expected") {
+        expect_bad(decode_ids(Body().map(1).str("ids").map(0).bytes()));
+        expect_bad(decode_tasks(Body().map(1).str("tasks").map(0).bytes()));
+        expect_bad(decode_results(Body().map(1).str("results").str("x").bytes()));
+    }
+    SECTION("a task that is not a map") {
+        expect_bad(decode_tasks(Body().map(1).str("tasks").array(1).str("t").bytes()));
+    }
+    SECTION("a task with detached given as an int") {
+        expect_bad(decode_tasks(
+            Body().map(1).str("tasks").array(1).map(3).str("id").str("a").str("name").str("n").str("detached").value(1).bytes()));
+    }
+    SECTION("a task with a negative max_attempts") {
+        expect_bad(decode_tasks(Body()
+                                    .map(1)
+                                    .str("tasks")
+                                    .array(1)
+                                    .map(3)
+                                    .str("id")
+                                    .str("a")
+                                    .str("name")
+                                    .str("n")
+                                    .str("max_attempts")
+                                    .value(-3)
+                                    .bytes()));
+    }
+    SECTION("an outcome with an unknown status") {
+        expect_bad(decode_results(
+            Body().map(1).str("results").array(1).map(2).str("id").str("a").str("status").str("weird").bytes()));
+    }
+    SECTION("a non-string key is ignored, not mistaken for a field") {
+        auto d = decode_ready(Body().map(2).value(1).value(2).str("credits").value(3).bytes());
+        REQUIRE(d.ok());
+        CHECK(d->credits == 3);
+    }
+}
+
+TEST_CASE("A missing required field makes the message invalid", "[protocol][malformed]") {
+    auto expect_bad = [](auto decoded) {
+        REQUIRE_FALSE(decoded.ok());
+        CHECK(decoded.error() == DecodeError::bad_body);
+    };
+    SECTION("a task without id") {
+        expect_bad(decode_tasks(Body().map(1).str("tasks").array(1).map(2).str("name").str("n").str("reply_to").str("r").bytes()));
+    }
+    SECTION("a task with an empty id") {
+        expect_bad(decode_tasks(Body().map(1).str("tasks").array(1).map(2).str("id").str("").str("name").str("n").bytes()));
+    }
+    SECTION("a task without name") {
+        expect_bad(decode_tasks(Body().map(1).str("tasks").array(1).map(1).str("id").str("a").bytes()));
+    }
+    SECTION("a valid task next to one without id") {
+        expect_bad(decode_tasks(Body()
+                                    .map(1)
+                                    .str("tasks")
+                                    .array(2)
+                                    .map(2)
+                                    .str("id")
+                                    .str("a")
+                                    .str("name")
+                                    .str("n")
+                                    .map(1)
+                                    .str("name")
+                                    .str("n")
+                                    .bytes()));
+    }
+    SECTION("an outcome without status") {
+        expect_bad(decode_results(Body().map(1).str("results").array(1).map(1).str("id").str("a").bytes()));
+    }
+    SECTION("an outcome without id") {
+        expect_bad(decode_results(Body().map(1).str("results").array(1).map(1).str("status").str("ok").bytes()));
+    }
+    SECTION("hello without worker") {
+        expect_bad(decode_hello(Body().map(1).str("host").str("h").bytes()));
+    }
+    SECTION("rejected without ids") {
+        expect_bad(decode_rejected(Body().map(1).str("reason").str("queue_full").bytes()));
+    }
+    SECTION("a task with only the required fields is fine") {
+        auto d = decode_tasks(Body().map(1).str("tasks").array(1).map(2).str("id").str("a").str("name").str("n").bytes());
+        REQUIRE(d.ok());
+        REQUIRE(d->tasks.size() == 1);
+        CHECK(d->tasks[0].id == "a");
+        CHECK(d->tasks[0].max_attempts == 3);
+    }
+}
+
+TEST_CASE("Bytes after a valid body are rejected as trailing_bytes", "[protocol][malformed]") {
+    const std::string suffixes[] = {std::string(1, '\0'), std::string("\xc0"), encode(Ready{1})};
+    for (const auto& suffix : suffixes) {
+        CAPTURE(suffix.size());
+        auto ready = decode_ready(encode(Ready{1}) + suffix);
+        REQUIRE_FALSE(ready.ok());
+        CHECK(ready.error() == DecodeError::trailing_bytes);
+
+        auto tasks = decode_tasks(encode(Tasks{{sample_task("a")}}) + suffix);
+        REQUIRE_FALSE(tasks.ok());
+        CHECK(tasks.error() == DecodeError::trailing_bytes);
+
+        auto results = decode_results(encode(Results{{Outcome{"a", "t", Status::ok, "\xc0", "", 1, "w", 1}}}) + suffix);
+        REQUIRE_FALSE(results.ok());
+        CHECK(results.error() == DecodeError::trailing_bytes);
+
+        auto heartbeat = decode_heartbeat(encode_heartbeat("i") + suffix);
+        REQUIRE_FALSE(heartbeat.ok());
+        CHECK(heartbeat.error() == DecodeError::trailing_bytes);
+    }
+}
+
+TEST_CASE("A 5-byte body claiming four billion elements fails at once without allocating", "[protocol][malformed][limits]") {
+    const std::string huge_array("\xdd\xff\xff\xff\xff", 5);
+    const std::string huge_map("\xdf\xff\xff\xff\xff", 5);
+    const auto start = std::chrono::steady_clock::now();
+    for (const auto& body : {huge_array, huge_map}) {
+        for (const auto& d : decoders_with_fields()) {
+            CAPTURE(d.name, static_cast<int>(static_cast<unsigned char>(body[0])));
+            DecodeError e = DecodeError::bad_frames;
+            REQUIRE_FALSE(d.decode(body, e));
+            // too_deep means the size limit fired before any allocation for
+            // the elements (a failed 64 GB allocation would be bad_body).
+            CHECK(e == DecodeError::too_deep);
+        }
+        auto empty = decode_empty(body);
+        REQUIRE_FALSE(empty.ok());
+        CHECK(empty.error() == DecodeError::too_deep);
+        CHECK_FALSE(is_valid_msgpack(body));
+    }
+    // The same claim inside a field of a real map.
+    const std::string in_field = Body().map(1).str("tasks").bytes() + huge_array;
+    auto tasks = decode_tasks(in_field);
+    REQUIRE_FALSE(tasks.ok());
+    CHECK(tasks.error() == DecodeError::too_deep);
+    // A string that claims four billion bytes.
+    auto str = decode_lost(Body().map(1).str("worker").bytes() + std::string("\xdb\xff\xff\xff\xff", 5));
+    REQUIRE_FALSE(str.ok());
+    CHECK((str.error() == DecodeError::too_deep || str.error() == DecodeError::bad_body));
+
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    CHECK(elapsed < std::chrono::milliseconds(200));
+}
+
+TEST_CASE("A 1000-deep nesting of arrays inside a map field is rejected", "[protocol][malformed][limits]") {
+    std::string nested = Body().map(1).str("tasks").bytes();
+    nested.append(1000, static_cast<char>(0x91));  // fixarray of one element, 1000 times
+    nested.push_back(static_cast<char>(0xc0));     // nil at the bottom
+    const auto start = std::chrono::steady_clock::now();
+
+    auto tasks = decode_tasks(nested);
+    REQUIRE_FALSE(tasks.ok());
+    CHECK((tasks.error() == DecodeError::too_deep || tasks.error() == DecodeError::bad_body));
+    CHECK(tasks.error() == DecodeError::too_deep);
+
+    auto empty = decode_empty(nested);
+    REQUIRE_FALSE(empty.ok());
+    CHECK(empty.error() == DecodeError::too_deep);
+
+    std::string ids = Body().map(1).str("ids").bytes();
+    ids.append(1000, static_cast<char>(0x91));
+    ids.push_back(static_cast<char>(0xc0));
+    auto d = decode_ids(ids);
+    REQUIRE_FALSE(d.ok());
+    CHECK(d.error() == DecodeError::too_deep);
+
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::milliseconds(200));
+}
+
+TEST_CASE("is_valid_msgpack checks one whole value within the depth limit", "[protocol][limits]") {
+    CHECK(is_valid_msgpack(Body().array(3).value(1).str("two").map(0).bytes()));
+    CHECK(is_valid_msgpack(Body().value(42).bytes()));
+    CHECK_FALSE(is_valid_msgpack(""));
+    CHECK_FALSE(is_valid_msgpack("\xc1"));
+    CHECK_FALSE(is_valid_msgpack(Body().value(1).value(2).bytes()));  // two values
+
+    std::string deep(10, static_cast<char>(0x91));
+    deep.push_back(static_cast<char>(0xc0));
+    CHECK(is_valid_msgpack(deep));
+    CHECK_FALSE(is_valid_msgpack(deep, 4));
+
+    std::string very_deep(1000, static_cast<char>(0x91));
+    very_deep.push_back(static_cast<char>(0xc0));
+    CHECK_FALSE(is_valid_msgpack(very_deep));
+}

@@ -1,1 +1,646 @@
-// placeholder
+// Unit tests of the broker's Scheduler, driven with an injected clock.
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "drover/scheduler.hpp"
+
+using drover::Clock;
+using drover::FinalOutcome;
+using drover::Scheduler;
+using drover::SchedulerLimits;
+namespace proto = drover::proto;
+using namespace std::chrono_literals;
+
+namespace {
+
+const auto t0 = Clock::time_point{} + std::chrono::hours(1);
+
+proto::Task make_task(const std::string& id, const std::string& name = "sum_random", std::uint32_t max_attempts = 3) {
+    proto::Task t;
+    t.id = id;
+    t.name = name;
+    t.args = std::string("\x92\x01\x02", 3);
+    t.reply_to = "inproc://sink";
+    t.max_attempts = max_attempts;
+    return t;
+}
+
+std::vector<proto::Task> tasks_of(std::initializer_list<proto::Task> list) { return std::vector<proto::Task>(list); }
+
+proto::Hello make_hello(const std::string& worker, std::vector<std::string> names = {"sum_random"},
+                        std::uint32_t slots = 1) {
+    proto::Hello h;
+    h.worker = worker;
+    h.host = "host-" + worker;
+    h.pid = 1234;
+    h.pool = "default";
+    h.slots = slots;
+    h.tasks = std::move(names);
+    return h;
+}
+
+// Registers a worker and grants it credits.
+void add_worker(Scheduler& s, const std::string& identity, std::uint32_t credits,
+                std::vector<std::string> names = {"sum_random"}, std::uint32_t slots = 1) {
+    REQUIRE(s.hello(identity, make_hello("id-" + identity, std::move(names), slots), t0).empty());
+    if (credits > 0) REQUIRE(s.ready(identity, credits, t0));
+}
+
+std::size_t total_tasks(const std::vector<Scheduler::Batch>& batches) {
+    std::size_t n = 0;
+    for (const auto& b : batches) n += b.tasks.size();
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE("A submitted task is queued and dispatched only against credits", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 2);
+    auto sub = s.submit("P", tasks_of({make_task("t1"), make_task("t2"), make_task("t3")}), t0);
+    CHECK(sub.accepted == std::vector<std::string>{"t1", "t2", "t3"});
+    CHECK(sub.rejected.empty());
+    CHECK(sub.finals.empty());
+    CHECK(s.queued_count() == 3);
+    CHECK(s.task_count() == 3);
+
+    auto batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    CHECK(batches[0].worker == "A");
+    REQUIRE(batches[0].tasks.size() == 2);
+    CHECK(batches[0].tasks[0].id == "t1");
+    CHECK(batches[0].tasks[1].id == "t2");
+    CHECK(batches[0].tasks[0].attempt == 1);
+    CHECK(batches[0].tasks[0].reply_to == "inproc://sink");
+    CHECK(batches[0].tasks[0].args == std::string("\x92\x01\x02", 3));
+    CHECK(s.credits_of("A") == 0);
+    CHECK(s.held_by("A") == 2);
+    CHECK(s.queued_count() == 1);
+    CHECK(s.task_count() == 3);
+
+    // No credits left: nothing more goes out.
+    CHECK(s.dispatch().empty());
+    CHECK(s.queued_count() == 1);
+
+    // One more credit: the last task goes.
+    REQUIRE(s.ready("A", 1, t0 + 1s));
+    batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    REQUIRE(batches[0].tasks.size() == 1);
+    CHECK(batches[0].tasks[0].id == "t3");
+    CHECK(s.queued_count() == 0);
+    CHECK(s.totals().dispatched == 3);
+    CHECK(s.totals().accepted == 3);
+}
+
+TEST_CASE("A worker with no credits gets nothing", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 0);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted.size() == 1);
+    CHECK(s.dispatch().empty());
+    CHECK(s.held_by("A") == 0);
+    CHECK(s.queued_count() == 1);
+    CHECK(s.totals().dispatched == 0);
+}
+
+TEST_CASE("Credits go unused while nothing is queued and are kept for later tasks", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 3);
+    CHECK(s.dispatch().empty());
+    CHECK(s.credits_of("A") == 3);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted.size() == 1);
+    auto batches = s.dispatch();
+    REQUIRE(total_tasks(batches) == 1);
+    CHECK(s.credits_of("A") == 2);
+}
+
+TEST_CASE("Two workers with one credit each get one of two tasks each", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 1);
+    add_worker(s, "B", 1);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted.size() == 2);
+    auto batches = s.dispatch();
+    REQUIRE(batches.size() == 2);
+    CHECK(batches[0].worker != batches[1].worker);
+    CHECK(batches[0].tasks.size() == 1);
+    CHECK(batches[1].tasks.size() == 1);
+    CHECK(s.held_by("A") == 1);
+    CHECK(s.held_by("B") == 1);
+    CHECK(s.queued_count() == 0);
+}
+
+TEST_CASE("A short queue is spread over workers rather than given to one with many credits", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 10);
+    add_worker(s, "B", 10);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted.size() == 2);
+    auto batches = s.dispatch();
+    REQUIRE(batches.size() == 2);
+    CHECK(s.held_by("A") == 1);
+    CHECK(s.held_by("B") == 1);
+}
+
+TEST_CASE("Tasks go to the least recently served worker", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 1);
+    add_worker(s, "B", 0);
+
+    // Only A has credits: A is served first.
+    REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted.size() == 1);
+    auto batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    CHECK(batches[0].worker == "A");
+
+    // Both have a credit now; B has never been served, so B gets the next task.
+    REQUIRE(s.ready("A", 1, t0 + 1s));
+    REQUIRE(s.ready("B", 1, t0 + 1s));
+    REQUIRE(s.submit("P", tasks_of({make_task("t2")}), t0 + 1s).accepted.size() == 1);
+    batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    CHECK(batches[0].worker == "B");
+    CHECK(batches[0].tasks[0].id == "t2");
+
+    // A (served before B) is now the least recently served.
+    REQUIRE(s.ready("B", 1, t0 + 2s));
+    REQUIRE(s.submit("P", tasks_of({make_task("t3")}), t0 + 2s).accepted.size() == 1);
+    batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    CHECK(batches[0].worker == "A");
+    CHECK(batches[0].tasks[0].id == "t3");
+
+    // And then B again.
+    REQUIRE(s.ready("A", 1, t0 + 3s));
+    REQUIRE(s.submit("P", tasks_of({make_task("t4")}), t0 + 3s).accepted.size() == 1);
+    batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    CHECK(batches[0].worker == "B");
+}
+
+TEST_CASE("A task goes only to a worker that runs its name", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 5, {"hello"});
+    add_worker(s, "B", 5, {"sum_random"});
+    REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random"), make_task("t2", "hello")}), t0).accepted.size() ==
+            2);
+    auto batches = s.dispatch();
+    REQUIRE(batches.size() == 2);
+    for (const auto& b : batches) {
+        REQUIRE(b.tasks.size() == 1);
+        if (b.worker == "A")
+            CHECK(b.tasks[0].name == "hello");
+        else
+            CHECK(b.tasks[0].name == "sum_random");
+    }
+}
+
+TEST_CASE("A task whose name no worker can run waits and status shows it waiting for workers", "[scheduler]") {
+    Scheduler s;
+    // No worker yet: the task waits, since its worker may be on its way.
+    auto sub = s.submit("P", tasks_of({make_task("t1", "reverse")}), t0);
+    CHECK(sub.accepted == std::vector<std::string>{"t1"});
+    CHECK(sub.finals.empty());
+
+    // A worker that runs other tasks arrives with credits: nothing for it.
+    add_worker(s, "A", 5, {"sum_random"});
+    CHECK(s.dispatch().empty());
+    CHECK(s.queued_count() == 1);
+
+    auto st = s.status(t0 + 1s);
+    REQUIRE(st["waiting_for_workers"].is_array());
+    CHECK(st["waiting_for_workers"] == nlohmann::json::array({"reverse"}));
+    CHECK(st["queues"]["reverse"]["queued"] == 1);
+    CHECK(st["queues"]["reverse"]["workers"] == 0);
+    CHECK(st["queued"] == 1);
+    CHECK(st["held"] == 1);
+
+    // A worker that runs it arrives: it is dispatched and no longer waiting.
+    add_worker(s, "B", 1, {"reverse"});
+    auto batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    CHECK(batches[0].worker == "B");
+    st = s.status(t0 + 2s);
+    CHECK(st["waiting_for_workers"].empty());
+    CHECK(st["in_flight"] == 1);
+}
+
+TEST_CASE("A task whose name no live worker announced ends at once with an error", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 1, {"sum_random"});
+    auto sub = s.submit("P", tasks_of({make_task("t1", "no_such_task")}), t0);
+    CHECK(sub.accepted == std::vector<std::string>{"t1"});
+    REQUIRE(sub.finals.size() == 1);
+    CHECK(sub.finals[0].reply_to == "inproc://sink");
+    CHECK(sub.finals[0].outcome.id == "t1");
+    CHECK(sub.finals[0].outcome.status == proto::Status::error);
+    CHECK_THAT(sub.finals[0].outcome.error, Catch::Matchers::Contains("unknown task"));
+    CHECK_THAT(sub.finals[0].outcome.error, Catch::Matchers::Contains("no_such_task"));
+    CHECK(s.task_count() == 0);
+    CHECK(s.queued_count() == 0);
+}
+
+TEST_CASE("A task without name or reply_to is rejected as invalid", "[scheduler]") {
+    Scheduler s;
+    auto no_reply = make_task("t1");
+    no_reply.reply_to.clear();
+    auto no_name = make_task("t2", "");
+    auto sub = s.submit("P", tasks_of({no_reply, no_name}), t0);
+    CHECK(sub.accepted.empty());
+    REQUIRE(sub.rejected.size() == 1);
+    CHECK(sub.rejected.begin()->first.rfind("invalid", 0) == 0);
+    CHECK(sub.rejected.begin()->second == std::vector<std::string>{"t1", "t2"});
+    CHECK(s.task_count() == 0);
+    CHECK(s.totals().rejected == 2);
+}
+
+TEST_CASE("Tasks past max_queued are rejected with queue_full", "[scheduler]") {
+    SchedulerLimits limits;
+    limits.max_queued = 2;
+    Scheduler s(limits);
+    add_worker(s, "A", 0);
+    auto sub = s.submit("P", tasks_of({make_task("t1"), make_task("t2"), make_task("t3"), make_task("t4")}), t0);
+    CHECK(sub.accepted == std::vector<std::string>{"t1", "t2"});
+    REQUIRE(sub.rejected.count("queue_full") == 1);
+    CHECK(sub.rejected.at("queue_full") == std::vector<std::string>{"t3", "t4"});
+    CHECK(s.task_count() == 2);
+    CHECK(s.totals().rejected == 2);
+
+    // Running tasks still count against the limit.
+    REQUIRE(s.ready("A", 2, t0));
+    REQUIRE(total_tasks(s.dispatch()) == 2);
+    sub = s.submit("P", tasks_of({make_task("t5")}), t0);
+    CHECK(sub.accepted.empty());
+    CHECK(sub.rejected.count("queue_full") == 1);
+
+    // Settling one frees a place.
+    s.settle({"t1"});
+    sub = s.submit("P", tasks_of({make_task("t5")}), t0);
+    CHECK(sub.accepted == std::vector<std::string>{"t5"});
+    CHECK(sub.rejected.empty());
+}
+
+TEST_CASE("Resubmitting the same id is accepted without queuing it twice", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 0);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted.size() == 1);
+    auto again = s.submit("P", tasks_of({make_task("t1")}), t0 + 1s);
+    CHECK(again.accepted == std::vector<std::string>{"t1"});
+    CHECK(again.rejected.empty());
+    CHECK(s.task_count() == 1);
+    CHECK(s.queued_count() == 1);
+
+    REQUIRE(s.ready("A", 5, t0 + 2s));
+    auto batches = s.dispatch();
+    REQUIRE(total_tasks(batches) == 1);
+    CHECK(s.credits_of("A") == 4);
+
+    // A resend while it runs is accepted too, and does not queue it again.
+    again = s.submit("P", tasks_of({make_task("t1")}), t0 + 3s);
+    CHECK(again.accepted == std::vector<std::string>{"t1"});
+    CHECK(s.queued_count() == 0);
+    CHECK(s.dispatch().empty());
+}
+
+TEST_CASE("Settle forgets the task and counts it done for its worker", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 2);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted.size() == 2);
+    REQUIRE(total_tasks(s.dispatch()) == 2);
+    REQUIRE(s.task_count() == 2);
+
+    s.settle({"t1"});
+    CHECK(s.task_count() == 1);
+    CHECK(s.held_by("A") == 1);
+    CHECK(s.totals().settled == 1);
+    auto st = s.status(t0);
+    REQUIRE(st["workers"].size() == 1);
+    CHECK(st["workers"][0]["done"] == 1);
+    CHECK(st["workers"][0]["held"] == 1);
+    CHECK(st["totals"]["settled"] == 1);
+
+    // Settling an unknown or already settled id changes nothing.
+    s.settle({"t1", "nope"});
+    CHECK(s.task_count() == 1);
+    CHECK(s.totals().settled == 1);
+
+    s.settle({"t2"});
+    CHECK(s.task_count() == 0);
+    CHECK(s.held_by("A") == 0);
+    CHECK(s.status(t0)["workers"][0]["done"] == 2);
+}
+
+TEST_CASE("Settling a queued task removes it from the queue", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 0);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted.size() == 2);
+    s.settle({"t1"});
+    CHECK(s.task_count() == 1);
+    CHECK(s.queued_count() == 1);
+    REQUIRE(s.ready("A", 5, t0));
+    auto batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    REQUIRE(batches[0].tasks.size() == 1);
+    CHECK(batches[0].tasks[0].id == "t2");
+}
+
+TEST_CASE("A worker silent for liveness times heartbeat is expired, and not before", "[scheduler]") {
+    SchedulerLimits limits;
+    limits.heartbeat = drover::Millis(1000);
+    limits.liveness = 3;
+    Scheduler s(limits);
+    add_worker(s, "A", 0);  // last seen at t0
+    REQUIRE(s.hello("B", make_hello("id-B"), t0 + 2s).empty());
+
+    CHECK(s.expired(t0).empty());
+    CHECK(s.expired(t0 + 2999ms).empty());
+    CHECK(s.expired(t0 + 3000ms).empty());
+    CHECK(s.expired(t0 + 3001ms) == std::vector<std::string>{"A"});
+
+    // A heartbeat (seen) or READY resets the clock.
+    REQUIRE(s.seen("A", t0 + 3001ms));
+    CHECK(s.expired(t0 + 4s).empty());
+    CHECK(s.expired(t0 + 5001ms) == std::vector<std::string>{"B"});
+    REQUIRE(s.ready("B", 1, t0 + 5001ms));
+    CHECK(s.expired(t0 + 6002ms) == std::vector<std::string>{"A"});
+
+    // expired() only reports: the worker is still known.
+    CHECK(s.knows("A"));
+    CHECK(s.worker_count() == 2);
+}
+
+TEST_CASE("remove_worker requeues its held tasks with the attempt count raised on the next dispatch",
+          "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 2, {"sum_random"}, /*slots=*/2);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted.size() == 2);
+    auto batches = s.dispatch();
+    REQUIRE(total_tasks(batches) == 2);
+    CHECK(batches[0].tasks[0].attempt == 1);
+
+    auto finals = s.remove_worker("A");
+    CHECK(finals.empty());
+    CHECK_FALSE(s.knows("A"));
+    CHECK(s.worker_count() == 0);
+    CHECK(s.task_count() == 2);
+    CHECK(s.queued_count() == 2);
+    CHECK(s.totals().redispatched == 2);
+
+    add_worker(s, "B", 2);
+    batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    CHECK(batches[0].worker == "B");
+    REQUIRE(batches[0].tasks.size() == 2);
+    // Back in their original order, each on its second attempt.
+    CHECK(batches[0].tasks[0].id == "t1");
+    CHECK(batches[0].tasks[1].id == "t2");
+    CHECK(batches[0].tasks[0].attempt == 2);
+    CHECK(batches[0].tasks[1].attempt == 2);
+}
+
+TEST_CASE("Requeued tasks go ahead of tasks that were queued behind them", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 1);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted.size() == 2);
+    REQUIRE(total_tasks(s.dispatch()) == 1);  // t1 to A
+    REQUIRE(s.remove_worker("A").empty());
+    add_worker(s, "B", 1);
+    auto batches = s.dispatch();
+    REQUIRE(total_tasks(batches) == 1);
+    CHECK(batches[0].tasks[0].id == "t1");
+}
+
+TEST_CASE("After max_attempts worker deaths a task is lost", "[scheduler]") {
+    Scheduler s;
+    REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random", /*max_attempts=*/2)}), t0).accepted.size() == 1);
+
+    add_worker(s, "A", 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    auto finals = s.remove_worker("A", /*died=*/true);
+    CHECK(finals.empty());  // one death of two allowed
+    CHECK(s.queued_count() == 1);
+
+    add_worker(s, "B", 1);
+    auto batches = s.dispatch();
+    REQUIRE(total_tasks(batches) == 1);
+    CHECK(batches[0].tasks[0].attempt == 2);
+    finals = s.remove_worker("B", /*died=*/true);
+    REQUIRE(finals.size() == 1);
+    const FinalOutcome& f = finals[0];
+    CHECK(f.reply_to == "inproc://sink");
+    CHECK(f.outcome.id == "t1");
+    CHECK(f.outcome.task == "sum_random");
+    CHECK(f.outcome.status == proto::Status::lost);
+    CHECK_THAT(f.outcome.error, Catch::Matchers::Contains("worker died"));
+    CHECK(f.outcome.attempt == 2);
+    CHECK(s.task_count() == 0);
+    CHECK(s.queued_count() == 0);
+    CHECK(s.totals().lost == 1);
+}
+
+TEST_CASE("A task with max_attempts 1 is lost on the first worker death", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 1);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random", 1)}), t0).accepted.size() == 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    auto finals = s.remove_worker("A");
+    REQUIRE(finals.size() == 1);
+    CHECK(finals[0].outcome.status == proto::Status::lost);
+    CHECK_THAT(finals[0].outcome.error, Catch::Matchers::Contains("worker died 1 time"));
+}
+
+TEST_CASE("A dead worker's prefetched tasks beyond its slots do not count a death", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 3, {"sum_random"}, /*slots=*/1);
+    REQUIRE(s.submit("P",
+                     tasks_of({make_task("t1", "sum_random", 1), make_task("t2", "sum_random", 1),
+                               make_task("t3", "sum_random", 1)}),
+                     t0)
+                .accepted.size() == 3);
+    REQUIRE(total_tasks(s.dispatch()) == 3);
+    auto finals = s.remove_worker("A", true);
+    // Only the first task (the one its single slot was running) is blamed.
+    REQUIRE(finals.size() == 1);
+    CHECK(finals[0].outcome.id == "t1");
+    CHECK(s.task_count() == 2);
+    CHECK(s.queued_count() == 2);
+}
+
+TEST_CASE("remove_worker_by_id removes the worker named in a LOST report as dead", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 1);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random", 1)}), t0).accepted.size() == 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    CHECK(s.remove_worker_by_id("no-such-worker").empty());
+    CHECK(s.knows("A"));
+    auto finals = s.remove_worker_by_id("id-A");
+    CHECK_FALSE(s.knows("A"));
+    REQUIRE(finals.size() == 1);
+    CHECK(finals[0].outcome.status == proto::Status::lost);
+}
+
+TEST_CASE("A worker that says BYE gives its tasks back without counting a death", "[scheduler]") {
+    Scheduler s;
+    REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random", /*max_attempts=*/1)}), t0).accepted.size() == 1);
+    for (int round = 0; round < 3; ++round) {
+        const std::string w = "W" + std::to_string(round);
+        add_worker(s, w, 1);
+        auto batches = s.dispatch();
+        REQUIRE(total_tasks(batches) == 1);
+        CHECK(batches[0].tasks[0].attempt == static_cast<std::uint32_t>(round + 1));
+        auto finals = s.remove_worker(w, /*died=*/false);
+        CHECK(finals.empty());
+        CHECK(s.task_count() == 1);
+        CHECK(s.queued_count() == 1);
+    }
+    CHECK(s.totals().lost == 0);
+
+    // The task's single allowed death is still unused.
+    add_worker(s, "last", 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    auto finals = s.remove_worker("last", /*died=*/true);
+    REQUIRE(finals.size() == 1);
+    CHECK(finals[0].outcome.status == proto::Status::lost);
+}
+
+TEST_CASE("A worker that says HELLO again gets its earlier tasks requeued", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 1);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted.size() == 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    auto finals = s.hello("A", make_hello("id-A2"), t0 + 1s);
+    CHECK(finals.empty());
+    CHECK(s.held_by("A") == 0);
+    CHECK(s.credits_of("A") == 0);
+    CHECK(s.queued_count() == 1);
+    CHECK(s.worker_count() == 1);
+}
+
+TEST_CASE("ready and seen on an unknown identity return false", "[scheduler]") {
+    Scheduler s;
+    CHECK_FALSE(s.ready("ghost", 5, t0));
+    CHECK_FALSE(s.seen("ghost", t0));
+    CHECK_FALSE(s.knows("ghost"));
+    CHECK(s.worker_count() == 0);
+    CHECK(s.credits_of("ghost") == 0);
+    CHECK(s.held_by("ghost") == 0);
+    CHECK(s.remove_worker("ghost").empty());
+
+    add_worker(s, "A", 0);
+    CHECK(s.ready("A", 1, t0));
+    CHECK(s.seen("A", t0));
+    // A removed worker is unknown again.
+    REQUIRE(s.remove_worker("A", false).empty());
+    CHECK_FALSE(s.ready("A", 1, t0));
+    CHECK_FALSE(s.seen("A", t0));
+}
+
+TEST_CASE("Cancelling a queued task returns a cancelled outcome", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 0);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted.size() == 2);
+    auto finals = s.cancel({"t1", "unknown"});
+    REQUIRE(finals.size() == 1);
+    CHECK(finals[0].reply_to == "inproc://sink");
+    CHECK(finals[0].outcome.id == "t1");
+    CHECK(finals[0].outcome.task == "sum_random");
+    CHECK(finals[0].outcome.status == proto::Status::cancelled);
+    CHECK(s.task_count() == 1);
+    CHECK(s.queued_count() == 1);
+    CHECK(s.totals().cancelled == 1);
+
+    // The cancelled task is never dispatched.
+    REQUIRE(s.ready("A", 5, t0));
+    auto batches = s.dispatch();
+    REQUIRE(total_tasks(batches) == 1);
+    CHECK(batches[0].tasks[0].id == "t2");
+}
+
+TEST_CASE("Cancelling a running task leaves it to finish", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 1);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted.size() == 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    CHECK(s.cancel({"t1"}).empty());
+    CHECK(s.task_count() == 1);
+    CHECK(s.held_by("A") == 1);
+}
+
+TEST_CASE("A gone producer's queued tasks are cancelled except detached ones", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 0);
+    auto detached = make_task("t3");
+    detached.detached = true;
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2"), detached}), t0).accepted.size() == 3);
+    REQUIRE(s.submit("Q", tasks_of({make_task("q1")}), t0).accepted.size() == 1);
+    CHECK(s.producer_gone("P") == 2);
+    CHECK(s.task_count() == 2);
+    CHECK(s.queued_count() == 2);
+    CHECK(s.totals().cancelled == 2);
+}
+
+TEST_CASE("undo_dispatch returns the tasks to the queue and the credits to the worker", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 2);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2"), make_task("t3")}), t0).accepted.size() == 3);
+    auto batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    REQUIRE(batches[0].tasks.size() == 2);
+    REQUIRE(s.credits_of("A") == 0);
+
+    s.undo_dispatch(batches[0]);
+    CHECK(s.credits_of("A") == 2);
+    CHECK(s.held_by("A") == 0);
+    CHECK(s.queued_count() == 3);
+    CHECK(s.task_count() == 3);
+    CHECK(s.totals().dispatched == 0);
+
+    // The same tasks go again, in order, and the failed send is not an attempt.
+    auto again = s.dispatch();
+    REQUIRE(again.size() == 1);
+    REQUIRE(again[0].tasks.size() == 2);
+    CHECK(again[0].tasks[0].id == "t1");
+    CHECK(again[0].tasks[1].id == "t2");
+    CHECK(again[0].tasks[0].attempt == 1);
+    CHECK(again[0].tasks[1].attempt == 1);
+}
+
+TEST_CASE("status reports workers, queues and totals", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 3, {"sum_random", "hello"}, 4);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2", "hello")}), t0).accepted.size() == 2);
+    REQUIRE(total_tasks(s.dispatch()) == 2);
+    auto st = s.status(t0 + 1500ms);
+    REQUIRE(st["workers"].size() == 1);
+    const auto& w = st["workers"][0];
+    CHECK(w["id"] == "id-A");
+    CHECK(w["host"] == "host-id-A");
+    CHECK(w["pid"] == 1234);
+    CHECK(w["slots"] == 4);
+    CHECK(w["credits"] == 1);
+    CHECK(w["held"] == 2);
+    CHECK(w["last_heartbeat_ms"] == 1500);
+    CHECK(st["in_flight"] == 2);
+    CHECK(st["queued"] == 0);
+    CHECK(st["queues"]["sum_random"]["in_flight"] == 1);
+    CHECK(st["queues"]["hello"]["workers"] == 1);
+    CHECK(st["totals"]["accepted"] == 2);
+    CHECK(st["totals"]["dispatched"] == 2);
+}
+
+// cancel()/settle() leave the id's slot in its name's queue (dispatch skips
+// it lazily); status() must still count the resubmitted task once.
+TEST_CASE("status counts a queued task once after it was cancelled and resubmitted", "[scheduler]") {
+    Scheduler s;
+    REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted.size() == 1);
+    REQUIRE(s.cancel({"t1"}).size() == 1);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted.size() == 1);
+    s.settle({"t1"});
+    REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted.size() == 1);
+    REQUIRE(s.queued_count() == 1);
+    auto st = s.status(t0);
+    CHECK(st["queued"] == 1);
+    CHECK(st["queues"]["sum_random"]["queued"] == 1);
+}

@@ -123,7 +123,8 @@ private:
     struct WorkerState {
         proto::Hello hello;
         std::uint32_t credits = 0;
-        std::vector<std::string> held;  // in dispatch order: a worker starts them in this order
+        // id -> dispatch sequence; a worker starts tasks in dispatch order.
+        std::unordered_map<std::string, std::uint64_t> held;
         std::uint64_t done = 0;
         std::uint64_t served_seq = 0;
         Clock::time_point last_seen{};
@@ -138,7 +139,9 @@ private:
     std::unordered_map<std::string, WorkerState> workers_;
     std::unordered_set<std::string> known_names_;  // announced by any worker since start
     std::size_t queued_ = 0;
+    std::unordered_map<std::string, std::size_t> queued_by_name_;
     std::uint64_t serve_seq_ = 0;
+    std::uint64_t dispatch_seq_ = 0;
     Totals totals_;
 };
 
