@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
             std::cerr << "drover-broker: no answer from " << status_broker << " within " << status_timeout_ms << " ms\n";
             return 1;
         }
-        std::cout << doc->dump(2) << "\n";
+        std::cout << doc->dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
         return 0;
     }
     try {

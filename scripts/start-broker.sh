@@ -26,7 +26,9 @@ if [[ $cmd == stop ]]; then
   fi
   rm -f "$pidfile"; exit 0
 fi
-exe="$bin/broker/drover-broker"; [[ -x $exe ]] || exe="$(command -v drover-broker)"
+exe="$bin/broker/drover-broker"
+[[ -x $exe ]] || exe="$(command -v drover-broker)" || { echo "start-broker.sh: drover-broker not found; run scripts/build.sh" >&2; exit 1; }
+rm -f "$run_dir/broker.json"
 "$exe" --endpoints-file "$run_dir/broker.json" "${args[@]}" >"$run_dir/broker.log" 2>&1 &
 echo $! >"$pidfile"
 for _ in $(seq 100); do [[ -s "$run_dir/broker.json" ]] && break; kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.05; done

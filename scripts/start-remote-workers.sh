@@ -38,7 +38,7 @@ ledger="$run_dir/remote-workers.txt"
 if [[ $cmd == stop ]]; then
   [[ -f $ledger ]] || { echo "nothing to stop ($ledger missing)"; exit 0; }
   while read -r host pid; do
-    remote "$host" "kill $pid 2>/dev/null || true" && echo "stopped $host pid $pid"
+    remote "$host" "kill $pid 2>/dev/null || true" </dev/null && echo "stopped $host pid $pid"
   done <"$ledger"
   rm -f "$ledger"; exit 0
 fi

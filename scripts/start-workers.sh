@@ -32,7 +32,8 @@ while (($#)); do
   esac
 done
 mkdir -p "$run_dir"
-exe="$bin/worker/drover-worker"; [[ -x $exe ]] || exe="$(command -v drover-worker)"
+exe="$bin/worker/drover-worker"
+[[ -x $exe ]] || exe="$(command -v drover-worker)" || { echo "start-workers.sh: drover-worker not found; run scripts/build.sh" >&2; exit 1; }
 for i in $(seq "$n"); do
   "$exe" "${args[@]}" >"$run_dir/worker-$i.log" 2>&1 &
   echo $! >"$run_dir/worker-$i.pid"

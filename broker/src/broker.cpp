@@ -47,6 +47,8 @@ Broker::Broker(zmq::context_t& ctx, BrokerConfig config, Logger log)
       instance_(random_hex(8)),
       scheduler_(SchedulerLimits{config_.max_queued, config_.heartbeat, config_.liveness}) {
     configure_router(frontend_, config_.max_message_bytes);
+    // A producer keeps its routing id across reconnects: the new connection takes over.
+    frontend_.set(zmq::sockopt::router_handover, 1);
     configure_router(backend_, config_.max_message_bytes);
 }
 
@@ -311,8 +313,9 @@ void Broker::tick(Clock::time_point now) {
             ++it;
             continue;
         }
-        const auto n = scheduler_.producer_gone(it->first);
-        log_->info("producer.gone peer={} cancelled_queued={}", to_hex(it->first), n);
+        auto finals = scheduler_.producer_gone(it->first);
+        log_->info("producer.gone peer={} cancelled={}", to_hex(it->first), finals.size());
+        report(std::move(finals));
         it = producers_.erase(it);
     }
     flush_outcomes();

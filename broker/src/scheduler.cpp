@@ -10,7 +10,8 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
     Submitted out;
     out.accepted.reserve(tasks.size());
     for (auto& t : tasks) {
-        if (tasks_.count(t.id)) {  // a resend: already ours
+        if (auto known = tasks_.find(t.id); known != tasks_.end()) {  // a resend: already ours
+            known->second.producer = producer;  // it may come over a new connection
             out.accepted.push_back(t.id);
             continue;
         }
@@ -52,6 +53,16 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
 std::vector<FinalOutcome> Scheduler::hello(const std::string& identity, proto::Hello h, Clock::time_point now) {
     std::vector<FinalOutcome> finals;
     if (workers_.count(identity)) finals = remove_worker(identity, false);
+    // The same worker over a new connection (it reconnected): its tasks are
+    // still running there, so they go back without counting a death.
+    for (auto it = workers_.begin(); it != workers_.end();) {
+        auto next = std::next(it);
+        if (it->second.hello.worker == h.worker && it->first != identity) {
+            auto more = remove_worker(std::string(it->first), false);
+            finals.insert(finals.end(), more.begin(), more.end());
+        }
+        it = next;
+    }
     WorkerState& w = workers_[identity];
     w.hello = std::move(h);
     w.last_seen = now;
@@ -240,21 +251,26 @@ void Scheduler::settle(const std::vector<std::string>& ids) {
     }
 }
 
-std::size_t Scheduler::producer_gone(const std::string& producer) {
-    std::size_t n = 0;
+std::vector<FinalOutcome> Scheduler::producer_gone(const std::string& producer) {
+    std::vector<FinalOutcome> finals;
     for (auto it = tasks_.begin(); it != tasks_.end();) {
-        const Entry& e = it->second;
-        if (e.queued && !e.task.detached && e.producer == producer) {
+        Entry& e = it->second;
+        if (e.task.detached || e.producer != producer) {
+            ++it;
+            continue;
+        }
+        // Reported anyway: a producer that was only stalled still gets an outcome.
+        finals.push_back(final_outcome(e, proto::Status::cancelled, "producer gone"));
+        if (e.queued) {
             --queued_;
             --queued_by_name_[e.task.name];
-            ++totals_.cancelled;
-            ++n;
-            it = tasks_.erase(it);
-        } else {
-            ++it;
+        } else if (auto w = workers_.find(e.worker); w != workers_.end()) {
+            w->second.held.erase(it->first);  // it runs on; its result goes nowhere
         }
+        ++totals_.cancelled;
+        it = tasks_.erase(it);
     }
-    return n;
+    return finals;
 }
 
 std::vector<FinalOutcome> Scheduler::cancel(const std::vector<std::string>& ids) {

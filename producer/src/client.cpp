@@ -131,6 +131,9 @@ bool Client::wait_for_workers(std::size_t n, Millis timeout) {
 void Client::connect_broker() {
     broker_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
     broker_->set(zmq::sockopt::linger, 0);
+    // One routing id for the session, so the broker sees the same producer
+    // after a reconnect (and does not declare it gone).
+    broker_->set(zmq::sockopt::routing_id, "P" + session_);
     broker_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
     broker_->set(zmq::sockopt::sndhwm, 100000);
     broker_->set(zmq::sockopt::rcvhwm, 100000);
@@ -167,7 +170,12 @@ void Client::finish(const std::string& id, Result&& r) {
         pending_.erase(it);
     }
     room_.notify_all();
-    if (done) done(std::move(r));
+    if (!done) return;
+    try {
+        done(std::move(r));
+    } catch (const std::exception& e) {  // a user callback must not end the I/O thread
+        log_->error("client.callback_threw id={} error=\"{}\"", id, e.what());
+    }
 }
 
 void Client::on_results(std::string_view body) {

@@ -59,6 +59,10 @@ std::optional<TaskLine> parse_task_line(const std::string& line, std::string& er
     return t;
 }
 
+std::string to_line(const nlohmann::json& value) {
+    return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 nlohmann::json msgpack_to_json(const std::string& bytes) {
     if (bytes.empty()) return nullptr;
     try {

@@ -104,7 +104,7 @@ int run_inline(const Settings& s, const Registry& registry) {
         }
         r.elapsed_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
         if (r.ok()) {
-            std::cout << msgpack_to_json(r.payload).dump() << "\n";
+            std::cout << to_line(msgpack_to_json(r.payload)) << "\n";
         } else {
             ++failures;
             std::cout << "null\n";
@@ -147,7 +147,7 @@ int run_map(Client& client, const Settings& s, const StopSource& stop) {
         }
         auto r = f.get();
         if (r.ok()) {
-            std::cout << msgpack_to_json(r.payload).dump() << "\n";
+            std::cout << to_line(msgpack_to_json(r.payload)) << "\n";
         } else {
             ++failures;
             std::cout << "null\n";
@@ -168,7 +168,7 @@ int run_submit(Client& client, const Settings& s, const StopSource& stop) {
     Progress progress(total, done, failed);
     const auto print = [&](const nlohmann::json& line) {
         std::lock_guard lock(out_mutex);
-        std::cout << line.dump() << "\n";
+        std::cout << to_line(line) << "\n";
     };
     const auto start = Clock::now();
     std::string line;
@@ -200,7 +200,11 @@ int run_submit(Client& client, const Settings& s, const StopSource& stop) {
         std::cerr << "drover-producer: interrupted: cancelling " << client.unfinished() << " unfinished tasks\n";
         client.cancel_all();
         std::this_thread::sleep_for(Millis(200));  // let CANCEL reach the broker
-        return 130;
+        {
+            std::lock_guard lock(out_mutex);
+            std::cout.flush();
+        }
+        std::_Exit(130);  // pending callbacks refer to this frame
     }
     {
         std::lock_guard lock(out_mutex);
@@ -336,7 +340,7 @@ int sink_main(int argc, char** argv) {
                 std::rename(tmp.c_str(), endpoint_file.c_str());
             }
         }
-        sink.run(stop, expect, [](proto::Outcome&& o) { std::cout << outcome_to_json(o).dump() << "\n" << std::flush; });
+        sink.run(stop, expect, [](proto::Outcome&& o) { std::cout << to_line(outcome_to_json(o)) << "\n" << std::flush; });
         return 0;
     } catch (const zmq::error_t& e) {
         std::cerr << "drover-sink: cannot bind --bind " << options.bind << ": " << e.what() << "\n";

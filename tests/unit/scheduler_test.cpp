@@ -575,10 +575,44 @@ TEST_CASE("A gone producer's queued tasks are cancelled except detached ones", "
     detached.detached = true;
     REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2"), detached}), t0).accepted.size() == 3);
     REQUIRE(s.submit("Q", tasks_of({make_task("q1")}), t0).accepted.size() == 1);
-    CHECK(s.producer_gone("P") == 2);
+    const auto finals = s.producer_gone("P");
+    REQUIRE(finals.size() == 2);
+    for (const auto& f : finals) {
+        CHECK(f.outcome.status == drover::proto::Status::cancelled);
+        CHECK(f.outcome.error == "producer gone");
+    }
     CHECK(s.task_count() == 2);
     CHECK(s.queued_count() == 2);
     CHECK(s.totals().cancelled == 2);
+}
+
+TEST_CASE("a gone producer's running tasks are forgotten and leave their worker's held set", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 1);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted.size() == 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    CHECK(s.held_by("A") == 1);
+    CHECK(s.producer_gone("P").size() == 1);
+    CHECK(s.held_by("A") == 0);
+    CHECK(s.task_count() == 0);
+}
+
+TEST_CASE("a worker that registers again over a new connection gives its tasks back without a death", "[scheduler]") {
+    Scheduler s;
+    drover::proto::Hello h;
+    h.worker = "w1";
+    h.slots = 1;
+    h.tasks = {"sum_random"};
+    (void)s.hello("old", h, t0);
+    REQUIRE(s.ready("old", 1, t0));
+    auto t = make_task("t1");
+    t.max_attempts = 1;
+    REQUIRE(s.submit("P", tasks_of({t}), t0).accepted.size() == 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    const auto finals = s.hello("new", h, t0);
+    CHECK(finals.empty());  // not lost, although max_attempts is 1
+    CHECK(!s.knows("old"));
+    CHECK(s.queued_count() == 1);
 }
 
 TEST_CASE("undo_dispatch returns the tasks to the queue and the credits to the worker", "[scheduler]") {

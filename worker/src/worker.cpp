@@ -245,9 +245,15 @@ void Worker::executor_loop(unsigned index) {
             const auto body = proto::encode(proto::Results{outcomes});
             try {
                 auto& s = sink_for(endpoint);
-                // Blocks while the sink is full: back-pressure, not loss.
+                // Waits while the sink is full (back-pressure), but not for ever:
+                // a sink gone for good would hold this slot until the worker dies.
+                const auto give_up = Clock::now() + options_.heartbeat * options_.liveness * 10;
                 while (send_message_blocking(s, proto::Command::result, body) != SendStatus::sent) {
                     if (abort_) return;
+                    if (Clock::now() > give_up) {
+                        log_->warn("worker.sink_stalled endpoint={} dropped={}", endpoint, outcomes.size());
+                        break;
+                    }
                 }
             } catch (const zmq::error_t& e) {
                 log_->warn("worker.sink_unusable endpoint={} error=\"{}\" dropped={}", endpoint, e.what(),

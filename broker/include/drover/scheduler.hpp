@@ -87,10 +87,10 @@ public:
     // The sink holds these outcomes: forget the tasks.
     void settle(const std::vector<std::string>& ids);
 
-    // A producer went silent: its queued tasks are cancelled (their sink is
-    // gone with it), except detached ones, whose sink is standalone.
-    // Running tasks finish; their results go nowhere. Returns how many were cancelled.
-    std::size_t producer_gone(const std::string& producer);
+    // A producer went silent: its tasks are cancelled (their sink is gone
+    // with it), except detached ones, whose sink is standalone. Running
+    // ones finish on their workers; the broker forgets them.
+    std::vector<FinalOutcome> producer_gone(const std::string& producer);
 
     // Cancels queued tasks (running ones finish). Returns their outcomes.
     std::vector<FinalOutcome> cancel(const std::vector<std::string>& ids);

@@ -28,6 +28,9 @@ nlohmann::json msgpack_to_json(const std::string& bytes);
 // A JSON value as msgpack bytes.
 std::string json_to_msgpack(const nlohmann::json& value);
 
+// One JSON line; invalid UTF-8 from a task becomes U+FFFD instead of throwing.
+std::string to_line(const nlohmann::json& value);
+
 // {"id","task","status","result"|"error","attempts","worker","elapsed_ms"}
 nlohmann::json result_to_json(const Result& r, const nlohmann::json& id);
 nlohmann::json outcome_to_json(const proto::Outcome& o);

@@ -43,6 +43,8 @@ public:
     [[nodiscard]] std::string sink_endpoint() const;
 
 private:
+    void stop_all();
+
     LocalClusterOptions options_;
     Logger log_;
     std::string ipc_dir_;
