@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <system_error>
 
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -43,6 +44,24 @@ void stop_on_signals(StopSource& stop) {
     ::sigaction(SIGINT, &sa, nullptr);
     ::sigaction(SIGTERM, &sa, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
+}
+
+int fork_for_exec() noexcept {
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    ::pthread_sigmask(SIG_BLOCK, &block, &old);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        ::signal(SIGINT, SIG_DFL);
+        ::signal(SIGTERM, SIG_DFL);
+        ::signal(SIGPIPE, SIG_DFL);
+        ::sigprocmask(SIG_SETMASK, &old, nullptr);
+        return 0;
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return pid;
 }
 
 }  // namespace drover

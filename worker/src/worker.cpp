@@ -270,6 +270,12 @@ void Worker::executor_loop(unsigned index) {
         proto::Task task;
         {
             std::unique_lock lock(mutex_);
+            if (queue_.empty() && pending_count > 0) {
+                // Another executor took the last task: report ours before sleeping.
+                lock.unlock();
+                flush();
+                lock.lock();
+            }
             wake_.wait(lock, [&] { return !queue_.empty() || closing_ || abort_; });
             if (abort_ || queue_.empty()) break;  // closing and drained
             task = std::move(queue_.front());

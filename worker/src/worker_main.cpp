@@ -31,7 +31,7 @@ pid_t spawn_child(const std::vector<std::string>& args) {
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
     const pid_t parent = ::getpid();
-    const pid_t pid = ::fork();
+    const pid_t pid = fork_for_exec();
     if (pid == 0) {
         // Only async-signal-safe calls between fork and exec.
         ::setpgid(0, 0);  // a terminal's Ctrl-C reaches the supervisor only, which passes it on once

@@ -27,4 +27,10 @@ private:
 // Routes SIGINT and SIGTERM to `stop` for the rest of the process's life.
 void stop_on_signals(StopSource& stop);
 
+// fork() for a child that will exec at once. SIGINT and SIGTERM are blocked
+// around the fork, and the child resets them to their defaults before it
+// unblocks them, so a signal in between neither runs the parent's handler
+// in the child nor gets lost. Returns what fork() returns.
+int fork_for_exec() noexcept;
+
 }  // namespace drover
