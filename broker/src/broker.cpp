@@ -45,6 +45,7 @@ Broker::Broker(zmq::context_t& ctx, BrokerConfig config, Logger log)
       frontend_(ctx, zmq::socket_type::router),
       backend_(ctx, zmq::socket_type::router),
       instance_(random_hex(8)),
+      sinks_(ctx, /*linger_ms=*/1000, /*sndtimeo_ms=*/-1, /*hwm=*/100000),
       scheduler_(SchedulerLimits{config_.max_queued, config_.heartbeat, config_.liveness}) {
     configure_router(frontend_, config_.max_message_bytes);
     // A producer keeps its routing id across reconnects: the new connection takes over.
@@ -270,21 +271,11 @@ void Broker::report(std::vector<FinalOutcome>&& finals) {
     }
 }
 
-zmq::socket_t& Broker::sink_socket(const std::string& endpoint) {
-    auto it = sinks_.find(endpoint);
-    if (it != sinks_.end()) return it->second;
-    zmq::socket_t s(ctx_, zmq::socket_type::push);
-    s.set(zmq::sockopt::linger, 1000);
-    s.set(zmq::sockopt::sndhwm, 100000);
-    s.connect(endpoint);
-    return sinks_.emplace(endpoint, std::move(s)).first->second;
-}
-
 void Broker::flush_outcomes() {
     for (auto& [endpoint, list] : outcomes_) {
         if (list.empty()) continue;
         try {
-            auto st = send_message(sink_socket(endpoint), proto::Command::result, proto::encode(proto::Results{list}));
+            auto st = send_message(sinks_.get(endpoint), proto::Command::result, proto::encode(proto::Results{list}));
             if (st != SendStatus::sent)
                 log_->warn("broker.sink_full endpoint={} dropped_outcomes={}", endpoint, list.size());
         } catch (const zmq::error_t& e) {

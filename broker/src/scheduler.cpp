@@ -40,10 +40,8 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
         Entry& e = tasks_[id];
         e.task = std::move(t);
         e.producer = producer;
-        e.queued = true;
+        mark_queued(e);
         queues_[e.task.name].push_back(id);
-        ++queued_;
-        ++queued_by_name_[e.task.name];
         ++totals_.accepted;
         out.accepted.push_back(id);
     }
@@ -89,12 +87,22 @@ bool Scheduler::seen(const std::string& identity, Clock::time_point now) {
     return true;
 }
 
-void Scheduler::enqueue_front(Entry& e) {
-    e.worker.clear();
+void Scheduler::mark_queued(Entry& e) {
     e.queued = true;
-    queues_[e.task.name].push_front(e.task.id);
     ++queued_;
     ++queued_by_name_[e.task.name];
+}
+
+void Scheduler::unmark_queued(Entry& e) {
+    e.queued = false;
+    --queued_;
+    --queued_by_name_[e.task.name];
+}
+
+void Scheduler::enqueue_front(Entry& e) {
+    e.worker.clear();
+    mark_queued(e);
+    queues_[e.task.name].push_front(e.task.id);
 }
 
 FinalOutcome Scheduler::final_outcome(const Entry& e, proto::Status status, std::string error) const {
@@ -189,9 +197,7 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
                     auto t = tasks_.find(id);
                     if (t == tasks_.end() || !t->second.queued) continue;  // settled or cancelled meanwhile
                     Entry& e = t->second;
-                    e.queued = false;
-                    --queued_;
-                    --queued_by_name_[e.task.name];
+                    unmark_queued(e);
                     e.worker = *ready[i].first;
                     ++e.task.attempt;
                     w.held.emplace(id, ++dispatch_seq_);
@@ -242,10 +248,7 @@ void Scheduler::settle(const std::vector<std::string>& ids) {
                 ++w->second.done;
             }
         }
-        if (e.queued) {  // its queue slot is skipped lazily
-            --queued_;
-            --queued_by_name_[e.task.name];
-        }
+        if (e.queued) unmark_queued(e);  // its queue slot is skipped lazily
         tasks_.erase(t);
         ++totals_.settled;
     }
@@ -262,8 +265,7 @@ std::vector<FinalOutcome> Scheduler::producer_gone(const std::string& producer) 
         // Reported anyway: a producer that was only stalled still gets an outcome.
         finals.push_back(final_outcome(e, proto::Status::cancelled, "producer gone"));
         if (e.queued) {
-            --queued_;
-            --queued_by_name_[e.task.name];
+            unmark_queued(e);
         } else if (auto w = workers_.find(e.worker); w != workers_.end()) {
             w->second.held.erase(it->first);  // it runs on; its result goes nowhere
         }
@@ -279,8 +281,7 @@ std::vector<FinalOutcome> Scheduler::cancel(const std::vector<std::string>& ids)
         auto t = tasks_.find(id);
         if (t == tasks_.end() || !t->second.queued) continue;
         finals.push_back(final_outcome(t->second, proto::Status::cancelled, "cancelled"));
-        --queued_;
-        --queued_by_name_[t->second.task.name];
+        unmark_queued(t->second);
         tasks_.erase(t);
         ++totals_.cancelled;
     }
@@ -315,8 +316,8 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
 
     json queues = json::object();
     json waiting = json::array();
-    for (const auto& [name, q] : queues_) {
-        (void)q;
+    for (const auto& entry : queues_) {
+        const std::string& name = entry.first;
         const auto qn = queued_by_name_.find(name);
         const std::size_t queued = qn == queued_by_name_.end() ? 0 : qn->second;
         const auto r = running.count(name) ? running.at(name) : 0;

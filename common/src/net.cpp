@@ -50,6 +50,17 @@ SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Comm
     return send_frames(router, identity, c, body, false);
 }
 
+zmq::socket_t& SinkSockets::get(const std::string& endpoint) {
+    auto it = sockets_.find(endpoint);
+    if (it != sockets_.end()) return it->second;
+    zmq::socket_t s(ctx_, zmq::socket_type::push);
+    s.set(zmq::sockopt::linger, linger_ms_);
+    s.set(zmq::sockopt::sndtimeo, sndtimeo_ms_);
+    s.set(zmq::sockopt::sndhwm, hwm_);
+    s.connect(endpoint);
+    return sockets_.emplace(endpoint, std::move(s)).first->second;
+}
+
 void configure_router(zmq::socket_t& s, std::int64_t max_message_bytes, int hwm) {
     s.set(zmq::sockopt::router_mandatory, 1);
     s.set(zmq::sockopt::maxmsgsize, max_message_bytes);

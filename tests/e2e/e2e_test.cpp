@@ -160,13 +160,8 @@ TEST_CASE("garbage sent to the broker's frontend and backend and to a sink leave
                   "--endpoint-file", dir.file("sink.ep")},
                  dir.file("sink.jsonl"));
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-    std::string sink_ep;
-    for (int i = 0; i < 500 && sink_ep.empty(); ++i) {
-        sink_ep = read_file(dir.file("sink.ep"));
-        std::this_thread::sleep_for(10ms);
-    }
+    const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
     REQUIRE(!sink_ep.empty());
-    sink_ep.erase(sink_ep.find_last_not_of("\n") + 1);
     {
         zmq::context_t ctx;
         zmq::socket_t front(ctx, zmq::socket_type::dealer), back(ctx, zmq::socket_type::dealer),
@@ -209,12 +204,8 @@ TEST_CASE("drover-sink collects results of tasks submitted with --reply-to", "[e
                   "--endpoint-file", dir.file("sink.ep")},
                  dir.file("sink.jsonl"));
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-    std::string sink_ep;
-    for (int i = 0; i < 500 && sink_ep.empty(); ++i) {
-        sink_ep = read_file(dir.file("sink.ep"));
-        std::this_thread::sleep_for(10ms);
-    }
-    sink_ep.erase(sink_ep.find_last_not_of("\n") + 1);
+    const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
+    REQUIRE(!sink_ep.empty());
     const auto ids = write_sum_tasks(dir.file("tasks.jsonl"), 100);
     Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},
                      dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));

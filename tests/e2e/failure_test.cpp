@@ -214,12 +214,8 @@ TEST_CASE("a producer that vanishes has its queued tasks cancelled, but detached
     Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect", "10",
                   "--endpoint-file", dir.file("sink.ep")},
                  dir.file("sink.jsonl"));
-    std::string sink_ep;
-    for (int i = 0; i < 500 && sink_ep.empty(); ++i) {
-        sink_ep = read_file(dir.file("sink.ep"));
-        std::this_thread::sleep_for(10ms);
-    }
-    sink_ep.erase(sink_ep.find_last_not_of("\n") + 1);
+    const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
+    REQUIRE(!sink_ep.empty());
     // 10 detached tasks for the standalone sink; their producer exits at once.
     write_tasks(dir.file("detached.jsonl"), 10, "sleep_ms", {100}, "d");
     Process detached({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},

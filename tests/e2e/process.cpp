@@ -103,6 +103,19 @@ std::vector<nlohmann::json> read_json_lines(const std::string& path) {
     return out;
 }
 
+std::string wait_line_file(const std::string& path, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        auto text = read_file(path);
+        if (!text.empty() && text.back() == '\n') {
+            text.pop_back();
+            return text;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return {};
+}
+
 std::optional<nlohmann::json> wait_json_file(const std::string& path, std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {

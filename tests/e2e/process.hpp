@@ -48,6 +48,9 @@ private:
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& text);
 std::vector<nlohmann::json> read_json_lines(const std::string& path);
+// Waits until `path` holds a line (e.g. an endpoint file); returns it without
+// the newline, or "" on timeout.
+std::string wait_line_file(const std::string& path, std::chrono::milliseconds timeout);
 // Waits until `path` exists and holds a JSON document.
 std::optional<nlohmann::json> wait_json_file(const std::string& path, std::chrono::milliseconds timeout);
 

@@ -18,7 +18,11 @@ constexpr Millis k_max_backoff{5000};
 }  // namespace
 
 Worker::Worker(zmq::context_t& ctx, const Registry& registry, WorkerOptions options, Logger log)
-    : ctx_(ctx), registry_(registry), options_(std::move(options)), log_(std::move(log)) {
+    : ctx_(ctx),
+      registry_(registry),
+      options_(std::move(options)),
+      log_(std::move(log)),
+      timeout_sinks_(ctx, /*linger_ms=*/5000, /*sndtimeo_ms=*/1000, /*hwm=*/1000) {
     if (options_.id.empty()) options_.id = host_name() + ":" + std::to_string(::getpid());
     if (options_.pool == "solo") options_.concurrency = 1;
     options_.concurrency = std::max(1u, options_.concurrency);
@@ -84,15 +88,8 @@ Clock::time_point Worker::report_timeouts(Clock::time_point now) {
     for (auto& [endpoint, list] : outcomes) {
         log_->warn("task.timeout n={} sink={}", list.size(), endpoint);
         try {
-            auto it = timeout_sinks_.find(endpoint);
-            if (it == timeout_sinks_.end()) {
-                zmq::socket_t sock(ctx_, zmq::socket_type::push);
-                sock.set(zmq::sockopt::linger, 5000);
-                sock.set(zmq::sockopt::sndtimeo, 1000);
-                sock.connect(endpoint);
-                it = timeout_sinks_.emplace(endpoint, std::move(sock)).first;
-            }
-            if (send_message_blocking(it->second, proto::Command::result, proto::encode(proto::Results{list})) !=
+            if (send_message_blocking(timeout_sinks_.get(endpoint), proto::Command::result,
+                                      proto::encode(proto::Results{list})) !=
                 SendStatus::sent)
                 log_->warn("worker.sink_full endpoint={} dropped_timeouts={}", endpoint, list.size());
         } catch (const zmq::error_t& e) {
@@ -222,29 +219,18 @@ Worker::Stopped Worker::run(const StopSource& stop) {
 void Worker::executor_loop(unsigned index) {
     zmq::socket_t done(ctx_, zmq::socket_type::push);
     done.connect(done_endpoint_);
-    std::unordered_map<std::string, zmq::socket_t> sinks;
+    SinkSockets sinks(ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/200, /*hwm=*/10000);
     std::unordered_map<std::string, std::vector<proto::Outcome>> pending;
     std::size_t pending_count = 0;
     const std::string worker_name =
         options_.concurrency > 1 ? options_.id + "/" + std::to_string(index) : options_.id;
-
-    auto sink_for = [&](const std::string& endpoint) -> zmq::socket_t& {
-        auto it = sinks.find(endpoint);
-        if (it != sinks.end()) return it->second;
-        zmq::socket_t s(ctx_, zmq::socket_type::push);
-        s.set(zmq::sockopt::linger, 5000);
-        s.set(zmq::sockopt::sndtimeo, 200);
-        s.set(zmq::sockopt::sndhwm, 10000);
-        s.connect(endpoint);
-        return sinks.emplace(endpoint, std::move(s)).first->second;
-    };
 
     auto flush = [&] {
         for (auto& [endpoint, outcomes] : pending) {
             if (outcomes.empty()) continue;
             const auto body = proto::encode(proto::Results{outcomes});
             try {
-                auto& s = sink_for(endpoint);
+                auto& s = sinks.get(endpoint);
                 // Waits while the sink is full (back-pressure), but not for ever:
                 // a sink gone for good would hold this slot until the worker dies.
                 const auto give_up = Clock::now() + options_.heartbeat * options_.liveness * 10;

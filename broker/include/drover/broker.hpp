@@ -66,7 +66,6 @@ private:
     void tick(Clock::time_point now);
     void drop(const std::string& peer, const char* socket, proto::DecodeError reason);
     void remove_worker(const std::string& identity, const std::string& reason, bool died = true);
-    zmq::socket_t& sink_socket(const std::string& endpoint);
     nlohmann::json status_json(Clock::time_point now) const;
 
     zmq::context_t& ctx_;
@@ -76,6 +75,7 @@ private:
     zmq::socket_t backend_;
     std::string frontend_ep_, backend_ep_;
     std::string instance_;  // new at every start: producers resend when it changes
+    SinkSockets sinks_;     // for outcomes only the broker can report
     Scheduler scheduler_;
     std::atomic<std::size_t> live_workers_{0};
 
@@ -83,7 +83,6 @@ private:
     std::unordered_map<std::string, std::vector<std::string>> accepted_;
     std::unordered_map<std::string, std::map<std::string, std::vector<std::string>>> rejected_;
     std::unordered_map<std::string, std::vector<proto::Outcome>> outcomes_;  // by sink endpoint
-    std::unordered_map<std::string, zmq::socket_t> sinks_;
 
     std::unordered_map<std::string, Clock::time_point> producers_;  // identity -> last seen
     std::map<std::string, std::uint64_t> dropped_;                  // reason -> count

@@ -130,6 +130,9 @@ private:
         Clock::time_point last_seen{};
     };
 
+    // The one place that keeps e.queued, queued_ and queued_by_name_ in step.
+    void mark_queued(Entry& e);
+    void unmark_queued(Entry& e);
     void enqueue_front(Entry& e);
     FinalOutcome final_outcome(const Entry& e, proto::Status status, std::string error) const;
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -31,6 +32,21 @@ SendStatus send_message_blocking(zmq::socket_t& s, proto::Command c, std::string
 // Sends [identity][header][body] on a ROUTER socket set to ROUTER_MANDATORY.
 // Returns: unreachable for an unknown or gone peer, would_block at its HWM.
 SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Command c, std::string_view body = {});
+
+// PUSH sockets to sinks, one per endpoint, connected on first use and kept.
+// Not thread-safe: each thread that pushes results owns one.
+class SinkSockets {
+public:
+    SinkSockets(zmq::context_t& ctx, int linger_ms, int sndtimeo_ms, int hwm)
+        : ctx_(ctx), linger_ms_(linger_ms), sndtimeo_ms_(sndtimeo_ms), hwm_(hwm) {}
+    // Throws: zmq::error_t if `endpoint` cannot be connected to.
+    zmq::socket_t& get(const std::string& endpoint);
+
+private:
+    zmq::context_t& ctx_;
+    int linger_ms_, sndtimeo_ms_, hwm_;
+    std::unordered_map<std::string, zmq::socket_t> sockets_;
+};
 
 // Sets what every ROUTER in drover needs: ROUTER_MANDATORY (so a message to
 // an unknown peer is an error, not a silent drop), bounded message size,

@@ -68,6 +68,7 @@ private:
     const Registry& registry_;
     WorkerOptions options_;
     Logger log_;
+    SinkSockets timeout_sinks_;  // I/O thread only
     std::string done_endpoint_;
     std::unique_ptr<zmq::socket_t> broker_;
 
@@ -90,7 +91,7 @@ private:
     std::uint32_t capacity_ = 0;     // slots + prefetch
     std::uint32_t outstanding_ = 0;  // received and not yet done (I/O thread only)
     Clock::time_point last_from_broker_{};
-    std::unordered_map<std::string, zmq::socket_t> timeout_sinks_;  // I/O thread only
+
 };
 
 // The whole drover-worker command line: parses argv, sets up logging and
