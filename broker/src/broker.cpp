@@ -73,11 +73,12 @@ void Broker::run(const StopSource& stop) {
             {backend_.handle(), 0, ZMQ_POLLIN, 0},
             {nullptr, stop.fd(), ZMQ_POLLIN, 0},
         };
-        auto wait = std::chrono::duration_cast<Millis>(next_tick_ - Clock::now());
+        auto wait = std::chrono::duration_cast<Millis>(std::min(next_tick_, next_retry_) - Clock::now()) + Millis(1);
         if (wait.count() < 0) wait = Millis(0);
         drover::poll(items, 3, wait);
         if (items[1].revents & ZMQ_POLLIN) on_backend();
         if (items[0].revents & ZMQ_POLLIN) on_frontend();
+        if (Clock::now() >= next_retry_) next_retry_ = scheduler_.release_retries(Clock::now());
         dispatch_ready_tasks();
         flush_replies();
         flush_outcomes();
@@ -157,9 +158,10 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
             return;
         }
         case Command::settle: {
-            auto m = proto::decode_ids(body);
+            auto m = proto::decode_settle(body);
             if (!m) return drop(peer, "frontend", m.error());
             scheduler_.settle(m->ids);
+            scheduler_.totals().timed_out += m->timed_out;
             return;
         }
         case Command::cancel: {
@@ -214,8 +216,19 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
             return;
         }
         case Command::bye: {
-            if (!proto::decode_empty(body)) return drop(peer, "backend", proto::DecodeError::bad_body);
-            remove_worker(peer, "said bye", false);
+            auto m = proto::decode_bye(body);
+            if (!m) return drop(peer, "backend", m.error());
+            remove_worker(peer, "said bye", false, m->ids);
+            return;
+        }
+        case Command::retry: {
+            auto m = proto::decode_ids(body);
+            if (!m) return drop(peer, "backend", m.error());
+            log_->debug("task.retry n={}", m->ids.size());
+            auto finals = scheduler_.retry(peer, m->ids, now);
+            if (!finals) return (void)send_to(backend_, peer, Command::reset);
+            report(std::move(*finals));
+            next_retry_ = now;  // recompute the next due time
             return;
         }
         case Command::lost: {
@@ -231,20 +244,33 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
     }
 }
 
-void Broker::remove_worker(const std::string& identity, const std::string& reason, bool died) {
+void Broker::remove_worker(const std::string& identity, const std::string& reason, bool died,
+                           const std::vector<std::string>& finished) {
     const auto held = scheduler_.held_by(identity);
     log_->info("worker.removed reason=\"{}\" held={}", reason, held);
-    report(scheduler_.remove_worker(identity, died));
+    report(scheduler_.remove_worker(identity, died, finished));
     live_workers_ = scheduler_.worker_count();
 }
 
 void Broker::dispatch_ready_tasks() {
+    const std::size_t limit = batch_byte_limit(config_.max_message_bytes);
     for (auto& batch : scheduler_.dispatch()) {
-        const auto body = proto::encode(proto::Tasks{batch.tasks});
-        const auto st = send_to(backend_, batch.worker, proto::Command::dispatch, body);
-        if (st == SendStatus::sent) continue;
-        scheduler_.undo_dispatch(batch);
-        if (st == SendStatus::unreachable) remove_worker(batch.worker, "unreachable");
+        // One message per run of tasks that fits the byte limit.
+        std::size_t begin = 0;
+        while (begin < batch.tasks.size()) {
+            std::size_t end = begin, bytes = 0;
+            while (end < batch.tasks.size() && (end == begin || bytes + wire_size(batch.tasks[end]) <= limit))
+                bytes += wire_size(batch.tasks[end++]);
+            const auto first = batch.tasks.begin() + static_cast<std::ptrdiff_t>(begin);
+            const auto st = send_to(backend_, batch.worker, proto::Command::dispatch,
+                                    proto::encode(proto::Tasks{{first, batch.tasks.begin() + static_cast<std::ptrdiff_t>(end)}}));
+            if (st != SendStatus::sent) {
+                scheduler_.undo_dispatch(Scheduler::Batch{batch.worker, {first, batch.tasks.end()}});
+                if (st == SendStatus::unreachable) remove_worker(batch.worker, "unreachable");
+                break;
+            }
+            begin = end;
+        }
     }
 }
 
@@ -309,6 +335,9 @@ void Broker::tick(Clock::time_point now) {
         report(std::move(finals));
         it = producers_.erase(it);
     }
+    auto again = scheduler_.reports_due(now);
+    if (!again.empty()) log_->info("broker.resending_outcomes n={} (not settled yet)", again.size());
+    report(std::move(again));
     flush_outcomes();
 }
 

@@ -13,6 +13,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
         if (auto known = tasks_.find(t.id); known != tasks_.end()) {  // a resend: already ours
             known->second.producer = producer;  // it may come over a new connection
             out.accepted.push_back(t.id);
+            if (known->second.reported) out.finals.push_back(*known->second.reported);  // it was missed
             continue;
         }
         if (t.name.empty() || t.reply_to.empty()) {
@@ -21,11 +22,12 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
             continue;
         }
         if (!workers_.empty() && !known_names_.count(t.name)) {
-            Entry e;
+            const std::string id = t.id;
+            Entry& e = tasks_[id];
             e.task = std::move(t);
-            out.finals.push_back(final_outcome(e, proto::Status::error,
-                                               "unknown task '" + e.task.name + "': no worker runs it"));
-            out.accepted.push_back(e.task.id);
+            e.producer = producer;
+            out.finals.push_back(end_task(e, proto::Status::error, "unknown task '" + e.task.name + "': no worker runs it"));
+            out.accepted.push_back(id);
             ++totals_.accepted;
             continue;
         }
@@ -105,6 +107,87 @@ void Scheduler::enqueue_front(Entry& e) {
     queues_[e.task.name].push_front(e.task.id);
 }
 
+FinalOutcome Scheduler::end_task(Entry& e, proto::Status status, std::string error) {
+    if (e.queued) unmark_queued(e);
+    e.waiting_retry = false;
+    e.worker.clear();
+    e.ended = true;
+    e.reported = std::make_unique<FinalOutcome>(final_outcome(e, status, std::move(error)));
+    e.report_sends = 1;
+    reported_now_.push_back(e.task.id);
+    return *e.reported;
+}
+
+Millis Scheduler::report_interval(std::uint32_t sends) const {
+    const Millis window = limits_.heartbeat * limits_.liveness;
+    const auto doubled = window * (1LL << std::min<std::uint32_t>(sends - 1, 10));
+    return std::min<Millis>(doubled, Millis(60000));
+}
+
+std::vector<FinalOutcome> Scheduler::reports_due(Clock::time_point now) {
+    std::vector<FinalOutcome> due;
+    for (auto& id : reported_now_) reports_.emplace(now + report_interval(1), std::move(id));
+    reported_now_.clear();
+    while (!reports_.empty() && reports_.top().first <= now) {
+        std::string id = reports_.top().second;
+        reports_.pop();
+        auto t = tasks_.find(id);
+        if (t == tasks_.end() || !t->second.reported) continue;  // settled, or gone with its producer
+        Entry& e = t->second;
+        if (e.report_sends >= static_cast<std::uint32_t>(limits_.report_tries)) {
+            ++totals_.reports_abandoned;  // its sink never answered: give up on it
+            tasks_.erase(t);
+            continue;
+        }
+        ++e.report_sends;
+        ++totals_.reports_resent;
+        due.push_back(*e.reported);
+        reports_.emplace(now + report_interval(e.report_sends), std::move(id));
+    }
+    return due;
+}
+
+std::optional<std::vector<FinalOutcome>> Scheduler::retry(const std::string& identity,
+                                                          const std::vector<std::string>& ids, Clock::time_point now) {
+    auto w = workers_.find(identity);
+    if (w == workers_.end()) return std::nullopt;
+    w->second.last_seen = now;
+    std::vector<FinalOutcome> finals;
+    for (const auto& id : ids) {
+        if (w->second.held.erase(id) == 0) continue;  // not this worker's (any more)
+        auto t = tasks_.find(id);
+        if (t == tasks_.end()) continue;
+        Entry& e = t->second;
+        e.worker.clear();
+        if (e.task.attempt >= e.task.max_attempts) {  // a worker retries only with attempts left; a sink may not
+            finals.push_back(end_task(e, proto::Status::lost, "failed " + std::to_string(e.task.attempt) +
+                                                                  " attempts (the last could not reach its sink)"));
+            ++totals_.lost;
+            continue;
+        }
+        e.waiting_retry = true;
+        const auto shift = std::min<std::uint32_t>(std::max(e.task.attempt, 1u) - 1, 16);
+        const auto backoff = std::min<Millis>(limits_.retry_base * (1LL << shift), limits_.retry_max);
+        retries_.emplace(now + backoff, id);
+        ++totals_.retried;
+    }
+    return finals;
+}
+
+Clock::time_point Scheduler::release_retries(Clock::time_point now) {
+    while (!retries_.empty() && retries_.top().first <= now) {
+        std::string id = retries_.top().second;
+        retries_.pop();
+        auto t = tasks_.find(id);
+        if (t == tasks_.end() || !t->second.waiting_retry) continue;  // settled or cancelled meanwhile
+        Entry& e = t->second;
+        e.waiting_retry = false;
+        mark_queued(e);
+        queues_[e.task.name].push_back(std::move(id));
+    }
+    return retries_.empty() ? Clock::time_point::max() : retries_.top().first;
+}
+
 FinalOutcome Scheduler::final_outcome(const Entry& e, proto::Status status, std::string error) const {
     FinalOutcome f;
     f.reply_to = e.task.reply_to;
@@ -117,10 +200,18 @@ FinalOutcome Scheduler::final_outcome(const Entry& e, proto::Status status, std:
     return f;
 }
 
-std::vector<FinalOutcome> Scheduler::remove_worker(const std::string& identity, bool died) {
+std::vector<FinalOutcome> Scheduler::remove_worker(const std::string& identity, bool died,
+                                                   const std::vector<std::string>& finished) {
     std::vector<FinalOutcome> finals;
     auto it = workers_.find(identity);
     if (it == workers_.end()) return finals;
+    for (const auto& id : finished) {
+        if (it->second.held.erase(id) == 0) continue;
+        if (auto t = tasks_.find(id); t != tasks_.end()) {
+            t->second.worker.clear();
+            t->second.ended = true;
+        }
+    }
     std::size_t may_run = std::max<std::uint32_t>(1, it->second.hello.slots);
     std::vector<std::pair<std::uint64_t, const std::string*>> order;
     order.reserve(it->second.held.size());
@@ -138,10 +229,9 @@ std::vector<FinalOutcome> Scheduler::remove_worker(const std::string& identity, 
             ++e.deaths;
         }
         if (blamed && e.deaths >= e.task.max_attempts) {
-            finals.push_back(final_outcome(e, proto::Status::lost, "worker died " + std::to_string(e.deaths) +
-                                                                       (e.deaths == 1 ? " time" : " times")));
+            finals.push_back(end_task(e, proto::Status::lost,
+                                      "worker died " + std::to_string(e.deaths) + (e.deaths == 1 ? " time" : " times")));
             ++totals_.lost;
-            tasks_.erase(t);
         } else {
             requeue.push_back(&e);
         }
@@ -262,6 +352,10 @@ std::vector<FinalOutcome> Scheduler::producer_gone(const std::string& producer) 
             ++it;
             continue;
         }
+        if (e.ended) {  // its outcome went out already
+            it = tasks_.erase(it);
+            continue;
+        }
         // Reported anyway: a producer that was only stalled still gets an outcome.
         finals.push_back(final_outcome(e, proto::Status::cancelled, "producer gone"));
         if (e.queued) {
@@ -279,10 +373,8 @@ std::vector<FinalOutcome> Scheduler::cancel(const std::vector<std::string>& ids)
     std::vector<FinalOutcome> finals;
     for (const auto& id : ids) {
         auto t = tasks_.find(id);
-        if (t == tasks_.end() || !t->second.queued) continue;
-        finals.push_back(final_outcome(t->second, proto::Status::cancelled, "cancelled"));
-        unmark_queued(t->second);
-        tasks_.erase(t);
+        if (t == tasks_.end() || !(t->second.queued || t->second.waiting_retry)) continue;
+        finals.push_back(end_task(t->second, proto::Status::cancelled, "cancelled"));
         ++totals_.cancelled;
     }
     return finals;
@@ -336,18 +428,25 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
                            {"credits", w.credits},
                            {"held", w.held.size()},
                            {"done", w.done},
+                           {"restarts", w.hello.restarts},
                            {"last_heartbeat_ms",
                             std::chrono::duration_cast<Millis>(now - w.last_seen).count()}});
     }
     std::sort(workers.begin(), workers.end(),
               [](const json& a, const json& b) { return a["id"].get<std::string>() < b["id"].get<std::string>(); });
-    std::size_t in_flight = 0;
+    std::size_t in_flight = 0, retrying = 0, ended = 0;
     for (const auto& [name, n] : running) in_flight += n;
+    for (const auto& [id, e] : tasks_) {
+        retrying += e.waiting_retry;
+        ended += e.ended;
+    }
     return {{"queues", queues},
             {"waiting_for_workers", waiting},
             {"workers", workers},
             {"queued", queued_},
             {"in_flight", in_flight},
+            {"retrying", retrying},
+            {"awaiting_settle", ended},
             {"held", tasks_.size()},
             {"totals",
              {{"accepted", totals_.accepted},
@@ -355,9 +454,13 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
               {"dispatched", totals_.dispatched},
               {"settled", totals_.settled},
               {"redispatched", totals_.redispatched},
+              {"retried", totals_.retried},
               {"lost", totals_.lost},
               {"cancelled", totals_.cancelled},
-              {"workers_expired", totals_.workers_expired}}}};
+              {"timed_out", totals_.timed_out},
+              {"workers_expired", totals_.workers_expired},
+              {"reports_resent", totals_.reports_resent},
+              {"reports_abandoned", totals_.reports_abandoned}}}};
 }
 
 }  // namespace drover

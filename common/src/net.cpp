@@ -1,6 +1,7 @@
 // Socket helpers shared by every drover process.
 #include "drover/net.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <random>
@@ -51,14 +52,27 @@ SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Comm
 }
 
 zmq::socket_t& SinkSockets::get(const std::string& endpoint) {
-    auto it = sockets_.find(endpoint);
-    if (it != sockets_.end()) return it->second;
+    if (auto it = index_.find(endpoint); it != index_.end()) {
+        lru_.splice(lru_.begin(), lru_, it->second);
+        return it->second->socket;
+    }
     zmq::socket_t s(ctx_, zmq::socket_type::push);
     s.set(zmq::sockopt::linger, linger_ms_);
     s.set(zmq::sockopt::sndtimeo, sndtimeo_ms_);
     s.set(zmq::sockopt::sndhwm, hwm_);
     s.connect(endpoint);
-    return sockets_.emplace(endpoint, std::move(s)).first->second;
+    if (index_.size() >= std::max<std::size_t>(capacity_, 1)) {
+        index_.erase(lru_.back().endpoint);
+        lru_.pop_back();
+    }
+    lru_.push_front(Entry{endpoint, std::move(s)});
+    index_.emplace(endpoint, lru_.begin());
+    return lru_.front().socket;
+}
+
+void SinkSockets::clear() {
+    index_.clear();
+    lru_.clear();
 }
 
 void configure_router(zmq::socket_t& s, std::int64_t max_message_bytes, int hwm) {

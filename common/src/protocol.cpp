@@ -37,7 +37,7 @@ void pack_strings(Packer& pk, const std::vector<std::string>& v) {
 }
 
 void pack_task(Packer& pk, const Task& t) {
-    pk.pack_map(8);
+    pk.pack_map(9);
     pack_key(pk, "id");
     pack_str(pk, t.id);
     pack_key(pk, "name");
@@ -54,6 +54,8 @@ void pack_task(Packer& pk, const Task& t) {
     pack_str(pk, t.reply_to);
     pack_key(pk, "detached");
     pk.pack(t.detached);
+    pack_key(pk, "retry_on_error");
+    pk.pack(t.retry_on_error);
 }
 
 void pack_outcome(Packer& pk, const Outcome& o) {
@@ -108,6 +110,11 @@ U get_uint(const msgpack::object& o) {
     return static_cast<U>(o.via.u64);
 }
 
+bool get_bool(const msgpack::object& o) {
+    if (o.type != msgpack::type::BOOLEAN) invalid();
+    return o.via.boolean;
+}
+
 std::int64_t get_int(const msgpack::object& o) {
     if (o.type == msgpack::type::POSITIVE_INTEGER) {
         if (o.via.u64 > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) invalid();
@@ -153,8 +160,9 @@ Task get_task(const msgpack::object& o) {
         } else if (key_is(k, "reply_to")) {
             t.reply_to = get_str(v);
         } else if (key_is(k, "detached")) {
-            if (v.type != msgpack::type::BOOLEAN) invalid();
-            t.detached = v.via.boolean;
+            t.detached = get_bool(v);
+        } else if (key_is(k, "retry_on_error")) {
+            t.retry_on_error = get_bool(v);
         }
     });
     if (!has_id || !has_name || t.id.empty()) invalid();
@@ -227,6 +235,7 @@ const char* command_name(Command c) noexcept {
         case Command::bye: return "BYE";
         case Command::reset: return "RESET";
         case Command::lost: return "LOST";
+        case Command::retry: return "RETRY";
         case Command::submit: return "SUBMIT";
         case Command::accepted: return "ACCEPTED";
         case Command::rejected: return "REJECTED";
@@ -289,7 +298,7 @@ Decoded<Command> parse_header(const void* data, std::size_t size) noexcept {
 std::string encode(const Hello& m) {
     StringBuffer b;
     Packer pk(b);
-    pk.pack_map(6);
+    pk.pack_map(7);
     pack_key(pk, "worker");
     pack_str(pk, m.worker);
     pack_key(pk, "host");
@@ -302,6 +311,8 @@ std::string encode(const Hello& m) {
     pk.pack(m.slots);
     pack_key(pk, "tasks");
     pack_strings(pk, m.tasks);
+    pack_key(pk, "restarts");
+    pk.pack(m.restarts);
     return std::move(b.data);
 }
 
@@ -339,6 +350,17 @@ std::string encode(const Ids& m) {
     pk.pack_map(1);
     pack_key(pk, "ids");
     pack_strings(pk, m.ids);
+    return std::move(b.data);
+}
+
+std::string encode(const Settle& m) {
+    StringBuffer b;
+    Packer pk(b);
+    pk.pack_map(2);
+    pack_key(pk, "ids");
+    pack_strings(pk, m.ids);
+    pack_key(pk, "timed_out");
+    pk.pack(m.timed_out);
     return std::move(b.data);
 }
 
@@ -408,6 +430,8 @@ Decoded<Hello> decode_hello(std::string_view body) noexcept {
                 h.slots = get_uint<std::uint32_t>(v);
             } else if (key_is(k, "tasks")) {
                 h.tasks = get_strings(v);
+            } else if (key_is(k, "restarts")) {
+                h.restarts = get_uint<std::uint32_t>(v);
             }
         });
         if (!has_worker) invalid();
@@ -472,6 +496,34 @@ Decoded<Ids> decode_ids(std::string_view body) noexcept {
             }
         });
         if (!has) invalid();
+        return m;
+    });
+}
+
+Decoded<Settle> decode_settle(std::string_view body) noexcept {
+    return decode_body<Settle>(body, k_max_depth, [](const msgpack::object& o) {
+        Settle m;
+        bool has = false;
+        for_each_field(o, [&](const msgpack::object& k, const msgpack::object& v) {
+            if (key_is(k, "ids")) {
+                m.ids = get_strings(v);
+                has = true;
+            } else if (key_is(k, "timed_out")) {
+                m.timed_out = get_uint<std::uint32_t>(v);
+            }
+        });
+        if (!has) invalid();
+        return m;
+    });
+}
+
+Decoded<Ids> decode_bye(std::string_view body) noexcept {
+    if (body.empty()) return Ids{};
+    return decode_body<Ids>(body, k_max_depth, [](const msgpack::object& o) {
+        Ids m;
+        for_each_field(o, [&](const msgpack::object& k, const msgpack::object& v) {
+            if (key_is(k, "ids")) m.ids = get_strings(v);
+        });
         return m;
     });
 }

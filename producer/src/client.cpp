@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <stdexcept>
 
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -77,16 +78,22 @@ void Client::wake() {
 }
 
 std::string Client::submit_packed(std::string name, std::string args, ResultCallback done, TaskOptions options) {
+    if (args.size() + name.size() + k_entry_overhead * 4 > static_cast<std::size_t>(options_.max_message_bytes))
+        throw std::invalid_argument("task '" + name + "' arguments too large: " + std::to_string(args.size()) +
+                                    " bytes (--max-message-bytes " + std::to_string(options_.max_message_bytes) + ")");
     std::unique_lock lock(mutex_);
     room_.wait(lock, [&] { return pending_.size() < options_.window || stopping_; });
     if (stopping_) throw std::runtime_error("client is closing");
-    std::string id = session_ + "-" + std::to_string(++seq_);
+    if (!options.id.empty() && pending_.count(options.id))
+        throw std::invalid_argument("duplicate id '" + options.id + "': a task with this id is still unfinished");
+    std::string id = options.id.empty() ? session_ + "-" + std::to_string(++seq_) : options.id;
     Pending p;
     p.task.id = id;
     p.task.name = std::move(name);
     p.task.args = std::move(args);
     p.task.max_attempts = options.max_attempts.value_or(options_.max_attempts);
     p.task.timeout_ms = options.timeout_ms;
+    p.task.retry_on_error = options.retry_on_error;
     p.elsewhere = !options.reply_to.empty();
     p.task.reply_to = p.elsewhere ? options.reply_to : reply_to_;
     p.task.detached = p.elsewhere;
@@ -145,12 +152,15 @@ void Client::send_unsent() {
     if (unsent_.empty()) return;
     std::size_t sent = 0;
     std::lock_guard lock(mutex_);
+    const std::size_t limit = batch_byte_limit(options_.max_message_bytes);
     while (sent < unsent_.size()) {
         proto::Tasks batch;
-        const auto end = std::min(unsent_.size(), sent + k_submit_batch);
-        for (auto i = sent; i < end; ++i) {
-            auto it = pending_.find(unsent_[i]);
-            if (it != pending_.end()) batch.tasks.push_back(it->second.task);
+        std::size_t end = sent, bytes = 0;
+        while (end < unsent_.size() && end - sent < k_submit_batch && (end == sent || bytes < limit)) {
+            auto it = pending_.find(unsent_[end++]);
+            if (it == pending_.end()) continue;
+            bytes += wire_size(it->second.task);
+            batch.tasks.push_back(it->second.task);
         }
         if (!batch.tasks.empty() &&
             send_message(*broker_, proto::Command::submit, proto::encode(batch)) != SendStatus::sent)
@@ -197,6 +207,7 @@ void Client::on_results(std::string_view body) {
             ++duplicates_;
             continue;
         }
+        settle_timed_out_ += o.status == proto::Status::timeout;
         Result r;
         r.id = o.id;
         r.task = std::move(o.task);
@@ -339,10 +350,12 @@ void Client::io_loop() {
         // Settle once the inputs are drained: one message for many ids.
         for (std::size_t i = 0; i < settle_.size(); i += k_settle_batch) {
             const auto end = std::min(settle_.size(), i + k_settle_batch);
-            proto::Ids ids{{settle_.begin() + static_cast<std::ptrdiff_t>(i), settle_.begin() + static_cast<std::ptrdiff_t>(end)}};
-            (void)send_message(*broker_, proto::Command::settle, proto::encode(ids));
+            proto::Settle batch{{settle_.begin() + static_cast<std::ptrdiff_t>(i), settle_.begin() + static_cast<std::ptrdiff_t>(end)},
+                                i == 0 ? settle_timed_out_ : 0};
+            (void)send_message(*broker_, proto::Command::settle, proto::encode(batch));
         }
         settle_.clear();
+        settle_timed_out_ = 0;
 
         const auto now = Clock::now();
         if (now >= next_heartbeat) {
@@ -358,6 +371,7 @@ void Client::io_loop() {
         }
     }
     (void)send_message(*broker_, proto::Command::bye);
+    broker_->set(zmq::sockopt::linger, 500);  // let the last SETTLE, CANCEL and BYE leave
 }
 
 }  // namespace drover

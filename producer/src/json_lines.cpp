@@ -56,6 +56,13 @@ std::optional<TaskLine> parse_task_line(const std::string& line, std::string& er
             t.options.timeout_ms = v;
         }
     }
+    if (auto it = j.find("retry_on_error"); it != j.end()) {
+        if (!it->is_boolean()) {
+            error = "\"retry_on_error\" must be true or false";
+            return std::nullopt;
+        }
+        t.options.retry_on_error = it->get<bool>();
+    }
     return t;
 }
 

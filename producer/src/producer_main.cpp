@@ -2,12 +2,14 @@
 #include "drover/producer_main.hpp"
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <iostream>
 #include <mutex>
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <poll.h>
 #include <unistd.h>
 
 #include "drover/client.hpp"
@@ -70,6 +72,7 @@ struct Settings {
     ClientOptions client;
     std::int64_t heartbeat_ms = 1000;
     std::uint32_t timeout_ms = 0;
+    bool retry_on_error = false;
     std::size_t wait_workers = 0;
     int wait_timeout_ms = 30000;
     bool timing = false;
@@ -77,6 +80,47 @@ struct Settings {
     std::string reply_to;  // submit
     std::string map_task;  // map
     std::vector<std::string> map_args;
+};
+
+// Reads lines from a file descriptor, and gives up at once when `stop` is
+// requested, even while no line is coming (a terminal, an idle pipe).
+class LineReader {
+public:
+    explicit LineReader(int fd) : fd_(fd) {}
+
+    bool next(std::string& line, const StopSource& stop) {
+        while (true) {
+            if (stop.stop_requested()) return false;
+            if (auto nl = buffer_.find('\n', scanned_); nl != std::string::npos) {
+                line.assign(buffer_, 0, nl);
+                buffer_.erase(0, nl + 1);
+                scanned_ = 0;
+                return true;
+            }
+            scanned_ = buffer_.size();
+            if (eof_) {
+                if (buffer_.empty()) return false;
+                line.swap(buffer_);  // a last line without '\n'
+                buffer_.clear();
+                scanned_ = 0;
+                return true;
+            }
+            pollfd fds[] = {{fd_, POLLIN, 0}, {stop.fd(), POLLIN, 0}};
+            if (::poll(fds, 2, -1) < 0 && errno != EINTR) return false;
+            if (fds[1].revents & POLLIN) return false;
+            if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            char chunk[65536];
+            const auto n = ::read(fd_, chunk, sizeof chunk);
+            if (n > 0) buffer_.append(chunk, static_cast<std::size_t>(n));
+            else if (n == 0 || errno != EINTR) eof_ = true;
+        }
+    }
+
+private:
+    int fd_;
+    std::string buffer_;
+    std::size_t scanned_ = 0;  // buffer_[0, scanned_) has no '\n'
+    bool eof_ = false;
 };
 
 // A map argument is JSON when it parses as JSON, else a plain string.
@@ -126,6 +170,7 @@ int run_map(Client& client, const Settings& s, const StopSource& stop) {
     for (std::size_t i = 0; i < s.map_args.size(); ++i) {
         TaskOptions o;
         o.timeout_ms = s.timeout_ms;
+        o.retry_on_error = s.retry_on_error;
         client.submit_packed(s.map_task, json_to_msgpack(nlohmann::json::array({parse_arg(s.map_args[i])})),
                              [&, i](Result&& r) {
                                  ++done;
@@ -173,7 +218,8 @@ int run_submit(Client& client, const Settings& s, const StopSource& stop) {
     const auto start = Clock::now();
     std::string line;
     std::size_t line_no = 0;
-    while (!stop.stop_requested() && std::getline(std::cin, line)) {
+    LineReader input(STDIN_FILENO);
+    while (input.next(line, stop)) {
         ++line_no;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         std::string error;
@@ -185,15 +231,27 @@ int run_submit(Client& client, const Settings& s, const StopSource& stop) {
             continue;
         }
         if (t->options.timeout_ms == 0) t->options.timeout_ms = s.timeout_ms;
+        if (s.retry_on_error) t->options.retry_on_error = true;
         t->options.reply_to = s.reply_to;
+        // The other sink sees only wire ids: give it the line's own id.
+        if (!s.reply_to.empty() && t->id.is_string()) t->options.id = t->id.get<std::string>();
         ++total;
-        client.submit_packed(t->task, std::move(t->args),
-                             [&, id = t->id](Result&& r) {
-                                 if (!r.ok() && !r.accepted_only) ++failed;
-                                 ++done;
-                                 print(result_to_json(r, id));
-                             },
-                             t->options);
+        try {
+            client.submit_packed(t->task, std::move(t->args),
+                                 [&, id = t->id](Result&& r) {
+                                     if (!r.ok() && !r.accepted_only) ++failed;
+                                     ++done;
+                                     print(result_to_json(r, id));
+                                 },
+                                 t->options);
+        } catch (const std::invalid_argument& e) {
+            --total;
+            ++failed;
+            nlohmann::json rejected = {{"line", line_no}, {"status", "rejected"}, {"error", e.what()}};
+            if (!t->id.is_null()) rejected["id"] = t->id;
+            print(rejected);
+            std::cerr << "drover-producer: line " << line_no << ": " << e.what() << "\n";
+        }
     }
     while (!stop.stop_requested() && client.unfinished() > 0) std::this_thread::sleep_for(Millis(5));
     if (stop.stop_requested()) {
@@ -241,6 +299,8 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     app.add_option("--max-attempts", s.client.max_attempts, "default attempts for a task whose worker dies")
         ->capture_default_str()->check(CLI::Range(1u, 1000u));
     app.add_option("--timeout-ms", s.timeout_ms, "default task timeout (0: none)")->capture_default_str();
+    app.add_flag("--retry-on-error", s.retry_on_error,
+                 "retry tasks that fail with an error too (exponential back-off, up to --max-attempts)");
     app.add_option("--heartbeat-ms", s.heartbeat_ms, "heartbeat period")->capture_default_str()->check(CLI::Range(10, 600000));
     app.add_option("--liveness", s.client.liveness, "missed heartbeats before the broker is presumed gone")
         ->capture_default_str()->check(CLI::Range(1, 1000));

@@ -24,7 +24,7 @@ Sink::Sink(zmq::context_t& ctx, SinkOptions options, Logger log)
 std::size_t Sink::run(const StopSource& stop, std::size_t expect,
                       const std::function<void(proto::Outcome&&)>& on_outcome) {
     std::size_t delivered = 0;
-    std::vector<std::string> settle;
+    proto::Settle settle;
     std::vector<zmq::message_t> frames;
     auto next_heartbeat = Clock::now();
     while (!stop.stop_requested() && (expect == 0 || delivered < expect)) {
@@ -62,19 +62,20 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
                     continue;
                 }
                 for (auto& o : m->results) {
-                    settle.push_back(o.id);
+                    settle.ids.push_back(o.id);
                     if (!seen_.insert(o.id).second) {
                         ++duplicates_;
                         continue;
                     }
+                    settle.timed_out += o.status == proto::Status::timeout;
                     ++delivered;
                     on_outcome(std::move(o));
                 }
             }
         }
-        if (!settle.empty()) {
-            (void)send_message(broker_, proto::Command::settle, proto::encode(proto::Ids{settle}));
-            settle.clear();
+        if (!settle.ids.empty()) {
+            (void)send_message(broker_, proto::Command::settle, proto::encode(settle));
+            settle = {};
         }
         if (Clock::now() >= next_heartbeat) {
             (void)send_message(broker_, proto::Command::heartbeat);

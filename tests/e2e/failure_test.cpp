@@ -7,6 +7,10 @@
 #include <set>
 #include <thread>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <zmq.hpp>
 
 #include "drover/broker.hpp"
@@ -190,7 +194,7 @@ TEST_CASE("a task past its timeout_ms ends as timeout at the deadline and the ne
                        dir.file("worker.log"));
         REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
         write_file(dir.file("tasks.jsonl"),
-                   "{\"id\":\"slow\",\"task\":\"sleep_ms\",\"args\":[1500],\"timeout_ms\":200}\n"
+                   "{\"id\":\"slow\",\"task\":\"sleep_ms\",\"args\":[1500],\"timeout_ms\":200,\"max_attempts\":1}\n"
                    "{\"id\":\"next\",\"task\":\"hello\",\"args\":[\"x\"],\"timeout_ms\":5000}\n");
         const auto start = std::chrono::steady_clock::now();
         Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
@@ -242,4 +246,142 @@ TEST_CASE("a producer that vanishes has its queued tasks cancelled, but detached
     auto lines = read_json_lines(dir.file("sink.jsonl"));
     CHECK(lines.size() == 10);
     for (auto& l : lines) CHECK(l["status"] == "ok");
+}
+
+TEST_CASE("a processes child past its timeout is replaced, and the next task runs at once", "[e2e]") {
+    TempDir dir;
+    BrokerProcess broker(dir);
+    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "processes", "-c", "1"},
+                   dir.file("worker.log"));
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    // Two attempts of 300 ms each, for a task that would sleep 30 s.
+    write_file(dir.file("tasks.jsonl"),
+               "{\"id\":\"slow\",\"task\":\"sleep_ms\",\"args\":[30000],\"timeout_ms\":300,\"max_attempts\":2}\n"
+               "{\"id\":\"next\",\"task\":\"hello\",\"args\":[\"x\"]}\n");
+    const auto start = std::chrono::steady_clock::now();
+    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
+                     dir.file("tasks.jsonl"));
+    REQUIRE(producer.wait(60s) == 1);  // one task did not end ok
+    // Far less than one 30 s sleep: the child running it was replaced each time.
+    CHECK(std::chrono::steady_clock::now() - start < 20s);
+    auto by_id = ledger(dir.file("out.jsonl"), {"slow", "next"});
+    CHECK(by_id["slow"]["status"] == "timeout");
+    CHECK(by_id["slow"]["attempts"] == 2);
+    CHECK(by_id["next"]["status"] == "ok");
+
+    zmq::context_t ctx;
+    std::optional<json> status;
+    for (int i = 0; i < 100; ++i) {  // the second replacement registers
+        status = drover::fetch_status(ctx, broker.frontend, 1000ms);
+        if (status && (*status)["workers"].size() == 1 && (*status)["workers"][0]["restarts"] == 2) break;
+        std::this_thread::sleep_for(100ms);
+    }
+    REQUIRE(status);
+    INFO(status->dump());
+    REQUIRE((*status)["workers"].size() == 1);
+    CHECK((*status)["workers"][0]["restarts"] == 2);
+    CHECK((*status)["totals"]["retried"] == 1);
+    CHECK((*status)["totals"]["timed_out"] == 1);
+    CHECK((*status)["held"] == 0);
+    CHECK(worker.running());
+}
+
+TEST_CASE("errors are final unless retry_on_error, which retries them with back-off up to max_attempts", "[e2e]") {
+    TempDir dir;
+    BrokerProcess broker(dir);
+    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "solo"}, dir.file("worker.log"));
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    write_file(dir.file("tasks.jsonl"),
+               "{\"id\":\"flaky\",\"task\":\"fail_times\",\"args\":[\"a\",2],\"retry_on_error\":true}\n"
+               "{\"id\":\"hopeless\",\"task\":\"fail\",\"args\":[\"no\"],\"retry_on_error\":true,\"max_attempts\":2}\n"
+               "{\"id\":\"plain\",\"task\":\"fail_times\",\"args\":[\"b\",1]}\n");
+    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
+                     dir.file("tasks.jsonl"));
+    REQUIRE(producer.wait(30s) == 1);
+    auto by_id = ledger(dir.file("out.jsonl"), {"flaky", "hopeless", "plain"});
+    CHECK(by_id["flaky"]["status"] == "ok");
+    CHECK(by_id["flaky"]["result"] == 3);  // failed twice, then ran
+    CHECK(by_id["flaky"]["attempts"] == 3);
+    CHECK(by_id["hopeless"]["status"] == "error");
+    CHECK(by_id["hopeless"]["error"] == "no");
+    CHECK(by_id["hopeless"]["attempts"] == 2);
+    CHECK(by_id["plain"]["status"] == "error");  // an error without retry_on_error is final
+    CHECK(by_id["plain"]["attempts"] == 1);
+    zmq::context_t ctx;
+    auto status = drover::fetch_status(ctx, broker.frontend, 5000ms);
+    REQUIRE(status);
+    CHECK((*status)["totals"]["retried"] == 3);
+}
+
+TEST_CASE("a stopped sink: workers give up waiting, the broker stays bounded, and all arrives once it reads again",
+          "[e2e]") {
+    TempDir dir;
+    BrokerProcess broker(dir, cat({"--max-queued", "200"}, k_fast));
+    Process worker(cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "solo"}, k_fast),
+                   dir.file("worker.log"));
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--endpoint-file",
+                  dir.file("sink.ep")},
+                 dir.file("sink.jsonl"));
+    const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
+    REQUIRE(!sink_ep.empty());
+    sink.signal(SIGSTOP);
+    // 1,500 results of 32 KiB: more than the worker's and the kernel's buffers hold.
+    const auto ids = write_tasks(dir.file("tasks.jsonl"), 1500, "echo", {std::string(32 * 1024, 'x')});
+    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},
+                     dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));
+    REQUIRE(producer.wait(60s).has_value());
+    std::set<std::string> accepted, rejected;
+    for (auto& l : read_json_lines(dir.file("accepted.jsonl"))) {
+        INFO(l.dump());
+        if (l["status"] == "accepted") {
+            accepted.insert(l["id"].get<std::string>());
+        } else {
+            CHECK(l["status"] == "rejected");
+            CHECK(l["error"] == "queue_full");
+            rejected.insert(l["id"].get<std::string>());
+        }
+    }
+    CHECK(accepted.size() + rejected.size() == ids.size());
+    CHECK(!rejected.empty());  // the broker refused what it could not hold
+    zmq::context_t ctx;
+    auto status = drover::fetch_status(ctx, broker.frontend, 5000ms);
+    REQUIRE(status);
+    CHECK((*status)["held"].get<int>() <= 200);
+    // Past 10 x liveness the worker stops waiting for the sink and hands its batch back.
+    for (int i = 0; i < 150 && read_file(dir.file("worker.log.err")).find("worker.sink_stalled") == std::string::npos;
+         ++i)
+        std::this_thread::sleep_for(100ms);
+    CHECK(read_file(dir.file("worker.log.err")).find("worker.sink_stalled") != std::string::npos);
+    sink.signal(SIGCONT);
+    std::vector<json> got;
+    for (int i = 0; i < 600; ++i) {
+        got = read_json_lines(dir.file("sink.jsonl"));
+        if (got.size() >= accepted.size()) break;
+        std::this_thread::sleep_for(100ms);
+    }
+    std::map<std::string, int> seen;
+    for (auto& l : got) {
+        const auto id = l["id"].get<std::string>();
+        INFO(id << " " << l["status"] << " rejected: " << rejected.count(id));
+        CHECK(l["status"] == "ok");
+        CHECK(accepted.count(id) == 1);
+        ++seen[id];
+    }
+    CHECK(seen.size() == accepted.size());
+    for (auto& [id, n] : seen) CHECK(n == 1);
+}
+
+TEST_CASE("Ctrl-C on a producer waiting for input exits at once", "[e2e]") {
+    TempDir dir;
+    BrokerProcess broker(dir);
+    const auto fifo = dir.file("stdin.fifo");
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"), fifo);
+    const int writer = ::open(fifo.c_str(), O_WRONLY);  // held open: the producer waits for a line
+    REQUIRE(writer >= 0);
+    std::this_thread::sleep_for(300ms);
+    producer.signal(SIGINT);
+    CHECK(producer.wait(5s) == 130);
+    ::close(writer);
 }

@@ -146,7 +146,7 @@ TEST_CASE("parse_header rejects another protocol name", "[protocol][header]") {
 }
 
 TEST_CASE("parse_header rejects an unknown command byte", "[protocol][header]") {
-    for (std::uint8_t c : {std::uint8_t{0x00}, std::uint8_t{0x08}, std::uint8_t{0x0f}, std::uint8_t{0x17},
+    for (std::uint8_t c : {std::uint8_t{0x00}, std::uint8_t{0x09}, std::uint8_t{0x0f}, std::uint8_t{0x17},
                            std::uint8_t{0x21}, std::uint8_t{0xff}}) {
         CAPTURE(static_cast<int>(c));
         const auto h = header_bytes("DRV1", c);

@@ -153,11 +153,11 @@ TEST_CASE("Adding a task under an existing name replaces it", "[registry]") {
 
 TEST_CASE("The built-in tasks are all registered", "[registry][builtin]") {
     const Registry r = builtins();
-    for (const char* name : {"sum_random", "hello", "echo", "sleep_ms", "fail", "crash"}) {
+    for (const char* name : {"sum_random", "hello", "echo", "sleep_ms", "fail", "fail_times", "crash"}) {
         CAPTURE(name);
         CHECK(r.contains(name));
     }
-    CHECK(r.names().size() == 6);
+    CHECK(r.names().size() == 7);
 }
 
 TEST_CASE("sum_random of 1000 numbers is within bounds and deterministic for a seed", "[registry][builtin]") {

@@ -10,6 +10,7 @@
 
 using drover::Clock;
 using drover::FinalOutcome;
+using drover::Millis;
 using drover::Scheduler;
 using drover::SchedulerLimits;
 namespace proto = drover::proto;
@@ -238,8 +239,10 @@ TEST_CASE("A task whose name no live worker announced ends at once with an error
     CHECK(sub.finals[0].outcome.status == proto::Status::error);
     CHECK_THAT(sub.finals[0].outcome.error, Catch::Matchers::Contains("unknown task"));
     CHECK_THAT(sub.finals[0].outcome.error, Catch::Matchers::Contains("no_such_task"));
-    CHECK(s.task_count() == 0);
+    CHECK(s.task_count() == 1);  // kept, to send again, until its sink settles it
     CHECK(s.queued_count() == 0);
+    s.settle({"t1"});
+    CHECK(s.task_count() == 0);
 }
 
 TEST_CASE("A task without name or reply_to is rejected as invalid", "[scheduler]") {
@@ -435,7 +438,7 @@ TEST_CASE("After max_attempts worker deaths a task is lost", "[scheduler]") {
     CHECK(f.outcome.status == proto::Status::lost);
     CHECK_THAT(f.outcome.error, Catch::Matchers::Contains("worker died"));
     CHECK(f.outcome.attempt == 2);
-    CHECK(s.task_count() == 0);
+    CHECK(s.task_count() == 1);  // until settled
     CHECK(s.queued_count() == 0);
     CHECK(s.totals().lost == 1);
 }
@@ -464,7 +467,7 @@ TEST_CASE("A dead worker's prefetched tasks beyond its slots do not count a deat
     // Only the first task (the one its single slot was running) is blamed.
     REQUIRE(finals.size() == 1);
     CHECK(finals[0].outcome.id == "t1");
-    CHECK(s.task_count() == 2);
+    CHECK(s.task_count() == 3);  // t1 waits for SETTLE
     CHECK(s.queued_count() == 2);
 }
 
@@ -547,7 +550,7 @@ TEST_CASE("Cancelling a queued task returns a cancelled outcome", "[scheduler]")
     CHECK(finals[0].outcome.id == "t1");
     CHECK(finals[0].outcome.task == "sum_random");
     CHECK(finals[0].outcome.status == proto::Status::cancelled);
-    CHECK(s.task_count() == 1);
+    CHECK(s.task_count() == 2);  // t1 waits for SETTLE
     CHECK(s.queued_count() == 1);
     CHECK(s.totals().cancelled == 1);
 
@@ -677,4 +680,123 @@ TEST_CASE("status counts a queued task once after it was cancelled and resubmitt
     auto st = s.status(t0);
     CHECK(st["queued"] == 1);
     CHECK(st["queues"]["sum_random"]["queued"] == 1);
+}
+
+TEST_CASE("RETRY queues a task again after an exponential back-off", "[scheduler][retry]") {
+    SchedulerLimits limits;
+    limits.retry_base = Millis(100);
+    limits.retry_max = Millis(250);
+    Scheduler s(limits);
+    add_worker(s, "A", 5);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random", 4)}), t0).accepted.size() == 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+
+    CHECK_FALSE(s.retry("ghost", {"t1"}, t0).has_value());  // unknown worker: RESET
+    auto finals = s.retry("A", {"t1"}, t0);
+    REQUIRE(finals.has_value());
+    CHECK(finals->empty());
+    CHECK(s.held_by("A") == 0);
+    CHECK(s.queued_count() == 0);
+    CHECK(s.status(t0)["retrying"] == 1);
+    // Attempt 1 failed: 100 ms.
+    CHECK(s.release_retries(t0 + Millis(99)) == t0 + Millis(100));
+    CHECK(total_tasks(s.dispatch()) == 0);
+    CHECK(s.release_retries(t0 + Millis(100)) == Clock::time_point::max());
+    auto b = s.dispatch();
+    REQUIRE(total_tasks(b) == 1);
+    CHECK(b[0].tasks[0].attempt == 2);
+    // Attempt 2 failed: 200 ms; attempt 3: capped at 250 ms.
+    REQUIRE(s.retry("A", {"t1"}, t0 + Millis(1000)));
+    CHECK(s.release_retries(t0 + Millis(1000)) == t0 + Millis(1200));
+    s.release_retries(t0 + Millis(1200));
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    REQUIRE(s.retry("A", {"t1"}, t0 + Millis(2000)));
+    CHECK(s.release_retries(t0 + Millis(2000)) == t0 + Millis(2250));
+    CHECK(s.totals().retried == 3);
+}
+
+TEST_CASE("RETRY of a task with no attempt left ends it as lost", "[scheduler][retry]") {
+    Scheduler s;
+    add_worker(s, "A", 1);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random", 1)}), t0).accepted.size() == 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    auto finals = s.retry("A", {"t1", "not-held"}, t0);
+    REQUIRE(finals.has_value());
+    REQUIRE(finals->size() == 1);
+    CHECK((*finals)[0].outcome.status == proto::Status::lost);
+    CHECK(s.totals().lost == 1);
+}
+
+TEST_CASE("A task waiting out its back-off can be cancelled and settled", "[scheduler][retry]") {
+    Scheduler s;
+    add_worker(s, "A", 2);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted.size() == 2);
+    REQUIRE(total_tasks(s.dispatch()) == 2);
+    REQUIRE(s.retry("A", {"t1", "t2"}, t0));
+    auto finals = s.cancel({"t1"});
+    REQUIRE(finals.size() == 1);
+    CHECK(finals[0].outcome.status == proto::Status::cancelled);
+    s.settle({"t2"});
+    s.release_retries(t0 + Millis(60000));
+    REQUIRE(s.ready("A", 2, t0));
+    CHECK(total_tasks(s.dispatch()) == 0);
+}
+
+TEST_CASE("A broker-made outcome is sent again until settled, then given up", "[scheduler][report]") {
+    SchedulerLimits limits;  // window 3 s
+    limits.report_tries = 3;
+    Scheduler s(limits);
+    add_worker(s, "A", 0);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted.size() == 2);
+    REQUIRE(s.cancel({"t1", "t2"}).size() == 2);
+    CHECK(s.reports_due(t0).empty());  // scheduled: first resend after one window
+    CHECK(s.reports_due(t0 + Millis(2999)).empty());
+    auto again = s.reports_due(t0 + Millis(3000));
+    CHECK(again.size() == 2);
+    s.settle({"t2"});
+    CHECK(s.reports_due(t0 + Millis(8999)).empty());  // then after two windows
+    again = s.reports_due(t0 + Millis(9000));
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].outcome.id == "t1");
+    CHECK(again[0].outcome.status == proto::Status::cancelled);
+    // Three sends in all: the next one gives up and forgets the task.
+    CHECK(s.reports_due(t0 + Millis(60000)).empty());
+    CHECK(s.task_count() == 0);
+    CHECK(s.totals().reports_resent == 3);  // t1 and t2, then t1
+    CHECK(s.totals().reports_abandoned == 1);
+}
+
+TEST_CASE("A resubmitted id whose outcome the broker made gets that outcome again", "[scheduler][report]") {
+    Scheduler s;
+    add_worker(s, "A", 0);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted.size() == 1);
+    REQUIRE(s.cancel({"t1"}).size() == 1);
+    auto sub = s.submit("P", tasks_of({make_task("t1")}), t0);
+    CHECK(sub.accepted == std::vector<std::string>{"t1"});
+    REQUIRE(sub.finals.size() == 1);
+    CHECK(sub.finals[0].outcome.status == proto::Status::cancelled);
+    CHECK(s.queued_count() == 0);
+}
+
+TEST_CASE("BYE with ids: those tasks wait for SETTLE, the others go back unblamed", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 2, {"sum_random"}, /*slots=*/1);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random", 1), make_task("t2", "sum_random", 1)}), t0)
+                .accepted.size() == 2);
+    REQUIRE(total_tasks(s.dispatch()) == 2);
+    auto finals = s.remove_worker("A", /*died=*/false, {"t1"});
+    CHECK(finals.empty());
+    CHECK(s.task_count() == 2);
+    CHECK(s.queued_count() == 1);  // t2
+    CHECK(s.status(t0)["awaiting_settle"] == 1);
+    add_worker(s, "B", 5);
+    auto b = s.dispatch();
+    REQUIRE(total_tasks(b) == 1);
+    CHECK(b[0].tasks[0].id == "t2");
+    s.settle({"t1"});
+    CHECK(s.task_count() == 1);
+    // A producer that goes gets no second outcome for an ended task.
+    REQUIRE(s.submit("Q", tasks_of({make_task("t3")}), t0).accepted.size() == 1);
+    REQUIRE(s.cancel({"t3"}).size() == 1);
+    CHECK(s.producer_gone("Q").empty());
 }

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -69,6 +71,15 @@ void add_builtin_tasks(Registry& registry) {
     });
     registry.add("fail", [](std::optional<std::string> message) -> std::int64_t {
         throw std::runtime_error(message.value_or("fail() was called"));
+    });
+    registry.add("fail_times", [](std::string key, std::int64_t n) -> std::int64_t {
+        // For tests of retries: throws on the first n calls for `key` in this process, then returns the call count.
+        static std::mutex mutex;
+        static std::map<std::string, std::int64_t> calls;
+        std::lock_guard lock(mutex);
+        const auto call = ++calls[key];
+        if (call <= n) throw std::runtime_error("fail_times: call " + std::to_string(call) + " of " + std::to_string(n));
+        return call;
     });
     registry.add("crash", []() {
         // For tests of failure: the process dies at once, as on a segfault or OOM kill.

@@ -22,7 +22,9 @@ Worker::Worker(zmq::context_t& ctx, const Registry& registry, WorkerOptions opti
       registry_(registry),
       options_(std::move(options)),
       log_(std::move(log)),
-      timeout_sinks_(ctx, /*linger_ms=*/5000, /*sndtimeo_ms=*/1000, /*hwm=*/1000) {
+      own_ctx_(options_.replace_on_timeout ? std::make_unique<zmq::context_t>() : nullptr),
+      io_ctx_(own_ctx_ ? *own_ctx_ : ctx),
+      timeout_sinks_(io_ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/1000, /*hwm=*/1000) {
     if (options_.id.empty()) options_.id = host_name() + ":" + std::to_string(::getpid());
     if (options_.pool == "solo") options_.concurrency = 1;
     options_.concurrency = std::max(1u, options_.concurrency);
@@ -41,7 +43,7 @@ Worker::~Worker() {
 }
 
 void Worker::connect_to_broker() {
-    broker_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
+    broker_ = std::make_unique<zmq::socket_t>(io_ctx_, zmq::socket_type::dealer);
     broker_->set(zmq::sockopt::linger, 0);
     broker_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
     broker_->connect(options_.broker);
@@ -50,7 +52,8 @@ void Worker::connect_to_broker() {
                        static_cast<std::int64_t>(::getpid()),
                        options_.pool,
                        options_.concurrency,
-                       registry_.names()};
+                       registry_.names(),
+                       options_.restarts};
     (void)send_message(*broker_, proto::Command::hello, proto::encode(hello));
     last_from_broker_ = Clock::now();
     // Tasks still held from an earlier registration keep their slots.
@@ -60,6 +63,17 @@ void Worker::connect_to_broker() {
 void Worker::grant(std::uint32_t credits) {
     if (credits == 0) return;
     (void)send_message(*broker_, proto::Command::ready, proto::encode(proto::Ready{credits}));
+}
+
+void Worker::send_retries() {
+    std::vector<std::string> ids;
+    {
+        std::lock_guard lock(mutex_);
+        ids.swap(retries_);
+    }
+    if (ids.empty()) return;
+    log_->debug("task.retry n={}", ids.size());
+    (void)send_message(*broker_, proto::Command::retry, proto::encode(proto::Ids{std::move(ids)}));
 }
 
 Clock::time_point Worker::report_timeouts(Clock::time_point now) {
@@ -74,6 +88,13 @@ Clock::time_point Worker::report_timeouts(Clock::time_point now) {
                 continue;
             }
             r.timed_out = true;
+            replace_ = options_.replace_on_timeout;
+            if (r.task.attempt < r.task.max_attempts) {
+                log_->warn("task.timeout id={} attempt={}/{} (retrying)", id, r.task.attempt, r.task.max_attempts);
+                retries_.push_back(id);
+                continue;
+            }
+            if (replace_) timed_out_.push_back(id);
             proto::Outcome o;
             o.id = id;
             o.task = r.task.name;
@@ -96,7 +117,21 @@ Clock::time_point Worker::report_timeouts(Clock::time_point now) {
             log_->warn("worker.sink_unusable endpoint={} error=\"{}\"", endpoint, e.what());
         }
     }
+    send_retries();
     return next;
+}
+
+Worker::Stopped Worker::leave_to_be_replaced() {
+    log_->warn("worker.replace timed_out={} (the task runs on: this process ends and its supervisor starts a new one)",
+               timed_out_.size());
+    // The broker requeues what else we hold, and waits for the sinks to settle timed_out_.
+    (void)send_message(*broker_, proto::Command::bye, proto::encode(proto::Ids{timed_out_}));
+    broker_->set(zmq::sockopt::linger, 2000);
+    broker_.reset();
+    timeout_sinks_.clear();
+    own_ctx_->close();  // returns once the messages above have left (or the linger ran out)
+    abort_ = true;
+    return Stopped::replaced;
 }
 
 Worker::Stopped Worker::run(const StopSource& stop) {
@@ -131,6 +166,7 @@ Worker::Stopped Worker::run(const StopSource& stop) {
             {nullptr, stop.fd(), ZMQ_POLLIN, 0},
         };
         const auto next_deadline = report_timeouts(Clock::now());
+        if (replace_) return leave_to_be_replaced();
         auto wait = std::chrono::duration_cast<Millis>(std::min(next_heartbeat, next_deadline) - Clock::now()) + Millis(1);
         drover::poll(items, stop.stop_requested() ? 2 : 3, std::max(wait, Millis(0)));
 
@@ -143,6 +179,7 @@ Worker::Stopped Worker::run(const StopSource& stop) {
                 finished += n;
             }
             outstanding_ -= std::min(outstanding_, finished);
+            send_retries();  // before the credits, so the broker frees them first
             if (!stopping) grant(finished);
         }
         if (items[0].revents & ZMQ_POLLIN) {
@@ -219,11 +256,22 @@ Worker::Stopped Worker::run(const StopSource& stop) {
 void Worker::executor_loop(unsigned index) {
     zmq::socket_t done(ctx_, zmq::socket_type::push);
     done.connect(done_endpoint_);
-    SinkSockets sinks(ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/200, /*hwm=*/10000);
+    SinkSockets sinks(ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/200, /*hwm=*/100);  // batches of <= 1 MiB
     std::unordered_map<std::string, std::vector<proto::Outcome>> pending;
     std::size_t pending_count = 0;
+    std::size_t pending_bytes = 0;
+    const std::size_t batch_bytes = batch_byte_limit(options_.max_message_bytes);
+    // A result its sink could not take (a bigger message than the limit would be refused).
+    const std::size_t max_result = static_cast<std::size_t>(options_.max_message_bytes) - k_entry_overhead * 4;
     const std::string worker_name =
         options_.concurrency > 1 ? options_.id + "/" + std::to_string(index) : options_.id;
+
+    // Outcomes their sink would not take: the broker runs the tasks again
+    // later (or ends them as lost once their attempts are spent).
+    auto retry_later = [&](const std::vector<proto::Outcome>& outcomes) {
+        std::lock_guard lock(mutex_);
+        for (const auto& o : outcomes) retries_.push_back(o.id);
+    };
 
     auto flush = [&] {
         for (auto& [endpoint, outcomes] : pending) {
@@ -237,18 +285,21 @@ void Worker::executor_loop(unsigned index) {
                 while (send_message_blocking(s, proto::Command::result, body) != SendStatus::sent) {
                     if (abort_) return;
                     if (Clock::now() > give_up) {
-                        log_->warn("worker.sink_stalled endpoint={} dropped={}", endpoint, outcomes.size());
+                        log_->warn("worker.sink_stalled endpoint={} retrying={}", endpoint, outcomes.size());
+                        retry_later(outcomes);
                         break;
                     }
                 }
             } catch (const zmq::error_t& e) {
-                log_->warn("worker.sink_unusable endpoint={} error=\"{}\" dropped={}", endpoint, e.what(),
+                log_->warn("worker.sink_unusable endpoint={} error=\"{}\" retrying={}", endpoint, e.what(),
                            outcomes.size());
+                retry_later(outcomes);
             }
             outcomes.clear();
         }
         const auto n = static_cast<std::uint32_t>(pending_count);
         pending_count = 0;
+        pending_bytes = 0;
         done.send(zmq::buffer(&n, sizeof n), zmq::send_flags::none);
     };
 
@@ -291,6 +342,12 @@ void Worker::executor_loop(unsigned index) {
             out.error = "unknown exception";
         }
         const auto elapsed = Clock::now() - start;
+        if (out.result.size() > max_result) {
+            out.status = proto::Status::error;
+            out.error = "result too large: " + std::to_string(out.result.size()) + " bytes (--max-message-bytes " +
+                        std::to_string(options_.max_message_bytes) + ")";
+            out.result.clear();
+        }
         out.elapsed_us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
         log_->debug("task.done id={} task={} status={} us={}", out.id, out.task, proto::status_name(out.status),
                     out.elapsed_us);
@@ -304,10 +361,21 @@ void Worker::executor_loop(unsigned index) {
             }
             idle = queue_.empty();
         }
-        if (!timed_out) pending[task.reply_to].push_back(std::move(out));  // else `timeout` was reported
+        if (timed_out) {
+            // `timeout` was reported, or a RETRY sent: this late result goes nowhere.
+        } else if (out.status == proto::Status::error && task.retry_on_error && task.attempt < task.max_attempts) {
+            log_->info("task.error id={} attempt={}/{} error=\"{}\" (retrying)", out.id, task.attempt,
+                       task.max_attempts, out.error);
+            std::lock_guard lock(mutex_);
+            retries_.push_back(std::move(out.id));
+        } else {
+            pending_bytes += out.result.size() + out.error.size() + out.id.size() + k_entry_overhead;
+            pending[task.reply_to].push_back(std::move(out));
+        }
         ++pending_count;
         // A batch leaves when it is full or when there is nothing else to do.
-        if (idle || pending_count >= k_result_batch || elapsed >= k_batch_only_below) flush();
+        if (idle || pending_count >= k_result_batch || pending_bytes >= batch_bytes || elapsed >= k_batch_only_below)
+            flush();
     }
     if (pending_count > 0 && !abort_) flush();
 }

@@ -63,7 +63,9 @@ int run_supervisor(const WorkerOptions& options, const std::vector<std::string>&
 
     std::vector<Child> children(options.concurrency);
     const auto start = [&](Child& c) {
-        c.pid = spawn_child(child_args);
+        auto args = child_args;
+        args.insert(args.end(), {"--restarts", std::to_string(c.restarts)});
+        c.pid = spawn_child(args);
         c.started = Clock::now();
         if (c.pid < 0) log->error("supervisor.spawn_failed error=\"{}\"", std::strerror(errno));
     };
@@ -91,11 +93,18 @@ int run_supervisor(const WorkerOptions& options, const std::vector<std::string>&
                 log->info("supervisor.child_exited id={} how=\"{}\"", id, describe_exit(status));
                 continue;
             }
+            ++it->restarts;
+            if (WIFEXITED(status) && WEXITSTATUS(status) == k_exit_replaced) {
+                // It reported its timed-out task and said BYE itself: a new one at once.
+                log->info("supervisor.child_replaced id={} reason=timeout restarts={}", id, it->restarts);
+                it->backoff = Millis(0);
+                it->restart_at = Clock::now();
+                continue;
+            }
             (void)send_message(broker, proto::Command::lost, proto::encode(proto::Lost{id}));
             const bool quick = Clock::now() - it->started < std::chrono::seconds(1);
             it->backoff = quick ? std::min(std::max(it->backoff * 2, Millis(100)), Millis(5000)) : Millis(0);
             it->restart_at = Clock::now() + it->backoff;
-            ++it->restarts;
             log->warn("supervisor.child_died id={} how=\"{}\" restart_in_ms={} restarts={}", id, describe_exit(status),
                       it->backoff.count(), it->restarts);
         }
@@ -146,6 +155,7 @@ int worker_main(int argc, char** argv, const Registry& registry) {
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off");
     app.add_flag("--list-tasks", list_tasks, "print the task names this worker runs and exit");
     app.add_flag("--child", child, "run as a child of a processes pool (set by the supervisor)")->group("");
+    app.add_option("--restarts", options.restarts, "times the supervisor restarted this child's slot")->group("");
     try {
         app.parse(argc, argv);
         check_endpoint(options.broker, "--broker");
@@ -180,10 +190,15 @@ int worker_main(int argc, char** argv, const Registry& registry) {
         if (child) {
             options.pool = "processes";  // as STATUS shows it; each child runs one task at a time
             options.concurrency = 1;
+            options.replace_on_timeout = true;
         }
         zmq::context_t ctx;
         Worker worker(ctx, registry, options, log);
-        if (worker.run(stop) == Worker::Stopped::at_once) std::_Exit(130);
+        switch (worker.run(stop)) {
+            case Worker::Stopped::gracefully: return 0;
+            case Worker::Stopped::at_once: std::_Exit(130);
+            case Worker::Stopped::replaced: std::_Exit(k_exit_replaced);
+        }
         return 0;
     } catch (const std::exception& e) {
         std::cerr << "drover-worker: " << e.what() << "\n";

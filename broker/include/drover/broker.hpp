@@ -65,7 +65,8 @@ private:
     void flush_outcomes();
     void tick(Clock::time_point now);
     void drop(const std::string& peer, const char* socket, proto::DecodeError reason);
-    void remove_worker(const std::string& identity, const std::string& reason, bool died = true);
+    void remove_worker(const std::string& identity, const std::string& reason, bool died = true,
+                       const std::vector<std::string>& finished = {});
     nlohmann::json status_json(Clock::time_point now) const;
 
     zmq::context_t& ctx_;
@@ -88,6 +89,7 @@ private:
     std::map<std::string, std::uint64_t> dropped_;                  // reason -> count
     std::set<std::pair<std::string, std::string>> logged_drops_;     // (peer, reason) logged once
     Clock::time_point next_tick_{};
+    Clock::time_point next_retry_ = Clock::time_point::max();  // the next retry back-off to end
 };
 
 // Asks the broker at `frontend` for its STATUS. Returns the JSON document, or

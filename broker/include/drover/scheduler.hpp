@@ -10,6 +10,9 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
+#include <optional>
+#include <queue>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -26,6 +29,9 @@ struct SchedulerLimits {
     std::size_t max_queued = 1'000'000;  // tasks held (queued or running) before queue_full
     Millis heartbeat{1000};
     int liveness = 3;  // missed heartbeats before a worker is declared dead
+    Millis retry_base{100};     // back-off before the first retry; doubles each attempt
+    Millis retry_max{10000};    // back-off cap
+    int report_tries = 8;       // sends of a broker-made outcome before giving up on its sink
 };
 
 // An outcome the broker itself must report to a sink (lost, cancelled).
@@ -69,8 +75,10 @@ public:
     // back to the front of their queues. If it `died`, the tasks it may have
     // been running (the first `slots` it holds, since a worker starts tasks
     // in dispatch order) count a death; prefetched ones do not. A task that
-    // has died max_attempts times is lost.
-    std::vector<FinalOutcome> remove_worker(const std::string& identity, bool died = true);
+    // has died max_attempts times is lost. `finished` (a BYE's ids) already
+    // have their final outcome at their sinks: they only wait for SETTLE.
+    std::vector<FinalOutcome> remove_worker(const std::string& identity, bool died = true,
+                                            const std::vector<std::string>& finished = {});
     // Same, for a worker named by its HELLO id (a supervisor's LOST report).
     std::vector<FinalOutcome> remove_worker_by_id(const std::string& worker_id);
 
@@ -83,6 +91,21 @@ public:
 
     // A DISPATCH could not be sent: its tasks go back to the front of the queue.
     void undo_dispatch(const Batch& batch);
+
+    // The worker failed these tasks (RETRY): each is queued again after a
+    // back-off of retry_base x 2^(attempt-1), at most retry_max; one with no
+    // attempt left ends as lost. Returns nullopt for an unknown identity
+    // (send it RESET), else the outcomes of the tasks that ended.
+    [[nodiscard]] std::optional<std::vector<FinalOutcome>> retry(const std::string& identity,
+                                                                 const std::vector<std::string>& ids,
+                                                                 Clock::time_point now);
+    // Queues the retries whose back-off is over; returns when the next one is due.
+    Clock::time_point release_retries(Clock::time_point now);
+
+    // Outcomes the broker made (lost, cancelled, unknown task) whose sink has
+    // not settled them yet, due to be sent again: every liveness window,
+    // doubling, at most report_tries sends in all.
+    std::vector<FinalOutcome> reports_due(Clock::time_point now);
 
     // The sink holds these outcomes: forget the tasks.
     void settle(const std::vector<std::string>& ids);
@@ -106,19 +129,28 @@ public:
     [[nodiscard]] nlohmann::json status(Clock::time_point now) const;
 
     struct Totals {
-        std::uint64_t accepted = 0, rejected = 0, dispatched = 0, settled = 0, redispatched = 0, lost = 0,
-                      cancelled = 0, workers_expired = 0;
+        std::uint64_t accepted = 0, rejected = 0, dispatched = 0, settled = 0, redispatched = 0, retried = 0,
+                      lost = 0, cancelled = 0, timed_out = 0, workers_expired = 0, reports_resent = 0,
+                      reports_abandoned = 0;
     };
     [[nodiscard]] const Totals& totals() const { return totals_; }
     Totals& totals() { return totals_; }
 
 private:
+    // A task is in one state: queued; held by `worker`; waiting out a retry
+    // back-off (`retry_at`); or ended and waiting for SETTLE (`reported`
+    // when the broker made the outcome and may need to send it again;
+    // neither when the worker sent it).
     struct Entry {
         proto::Task task;  // attempt = times dispatched
         std::string producer;
-        std::string worker;  // identity holding it; empty when queued
+        std::string worker;  // identity holding it; empty otherwise
         std::uint32_t deaths = 0;
         bool queued = false;
+        bool waiting_retry = false;
+        bool ended = false;  // has its final outcome; waits for SETTLE
+        std::unique_ptr<FinalOutcome> reported;
+        std::uint32_t report_sends = 0;
     };
     struct WorkerState {
         proto::Hello hello;
@@ -135,6 +167,10 @@ private:
     void unmark_queued(Entry& e);
     void enqueue_front(Entry& e);
     FinalOutcome final_outcome(const Entry& e, proto::Status status, std::string error) const;
+    // Ends a task with a broker-made outcome: returns it for sending and keeps
+    // it for sending again until the sink settles it.
+    FinalOutcome end_task(Entry& e, proto::Status status, std::string error);
+    [[nodiscard]] Millis report_interval(std::uint32_t sends) const;
 
     SchedulerLimits limits_;
     std::unordered_map<std::string, Entry> tasks_;
@@ -143,6 +179,13 @@ private:
     std::unordered_set<std::string> known_names_;  // announced by any worker since start
     std::size_t queued_ = 0;
     std::unordered_map<std::string, std::size_t> queued_by_name_;
+    // (due, id) of retries waiting out their back-off, earliest first.
+    using Due = std::pair<Clock::time_point, std::string>;
+    using DueQueue = std::priority_queue<Due, std::vector<Due>, std::greater<>>;
+    DueQueue retries_;
+    // Broker-made outcomes: just sent (not yet scheduled), then by next send.
+    std::vector<std::string> reported_now_;
+    DueQueue reports_;
     std::uint64_t serve_seq_ = 0;
     std::uint64_t dispatch_seq_ = 0;
     Totals totals_;

@@ -2,8 +2,10 @@
 // socket options, endpoints and host facts.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <list>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -19,6 +21,18 @@ using Clock = std::chrono::steady_clock;
 using Millis = std::chrono::milliseconds;
 
 inline constexpr std::int64_t k_default_max_message_bytes = 16 * 1024 * 1024;
+// A batch (SUBMIT, DISPATCH, RESULT) is cut once its payload passes this many
+// bytes, and never grows past half of --max-message-bytes.
+inline constexpr std::size_t k_batch_bytes = 1024 * 1024;
+// Bytes a task or outcome adds to a message beyond its payload (a bound).
+inline constexpr std::size_t k_entry_overhead = 256;
+inline std::size_t batch_byte_limit(std::int64_t max_message_bytes) {
+    return std::min(k_batch_bytes, static_cast<std::size_t>(max_message_bytes) / 2);
+}
+// Approximate encoded size of a task, for cutting batches.
+inline std::size_t wire_size(const proto::Task& t) {
+    return t.id.size() + t.name.size() + t.args.size() + t.reply_to.size() + k_entry_overhead;
+}
 
 enum class SendStatus { sent, would_block, unreachable };
 
@@ -33,19 +47,31 @@ SendStatus send_message_blocking(zmq::socket_t& s, proto::Command c, std::string
 // Returns: unreachable for an unknown or gone peer, would_block at its HWM.
 SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Command c, std::string_view body = {});
 
-// PUSH sockets to sinks, one per endpoint, connected on first use and kept.
+// PUSH sockets to sinks, one per endpoint, connected on first use and kept,
+// at most `capacity` of them: the least recently used one is closed (its
+// queued messages still leave within the linger) to make room for a new one.
 // Not thread-safe: each thread that pushes results owns one.
 class SinkSockets {
 public:
-    SinkSockets(zmq::context_t& ctx, int linger_ms, int sndtimeo_ms, int hwm)
-        : ctx_(ctx), linger_ms_(linger_ms), sndtimeo_ms_(sndtimeo_ms), hwm_(hwm) {}
+    SinkSockets(zmq::context_t& ctx, int linger_ms, int sndtimeo_ms, int hwm, std::size_t capacity = 256)
+        : ctx_(ctx), linger_ms_(linger_ms), sndtimeo_ms_(sndtimeo_ms), hwm_(hwm), capacity_(capacity) {}
+    // The socket for `endpoint`, valid until the next get().
     // Throws: zmq::error_t if `endpoint` cannot be connected to.
     zmq::socket_t& get(const std::string& endpoint);
+    // Closes every socket.
+    void clear();
+    [[nodiscard]] std::size_t size() const { return index_.size(); }
 
 private:
+    struct Entry {
+        std::string endpoint;
+        zmq::socket_t socket;
+    };
     zmq::context_t& ctx_;
     int linger_ms_, sndtimeo_ms_, hwm_;
-    std::unordered_map<std::string, zmq::socket_t> sockets_;
+    std::size_t capacity_;
+    std::list<Entry> lru_;  // most recently used first
+    std::unordered_map<std::string, std::list<Entry>::iterator> index_;
 };
 
 // Sets what every ROUTER in drover needs: ROUTER_MANDATORY (so a message to

@@ -17,12 +17,21 @@
 //
 // Worker (DEALER) -> broker backend (ROUTER)
 //   HELLO      0x01  {worker: str, host: str, pid: int, pool: str, slots: uint,
-//                     tasks: [str]}          registers; tasks = names it runs
+//                     tasks: [str], restarts: uint}
+//                                            registers; tasks = names it runs;
+//                                            restarts = times a supervisor
+//                                            restarted this child's slot
 //   READY      0x02  {credits: uint}         grants that many more tasks
 //   HEARTBEAT  0x04  {}                      liveness, every heartbeat period
-//   BYE        0x05  {}                      leaving; held tasks go back
+//   BYE        0x05  {ids: [str]}            leaving; held tasks go back, except
+//                                            `ids` (optional): their final
+//                                            outcome is already at their sink
 //   LOST       0x07  {worker: str}           a supervisor reports that one of
 //                                            its children (by HELLO id) died
+//   RETRY      0x08  {ids: [str]}            these held tasks failed (an error
+//                                            with retry_on_error, a timeout, an
+//                                            unreachable sink) with attempts
+//                                            left: dispatch again after back-off
 //
 // Broker backend (ROUTER) -> worker (DEALER)
 //   DISPATCH   0x03  {tasks: [Task]}         only against credits granted
@@ -32,7 +41,9 @@
 //
 // Producer or sink (DEALER) -> broker frontend (ROUTER)
 //   SUBMIT     0x10  {tasks: [Task]}         attempt is ignored
-//   SETTLE     0x13  {ids: [str]}            the sink holds these outcomes
+//   SETTLE     0x13  {ids: [str], timed_out: uint}
+//                                            the sink holds these outcomes
+//                                            (timed_out of them are timeouts)
 //   CANCEL     0x14  {ids: [str]}            drop these tasks if still queued
 //   STATUS     0x15  {}                      asks for a STATUS_REPLY
 //   HEARTBEAT  0x04  {}                      the broker answers HEARTBEAT
@@ -50,8 +61,12 @@
 //   RESULT     0x20  {results: [Outcome]}
 //
 // Task    = {id: str, name: str, args: bin, attempt: uint, max_attempts: uint,
-//            timeout_ms: uint, reply_to: str, detached: bool}
+//            timeout_ms: uint, reply_to: str, detached: bool,
+//            retry_on_error: bool}
 //   detached: reply_to is a standalone sink, so the task outlives its producer
+//   attempt: times dispatched, this one included; max_attempts bounds the
+//   dispatches a task gets after crashes and timeouts (and errors, when
+//   retry_on_error is set)
 // Outcome = {id: str, task: str, status: str, result: bin, error: str,
 //            attempt: uint, worker: str, elapsed_us: uint}
 //   status is one of "ok", "error", "timeout", "lost", "cancelled",
@@ -84,6 +99,7 @@ enum class Command : std::uint8_t {
     bye = 0x05,
     reset = 0x06,
     lost = 0x07,
+    retry = 0x08,
     submit = 0x10,
     accepted = 0x11,
     rejected = 0x12,
@@ -108,6 +124,7 @@ struct Hello {
     std::string pool;
     std::uint32_t slots = 0;
     std::vector<std::string> tasks;
+    std::uint32_t restarts = 0;
 };
 
 struct Ready {
@@ -127,14 +144,20 @@ struct Task {
     std::uint32_t timeout_ms = 0;  // 0: no timeout
     std::string reply_to;
     bool detached = false;  // outcome goes to a standalone sink: keep it if the producer goes
+    bool retry_on_error = false;  // an error is retried, with back-off, while attempts remain
 };
 
 struct Tasks {  // SUBMIT and DISPATCH
     std::vector<Task> tasks;
 };
 
-struct Ids {  // ACCEPTED, SETTLE, CANCEL
+struct Ids {  // ACCEPTED, CANCEL, RETRY, a worker's BYE
     std::vector<std::string> ids;
+};
+
+struct Settle {
+    std::vector<std::string> ids;
+    std::uint32_t timed_out = 0;  // how many of these outcomes are timeouts
 };
 
 struct Rejected {
@@ -205,6 +228,7 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
 [[nodiscard]] std::string encode(const Lost& m);
 [[nodiscard]] std::string encode(const Tasks& m);
 [[nodiscard]] std::string encode(const Ids& m);
+[[nodiscard]] std::string encode(const Settle& m);
 [[nodiscard]] std::string encode(const Rejected& m);
 [[nodiscard]] std::string encode(const Results& m);
 [[nodiscard]] std::string encode_empty();
@@ -215,6 +239,9 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
 [[nodiscard]] Decoded<Lost> decode_lost(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Tasks> decode_tasks(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Ids> decode_ids(std::string_view body) noexcept;
+[[nodiscard]] Decoded<Settle> decode_settle(std::string_view body) noexcept;
+// A BYE body: empty, any map, or a map with `ids`.
+[[nodiscard]] Decoded<Ids> decode_bye(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Rejected> decode_rejected(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Results> decode_results(std::string_view body) noexcept;
 // An empty body, or any well-formed map (HEARTBEAT, BYE, STATUS, ...).

@@ -50,6 +50,13 @@ struct ClientOptions {
 struct TaskOptions {
     std::optional<std::uint32_t> max_attempts;
     std::uint32_t timeout_ms = 0;
+    // Retry an error (an exception in the task) too, with exponential
+    // back-off, while attempts remain; by default only crashes and timeouts are.
+    bool retry_on_error = false;
+    // The task's id on the wire (default: "<session>-<n>"). Needed when the
+    // outcome goes to another sink, which sees only this id: it must then be
+    // unique among the broker's unsettled tasks, across producers.
+    std::string id;
     // Deliver the outcome to another sink (e.g. drover-sink). The client's
     // part then ends at ACCEPTED: the result has status ok and `accepted_only`.
     std::string reply_to;
@@ -100,6 +107,8 @@ public:
 
     // Submits a task with msgpack-encoded arguments; `done` runs once with its
     // outcome. Returns the task's id. Blocks while the window is full.
+    // Throws: std::invalid_argument if the task cannot fit in a message of
+    // max_message_bytes; std::runtime_error if the client is closing.
     std::string submit_packed(std::string name, std::string args, ResultCallback done, TaskOptions options = {});
 
     template <class... A>
@@ -173,6 +182,7 @@ private:
     // I/O thread only.
     std::vector<std::string> unsent_;
     std::vector<std::string> settle_;
+    std::uint32_t settle_timed_out_ = 0;  // timeouts among settle_
     Clock::time_point last_from_broker_{};
     std::string broker_instance_;
     std::atomic<std::uint64_t> duplicates_{0};

@@ -38,7 +38,14 @@ struct WorkerOptions {
     int liveness = 3;
     std::string id;  // shown in STATUS and results; default host:pid
     std::int64_t max_message_bytes = k_default_max_message_bytes;
+    // A processes-pool child: after a timeout, report it and end the process
+    // (run() returns `replaced`) so that the supervisor starts a fresh one.
+    bool replace_on_timeout = false;
+    std::uint32_t restarts = 0;  // reported at HELLO
 };
+
+// The exit status of a child that ended itself to be replaced after a timeout.
+inline constexpr int k_exit_replaced = 75;
 
 class Worker {
 public:
@@ -47,12 +54,14 @@ public:
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
 
-    enum class Stopped { gracefully, at_once };
+    enum class Stopped { gracefully, at_once, replaced };
 
     // Serves until `stop` is requested. At the first request the worker
     // stops taking credits, finishes every task it holds, says BYE and
     // returns `gracefully`. At a second request it returns `at_once` while
-    // tasks may still run: the caller should then end the process.
+    // tasks may still run: the caller should then end the process. With
+    // replace_on_timeout, a task past its deadline makes it report, say BYE
+    // and return `replaced`, the task still running: end the process then.
     Stopped run(const StopSource& stop);
 
     [[nodiscard]] const std::string& id() const { return options_.id; }
@@ -61,13 +70,21 @@ private:
     void executor_loop(unsigned index);
     void connect_to_broker();
     void grant(std::uint32_t credits);
-    // Reports `timeout` for running tasks past their deadline; returns the next deadline.
+    // Handles running tasks past their deadline: RETRY while attempts remain,
+    // else a `timeout` outcome to the sink. Returns the next deadline.
     Clock::time_point report_timeouts(Clock::time_point now);
+    void send_retries();
+    Stopped leave_to_be_replaced();
 
     zmq::context_t& ctx_;
     const Registry& registry_;
     WorkerOptions options_;
     Logger log_;
+    // The broker socket and timeout reports live in their own context when
+    // the process may end with a task still running (replace_on_timeout):
+    // closing that context is what makes sure the last messages left.
+    std::unique_ptr<zmq::context_t> own_ctx_;
+    zmq::context_t& io_ctx_;
     SinkSockets timeout_sinks_;  // I/O thread only
     std::string done_endpoint_;
     std::unique_ptr<zmq::socket_t> broker_;
@@ -84,6 +101,9 @@ private:
         bool timed_out = false;
     };
     std::unordered_map<std::string, Running> running_;
+    std::vector<std::string> retries_;  // failed with attempts left: for the I/O thread to send RETRY
+    std::vector<std::string> timed_out_;  // with replace_on_timeout: reported `timeout` (final)
+    bool replace_ = false;                // with replace_on_timeout: a task timed out
     bool closing_ = false;
     std::atomic<bool> abort_{false};
     std::vector<std::thread> executors_;
