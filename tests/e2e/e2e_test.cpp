@@ -5,7 +5,12 @@
 #include <csignal>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <zmq.hpp>
 
@@ -93,6 +98,22 @@ void send_garbage(zmq::socket_t& s) {
         for (std::size_t i = 0; i < m.size(); ++i)
             s.send(zmq::buffer(m[i].data(), m[i].size()), i + 1 < m.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
+}
+
+long rss_kib(pid_t pid) {
+    std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
+}
+
+int free_tcp_port() {
+    zmq::context_t ctx;
+    zmq::socket_t s(ctx, zmq::socket_type::pull);
+    s.bind("tcp://127.0.0.1:*");
+    const auto ep = s.get(zmq::sockopt::last_endpoint);
+    return std::stoi(ep.substr(ep.rfind(':') + 1));
 }
 
 }  // namespace
@@ -274,4 +295,87 @@ TEST_CASE("SIGTERM stops broker and worker cleanly with status 0", "[e2e]") {
     CHECK(worker.wait(10s) == 0);
     broker.process->signal(SIGTERM);
     CHECK(broker.process->wait(10s) == 0);
+}
+
+TEST_CASE("a flood of bad messages and oversized ones leaves broker memory flat and every socket serving", "[e2e]") {
+    TempDir dir;
+    BrokerProcess broker(dir, {"--max-message-bytes", "65536"});
+    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend}, dir.file("worker.log"));
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    // A producer whose own sink listens on a known port, waiting for its input.
+    const auto sink_ep = "tcp://127.0.0.1:" + std::to_string(free_tcp_port());
+    const auto fifo = dir.file("stdin.fifo");
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--sink", sink_ep, "submit"},
+                     dir.file("out.jsonl"), fifo);
+    const int writer = ::open(fifo.c_str(), O_WRONLY);
+    REQUIRE(writer >= 0);
+
+    zmq::context_t ctx;
+    zmq::socket_t front(ctx, zmq::socket_type::dealer), back(ctx, zmq::socket_type::dealer),
+        push(ctx, zmq::socket_type::push);
+    for (auto* s : {&front, &back, &push}) s->set(zmq::sockopt::linger, 2000);
+    front.connect(broker.frontend);
+    back.connect(broker.backend);
+    push.connect(sink_ep);
+    const auto flood = [&](int rounds) {
+        for (int i = 0; i < rounds; ++i) {
+            send_garbage(front);
+            send_garbage(back);
+            send_garbage(push);
+        }
+    };
+    zmq::context_t status_ctx;
+    std::optional<json> status;
+    // Waits until the broker has read `total` bad messages.
+    const auto wait_dropped = [&](std::uint64_t total) {
+        for (int i = 0; i < 200; ++i) {
+            status = drover::fetch_status(status_ctx, broker.frontend, 2000ms);
+            std::uint64_t dropped = 0;
+            if (status)
+                for (auto& [reason, n] : (*status)["dropped"].items()) dropped += n.get<std::uint64_t>();
+            if (dropped >= total) return;
+            std::this_thread::sleep_for(50ms);
+        }
+    };
+    // Floods in steps the broker reads before the next, so that its queues
+    // stay alike: 2,000 rounds are 22,000 bad messages to each socket.
+    std::uint64_t rounds = 0;
+    const auto paced_flood = [&](int n) {
+        for (int i = 0; i < n; i += 200) {
+            flood(200);
+            rounds += 200;
+            wait_dropped(rounds * 2 * 10);
+        }
+    };
+    // The first flood sizes the broker's buffers and the allocator's arenas;
+    // a second one just like it must not grow the broker.
+    paced_flood(2000);
+    const long before = rss_kib(broker.process->pid());
+    paced_flood(2000);
+    // Messages over --max-message-bytes: libzmq drops the connection that sent them.
+    for (int i = 0; i < 20; ++i) {
+        zmq::socket_t big(ctx, zmq::socket_type::dealer);
+        big.set(zmq::sockopt::linger, 500);
+        big.connect(broker.frontend);
+        const std::string header = std::string("DRV1") + static_cast<char>(drover::proto::Command::submit);
+        const std::string body(200 * 1024, '\x80');
+        big.send(zmq::buffer(header), zmq::send_flags::sndmore);
+        big.send(zmq::buffer(body), zmq::send_flags::none);
+    }
+    wait_dropped(rounds * 2 * 10);
+    REQUIRE(status);
+    const long after = rss_kib(broker.process->pid());
+    INFO("broker RSS before " << before << " KiB, after " << after << " KiB");
+    CHECK(after - before < 2 * 1024);
+    REQUIRE(broker.process->running());
+    REQUIRE(producer.running());
+    // All still serve: a task through the flooded broker, to the flooded sink.
+    const std::string line = "{\"id\":\"after\",\"task\":\"hello\",\"args\":[\"x\"]}\n";
+    REQUIRE(::write(writer, line.data(), line.size()) == static_cast<ssize_t>(line.size()));
+    ::close(writer);
+    REQUIRE(producer.wait(30s) == 0);
+    auto lines = read_json_lines(dir.file("out.jsonl"));
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0]["result"] == "Hello, x!");
 }

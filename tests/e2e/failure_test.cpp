@@ -385,3 +385,26 @@ TEST_CASE("Ctrl-C on a producer waiting for input exits at once", "[e2e]") {
     CHECK(producer.wait(5s) == 130);
     ::close(writer);
 }
+
+TEST_CASE("Ctrl-C on a producer cancels its queued tasks at the broker before it exits", "[e2e]") {
+    TempDir dir;
+    BrokerProcess broker(dir);  // no worker: every task stays queued
+    write_tasks(dir.file("tasks.jsonl"), 100, "sleep_ms", {10});
+    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
+                     dir.file("tasks.jsonl"));
+    zmq::context_t ctx;
+    std::optional<json> status;
+    for (int i = 0; i < 100; ++i) {
+        status = drover::fetch_status(ctx, broker.frontend, 1000ms);
+        if (status && (*status)["queued"] == 100) break;
+        std::this_thread::sleep_for(50ms);
+    }
+    REQUIRE(status);
+    REQUIRE((*status)["queued"] == 100);
+    producer.signal(SIGINT);
+    CHECK(producer.wait(5s) == 130);
+    status = drover::fetch_status(ctx, broker.frontend, 1000ms);
+    REQUIRE(status);
+    CHECK((*status)["queued"] == 0);
+    CHECK((*status)["totals"]["cancelled"] == 100);
+}
