@@ -256,7 +256,7 @@ Worker::Stopped Worker::run(const StopSource& stop) {
 void Worker::executor_loop(unsigned index) {
     zmq::socket_t done(ctx_, zmq::socket_type::push);
     done.connect(done_endpoint_);
-    SinkSockets sinks(ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/200, /*hwm=*/100);  // batches of <= 1 MiB
+    SinkSockets sinks(ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/200, /*hwm=*/16);  // batches of <= 1 MiB: at most 16 MiB waiting per executor
     std::unordered_map<std::string, std::vector<proto::Outcome>> pending;
     std::size_t pending_count = 0;
     std::size_t pending_bytes = 0;
