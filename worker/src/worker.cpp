@@ -14,6 +14,11 @@ namespace {
 constexpr std::size_t k_result_batch = 256;
 constexpr auto k_batch_only_below = std::chrono::microseconds(1000);  // slower tasks report at once
 constexpr Millis k_max_backoff{5000};
+// Automatic prefetch: enough credits for about this much queued work per
+// slot, measured from the tasks run so far (1 for tasks this long or longer),
+// and at most k_max_prefetch per slot.
+constexpr std::chrono::nanoseconds k_queued_work = std::chrono::milliseconds(2);
+constexpr std::uint32_t k_max_prefetch = 1000;
 
 }  // namespace
 
@@ -28,7 +33,6 @@ Worker::Worker(zmq::context_t& ctx, const Registry& registry, WorkerOptions opti
     if (options_.id.empty()) options_.id = host_name() + ":" + std::to_string(::getpid());
     if (options_.pool == "solo") options_.concurrency = 1;
     options_.concurrency = std::max(1u, options_.concurrency);
-    capacity_ = options_.concurrency + options_.prefetch;
     done_endpoint_ = "inproc://drover-worker-done-" + random_hex(8);
 }
 
@@ -56,12 +60,34 @@ void Worker::connect_to_broker() {
                        options_.restarts};
     (void)send_message(*broker_, proto::Command::hello, proto::encode(hello));
     last_from_broker_ = Clock::now();
-    // Tasks still held from an earlier registration keep their slots.
-    grant(capacity_ > outstanding_ ? capacity_ - outstanding_ : 0);
+    // The broker forgot our credits; tasks still held from an earlier
+    // registration keep their slots.
+    promised_ = outstanding_;
+    top_up_credits();
 }
 
-void Worker::grant(std::uint32_t credits) {
-    if (credits == 0) return;
+std::uint32_t Worker::target_credits() {
+    const std::uint32_t slots = options_.concurrency;
+    if (!options_.auto_prefetch) return slots + options_.prefetch;
+    // The mean task time over the tasks run since the last sample.
+    const auto ran = ran_.load(std::memory_order_relaxed);
+    const auto busy = busy_ns_.load(std::memory_order_relaxed);
+    if (ran - sampled_ran_ >= 16) {
+        mean_task_ns_ = std::max<std::uint64_t>(1, (busy - sampled_busy_ns_) / (ran - sampled_ran_));
+        sampled_ran_ = ran;
+        sampled_busy_ns_ = busy;
+    }
+    if (mean_task_ns_ == 0) return slots + options_.prefetch;  // nothing measured yet
+    const std::uint64_t wanted = k_queued_work.count() * slots / mean_task_ns_;
+    return slots + static_cast<std::uint32_t>(
+                       std::clamp<std::uint64_t>(wanted, options_.prefetch, std::uint64_t{k_max_prefetch} * slots));
+}
+
+void Worker::top_up_credits() {
+    const auto target = target_credits();
+    if (target <= promised_) return;
+    const std::uint32_t credits = target - promised_;
+    promised_ = target;
     (void)send_message(*broker_, proto::Command::ready, proto::encode(proto::Ready{credits}));
 }
 
@@ -179,8 +205,9 @@ Worker::Stopped Worker::run(const StopSource& stop) {
                 finished += n;
             }
             outstanding_ -= std::min(outstanding_, finished);
+            promised_ -= std::min(promised_, finished);
             send_retries();  // before the credits, so the broker frees them first
-            if (!stopping) grant(finished);
+            if (!stopping) top_up_credits();
         }
         if (items[0].revents & ZMQ_POLLIN) {
             for (int i = 0; i < 1024; ++i) {
@@ -342,6 +369,9 @@ void Worker::executor_loop(unsigned index) {
             out.error = "unknown exception";
         }
         const auto elapsed = Clock::now() - start;
+        busy_ns_.fetch_add(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()),
+                           std::memory_order_relaxed);
+        ran_.fetch_add(1, std::memory_order_relaxed);
         if (out.result.size() > max_result) {
             out.status = proto::Status::error;
             out.error = "result too large: " + std::to_string(out.result.size()) + " bytes (--max-message-bytes " +

@@ -144,8 +144,10 @@ int worker_main(int argc, char** argv, const Registry& registry) {
         ->check(CLI::IsMember({"solo", "threads", "processes"}));
     app.add_option("-c,--concurrency", concurrency, "executor threads or child processes (default: cores)")
         ->check(CLI::Range(1, 4096));
-    app.add_option("--prefetch", options.prefetch, "credits granted beyond the free slots")
-        ->capture_default_str()->check(CLI::Range(0, 100000));
+    app.add_option("--prefetch", options.prefetch,
+                   "credits granted beyond the free slots (default: automatic, about 2 ms of queued work per slot)")
+        ->check(CLI::Range(0, 100000))
+        ->each([&](const std::string&) { options.auto_prefetch = false; });
     app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat period")->capture_default_str()->check(CLI::Range(10, 600000));
     app.add_option("--liveness", options.liveness, "missed heartbeats before the broker is presumed dead")
         ->capture_default_str()->check(CLI::Range(1, 1000));
@@ -180,11 +182,11 @@ int worker_main(int argc, char** argv, const Registry& registry) {
         if (options.pool == "processes" && !child) {
             std::vector<std::string> args{argv[0], "--child",
                                           "--broker", options.broker,
-                                          "--prefetch", std::to_string(options.prefetch),
                                           "--heartbeat-ms", std::to_string(heartbeat_ms),
                                           "--liveness", std::to_string(options.liveness),
                                           "--max-message-bytes", std::to_string(options.max_message_bytes)};
             if (!log_level.empty()) args.insert(args.end(), {"--log-level", log_level});
+            if (!options.auto_prefetch) args.insert(args.end(), {"--prefetch", std::to_string(options.prefetch)});
             return run_supervisor(options, args, log, stop);
         }
         if (child) {

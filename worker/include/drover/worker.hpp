@@ -33,7 +33,10 @@ struct WorkerOptions {
     std::string broker = "tcp://127.0.0.1:5556";  // the broker's backend
     std::string pool = "solo";                    // solo | threads | processes
     unsigned concurrency = 1;                     // executor threads (threads) or children (processes)
-    unsigned prefetch = 1;                        // credits beyond the free slots
+    unsigned prefetch = 1;                        // credits beyond the free slots (the least, when automatic)
+    // Grow the prefetch to keep ~2 ms of work queued per slot, from measured
+    // task times: short tasks then cost no round trip to the broker each.
+    bool auto_prefetch = true;
     Millis heartbeat{1000};
     int liveness = 3;
     std::string id;  // shown in STATUS and results; default host:pid
@@ -69,7 +72,10 @@ public:
 private:
     void executor_loop(unsigned index);
     void connect_to_broker();
-    void grant(std::uint32_t credits);
+    // Credits that keep the worker busy: slots + prefetch.
+    std::uint32_t target_credits();
+    // Grants the broker what is missing to target_credits().
+    void top_up_credits();
     // Handles running tasks past their deadline: RETRY while attempts remain,
     // else a `timeout` outcome to the sink. Returns the next deadline.
     Clock::time_point report_timeouts(Clock::time_point now);
@@ -108,8 +114,12 @@ private:
     std::atomic<bool> abort_{false};
     std::vector<std::thread> executors_;
 
-    std::uint32_t capacity_ = 0;     // slots + prefetch
-    std::uint32_t outstanding_ = 0;  // received and not yet done (I/O thread only)
+    // I/O thread only:
+    std::uint32_t outstanding_ = 0;  // received and not yet done
+    std::uint32_t promised_ = 0;     // credits granted and not yet done (held at the broker or here)
+    std::uint64_t sampled_ran_ = 0, sampled_busy_ns_ = 0, mean_task_ns_ = 0;
+    // Executors add each task's run time.
+    std::atomic<std::uint64_t> ran_{0}, busy_ns_{0};
     Clock::time_point last_from_broker_{};
 
 };
