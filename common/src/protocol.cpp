@@ -344,6 +344,16 @@ std::string encode(const Tasks& m) {
     return std::move(b.data);
 }
 
+std::string encode(const std::vector<const Task*>& tasks) {
+    StringBuffer b;
+    Packer pk(b);
+    pk.pack_map(1);
+    pack_key(pk, "tasks");
+    pk.pack_array(static_cast<std::uint32_t>(tasks.size()));
+    for (const auto* t : tasks) pack_task(pk, *t);
+    return std::move(b.data);
+}
+
 std::string encode(const Ids& m) {
     StringBuffer b;
     Packer pk(b);

@@ -108,7 +108,7 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
 
 void Client::wait_all() {
     std::unique_lock lock(mutex_);
-    room_.wait(lock, [&] { return pending_.empty(); });
+    room_.wait(lock, [&] { return pending_.empty() && delivering_ == 0; });
 }
 
 void Client::cancel_all() {
@@ -154,16 +154,15 @@ void Client::send_unsent() {
     std::lock_guard lock(mutex_);
     const std::size_t limit = batch_byte_limit(options_.max_message_bytes);
     while (sent < unsent_.size()) {
-        proto::Tasks batch;
+        std::vector<const proto::Task*> batch;
         std::size_t end = sent, bytes = 0;
         while (end < unsent_.size() && end - sent < k_submit_batch && (end == sent || bytes < limit)) {
             auto it = pending_.find(unsent_[end++]);
             if (it == pending_.end()) continue;
             bytes += wire_size(it->second.task);
-            batch.tasks.push_back(it->second.task);
+            batch.push_back(&it->second.task);
         }
-        if (!batch.tasks.empty() &&
-            send_message(*broker_, proto::Command::submit, proto::encode(batch)) != SendStatus::sent)
+        if (!batch.empty() && send_message(*broker_, proto::Command::submit, proto::encode(batch)) != SendStatus::sent)
             break;  // full: try again on the next turn of the loop
         sent = end;
     }
@@ -178,14 +177,21 @@ void Client::finish(const std::string& id, Result&& r) {
         if (it == pending_.end()) return;
         done = std::move(it->second.done);
         pending_.erase(it);
+        ++delivering_;
     }
     room_.notify_all();
-    if (!done) return;
-    try {
-        done(std::move(r));
-    } catch (const std::exception& e) {  // a user callback must not end the I/O thread
-        log_->error("client.callback_threw id={} error=\"{}\"", id, e.what());
+    if (done) {
+        try {
+            done(std::move(r));
+        } catch (const std::exception& e) {  // a user callback must not end the I/O thread
+            log_->error("client.callback_threw id={} error=\"{}\"", id, e.what());
+        }
     }
+    {
+        std::lock_guard lock(mutex_);
+        --delivering_;
+    }
+    room_.notify_all();
 }
 
 void Client::on_results(std::string_view body) {
@@ -194,31 +200,49 @@ void Client::on_results(std::string_view body) {
         log_->warn("client.sink_dropped reason={}", proto::decode_error_name(m.error()));
         return;
     }
-    for (auto& o : m->results) {
-        bool known;
-        {
-            std::lock_guard lock(mutex_);
+    // One lock and one wake-up for the whole batch; callbacks run unlocked.
+    std::vector<std::pair<ResultCallback, Result>> ready;
+    ready.reserve(m->results.size());
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& o : m->results) {
+            // Settle duplicates too: the broker may still hold the task.
+            settle_.push_back(o.id);
             auto it = pending_.find(o.id);
-            known = it != pending_.end() && !it->second.elsewhere;
+            if (it == pending_.end() || it->second.elsewhere) {
+                ++duplicates_;
+                continue;
+            }
+            settle_timed_out_ += o.status == proto::Status::timeout;
+            Result r;
+            r.id = std::move(o.id);
+            r.task = std::move(o.task);
+            r.status = o.status;
+            r.payload = std::move(o.result);
+            r.error = std::move(o.error);
+            r.attempts = o.attempt;
+            r.worker = std::move(o.worker);
+            r.elapsed_ms = static_cast<double>(o.elapsed_us) / 1000.0;
+            ready.emplace_back(std::move(it->second.done), std::move(r));
+            pending_.erase(it);
         }
-        // Settle duplicates too: the broker may still hold the task.
-        settle_.push_back(o.id);
-        if (!known) {
-            ++duplicates_;
-            continue;
-        }
-        settle_timed_out_ += o.status == proto::Status::timeout;
-        Result r;
-        r.id = o.id;
-        r.task = std::move(o.task);
-        r.status = o.status;
-        r.payload = std::move(o.result);
-        r.error = std::move(o.error);
-        r.attempts = o.attempt;
-        r.worker = std::move(o.worker);
-        r.elapsed_ms = static_cast<double>(o.elapsed_us) / 1000.0;
-        finish(o.id, std::move(r));
+        delivering_ += ready.size();
     }
+    if (ready.empty()) return;
+    room_.notify_all();
+    for (auto& [done, r] : ready) {
+        if (!done) continue;
+        try {
+            done(std::move(r));
+        } catch (const std::exception& e) {  // a user callback must not end the I/O thread
+            log_->error("client.callback_threw id={} error=\"{}\"", r.id, e.what());
+        }
+    }
+    {
+        std::lock_guard lock(mutex_);
+        delivering_ -= ready.size();
+    }
+    room_.notify_all();  // wait_all() returns only once every callback has run
 }
 
 void Client::on_broker_message(std::vector<zmq::message_t>& frames) {

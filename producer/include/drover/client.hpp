@@ -173,6 +173,7 @@ private:
 
     mutable std::mutex mutex_;
     std::condition_variable room_;   // window has room / all done
+    std::size_t delivering_ = 0;     // outcomes taken from pending_ whose callback has not returned
     std::vector<std::string> inbox_;  // ids submitted, not yet handed to the I/O thread
     std::unordered_map<std::string, Pending> pending_;
     std::vector<std::string> cancel_requests_;
