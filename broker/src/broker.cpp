@@ -263,7 +263,7 @@ void Broker::dispatch_ready_tasks() {
                 bytes += wire_size(batch.tasks[end++]);
             const auto first = batch.tasks.begin() + static_cast<std::ptrdiff_t>(begin);
             const auto st = send_to(backend_, batch.worker, proto::Command::dispatch,
-                                    proto::encode(proto::Tasks{{first, batch.tasks.begin() + static_cast<std::ptrdiff_t>(end)}}));
+                                    proto::encode(batch.tasks.data() + begin, end - begin));
             if (st != SendStatus::sent) {
                 scheduler_.undo_dispatch(Scheduler::Batch{batch.worker, {first, batch.tasks.end()}});
                 if (st == SendStatus::unreachable) remove_worker(batch.worker, "unreachable");

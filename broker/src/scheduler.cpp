@@ -5,230 +5,268 @@
 
 namespace drover {
 
+namespace {
+
+std::uint64_t pack_ref(std::uint32_t slot, std::uint32_t gen) { return std::uint64_t{slot} << 32 | gen; }
+
+}  // namespace
+
+// Interned strings ----------------------------------------------------------
+
+std::uint32_t Scheduler::Interned::acquire(std::string_view s) {
+    if (auto it = index_.find(s); it != index_.end()) {
+        ++items_[it->second].second;
+        return it->second;
+    }
+    std::uint32_t i;
+    if (!free_.empty()) {
+        i = free_.back();
+        free_.pop_back();
+        items_[i] = {std::string(s), 1};
+    } else {
+        i = static_cast<std::uint32_t>(items_.size());
+        items_.emplace_back(std::string(s), 1);
+    }
+    index_.emplace(items_[i].first, i);  // the view points into items_[i], which stays put until released
+    return i;
+}
+
+void Scheduler::Interned::release(std::uint32_t i) {
+    if (--items_[i].second > 0) return;
+    index_.erase(items_[i].first);
+    items_[i].first.clear();
+    items_[i].first.shrink_to_fit();
+    free_.push_back(i);
+}
+
+// Slots ---------------------------------------------------------------------
+
+Scheduler::Entry* Scheduler::find(std::string_view id) {
+    auto it = index_.find(id);
+    return it == index_.end() ? nullptr : &slots_[it->second];
+}
+
+Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, const std::string& producer) {
+    std::uint32_t slot;
+    if (!free_slots_.empty()) {
+        slot = free_slots_.back();
+        free_slots_.pop_back();
+    } else {
+        slot = static_cast<std::uint32_t>(slots_.size());
+        slots_.emplace_back();
+    }
+    Entry& e = slots_[slot];
+    e.slot = slot;
+    e.id = std::move(t.id);
+    e.args = std::move(t.args);
+    e.name = name_id(t.name);
+    e.reply_to = strings_.acquire(t.reply_to);
+    e.producer = strings_.acquire(producer);
+    e.worker = k_none;
+    e.attempt = 0;
+    e.max_attempts = std::max(1u, t.max_attempts);
+    e.timeout_ms = t.timeout_ms;
+    e.deaths = 0;
+    e.report_sends = 0;
+    e.dispatch_seq = 0;
+    e.state = State::ended;  // the caller queues or ends it
+    e.detached = t.detached;
+    e.retry_on_error = t.retry_on_error;
+    e.reported.reset();
+    index_.emplace(e.id, slot);
+    ++live_;
+    return e;
+}
+
+void Scheduler::free_entry(Entry& e) {
+    if (e.state == State::queued) unmark_queued(e);
+    if (e.state == State::held) release_held(e);
+    index_.erase(e.id);
+    strings_.release(e.reply_to);
+    strings_.release(e.producer);
+    e.state = State::free;
+    ++e.gen;
+    e.id.clear();
+    e.id.shrink_to_fit();
+    e.args.clear();
+    e.args.shrink_to_fit();
+    e.reported.reset();
+    free_slots_.push_back(e.slot);
+    --live_;
+}
+
+std::uint32_t Scheduler::name_id(const std::string& name) {
+    auto [it, added] = name_ids_.try_emplace(name, static_cast<std::uint32_t>(names_.size()));
+    if (added) {
+        names_.push_back(name);
+        known_names_.push_back(0);
+        queues_.emplace_back();
+        queued_by_name_.push_back(0);
+    }
+    return it->second;
+}
+
+Scheduler::WorkerState* Scheduler::worker(const std::string& identity) {
+    auto it = workers_.find(identity);
+    return it == workers_.end() ? nullptr : &worker_slots_[it->second];
+}
+
+bool Scheduler::holds(std::uint32_t wslot, const HeldRef& h) const {
+    const Entry& e = slots_[h.slot];
+    return e.gen == h.gen && e.state == State::held && e.worker == wslot && e.dispatch_seq == h.seq;
+}
+
+void Scheduler::release_held(Entry& e) {
+    WorkerState& w = worker_slots_[e.worker];
+    --w.held_count;
+    e.worker = k_none;
+    e.state = State::ended;
+    const auto wslot = static_cast<std::uint32_t>(&w - worker_slots_.data());
+    while (!w.held.empty() && !holds(wslot, w.held.front())) w.held.pop_front();
+}
+
+void Scheduler::mark_queued(Entry& e) {
+    e.state = State::queued;
+    ++queued_;
+    ++queued_by_name_[e.name];
+}
+
+void Scheduler::unmark_queued(Entry& e) {
+    e.state = State::ended;
+    --queued_;
+    --queued_by_name_[e.name];
+}
+
+void Scheduler::enqueue_front(Entry& e) {
+    if (e.state == State::held) release_held(e);
+    mark_queued(e);
+    queues_[e.name].push_front(Ref{e.slot, e.gen});
+}
+
+// Submitting ------------------------------------------------------------------
+
 Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<proto::Task>&& tasks,
                                        Clock::time_point) {
     Submitted out;
     out.accepted.reserve(tasks.size());
     for (auto& t : tasks) {
-        if (auto known = tasks_.find(t.id); known != tasks_.end()) {  // a resend: already ours
-            known->second.producer = producer;  // it may come over a new connection
-            out.accepted.push_back(t.id);
-            if (known->second.reported) out.finals.push_back(*known->second.reported);  // it was missed
+        if (Entry* known = find(t.id)) {  // a resend: already ours
+            // It may come over a new connection.
+            if (strings_[known->producer] != producer) {
+                strings_.release(known->producer);
+                known->producer = strings_.acquire(producer);
+            }
+            out.accepted.push_back(std::move(t.id));
+            if (known->reported) out.finals.push_back(*known->reported);  // it was missed
             continue;
         }
         if (t.name.empty() || t.reply_to.empty()) {
-            out.rejected["invalid: a task needs a name and a reply_to"].push_back(t.id);
+            out.rejected["invalid: a task needs a name and a reply_to"].push_back(std::move(t.id));
             ++totals_.rejected;
             continue;
         }
-        if (!workers_.empty() && !known_names_.count(t.name)) {
-            const std::string id = t.id;
-            Entry& e = tasks_[id];
-            e.task = std::move(t);
-            e.producer = producer;
-            out.finals.push_back(end_task(e, proto::Status::error, "unknown task '" + e.task.name + "': no worker runs it"));
-            out.accepted.push_back(id);
+        const auto known_name = name_ids_.find(t.name);
+        if (!workers_.empty() && (known_name == name_ids_.end() || !known_names_[known_name->second])) {
+            Entry& e = new_entry(std::move(t), producer);
+            out.finals.push_back(end_task(e, proto::Status::error, "unknown task '" + names_[e.name] + "': no worker runs it"));
+            out.accepted.push_back(e.id);
             ++totals_.accepted;
             continue;
         }
-        if (tasks_.size() >= limits_.max_queued) {
-            out.rejected["queue_full"].push_back(t.id);
+        if (live_ >= limits_.max_queued) {
+            out.rejected["queue_full"].push_back(std::move(t.id));
             ++totals_.rejected;
             continue;
         }
-        if (t.max_attempts == 0) t.max_attempts = 1;
-        t.attempt = 0;
-        const std::string id = t.id;
-        Entry& e = tasks_[id];
-        e.task = std::move(t);
-        e.producer = producer;
+        Entry& e = new_entry(std::move(t), producer);
         mark_queued(e);
-        queues_[e.task.name].push_back(id);
+        queues_[e.name].push_back(Ref{e.slot, e.gen});
         ++totals_.accepted;
-        out.accepted.push_back(id);
+        out.accepted.push_back(e.id);
     }
     return out;
 }
+
+// Workers ---------------------------------------------------------------------
 
 std::vector<FinalOutcome> Scheduler::hello(const std::string& identity, proto::Hello h, Clock::time_point now) {
     std::vector<FinalOutcome> finals;
     if (workers_.count(identity)) finals = remove_worker(identity, false);
     // The same worker over a new connection (it reconnected): its tasks are
     // still running there, so they go back without counting a death.
-    for (auto it = workers_.begin(); it != workers_.end();) {
-        auto next = std::next(it);
-        if (it->second.hello.worker == h.worker && it->first != identity) {
-            auto more = remove_worker(std::string(it->first), false);
-            finals.insert(finals.end(), more.begin(), more.end());
-        }
-        it = next;
+    std::vector<std::string> same;
+    for (const auto& [other, wslot] : workers_)
+        if (worker_slots_[wslot].hello.worker == h.worker) same.push_back(other);
+    for (const auto& other : same) {
+        auto more = remove_worker(other, false);
+        finals.insert(finals.end(), more.begin(), more.end());
     }
-    WorkerState& w = workers_[identity];
+    std::uint32_t wslot;
+    if (!free_worker_slots_.empty()) {
+        wslot = free_worker_slots_.back();
+        free_worker_slots_.pop_back();
+    } else {
+        wslot = static_cast<std::uint32_t>(worker_slots_.size());
+        worker_slots_.emplace_back();
+    }
+    WorkerState& w = worker_slots_[wslot];
+    w = WorkerState{};
+    w.used = true;
+    w.identity = identity;
     w.hello = std::move(h);
     w.last_seen = now;
-    w.served_seq = 0;
     for (const auto& name : w.hello.tasks) {
-        queues_.try_emplace(name);
-        known_names_.insert(name);
+        const auto id = name_id(name);
+        known_names_[id] = 1;
+        w.names.push_back(id);
     }
+    workers_.emplace(identity, wslot);
     return finals;
 }
 
 bool Scheduler::ready(const std::string& identity, std::uint32_t credits, Clock::time_point now) {
-    auto it = workers_.find(identity);
-    if (it == workers_.end()) return false;
-    it->second.credits += credits;
-    it->second.last_seen = now;
+    WorkerState* w = worker(identity);
+    if (!w) return false;
+    w->credits += credits;
+    w->last_seen = now;
     return true;
 }
 
 bool Scheduler::seen(const std::string& identity, Clock::time_point now) {
-    auto it = workers_.find(identity);
-    if (it == workers_.end()) return false;
-    it->second.last_seen = now;
+    WorkerState* w = worker(identity);
+    if (!w) return false;
+    w->last_seen = now;
     return true;
-}
-
-void Scheduler::mark_queued(Entry& e) {
-    e.queued = true;
-    ++queued_;
-    ++queued_by_name_[e.task.name];
-}
-
-void Scheduler::unmark_queued(Entry& e) {
-    e.queued = false;
-    --queued_;
-    --queued_by_name_[e.task.name];
-}
-
-void Scheduler::enqueue_front(Entry& e) {
-    e.worker.clear();
-    mark_queued(e);
-    queues_[e.task.name].push_front(e.task.id);
-}
-
-FinalOutcome Scheduler::end_task(Entry& e, proto::Status status, std::string error) {
-    if (e.queued) unmark_queued(e);
-    e.waiting_retry = false;
-    e.worker.clear();
-    e.ended = true;
-    e.reported = std::make_unique<FinalOutcome>(final_outcome(e, status, std::move(error)));
-    e.report_sends = 1;
-    reported_now_.push_back(e.task.id);
-    return *e.reported;
-}
-
-Millis Scheduler::report_interval(std::uint32_t sends) const {
-    const Millis window = limits_.heartbeat * limits_.liveness;
-    const auto doubled = window * (1LL << std::min<std::uint32_t>(sends - 1, 10));
-    return std::min<Millis>(doubled, Millis(60000));
-}
-
-std::vector<FinalOutcome> Scheduler::reports_due(Clock::time_point now) {
-    std::vector<FinalOutcome> due;
-    for (auto& id : reported_now_) reports_.emplace(now + report_interval(1), std::move(id));
-    reported_now_.clear();
-    while (!reports_.empty() && reports_.top().first <= now) {
-        std::string id = reports_.top().second;
-        reports_.pop();
-        auto t = tasks_.find(id);
-        if (t == tasks_.end() || !t->second.reported) continue;  // settled, or gone with its producer
-        Entry& e = t->second;
-        if (e.report_sends >= static_cast<std::uint32_t>(limits_.report_tries)) {
-            ++totals_.reports_abandoned;  // its sink never answered: give up on it
-            tasks_.erase(t);
-            continue;
-        }
-        ++e.report_sends;
-        ++totals_.reports_resent;
-        due.push_back(*e.reported);
-        reports_.emplace(now + report_interval(e.report_sends), std::move(id));
-    }
-    return due;
-}
-
-std::optional<std::vector<FinalOutcome>> Scheduler::retry(const std::string& identity,
-                                                          const std::vector<std::string>& ids, Clock::time_point now) {
-    auto w = workers_.find(identity);
-    if (w == workers_.end()) return std::nullopt;
-    w->second.last_seen = now;
-    std::vector<FinalOutcome> finals;
-    for (const auto& id : ids) {
-        if (w->second.held.erase(id) == 0) continue;  // not this worker's (any more)
-        auto t = tasks_.find(id);
-        if (t == tasks_.end()) continue;
-        Entry& e = t->second;
-        e.worker.clear();
-        if (e.task.attempt >= e.task.max_attempts) {  // a worker retries only with attempts left; a sink may not
-            finals.push_back(end_task(e, proto::Status::lost, "failed " + std::to_string(e.task.attempt) +
-                                                                  " attempts (the last could not reach its sink)"));
-            ++totals_.lost;
-            continue;
-        }
-        e.waiting_retry = true;
-        const auto shift = std::min<std::uint32_t>(std::max(e.task.attempt, 1u) - 1, 16);
-        const auto backoff = std::min<Millis>(limits_.retry_base * (1LL << shift), limits_.retry_max);
-        retries_.emplace(now + backoff, id);
-        ++totals_.retried;
-    }
-    return finals;
-}
-
-Clock::time_point Scheduler::release_retries(Clock::time_point now) {
-    while (!retries_.empty() && retries_.top().first <= now) {
-        std::string id = retries_.top().second;
-        retries_.pop();
-        auto t = tasks_.find(id);
-        if (t == tasks_.end() || !t->second.waiting_retry) continue;  // settled or cancelled meanwhile
-        Entry& e = t->second;
-        e.waiting_retry = false;
-        mark_queued(e);
-        queues_[e.task.name].push_back(std::move(id));
-    }
-    return retries_.empty() ? Clock::time_point::max() : retries_.top().first;
-}
-
-FinalOutcome Scheduler::final_outcome(const Entry& e, proto::Status status, std::string error) const {
-    FinalOutcome f;
-    f.reply_to = e.task.reply_to;
-    f.outcome.id = e.task.id;
-    f.outcome.task = e.task.name;
-    f.outcome.status = status;
-    f.outcome.error = std::move(error);
-    f.outcome.attempt = e.task.attempt;
-    f.outcome.worker = "broker";
-    return f;
 }
 
 std::vector<FinalOutcome> Scheduler::remove_worker(const std::string& identity, bool died,
                                                    const std::vector<std::string>& finished) {
-    std::vector<FinalOutcome> finals;
     auto it = workers_.find(identity);
-    if (it == workers_.end()) return finals;
+    if (it == workers_.end()) return {};
+    return remove_worker_slot(it->second, died, finished);
+}
+
+std::vector<FinalOutcome> Scheduler::remove_worker_slot(std::uint32_t wslot, bool died,
+                                                        const std::vector<std::string>& finished) {
+    std::vector<FinalOutcome> finals;
+    WorkerState& w = worker_slots_[wslot];
     for (const auto& id : finished) {
-        if (it->second.held.erase(id) == 0) continue;
-        if (auto t = tasks_.find(id); t != tasks_.end()) {
-            t->second.worker.clear();
-            t->second.ended = true;
-        }
+        Entry* e = find(id);
+        if (e && e->state == State::held && e->worker == wslot) release_held(*e);  // waits for SETTLE
     }
-    std::size_t may_run = std::max<std::uint32_t>(1, it->second.hello.slots);
-    std::vector<std::pair<std::uint64_t, const std::string*>> order;
-    order.reserve(it->second.held.size());
-    for (const auto& [id, seq] : it->second.held) order.emplace_back(seq, &id);
-    std::sort(order.begin(), order.end());
+    std::vector<Entry*> held;  // in dispatch order; collected first, as requeueing trims w.held
+    for (const auto& h : w.held)
+        if (holds(wslot, h)) held.push_back(&slots_[h.slot]);
+    std::size_t may_run = std::max<std::uint32_t>(1, w.hello.slots);
     std::vector<Entry*> requeue;
-    for (const auto& [seq, idp] : order) {
-        const std::string& id = *idp;
-        auto t = tasks_.find(id);
-        if (t == tasks_.end()) continue;
-        Entry& e = t->second;
+    for (Entry* ep : held) {
+        Entry& e = *ep;
         const bool blamed = died && may_run > 0;
         if (blamed) {
             --may_run;
             ++e.deaths;
         }
-        if (blamed && e.deaths >= e.task.max_attempts) {
+        if (blamed && e.deaths >= e.max_attempts) {
             finals.push_back(end_task(e, proto::Status::lost,
                                       "worker died " + std::to_string(e.deaths) + (e.deaths == 1 ? " time" : " times")));
             ++totals_.lost;
@@ -241,58 +279,66 @@ std::vector<FinalOutcome> Scheduler::remove_worker(const std::string& identity, 
         enqueue_front(**r);
         ++totals_.redispatched;
     }
-    workers_.erase(it);
+    workers_.erase(w.identity);
+    w = WorkerState{};
+    free_worker_slots_.push_back(wslot);
     return finals;
 }
 
 std::vector<FinalOutcome> Scheduler::remove_worker_by_id(const std::string& worker_id) {
-    for (const auto& [identity, w] : workers_)
-        if (w.hello.worker == worker_id) return remove_worker(std::string(identity), true);
+    for (const auto& [identity, wslot] : workers_)
+        if (worker_slots_[wslot].hello.worker == worker_id) return remove_worker_slot(wslot, true, {});
     return {};
 }
 
 std::vector<std::string> Scheduler::expired(Clock::time_point now) const {
     std::vector<std::string> out;
     const auto window = limits_.heartbeat * limits_.liveness;
-    for (const auto& [identity, w] : workers_)
-        if (now - w.last_seen > window) out.push_back(identity);
+    for (const auto& [identity, wslot] : workers_)
+        if (now - worker_slots_[wslot].last_seen > window) out.push_back(identity);
     return out;
 }
+
+// Dispatching -----------------------------------------------------------------
 
 std::vector<Scheduler::Batch> Scheduler::dispatch() {
     std::vector<Batch> batches;
     if (queued_ == 0) return batches;
-    std::vector<std::pair<const std::string*, WorkerState*>> ready;
-    for (auto& [identity, w] : workers_)
-        if (w.credits > 0) ready.emplace_back(&identity, &w);
+    std::vector<std::uint32_t> ready;
+    for (const auto& [identity, wslot] : workers_)
+        if (worker_slots_[wslot].credits > 0) ready.push_back(wslot);
     if (ready.empty()) return batches;
     // Least recently served first; a round gives each worker at most one
     // task, so a queue shorter than the credits is spread over the workers.
-    std::sort(ready.begin(), ready.end(),
-              [](const auto& a, const auto& b) { return a.second->served_seq < b.second->served_seq; });
-    std::vector<std::vector<proto::Task>> taken(ready.size());
+    std::sort(ready.begin(), ready.end(), [&](std::uint32_t a, std::uint32_t b) {
+        return worker_slots_[a].served_seq < worker_slots_[b].served_seq;
+    });
+    std::vector<std::vector<proto::TaskRef>> taken(ready.size());
     bool progress = true;
     while (progress && queued_ > 0) {
         progress = false;
         for (std::size_t i = 0; i < ready.size(); ++i) {
-            WorkerState& w = *ready[i].second;
+            WorkerState& w = worker_slots_[ready[i]];
             if (w.credits == 0) continue;
             bool took = false;
-            for (const auto& name : w.hello.tasks) {
-                auto q = queues_.find(name);
-                if (q == queues_.end()) continue;
-                while (!q->second.empty()) {
-                    std::string id = std::move(q->second.front());
-                    q->second.pop_front();
-                    auto t = tasks_.find(id);
-                    if (t == tasks_.end() || !t->second.queued) continue;  // settled or cancelled meanwhile
-                    Entry& e = t->second;
-                    unmark_queued(e);
-                    e.worker = *ready[i].first;
-                    ++e.task.attempt;
-                    w.held.emplace(id, ++dispatch_seq_);
+            for (const auto name : w.names) {
+                auto& q = queues_[name];
+                while (!q.empty()) {
+                    const Ref r = q.front();
+                    q.pop_front();
+                    Entry* e = live(r);
+                    if (!e || e->state != State::queued) continue;  // settled or cancelled meanwhile
+                    unmark_queued(*e);
+                    e->state = State::held;
+                    e->worker = ready[i];
+                    e->dispatch_seq = ++dispatch_seq_;
+                    ++e->attempt;
+                    w.held.push_back(HeldRef{r.slot, r.gen, e->dispatch_seq});
+                    ++w.held_count;
                     --w.credits;
-                    taken[i].push_back(e.task);
+                    taken[i].push_back(proto::TaskRef{e->id, names_[e->name], e->args, strings_[e->reply_to],
+                                                      e->attempt, e->max_attempts, e->timeout_ms, e->detached,
+                                                      e->retry_on_error});
                     ++totals_.dispatched;
                     took = true;
                     break;
@@ -304,67 +350,138 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
     }
     for (std::size_t i = 0; i < ready.size(); ++i) {
         if (taken[i].empty()) continue;
-        ready[i].second->served_seq = ++serve_seq_;
-        batches.push_back(Batch{*ready[i].first, std::move(taken[i])});
+        WorkerState& w = worker_slots_[ready[i]];
+        w.served_seq = ++serve_seq_;
+        batches.push_back(Batch{w.identity, std::move(taken[i])});
     }
     return batches;
 }
 
 void Scheduler::undo_dispatch(const Batch& batch) {
-    auto w = workers_.find(batch.worker);
+    const auto wit = workers_.find(batch.worker);
     // Reverse order keeps the original order at the front of the queue.
     for (auto it = batch.tasks.rbegin(); it != batch.tasks.rend(); ++it) {
-        auto t = tasks_.find(it->id);
-        if (t == tasks_.end()) continue;
-        --t->second.task.attempt;
-        if (w != workers_.end()) {
-            w->second.held.erase(it->id);
-            ++w->second.credits;
-        }
-        enqueue_front(t->second);
+        Entry* e = find(it->id);
+        if (!e || e->state != State::held) continue;
+        --e->attempt;
+        if (wit != workers_.end() && e->worker == wit->second) ++worker_slots_[wit->second].credits;
+        enqueue_front(*e);
         --totals_.dispatched;
     }
 }
 
+// Retries and outcomes ----------------------------------------------------------
+
+FinalOutcome Scheduler::final_outcome(const Entry& e, proto::Status status, std::string error) const {
+    FinalOutcome f;
+    f.reply_to = strings_[e.reply_to];
+    f.outcome.id = e.id;
+    f.outcome.task = names_[e.name];
+    f.outcome.status = status;
+    f.outcome.error = std::move(error);
+    f.outcome.attempt = e.attempt;
+    f.outcome.worker = "broker";
+    return f;
+}
+
+FinalOutcome Scheduler::end_task(Entry& e, proto::Status status, std::string error) {
+    if (e.state == State::queued) unmark_queued(e);
+    if (e.state == State::held) release_held(e);
+    e.state = State::ended;
+    e.reported = std::make_unique<FinalOutcome>(final_outcome(e, status, std::move(error)));
+    e.report_sends = 1;
+    reported_now_.push_back(Ref{e.slot, e.gen});
+    return *e.reported;
+}
+
+Millis Scheduler::report_interval(std::uint32_t sends) const {
+    const Millis window = limits_.heartbeat * limits_.liveness;
+    const auto doubled = window * (1LL << std::min<std::uint32_t>(sends - 1, 10));
+    return std::min<Millis>(doubled, Millis(60000));
+}
+
+std::vector<FinalOutcome> Scheduler::reports_due(Clock::time_point now) {
+    std::vector<FinalOutcome> due;
+    for (const auto& r : reported_now_) reports_.emplace(now + report_interval(1), pack_ref(r.slot, r.gen));
+    reported_now_.clear();
+    while (!reports_.empty() && reports_.top().first <= now) {
+        const auto ref = reports_.top().second;
+        reports_.pop();
+        Entry* e = live(Ref{static_cast<std::uint32_t>(ref >> 32), static_cast<std::uint32_t>(ref)});
+        if (!e || !e->reported) continue;  // settled, or gone with its producer
+        if (e->report_sends >= static_cast<std::uint32_t>(limits_.report_tries)) {
+            ++totals_.reports_abandoned;  // its sink never answered: give up on it
+            free_entry(*e);
+            continue;
+        }
+        ++e->report_sends;
+        ++totals_.reports_resent;
+        due.push_back(*e->reported);
+        reports_.emplace(now + report_interval(e->report_sends), ref);
+    }
+    return due;
+}
+
+std::optional<std::vector<FinalOutcome>> Scheduler::retry(const std::string& identity,
+                                                          const std::vector<std::string>& ids, Clock::time_point now) {
+    auto wit = workers_.find(identity);
+    if (wit == workers_.end()) return std::nullopt;
+    worker_slots_[wit->second].last_seen = now;
+    std::vector<FinalOutcome> finals;
+    for (const auto& id : ids) {
+        Entry* e = find(id);
+        if (!e || e->state != State::held || e->worker != wit->second) continue;  // not this worker's (any more)
+        release_held(*e);
+        if (e->attempt >= e->max_attempts) {  // a worker retries only with attempts left; a sink may not
+            finals.push_back(end_task(*e, proto::Status::lost, "failed " + std::to_string(e->attempt) +
+                                                                   " attempts (the last could not reach its sink)"));
+            ++totals_.lost;
+            continue;
+        }
+        e->state = State::waiting_retry;
+        const auto shift = std::min<std::uint32_t>(std::max(e->attempt, 1u) - 1, 16);
+        const auto backoff = std::min<Millis>(limits_.retry_base * (1LL << shift), limits_.retry_max);
+        retries_.emplace(now + backoff, pack_ref(e->slot, e->gen));
+        ++totals_.retried;
+    }
+    return finals;
+}
+
+Clock::time_point Scheduler::release_retries(Clock::time_point now) {
+    while (!retries_.empty() && retries_.top().first <= now) {
+        const auto ref = retries_.top().second;
+        retries_.pop();
+        const Ref r{static_cast<std::uint32_t>(ref >> 32), static_cast<std::uint32_t>(ref)};
+        Entry* e = live(r);
+        if (!e || e->state != State::waiting_retry) continue;  // settled or cancelled meanwhile
+        mark_queued(*e);
+        queues_[e->name].push_back(r);
+    }
+    return retries_.empty() ? Clock::time_point::max() : retries_.top().first;
+}
+
 void Scheduler::settle(const std::vector<std::string>& ids) {
     for (const auto& id : ids) {
-        auto t = tasks_.find(id);
-        if (t == tasks_.end()) continue;
-        Entry& e = t->second;
-        if (!e.worker.empty()) {
-            auto w = workers_.find(e.worker);
-            if (w != workers_.end()) {
-                w->second.held.erase(id);
-                ++w->second.done;
-            }
-        }
-        if (e.queued) unmark_queued(e);  // its queue slot is skipped lazily
-        tasks_.erase(t);
+        Entry* e = find(id);
+        if (!e) continue;
+        if (e->state == State::held) ++worker_slots_[e->worker].done;
+        free_entry(*e);  // a queue slot or timer naming it is skipped lazily
         ++totals_.settled;
     }
 }
 
 std::vector<FinalOutcome> Scheduler::producer_gone(const std::string& producer) {
     std::vector<FinalOutcome> finals;
-    for (auto it = tasks_.begin(); it != tasks_.end();) {
-        Entry& e = it->second;
-        if (e.task.detached || e.producer != producer) {
-            ++it;
-            continue;
+    for (auto& e : slots_) {
+        if (e.state == State::free || e.detached || strings_[e.producer] != producer) continue;
+        // An ended task's outcome went out already; the others are reported
+        // anyway: a producer that was only stalled still gets an outcome.
+        // A running one runs on; its result goes nowhere.
+        if (e.state != State::ended) {
+            finals.push_back(final_outcome(e, proto::Status::cancelled, "producer gone"));
+            ++totals_.cancelled;
         }
-        if (e.ended) {  // its outcome went out already
-            it = tasks_.erase(it);
-            continue;
-        }
-        // Reported anyway: a producer that was only stalled still gets an outcome.
-        finals.push_back(final_outcome(e, proto::Status::cancelled, "producer gone"));
-        if (e.queued) {
-            unmark_queued(e);
-        } else if (auto w = workers_.find(e.worker); w != workers_.end()) {
-            w->second.held.erase(it->first);  // it runs on; its result goes nowhere
-        }
-        ++totals_.cancelled;
-        it = tasks_.erase(it);
+        free_entry(e);
     }
     return finals;
 }
@@ -372,74 +489,72 @@ std::vector<FinalOutcome> Scheduler::producer_gone(const std::string& producer) 
 std::vector<FinalOutcome> Scheduler::cancel(const std::vector<std::string>& ids) {
     std::vector<FinalOutcome> finals;
     for (const auto& id : ids) {
-        auto t = tasks_.find(id);
-        if (t == tasks_.end() || !(t->second.queued || t->second.waiting_retry)) continue;
-        finals.push_back(end_task(t->second, proto::Status::cancelled, "cancelled"));
+        Entry* e = find(id);
+        if (!e || !(e->state == State::queued || e->state == State::waiting_retry)) continue;
+        finals.push_back(end_task(*e, proto::Status::cancelled, "cancelled"));
         ++totals_.cancelled;
     }
     return finals;
 }
 
+// Looking -----------------------------------------------------------------------
+
 std::vector<std::string> Scheduler::worker_identities() const {
     std::vector<std::string> out;
     out.reserve(workers_.size());
-    for (const auto& [identity, w] : workers_) out.push_back(identity);
+    for (const auto& [identity, wslot] : workers_) out.push_back(identity);
     return out;
 }
 
 std::uint32_t Scheduler::credits_of(const std::string& identity) const {
     auto it = workers_.find(identity);
-    return it == workers_.end() ? 0 : it->second.credits;
+    return it == workers_.end() ? 0 : worker_slots_[it->second].credits;
 }
 
 std::size_t Scheduler::held_by(const std::string& identity) const {
     auto it = workers_.find(identity);
-    return it == workers_.end() ? 0 : it->second.held.size();
+    return it == workers_.end() ? 0 : worker_slots_[it->second].held_count;
 }
 
 nlohmann::json Scheduler::status(Clock::time_point now) const {
     using nlohmann::json;
-    std::unordered_map<std::string, std::size_t> running;
-    for (const auto& [id, e] : tasks_)
-        if (!e.worker.empty()) ++running[e.task.name];
-    std::unordered_map<std::string, std::size_t> can_run;
-    for (const auto& [identity, w] : workers_)
-        for (const auto& name : w.hello.tasks) ++can_run[name];
+    std::vector<std::size_t> running(names_.size(), 0), can_run(names_.size(), 0);
+    std::size_t in_flight = 0, retrying = 0, ended = 0;
+    for (const auto& e : slots_) {
+        if (e.state == State::held) {
+            ++running[e.name];
+            ++in_flight;
+        }
+        retrying += e.state == State::waiting_retry;
+        ended += e.state == State::ended;
+    }
+    for (const auto& [identity, wslot] : workers_)
+        for (const auto name : worker_slots_[wslot].names) ++can_run[name];
 
     json queues = json::object();
     json waiting = json::array();
-    for (const auto& entry : queues_) {
-        const std::string& name = entry.first;
-        const auto qn = queued_by_name_.find(name);
-        const std::size_t queued = qn == queued_by_name_.end() ? 0 : qn->second;
-        const auto r = running.count(name) ? running.at(name) : 0;
-        const auto workers = can_run.count(name) ? can_run.at(name) : 0;
-        if (queued == 0 && r == 0 && workers == 0) continue;
-        queues[name] = {{"queued", queued}, {"in_flight", r}, {"workers", workers}};
-        if (queued > 0 && workers == 0) waiting.push_back(name);
+    for (std::size_t n = 0; n < names_.size(); ++n) {
+        const std::size_t queued = queued_by_name_[n];
+        if (queued == 0 && running[n] == 0 && can_run[n] == 0) continue;
+        queues[names_[n]] = {{"queued", queued}, {"in_flight", running[n]}, {"workers", can_run[n]}};
+        if (queued > 0 && can_run[n] == 0) waiting.push_back(names_[n]);
     }
     json workers = json::array();
-    for (const auto& [identity, w] : workers_) {
+    for (const auto& [identity, wslot] : workers_) {
+        const WorkerState& w = worker_slots_[wslot];
         workers.push_back({{"id", w.hello.worker},
                            {"host", w.hello.host},
                            {"pid", w.hello.pid},
                            {"pool", w.hello.pool},
                            {"slots", w.hello.slots},
                            {"credits", w.credits},
-                           {"held", w.held.size()},
+                           {"held", w.held_count},
                            {"done", w.done},
                            {"restarts", w.hello.restarts},
-                           {"last_heartbeat_ms",
-                            std::chrono::duration_cast<Millis>(now - w.last_seen).count()}});
+                           {"last_heartbeat_ms", std::chrono::duration_cast<Millis>(now - w.last_seen).count()}});
     }
     std::sort(workers.begin(), workers.end(),
               [](const json& a, const json& b) { return a["id"].get<std::string>() < b["id"].get<std::string>(); });
-    std::size_t in_flight = 0, retrying = 0, ended = 0;
-    for (const auto& [name, n] : running) in_flight += n;
-    for (const auto& [id, e] : tasks_) {
-        retrying += e.waiting_retry;
-        ended += e.ended;
-    }
     return {{"queues", queues},
             {"waiting_for_workers", waiting},
             {"workers", workers},
@@ -447,7 +562,7 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
             {"in_flight", in_flight},
             {"retrying", retrying},
             {"awaiting_settle", ended},
-            {"held", tasks_.size()},
+            {"held", live_},
             {"totals",
              {{"accepted", totals_.accepted},
               {"rejected", totals_.rejected},

@@ -36,7 +36,8 @@ void pack_strings(Packer& pk, const std::vector<std::string>& v) {
     for (const auto& s : v) pack_str(pk, s);
 }
 
-void pack_task(Packer& pk, const Task& t) {
+template <class T>
+void pack_task(Packer& pk, const T& t) {
     pk.pack_map(9);
     pack_key(pk, "id");
     pack_str(pk, t.id);
@@ -351,6 +352,16 @@ std::string encode(const std::vector<const Task*>& tasks) {
     pack_key(pk, "tasks");
     pk.pack_array(static_cast<std::uint32_t>(tasks.size()));
     for (const auto* t : tasks) pack_task(pk, *t);
+    return std::move(b.data);
+}
+
+std::string encode(const TaskRef* tasks, std::size_t count) {
+    StringBuffer b;
+    Packer pk(b);
+    pk.pack_map(1);
+    pack_key(pk, "tasks");
+    pk.pack_array(static_cast<std::uint32_t>(count));
+    for (std::size_t i = 0; i < count; ++i) pack_task(pk, tasks[i]);
     return std::move(b.data);
 }
 

@@ -49,7 +49,7 @@ public:
     };
     struct Batch {
         std::string worker;  // routing identity
-        std::vector<proto::Task> tasks;
+        std::vector<proto::TaskRef> tasks;  // valid until the next call that changes the Scheduler
     };
 
     explicit Scheduler(SchedulerLimits limits = {}) : limits_(limits) {}
@@ -120,7 +120,7 @@ public:
 
     [[nodiscard]] std::vector<std::string> worker_identities() const;
     [[nodiscard]] std::size_t worker_count() const { return workers_.size(); }
-    [[nodiscard]] std::size_t task_count() const { return tasks_.size(); }
+    [[nodiscard]] std::size_t task_count() const { return live_; }
     [[nodiscard]] std::size_t queued_count() const { return queued_; }
     [[nodiscard]] std::uint32_t credits_of(const std::string& identity) const;
     [[nodiscard]] std::size_t held_by(const std::string& identity) const;
@@ -137,32 +137,83 @@ public:
     Totals& totals() { return totals_; }
 
 private:
-    // A task is in one state: queued; held by `worker`; waiting out a retry
-    // back-off (`retry_at`); or ended and waiting for SETTLE (`reported`
-    // when the broker made the outcome and may need to send it again;
-    // neither when the worker sent it).
+    static constexpr std::uint32_t k_none = 0xffffffff;
+    enum class State : std::uint8_t { free, queued, held, waiting_retry, ended };
+
+    // One accepted task, in a slot of slots_ (stable: a deque) until settled.
+    // Strings shared by many tasks (name, reply_to, producer) are interned.
+    // A slot is reused for a later task with gen + 1, so a Ref kept in a
+    // queue, a worker's held list or a timer can tell it is stale.
     struct Entry {
-        proto::Task task;  // attempt = times dispatched
-        std::string producer;
-        std::string worker;  // identity holding it; empty otherwise
+        std::string id;
+        std::string args;
+        std::uint32_t name = 0;      // names_
+        std::uint32_t reply_to = 0;  // strings_
+        std::uint32_t producer = 0;  // strings_
+        std::uint32_t worker = k_none;  // worker_slots_ while held
+        std::uint32_t attempt = 0;      // times dispatched
+        std::uint32_t max_attempts = 1;
+        std::uint32_t timeout_ms = 0;
         std::uint32_t deaths = 0;
-        bool queued = false;
-        bool waiting_retry = false;
-        bool ended = false;  // has its final outcome; waits for SETTLE
-        std::unique_ptr<FinalOutcome> reported;
+        std::uint32_t slot = 0;  // its own index in slots_
+        std::uint32_t gen = 0;
         std::uint32_t report_sends = 0;
+        std::uint64_t dispatch_seq = 0;
+        State state = State::free;
+        bool detached = false;
+        bool retry_on_error = false;
+        std::unique_ptr<FinalOutcome> reported;  // a broker-made outcome, kept to send again
+    };
+    struct Ref {
+        std::uint32_t slot, gen;
+    };
+    struct HeldRef {
+        std::uint32_t slot, gen;
+        std::uint64_t seq;
     };
     struct WorkerState {
+        std::string identity;
         proto::Hello hello;
+        std::vector<std::uint32_t> names;  // hello.tasks, interned
         std::uint32_t credits = 0;
-        // id -> dispatch sequence; a worker starts tasks in dispatch order.
-        std::unordered_map<std::string, std::uint64_t> held;
+        // In dispatch order (a worker starts tasks in that order); entries
+        // whose task moved on are skipped and trimmed lazily.
+        std::deque<HeldRef> held;
+        std::size_t held_count = 0;
         std::uint64_t done = 0;
         std::uint64_t served_seq = 0;
         Clock::time_point last_seen{};
+        bool used = false;
+    };
+    // Strings with reference counts (reply_to and producer endpoints).
+    class Interned {
+    public:
+        std::uint32_t acquire(std::string_view s);
+        void release(std::uint32_t index);
+        [[nodiscard]] const std::string& operator[](std::uint32_t index) const { return items_[index].first; }
+
+    private:
+        std::deque<std::pair<std::string, std::size_t>> items_;  // a deque: index_ views its strings
+        std::unordered_map<std::string_view, std::uint32_t> index_;
+        std::vector<std::uint32_t> free_;
     };
 
-    // The one place that keeps e.queued, queued_ and queued_by_name_ in step.
+    Entry* find(std::string_view id);
+    Entry* live(Ref r) {
+        Entry& e = slots_[r.slot];
+        return e.gen == r.gen && e.state != State::free ? &e : nullptr;
+    }
+    Entry& new_entry(proto::Task&& t, const std::string& producer);
+    void free_entry(Entry& e);
+    WorkerState* worker(const std::string& identity);
+    // A HeldRef still names the task its worker holds.
+    bool holds(std::uint32_t wslot, const HeldRef& h) const;
+    // The task leaves its worker's hands (done, retried, ended, requeued).
+    void release_held(Entry& e);
+    std::uint32_t name_id(const std::string& name);
+    std::vector<FinalOutcome> remove_worker_slot(std::uint32_t wslot, bool died, const std::vector<std::string>& finished);
+
+    // The one place that keeps state, queued_ and queued_by_name_ in step.
     void mark_queued(Entry& e);
     void unmark_queued(Entry& e);
     void enqueue_front(Entry& e);
@@ -173,18 +224,25 @@ private:
     [[nodiscard]] Millis report_interval(std::uint32_t sends) const;
 
     SchedulerLimits limits_;
-    std::unordered_map<std::string, Entry> tasks_;
-    std::unordered_map<std::string, std::deque<std::string>> queues_;  // task name -> ids
-    std::unordered_map<std::string, WorkerState> workers_;
-    std::unordered_set<std::string> known_names_;  // announced by any worker since start
+    std::deque<Entry> slots_;
+    std::vector<std::uint32_t> free_slots_;
+    std::unordered_map<std::string_view, std::uint32_t> index_;  // id (in its Entry) -> slot
+    std::size_t live_ = 0;
+    Interned strings_;
+    std::vector<std::string> names_;  // task names seen, by id
+    std::unordered_map<std::string, std::uint32_t> name_ids_;
+    std::vector<char> known_names_;    // by name id: announced by a worker since start
+    std::vector<std::deque<Ref>> queues_;       // by name id; stale refs skipped lazily
+    std::vector<std::size_t> queued_by_name_;   // by name id
     std::size_t queued_ = 0;
-    std::unordered_map<std::string, std::size_t> queued_by_name_;
-    // (due, id) of retries waiting out their back-off, earliest first.
-    using Due = std::pair<Clock::time_point, std::string>;
+    std::vector<WorkerState> worker_slots_;
+    std::unordered_map<std::string, std::uint32_t> workers_;  // identity -> worker slot
+    std::vector<std::uint32_t> free_worker_slots_;
+    using Due = std::pair<Clock::time_point, std::uint64_t>;  // (when, slot << 32 | gen)
     using DueQueue = std::priority_queue<Due, std::vector<Due>, std::greater<>>;
-    DueQueue retries_;
+    DueQueue retries_;  // retries waiting out their back-off, earliest first
     // Broker-made outcomes: just sent (not yet scheduled), then by next send.
-    std::vector<std::string> reported_now_;
+    std::vector<Ref> reported_now_;
     DueQueue reports_;
     std::uint64_t serve_seq_ = 0;
     std::uint64_t dispatch_seq_ = 0;

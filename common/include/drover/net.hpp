@@ -30,7 +30,8 @@ inline std::size_t batch_byte_limit(std::int64_t max_message_bytes) {
     return std::min(k_batch_bytes, static_cast<std::size_t>(max_message_bytes) / 2);
 }
 // Approximate encoded size of a task, for cutting batches.
-inline std::size_t wire_size(const proto::Task& t) {
+template <class T>  // proto::Task or proto::TaskRef
+std::size_t wire_size(const T& t) {
     return t.id.size() + t.name.size() + t.args.size() + t.reply_to.size() + k_entry_overhead;
 }
 

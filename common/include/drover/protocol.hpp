@@ -147,6 +147,17 @@ struct Task {
     bool retry_on_error = false;  // an error is retried, with back-off, while attempts remain
 };
 
+// A task's fields by reference: what the broker encodes for DISPATCH
+// without copying them out of its own records.
+struct TaskRef {
+    std::string_view id, name, args, reply_to;
+    std::uint32_t attempt = 0;
+    std::uint32_t max_attempts = 0;
+    std::uint32_t timeout_ms = 0;
+    bool detached = false;
+    bool retry_on_error = false;
+};
+
 struct Tasks {  // SUBMIT and DISPATCH
     std::vector<Task> tasks;
 };
@@ -228,6 +239,7 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
 [[nodiscard]] std::string encode(const Lost& m);
 [[nodiscard]] std::string encode(const Tasks& m);
 [[nodiscard]] std::string encode(const std::vector<const Task*>& tasks);  // a Tasks body, without copies
+[[nodiscard]] std::string encode(const TaskRef* tasks, std::size_t count);  // a Tasks body
 [[nodiscard]] std::string encode(const Ids& m);
 [[nodiscard]] std::string encode(const Settle& m);
 [[nodiscard]] std::string encode(const Rejected& m);
