@@ -345,16 +345,6 @@ std::string encode(const Tasks& m) {
     return std::move(b.data);
 }
 
-std::string encode(const std::vector<const Task*>& tasks) {
-    StringBuffer b;
-    Packer pk(b);
-    pk.pack_map(1);
-    pack_key(pk, "tasks");
-    pk.pack_array(static_cast<std::uint32_t>(tasks.size()));
-    for (const auto* t : tasks) pack_task(pk, *t);
-    return std::move(b.data);
-}
-
 std::string encode(const TaskRef* tasks, std::size_t count) {
     StringBuffer b;
     Packer pk(b);

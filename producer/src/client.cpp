@@ -17,6 +17,29 @@ namespace {
 constexpr std::size_t k_submit_batch = 1000;
 constexpr std::size_t k_settle_batch = 4096;
 
+// Digits in ascending ASCII order, so that for numbers written with them a
+// shorter string is smaller and equal lengths compare as the numbers do.
+constexpr std::string_view k_digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
+
+void append_number(std::string& out, std::uint64_t n) {
+    char buf[11];
+    int i = sizeof buf;
+    do {
+        buf[--i] = k_digits[n % 64];
+        n /= 64;
+    } while (n > 0);
+    out.append(buf + i, sizeof buf - static_cast<std::size_t>(i));
+}
+
+// 8 characters, 48 random bits: with the task number, an id fits in a
+// std::string without a heap allocation up to 2^36 tasks.
+std::string new_session() {
+    const std::string hex = random_hex(6);
+    std::string out;
+    append_number(out, std::stoull(hex, nullptr, 16) | (std::uint64_t{1} << 47));  // always 8 digits
+    return out;
+}
+
 std::string default_sink(const std::string& broker) {
     if (broker.rfind("inproc://", 0) == 0) return "inproc://drover-sink-" + random_hex(8);
     if (broker.rfind("ipc://", 0) == 0) return "ipc:///tmp/drover-sink-" + std::to_string(::getpid()) + "-" + random_hex(4);
@@ -29,7 +52,7 @@ Client::Client(zmq::context_t& ctx, ClientOptions options, Logger log)
     : ctx_(ctx),
       options_(std::move(options)),
       log_(std::move(log)),
-      session_(random_hex(6)),
+      session_(new_session()),
       sink_(ctx, zmq::socket_type::pull) {
     if (options_.sink.empty()) options_.sink = default_sink(options_.broker);
     sink_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
@@ -86,7 +109,13 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     if (stopping_) throw std::runtime_error("client is closing");
     if (!options.id.empty() && pending_.count(options.id))
         throw std::invalid_argument("duplicate id '" + options.id + "': a task with this id is still unfinished");
-    std::string id = options.id.empty() ? session_ + "-" + std::to_string(++seq_) : options.id;
+    std::string id = options.id;
+    if (id.empty()) {
+        id.reserve(15);
+        id = session_;
+        id += '.';
+        append_number(id, ++seq_);
+    }
     Pending p;
     p.task.id = id;
     p.task.name = std::move(name);
@@ -95,7 +124,7 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     p.task.timeout_ms = options.timeout_ms;
     p.task.retry_on_error = options.retry_on_error;
     p.elsewhere = !options.reply_to.empty();
-    p.task.reply_to = p.elsewhere ? options.reply_to : reply_to_;
+    if (p.elsewhere) p.task.reply_to = options.reply_to;  // else reply_to_, added when sent
     p.task.detached = p.elsewhere;
     p.done = std::move(done);
     pending_.emplace(id, std::move(p));
@@ -154,15 +183,18 @@ void Client::send_unsent() {
     std::lock_guard lock(mutex_);
     const std::size_t limit = batch_byte_limit(options_.max_message_bytes);
     while (sent < unsent_.size()) {
-        std::vector<const proto::Task*> batch;
+        std::vector<proto::TaskRef> batch;
         std::size_t end = sent, bytes = 0;
         while (end < unsent_.size() && end - sent < k_submit_batch && (end == sent || bytes < limit)) {
             auto it = pending_.find(unsent_[end++]);
             if (it == pending_.end()) continue;
-            bytes += wire_size(it->second.task);
-            batch.push_back(&it->second.task);
+            const proto::Task& t = it->second.task;
+            batch.push_back(proto::TaskRef{t.id, t.name, t.args, it->second.elsewhere ? t.reply_to : reply_to_,
+                                           0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error});
+            bytes += wire_size(batch.back());
         }
-        if (!batch.empty() && send_message(*broker_, proto::Command::submit, proto::encode(batch)) != SendStatus::sent)
+        if (!batch.empty() &&
+            send_message(*broker_, proto::Command::submit, proto::encode(batch.data(), batch.size())) != SendStatus::sent)
             break;  // full: try again on the next turn of the loop
         sent = end;
     }
@@ -328,8 +360,13 @@ void Client::io_loop() {
     while (true) {
         {
             std::lock_guard lock(mutex_);
-            unsent_.insert(unsent_.end(), inbox_.begin(), inbox_.end());
-            inbox_.clear();
+            if (unsent_.empty()) {
+                unsent_.swap(inbox_);
+            } else {
+                unsent_.insert(unsent_.end(), std::make_move_iterator(inbox_.begin()),
+                               std::make_move_iterator(inbox_.end()));
+                inbox_.clear();
+            }
             if (!cancel_requests_.empty()) {
                 (void)send_message(*broker_, proto::Command::cancel, proto::encode(proto::Ids{cancel_requests_}));
                 cancel_requests_.clear();

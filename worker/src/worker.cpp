@@ -11,7 +11,7 @@ namespace drover {
 
 namespace {
 
-constexpr std::size_t k_result_batch = 256;
+constexpr std::size_t k_result_batch = 1024;
 constexpr auto k_batch_only_below = std::chrono::microseconds(1000);  // slower tasks report at once
 constexpr Millis k_max_backoff{5000};
 // Automatic prefetch: enough credits for about this much queued work per

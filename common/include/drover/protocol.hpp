@@ -238,7 +238,6 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
 [[nodiscard]] std::string encode(const Ready& m);
 [[nodiscard]] std::string encode(const Lost& m);
 [[nodiscard]] std::string encode(const Tasks& m);
-[[nodiscard]] std::string encode(const std::vector<const Task*>& tasks);  // a Tasks body, without copies
 [[nodiscard]] std::string encode(const TaskRef* tasks, std::size_t count);  // a Tasks body
 [[nodiscard]] std::string encode(const Ids& m);
 [[nodiscard]] std::string encode(const Settle& m);
