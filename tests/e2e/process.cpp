@@ -96,10 +96,12 @@ void write_file(const std::string& path, const std::string& text) {
 
 std::vector<nlohmann::json> read_json_lines(const std::string& path) {
     std::vector<nlohmann::json> out;
-    std::ifstream in(path);
-    std::string line;
-    while (std::getline(in, line))
-        if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+    const std::string text = read_file(path);
+    std::size_t start = 0;
+    // Complete lines only: the file may be half-way through a write.
+    for (auto nl = text.find('\n'); nl != std::string::npos; start = nl + 1, nl = text.find('\n', start))
+        if (nl > start) out.push_back(nlohmann::json::parse(text.begin() + static_cast<std::ptrdiff_t>(start),
+                                                           text.begin() + static_cast<std::ptrdiff_t>(nl)));
     return out;
 }
 

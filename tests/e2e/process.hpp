@@ -47,6 +47,7 @@ private:
 
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& text);
+// The complete lines of a JSON-lines file (a last line still being written is left out).
 std::vector<nlohmann::json> read_json_lines(const std::string& path);
 // Waits until `path` holds a line (e.g. an endpoint file); returns it without
 // the newline, or "" on timeout.
