@@ -209,9 +209,10 @@ Decoded<T> decode_body(std::string_view body, std::size_t max_depth, F&& f) noex
         const std::size_t n = body.size();
         const msgpack::unpack_limit limit(n, n, n, n, n, max_depth);
         std::size_t offset = 0;
-        // No reference function: every string is copied into the handle's zone,
-        // so the handle does not point into a frame that may be freed.
-        msgpack::object_handle oh = msgpack::unpack(body.data(), n, offset, nullptr, nullptr, limit);
+        // Strings and bytes are referenced in `body`, not copied into the
+        // handle's zone: `f` copies what it keeps before the handle goes.
+        const auto reference_all = [](msgpack::type::object_type, std::size_t, void*) { return true; };
+        msgpack::object_handle oh = msgpack::unpack(body.data(), n, offset, reference_all, nullptr, limit);
         if (offset != n) return DecodeError::trailing_bytes;
         return Decoded<T>(f(oh.get()));
     } catch (const Invalid& e) {
