@@ -46,7 +46,7 @@ Scheduler::Entry* Scheduler::find(std::string_view id) {
     return it == index_.end() ? nullptr : &slots_[it->second];
 }
 
-Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, const std::string& producer) {
+Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, SubmitContext& ctx) {
     std::uint32_t slot;
     if (!free_slots_.empty()) {
         slot = free_slots_.back();
@@ -59,9 +59,20 @@ Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, const std::string& produ
     e.slot = slot;
     e.id = std::move(t.id);
     e.args = std::move(t.args);
-    e.name = name_id(t.name);
-    e.reply_to = strings_.acquire(t.reply_to);
-    e.producer = strings_.acquire(producer);
+    if (!ctx.name || *ctx.name != t.name) {
+        ctx.name_id = name_id(t.name);
+        ctx.name = &names_[ctx.name_id];
+    }
+    e.name = ctx.name_id;
+    if (ctx.reply_to && *ctx.reply_to == t.reply_to) {
+        strings_.acquire_again(ctx.reply_to_id);
+    } else {
+        ctx.reply_to_id = strings_.acquire(t.reply_to);
+        ctx.reply_to = &strings_[ctx.reply_to_id];
+    }
+    e.reply_to = ctx.reply_to_id;
+    strings_.acquire_again(ctx.producer);
+    e.producer = ctx.producer;
     e.worker = k_none;
     e.attempt = 0;
     e.max_attempts = std::max(1u, t.max_attempts);
@@ -149,6 +160,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
                                        Clock::time_point) {
     Submitted out;
     out.accepted.reserve(tasks.size());
+    SubmitContext ctx{strings_.acquire(producer)};  // held for the batch, released at the end
     for (auto& t : tasks) {
         if (Entry* known = find(t.id)) {  // a resend: already ours
             // It may come over a new connection.
@@ -167,7 +179,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
         }
         const auto known_name = name_ids_.find(t.name);
         if (!workers_.empty() && (known_name == name_ids_.end() || !known_names_[known_name->second])) {
-            Entry& e = new_entry(std::move(t), producer);
+            Entry& e = new_entry(std::move(t), ctx);
             out.finals.push_back(end_task(e, proto::Status::error, "unknown task '" + names_[e.name] + "': no worker runs it"));
             out.accepted.push_back(e.id);
             ++totals_.accepted;
@@ -178,12 +190,13 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
             ++totals_.rejected;
             continue;
         }
-        Entry& e = new_entry(std::move(t), producer);
+        Entry& e = new_entry(std::move(t), ctx);
         mark_queued(e);
         queues_[e.name].push_back(Ref{e.slot, e.gen});
         ++totals_.accepted;
         out.accepted.push_back(e.id);
     }
+    strings_.release(ctx.producer);
     return out;
 }
 

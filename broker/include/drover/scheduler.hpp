@@ -189,6 +189,7 @@ private:
     class Interned {
     public:
         std::uint32_t acquire(std::string_view s);
+        void acquire_again(std::uint32_t index) { ++items_[index].second; }
         void release(std::uint32_t index);
         [[nodiscard]] const std::string& operator[](std::uint32_t index) const { return items_[index].first; }
 
@@ -203,7 +204,15 @@ private:
         Entry& e = slots_[r.slot];
         return e.gen == r.gen && e.state != State::free ? &e : nullptr;
     }
-    Entry& new_entry(proto::Task&& t, const std::string& producer);
+    // The strings a batch of SUBMIT tasks shares, looked up once per change.
+    struct SubmitContext {
+        std::uint32_t producer;
+        const std::string* reply_to = nullptr;
+        std::uint32_t reply_to_id = 0;
+        const std::string* name = nullptr;
+        std::uint32_t name_id = 0;
+    };
+    Entry& new_entry(proto::Task&& t, SubmitContext& ctx);
     void free_entry(Entry& e);
     WorkerState* worker(const std::string& identity);
     // A HeldRef still names the task its worker holds.
@@ -229,7 +238,7 @@ private:
     std::unordered_map<std::string_view, std::uint32_t> index_;  // id (in its Entry) -> slot
     std::size_t live_ = 0;
     Interned strings_;
-    std::vector<std::string> names_;  // task names seen, by id
+    std::deque<std::string> names_;   // task names seen, by id (a deque: pointers to them stay valid)
     std::unordered_map<std::string, std::uint32_t> name_ids_;
     std::vector<char> known_names_;    // by name id: announced by a worker since start
     std::vector<std::deque<Ref>> queues_;       // by name id; stale refs skipped lazily
