@@ -1,0 +1,112 @@
+// libFuzzer target: every DRV1 decoder on arbitrary bytes, and what an accepted body promises.
+//
+// An input is one message in frames (fuzz_frames.hpp). The message is decoded
+// the way its receiver decodes it, and every frame is also fed to every body
+// decoder. Beyond "does not crash, leak or overflow", a broken invariant
+// aborts, so libFuzzer keeps the input: an accepted header is the one
+// make_header writes, an accepted body is one bounded msgpack map, and a
+// decoded value survives encode and decode unchanged.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "drover/protocol.hpp"
+#include "fuzz_frames.hpp"
+
+using namespace drover::proto;
+
+namespace {
+
+void check(bool holds, const char* invariant) {
+    if (holds) return;
+    std::fprintf(stderr, "decode_fuzz: invariant broken: %s\n", invariant);
+    std::abort();
+}
+
+template <class T>
+std::string encoded(const T& m) {
+    return encode(m);
+}
+std::string encoded(const std::string& instance) { return encode_heartbeat(instance); }
+std::string encoded(bool) { return encode_empty(); }
+
+// Decodes `body`; if it is accepted, checks what that promises and that the
+// value survives encode and decode (encode writes every field, so equal
+// encodings mean equal values).
+template <class T>
+void check_decoder(std::string_view body, Decoded<T> (*decode)(std::string_view) noexcept) {
+    auto first = decode(body);
+    if (!first) return;
+    if (!body.empty()) {  // decode_empty and decode_heartbeat accept no body at all
+        check(is_valid_msgpack(body, k_max_depth), "an accepted body is one msgpack value within the limits");
+        check(decode_empty(body).ok(), "an accepted body is a map");
+    }
+    const std::string bytes = encoded(*first);
+    auto second = decode(bytes);
+    check(second.ok(), "a decoded value encodes to a body that decodes");
+    check(encoded(*second) == bytes, "a decoded value survives encode and decode");
+}
+
+void check_every_decoder(std::string_view body) {
+    check_decoder(body, decode_hello);
+    check_decoder(body, decode_ready);
+    check_decoder(body, decode_lost);
+    check_decoder(body, decode_tasks);
+    check_decoder(body, decode_ids);
+    check_decoder(body, decode_rejected);
+    check_decoder(body, decode_results);
+    check_decoder(body, decode_heartbeat);
+    check_decoder(body, decode_empty);
+    if (is_valid_msgpack(body, k_max_depth))
+        check(is_valid_msgpack(body), "a deeper limit accepts what a shallower one does");
+}
+
+// Decodes a message as its receiver does after the routing id (broker,
+// worker, producer or sink): a header frame and an optional body frame.
+void check_message(const std::vector<std::string_view>& frames) {
+    if (frames.empty() || frames.size() > 2) return;  // dropped as bad_frames
+    auto cmd = parse_header(frames[0].data(), frames[0].size());
+    if (!cmd) return;
+    check(view(make_header(*cmd)) == frames[0], "an accepted header is the one make_header writes");
+    const std::string_view body = frames.size() == 2 ? frames[1] : std::string_view{};
+    switch (*cmd) {
+        case Command::hello: return check_decoder(body, decode_hello);
+        case Command::ready: return check_decoder(body, decode_ready);
+        case Command::lost: return check_decoder(body, decode_lost);
+        case Command::dispatch:
+        case Command::submit: return check_decoder(body, decode_tasks);
+        case Command::accepted:
+        case Command::settle:
+        case Command::cancel: return check_decoder(body, decode_ids);
+        case Command::rejected: return check_decoder(body, decode_rejected);
+        case Command::result: return check_decoder(body, decode_results);
+        case Command::heartbeat:  // the broker takes any map, a producer reads the instance
+            check_decoder(body, decode_empty);
+            return check_decoder(body, decode_heartbeat);
+        case Command::bye:
+        case Command::reset:
+        case Command::status:
+        case Command::status_reply: return check_decoder(body, decode_empty);
+    }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    const auto views = drover::fuzz::split_frames(std::string_view(reinterpret_cast<const char*>(data), size));
+    // Each frame in an allocation of exactly its size, as zmq delivers it, so
+    // that AddressSanitizer sees a read past the end of any one frame.
+    std::vector<std::vector<char>> buffers;
+    std::vector<std::string_view> frames;
+    buffers.reserve(views.size());
+    for (auto v : views) {
+        const auto& b = buffers.emplace_back(v.begin(), v.end());
+        frames.emplace_back(b.data(), b.size());
+    }
+    check_message(frames);
+    for (auto f : frames) check_every_decoder(f);
+    return 0;
+}
