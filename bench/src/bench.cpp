@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -25,7 +26,7 @@ using SteadyClock = std::chrono::steady_clock;
 constexpr auto k_settle_timeout = Millis(20000);
 // W6's default window: big payloads are limited by bytes in flight, not by count.
 constexpr std::size_t k_big_bytes_in_flight = 8 * 1024 * 1024;
-constexpr auto k_watchdog = std::chrono::minutes(10);  // no progress at all for this long: give up
+constexpr auto k_watchdog = std::chrono::minutes(20);  // no progress at all for this long: give up
 
 // /proc/loadavg's first three fields: how busy the shared machine was.
 std::string load_average() {
@@ -90,6 +91,10 @@ public:
         load_at_start_ = load_average();
         progress("drover-bench: " + std::to_string(o_.reps) + " repetitions of each figure; load average " +
                  load_at_start_ + "; logs in " + dir_.path());
+        const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+        if (std::strtod(load_at_start_.c_str(), nullptr) > 0.5 * cores)
+            progress("note: load average " + load_at_start_.substr(0, load_at_start_.find(' ')) + " on " +
+                     std::to_string(cores) + " cores: other processes compete for the CPU, figures will be noisy");
         for (const auto& t : o_.transports) baselines(t);
         if (want("W3")) seed_single_thread();
         for (const auto& t : o_.transports) drover_on(t);
@@ -129,9 +134,6 @@ private:
         if (o_.only.count("W2")) o_.only.insert("B3");
     }
     [[nodiscard]] bool want(const std::string& key) const { return o_.only.empty() || o_.only.count(key) > 0; }
-    [[nodiscard]] bool has_transport(const std::string& t) const {
-        return std::find(o_.transports.begin(), o_.transports.end(), t) != o_.transports.end();
-    }
 
     void progress(const std::string& what) {
         last_progress_ = SteadyClock::now().time_since_epoch().count();
@@ -162,8 +164,12 @@ private:
             body();
         } catch (const std::exception& e) {
             error = e.what();
-            progress("FAILED: " + error + "\n" + "last lines of " + dir_.file("drover.log") + ":\n" +
-                     tail_file(dir_.file("drover.log"), 10));
+            std::string logs;
+            for (const char* name : {"drover.log", "baseline.log"}) {
+                const auto tail = tail_file(dir_.file(name), 10);
+                if (!tail.empty()) logs += "\nlast lines of " + dir_.file(name) + ":\n" + tail;
+            }
+            progress("FAILED: " + error + logs);
         }
         for (auto* f : figures) {
             if (!error.empty()) f->error = error;
@@ -399,7 +405,7 @@ private:
                 throw std::runtime_error("only " + std::to_string(now_queued) + " of " + std::to_string(n) +
                                          " tasks queued at the broker after 30 s without progress");
             }
-            std::this_thread::sleep_for(Millis(50));
+            std::this_thread::sleep_for(Millis(200));  // STATUS walks every held task
         }
     }
 

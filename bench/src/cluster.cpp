@@ -117,7 +117,8 @@ void DroverCluster::wait_settled(Millis timeout) {
         if (SteadyClock::now() > deadline)
             throw std::runtime_error(std::to_string(held) + " tasks still held by the broker (not settled) after " +
                                      std::to_string(timeout.count()) + " ms");
-        std::this_thread::sleep_for(Millis(5));
+        // STATUS walks every held task: polling fast would slow the broker down.
+        std::this_thread::sleep_for(Millis(20));
     }
 }
 
