@@ -96,7 +96,6 @@ public:
             progress("note: load average " + load_at_start_.substr(0, load_at_start_.find(' ')) + " on " +
                      std::to_string(cores) + " cores: other processes compete for the CPU, figures will be noisy");
         for (const auto& t : o_.transports) baselines(t);
-        if (want("W3")) seed_single_thread();
         for (const auto& t : o_.transports) drover_on(t);
         if (want("W3")) {
             for (const auto& t : o_.transports) {
@@ -228,44 +227,6 @@ private:
         }
     }
 
-    std::string seed_key(const std::string& form) const { return "W3 seed " + form; }
-
-    void seed_single_thread() {
-        auto single = figure(seed_key("single thread"), "ms");
-        single.note = "in-process, no drover: the baseline of every W3 speed-up";
-        measure({&single}, [&] {
-            progress("W3 seed task single-threaded: " + std::to_string(o_.reps) + " x " + std::to_string(o_.seed_tasks) +
-                     " x sum_random(" + std::to_string(o_.seed_n) + ")");
-            Registry registry;
-            add_builtin_tasks(registry);
-            const auto args = pack_args(o_.seed_n);
-            for (unsigned r = 0; r < o_.reps; ++r) {
-                const auto t0 = SteadyClock::now();
-                for (std::size_t i = 0; i < o_.seed_tasks; ++i) (void)registry.run("sum_random", args);
-                single.samples.push_back(seconds_since(t0) * 1000);
-            }
-        });
-    }
-
-    // W3 through a running cluster: wall ms of seed_tasks sum_random tasks.
-    // The warm-up runs the same task, so that a worker that sizes its
-    // prefetch from measured task times starts from the right ones.
-    void seed_through(Client& client, Figure& f) {
-        progress(f.key + ": " + std::to_string(o_.reps) + " x " + std::to_string(o_.seed_tasks) + " tasks");
-        const auto args = pack_args(o_.seed_n);
-        const auto seed_args = [&](std::size_t) { return args; };
-        (void)run_tasks(client, "sum_random", seed_args, 2, 2);
-        for (unsigned r = 0; r < o_.reps; ++r)
-            f.samples.push_back(run_tasks(client, "sum_random", seed_args, o_.seed_tasks, o_.seed_tasks) * 1000);
-    }
-
-    Figure seed_figure(const std::string& form) {
-        auto f = figure(seed_key(form), "ms", seed_key("single thread"), Target::ratio_at_least(1.9));
-        f.inverted_ratio = true;
-        f.note = "ratio is the speed-up: single-thread wall / drover wall";
-        return f;
-    }
-
     // W1, W2 and W6 over one transport: 2 solo workers, or --local 2 threads.
     void drover_on(const std::string& t) {
         if (!want("W1") && !want("W2") && !want("W6")) return;
@@ -323,12 +284,19 @@ private:
 
     // W3 in a fresh cluster with 2 workers: 2 solo processes, one worker of
     // 2 threads or of 2 child processes; over inproc, --local 2 threads.
+    // Each repetition runs the tasks single-threaded in this process first
+    // and then through drover, so that both sides of a speed-up are measured
+    // under the same load of a shared machine.
     void seed_form(const std::string& t, const std::string& pool) {
         const std::string form = t == "inproc" ? "inproc --local 2 threads"
                                  : pool == "solo" ? t + " solo x2"
                                                   : t + " " + pool + " -c 2";
-        auto f = seed_figure(form);
-        measure({&f}, [&] {
+        auto single = figure("W3 seed single thread [" + form + "]", "ms");
+        single.note = "Registry::run in the benchmark's thread, no drover; the baseline of the next row";
+        auto f = figure("W3 seed " + form, "ms", single.key, Target::ratio_at_least(1.9));
+        f.inverted_ratio = true;
+        f.note = "ratio is the speed-up: single-thread wall / drover wall";
+        measure({&single, &f}, [&] {
             Transport transport(t, dir_.path());
             zmq::context_t ctx;
             ClusterSpec spec;
@@ -336,7 +304,21 @@ private:
             progress("W3 " + form + ": starting the cluster");
             DroverCluster cluster(env_, ctx, transport, spec);
             Client client(ctx, cluster.client_options(o_.seed_tasks), client_log_);
-            seed_through(client, f);
+            progress("W3 " + form + ": " + std::to_string(o_.reps) + " x " + std::to_string(o_.seed_tasks) +
+                     " x sum_random(" + std::to_string(o_.seed_n) + "), single-threaded then through drover");
+            Registry registry;
+            add_builtin_tasks(registry);
+            const auto args = pack_args(o_.seed_n);
+            const auto seed_args = [&](std::size_t) { return args; };
+            // The warm-up runs the same task, so that a worker that sizes its
+            // prefetch from measured task times starts from the right ones.
+            (void)run_tasks(client, "sum_random", seed_args, 2, 2);
+            for (unsigned r = 0; r < o_.reps; ++r) {
+                const auto t0 = SteadyClock::now();
+                for (std::size_t i = 0; i < o_.seed_tasks; ++i) (void)registry.run("sum_random", args);
+                single.samples.push_back(seconds_since(t0) * 1000);
+                f.samples.push_back(run_tasks(client, "sum_random", seed_args, o_.seed_tasks, o_.seed_tasks) * 1000);
+            }
         });
     }
 
