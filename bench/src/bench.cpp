@@ -288,10 +288,10 @@ private:
     // and then through drover, so that both sides of a speed-up are measured
     // under the same load of a shared machine.
     void seed_form(const std::string& t, const std::string& pool) {
-        const std::string form = t == "inproc" ? "inproc --local 2 threads"
+        const std::string form = t == "inproc" ? "inproc --local 2"
                                  : pool == "solo" ? t + " solo x2"
                                                   : t + " " + pool + " -c 2";
-        auto single = figure("W3 seed single thread [" + form + "]", "ms");
+        auto single = figure("W3 seed inline [" + form + "]", "ms");
         single.note = "Registry::run in the benchmark's thread, no drover; the baseline of the next row";
         auto f = figure("W3 seed " + form, "ms", single.key, Target::ratio_at_least(1.9));
         f.inverted_ratio = true;
