@@ -435,6 +435,8 @@ private:
                                {"transports", o_.transports},
                                {"only", o_.only},
                                {"worker_args", o_.worker_args},
+                               {"broker_exe", o_.broker_exe},
+                               {"worker_exe", o_.worker_exe},
                                {"smoke", o_.smoke}};
         utsname u{};
         ::uname(&u);
