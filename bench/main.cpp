@@ -1,4 +1,5 @@
 // drover-bench: the benchmark of issue 4 (baselines and drover workloads in one run).
+#include <csignal>
 #include <iostream>
 #include <set>
 #include <sstream>
@@ -133,6 +134,9 @@ int main(int argc, char** argv) {
         std::cerr << "drover-bench: " << e.what() << "\n";
         return 2;
     }
+    // A reader that goes away (`| head`) must not kill the run before it has
+    // stopped its processes and removed its temporary directory.
+    std::signal(SIGPIPE, SIG_IGN);
     try {
         return drover::bench::run_bench(std::move(o));
     } catch (const std::exception& e) {
