@@ -89,7 +89,8 @@ public:
         last_progress_ = SteadyClock::now().time_since_epoch().count();
         std::thread watchdog([this] { watch(); });
         load_at_start_ = load_average();
-        progress("drover-bench: " + std::to_string(o_.reps) + " repetitions of each figure; load average " +
+        progress("drover-bench: " + std::to_string(o_.reps) + (o_.reps == 1 ? " repetition" : " repetitions") +
+                 " of each figure; load average " +
                  load_at_start_ + "; logs in " + dir_.path());
         const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
         if (std::strtod(load_at_start_.c_str(), nullptr) > 0.5 * cores)
