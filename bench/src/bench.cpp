@@ -1,0 +1,493 @@
+// drover-bench: every workload of the benchmark in one run, baselines first.
+#include "bench.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "baselines.hpp"
+#include "child.hpp"
+#include "cluster.hpp"
+#include "report.hpp"
+
+namespace drover::bench {
+
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+constexpr auto k_settle_timeout = Millis(20000);
+// W6's default window: big payloads are limited by bytes in flight, not by count.
+constexpr std::size_t k_big_bytes_in_flight = 8 * 1024 * 1024;
+constexpr auto k_watchdog = std::chrono::minutes(20);  // no progress at all for this long: give up
+
+// /proc/loadavg's first three fields: how busy the shared machine was.
+std::string load_average() {
+    std::ifstream in("/proc/loadavg");
+    std::string a, b, c;
+    in >> a >> b >> c;
+    return a + " " + b + " " + c;
+}
+
+double seconds_since(SteadyClock::time_point t0) {
+    return std::chrono::duration<double>(SteadyClock::now() - t0).count();
+}
+
+std::string with_commas(std::size_t n) {
+    auto s = std::to_string(n);
+    for (auto i = static_cast<long>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<std::size_t>(i), ",");
+    return s;
+}
+
+std::string size_name(std::size_t bytes) {
+    if (bytes >= 1024 * 1024 && bytes % (1024 * 1024) == 0) return std::to_string(bytes / (1024 * 1024)) + " MiB";
+    if (bytes >= 1024 && bytes % 1024 == 0) return std::to_string(bytes / 1024) + " KiB";
+    return std::to_string(bytes) + " B";
+}
+
+Figure figure(std::string key, std::string unit, std::string baseline = {}, Target target = Target::none()) {
+    Figure f;
+    f.key = std::move(key);
+    f.unit = std::move(unit);
+    f.baseline = std::move(baseline);
+    f.target = target;
+    return f;
+}
+
+// Percentiles of one repetition's round trips, as samples of three figures.
+void add_latency(const std::vector<double>& us, Figure& p50, Figure& p99, Figure& p999) {
+    p50.samples.push_back(percentile(us, 50));
+    p99.samples.push_back(percentile(us, 99));
+    p999.samples.push_back(percentile(us, 99.9));
+}
+
+std::string echo_args(std::size_t i) { return pack_args(static_cast<std::int64_t>(i)); }
+
+class Run {
+public:
+    explicit Run(BenchOptions o) : o_(std::move(o)), dir_(o_.log_dir), start_(SteadyClock::now()) {
+        close_dependencies();
+        if (o_.big_window == 0) o_.big_window = std::max<std::size_t>(1, k_big_bytes_in_flight / o_.big_bytes);
+        env_.broker_exe = o_.broker_exe;
+        env_.worker_exe = o_.worker_exe;
+        env_.dir = dir_.path();
+        env_.worker_args = o_.worker_args;
+        env_.log_level = o_.log_level;
+        client_log_ = make_logger("bench-client", o_.log_level);
+        baseline_env_.self_exe = self_exe();
+        baseline_env_.dir = dir_.path();
+    }
+
+    int execute() {
+        last_progress_ = SteadyClock::now().time_since_epoch().count();
+        std::thread watchdog([this] { watch(); });
+        load_at_start_ = load_average();
+        progress("drover-bench: " + std::to_string(o_.reps) + (o_.reps == 1 ? " repetition" : " repetitions") +
+                 " of each figure; load average " +
+                 load_at_start_ + "; logs in " + dir_.path());
+        const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+        if (std::strtod(load_at_start_.c_str(), nullptr) > 0.5 * cores)
+            progress("note: load average " + load_at_start_.substr(0, load_at_start_.find(' ')) + " on " +
+                     std::to_string(cores) + " cores: other processes compete for the CPU, figures will be noisy");
+        for (const auto& t : o_.transports) baselines(t);
+        for (const auto& t : o_.transports) drover_on(t);
+        if (want("W3")) {
+            for (const auto& t : o_.transports) {
+                if (t == "inproc") seed_form(t, "threads");
+                else seed_form(t, "solo");
+                if (t == "tcp") {
+                    seed_form(t, "threads");
+                    seed_form(t, "processes");
+                }
+            }
+        }
+        if (want("W4")) memory();
+        if (want("W5")) many_workers();
+        finished_ = true;
+        watchdog.join();
+
+        const double elapsed = seconds_since(start_);
+        load_at_end_ = load_average();
+        std::ostringstream table;
+        report_.print_table(table);
+        table << "ratio: median / its baseline's median from this run (W3: baseline / median, the speed-up); "
+                 "targets from issue 4\n";
+        std::cout << table.str() << std::flush;
+        std::fprintf(stderr, "drover-bench: done in %.1f s; load average %s\n", elapsed, load_at_end_.c_str());
+        const bool json_ok = o_.json_path.empty() || write_json(elapsed);
+        return report_.any_failed() || !json_ok ? 1 : 0;
+    }
+
+private:
+    // --only W5 needs W1 (its baseline), W1 needs B1 and B2, W2 needs B3.
+    void close_dependencies() {
+        if (o_.only.empty()) return;
+        if (o_.only.count("W5")) o_.only.insert("W1");
+        if (o_.only.count("W1")) o_.only.insert({"B1", "B2"});
+        if (o_.only.count("W2")) o_.only.insert("B3");
+    }
+    [[nodiscard]] bool want(const std::string& key) const { return o_.only.empty() || o_.only.count(key) > 0; }
+
+    void progress(const std::string& what) {
+        last_progress_ = SteadyClock::now().time_since_epoch().count();
+        std::fprintf(stderr, "[%6.1f s] %s\n", seconds_since(start_), what.c_str());
+    }
+
+    // The last resort against a hang that no timeout below caught.
+    void watch() {
+        while (!finished_) {
+            std::this_thread::sleep_for(Millis(200));
+            const auto last = SteadyClock::time_point(SteadyClock::duration(last_progress_.load()));
+            if (SteadyClock::now() - last > k_watchdog) {
+                std::fprintf(stderr, "drover-bench: no progress for %lld s, giving up (logs: %s)\n",
+                             static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(k_watchdog).count()),
+                             dir_.path().c_str());
+                kill_all_children();
+                std::_Exit(3);
+            }
+        }
+    }
+
+    // Runs `body`; then adds `figures` to the report, marked failed with the
+    // error if `body` threw.
+    template <class F>
+    void measure(std::vector<Figure*> figures, F body) {
+        std::string error;
+        try {
+            body();
+        } catch (const std::exception& e) {
+            error = e.what();
+            std::string logs;
+            for (const char* name : {"drover.log", "baseline.log"}) {
+                const auto tail = tail_file(dir_.file(name), 10);
+                if (!tail.empty()) logs += "\nlast lines of " + dir_.file(name) + ":\n" + tail;
+            }
+            progress("FAILED: " + error + logs);
+        }
+        for (auto* f : figures) {
+            if (!error.empty()) f->error = error;
+            report_.add(*f);
+        }
+    }
+
+    // B1, B1 with big messages, B2 and B3 over one transport.
+    void baselines(const std::string& t) {
+        Transport transport(t, dir_.path());
+        const std::size_t n = o_.baseline_tasks;
+        if (want("B1") || want("W6")) {
+            auto b1 = figure("B1 raw pipeline " + t, "tasks/s");
+            auto b1_big = figure("B1 raw pipeline " + size_name(o_.big_bytes) + " " + t, "MiB/s");
+            std::vector<Figure*> figs{&b1_big};
+            if (want("B1")) figs.insert(figs.begin(), &b1);
+            measure(figs, [&] {
+                progress("B1 raw pipeline over " + t + ": starting 2 workers");
+                Baseline pipeline(Baseline::Shape::pipeline, baseline_env_, transport);
+                if (want("B1")) {
+                    progress("B1 raw pipeline " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(n) + " messages");
+                    (void)pipeline.stream(std::min<std::size_t>(n / 10 + 1, 20000), 8);  // warm-up
+                    for (unsigned r = 0; r < o_.reps; ++r) b1.samples.push_back(static_cast<double>(n) / pipeline.stream(n, 8));
+                }
+                progress("B1 raw pipeline " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(o_.big_tasks) +
+                         " messages of " + size_name(o_.big_bytes));
+                (void)pipeline.stream(std::min<std::size_t>(o_.big_tasks / 10 + 1, 500), o_.big_bytes);
+                const double mib = static_cast<double>(o_.big_tasks * o_.big_bytes) / (1024.0 * 1024.0);
+                for (unsigned r = 0; r < o_.reps; ++r)
+                    b1_big.samples.push_back(mib / pipeline.stream(o_.big_tasks, o_.big_bytes));
+            });
+        }
+        if (want("B2") || want("B3")) {
+            auto b2 = figure("B2 bare broker " + t, "tasks/s");
+            auto p50 = figure("B3 round trip p50 " + t, "us");
+            auto p99 = figure("B3 round trip p99 " + t, "us");
+            auto p999 = figure("B3 round trip p99.9 " + t, "us");
+            std::vector<Figure*> figs;
+            if (want("B2")) figs.push_back(&b2);
+            if (want("B3")) figs.insert(figs.end(), {&p50, &p99, &p999});
+            measure(figs, [&] {
+                progress("B2 bare broker over " + t + ": starting the zmq::proxy broker and 2 workers");
+                Baseline bare(Baseline::Shape::bare_broker, baseline_env_, transport);
+                if (want("B2")) {
+                    progress("B2 bare broker " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(n) + " messages");
+                    (void)bare.stream(std::min<std::size_t>(n / 10 + 1, 20000), 8);
+                    for (unsigned r = 0; r < o_.reps; ++r) b2.samples.push_back(static_cast<double>(n) / bare.stream(n, 8));
+                }
+                if (want("B3")) {
+                    progress("B3 round trip " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(o_.latency_rounds) +
+                             " round trips");
+                    (void)bare.round_trips(100);
+                    for (unsigned r = 0; r < o_.reps; ++r) add_latency(bare.round_trips(o_.latency_rounds), p50, p99, p999);
+                }
+            });
+        }
+    }
+
+    // W1, W2 and W6 over one transport: 2 solo workers, or --local 2 threads.
+    void drover_on(const std::string& t) {
+        if (!want("W1") && !want("W2") && !want("W6")) return;
+        Transport transport(t, dir_.path());
+        const std::string b1 = "B1 raw pipeline " + t, b2 = "B2 bare broker " + t;
+        auto w1 = figure("W1 throughput " + t, "tasks/s", {}, t == "tcp" ? Target::value_at_least(1e6) : Target::none());
+        auto w1_b1 = figure("W1 throughput " + t + " / B1", "tasks/s", b1, Target::ratio_at_least(0.40));
+        auto w1_b2 = figure("W1 throughput " + t + " / B2", "tasks/s", b2, Target::ratio_at_least(2.0));
+        auto p50 = figure("W2 latency p50 " + t, "us", "B3 round trip p50 " + t, Target::ratio_at_most(1.2));
+        auto p99 = figure("W2 latency p99 " + t, "us", "B3 round trip p99 " + t, Target::ratio_at_most(2.0));
+        auto p999 = figure("W2 latency p99.9 " + t, "us", "B3 round trip p99.9 " + t);
+        auto w6 = figure("W6 " + size_name(o_.big_bytes) + " payloads " + t, "MiB/s",
+                         "B1 raw pipeline " + size_name(o_.big_bytes) + " " + t, Target::ratio_at_least(0.7));
+
+        std::vector<Figure*> figs;
+        if (want("W1")) figs.insert(figs.end(), {&w1, &w1_b1, &w1_b2});
+        if (want("W2")) figs.insert(figs.end(), {&p50, &p99, &p999});
+        if (want("W6")) figs.push_back(&w6);
+        measure(figs, [&] {
+            zmq::context_t ctx;
+            progress("drover over " + t + ": starting " +
+                     (t == "inproc" ? std::string("a LocalCluster with 2 worker threads") : "drover-broker and 2 drover-worker --pool solo"));
+            DroverCluster cluster(env_, ctx, transport, {});
+            Client client(ctx, cluster.client_options(std::max(o_.window, o_.big_window)), client_log_);
+            if (want("W1")) {
+                const std::size_t n = o_.tasks;
+                progress("W1 throughput " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(n) + " echo tasks");
+                (void)run_tasks(client, "echo", echo_args, std::min<std::size_t>(n / 10 + 1, 20000), o_.window);
+                cluster.wait_settled(k_settle_timeout);
+                for (unsigned r = 0; r < o_.reps; ++r) {
+                    const double rate = static_cast<double>(n) / run_tasks(client, "echo", echo_args, n, o_.window);
+                    cluster.wait_settled(k_settle_timeout);  // every task settled, not only answered
+                    for (auto* f : {&w1, &w1_b1, &w1_b2}) f->samples.push_back(rate);
+                }
+            }
+            if (want("W2")) {
+                progress("W2 latency " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(o_.latency_rounds) +
+                         " round trips");
+                (void)round_trips(client, 100);
+                for (unsigned r = 0; r < o_.reps; ++r) add_latency(round_trips(client, o_.latency_rounds), p50, p99, p999);
+            }
+            if (want("W6")) {
+                progress(w6.key + ": " + std::to_string(o_.reps) + " x " + with_commas(o_.big_tasks) + " echo tasks");
+                const auto big = pack_args(std::string(o_.big_bytes, 'x'));
+                const auto big_args = [&](std::size_t) { return big; };
+                (void)run_tasks(client, "echo", big_args, std::min<std::size_t>(o_.big_tasks / 10 + 1, 500), o_.big_window);
+                const double mib = static_cast<double>(o_.big_tasks * o_.big_bytes) / (1024.0 * 1024.0);
+                for (unsigned r = 0; r < o_.reps; ++r) {
+                    w6.samples.push_back(mib / run_tasks(client, "echo", big_args, o_.big_tasks, o_.big_window));
+                    cluster.wait_settled(k_settle_timeout);
+                }
+            }
+        });
+    }
+
+    // W3 in a fresh cluster with 2 workers: 2 solo processes, one worker of
+    // 2 threads or of 2 child processes; over inproc, --local 2 threads.
+    // Each repetition runs the tasks single-threaded in this process first
+    // and then through drover, so that both sides of a speed-up are measured
+    // under the same load of a shared machine.
+    void seed_form(const std::string& t, const std::string& pool) {
+        const std::string form = t == "inproc" ? "inproc --local 2"
+                                 : pool == "solo" ? t + " solo x2"
+                                                  : t + " " + pool + " -c 2";
+        auto single = figure("W3 seed inline [" + form + "]", "ms");
+        single.note = "Registry::run in the benchmark's thread, no drover; the baseline of the next row";
+        auto f = figure("W3 seed " + form, "ms", single.key, Target::ratio_at_least(1.9));
+        f.inverted_ratio = true;
+        f.note = "ratio is the speed-up: single-thread wall / drover wall";
+        measure({&single, &f}, [&] {
+            Transport transport(t, dir_.path());
+            zmq::context_t ctx;
+            ClusterSpec spec;
+            spec.pool = pool;
+            progress("W3 " + form + ": starting the cluster");
+            DroverCluster cluster(env_, ctx, transport, spec);
+            Client client(ctx, cluster.client_options(o_.seed_tasks), client_log_);
+            progress("W3 " + form + ": " + std::to_string(o_.reps) + " x " + std::to_string(o_.seed_tasks) +
+                     " x sum_random(" + std::to_string(o_.seed_n) + "), single-threaded then through drover");
+            Registry registry;
+            add_builtin_tasks(registry);
+            const auto args = pack_args(o_.seed_n);
+            const auto seed_args = [&](std::size_t) { return args; };
+            // The warm-up runs the same task, so that a worker that sizes its
+            // prefetch from measured task times starts from the right ones.
+            (void)run_tasks(client, "sum_random", seed_args, 2, 2);
+            for (unsigned r = 0; r < o_.reps; ++r) {
+                const auto t0 = SteadyClock::now();
+                for (std::size_t i = 0; i < o_.seed_tasks; ++i) (void)registry.run("sum_random", args);
+                single.samples.push_back(seconds_since(t0) * 1000);
+                f.samples.push_back(run_tasks(client, "sum_random", seed_args, o_.seed_tasks, o_.seed_tasks) * 1000);
+            }
+        });
+    }
+
+    // W4: broker memory with queue_tasks queued and no worker, then after a drain.
+    void memory() {
+        const auto q = o_.queue_tasks;
+        auto start = figure("W4 broker RSS at start", "MiB");
+        auto queued = figure("W4 broker RSS with " + with_commas(q) + " queued", "MiB");
+        auto per_task = figure("W4 broker bytes per queued task", "B/task", {}, Target::value_at_most(200));
+        per_task.note = "(RSS queued - RSS at start) / tasks - mean msgpack argument bytes";
+        auto drained = figure("W4 broker RSS after drain", "MiB", start.key, Target::ratio_at_most(1.2));
+        measure({&start, &queued, &per_task, &drained}, [&] {
+            const double mib = 1024.0 * 1024.0;
+            for (unsigned r = 0; r < o_.reps; ++r) {
+                progress("W4 memory, repetition " + std::to_string(r + 1) + ": queueing " + with_commas(q) +
+                         " echo tasks with no worker");
+                Transport transport("tcp", dir_.path());
+                zmq::context_t ctx;
+                ClusterSpec spec;
+                spec.attach_workers = false;
+                spec.broker_args = {"--max-queued", std::to_string(q * 2 + 1000)};
+                DroverCluster cluster(env_, ctx, transport, spec);
+                Client client(ctx, cluster.client_options(q), client_log_);
+                (void)cluster.status();  // the broker has served us once
+                const auto rss0 = rss_of(cluster.broker_pid());
+                Batch batch(client, q);
+                std::size_t arg_bytes = 0;
+                for (std::size_t i = 0; i < q; ++i) {
+                    auto args = echo_args(i);
+                    arg_bytes += args.size();
+                    batch.submit("echo", std::move(args));
+                }
+                wait_queued(cluster, q);
+                const auto rss1 = rss_of(cluster.broker_pid());
+                progress("W4 memory: attaching 2 workers and draining");
+                cluster.attach_workers();
+                batch.wait_all();
+                cluster.wait_settled(k_settle_timeout);
+                const auto rss2 = rss_of(cluster.broker_pid());
+                start.samples.push_back(static_cast<double>(rss0) / mib);
+                queued.samples.push_back(static_cast<double>(rss1) / mib);
+                per_task.samples.push_back((static_cast<double>(rss1) - static_cast<double>(rss0)) / static_cast<double>(q) -
+                                           static_cast<double>(arg_bytes) / static_cast<double>(q));
+                drained.samples.push_back(static_cast<double>(rss2) / mib);
+            }
+        });
+    }
+
+    static std::uint64_t rss_of(pid_t pid) {
+        const auto rss = rss_bytes(pid);
+        if (!rss) throw std::runtime_error("cannot read the broker's RSS from /proc/" + std::to_string(pid) + "/status");
+        return *rss;
+    }
+
+    // Waits until the broker's STATUS shows `n` tasks queued.
+    void wait_queued(DroverCluster& cluster, std::size_t n) {
+        std::size_t last = 0;
+        auto last_change = SteadyClock::now();
+        while (true) {
+            const auto now_queued = cluster.status()["queued"].get<std::size_t>();
+            if (now_queued >= n) return;
+            if (now_queued != last) {
+                last = now_queued;
+                last_change = SteadyClock::now();
+            } else if (SteadyClock::now() - last_change > std::chrono::seconds(30)) {
+                throw std::runtime_error("only " + std::to_string(now_queued) + " of " + std::to_string(n) +
+                                         " tasks queued at the broker after 30 s without progress");
+            }
+            std::this_thread::sleep_for(Millis(200));  // STATUS walks every held task
+        }
+    }
+
+    // W5: W1 with many solo worker processes over tcp.
+    void many_workers() {
+        const unsigned m = o_.many_workers;
+        auto f = figure("W5 " + std::to_string(m) + " workers tcp", "tasks/s", "W1 throughput tcp",
+                        Target::ratio_at_least(0.8));
+        measure({&f}, [&] {
+            Transport transport("tcp", dir_.path());
+            zmq::context_t ctx;
+            progress("W5: starting drover-broker and " + std::to_string(m) + " drover-worker --pool solo");
+            ClusterSpec spec;
+            spec.workers = m;
+            const auto t0 = SteadyClock::now();
+            DroverCluster cluster(env_, ctx, transport, spec);
+            char took[32];
+            std::snprintf(took, sizeof took, "%.1f", seconds_since(t0));
+            progress("W5: " + std::to_string(m) + " workers registered in " + took + " s; " +
+                     std::to_string(o_.reps) + " x " + with_commas(o_.tasks) + " echo tasks");
+            Client client(ctx, cluster.client_options(o_.window), client_log_);
+            // Enough for every worker to connect to the sink before the clock starts.
+            (void)run_tasks(client, "echo", echo_args, std::max<std::size_t>(m * 10, 2000), o_.window);
+            cluster.wait_settled(k_settle_timeout);
+            for (unsigned r = 0; r < o_.reps; ++r) {
+                f.samples.push_back(static_cast<double>(o_.tasks) / run_tasks(client, "echo", echo_args, o_.tasks, o_.window));
+                cluster.wait_settled(k_settle_timeout);
+            }
+        });
+    }
+
+    bool write_json(double elapsed) {
+        nlohmann::json options{{"reps", o_.reps},
+                               {"tasks", o_.tasks},
+                               {"baseline_tasks", o_.baseline_tasks},
+                               {"latency_rounds", o_.latency_rounds},
+                               {"seed_tasks", o_.seed_tasks},
+                               {"seed_n", o_.seed_n},
+                               {"queue_tasks", o_.queue_tasks},
+                               {"many_workers", o_.many_workers},
+                               {"big_bytes", o_.big_bytes},
+                               {"big_tasks", o_.big_tasks},
+                               {"window", o_.window},
+                               {"big_window", o_.big_window},
+                               {"transports", o_.transports},
+                               {"only", o_.only},
+                               {"worker_args", o_.worker_args},
+                               {"broker_exe", o_.broker_exe},
+                               {"worker_exe", o_.worker_exe},
+                               {"smoke", o_.smoke}};
+        utsname u{};
+        ::uname(&u);
+        char host[256] = {};
+        ::gethostname(host, sizeof host - 1);
+        nlohmann::json doc{{"benchmark", "drover-bench"},
+                           {"host", host},
+                           {"kernel", std::string(u.sysname) + " " + u.release},
+                           {"cores", std::thread::hardware_concurrency()},
+                           {"elapsed_s", elapsed},
+                           {"load_average_at_start", load_at_start_},
+                           {"load_average_at_end", load_at_end_},
+                           {"options", options},
+                           {"figures", report_.to_json()}};
+        std::ofstream out(o_.json_path);
+        out << doc.dump(2) << "\n";
+        if (out) return true;
+        std::fprintf(stderr, "drover-bench: cannot write %s\n", o_.json_path.c_str());
+        return false;
+    }
+
+    BenchOptions o_;
+    TempDir dir_;
+    DroverEnv env_;
+    BaselineEnv baseline_env_;
+    Report report_;
+    Logger client_log_;  // the in-process Client's warnings (reconnects, drops) on stderr
+    SteadyClock::time_point start_;
+    std::atomic<SteadyClock::rep> last_progress_{0};
+    std::atomic<bool> finished_{false};
+    std::string load_at_start_, load_at_end_;
+};
+
+}  // namespace
+
+void apply_smoke_sizes(BenchOptions& o) {
+    o.reps = 1;
+    o.tasks = 5'000;
+    o.baseline_tasks = 5'000;
+    o.latency_rounds = 200;
+    o.seed_tasks = 4;
+    o.seed_n = 200'000;
+    o.queue_tasks = 20'000;
+    o.many_workers = 4;
+    o.big_tasks = 200;
+}
+
+int run_bench(BenchOptions options) {
+    Run run(std::move(options));
+    return run.execute();
+}
+
+}  // namespace drover::bench

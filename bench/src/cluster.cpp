@@ -1,0 +1,206 @@
+// drover as the benchmark runs it: a broker and workers, and a producer driving them.
+#include "cluster.hpp"
+
+#include <chrono>
+#include <condition_variable>
+#include <limits>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+#include <unistd.h>
+
+#include "drover/broker.hpp"
+
+namespace drover::bench {
+
+namespace {
+
+constexpr auto k_stall = std::chrono::seconds(30);
+using SteadyClock = std::chrono::steady_clock;
+
+}  // namespace
+
+DroverCluster::DroverCluster(const DroverEnv& env, zmq::context_t& ctx, Transport& transport, ClusterSpec spec)
+    : env_(env), ctx_(ctx), transport_(transport), spec_(std::move(spec)) {
+    if (transport_.in_process()) {
+        registry_ = std::make_unique<Registry>();
+        add_builtin_tasks(*registry_);
+        LocalClusterOptions lo;
+        lo.workers = spec_.workers;
+        lo.pool = "threads";
+        local_ = std::make_unique<LocalCluster>(ctx_, *registry_, lo, null_logger());
+        frontend_ = local_->frontend();
+        return;
+    }
+    const auto file = env_.dir + "/broker-" + random_hex(4) + ".json";
+    std::vector<std::string> argv{env_.broker_exe,
+                                  "--frontend", transport_.bind_endpoint("frontend"),
+                                  "--backend", transport_.bind_endpoint("backend"),
+                                  "--endpoints-file", file,
+                                  "--log-level", env_.log_level};
+    argv.insert(argv.end(), spec_.broker_args.begin(), spec_.broker_args.end());
+    broker_ = std::make_unique<Child>(argv, log_path());
+    auto doc = wait_json_file(file, std::chrono::seconds(10));
+    if (!doc) throw std::runtime_error("drover-broker did not start: " + tail_file(log_path(), 5));
+    frontend_ = (*doc)["frontend"].get<std::string>();
+    backend_ = (*doc)["backend"].get<std::string>();
+    if (spec_.attach_workers) attach_workers();
+}
+
+DroverCluster::~DroverCluster() {
+    workers_.clear();
+    broker_.reset();
+    local_.reset();
+}
+
+std::string DroverCluster::log_path() const { return env_.dir + "/drover.log"; }
+
+std::size_t DroverCluster::expected_registrations() const {
+    if (spec_.pool == "threads") return 1;  // one worker with N executors
+    return spec_.workers;                   // solo processes, or a supervisor's children
+}
+
+void DroverCluster::attach_workers() {
+    if (local_) return;  // LocalCluster starts its workers itself
+    std::vector<std::string> base{env_.worker_exe, "--broker", backend_, "--pool", spec_.pool, "--log-level", env_.log_level};
+    base.insert(base.end(), env_.worker_args.begin(), env_.worker_args.end());
+    if (spec_.pool == "solo") {
+        for (unsigned i = 0; i < spec_.workers; ++i) workers_.push_back(std::make_unique<Child>(base, log_path()));
+    } else {
+        base.insert(base.end(), {"-c", std::to_string(spec_.workers)});
+        workers_.push_back(std::make_unique<Child>(base, log_path()));
+    }
+    const auto want = expected_registrations();
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(30 + spec_.workers / 4);
+    while (true) {
+        auto doc = fetch_status(ctx_, frontend_, Millis(5000));
+        const std::size_t have = doc ? (*doc)["workers"].size() : 0;
+        if (have >= want) return;
+        if (SteadyClock::now() > deadline)
+            throw std::runtime_error("only " + std::to_string(have) + " of " + std::to_string(want) +
+                                     " workers registered: " + tail_file(log_path(), 5));
+        std::this_thread::sleep_for(Millis(20));
+    }
+}
+
+ClientOptions DroverCluster::client_options(std::size_t window) {
+    ClientOptions o;
+    o.broker = frontend_;
+    if (local_) o.sink = local_->sink_endpoint();
+    else if (transport_.name() == "ipc") o.sink = transport_.bind_endpoint("sink");
+    else o.sink = "tcp://127.0.0.1:*";
+    // Room for outcomes being delivered while the caller already counts
+    // them, so that the client's own window never blocks.
+    o.window = window * 2 + 10000;
+    return o;
+}
+
+pid_t DroverCluster::broker_pid() const { return broker_ ? broker_->pid() : ::getpid(); }
+
+std::string DroverCluster::describe() const {
+    if (local_) return "--local " + std::to_string(spec_.workers) + " threads (inproc)";
+    return spec_.pool + " x" + std::to_string(spec_.workers) + " over " + transport_.name();
+}
+
+nlohmann::json DroverCluster::status() {
+    auto doc = fetch_status(ctx_, frontend_, Millis(5000));
+    if (!doc) throw std::runtime_error("no STATUS answer from the broker within 5 s");
+    return *doc;
+}
+
+void DroverCluster::wait_settled(Millis timeout) {
+    const auto deadline = SteadyClock::now() + timeout;
+    while (true) {
+        const auto held = status()["held"].get<std::size_t>();
+        if (held == 0) return;
+        if (SteadyClock::now() > deadline)
+            throw std::runtime_error(std::to_string(held) + " tasks still held by the broker (not settled) after " +
+                                     std::to_string(timeout.count()) + " ms");
+        // STATUS walks every held task: polling fast would slow the broker down.
+        std::this_thread::sleep_for(Millis(20));
+    }
+}
+
+struct Batch::State {
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::size_t done = 0;
+    std::size_t failed = 0;
+    std::string first_failure;
+    // The waiter is woken only once `done` reaches this, so that the
+    // client's I/O thread does not pay a wake-up per outcome.
+    std::size_t wake_at = std::numeric_limits<std::size_t>::max();
+};
+
+Batch::Batch(Client& client, std::size_t window)
+    : client_(client), window_(std::max<std::size_t>(window, 1)), state_(std::make_shared<State>()) {}
+
+void Batch::wait_until(std::size_t done_at_least) {
+    std::unique_lock lock(state_->mutex);
+    std::size_t last = state_->done;
+    auto last_change = SteadyClock::now();
+    state_->wake_at = done_at_least;
+    while (state_->done < done_at_least) {
+        state_->changed.wait_for(lock, std::chrono::milliseconds(500));
+        if (state_->done != last) {
+            last = state_->done;
+            last_change = SteadyClock::now();
+        } else if (SteadyClock::now() - last_change > k_stall) {
+            state_->wake_at = std::numeric_limits<std::size_t>::max();
+            throw std::runtime_error("stalled: " + std::to_string(state_->done) + " of " +
+                                     std::to_string(submitted_) + " outcomes, none for " +
+                                     std::to_string(k_stall.count()) + " s");
+        }
+    }
+    state_->wake_at = std::numeric_limits<std::size_t>::max();
+}
+
+void Batch::submit(const std::string& task, std::string args) {
+    // A full window waits for room for a slice of it, not for one task.
+    if (submitted_ >= window_) wait_until(submitted_ - window_ + std::max<std::size_t>(1, window_ / 16));
+    ++submitted_;
+    client_.submit_packed(task, std::move(args), [state = state_](Result&& r) {
+        bool wake;
+        {
+            std::lock_guard lock(state->mutex);
+            ++state->done;
+            if (!r.ok() && state->failed++ == 0)
+                state->first_failure = r.id + " " + proto::status_name(r.status) + ": " + r.error;
+            wake = state->done >= state->wake_at;
+        }
+        if (wake) state->changed.notify_one();
+    });
+}
+
+void Batch::wait_all() {
+    wait_until(submitted_);
+    std::lock_guard lock(state_->mutex);
+    if (state_->failed > 0)
+        throw std::runtime_error(std::to_string(state_->failed) + " of " + std::to_string(submitted_) +
+                                 " tasks did not end ok, e.g. " + state_->first_failure);
+}
+
+double run_tasks(Client& client, const std::string& task, const std::function<std::string(std::size_t)>& args,
+                 std::size_t n, std::size_t window) {
+    Batch batch(client, window);
+    const auto t0 = SteadyClock::now();
+    for (std::size_t i = 0; i < n; ++i) batch.submit(task, args(i));
+    batch.wait_all();
+    return std::chrono::duration<double>(SteadyClock::now() - t0).count();
+}
+
+std::vector<double> round_trips(Client& client, std::size_t rounds) {
+    std::vector<double> us;
+    us.reserve(rounds);
+    Batch batch(client, 1);
+    for (std::size_t i = 0; i < rounds; ++i) {
+        const auto t0 = SteadyClock::now();
+        batch.submit("echo", pack_args(static_cast<std::int64_t>(i)));
+        batch.wait_all();
+        us.push_back(std::chrono::duration<double>(SteadyClock::now() - t0).count() * 1e6);
+    }
+    return us;
+}
+
+}  // namespace drover::bench
