@@ -35,10 +35,11 @@ Client::Client(zmq::context_t& ctx, ClientOptions options, Logger log)
     sink_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
     sink_.set(zmq::sockopt::rcvhwm, 100000);
     sink_.set(zmq::sockopt::linger, 0);
-    sink_.bind(options_.sink);
+    bind_server(ctx_, sink_, options_.security.get(), Domain::sink, options_.sink);
     const auto bound = last_endpoint(sink_);
     if (bound.rfind("ipc://", 0) == 0) sink_ipc_path_ = bound.substr(6);
     reply_to_ = options_.sink_advertise.empty() ? connectable(bound) : options_.sink_advertise;
+    reply_to_ = with_sink_key(reply_to_, options_.security.get());
     wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
     connect_broker();
@@ -128,7 +129,7 @@ std::size_t Client::unfinished() const {
 bool Client::wait_for_workers(std::size_t n, Millis timeout) {
     const auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
-        auto doc = fetch_status(ctx_, options_.broker, Millis(1000));
+        auto doc = fetch_status(ctx_, options_.broker, Millis(1000), options_.security.get());
         if (doc && (*doc)["workers"].size() >= n) return true;
         std::this_thread::sleep_for(Millis(20));
     }
@@ -144,7 +145,7 @@ void Client::connect_broker() {
     broker_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
     broker_->set(zmq::sockopt::sndhwm, 100000);
     broker_->set(zmq::sockopt::rcvhwm, 100000);
-    broker_->connect(options_.broker);
+    connect_client(*broker_, options_.security.get(), options_.broker);
     last_from_broker_ = Clock::now();
 }
 

@@ -14,10 +14,10 @@ Sink::Sink(zmq::context_t& ctx, SinkOptions options, Logger log)
     pull_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
     pull_.set(zmq::sockopt::rcvhwm, 100000);
     pull_.set(zmq::sockopt::linger, 0);
-    pull_.bind(options_.bind);
-    endpoint_ = connectable(last_endpoint(pull_));
+    bind_server(ctx_, pull_, options_.security.get(), Domain::sink, options_.bind);
+    endpoint_ = with_sink_key(connectable(last_endpoint(pull_)), options_.security.get());
     broker_.set(zmq::sockopt::linger, 2000);  // the last SETTLE should leave before we exit
-    broker_.connect(options_.broker);
+    connect_client(broker_, options_.security.get(), options_.broker);
     log_->info("sink.listening endpoint={} broker={}", endpoint_, options_.broker);
 }
 
