@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
     if (*status) {
         std::shared_ptr<drover::Security> sec;
         try {
+            if (!status_security.enabled()) status_security = security;  // "--security DIR status" works too
             sec = drover::make_security(status_security, drover::Role::producer, drover::make_logger("broker", "warn"));
         } catch (const std::exception& e) {
             std::cerr << "drover-broker: " << e.what() << "\n";

@@ -23,6 +23,7 @@
 
 #include "drover/broker.hpp"
 #include "drover/client.hpp"
+#include "drover/protocol.hpp"
 #include "drover/security.hpp"
 #include "process.hpp"
 
@@ -319,6 +320,67 @@ TEST_CASE("workers without CURVE, with an unknown key or the wrong server key ne
     CHECK(log.find("worker.joined id=unknown") == std::string::npos);
     CHECK(log.find("worker.joined id=plain") == std::string::npos);
     CHECK(log.find("worker.joined id=wrong") == std::string::npos);
+}
+
+TEST_CASE("a sink takes results only from allowed workers and the broker", "[e2e][security]") {
+    TempDir dir;
+    const auto fleet = make_fleet(dir);
+    make_key(dir, dir.path(), "stranger");
+    const std::vector<std::string> sec = {"--security", fleet};
+    BrokerProcess broker(dir, sec);
+    Process worker(cat_args({DROVER_WORKER_EXE, "--broker", broker.backend}, sec), dir.file("worker.log"));
+    Process sink(cat_args({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect",
+                           "2", "--endpoint-file", dir.file("sink.ep")},
+                          sec),
+                 dir.file("sink.jsonl"));
+    Admin admin(fleet);
+    REQUIRE(admin.wait_for_workers(broker.frontend, 1, 10s));
+    const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
+    const auto keyed = drover::split_keyed_endpoint(sink_ep);
+    REQUIRE(keyed.server_key == public_key(fleet + "/producer.key"));
+
+    // Forged outcomes, from a stranger who knows the sink's key and from a plain socket.
+    drover::proto::Outcome forged;
+    forged.id = "f1";
+    forged.task = "hello";
+    forged.error = "forged";
+    forged.status = drover::proto::Status::error;
+    const auto body = drover::proto::encode(drover::proto::Results{{forged}});
+    {
+        drover::SecurityOptions o;
+        o.secret = dir.file("stranger.key_secret");
+        o.server_public = fleet + "/broker.key";
+        const drover::Security stranger(o, drover::Role::worker, drover::null_logger());
+        zmq::context_t ctx;
+        zmq::socket_t curve_push(ctx, zmq::socket_type::push), plain_push(ctx, zmq::socket_type::push);
+        for (auto* s : {&curve_push, &plain_push}) s->set(zmq::sockopt::linger, 0);
+        drover::connect_client(curve_push, &stranger, sink_ep);
+        plain_push.connect(keyed.endpoint);
+        for (auto* s : {&curve_push, &plain_push}) {
+            auto header = drover::proto::make_header(drover::proto::Command::result);
+            s->send(header, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+            s->send(zmq::buffer(body), zmq::send_flags::dontwait);
+        }
+        std::this_thread::sleep_for(700ms);
+    }
+    CHECK(read_file(dir.file("sink.jsonl")).empty());
+
+    // A worker's result and an outcome only the broker can make (no worker runs that task).
+    write_file(dir.file("tasks.jsonl"), "{\"id\":\"real\",\"task\":\"hello\",\"args\":[\"x\"]}\n"
+                                        "{\"id\":\"typo\",\"task\":\"helo\",\"args\":[\"x\"]}\n");
+    Process producer(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep}, sec),
+                     dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));
+    REQUIRE(producer.wait(30s) == 0);
+    REQUIRE(sink.wait(30s) == 0);
+    std::map<std::string, json> got;
+    for (auto& l : read_json_lines(dir.file("sink.jsonl"))) got[l["id"].get<std::string>()] = l;
+    REQUIRE(got.size() == 2);
+    CHECK(got["real"]["status"] == "ok");
+    CHECK(got["typo"]["status"] == "error");
+    CHECK(got.count("f1") == 0);
+    const auto log = read_file(dir.file("sink.jsonl.err"));
+    INFO(log);
+    CHECK(count_of(log, "security.rejected socket=sink key=" + public_key(dir.file("stranger.key"))) == 1);
 }
 
 TEST_CASE("a worker key taken off the allow-list with SIGHUP loses its session and its tasks run elsewhere",
