@@ -655,9 +655,15 @@ bool PeerGuard::admit(const std::string& peer, const zmq::message_t& frame) {
         // Seen here before revoked() looked: it reports the peer all the same.
         log_->warn("security.revoked socket={} name={} key={} (no longer in the allow-list: session closed)",
                    socket_label(domain_), p.name, p.key);
-        revoked_.push_back(peer);
+        if (revoked_.size() < 10000) revoked_.push_back(peer);  // bounded for owners that never ask
     }
     return p.allowed;
+}
+
+bool PeerGuard::admit(const zmq::message_t& frame) {
+    if (!security_) return true;
+    const char* key = zmq_msg_gets(frame.handle(), k_key_property);
+    return key ? admit(key, frame) : true;
 }
 
 std::vector<std::string> PeerGuard::revoked() {

@@ -30,7 +30,8 @@ Client::Client(zmq::context_t& ctx, ClientOptions options, Logger log)
       options_(std::move(options)),
       log_(std::move(log)),
       session_(random_hex(6)),
-      sink_(ctx, zmq::socket_type::pull) {
+      sink_(ctx, zmq::socket_type::pull),
+      sink_guard_(options_.security.get(), Domain::sink, log_) {
     if (options_.sink.empty()) options_.sink = default_sink(options_.broker);
     sink_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
     sink_.set(zmq::sockopt::rcvhwm, 100000);
@@ -331,6 +332,7 @@ void Client::io_loop() {
             for (int i = 0; i < 1024; ++i) {
                 frames.clear();
                 if (!zmq::recv_multipart(sink_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
+                if (!sink_guard_.admit(frames.back())) continue;
                 if (frames.size() != 2) continue;
                 auto cmd = proto::parse_header(frames[0]);
                 if (!cmd || *cmd != proto::Command::result) {

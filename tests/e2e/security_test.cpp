@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -570,23 +571,53 @@ TEST_CASE("drover-keygen writes a 0600 secret, and a secret others may read is r
     CHECK(count_of(err, "\n") == 1);
 }
 
+// CPU seconds a process has used (user + system), from /proc.
+double cpu_seconds(pid_t pid) {
+    std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/stat"));
+    std::string field;
+    for (int i = 1; i <= 13 && in >> field; ++i) {
+        if (i == 2)
+            while (field.back() != ')' && in >> field) {}  // the command may hold spaces
+    }
+    double utime = 0, stime = 0;
+    in >> utime >> stime;
+    return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+double own_cpu_seconds() {
+    rusage u{};
+    ::getrusage(RUSAGE_SELF, &u);
+    const auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+    return secs(u.ru_utime) + secs(u.ru_stime);
+}
+
+std::size_t env_or(const char* name, std::size_t fallback) {
+    const char* v = std::getenv(name);
+    return v && *v ? static_cast<std::size_t>(std::stoul(v)) : fallback;
+}
+
 // Not a test: the cost of CURVE on a W1-like run (2 solo workers over tcp,
-// echo tasks from a drover::Client), plain and secure in turn. Run with
-//   build/tests/drover_e2e_tests "[.curve-bench]"
+// 200,000 echo tasks from a drover::Client), plain and secure in turn:
+// throughput, and CPU time per task of broker + workers + client (steadier
+// than throughput on a shared machine). Run with
+//   build/tests/drover_e2e_tests "[.curve-bench]"   (DROVER_BENCH_TASKS, DROVER_BENCH_REPS)
 TEST_CASE("CURVE overhead on a W1-like run", "[.curve-bench]") {
-    const std::size_t n = 200000;
-    const int reps = 3;
+    const std::size_t n = env_or("DROVER_BENCH_TASKS", 200000);
+    const std::size_t reps = env_or("DROVER_BENCH_REPS", 5);
     TempDir dir;
     const auto fleet = make_fleet(dir);
-    std::map<std::string, std::vector<double>> rates;
-    for (int rep = 0; rep < reps; ++rep) {
+    std::map<std::string, std::vector<double>> rates, cpu_us;
+    for (std::size_t rep = 0; rep < reps; ++rep) {
         for (const bool secure : {false, true}) {
             TempDir run;
             const std::vector<std::string> sec =
                 secure ? std::vector<std::string>{"--security", fleet} : std::vector<std::string>{};
             BrokerProcess broker(run, sec);
-            Process w1(cat_args({DROVER_WORKER_EXE, "--broker", broker.backend}, sec), run.file("w1.log"));
-            Process w2(cat_args({DROVER_WORKER_EXE, "--broker", broker.backend}, sec), run.file("w2.log"));
+            // Deep prefetch, like main's automatic prefetch for tasks this short: the run is then
+            // bound by CPU (where CURVE costs), not by credit round trips.
+            const std::vector<std::string> worker = {DROVER_WORKER_EXE, "--broker", broker.backend, "--prefetch", "1000"};
+            Process w1(cat_args(worker, sec), run.file("w1.log"));
+            Process w2(cat_args(worker, sec), run.file("w2.log"));
             zmq::context_t ctx;
             drover::ClientOptions o;
             o.broker = broker.frontend;
@@ -606,15 +637,29 @@ TEST_CASE("CURVE overhead on a W1-like run", "[.curve-bench]") {
                     return std::chrono::duration<double>(Clock::now() - t0).count();
                 };
                 (void)run_n(20000);  // warm-up
-                rates[secure ? "curve" : "plain"].push_back(static_cast<double>(n) / run_n(n));
+                const auto cpu = [&] {
+                    return cpu_seconds(broker.process->pid()) + cpu_seconds(w1.pid()) + cpu_seconds(w2.pid()) +
+                           own_cpu_seconds();
+                };
+                const double cpu0 = cpu();
+                const double secs = run_n(n);
+                const std::string mode = secure ? "curve" : "plain";
+                rates[mode].push_back(static_cast<double>(n) / secs);
+                cpu_us[mode].push_back((cpu() - cpu0) * 1e6 / static_cast<double>(n));
             }
         }
     }
-    for (auto& [mode, r] : rates) {
-        std::sort(r.begin(), r.end());
-        std::cout << mode << ": median " << r[r.size() / 2] << " tasks/s (";
-        for (auto x : r) std::cout << x << " ";
-        std::cout << ")\n";
+    const auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    };
+    for (const char* mode : {"plain", "curve"}) {
+        std::cout << mode << ": median " << median(rates[mode]) << " tasks/s, " << median(cpu_us[mode])
+                  << " us CPU/task; runs:";
+        for (std::size_t i = 0; i < rates[mode].size(); ++i)
+            std::cout << " " << static_cast<long>(rates[mode][i]) << "/s " << cpu_us[mode][i] << "us";
+        std::cout << "\n";
     }
-    std::cout << "curve/plain: " << rates["curve"][reps / 2] / rates["plain"][reps / 2] << "\n";
+    std::cout << "curve/plain throughput " << median(rates["curve"]) / median(rates["plain"]) << ", CPU per task "
+              << median(cpu_us["curve"]) / median(cpu_us["plain"]) << "\n";
 }

@@ -142,3 +142,36 @@ TEST_CASE("PeerGuard drops the messages of a key removed from the allow-list, an
     CHECK_FALSE(admitted["w1"]);
     CHECK(admitted["w2"]);
 }
+
+TEST_CASE("a sink's PeerGuard drops results from a worker key removed from the allow-list", "[integration]") {
+    Fleet fleet;
+    const auto allow = fleet.dir + "/allow/workers";
+    write_key_pair(fleet.dir, "w1", generate_key_pair());
+    fs::copy_file(fleet.dir + "/w1.key", allow + "/w1.key");
+    zmq::context_t ctx;
+    auto producer = fleet.load(Role::producer);
+    zmq::socket_t sink(ctx, zmq::socket_type::pull);
+    sink.set(zmq::sockopt::linger, 0);
+    bind_server(ctx, sink, producer.get(), Domain::sink, "tcp://127.0.0.1:*");
+    const auto endpoint = keyed_endpoint(last_endpoint(sink), producer->keys().public_key);
+    PeerGuard guard(producer.get(), Domain::sink, null_logger());
+
+    auto w1_keys = fleet.load(Role::worker, fleet.dir + "/w1.key_secret");
+    auto w2_keys = fleet.load(Role::worker);  // "worker", on the list from the start
+    zmq::socket_t w1(ctx, zmq::socket_type::push), w2(ctx, zmq::socket_type::push);
+    for (auto* s : {&w1, &w2}) s->set(zmq::sockopt::linger, 0);
+    connect_client(w1, w1_keys.get(), endpoint);
+    connect_client(w2, w2_keys.get(), endpoint);
+    const auto admitted_from = [&](zmq::socket_t& s) {
+        s.send(zmq::str_buffer("result"), zmq::send_flags::none);
+        auto got = receive(sink, 3000ms);
+        REQUIRE(got);
+        return guard.admit(got->back());
+    };
+    CHECK(admitted_from(w1));
+    CHECK(admitted_from(w2));
+    fs::remove(allow + "/w1.key");
+    producer->reload();
+    CHECK_FALSE(admitted_from(w1));
+    CHECK(admitted_from(w2));
+}

@@ -217,6 +217,8 @@ public:
     // False if the peer that sent `frame` authenticated with a key that is
     // not allowed now: drop the message. True in plain mode.
     [[nodiscard]] bool admit(const std::string& peer, const zmq::message_t& frame);
+    // The same for a socket without routing ids (a sink's PULL): the peer is its key.
+    [[nodiscard]] bool admit(const zmq::message_t& frame);
     // Peers whose key was removed since the last call (after a reload);
     // their later messages are not admitted.
     [[nodiscard]] std::vector<std::string> revoked();

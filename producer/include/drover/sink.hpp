@@ -49,6 +49,7 @@ private:
     SinkOptions options_;
     Logger log_;
     zmq::socket_t pull_;
+    PeerGuard guard_;  // results from a worker key taken off the allow-list are dropped
     zmq::socket_t broker_;
     std::string endpoint_;
     std::unordered_set<std::string> seen_;
