@@ -30,8 +30,7 @@ Client::Client(zmq::context_t& ctx, ClientOptions options, Logger log)
       options_(std::move(options)),
       log_(std::move(log)),
       session_(random_hex(6)),
-      sink_(ctx, zmq::socket_type::pull),
-      sink_guard_(options_.security.get(), Domain::sink, log_) {
+      sink_(ctx, zmq::socket_type::pull) {
     if (options_.sink.empty()) options_.sink = default_sink(options_.broker);
     sink_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
     sink_.set(zmq::sockopt::rcvhwm, 100000);

@@ -188,9 +188,9 @@ int worker_main(int argc, char** argv, const Registry& registry) {
                                           "--heartbeat-ms", std::to_string(heartbeat_ms),
                                           "--liveness", std::to_string(options.liveness),
                                           "--max-message-bytes", std::to_string(options.max_message_bytes)};
-            if (!log_level.empty()) args.insert(args.end(), {"--log-level", log_level});
             const auto security_args = security.to_args();
             args.insert(args.end(), security_args.begin(), security_args.end());
+            if (!log_level.empty()) args.insert(args.end(), {"--log-level", log_level});
             return run_supervisor(options, args, log, stop);
         }
         if (child) {

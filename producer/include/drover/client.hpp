@@ -172,7 +172,8 @@ private:
     std::string reply_to_;
     std::string sink_ipc_path_;
     zmq::socket_t sink_;
-    PeerGuard sink_guard_;  // results from a worker key taken off the allow-list are dropped
+    // Results from a worker key taken off the allow-list are dropped.
+    PeerGuard sink_guard_{options_.security.get(), Domain::sink, log_};
     std::unique_ptr<zmq::socket_t> broker_;
     int wake_fd_ = -1;
 
