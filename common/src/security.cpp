@@ -386,15 +386,16 @@ void Security::reload() {
         lists_ = fresh;
     }
     ++generation_;
-    const auto changes = [](const AllowList& from, const AllowList& to) {
+    // Names in `to` but not in `from`, over both lists.
+    const auto changes = [](const Lists& from, const Lists& to) {
         std::string out;
-        for (const auto& [key, name] : to)
-            if (!from.count(key)) out += (out.empty() ? "" : ",") + name;
+        for (const auto& [f, t] : {std::pair{&from.producers, &to.producers}, std::pair{&from.workers, &to.workers}})
+            for (const auto& [key, name] : *t)
+                if (!f->count(key)) out += (out.empty() ? "" : ",") + name;
         return out;
     };
     log_->info("security.reloaded producers={} workers={} added=[{}] removed=[{}]", fresh->producers.size(),
-               fresh->workers.size(), changes(old->producers, fresh->producers) + changes(old->workers, fresh->workers),
-               changes(fresh->producers, old->producers) + changes(fresh->workers, old->workers));
+               fresh->workers.size(), changes(*old, *fresh), changes(*fresh, *old));
 }
 
 void Security::reload_on_sighup() {
