@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include "drover/broker.hpp"
+#include "drover/security_cli.hpp"
 
 int main(int argc, char** argv) {
     drover::BrokerConfig config;
@@ -11,6 +12,7 @@ int main(int argc, char** argv) {
     std::int64_t heartbeat_ms = 1000;
     std::string status_broker = "tcp://127.0.0.1:5555";
     int status_timeout_ms = 3000;
+    drover::SecurityOptions security, status_security;
 
     CLI::App app{"drover-broker: routes tasks from producers to workers.\n"
                  "Workers connect to --backend, producers and sinks to --frontend."};
@@ -25,9 +27,11 @@ int main(int argc, char** argv) {
         ->capture_default_str()->check(CLI::Range(std::int64_t{1024}, std::int64_t{1} << 32));
     app.add_option("--endpoints-file", config.endpoints_file, "write the bound endpoints here as JSON");
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off (default: $SPDLOG_LEVEL or info)");
+    drover::add_security_options(app, security, drover::Role::broker);
     auto* status = app.add_subcommand("status", "print a running broker's queues, workers and totals as JSON");
     status->add_option("--broker", status_broker, "the broker's frontend endpoint")->capture_default_str();
     status->add_option("--timeout-ms", status_timeout_ms, "how long to wait for the answer")->capture_default_str();
+    drover::add_security_options(*status, status_security, drover::Role::producer);
     try {
         app.parse(argc, argv);
         drover::check_endpoint(config.frontend, "--frontend");
@@ -42,7 +46,15 @@ int main(int argc, char** argv) {
     config.heartbeat = drover::Millis(heartbeat_ms);
     zmq::context_t ctx;
     if (*status) {
-        auto doc = drover::fetch_status(ctx, status_broker, drover::Millis(status_timeout_ms));
+        std::shared_ptr<drover::Security> sec;
+        try {
+            if (!status_security.enabled()) status_security = security;  // "--security DIR status" works too
+            sec = drover::make_security(status_security, drover::Role::producer, drover::make_logger("broker", "warn"));
+        } catch (const std::exception& e) {
+            std::cerr << "drover-broker: " << e.what() << "\n";
+            return 2;
+        }
+        auto doc = drover::fetch_status(ctx, status_broker, drover::Millis(status_timeout_ms), sec.get());
         if (!doc) {
             std::cerr << "drover-broker: no answer from " << status_broker << " within " << status_timeout_ms << " ms\n";
             return 1;
@@ -54,10 +66,15 @@ int main(int argc, char** argv) {
         auto log = drover::make_logger("broker", log_level);
         drover::StopSource stop;
         drover::stop_on_signals(stop);
+        config.security = drover::make_security(security, drover::Role::broker, log);
+        if (config.security) config.security->reload_on_sighup();
         drover::Broker broker(ctx, config, log);
         broker.bind();
         broker.run(stop);
         return 0;
+    } catch (const drover::SecurityError& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 2;
     } catch (const zmq::error_t& e) {
         std::cerr << "drover-broker: cannot bind (--frontend " << config.frontend << ", --backend " << config.backend
                   << "): " << e.what() << "\n";

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Starts drover workers on other machines over ssh, or stops them.
 #   scripts/start-remote-workers.sh HOSTS_FILE --broker tcp://ADDR:5556 [--pool P] [-c N]
-#                                   [--via CMD] [--remote-bin PATH] [--run-dir DIR]
+#                                   [--via CMD] [--remote-bin PATH] [--run-dir DIR] [--security DIR]
 #   scripts/start-remote-workers.sh stop [--via CMD] [--run-dir DIR]
 # HOSTS_FILE: one host a line, "user@host [pool] [count]"; '#' starts a comment.
 # --via CMD replaces ssh: the script runs `CMD HOST sh -c '...'` (e.g. --via "ip netns exec").
+# --security DIR: the workers' fleet directory, a path on the remote hosts (docs/security.md).
 # Where each worker runs is written to RUN_DIR/remote-workers.txt (host pid), which `stop` reads.
 set -euo pipefail
 run_dir="${DROVER_RUN_DIR:-/tmp/drover-run}"
 via="ssh"
 remote_bin="drover-worker"
-broker=""; pool="processes"; count=""
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+broker=""; pool="processes"; count=""; security=""
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 remote() {  # remote HOST COMMAND
   if [[ $via == ssh* ]]; then $via "$1" "$2"; else $via "$1" sh -c "$2"; fi
 }
@@ -29,6 +30,7 @@ while (($#)); do
     --via) via="$2"; shift 2 ;;
     --remote-bin) remote_bin="$2"; shift 2 ;;
     --run-dir) run_dir="$2"; shift 2 ;;
+    --security) security="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "start-remote-workers.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
@@ -48,6 +50,7 @@ while read -r host hpool hcount _; do
   [[ -z $host || $host == \#* ]] && continue
   p="${hpool:-$pool}"; c="${hcount:-$count}"
   flags="--broker $broker --pool $p"; [[ -n $c ]] && flags="$flags -c $c"
+  [[ -n $security ]] && flags="$flags --security $security"
   pid=$(remote "$host" "nohup $remote_bin $flags >/tmp/drover-worker.log 2>&1 </dev/null & echo \$!" </dev/null)
   [[ $pid =~ ^[0-9]+$ ]] || { echo "start-remote-workers.sh: $host: could not start ($pid)" >&2; exit 1; }
   echo "$host $pid" >>"$ledger"

@@ -46,7 +46,10 @@ Broker::Broker(zmq::context_t& ctx, BrokerConfig config, Logger log)
       backend_(ctx, zmq::socket_type::router),
       instance_(random_hex(8)),
       sinks_(ctx, /*linger_ms=*/1000, /*sndtimeo_ms=*/-1, /*hwm=*/100000),
-      scheduler_(SchedulerLimits{config_.max_queued, config_.heartbeat, config_.liveness}) {
+      scheduler_(SchedulerLimits{config_.max_queued, config_.heartbeat, config_.liveness}),
+      frontend_guard_(config_.security.get(), Domain::producers, log_),
+      backend_guard_(config_.security.get(), Domain::workers, log_) {
+    sinks_.secure_with(config_.security.get());
     configure_router(frontend_, config_.max_message_bytes);
     // A producer keeps its routing id across reconnects: the new connection takes over.
     frontend_.set(zmq::sockopt::router_handover, 1);
@@ -56,8 +59,9 @@ Broker::Broker(zmq::context_t& ctx, BrokerConfig config, Logger log)
 Broker::~Broker() = default;
 
 void Broker::bind() {
-    frontend_.bind(config_.frontend);
-    backend_.bind(config_.backend);
+    bind_server(ctx_, frontend_, config_.security.get(), Domain::producers, config_.frontend);
+    bind_server(ctx_, backend_, config_.security.get(), Domain::workers, config_.backend);
+    warn_if_exposed(log_, config_.security.get(), {config_.frontend, config_.backend});
     frontend_ep_ = connectable(last_endpoint(frontend_));
     backend_ep_ = connectable(last_endpoint(backend_));
     if (!config_.endpoints_file.empty()) write_endpoints_file(config_.endpoints_file, frontend_ep_, backend_ep_);
@@ -76,6 +80,11 @@ void Broker::run(const StopSource& stop) {
         auto wait = std::chrono::duration_cast<Millis>(std::min(next_tick_, next_retry_) - Clock::now()) + Millis(1);
         if (wait.count() < 0) wait = Millis(0);
         drover::poll(items, 3, wait);
+        for (const auto& w : backend_guard_.revoked()) {  // its tasks run again; RESET makes it reconnect, and be refused
+            remove_worker(w, "key revoked");
+            (void)send_to(backend_, w, proto::Command::reset);
+        }
+        (void)frontend_guard_.revoked();  // a producer whose messages are dropped is gone after its silence
         if (items[1].revents & ZMQ_POLLIN) on_backend();
         if (items[0].revents & ZMQ_POLLIN) on_frontend();
         if (Clock::now() >= next_retry_) next_retry_ = scheduler_.release_retries(Clock::now());
@@ -105,6 +114,7 @@ void Broker::on_frontend() {
         frames.clear();
         if (!zmq::recv_multipart(frontend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
         const std::string peer = id_of(frames[0]);
+        if (!frontend_guard_.admit(peer, frames.back())) continue;
         if (frames.size() < 2 || frames.size() > 3) {
             drop(peer, "frontend", proto::DecodeError::bad_frames);
             continue;
@@ -124,6 +134,7 @@ void Broker::on_backend() {
         frames.clear();
         if (!zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
         const std::string peer = id_of(frames[0]);
+        if (!backend_guard_.admit(peer, frames.back())) continue;
         if (frames.size() < 2 || frames.size() > 3) {
             drop(peer, "backend", proto::DecodeError::bad_frames);
             continue;
@@ -350,10 +361,11 @@ nlohmann::json Broker::status_json(Clock::time_point now) const {
     return doc;
 }
 
-std::optional<nlohmann::json> fetch_status(zmq::context_t& ctx, const std::string& frontend, Millis timeout) {
+std::optional<nlohmann::json> fetch_status(zmq::context_t& ctx, const std::string& frontend, Millis timeout,
+                                          const Security* security) {
     zmq::socket_t s(ctx, zmq::socket_type::dealer);
     s.set(zmq::sockopt::linger, 0);
-    s.connect(frontend);
+    connect_client(s, security, frontend);
     if (send_message_blocking(s, proto::Command::status) != SendStatus::sent) return std::nullopt;
     const auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {

@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "drover/security.hpp"
+
 namespace drover {
 
 namespace {
@@ -60,7 +62,7 @@ zmq::socket_t& SinkSockets::get(const std::string& endpoint) {
     s.set(zmq::sockopt::linger, linger_ms_);
     s.set(zmq::sockopt::sndtimeo, sndtimeo_ms_);
     s.set(zmq::sockopt::sndhwm, hwm_);
-    s.connect(endpoint);
+    connect_client(s, security_, endpoint);
     if (index_.size() >= std::max<std::size_t>(capacity_, 1)) {
         index_.erase(lru_.back().endpoint);
         lru_.pop_back();

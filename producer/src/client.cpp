@@ -58,10 +58,11 @@ Client::Client(zmq::context_t& ctx, ClientOptions options, Logger log)
     sink_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
     sink_.set(zmq::sockopt::rcvhwm, 100000);
     sink_.set(zmq::sockopt::linger, 0);
-    sink_.bind(options_.sink);
+    bind_server(ctx_, sink_, options_.security.get(), Domain::sink, options_.sink);
     const auto bound = last_endpoint(sink_);
     if (bound.rfind("ipc://", 0) == 0) sink_ipc_path_ = bound.substr(6);
     reply_to_ = options_.sink_advertise.empty() ? connectable(bound) : options_.sink_advertise;
+    reply_to_ = with_sink_key(reply_to_, options_.security.get());
     wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
     connect_broker();
@@ -157,7 +158,7 @@ std::size_t Client::unfinished() const {
 bool Client::wait_for_workers(std::size_t n, Millis timeout) {
     const auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
-        auto doc = fetch_status(ctx_, options_.broker, Millis(1000));
+        auto doc = fetch_status(ctx_, options_.broker, Millis(1000), options_.security.get());
         if (doc && (*doc)["workers"].size() >= n) return true;
         std::this_thread::sleep_for(Millis(20));
     }
@@ -173,7 +174,7 @@ void Client::connect_broker() {
     broker_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
     broker_->set(zmq::sockopt::sndhwm, 100000);
     broker_->set(zmq::sockopt::rcvhwm, 100000);
-    broker_->connect(options_.broker);
+    connect_client(*broker_, options_.security.get(), options_.broker);
     last_from_broker_ = Clock::now();
 }
 
@@ -391,6 +392,7 @@ void Client::io_loop() {
             for (int i = 0; i < 1024; ++i) {
                 frames.clear();
                 if (!zmq::recv_multipart(sink_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
+                if (!sink_guard_.admit(frames.back())) continue;
                 if (frames.size() != 2) continue;
                 auto cmd = proto::parse_header(frames[0]);
                 if (!cmd || *cmd != proto::Command::result) {

@@ -15,6 +15,7 @@
 #include "drover/client.hpp"
 #include "drover/json_lines.hpp"
 #include "drover/local_cluster.hpp"
+#include "drover/security_cli.hpp"
 #include "drover/sink.hpp"
 
 namespace drover {
@@ -80,6 +81,7 @@ struct Settings {
     std::string reply_to;  // submit
     std::string map_task;  // map
     std::vector<std::string> map_args;
+    SecurityOptions security;
 };
 
 // Reads lines from a file descriptor, and gives up at once when `stop` is
@@ -282,6 +284,7 @@ int producer_main(int argc, char** argv, const Registry& registry) {
                  "  submit           task JSON lines on stdin -> result JSON lines on stdout\n"
                  "  map TASK ARG...  runs TASK once per ARG (JSON or a plain string), results in order"};
     app.require_subcommand(1);
+    app.fallthrough();  // flags such as --broker and --security may follow the subcommand too
     auto* where = app.add_option_group("where the work runs");
     where->add_option("--broker", s.broker, "the broker's frontend endpoint (default tcp://127.0.0.1:5555)");
     where->add_option("--local", s.local, "start an embedded broker and N workers instead of --broker")
@@ -308,6 +311,9 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     app.add_option("--wait-timeout-ms", s.wait_timeout_ms, "how long --wait-workers waits")->capture_default_str();
     app.add_flag("--timing", s.timing, "print 'timing: tasks=N wall_ms=T' on stderr at the end");
     app.add_option("--log-level", s.log_level, "trace, debug, info, warn, error, critical, off (default warn)");
+    app.add_option("--max-message-bytes", s.client.max_message_bytes, "largest message sent or accepted")
+        ->capture_default_str()->check(CLI::Range(std::int64_t{1024}, std::int64_t{1} << 32));
+    add_security_options(app, s.security, Role::producer);
     auto* submit = app.add_subcommand("submit", "read task JSON lines from stdin, write result JSON lines to stdout");
     submit->add_option("--reply-to", s.reply_to, "send results to this sink (e.g. a drover-sink) instead");
     auto* map = app.add_subcommand("map", "run TASK once per ARG and print the results in order");
@@ -318,7 +324,7 @@ int producer_main(int argc, char** argv, const Registry& registry) {
         if (s.broker.empty() && s.local == 0 && !s.inline_run) s.broker = "tcp://127.0.0.1:5555";
         if (!s.broker.empty()) check_endpoint(s.broker, "--broker");
         if (!s.client.sink.empty()) check_endpoint(s.client.sink, "--sink");
-        if (!s.reply_to.empty()) check_endpoint(s.reply_to, "--reply-to");
+        if (!s.reply_to.empty()) check_endpoint(split_keyed_endpoint(s.reply_to).endpoint, "--reply-to");
         if (s.inline_run && !*map) throw std::invalid_argument("--inline: only map runs inline");
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? 0 : 2;
@@ -331,6 +337,10 @@ int producer_main(int argc, char** argv, const Registry& registry) {
         auto log = make_logger("producer", s.log_level.empty() && !std::getenv("SPDLOG_LEVEL") ? "warn" : s.log_level);
         StopSource stop;
         stop_on_signals(stop);
+        s.client.security = make_security(s.security, Role::producer, log);
+        if (s.client.security) s.client.security->reload_on_sighup();
+        // A --reply-to sink without a key is taken to use this producer's key pair (as drover-sink does by default).
+        s.reply_to = with_sink_key(s.reply_to, s.client.security.get());
         zmq::context_t ctx;
         std::unique_ptr<LocalCluster> cluster;
         if (s.local > 0) {
@@ -356,6 +366,9 @@ int producer_main(int argc, char** argv, const Registry& registry) {
             rc = *map ? run_map(client, s, stop) : run_submit(client, s, stop);
         }
         return rc;
+    } catch (const SecurityError& e) {
+        std::cerr << "drover-producer: " << e.what() << "\n";
+        return 2;
     } catch (const zmq::error_t& e) {
         std::cerr << "drover-producer: " << e.what() << " (check --sink and --broker)\n";
         return 2;
@@ -376,6 +389,10 @@ int sink_main(int argc, char** argv) {
     app.add_option("--expect", expect, "exit after N results (0: run until stopped)")->capture_default_str();
     app.add_option("--endpoint-file", endpoint_file, "write the bound endpoint to this file");
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off");
+    app.add_option("--max-message-bytes", options.max_message_bytes, "largest message accepted")
+        ->capture_default_str()->check(CLI::Range(std::int64_t{1024}, std::int64_t{1} << 32));
+    SecurityOptions security;
+    add_security_options(app, security, Role::sink);
     try {
         app.parse(argc, argv);
         check_endpoint(options.bind, "--bind");
@@ -390,6 +407,8 @@ int sink_main(int argc, char** argv) {
         auto log = make_logger("sink", log_level);
         StopSource stop;
         stop_on_signals(stop);
+        options.security = make_security(security, Role::sink, log);
+        if (options.security) options.security->reload_on_sighup();
         zmq::context_t ctx;
         Sink sink(ctx, options, log);
         if (!endpoint_file.empty()) {
@@ -402,6 +421,9 @@ int sink_main(int argc, char** argv) {
         }
         sink.run(stop, expect, [](proto::Outcome&& o) { std::cout << to_line(outcome_to_json(o)) << "\n" << std::flush; });
         return 0;
+    } catch (const SecurityError& e) {
+        std::cerr << "drover-sink: " << e.what() << "\n";
+        return 2;
     } catch (const zmq::error_t& e) {
         std::cerr << "drover-sink: cannot bind --bind " << options.bind << ": " << e.what() << "\n";
         return 2;

@@ -10,14 +10,15 @@ Sink::Sink(zmq::context_t& ctx, SinkOptions options, Logger log)
       options_(std::move(options)),
       log_(std::move(log)),
       pull_(ctx, zmq::socket_type::pull),
+      guard_(options_.security.get(), Domain::sink, log_),
       broker_(ctx, zmq::socket_type::dealer) {
     pull_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
     pull_.set(zmq::sockopt::rcvhwm, 100000);
     pull_.set(zmq::sockopt::linger, 0);
-    pull_.bind(options_.bind);
-    endpoint_ = connectable(last_endpoint(pull_));
+    bind_server(ctx_, pull_, options_.security.get(), Domain::sink, options_.bind);
+    endpoint_ = with_sink_key(connectable(last_endpoint(pull_)), options_.security.get());
     broker_.set(zmq::sockopt::linger, 2000);  // the last SETTLE should leave before we exit
-    broker_.connect(options_.broker);
+    connect_client(broker_, options_.security.get(), options_.broker);
     log_->info("sink.listening endpoint={} broker={}", endpoint_, options_.broker);
 }
 
@@ -44,6 +45,7 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
             for (int i = 0; i < 1024; ++i) {
                 frames.clear();
                 if (!zmq::recv_multipart(pull_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
+                if (!guard_.admit(frames.back())) continue;
                 if (frames.size() != 2) {
                     ++dropped_;
                     log_->warn("sink.dropped reason=bad_frames");

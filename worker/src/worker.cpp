@@ -30,6 +30,7 @@ Worker::Worker(zmq::context_t& ctx, const Registry& registry, WorkerOptions opti
       own_ctx_(options_.replace_on_timeout ? std::make_unique<zmq::context_t>() : nullptr),
       io_ctx_(own_ctx_ ? *own_ctx_ : ctx),
       timeout_sinks_(io_ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/1000, /*hwm=*/1000) {
+    timeout_sinks_.secure_with(options_.security.get());
     if (options_.id.empty()) options_.id = host_name() + ":" + std::to_string(::getpid());
     if (options_.pool == "solo") options_.concurrency = 1;
     options_.concurrency = std::max(1u, options_.concurrency);
@@ -50,7 +51,7 @@ void Worker::connect_to_broker() {
     broker_ = std::make_unique<zmq::socket_t>(io_ctx_, zmq::socket_type::dealer);
     broker_->set(zmq::sockopt::linger, 0);
     broker_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
-    broker_->connect(options_.broker);
+    connect_client(*broker_, options_.security.get(), options_.broker);
     proto::Hello hello{options_.id,
                        host_name(),
                        static_cast<std::int64_t>(::getpid()),
@@ -284,6 +285,7 @@ void Worker::executor_loop(unsigned index) {
     zmq::socket_t done(ctx_, zmq::socket_type::push);
     done.connect(done_endpoint_);
     SinkSockets sinks(ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/200, /*hwm=*/16);  // batches of <= 1 MiB: at most 16 MiB waiting per executor
+    sinks.secure_with(options_.security.get());
     std::unordered_map<std::string, std::vector<proto::Outcome>> pending;
     std::size_t pending_count = 0;
     std::size_t pending_bytes = 0;

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "drover/security_cli.hpp"
 #include "drover/worker.hpp"
 
 namespace drover {
@@ -58,7 +59,7 @@ int run_supervisor(const WorkerOptions& options, const std::vector<std::string>&
     zmq::context_t ctx;
     zmq::socket_t broker(ctx, zmq::socket_type::dealer);
     broker.set(zmq::sockopt::linger, 500);
-    broker.connect(options.broker);
+    connect_client(broker, options.security.get(), options.broker);
     const std::string host = host_name();
 
     std::vector<Child> children(options.concurrency);
@@ -134,6 +135,7 @@ int worker_main(int argc, char** argv, const Registry& registry) {
     bool child = false;
     bool list_tasks = false;
     int concurrency = 0;
+    SecurityOptions security;
 
     CLI::App app{"drover-worker: runs tasks from a drover broker.\n"
                  "Pools: solo (one executor thread), threads (-c executor threads),\n"
@@ -158,6 +160,7 @@ int worker_main(int argc, char** argv, const Registry& registry) {
     app.add_flag("--list-tasks", list_tasks, "print the task names this worker runs and exit");
     app.add_flag("--child", child, "run as a child of a processes pool (set by the supervisor)")->group("");
     app.add_option("--restarts", options.restarts, "times the supervisor restarted this child's slot")->group("");
+    add_security_options(app, security, Role::worker);
     try {
         app.parse(argc, argv);
         check_endpoint(options.broker, "--broker");
@@ -179,12 +182,15 @@ int worker_main(int argc, char** argv, const Registry& registry) {
         auto log = make_logger(child ? "worker-child" : "worker", log_level);
         StopSource stop;
         stop_on_signals(stop);
+        options.security = make_security(security, Role::worker, log);
         if (options.pool == "processes" && !child) {
             std::vector<std::string> args{argv[0], "--child",
                                           "--broker", options.broker,
                                           "--heartbeat-ms", std::to_string(heartbeat_ms),
                                           "--liveness", std::to_string(options.liveness),
                                           "--max-message-bytes", std::to_string(options.max_message_bytes)};
+            const auto security_args = security.to_args();
+            args.insert(args.end(), security_args.begin(), security_args.end());
             if (!log_level.empty()) args.insert(args.end(), {"--log-level", log_level});
             if (!options.auto_prefetch) args.insert(args.end(), {"--prefetch", std::to_string(options.prefetch)});
             return run_supervisor(options, args, log, stop);
@@ -202,6 +208,9 @@ int worker_main(int argc, char** argv, const Registry& registry) {
             case Worker::Stopped::replaced: std::_Exit(k_exit_replaced);
         }
         return 0;
+    } catch (const SecurityError& e) {
+        std::cerr << "drover-worker: " << e.what() << "\n";
+        return 2;
     } catch (const std::exception& e) {
         std::cerr << "drover-worker: " << e.what() << "\n";
         return 1;

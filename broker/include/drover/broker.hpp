@@ -21,6 +21,7 @@
 #include "drover/logging.hpp"
 #include "drover/net.hpp"
 #include "drover/scheduler.hpp"
+#include "drover/security.hpp"
 #include "drover/stop.hpp"
 
 namespace drover {
@@ -33,6 +34,7 @@ struct BrokerConfig {
     int liveness = 3;
     std::int64_t max_message_bytes = k_default_max_message_bytes;
     std::string endpoints_file;  // if set, written as JSON once bound
+    std::shared_ptr<Security> security;  // CurveZMQ on tcp; nullptr: plain
 };
 
 class Broker {
@@ -78,6 +80,7 @@ private:
     std::string instance_;  // new at every start: producers resend when it changes
     SinkSockets sinks_;     // for outcomes only the broker can report
     Scheduler scheduler_;
+    PeerGuard frontend_guard_, backend_guard_;  // keys taken off the allow-lists lose their sessions
     std::atomic<std::size_t> live_workers_{0};
 
     // Replies gathered while draining input, sent once the loop is idle.
@@ -94,6 +97,7 @@ private:
 
 // Asks the broker at `frontend` for its STATUS. Returns the JSON document, or
 // nullopt if no answer came within `timeout`.
-std::optional<nlohmann::json> fetch_status(zmq::context_t& ctx, const std::string& frontend, Millis timeout);
+std::optional<nlohmann::json> fetch_status(zmq::context_t& ctx, const std::string& frontend, Millis timeout,
+                                          const Security* security = nullptr);
 
 }  // namespace drover

@@ -35,6 +35,8 @@ std::size_t wire_size(const T& t) {
     return t.id.size() + t.name.size() + t.args.size() + t.reply_to.size() + k_entry_overhead;
 }
 
+class Security;
+
 enum class SendStatus { sent, would_block, unreachable };
 
 // Sends [header][body] on a DEALER/PUSH socket without blocking.
@@ -59,6 +61,9 @@ public:
     // The socket for `endpoint`, valid until the next get().
     // Throws: zmq::error_t if `endpoint` cannot be connected to.
     zmq::socket_t& get(const std::string& endpoint);
+    // Connects as a CURVE client of each sink (its key is in the endpoint)
+    // when `security` is set; it must outlive this cache.
+    void secure_with(const Security* security) { security_ = security; }
     // Closes every socket.
     void clear();
     [[nodiscard]] std::size_t size() const { return index_.size(); }
@@ -71,6 +76,7 @@ private:
     zmq::context_t& ctx_;
     int linger_ms_, sndtimeo_ms_, hwm_;
     std::size_t capacity_;
+    const Security* security_ = nullptr;
     std::list<Entry> lru_;  // most recently used first
     std::unordered_map<std::string, std::list<Entry>::iterator> index_;
 };

@@ -63,6 +63,8 @@
 // Task    = {id: str, name: str, args: bin, attempt: uint, max_attempts: uint,
 //            timeout_ms: uint, reply_to: str, detached: bool,
 //            retry_on_error: bool}
+//   reply_to: the sink's endpoint; under CurveZMQ it carries the sink's
+//   server key, "tcp://HOST:PORT?curve=KEY" (docs/security.md)
 //   detached: reply_to is a standalone sink, so the task outlives its producer
 //   attempt: times dispatched, this one included; max_attempts bounds the
 //   dispatches a task gets after crashes and timeouts (and errors, when

@@ -33,6 +33,7 @@
 #include "drover/logging.hpp"
 #include "drover/net.hpp"
 #include "drover/protocol.hpp"
+#include "drover/security.hpp"
 
 namespace drover {
 
@@ -45,6 +46,9 @@ struct ClientOptions {
     int liveness = 3;
     std::uint32_t max_attempts = 3;
     std::int64_t max_message_bytes = k_default_max_message_bytes;
+    // CurveZMQ to the broker, and the sink a CURVE server with this key pair
+    // (reply_to then carries its key); nullptr: plain.
+    std::shared_ptr<Security> security;
 };
 
 struct TaskOptions {
@@ -168,6 +172,8 @@ private:
     std::string reply_to_;
     std::string sink_ipc_path_;
     zmq::socket_t sink_;
+    // Results from a worker key taken off the allow-list are dropped.
+    PeerGuard sink_guard_{options_.security.get(), Domain::sink, log_};
     std::unique_ptr<zmq::socket_t> broker_;
     int wake_fd_ = -1;
 

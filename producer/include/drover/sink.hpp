@@ -15,6 +15,7 @@
 #include "drover/logging.hpp"
 #include "drover/net.hpp"
 #include "drover/protocol.hpp"
+#include "drover/security.hpp"
 #include "drover/stop.hpp"
 
 namespace drover {
@@ -24,6 +25,7 @@ struct SinkOptions {
     std::string broker = "tcp://127.0.0.1:5555";
     std::int64_t max_message_bytes = k_default_max_message_bytes;
     Millis heartbeat{1000};
+    std::shared_ptr<Security> security;  // CURVE server toward workers, client of the broker; nullptr: plain
 };
 
 class Sink {
@@ -31,7 +33,8 @@ public:
     // Binds. Throws: zmq::error_t if the endpoint cannot be bound.
     Sink(zmq::context_t& ctx, SinkOptions options, Logger log);
 
-    // The bound endpoint, connectable ("tcp://*:*" becomes a real port).
+    // The bound endpoint, connectable ("tcp://*:*" becomes a real port), with
+    // the sink's key under security ("tcp://HOST:PORT?curve=KEY").
     [[nodiscard]] const std::string& endpoint() const { return endpoint_; }
 
     // Delivers each new outcome to `on_outcome` until `stop` is requested or
@@ -46,6 +49,7 @@ private:
     SinkOptions options_;
     Logger log_;
     zmq::socket_t pull_;
+    PeerGuard guard_;  // results from a worker key taken off the allow-list are dropped
     zmq::socket_t broker_;
     std::string endpoint_;
     std::unordered_set<std::string> seen_;

@@ -25,6 +25,7 @@
 #include "drover/net.hpp"
 #include "drover/protocol.hpp"
 #include "drover/registry.hpp"
+#include "drover/security.hpp"
 #include "drover/stop.hpp"
 
 namespace drover {
@@ -45,6 +46,7 @@ struct WorkerOptions {
     // (run() returns `replaced`) so that the supervisor starts a fresh one.
     bool replace_on_timeout = false;
     std::uint32_t restarts = 0;  // reported at HELLO
+    std::shared_ptr<Security> security;  // CurveZMQ to broker and sinks; nullptr: plain
 };
 
 // The exit status of a child that ended itself to be replaced after a timeout.
