@@ -56,6 +56,8 @@ void check_every_decoder(std::string_view body) {
     check_decoder(body, decode_lost);
     check_decoder(body, decode_tasks);
     check_decoder(body, decode_ids);
+    check_decoder(body, decode_settle);
+    check_decoder(body, decode_bye);
     check_decoder(body, decode_rejected);
     check_decoder(body, decode_results);
     check_decoder(body, decode_heartbeat);
@@ -79,14 +81,17 @@ void check_message(const std::vector<std::string_view>& frames) {
         case Command::dispatch:
         case Command::submit: return check_decoder(body, decode_tasks);
         case Command::accepted:
-        case Command::settle:
+        case Command::retry:
         case Command::cancel: return check_decoder(body, decode_ids);
+        case Command::settle: return check_decoder(body, decode_settle);
         case Command::rejected: return check_decoder(body, decode_rejected);
         case Command::result: return check_decoder(body, decode_results);
         case Command::heartbeat:  // the broker takes any map, a producer reads the instance
             check_decoder(body, decode_empty);
             return check_decoder(body, decode_heartbeat);
-        case Command::bye:
+        case Command::bye:  // a worker's may name ids; the others take any map
+            check_decoder(body, decode_empty);
+            return check_decoder(body, decode_bye);
         case Command::reset:
         case Command::status:
         case Command::status_reply: return check_decoder(body, decode_empty);

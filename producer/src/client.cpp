@@ -152,7 +152,7 @@ void Client::cancel_all() {
 
 std::size_t Client::unfinished() const {
     std::lock_guard lock(mutex_);
-    return pending_.size();
+    return pending_.size() + delivering_;  // a callback still running is not finished
 }
 
 bool Client::wait_for_workers(std::size_t n, Millis timeout) {
