@@ -9,6 +9,18 @@ namespace {
 
 std::uint64_t pack_ref(std::uint32_t slot, std::uint32_t gen) { return std::uint64_t{slot} << 32 | gen; }
 
+// A free index of `items` (from `free`), or a new one at its end.
+template <class Container>
+std::uint32_t take_slot(Container& items, std::vector<std::uint32_t>& free) {
+    if (!free.empty()) {
+        const auto i = free.back();
+        free.pop_back();
+        return i;
+    }
+    items.emplace_back();
+    return static_cast<std::uint32_t>(items.size() - 1);
+}
+
 }  // namespace
 
 // Interned strings ----------------------------------------------------------
@@ -47,14 +59,7 @@ Scheduler::Entry* Scheduler::find(std::string_view id) {
 }
 
 Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, SubmitContext& ctx) {
-    std::uint32_t slot;
-    if (!free_slots_.empty()) {
-        slot = free_slots_.back();
-        free_slots_.pop_back();
-    } else {
-        slot = static_cast<std::uint32_t>(slots_.size());
-        slots_.emplace_back();
-    }
+    const std::uint32_t slot = take_slot(slots_, free_slots_);
     Entry& e = slots_[slot];
     e.slot = slot;
     e.id = std::move(t.id);
@@ -214,17 +219,9 @@ std::vector<FinalOutcome> Scheduler::hello(const std::string& identity, proto::H
         auto more = remove_worker(other, false);
         finals.insert(finals.end(), more.begin(), more.end());
     }
-    std::uint32_t wslot;
-    if (!free_worker_slots_.empty()) {
-        wslot = free_worker_slots_.back();
-        free_worker_slots_.pop_back();
-    } else {
-        wslot = static_cast<std::uint32_t>(worker_slots_.size());
-        worker_slots_.emplace_back();
-    }
+    const std::uint32_t wslot = take_slot(worker_slots_, free_worker_slots_);
     WorkerState& w = worker_slots_[wslot];
     w = WorkerState{};
-    w.used = true;
     w.identity = identity;
     w.hello = std::move(h);
     w.last_seen = now;

@@ -203,28 +203,35 @@ void Client::send_unsent() {
 }
 
 void Client::finish(const std::string& id, Result&& r) {
-    ResultCallback done;
+    std::vector<std::pair<ResultCallback, Result>> ready;
     {
         std::lock_guard lock(mutex_);
         auto it = pending_.find(id);
         if (it == pending_.end()) return;
-        done = std::move(it->second.done);
+        ready.emplace_back(std::move(it->second.done), std::move(r));
         pending_.erase(it);
         ++delivering_;
     }
+    deliver(ready);
+}
+
+// Runs the callbacks of outcomes taken from pending_ (and counted in
+// delivering_) by the caller, without the lock.
+void Client::deliver(std::vector<std::pair<ResultCallback, Result>>& ready) {
     room_.notify_all();
-    if (done) {
+    for (auto& [done, r] : ready) {
+        if (!done) continue;
         try {
             done(std::move(r));
         } catch (const std::exception& e) {  // a user callback must not end the I/O thread
-            log_->error("client.callback_threw id={} error=\"{}\"", id, e.what());
+            log_->error("client.callback_threw id={} error=\"{}\"", r.id, e.what());
         }
     }
     {
         std::lock_guard lock(mutex_);
-        --delivering_;
+        delivering_ -= ready.size();
     }
-    room_.notify_all();
+    room_.notify_all();  // wait_all() returns only once every callback has run
 }
 
 void Client::on_results(std::string_view body) {
@@ -261,21 +268,7 @@ void Client::on_results(std::string_view body) {
         }
         delivering_ += ready.size();
     }
-    if (ready.empty()) return;
-    room_.notify_all();
-    for (auto& [done, r] : ready) {
-        if (!done) continue;
-        try {
-            done(std::move(r));
-        } catch (const std::exception& e) {  // a user callback must not end the I/O thread
-            log_->error("client.callback_threw id={} error=\"{}\"", r.id, e.what());
-        }
-    }
-    {
-        std::lock_guard lock(mutex_);
-        delivering_ -= ready.size();
-    }
-    room_.notify_all();  // wait_all() returns only once every callback has run
+    if (!ready.empty()) deliver(ready);
 }
 
 void Client::on_broker_message(std::vector<zmq::message_t>& frames) {

@@ -232,13 +232,9 @@ TEST_CASE("a producer that vanishes has its queued tasks cancelled, but detached
                        dir.file("doomed.jsonl"));
         std::this_thread::sleep_for(300ms);
     }  // kill -9
-    zmq::context_t ctx;
-    std::optional<json> status;
-    for (int i = 0; i < 100; ++i) {  // gone after max(0.6 s, 3 s) of silence
-        status = drover::fetch_status(ctx, broker.frontend, 1000ms);
-        if (status && (*status)["totals"]["cancelled"].get<int>() > 0) break;
-        std::this_thread::sleep_for(100ms);
-    }
+    // Gone after max(0.6 s, 3 s) of silence.
+    auto status = wait_status(broker.frontend, [](const json& st) { return st["totals"]["cancelled"].get<int>() > 0; },
+                              10s);
     REQUIRE(status);
     CHECK((*status)["totals"]["cancelled"].get<int>() >= 50);
     CHECK((*status)["queued"] == 0);
@@ -269,13 +265,9 @@ TEST_CASE("a processes child past its timeout is replaced, and the next task run
     CHECK(by_id["slow"]["attempts"] == 2);
     CHECK(by_id["next"]["status"] == "ok");
 
-    zmq::context_t ctx;
-    std::optional<json> status;
-    for (int i = 0; i < 100; ++i) {  // the second replacement registers
-        status = drover::fetch_status(ctx, broker.frontend, 1000ms);
-        if (status && (*status)["workers"].size() == 1 && (*status)["workers"][0]["restarts"] == 2) break;
-        std::this_thread::sleep_for(100ms);
-    }
+    auto status = wait_status(  // until the second replacement registers
+        broker.frontend, [](const json& st) { return st["workers"].size() == 1 && st["workers"][0]["restarts"] == 2; },
+        10s);
     REQUIRE(status);
     INFO(status->dump());
     REQUIRE((*status)["workers"].size() == 1);
@@ -393,17 +385,12 @@ TEST_CASE("Ctrl-C on a producer cancels its queued tasks at the broker before it
     write_tasks(dir.file("tasks.jsonl"), 100, "sleep_ms", {10});
     Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
                      dir.file("tasks.jsonl"));
-    zmq::context_t ctx;
-    std::optional<json> status;
-    for (int i = 0; i < 100; ++i) {
-        status = drover::fetch_status(ctx, broker.frontend, 1000ms);
-        if (status && (*status)["queued"] == 100) break;
-        std::this_thread::sleep_for(50ms);
-    }
+    auto status = wait_status(broker.frontend, [](const json& st) { return st["queued"] == 100; }, 5s);
     REQUIRE(status);
     REQUIRE((*status)["queued"] == 100);
     producer.signal(SIGINT);
     CHECK(producer.wait(5s) == 130);
+    zmq::context_t ctx;
     status = drover::fetch_status(ctx, broker.frontend, 1000ms);
     REQUIRE(status);
     CHECK((*status)["queued"] == 0);

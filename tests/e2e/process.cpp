@@ -143,15 +143,25 @@ BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<std::string> extra)
     backend = (*doc)["backend"];
 }
 
-bool wait_for_workers(const std::string& frontend, std::size_t n, std::chrono::milliseconds timeout) {
+std::optional<nlohmann::json> wait_status(const std::string& frontend,
+                                          const std::function<bool(const nlohmann::json&)>& done,
+                                          std::chrono::milliseconds timeout) {
     zmq::context_t ctx;
+    std::optional<nlohmann::json> last;
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
-        auto doc = fetch_status(ctx, frontend, std::chrono::milliseconds(1000));
-        if (doc && (*doc)["workers"].size() >= n) return true;
+        if (auto doc = fetch_status(ctx, frontend, std::chrono::milliseconds(1000))) {
+            last = std::move(doc);
+            if (done(*last)) break;
+        }
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    return false;
+    return last;
+}
+
+bool wait_for_workers(const std::string& frontend, std::size_t n, std::chrono::milliseconds timeout) {
+    auto doc = wait_status(frontend, [n](const nlohmann::json& s) { return s["workers"].size() >= n; }, timeout);
+    return doc && (*doc)["workers"].size() >= n;
 }
 
 }  // namespace drover::test

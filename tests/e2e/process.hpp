@@ -2,6 +2,8 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -61,6 +63,12 @@ struct BrokerProcess {
     std::string frontend, backend;
     std::unique_ptr<Process> process;
 };
+
+// Polls the broker's STATUS until `done(status)` holds or `timeout` passes;
+// returns the last STATUS read (nullopt if none came).
+std::optional<nlohmann::json> wait_status(const std::string& frontend,
+                                          const std::function<bool(const nlohmann::json&)>& done,
+                                          std::chrono::milliseconds timeout);
 
 // Polls the broker's STATUS until it lists `n` workers.
 bool wait_for_workers(const std::string& frontend, std::size_t n, std::chrono::milliseconds timeout);

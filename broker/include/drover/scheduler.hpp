@@ -183,7 +183,6 @@ private:
         std::uint64_t done = 0;
         std::uint64_t served_seq = 0;
         Clock::time_point last_seen{};
-        bool used = false;
     };
     // Strings with reference counts (reply_to and producer endpoints).
     class Interned {

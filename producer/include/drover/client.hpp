@@ -162,6 +162,7 @@ private:
     void on_broker_message(std::vector<zmq::message_t>& frames);
     void on_results(std::string_view body);
     void finish(const std::string& id, Result&& r);
+    void deliver(std::vector<std::pair<ResultCallback, Result>>& ready);
     void wake();
     void resend_unfinished();
 
