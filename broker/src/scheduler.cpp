@@ -565,9 +565,22 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
     }
     std::sort(workers.begin(), workers.end(),
               [](const json& a, const json& b) { return a["id"].get<std::string>() < b["id"].get<std::string>(); });
+    // The fleet by host: how many workers, slots and tasks each machine has.
+    json hosts = json::object();
+    for (const auto& w : workers) {
+        auto& h = hosts[w["host"].get<std::string>()];
+        if (h.is_null()) h = {{"workers", 0}, {"slots", 0}, {"held", 0}, {"done", 0}, {"pools", json::array()}};
+        h["workers"] = h["workers"].get<std::size_t>() + 1;
+        h["slots"] = h["slots"].get<std::uint64_t>() + w["slots"].get<std::uint64_t>();
+        h["held"] = h["held"].get<std::size_t>() + w["held"].get<std::size_t>();
+        h["done"] = h["done"].get<std::uint64_t>() + w["done"].get<std::uint64_t>();
+        auto& pools = h["pools"];
+        if (std::find(pools.begin(), pools.end(), w["pool"]) == pools.end()) pools.push_back(w["pool"]);
+    }
     return {{"queues", queues},
             {"waiting_for_workers", waiting},
             {"workers", workers},
+            {"hosts", hosts},
             {"queued", queued_},
             {"in_flight", in_flight},
             {"retrying", retrying},

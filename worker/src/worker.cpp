@@ -31,7 +31,8 @@ Worker::Worker(zmq::context_t& ctx, const Registry& registry, WorkerOptions opti
       io_ctx_(own_ctx_ ? *own_ctx_ : ctx),
       timeout_sinks_(io_ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/1000, /*hwm=*/1000) {
     timeout_sinks_.secure_with(options_.security.get());
-    if (options_.id.empty()) options_.id = host_name() + ":" + std::to_string(::getpid());
+    if (options_.host.empty()) options_.host = host_name();
+    if (options_.id.empty()) options_.id = options_.host + ":" + std::to_string(::getpid());
     if (options_.pool == "solo") options_.concurrency = 1;
     options_.concurrency = std::max(1u, options_.concurrency);
     done_endpoint_ = "inproc://drover-worker-done-" + random_hex(8);
@@ -53,7 +54,7 @@ void Worker::connect_to_broker() {
     broker_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
     connect_client(*broker_, options_.security.get(), options_.broker);
     proto::Hello hello{options_.id,
-                       host_name(),
+                       options_.host,
                        static_cast<std::int64_t>(::getpid()),
                        options_.pool,
                        options_.concurrency,

@@ -60,7 +60,7 @@ int run_supervisor(const WorkerOptions& options, const std::vector<std::string>&
     zmq::socket_t broker(ctx, zmq::socket_type::dealer);
     broker.set(zmq::sockopt::linger, 500);
     connect_client(broker, options.security.get(), options.broker);
-    const std::string host = host_name();
+    const std::string host = options.host.empty() ? host_name() : options.host;
 
     std::vector<Child> children(options.concurrency);
     const auto start = [&](Child& c) {
@@ -153,7 +153,9 @@ int worker_main(int argc, char** argv, const Registry& registry) {
     app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat period")->capture_default_str()->check(CLI::Range(10, 600000));
     app.add_option("--liveness", options.liveness, "missed heartbeats before the broker is presumed dead")
         ->capture_default_str()->check(CLI::Range(1, 1000));
-    app.add_option("--id", options.id, "worker id shown in status and results (default host:pid)");
+    app.add_option("--host-name", options.host,
+                   "host name given to the broker (STATUS groups workers by it; default: this machine's name)");
+    app.add_option("--id", options.id, "worker id shown in status and results (default HOST:pid)");
     app.add_option("--max-message-bytes", options.max_message_bytes, "largest message accepted")
         ->capture_default_str()->check(CLI::Range(std::int64_t{1024}, std::int64_t{1} << 32));
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off");
@@ -192,6 +194,7 @@ int worker_main(int argc, char** argv, const Registry& registry) {
             const auto security_args = security.to_args();
             args.insert(args.end(), security_args.begin(), security_args.end());
             if (!log_level.empty()) args.insert(args.end(), {"--log-level", log_level});
+            if (!options.host.empty()) args.insert(args.end(), {"--host-name", options.host});
             if (!options.auto_prefetch) args.insert(args.end(), {"--prefetch", std::to_string(options.prefetch)});
             return run_supervisor(options, args, log, stop);
         }

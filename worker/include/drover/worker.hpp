@@ -40,7 +40,8 @@ struct WorkerOptions {
     bool auto_prefetch = true;
     Millis heartbeat{1000};
     int liveness = 3;
-    std::string id;  // shown in STATUS and results; default host:pid
+    std::string host;  // the host name given at HELLO (STATUS groups by it); default gethostname()
+    std::string id;    // shown in STATUS and results; default host:pid
     std::int64_t max_message_bytes = k_default_max_message_bytes;
     // A processes-pool child: after a timeout, report it and end the process
     // (run() returns `replaced`) so that the supervisor starts a fresh one.
