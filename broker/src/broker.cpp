@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <malloc.h>
 #include <stdexcept>
 
 #include <unistd.h>
@@ -113,6 +114,7 @@ void Broker::on_frontend() {
     for (int i = 0; i < k_drain_limit; ++i) {
         frames.clear();
         if (!zmq::recv_multipart(frontend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+        ++received_;
         const std::string peer = id_of(frames[0]);
         if (!frontend_guard_.admit(peer, frames.back())) continue;
         if (frames.size() < 2 || frames.size() > 3) {
@@ -133,6 +135,7 @@ void Broker::on_backend() {
     for (int i = 0; i < k_drain_limit; ++i) {
         frames.clear();
         if (!zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+        ++received_;
         const std::string peer = id_of(frames[0]);
         if (!backend_guard_.admit(peer, frames.back())) continue;
         if (frames.size() < 2 || frames.size() > 3) {
@@ -350,6 +353,12 @@ void Broker::tick(Clock::time_point now) {
     if (!again.empty()) log_->info("broker.resending_outcomes n={} (not settled yet)", again.size());
     report(std::move(again));
     flush_outcomes();
+    // Idle after traffic: give the heap back to the system, so that a
+    // drained backlog or a flood of bad input does not stay in RSS.
+    if (scheduler_.task_count() == 0 && (scheduler_.compact() || received_ != received_at_trim_)) {
+        received_at_trim_ = received_;
+        ::malloc_trim(0);
+    }
 }
 
 nlohmann::json Broker::status_json(Clock::time_point now) const {

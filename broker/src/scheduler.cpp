@@ -111,6 +111,21 @@ void Scheduler::free_entry(Entry& e) {
     --live_;
 }
 
+bool Scheduler::compact() {
+    if (live_ != 0 || slots_.empty()) return false;
+    // Every Ref (queues, held lists, timers) is stale now, so all of them go
+    // and slot numbers and generations may start again.
+    std::deque<Entry>().swap(slots_);
+    std::vector<std::uint32_t>().swap(free_slots_);
+    decltype(index_)().swap(index_);
+    for (auto& q : queues_) std::deque<Ref>().swap(q);
+    for (auto& w : worker_slots_) std::deque<HeldRef>().swap(w.held);
+    DueQueue().swap(retries_);
+    DueQueue().swap(reports_);
+    std::vector<Ref>().swap(reported_now_);
+    return true;
+}
+
 std::uint32_t Scheduler::name_id(const std::string& name) {
     auto [it, added] = name_ids_.try_emplace(name, static_cast<std::uint32_t>(names_.size()));
     if (added) {

@@ -667,6 +667,58 @@ TEST_CASE("status reports workers, queues and totals", "[scheduler]") {
     CHECK(st["totals"]["dispatched"] == 2);
 }
 
+TEST_CASE("status groups workers by host", "[scheduler]") {
+    Scheduler s;
+    auto h1 = make_hello("w1", {"sum_random"}, 2);
+    h1.host = "hostC";
+    h1.pool = "threads";
+    auto h2 = make_hello("w2", {"sum_random"}, 1);
+    h2.host = "hostC";
+    h2.pool = "processes";
+    auto h3 = make_hello("w3", {"sum_random"}, 4);
+    h3.host = "hostD";
+    const std::vector<std::pair<std::string, proto::Hello*>> workers{{"A", &h1}, {"B", &h2}, {"C", &h3}};
+    for (const auto& [identity, hello] : workers) {
+        REQUIRE(s.hello(identity, *hello, t0).empty());
+        REQUIRE(s.ready(identity, 1, t0));
+    }
+    REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted.size() == 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    const auto hosts = s.status(t0)["hosts"];
+    REQUIRE(hosts.size() == 2);
+    CHECK(hosts["hostC"]["workers"] == 2);
+    CHECK(hosts["hostC"]["slots"] == 3);
+    CHECK(hosts["hostC"]["pools"] == nlohmann::json::array({"threads", "processes"}));
+    CHECK(hosts["hostD"]["workers"] == 1);
+    CHECK(hosts["hostD"]["slots"] == 4);
+    CHECK(hosts["hostC"]["held"].get<int>() + hosts["hostD"]["held"].get<int>() == 1);
+}
+
+TEST_CASE("compact gives back the memory of settled tasks only when none is held, and tasks run after it", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 100);
+    std::vector<proto::Task> batch;
+    for (int i = 0; i < 50; ++i) batch.push_back(make_task("t" + std::to_string(i)));
+    REQUIRE(s.submit("P", std::move(batch), t0).accepted.size() == 50);
+    REQUIRE(total_tasks(s.dispatch()) == 50);
+    CHECK_FALSE(s.compact());  // tasks are held
+    std::vector<std::string> ids;
+    for (int i = 0; i < 50; ++i) ids.push_back("t" + std::to_string(i));
+    s.settle(ids);
+    REQUIRE(s.task_count() == 0);
+    CHECK(s.compact());
+    CHECK_FALSE(s.compact());  // nothing left to give back
+    // Slots start again from 0 with generation 0: nothing stale may match.
+    REQUIRE(s.submit("P", tasks_of({make_task("again"), make_task("t1")}), t0).accepted.size() == 2);
+    REQUIRE(s.ready("A", 2, t0));
+    const auto batches = s.dispatch();
+    REQUIRE(total_tasks(batches) == 2);
+    CHECK(s.held_by("A") == 2);
+    s.settle({"again", "t1"});
+    CHECK(s.task_count() == 0);
+    CHECK(s.status(t0)["workers"][0]["done"] == 52);
+}
+
 // cancel()/settle() leave the id's slot in its name's queue (dispatch skips
 // it lazily); status() must still count the resubmitted task once.
 TEST_CASE("status counts a queued task once after it was cancelled and resubmitted", "[scheduler]") {

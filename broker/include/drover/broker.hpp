@@ -91,6 +91,7 @@ private:
     std::unordered_map<std::string, Clock::time_point> producers_;  // identity -> last seen
     std::map<std::string, std::uint64_t> dropped_;                  // reason -> count
     std::set<std::pair<std::string, std::string>> logged_drops_;     // (peer, reason) logged once
+    std::uint64_t received_ = 0, received_at_trim_ = 0;  // messages, to trim the heap after traffic
     Clock::time_point next_tick_{};
     Clock::time_point next_retry_ = Clock::time_point::max();  // the next retry back-off to end
 };

@@ -118,6 +118,11 @@ public:
     // Cancels queued tasks (running ones finish). Returns their outcomes.
     std::vector<FinalOutcome> cancel(const std::vector<std::string>& ids);
 
+    // With no task held, gives the memory of past tasks back (their slots,
+    // index and queues keep the capacity of the largest backlog otherwise).
+    // Returns whether there was anything to give back.
+    bool compact();
+
     [[nodiscard]] std::vector<std::string> worker_identities() const;
     [[nodiscard]] std::size_t worker_count() const { return workers_.size(); }
     [[nodiscard]] std::size_t task_count() const { return live_; }
