@@ -245,6 +245,15 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
             next_retry_ = now;  // recompute the next due time
             return;
         }
+        case Command::result: {
+            // Results whose sink the worker cannot reach: to the producer
+            // over its broker connection, or (detached, or the producer is
+            // gone) to the sink from here.
+            auto m = proto::decode_results(body);
+            if (!m) return drop(peer, "backend", m.error());
+            forward_results(peer, std::move(m->results));
+            return;
+        }
         case Command::lost: {
             auto m = proto::decode_lost(body);
             if (!m) return drop(peer, "backend", m.error());
@@ -301,6 +310,44 @@ void Broker::flush_replies() {
             (void)send_to(frontend_, peer, proto::Command::rejected, proto::encode(proto::Rejected{ids, reason}));
     }
     rejected_.clear();
+}
+
+void Broker::forward_results(const std::string& worker, std::vector<proto::Outcome>&& results) {
+    // Workers send only results of attached tasks here, whose producer's
+    // connection stands in for its sink; a detached task's sink is tried
+    // from here once. What cannot be passed on now runs again later.
+    std::unordered_map<std::string_view, std::vector<proto::Outcome>> by_producer, by_sink;
+    for (auto& o : results) {
+        const auto route = scheduler_.route_of(o.id);
+        if (!route) continue;  // settled already, or its producer is gone: nobody waits for it
+        ++scheduler_.totals().results_forwarded;
+        (route->detached ? by_sink[route->reply_to] : by_producer[route->producer]).push_back(std::move(o));
+    }
+    if (logged_forwards_.size() > 10000) logged_forwards_.clear();
+    if (logged_forwards_.insert(worker).second)
+        log_->warn("broker.forwarding_results worker={} (it cannot reach a sink: results go through the broker)",
+                   to_hex(worker));
+    std::vector<std::string> failed;
+    const auto failed_all = [&](std::vector<proto::Outcome>& list) {
+        for (auto& o : list) failed.push_back(std::move(o.id));
+    };
+    for (auto& [producer, list] : by_producer) {
+        const auto body = proto::encode(proto::Results{list});
+        if (send_to(frontend_, producer, proto::Command::result, body) != SendStatus::sent) failed_all(list);
+    }
+    for (auto& [endpoint, list] : by_sink) {
+        try {
+            const auto body = proto::encode(proto::Results{list});
+            if (send_message(sinks_.get(std::string(endpoint)), proto::Command::result, body) != SendStatus::sent)
+                failed_all(list);
+        } catch (const zmq::error_t&) {
+            failed_all(list);
+        }
+    }
+    if (failed.empty()) return;
+    log_->warn("broker.forward_failed worker={} results={} (their tasks run again)", to_hex(worker), failed.size());
+    if (auto finals = scheduler_.retry(worker, failed, Clock::now())) report(std::move(*finals));
+    next_retry_ = Clock::now();
 }
 
 void Broker::report(std::vector<FinalOutcome>&& finals) {

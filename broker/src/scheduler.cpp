@@ -111,6 +111,12 @@ void Scheduler::free_entry(Entry& e) {
     --live_;
 }
 
+std::optional<Scheduler::Route> Scheduler::route_of(std::string_view id) {
+    const Entry* e = find(id);
+    if (!e) return std::nullopt;
+    return Route{strings_[e->producer], strings_[e->reply_to], e->detached};
+}
+
 bool Scheduler::compact() {
     if (live_ != 0 || slots_.empty()) return false;
     // Every Ref (queues, held lists, timers) is stale now, so all of them go
@@ -613,7 +619,8 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
               {"timed_out", totals_.timed_out},
               {"workers_expired", totals_.workers_expired},
               {"reports_resent", totals_.reports_resent},
-              {"reports_abandoned", totals_.reports_abandoned}}}};
+              {"reports_abandoned", totals_.reports_abandoned},
+              {"results_forwarded", totals_.results_forwarded}}}};
 }
 
 }  // namespace drover

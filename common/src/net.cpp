@@ -62,6 +62,7 @@ zmq::socket_t& SinkSockets::get(const std::string& endpoint) {
     s.set(zmq::sockopt::linger, linger_ms_);
     s.set(zmq::sockopt::sndtimeo, sndtimeo_ms_);
     s.set(zmq::sockopt::sndhwm, hwm_);
+    if (immediate_) s.set(zmq::sockopt::immediate, 1);
     connect_client(s, security_, endpoint);
     if (index_.size() >= std::max<std::size_t>(capacity_, 1)) {
         index_.erase(lru_.back().endpoint);

@@ -327,6 +327,17 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
             broker_instance_ = *instance;
             return;
         }
+        case proto::Command::result:
+            // Workers that cannot reach our sink send results through the broker.
+            if (!results_via_broker_) {
+                results_via_broker_ = true;
+                log_->warn("client.results_via_broker: some workers cannot reach this producer's sink at {}; their "
+                           "results come through the broker (slower). Give a reachable address with --sink or "
+                           "--sink-advertise",
+                           reply_to_);
+            }
+            on_results(body);
+            return;
         case proto::Command::bye:
             log_->info("client.broker_bye (broker stopping)");
             last_from_broker_ = Clock::now() - options_.heartbeat * options_.liveness;

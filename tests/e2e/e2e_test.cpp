@@ -108,14 +108,6 @@ long rss_kib(pid_t pid) {
     return -1;
 }
 
-int free_tcp_port() {
-    zmq::context_t ctx;
-    zmq::socket_t s(ctx, zmq::socket_type::pull);
-    s.bind("tcp://127.0.0.1:*");
-    const auto ep = s.get(zmq::sockopt::last_endpoint);
-    return std::stoi(ep.substr(ep.rfind(':') + 1));
-}
-
 }  // namespace
 
 TEST_CASE("a solo worker computes 1,000 sum_random tasks, one result per id", "[e2e]") {

@@ -396,3 +396,28 @@ TEST_CASE("Ctrl-C on a producer cancels its queued tasks at the broker before it
     CHECK((*status)["queued"] == 0);
     CHECK((*status)["totals"]["cancelled"] == 100);
 }
+
+TEST_CASE("a sink the workers cannot reach: results come through the broker, each once, and the producer says why",
+          "[e2e]") {
+    TempDir dir;
+    BrokerProcess broker(dir, k_fast);
+    Process threads(cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "threads", "-c", "2"}, k_fast),
+                    dir.file("threads.log"));
+    Process processes(cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "processes", "-c", "2"}, k_fast),
+                      dir.file("processes.log"));
+    REQUIRE(wait_for_workers(broker.frontend, 3, 10s));
+    const auto ids = write_tasks(dir.file("tasks.jsonl"), 500, "echo", {7});
+    // The sink binds where the workers could reach it, but advertises a port
+    // where nothing listens: as for a producer behind NAT.
+    const auto nowhere = "tcp://127.0.0.1:" + std::to_string(free_tcp_port());
+    Process producer(cat({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--sink-advertise", nowhere},
+                         cat(k_fast, {"submit"})),
+                     dir.file("out.jsonl"), dir.file("tasks.jsonl"));
+    REQUIRE(producer.wait(60s) == 0);
+    for (auto& [id, l] : ledger(dir.file("out.jsonl"), ids)) CHECK(l["status"] == "ok");
+    CHECK(read_file(dir.file("out.jsonl.err")).find("client.results_via_broker") != std::string::npos);
+    const auto status = wait_status(broker.frontend, [](const json& s) { return s["held"] == 0; }, 10s);
+    REQUIRE(status);
+    CHECK((*status)["totals"]["results_forwarded"].get<int>() == 500);
+    CHECK((*status)["totals"]["settled"].get<int>() == 500);
+}

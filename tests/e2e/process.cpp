@@ -164,4 +164,12 @@ bool wait_for_workers(const std::string& frontend, std::size_t n, std::chrono::m
     return doc && (*doc)["workers"].size() >= n;
 }
 
+int free_tcp_port() {
+    zmq::context_t ctx;
+    zmq::socket_t s(ctx, zmq::socket_type::pull);
+    s.bind("tcp://127.0.0.1:*");
+    const auto ep = s.get(zmq::sockopt::last_endpoint);
+    return std::stoi(ep.substr(ep.rfind(':') + 1));
+}
+
 }  // namespace drover::test

@@ -73,4 +73,7 @@ std::optional<nlohmann::json> wait_status(const std::string& frontend,
 // Polls the broker's STATUS until it lists `n` workers.
 bool wait_for_workers(const std::string& frontend, std::size_t n, std::chrono::milliseconds timeout);
 
+// A loopback tcp port free a moment ago (nothing listens on it now).
+int free_tcp_port();
+
 }  // namespace drover::test

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <unistd.h>
 
@@ -104,6 +105,16 @@ void Worker::send_retries() {
     (void)send_message(*broker_, proto::Command::retry, proto::encode(proto::Ids{std::move(ids)}));
 }
 
+void Worker::forward_results(std::string_view body) {
+    if (send_message(*broker_, proto::Command::result, body) == SendStatus::sent) return;
+    // The broker connection is full or down: run these tasks again later.
+    auto m = proto::decode_results(body);
+    if (!m) return;
+    log_->warn("worker.forward_failed results={} (retrying them)", m->results.size());
+    std::lock_guard lock(mutex_);
+    for (auto& o : m->results) retries_.push_back(std::move(o.id));
+}
+
 Clock::time_point Worker::report_timeouts(Clock::time_point now) {
     auto next = Clock::time_point::max();
     std::unordered_map<std::string, std::vector<proto::Outcome>> outcomes;
@@ -202,6 +213,13 @@ Worker::Stopped Worker::run(const StopSource& stop) {
             std::uint32_t finished = 0;
             zmq::message_t m;
             while (done.recv(m, zmq::recv_flags::dontwait)) {
+                if (m.more()) {
+                    // [tag][RESULT body]: results for a sink the executor cannot reach.
+                    zmq::message_t body;
+                    if (!done.recv(body, zmq::recv_flags::dontwait)) break;
+                    forward_results(proto::view(body));
+                    continue;
+                }
                 std::uint32_t n = 0;
                 if (m.size() == sizeof n) std::memcpy(&n, m.data(), sizeof n);
                 finished += n;
@@ -285,9 +303,18 @@ Worker::Stopped Worker::run(const StopSource& stop) {
 void Worker::executor_loop(unsigned index) {
     zmq::socket_t done(ctx_, zmq::socket_type::push);
     done.connect(done_endpoint_);
-    SinkSockets sinks(ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/200, /*hwm=*/16);  // batches of <= 1 MiB: at most 16 MiB waiting per executor
+    SinkSockets sinks(ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/200, /*hwm=*/16,  // batches of <= 1 MiB: at most 16 MiB waiting per executor
+                      /*capacity=*/256, /*immediate=*/true);                    // a send waits for a connection
     sinks.secure_with(options_.security.get());
-    std::unordered_map<std::string, std::vector<proto::Outcome>> pending;
+    const auto window = options_.heartbeat * options_.liveness;
+    auto send_via_broker = [&](const std::string& body) {  // to the I/O thread, which owns the broker socket
+        done.send(zmq::message_t(1), zmq::send_flags::sndmore);
+        done.send(zmq::buffer(body), zmq::send_flags::none);
+    };
+    std::unordered_map<std::string, std::vector<proto::Outcome>> pending;  // by sink
+    // Sinks of detached tasks: standalone sinks given by address, which the
+    // broker cannot stand in for, so their results never go through it.
+    std::unordered_set<std::string> standalone;
     std::size_t pending_count = 0;
     std::size_t pending_bytes = 0;
     const std::size_t batch_bytes = batch_byte_limit(options_.max_message_bytes);
@@ -307,19 +334,60 @@ void Worker::executor_loop(unsigned index) {
         for (auto& [endpoint, outcomes] : pending) {
             if (outcomes.empty()) continue;
             const auto body = proto::encode(proto::Results{outcomes});
+            // Reads or updates what the executors know of this sink.
+            const auto reach = [&](auto&& fn) {
+                std::lock_guard lock(reach_mutex_);
+                if (reach_.size() > 4096) reach_.clear();  // forgotten sinks are proved again
+                return fn(reach_[endpoint]);
+            };
             try {
                 auto& s = sinks.get(endpoint);
+                const bool may_reroute = standalone.count(endpoint) == 0;
+                if (may_reroute && reach([](SinkReach& r) { return r.via_broker; })) {
+                    // Tried directly at every batch; through the broker while that fails.
+                    if (send_message(s, proto::Command::result, body) == SendStatus::sent) {
+                        if (reach([](SinkReach& r) { return std::exchange(r.via_broker, false); }))
+                            log_->info("worker.sink_reachable endpoint={} (results go to it directly again)", endpoint);
+                    } else {
+                        send_via_broker(body);
+                    }
+                    outcomes.clear();
+                    continue;
+                }
+                reach([](SinkReach& r) {
+                    if (!r.reached && r.first_try == Clock::time_point{}) r.first_try = Clock::now();
+                    return 0;
+                });
                 // Waits while the sink is full (back-pressure), but not for ever:
                 // a sink gone for good would hold this slot until the worker dies.
-                const auto give_up = Clock::now() + options_.heartbeat * options_.liveness * 10;
-                while (send_message_blocking(s, proto::Command::result, body) != SendStatus::sent) {
+                const auto give_up = Clock::now() + window * 10;
+                bool sent;
+                while (!(sent = send_message_blocking(s, proto::Command::result, body) == SendStatus::sent)) {
                     if (abort_) return;
-                    if (Clock::now() > give_up) {
+                    // Never reached in a liveness window: through the broker.
+                    const auto now = Clock::now();
+                    const int verdict = !may_reroute ? 0 : reach([&](SinkReach& r) {
+                        if (r.via_broker) return 1;
+                        if (r.reached || now - r.first_try <= window) return 0;
+                        r.via_broker = true;
+                        return 2;
+                    });
+                    if (verdict == 2)
+                        log_->warn("worker.sink_unreachable endpoint={} (no connection in {} ms: results go through "
+                                   "the broker; the producer should advertise an address this host reaches, "
+                                   "--sink-advertise)",
+                                   endpoint, std::chrono::duration_cast<Millis>(window).count());
+                    if (verdict != 0) {
+                        send_via_broker(body);
+                        break;
+                    }
+                    if (now > give_up) {
                         log_->warn("worker.sink_stalled endpoint={} retrying={}", endpoint, outcomes.size());
                         retry_later(outcomes);
                         break;
                     }
                 }
+                if (sent) reach([](SinkReach& r) { return r.reached = true; });
             } catch (const zmq::error_t& e) {
                 log_->warn("worker.sink_unusable endpoint={} error=\"{}\" retrying={}", endpoint, e.what(),
                            outcomes.size());
@@ -403,6 +471,7 @@ void Worker::executor_loop(unsigned index) {
             retries_.push_back(std::move(out.id));
         } else {
             pending_bytes += out.result.size() + out.error.size() + out.id.size() + k_entry_overhead;
+            if (task.detached && standalone.size() < 4096) standalone.insert(task.reply_to);
             pending[task.reply_to].push_back(std::move(out));
         }
         ++pending_count;

@@ -64,6 +64,7 @@ private:
     void dispatch_ready_tasks();
     void flush_replies();
     void report(std::vector<FinalOutcome>&& finals);
+    void forward_results(const std::string& worker, std::vector<proto::Outcome>&& results);
     void flush_outcomes();
     void tick(Clock::time_point now);
     void drop(const std::string& peer, const char* socket, proto::DecodeError reason);
@@ -91,6 +92,7 @@ private:
     std::unordered_map<std::string, Clock::time_point> producers_;  // identity -> last seen
     std::map<std::string, std::uint64_t> dropped_;                  // reason -> count
     std::set<std::pair<std::string, std::string>> logged_drops_;     // (peer, reason) logged once
+    std::set<std::string> logged_forwards_;                          // workers whose forwarding was logged
     std::uint64_t received_ = 0, received_at_trim_ = 0;  // messages, to trim the heap after traffic
     Clock::time_point next_tick_{};
     Clock::time_point next_retry_ = Clock::time_point::max();  // the next retry back-off to end

@@ -118,6 +118,14 @@ public:
     // Cancels queued tasks (running ones finish). Returns their outcomes.
     std::vector<FinalOutcome> cancel(const std::vector<std::string>& ids);
 
+    // Where a live task's outcome goes: its producer (a frontend identity)
+    // and its sink. Views valid until the task is freed.
+    struct Route {
+        std::string_view producer, reply_to;
+        bool detached;
+    };
+    [[nodiscard]] std::optional<Route> route_of(std::string_view id);
+
     // With no task held, gives the memory of past tasks back (their slots,
     // index and queues keep the capacity of the largest backlog otherwise).
     // Returns whether there was anything to give back.
@@ -136,7 +144,7 @@ public:
     struct Totals {
         std::uint64_t accepted = 0, rejected = 0, dispatched = 0, settled = 0, redispatched = 0, retried = 0,
                       lost = 0, cancelled = 0, timed_out = 0, workers_expired = 0, reports_resent = 0,
-                      reports_abandoned = 0;
+                      reports_abandoned = 0, results_forwarded = 0;
     };
     [[nodiscard]] const Totals& totals() const { return totals_; }
     Totals& totals() { return totals_; }

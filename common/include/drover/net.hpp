@@ -56,8 +56,12 @@ SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Comm
 // Not thread-safe: each thread that pushes results owns one.
 class SinkSockets {
 public:
-    SinkSockets(zmq::context_t& ctx, int linger_ms, int sndtimeo_ms, int hwm, std::size_t capacity = 256)
-        : ctx_(ctx), linger_ms_(linger_ms), sndtimeo_ms_(sndtimeo_ms), hwm_(hwm), capacity_(capacity) {}
+    // immediate: ZMQ_IMMEDIATE, so that a send waits for a connection
+    // instead of queueing for a sink that may never be reached.
+    SinkSockets(zmq::context_t& ctx, int linger_ms, int sndtimeo_ms, int hwm, std::size_t capacity = 256,
+                bool immediate = false)
+        : ctx_(ctx), linger_ms_(linger_ms), sndtimeo_ms_(sndtimeo_ms), hwm_(hwm), capacity_(capacity),
+          immediate_(immediate) {}
     // The socket for `endpoint`, valid until the next get().
     // Throws: zmq::error_t if `endpoint` cannot be connected to.
     zmq::socket_t& get(const std::string& endpoint);
@@ -76,6 +80,7 @@ private:
     zmq::context_t& ctx_;
     int linger_ms_, sndtimeo_ms_, hwm_;
     std::size_t capacity_;
+    bool immediate_;
     const Security* security_ = nullptr;
     std::list<Entry> lru_;  // most recently used first
     std::unordered_map<std::string, std::list<Entry>::iterator> index_;

@@ -32,6 +32,12 @@
 //                                            with retry_on_error, a timeout, an
 //                                            unreachable sink) with attempts
 //                                            left: dispatch again after back-off
+//   RESULT     0x20  {results: [Outcome]}    outcomes whose sink this worker
+//                                            cannot reach (no connection within
+//                                            the liveness window): the broker
+//                                            passes them to the task's producer
+//                                            (or, for a detached task, pushes
+//                                            them to its sink itself)
 //
 // Broker backend (ROUTER) -> worker (DEALER)
 //   DISPATCH   0x03  {tasks: [Task]}         only against credits granted
@@ -56,6 +62,10 @@
 //   HEARTBEAT  0x04  {instance: str}         instance changes when the broker
 //                                            restarts: resend unfinished tasks
 //   BYE        0x05  {}                      broker shutting down
+//   RESULT     0x20  {results: [Outcome]}    a worker's results for this
+//                                            producer's sink, which the worker
+//                                            could not reach: the producer
+//                                            takes them as its sink would
 //
 // Worker or broker (PUSH) -> sink (PULL), the task's reply_to endpoint
 //   RESULT     0x20  {results: [Outcome]}

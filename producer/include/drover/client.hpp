@@ -193,6 +193,7 @@ private:
     std::uint32_t settle_timed_out_ = 0;  // timeouts among settle_
     Clock::time_point last_from_broker_{};
     std::string broker_instance_;
+    bool results_via_broker_ = false;  // logged once
     std::atomic<std::uint64_t> duplicates_{0};
     std::thread io_;
 };

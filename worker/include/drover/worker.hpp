@@ -82,6 +82,8 @@ private:
     // Handles running tasks past their deadline: RETRY while attempts remain,
     // else a `timeout` outcome to the sink. Returns the next deadline.
     Clock::time_point report_timeouts(Clock::time_point now);
+    // Passes results whose sink an executor cannot reach to the broker.
+    void forward_results(std::string_view body);
     void send_retries();
     Stopped leave_to_be_replaced();
 
@@ -95,6 +97,17 @@ private:
     std::unique_ptr<zmq::context_t> own_ctx_;
     zmq::context_t& io_ctx_;
     SinkSockets timeout_sinks_;  // I/O thread only
+    // What the executors know of each sink. One never reached within the
+    // liveness window gets its results through the broker (a sink behind
+    // NAT, or on an address this host cannot route to), and is tried
+    // directly again at every later batch.
+    struct SinkReach {
+        Clock::time_point first_try{};
+        bool reached = false;
+        bool via_broker = false;
+    };
+    std::mutex reach_mutex_;
+    std::unordered_map<std::string, SinkReach> reach_;
     std::string done_endpoint_;
     std::unique_ptr<zmq::socket_t> broker_;
 
