@@ -111,7 +111,7 @@ void Broker::drop(const std::string& peer, const char* socket, proto::DecodeErro
 
 void Broker::on_frontend() {
     std::vector<zmq::message_t> frames;
-    for (int i = 0; i < k_drain_limit; ++i) {
+    for (DrainBudget budget(k_drain_limit); budget.more();) {
         frames.clear();
         if (!zmq::recv_multipart(frontend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
         ++received_;
@@ -132,7 +132,7 @@ void Broker::on_frontend() {
 
 void Broker::on_backend() {
     std::vector<zmq::message_t> frames;
-    for (int i = 0; i < k_drain_limit; ++i) {
+    for (DrainBudget budget(k_drain_limit); budget.more();) {
         frames.clear();
         if (!zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
         ++received_;
@@ -351,20 +351,40 @@ void Broker::forward_results(const std::string& worker, std::vector<proto::Outco
 }
 
 void Broker::report(std::vector<FinalOutcome>&& finals) {
+    // Each one in the log when few; a count by status when many (a gone
+    // producer may have a million tasks cancelled at once).
+    constexpr std::size_t k_logged_each = 16;
+    std::map<std::string_view, std::size_t> by_status;
     for (auto& f : finals) {
-        log_->info("task.final id={} status={} error=\"{}\"", f.outcome.id, proto::status_name(f.outcome.status),
-                   f.outcome.error);
+        if (finals.size() <= k_logged_each)
+            log_->info("task.final id={} status={} error=\"{}\"", f.outcome.id, proto::status_name(f.outcome.status),
+                       f.outcome.error);
+        else
+            ++by_status[proto::status_name(f.outcome.status)];
         outcomes_[f.reply_to].push_back(std::move(f.outcome));
     }
+    for (const auto& [status, n] : by_status)
+        log_->info("task.final n={} status={} (first id {})", n, status, finals.front().outcome.id);
 }
 
 void Broker::flush_outcomes() {
     for (auto& [endpoint, list] : outcomes_) {
         if (list.empty()) continue;
         try {
-            auto st = send_message(sinks_.get(endpoint), proto::Command::result, proto::encode(proto::Results{list}));
-            if (st != SendStatus::sent)
-                log_->warn("broker.sink_full endpoint={} dropped_outcomes={}", endpoint, list.size());
+            // In batches a sink takes (a broker-made outcome has no result).
+            constexpr std::size_t k_outcome_batch = 1024;
+            auto& sink = sinks_.get(endpoint);
+            std::size_t unsent = 0;
+            for (std::size_t i = 0; i < list.size(); i += k_outcome_batch) {
+                const auto end = std::min(list.size(), i + k_outcome_batch);
+                proto::Results batch;
+                batch.results.assign(std::make_move_iterator(list.begin() + static_cast<std::ptrdiff_t>(i)),
+                                     std::make_move_iterator(list.begin() + static_cast<std::ptrdiff_t>(end)));
+                if (send_message(sink, proto::Command::result, proto::encode(batch)) != SendStatus::sent)
+                    unsent += end - i;
+            }
+            // Sent again on the resend schedule until settled.
+            if (unsent > 0) log_->warn("broker.sink_full endpoint={} unsent_outcomes={}", endpoint, unsent);
         } catch (const zmq::error_t& e) {
             log_->warn("broker.sink_unusable endpoint={} error=\"{}\" dropped_outcomes={}", endpoint, e.what(),
                        list.size());
@@ -404,7 +424,12 @@ void Broker::tick(Clock::time_point now) {
     // drained backlog or a flood of bad input does not stay in RSS.
     if (scheduler_.task_count() == 0 && (scheduler_.compact() || received_ != received_at_trim_)) {
         received_at_trim_ = received_;
-        ::malloc_trim(0);
+        // The reply buffers keep the capacity of the largest burst otherwise.
+        decltype(accepted_)().swap(accepted_);
+        decltype(rejected_)().swap(rejected_);
+        decltype(outcomes_)().swap(outcomes_);
+        const int released = ::malloc_trim(0);
+        log_->debug("broker.trimmed released={}", released);
     }
 }
 

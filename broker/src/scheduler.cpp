@@ -54,8 +54,8 @@ void Scheduler::Interned::release(std::uint32_t i) {
 // Slots ---------------------------------------------------------------------
 
 Scheduler::Entry* Scheduler::find(std::string_view id) {
-    auto it = index_.find(id);
-    return it == index_.end() ? nullptr : &slots_[it->second];
+    const auto slot = index_.find(id);
+    return slot == index_.npos ? nullptr : &slots_[slot];
 }
 
 Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, SubmitContext& ctx) {
@@ -80,7 +80,7 @@ Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, SubmitContext& ctx) {
     e.producer = ctx.producer;
     e.worker = k_none;
     e.attempt = 0;
-    e.max_attempts = std::max(1u, t.max_attempts);
+    e.max_attempts = static_cast<std::uint16_t>(std::clamp(t.max_attempts, 1u, 0xffffu));
     e.timeout_ms = t.timeout_ms;
     e.deaths = 0;
     e.report_sends = 0;
@@ -89,7 +89,7 @@ Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, SubmitContext& ctx) {
     e.detached = t.detached;
     e.retry_on_error = t.retry_on_error;
     e.reported.reset();
-    index_.emplace(e.id, slot);
+    index_.insert(slot);
     ++live_;
     return e;
 }
@@ -123,7 +123,7 @@ bool Scheduler::compact() {
     // and slot numbers and generations may start again.
     std::deque<Entry>().swap(slots_);
     std::vector<std::uint32_t>().swap(free_slots_);
-    decltype(index_)().swap(index_);
+    index_.clear();
     for (auto& q : queues_) std::deque<Ref>().swap(q);
     for (auto& w : worker_slots_) std::deque<HeldRef>().swap(w.held);
     DueQueue().swap(retries_);
@@ -470,7 +470,7 @@ std::optional<std::vector<FinalOutcome>> Scheduler::retry(const std::string& ide
             continue;
         }
         e->state = State::waiting_retry;
-        const auto shift = std::min<std::uint32_t>(std::max(e->attempt, 1u) - 1, 16);
+        const auto shift = std::min<std::uint32_t>(std::max<std::uint32_t>(e->attempt, 1) - 1, 16);
         const auto backoff = std::min<Millis>(limits_.retry_base * (1LL << shift), limits_.retry_max);
         retries_.emplace(now + backoff, pack_ref(e->slot, e->gen));
         ++totals_.retried;

@@ -393,7 +393,7 @@ void Client::io_loop() {
             [[maybe_unused]] auto r = ::read(wake_fd_, &n, sizeof n);
         }
         if (items[0].revents & ZMQ_POLLIN) {
-            for (int i = 0; i < 1024; ++i) {
+            for (DrainBudget budget(1024); budget.more();) {
                 frames.clear();
                 if (!zmq::recv_multipart(sink_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
                 if (!sink_guard_.admit(frames.back())) continue;
@@ -407,7 +407,7 @@ void Client::io_loop() {
             }
         }
         if (items[1].revents & ZMQ_POLLIN) {
-            for (int i = 0; i < 1024; ++i) {
+            for (DrainBudget budget(1024); budget.more();) {
                 frames.clear();
                 if (!zmq::recv_multipart(*broker_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
                 last_from_broker_ = Clock::now();

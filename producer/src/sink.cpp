@@ -42,7 +42,7 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
             }  // heartbeats and BYE: nothing to do
         }
         if (items[0].revents & ZMQ_POLLIN) {
-            for (int i = 0; i < 1024; ++i) {
+            for (DrainBudget budget(1024); budget.more();) {
                 frames.clear();
                 if (!zmq::recv_multipart(pull_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
                 if (!guard_.admit(frames.back())) continue;

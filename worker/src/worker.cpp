@@ -230,7 +230,7 @@ Worker::Stopped Worker::run(const StopSource& stop) {
             if (!stopping) top_up_credits();
         }
         if (items[0].revents & ZMQ_POLLIN) {
-            for (int i = 0; i < 1024; ++i) {
+            for (DrainBudget budget(1024); budget.more();) {
                 frames.clear();
                 if (!zmq::recv_multipart(*broker_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
                 last_from_broker_ = Clock::now();

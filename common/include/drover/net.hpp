@@ -21,6 +21,20 @@ using Clock = std::chrono::steady_clock;
 using Millis = std::chrono::milliseconds;
 
 inline constexpr std::int64_t k_default_max_message_bytes = 16 * 1024 * 1024;
+
+// Bounds a receive loop: at most `messages` messages and k_drain_time, so
+// that heartbeats, settles and the other sockets are served however fast
+// messages arrive (a batch may carry a thousand tasks or results).
+inline constexpr Millis k_drain_time{20};
+class DrainBudget {
+public:
+    explicit DrainBudget(int messages) : left_(messages), until_(Clock::now() + k_drain_time) {}
+    bool more() { return left_-- > 0 && Clock::now() < until_; }
+
+private:
+    int left_;
+    Clock::time_point until_;
+};
 // A batch (SUBMIT, DISPATCH, RESULT) is cut once its payload passes this many
 // bytes, and never grows past half of --max-message-bytes.
 inline constexpr std::size_t k_batch_bytes = 1024 * 1024;
