@@ -361,6 +361,45 @@ TEST_CASE("a slow, stalling link (100 +- 20 ms, 500 ms stalls) does not get a li
     CHECK(relay.bytes(Relay::Dir::down) > 0);
 }
 
+TEST_CASE("connections reset and refused by a relay: the worker comes back and every task ends once",
+          "[multihost]") {
+    MULTIHOST_NETWORK(net, 4);
+    Fleet fleet(net, false);
+    fleet.start_broker(A, k_fast);
+    constexpr int relay_port = 6556;
+    Relay relay(net.host(A).name(), net.host(A).address(), relay_port, net.host(A).address(), k_backend_port);
+    auto wc = fleet.worker(C, "threads", 2, k_fast, net.host(A).endpoint(relay_port));
+    auto wd = fleet.worker(D, "processes", 2, k_fast);
+    REQUIRE(fleet.wait_status(
+        [](const json& s) { return !host_entry(s, C).is_null() && !host_entry(s, D).is_null(); }, 15s));
+
+    const auto ids = write_tasks(fleet.dir.file("tasks.jsonl"), 300, "sleep_ms", {20});
+    auto producer = fleet.producer(B, fleet.dir.file("tasks.jsonl"), fleet.dir.file("out.jsonl"), k_fast);
+    REQUIRE(fleet.wait_status([](const json& s) { return host_num(s, C, "held") > 0; }, 10s));
+    relay.reset_all();  // RST both ways while C holds tasks
+    const auto reset_at = std::chrono::steady_clock::now();
+    while (relay.connections() < 2 && std::chrono::steady_clock::now() - reset_at < 10s)
+        std::this_thread::sleep_for(20ms);
+    CHECK(relay.connections() >= 2);  // C connected again
+    const auto back = fleet.wait_status([](const json& s) { return host_num(s, C, "held") > 0; }, 10s);
+    INFO("after reset: " << describe(back));
+    CHECK((back && host_num(*back, C, "held") > 0));  // and gets work again
+    relay.cut();  // and now refused outright for a while
+    std::this_thread::sleep_for(1s);
+    const auto cut = fleet.status();
+    INFO("during cut: " << describe(cut));
+    CHECK((cut && host_entry(*cut, C).is_null()));
+    relay.restore();
+    const auto again = fleet.wait_status([](const json& s) { return !host_entry(s, C).is_null(); }, 10s);
+    INFO("after restore: " << describe(again));
+    CHECK((again && !host_entry(*again, C).is_null()));
+
+    const auto rc = producer->wait(60s);
+    INFO(read_file(fleet.dir.file("out.jsonl.err")));
+    REQUIRE(rc == 0);
+    ledger(fleet.dir.file("out.jsonl"), ids);
+}
+
 TEST_CASE("a host that loses every process and restarts them registers again and gets work", "[multihost]") {
     MULTIHOST_NETWORK(net, 4);
     Fleet fleet(net, false);
