@@ -442,10 +442,11 @@ TEST_CASE("a host that loses every process and restarts them registers again and
     CHECK((*s)["totals"]["redispatched"] >= 1);
 }
 
-TEST_CASE("start-remote-workers.sh starts workers on the namespaced hosts and stop stops them all",
-          "[multihost][script]") {
+namespace {
+
+void remote_workers_script(bool secure) {
     MULTIHOST_NETWORK(net, 4);
-    Fleet fleet(net, false);
+    Fleet fleet(net, secure);
     fleet.start_broker(A);
     const auto hosts_file = fleet.dir.file("hosts.txt");
     write_file(hosts_file, "# namespaced hosts\n" + net.host(C).name() + " threads 2\n" + net.host(D).name() +
@@ -497,4 +498,16 @@ TEST_CASE("start-remote-workers.sh starts workers on the namespaced hosts and st
         std::this_thread::sleep_for(50ms);
     CHECK(net.host(C).pids().empty());
     CHECK(net.host(D).pids().empty());
+}
+
+}  // namespace
+
+TEST_CASE("start-remote-workers.sh starts workers on the namespaced hosts and stop stops them all",
+          "[multihost][script]") {
+    remote_workers_script(false);
+}
+
+TEST_CASE("secure: start-remote-workers.sh --security starts workers on the namespaced hosts and stop stops them all",
+          "[multihost][script][security]") {
+    remote_workers_script(true);
 }
