@@ -316,7 +316,7 @@ TEST_CASE("secure: a partitioned host's tasks move to another host, it rejoins, 
     partition(true);
 }
 
-TEST_CASE("a slow, stalling link (100 +- 20 ms, 500 ms stalls) does not get a live worker declared dead",
+TEST_CASE("slow, stalling links (100 +- 20 ms, 500 ms stalls) do not get a live worker declared dead",
           "[multihost]") {
     MULTIHOST_NETWORK(net, 4);
     Fleet fleet(net, false);
@@ -330,14 +330,24 @@ TEST_CASE("a slow, stalling link (100 +- 20 ms, 500 ms stalls) does not get a li
     REQUIRE(fleet.wait_status(
         [](const json& s) { return !host_entry(s, C).is_null() && !host_entry(s, D).is_null(); }, 15s));
 
+    // Results go straight from the workers to the producer's sink: that path
+    // is slow and stalls too, through a second relay on B (sink on B:7000,
+    // advertised to the workers as the relay B:7001).
+    constexpr int sink_port = 7000, sink_relay_port = 7001;
+    Relay sink_relay(net.host(B).name(), net.host(B).address(), sink_relay_port, net.host(B).address(), sink_port);
+    sink_relay.set_delay(Relay::Dir::both, 100ms, 20ms);
+
     const auto ids = write_tasks(fleet.dir.file("tasks.jsonl"), 300, "sleep_ms", {20});
-    auto producer = fleet.producer(B, fleet.dir.file("tasks.jsonl"), fleet.dir.file("out.jsonl"));
+    auto producer = fleet.producer(B, fleet.dir.file("tasks.jsonl"), fleet.dir.file("out.jsonl"),
+                                   {"--sink", net.host(B).endpoint(sink_port), "--sink-advertise",
+                                    net.host(B).endpoint(sink_relay_port)});
     std::mt19937 rng(std::random_device{}());
     int stalls = 0;
     while (producer->running()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(200, 700)(rng)));
         if (!producer->running()) break;
         relay.stall(500ms);
+        if (stalls % 2 == 1) sink_relay.stall(500ms);
         ++stalls;
         std::this_thread::sleep_for(500ms);
         if (stalls > 60) break;  // 60 s: the producer hangs
@@ -359,6 +369,8 @@ TEST_CASE("a slow, stalling link (100 +- 20 ms, 500 ms stalls) does not get a li
     CHECK(relay.connections() >= 1);
     CHECK(relay.bytes(Relay::Dir::up) > 0);
     CHECK(relay.bytes(Relay::Dir::down) > 0);
+    CHECK(sink_relay.connections() >= 2);  // both worker hosts sent results through it
+    CHECK(sink_relay.bytes(Relay::Dir::up) > 0);
 }
 
 TEST_CASE("connections reset and refused by a relay: the worker comes back and every task ends once",

@@ -220,7 +220,8 @@ void Relay::run() {
                     if (out.front().due <= now) ev |= POLLOUT;
                     else wake_at = std::min(wake_at, out.front().due);
                 }
-                pfds.push_back({c.fd[side], ev, 0});
+                // Nothing wanted: leave the fd out (a hung-up socket would wake poll at once).
+                pfds.push_back({ev ? c.fd[side] : -1, ev, 0});
                 owners.emplace_back(&c, side);
             }
         }
