@@ -79,7 +79,7 @@ public:
     Network(const Network&) = delete;
     Network& operator=(const Network&) = delete;
 
-    // Returns a Network, or nullopt with `why` set when namespaces are unavailable.
+    // Returns a Network, or nullptr with `why` set when namespaces are unavailable.
     static std::unique_ptr<Network> try_create(std::size_t hosts, std::string& why);
 
     [[nodiscard]] Host& host(std::size_t i) { return hosts_.at(i); }
