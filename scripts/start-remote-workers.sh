@@ -4,7 +4,8 @@
 #                                   [--via CMD] [--remote-bin PATH] [--run-dir DIR] [--security DIR]
 #   scripts/start-remote-workers.sh stop [--via CMD] [--run-dir DIR]
 # HOSTS_FILE: one host a line, "user@host [pool] [count]"; '#' starts a comment.
-# --via CMD replaces ssh: the script runs `CMD HOST sh -c '...'` (e.g. --via "ip netns exec").
+# --via CMD replaces ssh: the script runs `CMD HOST sh -c '...'` (e.g. --via "ip netns exec");
+#   the workers then get --host-name HOST, as such hosts may share one machine name.
 # --security DIR: the workers' fleet directory, a path on the remote hosts (docs/security.md).
 # Where each worker runs is written to RUN_DIR/remote-workers.txt (host pid), which `stop` reads.
 set -euo pipefail
@@ -12,7 +13,7 @@ run_dir="${DROVER_RUN_DIR:-/tmp/drover-run}"
 via="ssh"
 remote_bin="drover-worker"
 broker=""; pool="processes"; count=""; security=""
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 remote() {  # remote HOST COMMAND
   if [[ $via == ssh* ]]; then $via "$1" "$2"; else $via "$1" sh -c "$2"; fi
 }
@@ -51,7 +52,9 @@ while read -r host hpool hcount _; do
   p="${hpool:-$pool}"; c="${hcount:-$count}"
   flags="--broker $broker --pool $p"; [[ -n $c ]] && flags="$flags -c $c"
   [[ -n $security ]] && flags="$flags --security $security"
-  pid=$(remote "$host" "nohup $remote_bin $flags >/tmp/drover-worker.log 2>&1 </dev/null & echo \$!" </dev/null)
+  [[ $via == ssh* ]] || flags="$flags --host-name ${host#*@}"
+  # One log per host: with --via the "hosts" may share one /tmp.
+  pid=$(remote "$host" "nohup $remote_bin $flags >/tmp/drover-worker-${host#*@}.log 2>&1 </dev/null & echo \$!" </dev/null)
   [[ $pid =~ ^[0-9]+$ ]] || { echo "start-remote-workers.sh: $host: could not start ($pid)" >&2; exit 1; }
   echo "$host $pid" >>"$ledger"
   echo "started on $host: pid $pid ($flags)"

@@ -78,6 +78,7 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
+    if (std::getenv("DROVER_TEST_KEEP_DIRS")) return;  // for post-mortems: logs stay in /tmp
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
 }

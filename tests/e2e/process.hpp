@@ -35,7 +35,8 @@ private:
     std::optional<int> status_;
 };
 
-// A fresh directory under /tmp, removed with its files by the destructor.
+// A fresh directory under /tmp, removed with its files by the destructor
+// (kept when DROVER_TEST_KEEP_DIRS is set).
 class TempDir {
 public:
     TempDir();
