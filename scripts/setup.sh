@@ -6,7 +6,8 @@ if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
 fi
 packages=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libboost-dev libspdlog-dev
           catch2 libcli11-dev nlohmann-json3-dev
-          clang libclang-rt-14-dev)  # fuzz/: clang and its libFuzzer runtime (only recommended by clang)
+          clang libclang-rt-14-dev  # fuzz/: clang and its libFuzzer runtime (only recommended by clang)
+          iproute2)                 # multihost tests: ip netns, veth, bridge
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

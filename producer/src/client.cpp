@@ -78,6 +78,8 @@ Client::~Client() {
     }
     wake();
     if (io_.joinable()) io_.join();
+    log_->info("client.stopped session={} duplicates_dropped={} (late or repeated results: each id is delivered once)",
+               session_, duplicates_.load());
     // Whatever has no outcome now never will from this client.
     std::unordered_map<std::string, Pending> left;
     {

@@ -294,7 +294,41 @@ void partition(bool secure) {
     CHECK(rerun >= 1);
 }
 
+// The producer's sink listens where no worker can reach it (host B's own
+// loopback, as behind NAT): results come through the broker, each once.
+void unreachable_sink(bool secure) {
+    MULTIHOST_NETWORK(net, 4);
+    Fleet fleet(net, secure);
+    fleet.start_broker(A, k_fast);
+    auto wc = fleet.worker(C, "threads", 2, k_fast);
+    auto wd = fleet.worker(D, "processes", 2, k_fast);
+    REQUIRE(fleet.wait_status([](const json& s) { return s["workers"].size() >= 3; }, 15s));
+    const auto ids = write_tasks(fleet.dir.file("tasks.jsonl"), 300, "sum_random", {20000});
+    auto producer = fleet.producer(B, fleet.dir.file("tasks.jsonl"), fleet.dir.file("out.jsonl"),
+                                   cat({"--sink", "tcp://127.0.0.1:7000"}, k_fast));
+    const auto rc = producer->wait(60s);
+    const auto err = read_file(fleet.dir.file("out.jsonl.err"));
+    INFO(err);
+    REQUIRE(rc == 0);
+    const auto by_id = ledger(fleet.dir.file("out.jsonl"), ids);
+    CHECK(work_by_host(by_id).size() == 2);
+    CHECK(err.find("client.results_via_broker") != std::string::npos);
+    const auto after = fleet.wait_status([](const json& s) { return s["held"] == 0; }, 10s);
+    INFO(describe(after));
+    REQUIRE(after);
+    CHECK((*after)["totals"]["results_forwarded"] == 300);
+    CHECK((*after)["totals"]["settled"] == 300);
+}
+
 }  // namespace
+
+TEST_CASE("a producer whose sink no worker can reach gets every result through the broker", "[multihost]") {
+    unreachable_sink(false);
+}
+
+TEST_CASE("secure: a producer whose sink no worker can reach gets every result through the broker", "[multihost]") {
+    unreachable_sink(true);
+}
 
 TEST_CASE("workers on two hosts share 2,000 tasks from a producer on a third, broker on a fourth",
           "[multihost]") {
