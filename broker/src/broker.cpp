@@ -270,7 +270,7 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
 void Broker::remove_worker(const std::string& identity, const std::string& reason, bool died,
                            const std::vector<std::string>& finished) {
     const auto held = scheduler_.held_by(identity);
-    log_->info("worker.removed reason=\"{}\" held={}", reason, held);
+    log_->info("worker.removed id={} reason=\"{}\" held={}", scheduler_.describe_worker(identity), reason, held);
     report(scheduler_.remove_worker(identity, died, finished));
     live_workers_ = scheduler_.worker_count();
 }

@@ -542,6 +542,13 @@ std::uint32_t Scheduler::credits_of(const std::string& identity) const {
     return it == workers_.end() ? 0 : worker_slots_[it->second].credits;
 }
 
+std::string Scheduler::describe_worker(const std::string& identity) const {
+    auto it = workers_.find(identity);
+    if (it == workers_.end()) return {};
+    const auto& h = worker_slots_[it->second].hello;
+    return h.worker + " host=" + h.host;
+}
+
 std::size_t Scheduler::held_by(const std::string& identity) const {
     auto it = workers_.find(identity);
     return it == workers_.end() ? 0 : worker_slots_[it->second].held_count;

@@ -140,6 +140,8 @@ public:
     [[nodiscard]] std::size_t queued_count() const { return queued_; }
     [[nodiscard]] std::uint32_t credits_of(const std::string& identity) const;
     [[nodiscard]] std::size_t held_by(const std::string& identity) const;
+    // The worker's HELLO id and host ("" if unknown), for logs.
+    [[nodiscard]] std::string describe_worker(const std::string& identity) const;
 
     // Queues, workers and totals, as STATUS reports them.
     [[nodiscard]] nlohmann::json status(Clock::time_point now) const;
