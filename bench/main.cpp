@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "drover/memory.hpp"
 #include "src/baselines.hpp"
 #include "src/bench.hpp"
 
@@ -48,6 +49,7 @@ int run_role(const std::string& role, const std::string& in, const std::string& 
 }  // namespace
 
 int main(int argc, char** argv) {
+    drover::tune_allocator();  // as drover-producer does
     drover::bench::BenchOptions o;
     std::string transports = "tcp,ipc,inproc", only, bin_dir, worker_args;
     std::string role, role_in, role_out, role_frontend, role_backend, role_endpoints;

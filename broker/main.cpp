@@ -4,9 +4,11 @@
 #include <CLI/CLI.hpp>
 
 #include "drover/broker.hpp"
+#include "drover/memory.hpp"
 #include "drover/security_cli.hpp"
 
 int main(int argc, char** argv) {
+    drover::tune_allocator();
     drover::BrokerConfig config;
     std::string log_level;
     std::int64_t heartbeat_ms = 1000;

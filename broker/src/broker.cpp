@@ -1,9 +1,9 @@
 // The broker's poll loop: decode, hand to the Scheduler, send what it returns.
 #include "drover/broker.hpp"
+#include "drover/memory.hpp"
 
 #include <cstdio>
 #include <fstream>
-#include <malloc.h>
 #include <stdexcept>
 
 #include <unistd.h>
@@ -332,12 +332,12 @@ void Broker::forward_results(const std::string& worker, std::vector<proto::Outco
         for (auto& o : list) failed.push_back(std::move(o.id));
     };
     for (auto& [producer, list] : by_producer) {
-        const auto body = proto::encode(proto::Results{list});
+        const auto body = proto::encode(list.data(), list.size());
         if (send_to(frontend_, producer, proto::Command::result, body) != SendStatus::sent) failed_all(list);
     }
     for (auto& [endpoint, list] : by_sink) {
         try {
-            const auto body = proto::encode(proto::Results{list});
+            const auto body = proto::encode(list.data(), list.size());
             if (send_message(sinks_.get(std::string(endpoint)), proto::Command::result, body) != SendStatus::sent)
                 failed_all(list);
         } catch (const zmq::error_t&) {
@@ -428,7 +428,7 @@ void Broker::tick(Clock::time_point now) {
         decltype(accepted_)().swap(accepted_);
         decltype(rejected_)().swap(rejected_);
         decltype(outcomes_)().swap(outcomes_);
-        const int released = ::malloc_trim(0);
+        const bool released = trim_heap();
         log_->debug("broker.trimmed released={}", released);
     }
 }

@@ -348,6 +348,10 @@ std::string encode(const Tasks& m) {
 
 std::string encode(const TaskRef* tasks, std::size_t count) {
     StringBuffer b;
+    std::size_t bytes = 16;
+    for (std::size_t i = 0; i < count; ++i)
+        bytes += tasks[i].id.size() + tasks[i].name.size() + tasks[i].args.size() + tasks[i].reply_to.size() + 112;
+    b.data.reserve(bytes);
     Packer pk(b);
     pk.pack_map(1);
     pack_key(pk, "tasks");
@@ -387,13 +391,22 @@ std::string encode(const Rejected& m) {
     return std::move(b.data);
 }
 
-std::string encode(const Results& m) {
+std::string encode(const Results& m) { return encode(m.results.data(), m.results.size()); }
+
+std::string encode(const Outcome* outcomes, std::size_t count) {
     StringBuffer b;
+    // One allocation: the strings plus a bound on keys and headers.
+    std::size_t bytes = 16;
+    for (std::size_t i = 0; i < count; ++i) {
+        const auto& o = outcomes[i];
+        bytes += o.id.size() + o.task.size() + o.result.size() + o.error.size() + o.worker.size() + 96;
+    }
+    b.data.reserve(bytes);
     Packer pk(b);
     pk.pack_map(1);
     pack_key(pk, "results");
-    pk.pack_array(static_cast<std::uint32_t>(m.results.size()));
-    for (const auto& o : m.results) pack_outcome(pk, o);
+    pk.pack_array(static_cast<std::uint32_t>(count));
+    for (std::size_t i = 0; i < count; ++i) pack_outcome(pk, outcomes[i]);
     return std::move(b.data);
 }
 

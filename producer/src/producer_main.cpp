@@ -1,4 +1,5 @@
 // The drover-producer and drover-sink command lines.
+#include "drover/memory.hpp"
 #include "drover/producer_main.hpp"
 
 #include <atomic>
@@ -279,6 +280,7 @@ int run_submit(Client& client, const Settings& s, const StopSource& stop) {
 }  // namespace
 
 int producer_main(int argc, char** argv, const Registry& registry) {
+    tune_allocator();
     Settings s;
     CLI::App app{"drover-producer: submits tasks to a drover broker and prints their results.\n"
                  "  submit           task JSON lines on stdin -> result JSON lines on stdout\n"
@@ -379,6 +381,7 @@ int producer_main(int argc, char** argv, const Registry& registry) {
 }
 
 int sink_main(int argc, char** argv) {
+    tune_allocator();
     SinkOptions options;
     std::size_t expect = 0;
     std::string log_level, endpoint_file;

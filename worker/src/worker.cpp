@@ -1,5 +1,6 @@
 // Worker: broker connection, credits, executors and result delivery.
 #include "drover/worker.hpp"
+#include "drover/memory.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -149,7 +150,7 @@ Clock::time_point Worker::report_timeouts(Clock::time_point now) {
         log_->warn("task.timeout n={} sink={}", list.size(), endpoint);
         try {
             if (send_message_blocking(timeout_sinks_.get(endpoint), proto::Command::result,
-                                      proto::encode(proto::Results{list})) !=
+                                      proto::encode(list.data(), list.size())) !=
                 SendStatus::sent)
                 log_->warn("worker.sink_full endpoint={} dropped_timeouts={}", endpoint, list.size());
         } catch (const zmq::error_t& e) {
@@ -276,6 +277,12 @@ Worker::Stopped Worker::run(const StopSource& stop) {
         if (now >= next_heartbeat) {
             (void)send_message(*broker_, proto::Command::heartbeat);
             next_heartbeat = now + options_.heartbeat;
+            // Idle after work: give the heap back (tune_allocator keeps it otherwise).
+            const auto ran = ran_.load(std::memory_order_relaxed);
+            if (outstanding_ == 0 && ran != ran_at_trim_) {
+                ran_at_trim_ = ran;
+                trim_heap();
+            }
             if (now - last_from_broker_ > window) {
                 log_->warn("worker.broker_silent ms={} reconnecting backoff_ms={}",
                            std::chrono::duration_cast<Millis>(now - last_from_broker_).count(), backoff.count());
@@ -333,7 +340,7 @@ void Worker::executor_loop(unsigned index) {
     auto flush = [&] {
         for (auto& [endpoint, outcomes] : pending) {
             if (outcomes.empty()) continue;
-            const auto body = proto::encode(proto::Results{outcomes});
+            const auto body = proto::encode(outcomes.data(), outcomes.size());
             // Reads or updates what the executors know of this sink.
             const auto reach = [&](auto&& fn) {
                 std::lock_guard lock(reach_mutex_);

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "drover/memory.hpp"
 #include "drover/security_cli.hpp"
 #include "drover/worker.hpp"
 
@@ -129,6 +130,7 @@ int run_supervisor(const WorkerOptions& options, const std::vector<std::string>&
 }  // namespace
 
 int worker_main(int argc, char** argv, const Registry& registry) {
+    tune_allocator();
     WorkerOptions options;
     std::string log_level;
     std::int64_t heartbeat_ms = 1000;

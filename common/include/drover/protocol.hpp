@@ -255,6 +255,7 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
 [[nodiscard]] std::string encode(const Settle& m);
 [[nodiscard]] std::string encode(const Rejected& m);
 [[nodiscard]] std::string encode(const Results& m);
+[[nodiscard]] std::string encode(const Outcome* outcomes, std::size_t count);  // a Results body
 [[nodiscard]] std::string encode_empty();
 [[nodiscard]] std::string encode_heartbeat(std::string_view instance);
 

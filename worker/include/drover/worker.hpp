@@ -136,6 +136,7 @@ private:
     std::uint64_t sampled_ran_ = 0, sampled_busy_ns_ = 0, mean_task_ns_ = 0;
     // Executors add each task's run time.
     std::atomic<std::uint64_t> ran_{0}, busy_ns_{0};
+    std::uint64_t ran_at_trim_ = 0;  // I/O thread: ran_ when the heap was last trimmed
     Clock::time_point last_from_broker_{};
 
 };
