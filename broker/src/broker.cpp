@@ -247,8 +247,8 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
         }
         case Command::result: {
             // Results whose sink the worker cannot reach: to the producer
-            // over its broker connection, or (detached, or the producer is
-            // gone) to the sink from here.
+            // over its own connection (or, for a detached task, to its sink
+            // from here).
             auto m = proto::decode_results(body);
             if (!m) return drop(peer, "backend", m.error());
             forward_results(peer, std::move(m->results));
@@ -376,12 +376,9 @@ void Broker::flush_outcomes() {
             auto& sink = sinks_.get(endpoint);
             std::size_t unsent = 0;
             for (std::size_t i = 0; i < list.size(); i += k_outcome_batch) {
-                const auto end = std::min(list.size(), i + k_outcome_batch);
-                proto::Results batch;
-                batch.results.assign(std::make_move_iterator(list.begin() + static_cast<std::ptrdiff_t>(i)),
-                                     std::make_move_iterator(list.begin() + static_cast<std::ptrdiff_t>(end)));
-                if (send_message(sink, proto::Command::result, proto::encode(batch)) != SendStatus::sent)
-                    unsent += end - i;
+                const auto n = std::min(k_outcome_batch, list.size() - i);
+                if (send_message(sink, proto::Command::result, proto::encode(list.data() + i, n)) != SendStatus::sent)
+                    unsent += n;
             }
             // Sent again on the resend schedule until settled.
             if (unsent > 0) log_->warn("broker.sink_full endpoint={} unsent_outcomes={}", endpoint, unsent);

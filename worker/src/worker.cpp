@@ -311,7 +311,7 @@ void Worker::executor_loop(unsigned index) {
     zmq::socket_t done(ctx_, zmq::socket_type::push);
     done.connect(done_endpoint_);
     SinkSockets sinks(ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/200, /*hwm=*/16,  // batches of <= 1 MiB: at most 16 MiB waiting per executor
-                      /*capacity=*/256, /*immediate=*/true);                    // a send waits for a connection
+                      /*capacity=*/256, /*immediate=*/true);                    // until a sink is proven reachable
     sinks.secure_with(options_.security.get());
     const auto window = options_.heartbeat * options_.liveness;
     auto send_via_broker = [&](const std::string& body) {  // to the I/O thread, which owns the broker socket
@@ -353,6 +353,7 @@ void Worker::executor_loop(unsigned index) {
                 if (may_reroute && reach([](SinkReach& r) { return r.via_broker; })) {
                     // Tried directly at every batch; through the broker while that fails.
                     if (send_message(s, proto::Command::result, body) == SendStatus::sent) {
+                        sinks.proven(endpoint);
                         if (reach([](SinkReach& r) { return std::exchange(r.via_broker, false); }))
                             log_->info("worker.sink_reachable endpoint={} (results go to it directly again)", endpoint);
                     } else {
@@ -394,7 +395,10 @@ void Worker::executor_loop(unsigned index) {
                         break;
                     }
                 }
-                if (sent) reach([](SinkReach& r) { return r.reached = true; });
+                if (sent) {
+                    sinks.proven(endpoint);
+                    reach([](SinkReach& r) { return r.reached = true; });
+                }
             } catch (const zmq::error_t& e) {
                 log_->warn("worker.sink_unusable endpoint={} error=\"{}\" retrying={}", endpoint, e.what(),
                            outcomes.size());

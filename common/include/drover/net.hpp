@@ -70,8 +70,9 @@ SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Comm
 // Not thread-safe: each thread that pushes results owns one.
 class SinkSockets {
 public:
-    // immediate: ZMQ_IMMEDIATE, so that a send waits for a connection
-    // instead of queueing for a sink that may never be reached.
+    // immediate: a new socket has ZMQ_IMMEDIATE, so that a send waits for a
+    // connection instead of queueing for a sink that may never be reached,
+    // until proven() says its sink took a message.
     SinkSockets(zmq::context_t& ctx, int linger_ms, int sndtimeo_ms, int hwm, std::size_t capacity = 256,
                 bool immediate = false)
         : ctx_(ctx), linger_ms_(linger_ms), sndtimeo_ms_(sndtimeo_ms), hwm_(hwm), capacity_(capacity),
@@ -82,6 +83,11 @@ public:
     // Connects as a CURVE client of each sink (its key is in the endpoint)
     // when `security` is set; it must outlive this cache.
     void secure_with(const Security* security) { security_ = security; }
+    // The sink at `endpoint` took a message: its socket is replaced by one
+    // without ZMQ_IMMEDIATE, which keeps what it queued across a reconnection
+    // (with ZMQ_IMMEDIATE libzmq drops the queue when a connection breaks).
+    // The old socket delivers what it holds while it lingers.
+    void proven(const std::string& endpoint);
     // Closes every socket.
     void clear();
     [[nodiscard]] std::size_t size() const { return index_.size(); }
@@ -90,7 +96,9 @@ private:
     struct Entry {
         std::string endpoint;
         zmq::socket_t socket;
+        bool immediate;
     };
+    zmq::socket_t open(const std::string& endpoint, bool immediate);
     zmq::context_t& ctx_;
     int linger_ms_, sndtimeo_ms_, hwm_;
     std::size_t capacity_;
