@@ -617,8 +617,10 @@ TEST_CASE("A 5-byte body claiming four billion elements fails at once without al
     REQUIRE_FALSE(str.ok());
     CHECK((str.error() == DecodeError::too_deep || str.error() == DecodeError::bad_body));
 
+    // Rejected without walking the claimed billions: a loop over them would
+    // take minutes, so this bound does not depend on the machine's speed.
     const auto elapsed = std::chrono::steady_clock::now() - start;
-    CHECK(elapsed < std::chrono::milliseconds(200));
+    CHECK(elapsed < std::chrono::seconds(10));
 }
 
 TEST_CASE("A 1000-deep nesting of arrays inside a map field is rejected", "[protocol][malformed][limits]") {
