@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -191,14 +192,33 @@ double run_tasks(Client& client, const std::string& task, const std::function<st
 }
 
 std::vector<double> round_trips(Client& client, std::size_t rounds) {
+    // From submit to the result's callback (where a caller has its result),
+    // not to this thread's wake-up after it.
+    struct Trip {
+        std::mutex mutex;
+        std::condition_variable done;
+        std::optional<SteadyClock::time_point> at;
+        std::string failure;
+    };
     std::vector<double> us;
     us.reserve(rounds);
-    Batch batch(client, 1);
     for (std::size_t i = 0; i < rounds; ++i) {
+        auto trip = std::make_shared<Trip>();
         const auto t0 = SteadyClock::now();
-        batch.submit("echo", pack_args(static_cast<std::int64_t>(i)));
-        batch.wait_all();
-        us.push_back(std::chrono::duration<double>(SteadyClock::now() - t0).count() * 1e6);
+        client.submit_packed("echo", pack_args(static_cast<std::int64_t>(i)), [trip](Result&& r) {
+            const auto now = SteadyClock::now();
+            {
+                std::lock_guard lock(trip->mutex);
+                trip->at = now;
+                if (!r.ok()) trip->failure = r.id + " " + proto::status_name(r.status) + ": " + r.error;
+            }
+            trip->done.notify_one();
+        });
+        std::unique_lock lock(trip->mutex);
+        if (!trip->done.wait_for(lock, std::chrono::seconds(30), [&] { return trip->at.has_value(); }))
+            throw std::runtime_error("W2: no outcome for 30 s");
+        if (!trip->failure.empty()) throw std::runtime_error("W2: " + trip->failure);
+        us.push_back(std::chrono::duration<double>(*trip->at - t0).count() * 1e6);
     }
     return us;
 }
