@@ -30,20 +30,6 @@ std::vector<std::string> cat(std::vector<std::string> a, const std::vector<std::
     return a;
 }
 
-std::set<std::string> write_tasks(const std::string& path, int count, const std::string& task, const json& args,
-                                  const std::string& prefix = "t") {
-    std::string text;
-    std::set<std::string> ids;
-    for (int i = 0; i < count; ++i) {
-        const auto id = prefix + std::to_string(i);
-        ids.insert(id);
-        text += json{{"id", id}, {"task", task}, {"args", args}}.dump() + "\n";
-    }
-    std::string old = read_file(path);
-    write_file(path, old + text);
-    return ids;
-}
-
 // Every id exactly once, nothing else. Returns outcomes by id.
 std::map<std::string, json> ledger(const std::string& path, const std::set<std::string>& ids) {
     std::map<std::string, json> by_id;

@@ -150,19 +150,6 @@ std::uint64_t host_num(const json& s, std::size_t h, const char* field) {
     return e.is_null() ? 0 : e[field].get<std::uint64_t>();
 }
 
-std::set<std::string> write_tasks(const std::string& path, int count, const std::string& task, const json& args,
-                                  const std::string& prefix = "t") {
-    std::string text;
-    std::set<std::string> ids;
-    for (int i = 0; i < count; ++i) {
-        const auto id = prefix + std::to_string(i);
-        ids.insert(id);
-        text += json{{"id", id}, {"task", task}, {"args", args}}.dump() + "\n";
-    }
-    write_file(path, text);
-    return ids;
-}
-
 // The ledger: each id exactly one outcome with `status`, none unknown.
 // Returns the outcomes by id.
 std::map<std::string, json> ledger(const std::string& path, const std::set<std::string>& ids,

@@ -173,4 +173,17 @@ int free_tcp_port() {
     return std::stoi(ep.substr(ep.rfind(':') + 1));
 }
 
+std::set<std::string> write_tasks(const std::string& path, int count, const std::string& task,
+                                  const nlohmann::json& args, const std::string& prefix) {
+    std::string text = read_file(path);  // "" for a new file
+    std::set<std::string> ids;
+    for (int i = 0; i < count; ++i) {
+        const auto id = prefix + std::to_string(i);
+        ids.insert(id);
+        text += nlohmann::json{{"id", id}, {"task", task}, {"args", args}}.dump() + "\n";
+    }
+    write_file(path, text);
+    return ids;
+}
+
 }  // namespace drover::test

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,11 @@ std::optional<nlohmann::json> wait_status(const std::string& frontend,
 
 // Polls the broker's STATUS until it lists `n` workers.
 bool wait_for_workers(const std::string& frontend, std::size_t n, std::chrono::milliseconds timeout);
+
+// Appends `count` task lines {"id": prefix + i, "task", "args"} for
+// drover-producer submit to `path`; returns their ids.
+std::set<std::string> write_tasks(const std::string& path, int count, const std::string& task,
+                                  const nlohmann::json& args, const std::string& prefix = "t");
 
 // A loopback tcp port free a moment ago (nothing listens on it now).
 int free_tcp_port();

@@ -79,19 +79,6 @@ struct Admin {
     std::shared_ptr<drover::Security> security;
 };
 
-std::set<std::string> write_tasks(const std::string& path, int count, const std::string& task, const json& args,
-                                  const std::string& prefix = "t") {
-    std::string text;
-    std::set<std::string> ids;
-    for (int i = 0; i < count; ++i) {
-        const auto id = prefix + std::to_string(i);
-        ids.insert(id);
-        text += json{{"id", id}, {"task", task}, {"args", args}}.dump() + "\n";
-    }
-    write_file(path, text);
-    return ids;
-}
-
 // Every id exactly once and ok, nothing else. Returns results by id.
 std::map<std::string, json> clean_ledger(const std::vector<json>& lines, const std::set<std::string>& ids) {
     std::map<std::string, json> by_id;
