@@ -339,46 +339,54 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
     for (const auto& [identity, wslot] : workers_)
         if (worker_slots_[wslot].credits > 0) ready.push_back(wslot);
     if (ready.empty()) return batches;
-    // Least recently served first; a round gives each worker at most one
-    // task, so a queue shorter than the credits is spread over the workers.
+    // Least recently served first.
     std::sort(ready.begin(), ready.end(), [&](std::uint32_t a, std::uint32_t b) {
         return worker_slots_[a].served_seq < worker_slots_[b].served_seq;
     });
     std::vector<std::vector<proto::TaskRef>> taken(ready.size());
-    bool progress = true;
-    while (progress && queued_ > 0) {
+    // Gives ready[i] the next queued task it can run; false if there is none.
+    const auto take_one = [&](std::size_t i) {
+        WorkerState& w = worker_slots_[ready[i]];
+        for (const auto name : w.names) {
+            auto& q = queues_[name];
+            while (!q.empty()) {
+                const Ref r = q.front();
+                q.pop_front();
+                Entry* e = live(r);
+                if (!e || e->state != State::queued) continue;  // settled or cancelled meanwhile
+                unmark_queued(*e);
+                e->state = State::held;
+                e->worker = ready[i];
+                e->dispatch_seq = ++dispatch_seq_;
+                ++e->attempt;
+                w.held.push_back(HeldRef{r.slot, r.gen, e->dispatch_seq});
+                ++w.held_count;
+                --w.credits;
+                taken[i].push_back(proto::TaskRef{e->id, names_[e->name], e->args, strings_[e->reply_to], e->attempt,
+                                                  e->max_attempts, e->timeout_ms, e->detached, e->retry_on_error});
+                ++totals_.dispatched;
+                return true;
+            }
+        }
+        return false;
+    };
+    // 1. Spread: a task a round to each worker with a free slot, so that idle
+    //    slots start work before any worker queues a task (a short queue of
+    //    long tasks runs on as many workers as it can).
+    for (bool progress = true; progress && queued_ > 0;) {
         progress = false;
         for (std::size_t i = 0; i < ready.size(); ++i) {
-            WorkerState& w = worker_slots_[ready[i]];
-            if (w.credits == 0) continue;
-            bool took = false;
-            for (const auto name : w.names) {
-                auto& q = queues_[name];
-                while (!q.empty()) {
-                    const Ref r = q.front();
-                    q.pop_front();
-                    Entry* e = live(r);
-                    if (!e || e->state != State::queued) continue;  // settled or cancelled meanwhile
-                    unmark_queued(*e);
-                    e->state = State::held;
-                    e->worker = ready[i];
-                    e->dispatch_seq = ++dispatch_seq_;
-                    ++e->attempt;
-                    w.held.push_back(HeldRef{r.slot, r.gen, e->dispatch_seq});
-                    ++w.held_count;
-                    --w.credits;
-                    taken[i].push_back(proto::TaskRef{e->id, names_[e->name], e->args, strings_[e->reply_to],
-                                                      e->attempt, e->max_attempts, e->timeout_ms, e->detached,
-                                                      e->retry_on_error});
-                    ++totals_.dispatched;
-                    took = true;
-                    break;
-                }
-                if (took) break;
-            }
-            progress = progress || took;
+            const WorkerState& w = worker_slots_[ready[i]];
+            if (w.credits > 0 && w.held_count < w.hello.slots) progress = take_one(i) || progress;
         }
     }
+    // 2. Prefetch: what is left fills the least recently served worker's
+    //    credits before the next one's. A worker that grants many credits
+    //    (its tasks are short) gets one big batch instead of a task in each
+    //    of many small ones; one that grants few (long tasks) gets few.
+    for (std::size_t i = 0; i < ready.size() && queued_ > 0; ++i)
+        while (worker_slots_[ready[i]].credits > 0 && queued_ > 0 && take_one(i)) {
+        }
     for (std::size_t i = 0; i < ready.size(); ++i) {
         if (taken[i].empty()) continue;
         WorkerState& w = worker_slots_[ready[i]];

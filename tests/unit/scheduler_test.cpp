@@ -145,6 +145,47 @@ TEST_CASE("A short queue is spread over workers rather than given to one with ma
     CHECK(s.held_by("B") == 1);
 }
 
+TEST_CASE("Past their free slots, tasks fill one worker's credits before the next one's", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 100);
+    add_worker(s, "B", 100);
+    // Both busy: each runs one task in its one slot.
+    REQUIRE(s.submit("P", tasks_of({make_task("a"), make_task("b")}), t0).accepted.size() == 2);
+    REQUIRE(total_tasks(s.dispatch()) == 2);
+    REQUIRE(s.held_by("A") == 1);
+    REQUIRE(s.held_by("B") == 1);
+    // 50 more (short tasks: the workers granted many credits) go as one
+    // batch to the least recently served worker, not 25 and 25.
+    std::vector<proto::Task> more;
+    for (int i = 0; i < 50; ++i) more.push_back(make_task("m" + std::to_string(i)));
+    REQUIRE(s.submit("P", std::move(more), t0).accepted.size() == 50);
+    auto batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    CHECK(batches[0].tasks.size() == 50);
+    // The next batch goes to the other worker.
+    std::vector<proto::Task> next;
+    for (int i = 0; i < 10; ++i) next.push_back(make_task("n" + std::to_string(i)));
+    REQUIRE(s.submit("P", std::move(next), t0).accepted.size() == 10);
+    auto second = s.dispatch();
+    REQUIRE(second.size() == 1);
+    CHECK(second[0].worker != batches[0].worker);
+    CHECK(second[0].tasks.size() == 10);
+}
+
+TEST_CASE("A worker's credits bound what it gets, the rest goes to the next worker", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 3);
+    add_worker(s, "B", 3);
+    std::vector<proto::Task> tasks;
+    for (int i = 0; i < 5; ++i) tasks.push_back(make_task("t" + std::to_string(i)));
+    REQUIRE(s.submit("P", std::move(tasks), t0).accepted.size() == 5);
+    REQUIRE(total_tasks(s.dispatch()) == 5);
+    // One each for their free slots, then A (served first) fills its 2 more, B takes the last.
+    CHECK(s.held_by("A") + s.held_by("B") == 5);
+    CHECK(s.credits_of("A") + s.credits_of("B") == 1);
+    CHECK(s.queued_count() == 0);
+}
+
 TEST_CASE("Tasks go to the least recently served worker", "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 1);
