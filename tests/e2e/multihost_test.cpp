@@ -189,14 +189,22 @@ std::map<std::string, std::size_t> work_by_host(const std::map<std::string, json
 
 std::string describe(const std::optional<json>& s) { return s ? s->dump() : "no status"; }
 
+// The fleet most tests use: the broker on A, a threads worker on C and a
+// processes worker on D (2 slots each), all with `extra` flags.
+struct WorkersCD {
+    std::unique_ptr<Process> c, d;
+};
+WorkersCD start_broker_and_workers(Fleet& fleet, const std::vector<std::string>& extra = {}) {
+    fleet.start_broker(A, extra);
+    return {fleet.worker(C, "threads", 2, extra), fleet.worker(D, "processes", 2, extra)};
+}
+
 // ---------------------------------------------------------------------------
 
 void fleet_across_hosts(bool secure) {
     MULTIHOST_NETWORK(net, 4);
     Fleet fleet(net, secure);
-    fleet.start_broker(A);
-    auto wc = fleet.worker(C, "threads", 2);
-    auto wd = fleet.worker(D, "processes", 2);
+    auto workers = start_broker_and_workers(fleet);
     const auto ready = fleet.wait_status(
         [](const json& s) { return !host_entry(s, C).is_null() && !host_entry(s, D).is_null(); }, 15s);
     INFO(describe(ready));
@@ -230,9 +238,7 @@ void fleet_across_hosts(bool secure) {
 void partition(bool secure) {
     MULTIHOST_NETWORK(net, 4);
     Fleet fleet(net, secure);
-    fleet.start_broker(A, k_fast);
-    auto wc = fleet.worker(C, "threads", 2, k_fast);
-    auto wd = fleet.worker(D, "processes", 2, k_fast);
+    auto workers = start_broker_and_workers(fleet, k_fast);
     REQUIRE(fleet.wait_status([](const json& s) { return s["workers"].size() >= 2; }, 15s));
 
     const auto ids = write_tasks(fleet.dir.file("tasks.jsonl"), 100, "sleep_ms", {100});
@@ -288,9 +294,7 @@ void partition(bool secure) {
 void unreachable_sink(bool secure) {
     MULTIHOST_NETWORK(net, 4);
     Fleet fleet(net, secure);
-    fleet.start_broker(A, k_fast);
-    auto wc = fleet.worker(C, "threads", 2, k_fast);
-    auto wd = fleet.worker(D, "processes", 2, k_fast);
+    auto workers = start_broker_and_workers(fleet, k_fast);
     REQUIRE(fleet.wait_status([](const json& s) { return s["workers"].size() >= 3; }, 15s));
     const auto ids = write_tasks(fleet.dir.file("tasks.jsonl"), 300, "sum_random", {20000});
     auto producer = fleet.producer(B, fleet.dir.file("tasks.jsonl"), fleet.dir.file("out.jsonl"),
@@ -438,9 +442,7 @@ TEST_CASE("connections reset and refused by a relay: the worker comes back and e
 TEST_CASE("a host that loses every process and restarts them registers again and gets work", "[multihost]") {
     MULTIHOST_NETWORK(net, 4);
     Fleet fleet(net, false);
-    fleet.start_broker(A, k_fast);
-    auto wc = fleet.worker(C, "threads", 2, k_fast);
-    auto wd = fleet.worker(D, "processes", 2, k_fast);
+    auto workers = start_broker_and_workers(fleet, k_fast);
     REQUIRE(fleet.wait_status(
         [](const json& s) { return !host_entry(s, C).is_null() && !host_entry(s, D).is_null(); }, 15s));
 
@@ -459,7 +461,7 @@ TEST_CASE("a host that loses every process and restarts them registers again and
     INFO("after kill: " << describe(dead));
     CHECK((dead && host_entry(*dead, D).is_null()));
     // ... and the restarted D registers and takes work.
-    wd = fleet.worker(D, "processes", 2, k_fast);
+    workers.d = fleet.worker(D, "processes", 2, k_fast);
     const auto again = fleet.wait_status([](const json& s) { return host_num(s, D, "done") > 0; }, 10s);
     INFO("after restart: " << describe(again));
     REQUIRE(again);

@@ -89,10 +89,14 @@ Relay::Relay(std::string netns, std::string listen_ip, int listen_port, std::str
     throw std::runtime_error("relay did not start: " + error_);
 }
 
+void Relay::wake() {
+    const char c = 'w';
+    (void)!::write(wake_[1], &c, 1);
+}
+
 Relay::~Relay() {
     stop_ = true;
-    const char c = 'x';
-    (void)!::write(wake_[1], &c, 1);
+    wake();
     if (thread_.joinable()) thread_.join();
     ::close(wake_[0]);
     ::close(wake_[1]);
@@ -112,8 +116,7 @@ void Relay::stall(std::chrono::milliseconds d) {
         std::lock_guard<std::mutex> lock(mu_);
         stall_until_ = std::max(stall_until_, Clock::now() + d);
     }
-    const char c = 's';
-    (void)!::write(wake_[1], &c, 1);
+    wake();
 }
 
 void Relay::reset_all() {
@@ -121,8 +124,7 @@ void Relay::reset_all() {
         std::lock_guard<std::mutex> lock(mu_);
         reset_requested_ = true;
     }
-    const char c = 'r';
-    (void)!::write(wake_[1], &c, 1);
+    wake();
 }
 
 void Relay::cut() {
@@ -131,8 +133,7 @@ void Relay::cut() {
         cut_ = true;
         reset_requested_ = true;
     }
-    const char c = 'c';
-    (void)!::write(wake_[1], &c, 1);
+    wake();
 }
 
 void Relay::restore() {

@@ -45,6 +45,7 @@ public:
 
 private:
     void run();
+    void wake();  // makes the poll loop look at the settings again
     struct Impl;
 
     std::string netns_, listen_ip_, target_ip_;

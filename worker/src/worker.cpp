@@ -350,7 +350,12 @@ void Worker::executor_loop(unsigned index) {
             try {
                 auto& s = sinks.get(endpoint);
                 const bool may_reroute = standalone.count(endpoint) == 0;
-                if (may_reroute && reach([](SinkReach& r) { return r.via_broker; })) {
+                // One look at the shared state per batch once a sink is reached.
+                const SinkReach known = reach([](SinkReach& r) {
+                    if (!r.reached && r.first_try == Clock::time_point{}) r.first_try = Clock::now();
+                    return r;
+                });
+                if (may_reroute && known.via_broker) {
                     // Tried directly at every batch; through the broker while that fails.
                     if (send_message(s, proto::Command::result, body) == SendStatus::sent) {
                         sinks.proven(endpoint);
@@ -362,10 +367,6 @@ void Worker::executor_loop(unsigned index) {
                     outcomes.clear();
                     continue;
                 }
-                reach([](SinkReach& r) {
-                    if (!r.reached && r.first_try == Clock::time_point{}) r.first_try = Clock::now();
-                    return 0;
-                });
                 // Waits while the sink is full (back-pressure), but not for ever:
                 // a sink gone for good would hold this slot until the worker dies.
                 const auto give_up = Clock::now() + window * 10;
@@ -397,7 +398,7 @@ void Worker::executor_loop(unsigned index) {
                 }
                 if (sent) {
                     sinks.proven(endpoint);
-                    reach([](SinkReach& r) { return r.reached = true; });
+                    if (!known.reached) reach([](SinkReach& r) { return r.reached = true; });
                 }
             } catch (const zmq::error_t& e) {
                 log_->warn("worker.sink_unusable endpoint={} error=\"{}\" retrying={}", endpoint, e.what(),
