@@ -140,6 +140,21 @@ private:
         std::fprintf(stderr, "[%6.1f s] %s\n", seconds_since(start_), what.c_str());
     }
 
+    // How the broker batched the tasks dispatched between two STATUS answers.
+    void progress_batches(const std::string& what, const nlohmann::json& before, const nlohmann::json& after) {
+        const auto count = [](const nlohmann::json& doc, const char* key) {
+            return doc["totals"].value(key, std::uint64_t{0});
+        };
+        const auto tasks = count(after, "dispatched") - count(before, "dispatched");
+        const auto batches = count(after, "dispatch_batches") - count(before, "dispatch_batches");
+        if (batches == 0) return;
+        char line[160];
+        std::snprintf(line, sizeof line, "%s: %s tasks in %s DISPATCH messages, %.1f tasks a message", what.c_str(),
+                      with_commas(tasks).c_str(), with_commas(batches).c_str(),
+                      static_cast<double>(tasks) / static_cast<double>(batches));
+        progress(line);
+    }
+
     // The last resort against a hang that no timeout below caught.
     void watch() {
         while (!finished_) {
@@ -257,11 +272,13 @@ private:
                 progress("W1 throughput " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(n) + " echo tasks");
                 (void)run_tasks(client, "echo", echo_args, std::min<std::size_t>(n / 10 + 1, 20000), o_.window);
                 cluster.wait_settled(k_settle_timeout);
+                const auto before = cluster.status();
                 for (unsigned r = 0; r < o_.reps; ++r) {
                     const double rate = static_cast<double>(n) / run_tasks(client, "echo", echo_args, n, o_.window);
                     cluster.wait_settled(k_settle_timeout);  // every task settled, not only answered
                     for (auto* f : {&w1, &w1_b1, &w1_b2}) f->samples.push_back(rate);
                 }
+                progress_batches("W1 " + t, before, cluster.status());
             }
             if (want("W2")) {
                 progress("W2 latency " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(o_.latency_rounds) +
@@ -413,13 +430,18 @@ private:
             progress("W5: " + std::to_string(m) + " workers registered in " + took + " s; " +
                      std::to_string(o_.reps) + " x " + with_commas(o_.tasks) + " echo tasks");
             Client client(ctx, cluster.client_options(o_.window), client_log_);
-            // Enough for every worker to connect to the sink before the clock starts.
-            (void)run_tasks(client, "echo", echo_args, std::max<std::size_t>(m * 10, 2000), o_.window);
-            cluster.wait_settled(k_settle_timeout);
+            // A whole repetition: every worker connects to the sink, measures
+            // its task time and grows its prefetch, and grows its heap for full
+            // batches before the clock starts. With less, the first repetition
+            // measured about half of the later ones (200 processes faulting in
+            // their pages for the first large batches).
+            (void)run_tasks(client, "echo", echo_args, std::max<std::size_t>(m * 32, o_.tasks), o_.window);
+            const auto before = cluster.wait_settled(k_settle_timeout);
             for (unsigned r = 0; r < o_.reps; ++r) {
                 f.samples.push_back(static_cast<double>(o_.tasks) / run_tasks(client, "echo", echo_args, o_.tasks, o_.window));
                 cluster.wait_settled(k_settle_timeout);
             }
+            progress_batches("W5", before, cluster.status());
         });
     }
 

@@ -110,11 +110,12 @@ nlohmann::json DroverCluster::status() {
     return *doc;
 }
 
-void DroverCluster::wait_settled(Millis timeout) {
+nlohmann::json DroverCluster::wait_settled(Millis timeout) {
     const auto deadline = SteadyClock::now() + timeout;
     while (true) {
-        const auto held = status()["held"].get<std::size_t>();
-        if (held == 0) return;
+        auto doc = status();
+        const auto held = doc["held"].get<std::size_t>();
+        if (held == 0) return doc;
         if (SteadyClock::now() > deadline)
             throw std::runtime_error(std::to_string(held) + " tasks still held by the broker (not settled) after " +
                                      std::to_string(timeout.count()) + " ms");

@@ -61,7 +61,8 @@ public:
     nlohmann::json status();
     // Waits until the broker holds no task (every one settled).
     // Throws: std::runtime_error if some are still held after `timeout`.
-    void wait_settled(Millis timeout);
+    // Returns the broker's STATUS once nothing is held.
+    nlohmann::json wait_settled(Millis timeout);
 
 private:
     std::size_t expected_registrations() const;

@@ -7,6 +7,11 @@ namespace drover {
 
 namespace {
 
+// A dispatch spreads tasks over idle workers only while a worker's credits
+// and held tasks are at most this many a slot: a prefetch of 3 a slot or
+// less, tasks of about 0.7 ms or more (docs/design.md).
+constexpr std::size_t k_spread_max_credits_per_slot = 4;
+
 std::uint64_t pack_ref(std::uint32_t slot, std::uint32_t gen) { return std::uint64_t{slot} << 32 | gen; }
 
 // A free index of `items` (from `free`), or a new one at its end.
@@ -372,12 +377,20 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
     };
     // 1. Spread: a task a round to each worker with a free slot, so that idle
     //    slots start work before any worker queues a task (a short queue of
-    //    long tasks runs on as many workers as it can).
+    //    long tasks runs on as many workers as it can). Only for workers
+    //    whose tasks are long: one that grants many credits a slot (its
+    //    prefetch covers about 2 ms of its measured tasks) runs short ones,
+    //    where a DISPATCH of one task costs more than the wait it saves; with
+    //    200 such workers, spreading cut every batch to a few tasks, and the
+    //    cost of waking 200 processes with cold caches dominated (W5).
+    const auto spreads_to = [&](const WorkerState& w) {
+        return w.held_count < w.hello.slots && w.held_count + w.credits <= k_spread_max_credits_per_slot * w.hello.slots;
+    };
     for (bool progress = true; progress && queued_ > 0;) {
         progress = false;
         for (std::size_t i = 0; i < ready.size(); ++i) {
             const WorkerState& w = worker_slots_[ready[i]];
-            if (w.credits > 0 && w.held_count < w.hello.slots) progress = take_one(i) || progress;
+            if (w.credits > 0 && spreads_to(w)) progress = take_one(i) || progress;
         }
     }
     // 2. Prefetch: what is left fills the least recently served worker's
@@ -391,6 +404,7 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
         if (taken[i].empty()) continue;
         WorkerState& w = worker_slots_[ready[i]];
         w.served_seq = ++serve_seq_;
+        ++totals_.dispatch_batches;
         batches.push_back(Batch{w.identity, std::move(taken[i])});
     }
     return batches;
@@ -407,6 +421,7 @@ void Scheduler::undo_dispatch(const Batch& batch) {
         enqueue_front(*e);
         --totals_.dispatched;
     }
+    --totals_.dispatch_batches;
 }
 
 // Retries and outcomes ----------------------------------------------------------
@@ -635,7 +650,8 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
               {"workers_expired", totals_.workers_expired},
               {"reports_resent", totals_.reports_resent},
               {"reports_abandoned", totals_.reports_abandoned},
-              {"results_forwarded", totals_.results_forwarded}}}};
+              {"results_forwarded", totals_.results_forwarded},
+              {"dispatch_batches", totals_.dispatch_batches}}}};
 }
 
 }  // namespace drover

@@ -11,6 +11,10 @@ void tune_allocator() {
     ::mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
 }
 
-bool trim_heap() { return ::malloc_trim(0) != 0; }
+bool trim_heap(std::size_t min_free) {
+    // mallinfo2 walks the arenas' bins: cheap next to malloc_trim's madvise calls.
+    if (min_free > 0 && ::mallinfo2().fordblks < min_free) return false;
+    return ::malloc_trim(0) != 0;
+}
 
 }  // namespace drover

@@ -134,10 +134,11 @@ TEST_CASE("Two workers with one credit each get one of two tasks each", "[schedu
     CHECK(s.queued_count() == 0);
 }
 
-TEST_CASE("A short queue is spread over workers rather than given to one with many credits", "[scheduler]") {
+TEST_CASE("A short queue of long tasks is spread over the workers with a free slot", "[scheduler]") {
     Scheduler s;
-    add_worker(s, "A", 10);
-    add_worker(s, "B", 10);
+    // A slot and a prefetch of 1 each: what a worker grants for tasks of 2 ms or more.
+    add_worker(s, "A", 2);
+    add_worker(s, "B", 2);
     REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted.size() == 2);
     auto batches = s.dispatch();
     REQUIRE(batches.size() == 2);
@@ -145,31 +146,40 @@ TEST_CASE("A short queue is spread over workers rather than given to one with ma
     CHECK(s.held_by("B") == 1);
 }
 
-TEST_CASE("Past their free slots, tasks fill one worker's credits before the next one's", "[scheduler]") {
+TEST_CASE("Short tasks (many credits a slot) go as one batch to one worker, the next batch to the next", "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 100);
     add_worker(s, "B", 100);
-    // Both busy: each runs one task in its one slot.
+    // Not spread: workers that grant 100 credits a slot run tasks of about
+    // 20 us, where a message of one task costs more than the wait it saves.
     REQUIRE(s.submit("P", tasks_of({make_task("a"), make_task("b")}), t0).accepted.size() == 2);
-    REQUIRE(total_tasks(s.dispatch()) == 2);
-    REQUIRE(s.held_by("A") == 1);
-    REQUIRE(s.held_by("B") == 1);
-    // 50 more (short tasks: the workers granted many credits) go as one
-    // batch to the least recently served worker, not 25 and 25.
+    auto first = s.dispatch();
+    REQUIRE(first.size() == 1);
+    CHECK(first[0].tasks.size() == 2);
+    // 50 more go as one batch to the least recently served worker.
     std::vector<proto::Task> more;
     for (int i = 0; i < 50; ++i) more.push_back(make_task("m" + std::to_string(i)));
     REQUIRE(s.submit("P", std::move(more), t0).accepted.size() == 50);
     auto batches = s.dispatch();
     REQUIRE(batches.size() == 1);
+    CHECK(batches[0].worker != first[0].worker);
     CHECK(batches[0].tasks.size() == 50);
-    // The next batch goes to the other worker.
+    // The next batch goes back to the first worker.
     std::vector<proto::Task> next;
     for (int i = 0; i < 10; ++i) next.push_back(make_task("n" + std::to_string(i)));
     REQUIRE(s.submit("P", std::move(next), t0).accepted.size() == 10);
-    auto second = s.dispatch();
-    REQUIRE(second.size() == 1);
-    CHECK(second[0].worker != batches[0].worker);
-    CHECK(second[0].tasks.size() == 10);
+    auto third = s.dispatch();
+    REQUIRE(third.size() == 1);
+    CHECK(third[0].worker == first[0].worker);
+    CHECK(third[0].tasks.size() == 10);
+    // More than a worker's credits: the rest goes to the next worker.
+    std::vector<proto::Task> big;
+    for (int i = 0; i < 120; ++i) big.push_back(make_task("b" + std::to_string(i)));
+    REQUIRE(s.submit("P", std::move(big), t0).accepted.size() == 120);
+    auto fourth = s.dispatch();
+    REQUIRE(fourth.size() == 2);
+    CHECK(total_tasks(fourth) == 120);
+    CHECK(s.queued_count() == 0);
 }
 
 TEST_CASE("A worker's credits bound what it gets, the rest goes to the next worker", "[scheduler]") {

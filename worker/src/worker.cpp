@@ -21,6 +21,13 @@ constexpr Millis k_max_backoff{5000};
 // and at most k_max_prefetch per slot.
 constexpr std::chrono::nanoseconds k_queued_work = std::chrono::milliseconds(2);
 constexpr std::uint32_t k_max_prefetch = 1000;
+// The mean task time is first taken over this many tasks, then again every
+// k_sample tasks; and until many tasks were seen the prefetch is at most
+// k_growth times their number (a slow start: a few quick first tasks, say
+// errors, must not queue a thousand long ones here).
+constexpr std::uint64_t k_first_sample = 4;
+constexpr std::uint64_t k_sample = 16;
+constexpr std::uint64_t k_growth = 4;
 
 }  // namespace
 
@@ -76,15 +83,15 @@ std::uint32_t Worker::target_credits() {
     // The mean task time over the tasks run since the last sample.
     const auto ran = ran_.load(std::memory_order_relaxed);
     const auto busy = busy_ns_.load(std::memory_order_relaxed);
-    if (ran - sampled_ran_ >= 16) {
+    if (ran - sampled_ran_ >= (mean_task_ns_ == 0 ? k_first_sample : k_sample)) {
         mean_task_ns_ = std::max<std::uint64_t>(1, (busy - sampled_busy_ns_) / (ran - sampled_ran_));
         sampled_ran_ = ran;
         sampled_busy_ns_ = busy;
     }
     if (mean_task_ns_ == 0) return slots + options_.prefetch;  // nothing measured yet
     const std::uint64_t wanted = k_queued_work.count() * slots / mean_task_ns_;
-    return slots + static_cast<std::uint32_t>(
-                       std::clamp<std::uint64_t>(wanted, options_.prefetch, std::uint64_t{k_max_prefetch} * slots));
+    const std::uint64_t most = std::min(std::uint64_t{k_max_prefetch} * slots, k_growth * ran);
+    return slots + static_cast<std::uint32_t>(std::max<std::uint64_t>(std::min(wanted, most), options_.prefetch));
 }
 
 void Worker::top_up_credits() {
@@ -277,12 +284,18 @@ Worker::Stopped Worker::run(const StopSource& stop) {
         if (now >= next_heartbeat) {
             (void)send_message(*broker_, proto::Command::heartbeat);
             next_heartbeat = now + options_.heartbeat;
-            // Idle after work: give the heap back (tune_allocator keeps it otherwise).
+            // Idle for a whole heartbeat after work: give the heap back
+            // (tune_allocator keeps it otherwise). Not at every idle tick: one
+            // worker among hundreds is idle between most of its batches, and a
+            // trim costs madvise calls (TLB shoot-downs on every core), then
+            // page faults to take the memory back; trimming at each tick made
+            // 200 workers spend a quarter of the machine on it (W5).
             const auto ran = ran_.load(std::memory_order_relaxed);
-            if (outstanding_ == 0 && ran != ran_at_trim_) {
+            if (outstanding_ == 0 && ran == ran_at_tick_ && ran != ran_at_trim_) {
                 ran_at_trim_ = ran;
-                trim_heap();
+                trim_heap(/*min_free=*/1 << 20);
             }
+            ran_at_tick_ = ran;
             if (now - last_from_broker_ > window) {
                 log_->warn("worker.broker_silent ms={} reconnecting backoff_ms={}",
                            std::chrono::duration_cast<Millis>(now - last_from_broker_).count(), backoff.count());

@@ -149,7 +149,8 @@ public:
     struct Totals {
         std::uint64_t accepted = 0, rejected = 0, dispatched = 0, settled = 0, redispatched = 0, retried = 0,
                       lost = 0, cancelled = 0, timed_out = 0, workers_expired = 0, reports_resent = 0,
-                      reports_abandoned = 0, results_forwarded = 0;
+                      reports_abandoned = 0, results_forwarded = 0,
+                      dispatch_batches = 0;  // DISPATCH messages: dispatched / this is the mean batch
     };
     [[nodiscard]] const Totals& totals() const { return totals_; }
     Totals& totals() { return totals_; }

@@ -1,6 +1,8 @@
 // Process-wide allocator settings and heap trimming for drover's programs.
 #pragma once
 
+#include <cstddef>
+
 namespace drover {
 
 // Tunes glibc malloc for message traffic: batches of up to a few MiB are
@@ -13,7 +15,9 @@ void tune_allocator();
 
 // Gives free heap memory back to the system (malloc_trim). For an idle
 // process after a burst: with tune_allocator() nothing is given back by
-// itself. Returns whether any memory was released.
-bool trim_heap();
+// itself. Skipped while the allocator holds less than `min_free` free bytes:
+// a trim costs madvise calls (TLB shoot-downs on every core) and page faults
+// to take the memory back. Returns whether any memory was released.
+bool trim_heap(std::size_t min_free = 0);
 
 }  // namespace drover

@@ -137,6 +137,7 @@ private:
     // Executors add each task's run time.
     std::atomic<std::uint64_t> ran_{0}, busy_ns_{0};
     std::uint64_t ran_at_trim_ = 0;  // I/O thread: ran_ when the heap was last trimmed
+    std::uint64_t ran_at_tick_ = 0;  // I/O thread: ran_ at the last heartbeat tick
     Clock::time_point last_from_broker_{};
 
 };
