@@ -130,6 +130,7 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     if (p.elsewhere) p.task.reply_to = options.reply_to;  // else reply_to_, added when sent
     p.task.detached = p.elsewhere;
     p.done = std::move(done);
+    if (p.elsewhere) ++elsewhere_pending_;
     pending_.emplace(id, std::move(p));
     const bool first = inbox_.empty();
     inbox_.push_back(id);
@@ -211,6 +212,7 @@ void Client::finish(const std::string& id, Result&& r) {
         auto it = pending_.find(id);
         if (it == pending_.end()) return;
         ready.emplace_back(std::move(it->second.done), std::move(r));
+        if (it->second.elsewhere) --elsewhere_pending_;
         pending_.erase(it);
         ++delivering_;
     }
@@ -280,6 +282,9 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
     const std::string_view body = frames.size() == 2 ? proto::view(frames[1]) : std::string_view{};
     switch (*cmd) {
         case proto::Command::accepted: {
+            // Only a task whose outcome goes elsewhere ends at ACCEPTED (an id
+            // is sent, so counted, before its ACCEPTED can arrive).
+            if (elsewhere_pending_.load() == 0) return;
             auto m = proto::decode_ids(body);
             if (!m) return;
             std::vector<std::pair<std::string, Result>> elsewhere;

@@ -152,7 +152,7 @@ private:
     struct Pending {
         proto::Task task;
         ResultCallback done;
-        bool accepted = false;
+        bool accepted = false;   // kept for tasks that go elsewhere only: the others end at their result
         bool elsewhere = false;  // outcome goes to another sink
     };
 
@@ -183,6 +183,9 @@ private:
     std::size_t delivering_ = 0;     // outcomes taken from pending_ whose callback has not returned
     std::vector<std::string> inbox_;  // ids submitted, not yet handed to the I/O thread
     std::unordered_map<std::string, Pending> pending_;
+    // Tasks in pending_ whose outcome goes elsewhere: while there are none,
+    // ACCEPTED needs no look-up (one decode and one find a task saved).
+    std::atomic<std::size_t> elsewhere_pending_{0};
     std::vector<std::string> cancel_requests_;
     std::uint64_t seq_ = 0;
     bool stopping_ = false;
