@@ -8,7 +8,8 @@
 #include "drover/security_cli.hpp"
 
 int main(int argc, char** argv) {
-    drover::tune_allocator();
+    drover::exec_without_thread_cache(argv);
+    drover::tune_allocator(/*one_arena=*/true);
     drover::BrokerConfig config;
     std::string log_level;
     std::int64_t heartbeat_ms = 1000;
