@@ -50,7 +50,24 @@ void check_decoder(std::string_view body, Decoded<T> (*decode)(std::string_view)
     check(encoded(*second) == bytes, "a decoded value survives encode and decode");
 }
 
+// The per-task decoders (tasks, ids, settle, results) read bodies with their
+// own cursor rather than msgpack-c's objects: what they reject for its form
+// they must reject as msgpack-c does (decode_empty is msgpack-c's path).
+template <class T>
+void check_same_form_errors(std::string_view body, Decoded<T> (*decode)(std::string_view) noexcept) {
+    const auto fast = decode(body);
+    const auto reference = decode_empty(body);
+    const bool form_error = !reference && reference.error() != DecodeError::bad_body;
+    if (form_error) check(!fast && fast.error() == reference.error(), "too_deep and trailing_bytes as msgpack-c says");
+    if (!fast && fast.error() != DecodeError::bad_body) check(form_error, "too_deep and trailing_bytes only where msgpack-c says");
+    if (!body.empty() && !reference && reference.error() == DecodeError::bad_body) check(!fast, "bad_body where msgpack-c says");
+}
+
 void check_every_decoder(std::string_view body) {
+    check_same_form_errors(body, decode_tasks);
+    check_same_form_errors(body, decode_ids);
+    check_same_form_errors(body, decode_settle);
+    check_same_form_errors(body, decode_results);
     check_decoder(body, decode_hello);
     check_decoder(body, decode_ready);
     check_decoder(body, decode_lost);
