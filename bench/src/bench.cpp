@@ -99,6 +99,7 @@ public:
         for (const auto& t : o_.transports) baselines(t);
         for (const auto& t : o_.transports) drover_on(t);
         if (want("W3")) {
+            seed_ceiling();
             for (const auto& t : o_.transports) {
                 if (t == "inproc") seed_form(t, "threads");
                 else seed_form(t, "solo");
@@ -296,6 +297,38 @@ private:
                     w6.samples.push_back(mib / run_tasks(client, "echo", big_args, o_.big_tasks, o_.big_window));
                     cluster.wait_settled(k_settle_timeout);
                 }
+            }
+        });
+    }
+
+    // What this machine gives two threads that share nothing: the seed tasks
+    // single-threaded, then split over 2 threads of this process, no drover.
+    // A shared machine's two cores rarely give 2.0 (other jobs, a host that
+    // slows cores that work together): W3's speed-ups read against this one.
+    void seed_ceiling() {
+        auto single = figure("W3 seed inline [2 threads]", "ms");
+        single.note = "Registry::run in the benchmark's thread, no drover; the baseline of the next row";
+        auto f = figure("W3 seed 2 threads, no drover", "ms", single.key);
+        f.inverted_ratio = true;
+        f.note = "the machine's own speed-up for two threads: the ceiling of W3";
+        measure({&single, &f}, [&] {
+            progress("W3 ceiling: " + std::to_string(o_.reps) + " x " + std::to_string(o_.seed_tasks) +
+                     " x sum_random(" + std::to_string(o_.seed_n) + "), single-threaded then on 2 threads");
+            Registry registry;
+            add_builtin_tasks(registry);
+            const auto args = pack_args(o_.seed_n);
+            const auto run = [&](std::size_t n) {
+                for (std::size_t i = 0; i < n; ++i) (void)registry.run("sum_random", args);
+            };
+            for (unsigned r = 0; r < o_.reps; ++r) {
+                auto t0 = SteadyClock::now();
+                run(o_.seed_tasks);
+                single.samples.push_back(seconds_since(t0) * 1000);
+                t0 = SteadyClock::now();
+                std::thread other(run, o_.seed_tasks / 2);
+                run(o_.seed_tasks - o_.seed_tasks / 2);
+                other.join();
+                f.samples.push_back(seconds_since(t0) * 1000);
             }
         });
     }
