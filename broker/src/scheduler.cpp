@@ -393,13 +393,29 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
             if (w.credits > 0 && spreads_to(w)) progress = take_one(i) || progress;
         }
     }
-    // 2. Prefetch: what is left fills the least recently served worker's
-    //    credits before the next one's. A worker that grants many credits
-    //    (its tasks are short) gets one big batch instead of a task in each
-    //    of many small ones; one that grants few (long tasks) gets few.
-    for (std::size_t i = 0; i < ready.size() && queued_ > 0; ++i)
+    // 2. Prefetch: what is left fills one worker's credits before the next
+    //    one's. A worker that grants many credits (its tasks are short) gets
+    //    one big batch instead of a task in each of many small ones; one
+    //    that grants few (long tasks) gets few. Workers of long tasks are
+    //    filled least recently served first, like the spread; workers of
+    //    short tasks most recently served first: while the busiest keep up,
+    //    the work stays on processes whose caches are warm rather than going
+    //    round 200 cold ones (W5: about +10 %, alternated builds).
+    std::vector<std::size_t> order;
+    order.reserve(ready.size());
+    for (std::size_t i = 0; i < ready.size(); ++i) {
+        const WorkerState& w = worker_slots_[ready[i]];
+        if (w.held_count + w.credits <= k_spread_max_credits_per_slot * w.hello.slots) order.push_back(i);
+    }
+    for (std::size_t i = ready.size(); i-- > 0;) {
+        const WorkerState& w = worker_slots_[ready[i]];
+        if (w.held_count + w.credits > k_spread_max_credits_per_slot * w.hello.slots) order.push_back(i);
+    }
+    for (std::size_t k = 0; k < order.size() && queued_ > 0; ++k) {
+        const std::size_t i = order[k];
         while (worker_slots_[ready[i]].credits > 0 && queued_ > 0 && take_one(i)) {
         }
+    }
     for (std::size_t i = 0; i < ready.size(); ++i) {
         if (taken[i].empty()) continue;
         WorkerState& w = worker_slots_[ready[i]];

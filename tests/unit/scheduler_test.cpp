@@ -146,7 +146,7 @@ TEST_CASE("A short queue of long tasks is spread over the workers with a free sl
     CHECK(s.held_by("B") == 1);
 }
 
-TEST_CASE("Short tasks (many credits a slot) go as one batch to one worker, the next batch to the next", "[scheduler]") {
+TEST_CASE("Short tasks (many credits a slot) go in batches to the most recently served worker while it has credits", "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 100);
     add_worker(s, "B", 100);
@@ -156,29 +156,25 @@ TEST_CASE("Short tasks (many credits a slot) go as one batch to one worker, the 
     auto first = s.dispatch();
     REQUIRE(first.size() == 1);
     CHECK(first[0].tasks.size() == 2);
-    // 50 more go as one batch to the least recently served worker.
+    const std::string hot = first[0].worker;
+    const std::string other = hot == "A" ? "B" : "A";
+    // 50 more go as one batch to the same worker: it still has 98 credits.
     std::vector<proto::Task> more;
     for (int i = 0; i < 50; ++i) more.push_back(make_task("m" + std::to_string(i)));
     REQUIRE(s.submit("P", std::move(more), t0).accepted.size() == 50);
-    auto batches = s.dispatch();
-    REQUIRE(batches.size() == 1);
-    CHECK(batches[0].worker != first[0].worker);
-    CHECK(batches[0].tasks.size() == 50);
-    // The next batch goes back to the first worker.
-    std::vector<proto::Task> next;
-    for (int i = 0; i < 10; ++i) next.push_back(make_task("n" + std::to_string(i)));
-    REQUIRE(s.submit("P", std::move(next), t0).accepted.size() == 10);
-    auto third = s.dispatch();
-    REQUIRE(third.size() == 1);
-    CHECK(third[0].worker == first[0].worker);
-    CHECK(third[0].tasks.size() == 10);
-    // More than a worker's credits: the rest goes to the next worker.
+    auto second = s.dispatch();
+    REQUIRE(second.size() == 1);
+    CHECK(second[0].worker == hot);
+    CHECK(second[0].tasks.size() == 50);
+    // Past its credits (48 left), the rest goes to the other worker.
     std::vector<proto::Task> big;
     for (int i = 0; i < 120; ++i) big.push_back(make_task("b" + std::to_string(i)));
     REQUIRE(s.submit("P", std::move(big), t0).accepted.size() == 120);
-    auto fourth = s.dispatch();
-    REQUIRE(fourth.size() == 2);
-    CHECK(total_tasks(fourth) == 120);
+    auto third = s.dispatch();
+    REQUIRE(third.size() == 2);
+    CHECK(total_tasks(third) == 120);
+    CHECK(s.held_by(hot) == 100);
+    CHECK(s.held_by(other) == 72);
     CHECK(s.queued_count() == 0);
 }
 
