@@ -90,12 +90,23 @@ struct Result {
 
 using ResultCallback = std::function<void(Result&&)>;
 
+namespace detail {
+// msgpack's packer writes into anything with write(): straight into the
+// string (a few arguments fit in its own bytes, with no allocation at all;
+// an sbuffer allocated 8 KiB for every task, then copied).
+struct AppendTo {
+    std::string& out;
+    void write(const char* p, std::size_t n) { out.append(p, n); }
+};
+}  // namespace detail
+
 // Packs values as one msgpack array: the argument list of a task.
 template <class... A>
 std::string pack_args(const A&... args) {
-    msgpack::sbuffer b;
-    msgpack::pack(b, std::forward_as_tuple(args...));
-    return std::string(b.data(), b.size());
+    std::string out;
+    detail::AppendTo to{out};
+    msgpack::pack(to, std::forward_as_tuple(args...));
+    return out;
 }
 
 class Client {
