@@ -383,8 +383,12 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
     //    where a DISPATCH of one task costs more than the wait it saves; with
     //    200 such workers, spreading cut every batch to a few tasks, and the
     //    cost of waking 200 processes with cold caches dominated (W5).
+    // Few credits a slot: the worker's measured tasks are long (or unknown yet).
+    const auto runs_long_tasks = [](const WorkerState& w) {
+        return w.held_count + w.credits <= k_spread_max_credits_per_slot * w.hello.slots;
+    };
     const auto spreads_to = [&](const WorkerState& w) {
-        return w.held_count < w.hello.slots && w.held_count + w.credits <= k_spread_max_credits_per_slot * w.hello.slots;
+        return w.held_count < w.hello.slots && runs_long_tasks(w);
     };
     for (bool progress = true; progress && queued_ > 0;) {
         progress = false;
@@ -401,16 +405,12 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
     //    short tasks most recently served first: while the busiest keep up,
     //    the work stays on processes whose caches are warm rather than going
     //    round 200 cold ones (W5: about +10 %, alternated builds).
-    std::vector<std::size_t> order;
+    std::vector<std::size_t> order;  // indexes into ready, in the order they are filled
     order.reserve(ready.size());
-    for (std::size_t i = 0; i < ready.size(); ++i) {
-        const WorkerState& w = worker_slots_[ready[i]];
-        if (w.held_count + w.credits <= k_spread_max_credits_per_slot * w.hello.slots) order.push_back(i);
-    }
-    for (std::size_t i = ready.size(); i-- > 0;) {
-        const WorkerState& w = worker_slots_[ready[i]];
-        if (w.held_count + w.credits > k_spread_max_credits_per_slot * w.hello.slots) order.push_back(i);
-    }
+    for (std::size_t i = 0; i < ready.size(); ++i)
+        if (runs_long_tasks(worker_slots_[ready[i]])) order.push_back(i);
+    for (std::size_t i = ready.size(); i-- > 0;)
+        if (!runs_long_tasks(worker_slots_[ready[i]])) order.push_back(i);
     for (std::size_t k = 0; k < order.size() && queued_ > 0; ++k) {
         const std::size_t i = order[k];
         while (worker_slots_[ready[i]].credits > 0 && queued_ > 0 && take_one(i)) {
