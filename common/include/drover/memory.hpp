@@ -16,7 +16,7 @@ namespace drover {
 // libzmq's (the broker), called before the zmq context is made.
 void tune_allocator(bool one_arena = false);
 
-// Runs this program again (execv of /proc/self/exe, same pid and arguments)
+// Runs this program again (execv of its own path, same pid, name and arguments)
 // with glibc's per-thread cache of freed chunks turned off
 // (GLIBC_TUNABLES=glibc.malloc.tcache_count=0, the only way to turn it off),
 // unless GLIBC_TUNABLES already sets a tcache count. For the broker: the
