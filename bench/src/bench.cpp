@@ -303,8 +303,8 @@ private:
 
     // What this machine gives two threads that share nothing: the seed tasks
     // single-threaded, then split over 2 threads of this process, no drover.
-    // A shared machine's two cores rarely give 2.0 (other jobs, a host that
-    // slows cores that work together): W3's speed-ups read against this one.
+    // A shared machine's two cores do not always give 2.0 (other jobs, a host
+    // that slows cores that work together): W3's speed-ups read against this.
     void seed_ceiling() {
         auto single = figure("W3 seed inline [2 threads]", "ms");
         single.note = "Registry::run in the benchmark's thread, no drover; the baseline of the next row";
@@ -445,8 +445,8 @@ private:
         }
     }
 
-    // W5: W1 with many solo worker processes over tcp.
-    // W5 against a W1 measured next to it: each repetition runs W1 on a
+    // W5: W1 with many solo worker processes over tcp, against a W1
+    // measured next to it: each repetition runs W1 on a
     // cluster of 2 workers, then the same on 200, so that both sides of the
     // ratio see the same load of the shared machine (W1's own row is measured
     // a minute or more earlier; one run read 0.68 against it where the
