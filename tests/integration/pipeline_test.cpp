@@ -134,3 +134,103 @@ TEST_CASE("the broker rejects tasks past --max-queued with queue_full", "[integr
     broker_stop.request();
     broker_thread.join();
 }
+
+// A worker against a broker played by the test: a ROUTER that reads HELLO and
+// READY and sends DISPATCH, and a PULL sink for the results.
+TEST_CASE("a worker grows its prefetch from its measured task times, at most 4 times the tasks it ran", "[integration]") {
+    zmq::context_t ctx;
+    zmq::socket_t backend(ctx, zmq::socket_type::router), sink(ctx, zmq::socket_type::pull);
+    backend.bind("inproc://fake-backend");
+    sink.bind("inproc://fake-sink");
+    const auto registry = builtins();
+    drover::WorkerOptions options;
+    options.broker = "inproc://fake-backend";
+    options.heartbeat = 10s;  // no reconnection while the test runs
+    drover::Worker worker(ctx, registry, options, drover::null_logger());
+    drover::StopSource stop;
+    std::thread serving([&] { worker.run(stop); });
+
+    std::string identity;
+    std::uint64_t granted = 0;  // every credit the worker has granted
+    // Reads the broker's side for up to `wait`: credits granted from READY.
+    const auto read_backend = [&](std::chrono::milliseconds wait) {
+        const auto deadline = std::chrono::steady_clock::now() + wait;
+        while (std::chrono::steady_clock::now() < deadline) {
+            zmq::pollitem_t item{backend.handle(), 0, ZMQ_POLLIN, 0};
+            zmq::poll(&item, 1, std::chrono::milliseconds(20));
+            std::vector<zmq::message_t> frames;
+            while (zmq::recv_multipart(backend, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+                identity = frames[0].to_string();
+                auto cmd = drover::proto::parse_header(frames[1]);
+                if (cmd && *cmd == drover::proto::Command::ready) {
+                    auto ready = drover::proto::decode_ready(drover::proto::view(frames[2]));
+                    REQUIRE(ready);
+                    granted += ready->credits;
+                }
+                frames.clear();
+            }
+        }
+    };
+    std::uint64_t sent = 0;
+    const auto dispatch = [&](int n) {
+        drover::proto::Tasks m;
+        for (int i = 0; i < n; ++i) {
+            drover::proto::Task t;
+            t.id = "t" + std::to_string(sent++);
+            t.name = "echo";
+            t.args = drover::pack_args(1);
+            t.attempt = 1;
+            t.reply_to = "inproc://fake-sink";
+            m.tasks.push_back(std::move(t));
+        }
+        backend.send(zmq::buffer(identity), zmq::send_flags::sndmore);
+        backend.send(drover::proto::make_header(drover::proto::Command::dispatch), zmq::send_flags::sndmore);
+        backend.send(zmq::buffer(drover::proto::encode(m)), zmq::send_flags::none);
+    };
+    std::uint64_t results = 0;
+    const auto collect = [&](std::uint64_t until) {
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (results < until && std::chrono::steady_clock::now() < deadline) {
+            std::vector<zmq::message_t> frames;
+            zmq::pollitem_t item{sink.handle(), 0, ZMQ_POLLIN, 0};
+            zmq::poll(&item, 1, std::chrono::milliseconds(20));
+            while (zmq::recv_multipart(sink, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+                auto m = drover::proto::decode_results(drover::proto::view(frames[1]));
+                REQUIRE(m);
+                results += m->results.size();
+                frames.clear();
+            }
+        }
+        REQUIRE(results == until);
+    };
+    // The worker's credits now: what it granted less what it has finished.
+    const auto credits = [&] { return granted - results; };
+
+    // HELLO, then its slot and a prefetch of 1: nothing measured yet.
+    read_backend(500ms);
+    REQUIRE_FALSE(identity.empty());
+    CHECK(credits() == 2);
+    // Four quick tasks: the first measure. echo takes microseconds, worth a
+    // prefetch of hundreds for 2 ms of work, but four tasks allow 16.
+    dispatch(4);
+    collect(4);
+    read_backend(300ms);
+    CHECK(credits() > 2);
+    CHECK(credits() <= 1 + 4 * 4);
+    // Twenty tasks in all: at most 80.
+    dispatch(16);
+    collect(20);
+    read_backend(300ms);
+    CHECK(credits() <= 1 + 4 * 20);
+    // A thousand more: past the slow start, up to 1,000 a slot.
+    for (int i = 0; i < 10; ++i) {
+        dispatch(100);
+        collect(20 + 100 * static_cast<std::uint64_t>(i + 1));
+    }
+    read_backend(300ms);
+    CHECK(credits() > 1 + 4 * 20);
+    CHECK(credits() <= 1 + 1000);
+
+    stop.request();
+    serving.join();
+}
