@@ -375,6 +375,13 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
         }
         return false;
     };
+    // Few credits a slot: the worker's measured tasks are long (or unknown yet).
+    const auto runs_long_tasks = [](const WorkerState& w) {
+        return w.held_count + w.credits <= k_spread_max_credits_per_slot * w.hello.slots;
+    };
+    const auto spreads_to = [&](const WorkerState& w) {
+        return w.held_count < w.hello.slots && runs_long_tasks(w);
+    };
     // 1. Spread: a task a round to each worker with a free slot, so that idle
     //    slots start work before any worker queues a task (a short queue of
     //    long tasks runs on as many workers as it can). Only for workers
@@ -383,13 +390,6 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
     //    where a DISPATCH of one task costs more than the wait it saves; with
     //    200 such workers, spreading cut every batch to a few tasks, and the
     //    cost of waking 200 processes with cold caches dominated (W5).
-    // Few credits a slot: the worker's measured tasks are long (or unknown yet).
-    const auto runs_long_tasks = [](const WorkerState& w) {
-        return w.held_count + w.credits <= k_spread_max_credits_per_slot * w.hello.slots;
-    };
-    const auto spreads_to = [&](const WorkerState& w) {
-        return w.held_count < w.hello.slots && runs_long_tasks(w);
-    };
     for (bool progress = true; progress && queued_ > 0;) {
         progress = false;
         for (std::size_t i = 0; i < ready.size(); ++i) {
