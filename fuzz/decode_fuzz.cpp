@@ -9,9 +9,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <msgpack.hpp>
 
 #include "drover/protocol.hpp"
 #include "fuzz_frames.hpp"
@@ -50,24 +53,57 @@ void check_decoder(std::string_view body, Decoded<T> (*decode)(std::string_view)
     check(encoded(*second) == bytes, "a decoded value survives encode and decode");
 }
 
-// The per-task decoders (tasks, ids, settle, results) read bodies with their
-// own cursor rather than msgpack-c's objects: what they reject for its form
-// they must reject as msgpack-c does (decode_empty is msgpack-c's path).
+// msgpack-c's verdict on a body's form with the decoders' limits (every
+// container at most as many elements as the body has bytes, nesting at most
+// k_max_depth, nothing after the value), and whether it is a map: the
+// reference for the decoders, which read bodies with their own cursor.
+struct Form {
+    std::optional<DecodeError> error;
+    bool map = false;
+};
+Form msgpack_c_form(std::string_view body) {
+    try {
+        const std::size_t n = body.size();
+        const msgpack::unpack_limit limit(n, n, n, n, n, k_max_depth);
+        std::size_t offset = 0;
+        const auto reference_all = [](msgpack::type::object_type, std::size_t, void*) { return true; };
+        const msgpack::object_handle oh = msgpack::unpack(body.data(), n, offset, reference_all, nullptr, limit);
+        if (offset != n) return {DecodeError::trailing_bytes};
+        return {std::nullopt, oh.get().type == msgpack::type::MAP};
+    } catch (const msgpack::size_overflow&) {
+        return {DecodeError::too_deep};
+    } catch (...) {
+        return {DecodeError::bad_body};
+    }
+}
+
+// What a decoder rejects for its form it rejects as msgpack-c does, with the
+// same error; a body that is not a map it rejects as bad_body.
 template <class T>
 void check_same_form_errors(std::string_view body, Decoded<T> (*decode)(std::string_view) noexcept) {
+    if (body.empty()) return;  // decode_empty, decode_heartbeat and decode_bye take no body at all
     const auto fast = decode(body);
-    const auto reference = decode_empty(body);
-    const bool form_error = !reference && reference.error() != DecodeError::bad_body;
-    if (form_error) check(!fast && fast.error() == reference.error(), "too_deep and trailing_bytes as msgpack-c says");
-    if (!fast && fast.error() != DecodeError::bad_body) check(form_error, "too_deep and trailing_bytes only where msgpack-c says");
-    if (!body.empty() && !reference && reference.error() == DecodeError::bad_body) check(!fast, "bad_body where msgpack-c says");
+    const Form reference = msgpack_c_form(body);
+    if (reference.error) {
+        check(!fast && fast.error() == *reference.error, "a malformed body rejected with msgpack-c's error");
+    } else {
+        check(fast || fast.error() == DecodeError::bad_body, "a well-formed body rejected only as bad_body");
+        if (!reference.map) check(!fast, "a body that is not a map rejected");
+    }
 }
 
 void check_every_decoder(std::string_view body) {
+    check_same_form_errors(body, decode_hello);
+    check_same_form_errors(body, decode_ready);
+    check_same_form_errors(body, decode_lost);
     check_same_form_errors(body, decode_tasks);
     check_same_form_errors(body, decode_ids);
     check_same_form_errors(body, decode_settle);
+    check_same_form_errors(body, decode_bye);
+    check_same_form_errors(body, decode_rejected);
     check_same_form_errors(body, decode_results);
+    check_same_form_errors(body, decode_heartbeat);
+    check_same_form_errors(body, decode_empty);
     check_decoder(body, decode_hello);
     check_decoder(body, decode_ready);
     check_decoder(body, decode_lost);

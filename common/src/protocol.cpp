@@ -121,50 +121,11 @@ struct Invalid {
 
 [[noreturn]] void invalid(DecodeError e = DecodeError::bad_body) { throw Invalid{e}; }
 
-bool key_is(const msgpack::object& k, std::string_view name) {
-    return k.type == msgpack::type::STR && k.via.str.size == name.size() &&
-           std::memcmp(k.via.str.ptr, name.data(), name.size()) == 0;
-}
-
-std::string get_str(const msgpack::object& o) {
-    if (o.type != msgpack::type::STR) invalid();
-    return std::string(o.via.str.ptr, o.via.str.size);
-}
-
-template <class U>
-U get_uint(const msgpack::object& o) {
-    if (o.type != msgpack::type::POSITIVE_INTEGER) invalid();
-    if (o.via.u64 > std::numeric_limits<U>::max()) invalid();
-    return static_cast<U>(o.via.u64);
-}
-
-std::int64_t get_int(const msgpack::object& o) {
-    if (o.type == msgpack::type::POSITIVE_INTEGER) {
-        if (o.via.u64 > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) invalid();
-        return static_cast<std::int64_t>(o.via.u64);
-    }
-    if (o.type == msgpack::type::NEGATIVE_INTEGER) return o.via.i64;
-    invalid();
-}
-
-std::vector<std::string> get_strings(const msgpack::object& o) {
-    if (o.type != msgpack::type::ARRAY) invalid();
-    std::vector<std::string> out;
-    out.reserve(o.via.array.size);
-    for (std::uint32_t i = 0; i < o.via.array.size; ++i) out.push_back(get_str(o.via.array.ptr[i]));
-    return out;
-}
-
-// Calls f(key, value) for each entry of a map.
-template <class F>
-void for_each_field(const msgpack::object& o, F&& f) {
-    if (o.type != msgpack::type::MAP) invalid();
-    for (std::uint32_t i = 0; i < o.via.map.size; ++i) f(o.via.map.ptr[i].key, o.via.map.ptr[i].val);
-}
-
-// Unpacks `body` as one bounded msgpack value and hands it to `f`. No
-// container may claim more elements than the body has bytes: that stops a
-// five-byte body from making the decoder allocate for four billion elements.
+// Unpacks `body` with msgpack-c as one bounded msgpack value and hands it to
+// `f` (is_valid_msgpack; the decoders read with the Cursor below, by the
+// same rules). No container may claim more elements than the body has
+// bytes: that stops a five-byte body from making the decoder allocate for
+// four billion elements.
 template <class T, class F>
 Decoded<T> decode_body(std::string_view body, std::size_t max_depth, F&& f) noexcept {
     try {
@@ -188,10 +149,10 @@ Decoded<T> decode_body(std::string_view body, std::size_t max_depth, F&& f) noex
     }
 }
 
-// Decoding the per-task bodies (DISPATCH/SUBMIT tasks, RESULT outcomes,
-// ids) without building a msgpack::object tree: msgpack-c's unpacking into
-// objects was the largest cost in the producer (callgrind, W1: 15 % of its
-// instructions, and the zone allocations on top). The same rules in two
+// Decoding bodies without building a msgpack::object tree: msgpack-c's
+// unpacking into objects was the largest cost in the producer (callgrind,
+// W1: 15 % of its instructions, and the zone allocations on top). The same
+// rules in two
 // passes: the first walks the whole body as msgpack-c would, with the same
 // limits and the same errors (a cut or an invalid byte is bad_body, a
 // container claiming more elements than the body has bytes or nested deeper
@@ -303,21 +264,15 @@ public:
     }
     template <class U>
     U uint() {
-        const unsigned char b = *p_++;
-        std::uint64_t v;
-        if (b <= 0x7f) v = b;
-        else if (b >= 0xcc && b <= 0xcf) v = be(std::size_t{1} << (b - 0xcc));
-        else if (b >= 0xd0 && b <= 0xd3) {
-            // A signed format holding a value >= 0 is a positive integer to msgpack-c too.
-            const std::size_t n = std::size_t{1} << (b - 0xd0);
-            const std::uint64_t raw = be(n);
-            if (raw >> (n * 8 - 1)) invalid();  // negative
-            v = raw;
-        } else {
-            invalid();
-        }
-        if (v > std::numeric_limits<U>::max()) invalid();
-        return static_cast<U>(v);
+        const Integer v = integer();
+        if (v.negative || v.u > std::numeric_limits<U>::max()) invalid();
+        return static_cast<U>(v.u);
+    }
+    std::int64_t int64() {
+        const Integer v = integer();
+        if (v.negative) return v.i;
+        if (v.u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) invalid();
+        return static_cast<std::int64_t>(v.u);
     }
     bool boolean() {
         const unsigned char b = *p_;
@@ -327,6 +282,26 @@ public:
     void skip() { check_value(std::numeric_limits<std::size_t>::max(), k_max_depth); }  // in a checked body
 
 private:
+    // Any integer format, as msgpack-c reads it: a signed format holding a
+    // value >= 0 is a positive integer too.
+    struct Integer {
+        bool negative;
+        std::uint64_t u;  // when not negative
+        std::int64_t i;   // when negative
+    };
+    Integer integer() {
+        const unsigned char b = *p_;
+        if (b <= 0x7f) return ++p_, Integer{false, b, 0};
+        if (b >= 0xe0) return ++p_, Integer{true, 0, static_cast<std::int8_t>(b)};  // negative fixint
+        if (b >= 0xcc && b <= 0xcf) return ++p_, Integer{false, be(std::size_t{1} << (b - 0xcc)), 0};
+        if (b < 0xd0 || b > 0xd3) invalid();
+        ++p_;
+        const std::size_t bits = std::size_t{8} << (b - 0xd0);
+        const std::uint64_t raw = be(bits / 8);
+        if (!(raw >> (bits - 1))) return Integer{false, raw, 0};
+        const auto shift = static_cast<unsigned>(64 - bits);  // sign-extend
+        return Integer{true, 0, static_cast<std::int64_t>(raw << shift) >> shift};
+    }
     const unsigned char* take(std::size_t n) {
         if (n > left()) invalid();  // cut short
         const auto* at = p_;
@@ -378,6 +353,22 @@ void read_fields(Cursor& c, F&& f) {
         if (!key) c.skip();  // a key that is not a string matches no field
         if (!key || !f(*key)) c.skip();
     }
+}
+
+// The body's list under `key` ({key: [item, ...]}, other keys ignored; a
+// key given twice adds both lists), each item read by `read_item`.
+template <std::size_t N, class T, class Read>
+void read_list(Cursor& c, const char (&key)[N], std::vector<T>& out, Read&& read_item) {
+    bool has = false;
+    read_fields(c, [&](std::string_view k) {
+        if (!named(k, key)) return false;
+        const std::size_t n = c.array();
+        out.reserve(out.size() + n);
+        for (std::size_t i = 0; i < n; ++i) out.push_back(read_item(c));
+        has = true;
+        return true;
+    });
+    if (!has) invalid();
 }
 
 std::vector<std::string> read_strings(Cursor& c) {
@@ -656,36 +647,41 @@ std::string encode_heartbeat(std::string_view instance) {
 
 Decoded<std::string> decode_heartbeat(std::string_view body) noexcept {
     if (body.empty()) return std::string();
-    return decode_body<std::string>(body, k_max_depth, [](const msgpack::object& o) {
+    return decode_checked<std::string>(body, [](Cursor& c) {
         std::string instance;
-        for_each_field(o, [&](const msgpack::object& k, const msgpack::object& v) {
-            if (key_is(k, "instance")) instance = get_str(v);
+        read_fields(c, [&](std::string_view k) {
+            if (!named(k, "instance")) return false;
+            instance = c.str();
+            return true;
         });
         return instance;
     });
 }
 
 Decoded<Hello> decode_hello(std::string_view body) noexcept {
-    return decode_body<Hello>(body, k_max_depth, [](const msgpack::object& o) {
+    return decode_checked<Hello>(body, [](Cursor& c) {
         Hello h;
         bool has_worker = false;
-        for_each_field(o, [&](const msgpack::object& k, const msgpack::object& v) {
-            if (key_is(k, "worker")) {
-                h.worker = get_str(v);
+        read_fields(c, [&](std::string_view k) {
+            if (named(k, "worker")) {
+                h.worker = c.str();
                 has_worker = true;
-            } else if (key_is(k, "host")) {
-                h.host = get_str(v);
-            } else if (key_is(k, "pid")) {
-                h.pid = get_int(v);
-            } else if (key_is(k, "pool")) {
-                h.pool = get_str(v);
-            } else if (key_is(k, "slots")) {
-                h.slots = get_uint<std::uint32_t>(v);
-            } else if (key_is(k, "tasks")) {
-                h.tasks = get_strings(v);
-            } else if (key_is(k, "restarts")) {
-                h.restarts = get_uint<std::uint32_t>(v);
+            } else if (named(k, "host")) {
+                h.host = c.str();
+            } else if (named(k, "pid")) {
+                h.pid = c.int64();
+            } else if (named(k, "pool")) {
+                h.pool = c.str();
+            } else if (named(k, "slots")) {
+                h.slots = c.uint<std::uint32_t>();
+            } else if (named(k, "tasks")) {
+                h.tasks = read_strings(c);
+            } else if (named(k, "restarts")) {
+                h.restarts = c.uint<std::uint32_t>();
+            } else {
+                return false;
             }
+            return true;
         });
         if (!has_worker) invalid();
         return h;
@@ -693,14 +689,14 @@ Decoded<Hello> decode_hello(std::string_view body) noexcept {
 }
 
 Decoded<Ready> decode_ready(std::string_view body) noexcept {
-    return decode_body<Ready>(body, k_max_depth, [](const msgpack::object& o) {
+    return decode_checked<Ready>(body, [](Cursor& c) {
         Ready r;
         bool has = false;
-        for_each_field(o, [&](const msgpack::object& k, const msgpack::object& v) {
-            if (key_is(k, "credits")) {
-                r.credits = get_uint<std::uint32_t>(v);
-                has = true;
-            }
+        read_fields(c, [&](std::string_view k) {
+            if (!named(k, "credits")) return false;
+            r.credits = c.uint<std::uint32_t>();
+            has = true;
+            return true;
         });
         if (!has) invalid();
         return r;
@@ -708,14 +704,14 @@ Decoded<Ready> decode_ready(std::string_view body) noexcept {
 }
 
 Decoded<Lost> decode_lost(std::string_view body) noexcept {
-    return decode_body<Lost>(body, k_max_depth, [](const msgpack::object& o) {
+    return decode_checked<Lost>(body, [](Cursor& c) {
         Lost l;
         bool has = false;
-        for_each_field(o, [&](const msgpack::object& k, const msgpack::object& v) {
-            if (key_is(k, "worker")) {
-                l.worker = get_str(v);
-                has = true;
-            }
+        read_fields(c, [&](std::string_view k) {
+            if (!named(k, "worker")) return false;
+            l.worker = c.str();
+            has = true;
+            return true;
         });
         if (!has) invalid();
         return l;
@@ -725,16 +721,7 @@ Decoded<Lost> decode_lost(std::string_view body) noexcept {
 Decoded<Tasks> decode_tasks(std::string_view body) noexcept {
     return decode_checked<Tasks>(body, [](Cursor& c) {
         Tasks m;
-        bool has = false;
-        read_fields(c, [&](std::string_view k) {
-            if (!named(k, "tasks")) return false;
-            const std::size_t n = c.array();
-            m.tasks.reserve(m.tasks.size() + n);
-            for (std::size_t i = 0; i < n; ++i) m.tasks.push_back(read_task(c));
-            has = true;
-            return true;
-        });
-        if (!has) invalid();
+        read_list(c, "tasks", m.tasks, read_task);
         return m;
     });
 }
@@ -776,26 +763,31 @@ Decoded<Settle> decode_settle(std::string_view body) noexcept {
 
 Decoded<Ids> decode_bye(std::string_view body) noexcept {
     if (body.empty()) return Ids{};
-    return decode_body<Ids>(body, k_max_depth, [](const msgpack::object& o) {
+    return decode_checked<Ids>(body, [](Cursor& c) {
         Ids m;
-        for_each_field(o, [&](const msgpack::object& k, const msgpack::object& v) {
-            if (key_is(k, "ids")) m.ids = get_strings(v);
+        read_fields(c, [&](std::string_view k) {
+            if (!named(k, "ids")) return false;
+            m.ids = read_strings(c);
+            return true;
         });
         return m;
     });
 }
 
 Decoded<Rejected> decode_rejected(std::string_view body) noexcept {
-    return decode_body<Rejected>(body, k_max_depth, [](const msgpack::object& o) {
+    return decode_checked<Rejected>(body, [](Cursor& c) {
         Rejected m;
         bool has = false;
-        for_each_field(o, [&](const msgpack::object& k, const msgpack::object& v) {
-            if (key_is(k, "ids")) {
-                m.ids = get_strings(v);
+        read_fields(c, [&](std::string_view k) {
+            if (named(k, "ids")) {
+                m.ids = read_strings(c);
                 has = true;
-            } else if (key_is(k, "reason")) {
-                m.reason = get_str(v);
+            } else if (named(k, "reason")) {
+                m.reason = c.str();
+            } else {
+                return false;
             }
+            return true;
         });
         if (!has) invalid();
         return m;
@@ -805,24 +797,15 @@ Decoded<Rejected> decode_rejected(std::string_view body) noexcept {
 Decoded<Results> decode_results(std::string_view body) noexcept {
     return decode_checked<Results>(body, [](Cursor& c) {
         Results m;
-        bool has = false;
-        read_fields(c, [&](std::string_view k) {
-            if (!named(k, "results")) return false;
-            const std::size_t n = c.array();
-            m.results.reserve(m.results.size() + n);
-            for (std::size_t i = 0; i < n; ++i) m.results.push_back(read_outcome(c));
-            has = true;
-            return true;
-        });
-        if (!has) invalid();
+        read_list(c, "results", m.results, read_outcome);
         return m;
     });
 }
 
 Decoded<bool> decode_empty(std::string_view body) noexcept {
     if (body.empty()) return true;
-    return decode_body<bool>(body, k_max_depth, [](const msgpack::object& o) {
-        if (o.type != msgpack::type::MAP) invalid();
+    return decode_checked<bool>(body, [](Cursor& c) {
+        (void)c.map();  // any map: its fields were checked in the first pass
         return true;
     });
 }
