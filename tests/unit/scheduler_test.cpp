@@ -176,6 +176,9 @@ TEST_CASE("Short tasks (many credits a slot) go in batches to the most recently 
     CHECK(s.held_by(hot) == 100);
     CHECK(s.held_by(other) == 72);
     CHECK(s.queued_count() == 0);
+    // STATUS counts the DISPATCH messages: 1 + 1 + 2.
+    CHECK(s.totals().dispatch_batches == 4);
+    CHECK(s.totals().dispatched == 172);
 }
 
 TEST_CASE("A worker's credits bound what it gets, the rest goes to the next worker", "[scheduler]") {
@@ -680,6 +683,7 @@ TEST_CASE("undo_dispatch returns the tasks to the queue and the credits to the w
     CHECK(s.queued_count() == 3);
     CHECK(s.task_count() == 3);
     CHECK(s.totals().dispatched == 0);
+    CHECK(s.totals().dispatch_batches == 0);
 
     // The same tasks go again, in order, and the failed send is not an attempt.
     auto again = s.dispatch();
