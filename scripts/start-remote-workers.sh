@@ -2,18 +2,20 @@
 # Starts drover workers on other machines over ssh, or stops them.
 #   scripts/start-remote-workers.sh HOSTS_FILE --broker tcp://ADDR:5556 [--pool P] [-c N]
 #                                   [--via CMD] [--remote-bin PATH] [--run-dir DIR] [--security DIR]
+#                                   [--log-dir DIR]
 #   scripts/start-remote-workers.sh stop [--via CMD] [--run-dir DIR]
 # HOSTS_FILE: one host a line, "user@host [pool] [count]"; '#' starts a comment.
 # --via CMD replaces ssh: the script runs `CMD HOST sh -c '...'` (e.g. --via "ip netns exec");
 #   the workers then get --host-name HOST, as such hosts may share one machine name.
 # --security DIR: the workers' fleet directory, a path on the remote hosts (docs/security.md).
+# --log-dir DIR: where each remote worker writes drover-worker-HOST.log, on its host (default /tmp).
 # Where each worker runs is written to RUN_DIR/remote-workers.txt (host pid), which `stop` reads.
 set -euo pipefail
 run_dir="${DROVER_RUN_DIR:-/tmp/drover-run}"
 via="ssh"
 remote_bin="drover-worker"
-broker=""; pool="processes"; count=""; security=""
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+broker=""; pool="processes"; count=""; security=""; log_dir="/tmp"
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 remote() {  # remote HOST COMMAND
   if [[ $via == ssh* ]]; then $via "$1" "$2"; else $via "$1" sh -c "$2"; fi
 }
@@ -32,6 +34,7 @@ while (($#)); do
     --remote-bin) remote_bin="$2"; shift 2 ;;
     --run-dir) run_dir="$2"; shift 2 ;;
     --security) security="$2"; shift 2 ;;
+    --log-dir) log_dir="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "start-remote-workers.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
@@ -54,7 +57,7 @@ while read -r host hpool hcount _; do
   [[ -n $security ]] && flags="$flags --security $security"
   [[ $via == ssh* ]] || flags="$flags --host-name ${host#*@}"
   # One log per host: with --via the "hosts" may share one /tmp.
-  pid=$(remote "$host" "nohup $remote_bin $flags >/tmp/drover-worker-${host#*@}.log 2>&1 </dev/null & echo \$!" </dev/null)
+  pid=$(remote "$host" "nohup $remote_bin $flags >$log_dir/drover-worker-${host#*@}.log 2>&1 </dev/null & echo \$!" </dev/null)
   [[ $pid =~ ^[0-9]+$ ]] || { echo "start-remote-workers.sh: $host: could not start ($pid)" >&2; exit 1; }
   echo "$host $pid" >>"$ledger"
   echo "started on $host: pid $pid ($flags)"

@@ -491,7 +491,8 @@ void remote_workers_script(bool secure) {
     const auto run_dir = fleet.dir.file("run");
     const std::string script = std::string(DROVER_SCRIPTS_DIR) + "/start-remote-workers.sh";
     const auto started = run_command(cat({"/bin/bash", script, hosts_file, "--broker", fleet.backend(), "--via",
-                                          "ip netns exec", "--remote-bin", DROVER_WORKER_EXE, "--run-dir", run_dir},
+                                          "ip netns exec", "--remote-bin", DROVER_WORKER_EXE, "--run-dir", run_dir,
+                                          "--log-dir", fleet.dir.path()},
                                          fleet.security()));
     INFO(started);
     // With --via the script names each worker after its hosts-file host.
@@ -523,6 +524,9 @@ void remote_workers_script(bool secure) {
     INFO(read_file(fleet.dir.file("out.jsonl.err")));
     REQUIRE(rc == 0);
     ledger(fleet.dir.file("out.jsonl"), ids);
+    // Each host's worker logs where --log-dir said (the test's directory, not /tmp).
+    CHECK(read_file(fleet.dir.file("drover-worker-" + c_name + ".log")).find("worker.started") != std::string::npos);
+    CHECK(read_file(fleet.dir.file("drover-worker-" + d_name + ".log")).find("supervisor.started") != std::string::npos);
 
     const auto stopped =
         run_command({"/bin/bash", script, "stop", "--via", "ip netns exec", "--run-dir", run_dir});
