@@ -69,47 +69,104 @@ void pack_strings(Packer& pk, const std::vector<std::string>& v) {
     for (const auto& s : v) pack_str(pk, s);
 }
 
+// A field at its default is left out (the decoder restores it), and so is a
+// task's reply_to or an outcome's worker equal to the batch's: most batches
+// carry one of each, and a task is then three or four fields, not nine.
 template <class T>
-void pack_task(Packer& pk, const T& t) {
-    pk.pack_map(9);
+void pack_task(Packer& pk, const T& t, std::string_view batch_reply_to) {
+    const bool own_reply_to = t.reply_to != batch_reply_to;
+    pk.pack_map(2 + !t.args.empty() + (t.attempt != 0) + (t.max_attempts != k_default_max_attempts) +
+                (t.timeout_ms != 0) + own_reply_to + t.detached + t.retry_on_error);
     pack_key(pk, "id");
     pack_str(pk, t.id);
     pack_key(pk, "name");
     pack_str(pk, t.name);
-    pack_key(pk, "args");
-    pack_bin(pk, t.args);
-    pack_key(pk, "attempt");
-    pk.pack(t.attempt);
-    pack_key(pk, "max_attempts");
-    pk.pack(t.max_attempts);
-    pack_key(pk, "timeout_ms");
-    pk.pack(t.timeout_ms);
-    pack_key(pk, "reply_to");
-    pack_str(pk, t.reply_to);
-    pack_key(pk, "detached");
-    pk.pack(t.detached);
-    pack_key(pk, "retry_on_error");
-    pk.pack(t.retry_on_error);
+    if (!t.args.empty()) {
+        pack_key(pk, "args");
+        pack_bin(pk, t.args);
+    }
+    if (t.attempt != 0) {
+        pack_key(pk, "attempt");
+        pk.pack(t.attempt);
+    }
+    if (t.max_attempts != k_default_max_attempts) {
+        pack_key(pk, "max_attempts");
+        pk.pack(t.max_attempts);
+    }
+    if (t.timeout_ms != 0) {
+        pack_key(pk, "timeout_ms");
+        pk.pack(t.timeout_ms);
+    }
+    if (own_reply_to) {
+        pack_key(pk, "reply_to");
+        pack_str(pk, t.reply_to);
+    }
+    if (t.detached) {
+        pack_key(pk, "detached");
+        pk.pack(true);
+    }
+    if (t.retry_on_error) {
+        pack_key(pk, "retry_on_error");
+        pk.pack(true);
+    }
 }
 
-void pack_outcome(Packer& pk, const Outcome& o) {
-    pk.pack_map(8);
+// The value most items of a batch share, for the batch's own field: the
+// first item's, or none if some item has none (it could not be told apart).
+template <class T, class Field>
+std::string_view batch_value(const T* items, std::size_t count, Field field) {
+    if (count == 0) return {};
+    for (std::size_t i = 0; i < count; ++i)
+        if ((items[i].*field).empty()) return {};
+    return items[0].*field;
+}
+
+// {tasks: [Task], reply_to: str}
+template <class T>
+void pack_tasks(Packer& pk, const T* tasks, std::size_t count) {
+    const std::string_view reply_to = batch_value(tasks, count, &T::reply_to);
+    pk.pack_map(reply_to.empty() ? 1 : 2);
+    pack_key(pk, "tasks");
+    pk.pack_array(static_cast<std::uint32_t>(count));
+    for (std::size_t i = 0; i < count; ++i) pack_task(pk, tasks[i], reply_to);
+    if (!reply_to.empty()) {
+        pack_key(pk, "reply_to");
+        pack_str(pk, reply_to);
+    }
+}
+
+void pack_outcome(Packer& pk, const Outcome& o, std::string_view batch_worker) {
+    const bool own_worker = o.worker != batch_worker;
+    pk.pack_map(2 + !o.task.empty() + !o.result.empty() + !o.error.empty() + (o.attempt != 0) + own_worker +
+                (o.elapsed_us != 0));
     pack_key(pk, "id");
     pack_str(pk, o.id);
-    pack_key(pk, "task");
-    pack_str(pk, o.task);
+    if (!o.task.empty()) {
+        pack_key(pk, "task");
+        pack_str(pk, o.task);
+    }
     pack_key(pk, "status");
     pack_str(pk, status_name(o.status));
-    pack_key(pk, "result");
-    pack_bin(pk, o.result);
-    pack_key(pk, "error");
-    pack_str(pk, o.error);
-    pack_key(pk, "attempt");
-    pk.pack(o.attempt);
-    pack_key(pk, "worker");
-    pack_str(pk, o.worker);
-    pack_key(pk, "elapsed_us");
-    pk.pack(o.elapsed_us);
+    if (!o.result.empty()) {
+        pack_key(pk, "result");
+        pack_bin(pk, o.result);
+    }
+    if (!o.error.empty()) {
+        pack_key(pk, "error");
+        pack_str(pk, o.error);
+    }
+    if (o.attempt != 0) {
+        pack_key(pk, "attempt");
+        pk.pack(o.attempt);
+    }
+    if (own_worker) {
+        pack_key(pk, "worker");
+        pack_str(pk, o.worker);
+    }
+    if (o.elapsed_us != 0) {
+        pack_key(pk, "elapsed_us");
+        pk.pack(o.elapsed_us);
+    }
 }
 
 // Decoding ------------------------------------------------------------
@@ -355,13 +412,14 @@ void read_fields(Cursor& c, F&& f) {
     }
 }
 
-// The body's list under `key` ({key: [item, ...]}, other keys ignored; a
-// key given twice adds both lists), each item read by `read_item`.
-template <std::size_t N, class T, class Read>
-void read_list(Cursor& c, const char (&key)[N], std::vector<T>& out, Read&& read_item) {
+// The body's list under `key` ({key: [item, ...]}; a key given twice adds
+// both lists), each item read by `read_item`; other keys go to `other`,
+// which reads its fields and returns whether it did.
+template <std::size_t N, class T, class Read, class Other>
+void read_list(Cursor& c, const char (&key)[N], std::vector<T>& out, Read&& read_item, Other&& other) {
     bool has = false;
     read_fields(c, [&](std::string_view k) {
-        if (!named(k, key)) return false;
+        if (!named(k, key)) return other(k);
         const std::size_t n = c.array();
         out.reserve(out.size() + n);
         for (std::size_t i = 0; i < n; ++i) out.push_back(read_item(c));
@@ -558,10 +616,7 @@ std::string encode(const Lost& m) {
 std::string encode(const Tasks& m) {
     StringBuffer b;
     Packer pk(b);
-    pk.pack_map(1);
-    pack_key(pk, "tasks");
-    pk.pack_array(static_cast<std::uint32_t>(m.tasks.size()));
-    for (const auto& t : m.tasks) pack_task(pk, t);
+    pack_tasks(pk, m.tasks.data(), m.tasks.size());
     return b.take();
 }
 
@@ -572,10 +627,7 @@ std::string encode(const TaskRef* tasks, std::size_t count) {
         bytes += tasks[i].id.size() + tasks[i].name.size() + tasks[i].args.size() + tasks[i].reply_to.size() + 112;
     b.reserve(bytes);
     Packer pk(b);
-    pk.pack_map(1);
-    pack_key(pk, "tasks");
-    pk.pack_array(static_cast<std::uint32_t>(count));
-    for (std::size_t i = 0; i < count; ++i) pack_task(pk, tasks[i]);
+    pack_tasks(pk, tasks, count);
     return b.take();
 }
 
@@ -622,10 +674,16 @@ std::string encode(const Outcome* outcomes, std::size_t count) {
     }
     b.reserve(bytes);
     Packer pk(b);
-    pk.pack_map(1);
+    // {results: [Outcome], worker: str}
+    const std::string_view worker = batch_value(outcomes, count, &Outcome::worker);
+    pk.pack_map(worker.empty() ? 1 : 2);
     pack_key(pk, "results");
     pk.pack_array(static_cast<std::uint32_t>(count));
-    for (std::size_t i = 0; i < count; ++i) pack_outcome(pk, outcomes[i]);
+    for (std::size_t i = 0; i < count; ++i) pack_outcome(pk, outcomes[i], worker);
+    if (!worker.empty()) {
+        pack_key(pk, "worker");
+        pack_str(pk, worker);
+    }
     return b.take();
 }
 
@@ -721,7 +779,14 @@ Decoded<Lost> decode_lost(std::string_view body) noexcept {
 Decoded<Tasks> decode_tasks(std::string_view body) noexcept {
     return decode_checked<Tasks>(body, [](Cursor& c) {
         Tasks m;
-        read_list(c, "tasks", m.tasks, read_task);
+        std::string_view reply_to;
+        read_list(c, "tasks", m.tasks, read_task, [&](std::string_view k) {
+            if (!named(k, "reply_to")) return false;
+            reply_to = c.str();
+            return true;
+        });
+        for (auto& t : m.tasks)
+            if (t.reply_to.empty()) t.reply_to = reply_to;
         return m;
     });
 }
@@ -797,7 +862,14 @@ Decoded<Rejected> decode_rejected(std::string_view body) noexcept {
 Decoded<Results> decode_results(std::string_view body) noexcept {
     return decode_checked<Results>(body, [](Cursor& c) {
         Results m;
-        read_list(c, "results", m.results, read_outcome);
+        std::string_view worker;
+        read_list(c, "results", m.results, read_outcome, [&](std::string_view k) {
+            if (!named(k, "worker")) return false;
+            worker = c.str();
+            return true;
+        });
+        for (auto& o : m.results)
+            if (o.worker.empty()) o.worker = worker;
         return m;
     });
 }

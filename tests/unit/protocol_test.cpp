@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -260,6 +261,111 @@ TEST_CASE("A large batch of tasks survives encode and decode", "[protocol][round
     REQUIRE(d->tasks.size() == 1000);
     CHECK(d->tasks.front().id == "id-0");
     CHECK(d->tasks.back().id == "id-999");
+}
+
+// The fields of one item of a batch, as msgpack-c reads the encoded body.
+using Fields = std::map<std::string, msgpack::object>;
+Fields item_fields(const msgpack::object& body, const std::string& list, std::size_t i) {
+    return body.as<Fields>().at(list).as<std::vector<msgpack::object>>().at(i).as<Fields>();
+}
+
+TEST_CASE("A batch's shared reply_to is written once, fields at their defaults not at all", "[protocol][compact]") {
+    Tasks m;
+    for (int i = 0; i < 3; ++i) {
+        Task t;
+        t.id = "t-" + std::to_string(i);
+        t.name = "echo";
+        t.args = "\x01";
+        t.reply_to = "tcp://127.0.0.1:40000";
+        m.tasks.push_back(t);
+    }
+    m.tasks[2].reply_to = "tcp://10.0.0.9:5557";  // its own
+    m.tasks[1].timeout_ms = 250;
+    const auto bytes = encode(m);
+    const auto oh = msgpack::unpack(bytes.data(), bytes.size());
+    const auto top = oh.get().as<Fields>();
+    CHECK(top.at("reply_to").as<std::string>() == "tcp://127.0.0.1:40000");
+    const auto first = item_fields(oh.get(), "tasks", 0);
+    CHECK(first.size() == 3);  // id, name, args
+    CHECK(first.count("reply_to") == 0);
+    CHECK(first.count("max_attempts") == 0);
+    CHECK(item_fields(oh.get(), "tasks", 1).size() == 4);  // and timeout_ms
+    CHECK(item_fields(oh.get(), "tasks", 2).at("reply_to").as<std::string>() == "tcp://10.0.0.9:5557");
+
+    auto d = decode_tasks(bytes);
+    REQUIRE(d.ok());
+    REQUIRE(d->tasks.size() == 3);
+    CHECK(d->tasks[0].reply_to == "tcp://127.0.0.1:40000");
+    CHECK(d->tasks[1].reply_to == "tcp://127.0.0.1:40000");
+    CHECK(d->tasks[1].timeout_ms == 250);
+    CHECK(d->tasks[2].reply_to == "tcp://10.0.0.9:5557");
+    CHECK(d->tasks[0].max_attempts == k_default_max_attempts);
+}
+
+TEST_CASE("A task with no reply_to in a batch of others keeps none", "[protocol][compact]") {
+    Tasks m;
+    Task a;
+    a.id = "a";
+    a.name = "echo";
+    a.reply_to = "tcp://127.0.0.1:40000";
+    Task b = a;
+    b.id = "b";
+    b.reply_to.clear();
+    m.tasks = {a, b};
+    auto d = decode_tasks(encode(m));
+    REQUIRE(d.ok());
+    CHECK(d->tasks[0].reply_to == "tcp://127.0.0.1:40000");
+    CHECK(d->tasks[1].reply_to.empty());
+}
+
+TEST_CASE("A batch's reply_to given before its tasks applies as well", "[protocol][compact]") {
+    Body b;
+    b.map(2).str("reply_to").str("ipc:///tmp/s").str("tasks").array(2);
+    b.map(2).str("id").str("x").str("name").str("echo");
+    b.map(3).str("id").str("y").str("name").str("echo").str("reply_to").str("ipc:///tmp/own");
+    auto d = decode_tasks(b.bytes());
+    REQUIRE(d.ok());
+    CHECK(d->tasks[0].reply_to == "ipc:///tmp/s");
+    CHECK(d->tasks[1].reply_to == "ipc:///tmp/own");
+
+    Body wrong;
+    wrong.map(2).str("tasks").array(0).str("reply_to").value(5);
+    auto e = decode_tasks(wrong.bytes());
+    REQUIRE_FALSE(e.ok());
+    CHECK(e.error() == DecodeError::bad_body);
+}
+
+TEST_CASE("A batch's shared worker is written once; outcomes with another or none keep theirs",
+          "[protocol][compact]") {
+    Results m;
+    for (int i = 0; i < 3; ++i) {
+        Outcome o;
+        o.id = "r-" + std::to_string(i);
+        o.task = "echo";
+        o.result = "\x01";
+        o.worker = "host:12";
+        m.results.push_back(o);
+    }
+    m.results[2].worker = "host:13";
+    const auto bytes = encode(m);
+    const auto oh = msgpack::unpack(bytes.data(), bytes.size());
+    const auto top = oh.get().as<Fields>();
+    CHECK(top.at("worker").as<std::string>() == "host:12");
+    CHECK(item_fields(oh.get(), "results", 0).size() == 4);  // id, task, status, result
+    auto d = decode_results(bytes);
+    REQUIRE(d.ok());
+    CHECK(d->results[0].worker == "host:12");
+    CHECK(d->results[1].worker == "host:12");
+    CHECK(d->results[2].worker == "host:13");
+    CHECK(d->results[0].attempt == 0);
+    CHECK(d->results[0].error.empty());
+
+    m.results[1].worker.clear();  // a broker-made outcome has no worker
+    auto none = decode_results(encode(m));
+    REQUIRE(none.ok());
+    CHECK(none->results[0].worker == "host:12");
+    CHECK(none->results[1].worker.empty());
+    CHECK(none->results[2].worker == "host:13");
 }
 
 TEST_CASE("Ids survive encode and decode", "[protocol][roundtrip]") {

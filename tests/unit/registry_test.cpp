@@ -151,6 +151,26 @@ TEST_CASE("Adding a task under an existing name replaces it", "[registry]") {
     CHECK(r.names() == std::vector<std::string>{"add"});
 }
 
+TEST_CASE("Arguments stay whole across tasks run one after another and one inside another", "[registry]") {
+    // Run reuses one unpacking zone per thread between tasks: what a task
+    // reads must not be overwritten by the next task, or by one it runs.
+    Registry r;
+    r.add("greet", [](const std::string& a, const std::string& b) { return a + " " + b; });
+    r.add_raw("outer", [&r](const msgpack::object& args) {
+        const auto before = args.as<std::vector<std::string>>();
+        const auto inner = unpack_as<std::string>(r.run("greet", pack_args(std::string(300, 'x'), "inner")));
+        const auto after = args.as<std::vector<std::string>>();
+        msgpack::sbuffer out;
+        msgpack::pack(out, before == after && inner == std::string(300, 'x') + " inner" ? after[0] : "clobbered");
+        return std::string(out.data(), out.size());
+    });
+    for (int i = 0; i < 3; ++i) {
+        const std::string big(20000 + i, static_cast<char>('a' + i));  // past the zone's first chunk
+        CHECK(unpack_as<std::string>(r.run("greet", pack_args(big, "there"))) == big + " there");
+        CHECK(unpack_as<std::string>(r.run("outer", pack_args("kept", std::string(9000, 'y')))) == "kept");
+    }
+}
+
 TEST_CASE("The built-in tasks are all registered", "[registry][builtin]") {
     const Registry r = builtins();
     for (const char* name : {"sum_random", "hello", "echo", "sleep_ms", "fail", "fail_times", "crash"}) {

@@ -32,7 +32,8 @@
 //                                            with retry_on_error, a timeout, an
 //                                            unreachable sink) with attempts
 //                                            left: dispatch again after back-off
-//   RESULT     0x20  {results: [Outcome]}    outcomes whose sink this worker
+//   RESULT     0x20  {results: [Outcome], worker: str}
+//                                            outcomes whose sink this worker
 //                                            cannot reach (no connection within
 //                                            the liveness window): the broker
 //                                            passes them to the task's producer
@@ -40,13 +41,15 @@
 //                                            them to its sink itself)
 //
 // Broker backend (ROUTER) -> worker (DEALER)
-//   DISPATCH   0x03  {tasks: [Task]}         only against credits granted
+//   DISPATCH   0x03  {tasks: [Task], reply_to: str}
+//                                            only against credits granted
 //   HEARTBEAT  0x04  {}
 //   BYE        0x05  {}                      broker shutting down
 //   RESET      0x06  {}                      "I do not know you": HELLO again
 //
 // Producer or sink (DEALER) -> broker frontend (ROUTER)
-//   SUBMIT     0x10  {tasks: [Task]}         attempt is ignored
+//   SUBMIT     0x10  {tasks: [Task], reply_to: str}
+//                                            attempt is ignored
 //   SETTLE     0x13  {ids: [str], timed_out: uint}
 //                                            the sink holds these outcomes
 //                                            (timed_out of them are timeouts)
@@ -62,13 +65,14 @@
 //   HEARTBEAT  0x04  {instance: str}         instance changes when the broker
 //                                            restarts: resend unfinished tasks
 //   BYE        0x05  {}                      broker shutting down
-//   RESULT     0x20  {results: [Outcome]}    a worker's results for this
+//   RESULT     0x20  {results: [Outcome], worker: str}
+//                                            a worker's results for this
 //                                            producer's sink, which the worker
 //                                            could not reach: the producer
 //                                            takes them as its sink would
 //
 // Worker or broker (PUSH) -> sink (PULL), the task's reply_to endpoint
-//   RESULT     0x20  {results: [Outcome]}
+//   RESULT     0x20  {results: [Outcome], worker: str}
 //
 // Task    = {id: str, name: str, args: bin, attempt: uint, max_attempts: uint,
 //            timeout_ms: uint, reply_to: str, detached: bool,
@@ -83,6 +87,13 @@
 //            attempt: uint, worker: str, elapsed_us: uint}
 //   status is one of "ok", "error", "timeout", "lost", "cancelled",
 //   "rejected"; result is set for "ok", error for the others.
+//
+// Only id and name (Task) and id and status (Outcome) are required. A field
+// left out takes its default: "" for strings and bin, 0, false, and 3 for
+// max_attempts; encoders leave out fields at their defaults. A batch's
+// reply_to (SUBMIT, DISPATCH) or worker (RESULT) is that of every task or
+// outcome in it that does not name its own: per task, these 20-odd bytes and
+// their key were most of a small task's size on the wire.
 //
 // Decoding is bounded: a container may not claim more elements than the
 // frame has bytes, nesting is limited to k_max_depth, and bytes left after
@@ -102,6 +113,7 @@ namespace drover::proto {
 inline constexpr std::string_view k_protocol = "DRV1";
 inline constexpr std::size_t k_header_size = 5;
 inline constexpr std::size_t k_max_depth = 8;
+inline constexpr std::uint32_t k_default_max_attempts = 3;  // a Task field left out
 
 enum class Command : std::uint8_t {
     hello = 0x01,
@@ -152,7 +164,7 @@ struct Task {
     std::string name;
     std::string args;  // msgpack bytes, opaque to the broker
     std::uint32_t attempt = 0;
-    std::uint32_t max_attempts = 3;
+    std::uint32_t max_attempts = k_default_max_attempts;
     std::uint32_t timeout_ms = 0;  // 0: no timeout
     std::string reply_to;
     bool detached = false;  // outcome goes to a standalone sink: keep it if the producer goes
