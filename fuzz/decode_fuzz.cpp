@@ -35,10 +35,13 @@ std::string encoded(const T& m) {
 }
 std::string encoded(const std::string& instance) { return encode_heartbeat(instance); }
 std::string encoded(bool) { return encode_empty(); }
+std::string encoded(const std::optional<std::uint32_t>& held) {
+    return held ? encode_worker_heartbeat(*held) : encode_empty();
+}
 
 // Decodes `body`; if it is accepted, checks what that promises and that the
-// value survives encode and decode (encode writes every field, so equal
-// encodings mean equal values).
+// value survives encode and decode (an encoding is a function of the value,
+// fields at their defaults left out, so equal encodings mean equal values).
 template <class T>
 void check_decoder(std::string_view body, Decoded<T> (*decode)(std::string_view) noexcept) {
     auto first = decode(body);
@@ -103,6 +106,7 @@ void check_every_decoder(std::string_view body) {
     check_same_form_errors(body, decode_rejected);
     check_same_form_errors(body, decode_results);
     check_same_form_errors(body, decode_heartbeat);
+    check_same_form_errors(body, decode_worker_heartbeat);
     check_same_form_errors(body, decode_empty);
     check_decoder(body, decode_hello);
     check_decoder(body, decode_ready);
@@ -114,6 +118,7 @@ void check_every_decoder(std::string_view body) {
     check_decoder(body, decode_rejected);
     check_decoder(body, decode_results);
     check_decoder(body, decode_heartbeat);
+    check_decoder(body, decode_worker_heartbeat);
     check_decoder(body, decode_empty);
     if (is_valid_msgpack(body, k_max_depth))
         check(is_valid_msgpack(body), "a deeper limit accepts what a shallower one does");
@@ -139,8 +144,8 @@ void check_message(const std::vector<std::string_view>& frames) {
         case Command::settle: return check_decoder(body, decode_settle);
         case Command::rejected: return check_decoder(body, decode_rejected);
         case Command::result: return check_decoder(body, decode_results);
-        case Command::heartbeat:  // the broker takes any map, a producer reads the instance
-            check_decoder(body, decode_empty);
+        case Command::heartbeat:  // the broker reads a worker's held count, a producer the instance
+            check_decoder(body, decode_worker_heartbeat);
             return check_decoder(body, decode_heartbeat);
         case Command::bye:  // a worker's may name ids; the others take any map
             check_decoder(body, decode_empty);

@@ -225,8 +225,22 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
             return;
         }
         case Command::heartbeat: {
-            if (!proto::decode_empty(body)) return drop(peer, "backend", proto::DecodeError::bad_body);
-            if (!scheduler_.seen(peer, now)) (void)send_to(backend_, peer, Command::reset);
+            auto m = proto::decode_worker_heartbeat(body);
+            if (!m) return drop(peer, "backend", m.error());
+            if (!*m) {  // a worker that does not say what it holds
+                if (!scheduler_.seen(peer, now)) (void)send_to(backend_, peer, Command::reset);
+                return;
+            }
+            const auto recovered = scheduler_.totals().recovered;
+            auto finals = scheduler_.worker_holds(peer, **m, now);
+            if (!finals) return (void)send_to(backend_, peer, Command::reset);
+            if (const auto n = scheduler_.totals().recovered - recovered; n > 0) {
+                log_->warn("worker.unsettled id={} n={} (the worker holds none of these tasks and no sink has "
+                           "settled them: their outcomes were lost on the way; they run again)",
+                           scheduler_.describe_worker(peer), n);
+                next_retry_ = now;
+            }
+            report(std::move(*finals));
             return;
         }
         case Command::bye: {

@@ -517,6 +517,31 @@ std::optional<std::vector<FinalOutcome>> Scheduler::retry(const std::string& ide
     return finals;
 }
 
+std::optional<std::vector<FinalOutcome>> Scheduler::worker_holds(const std::string& identity, std::uint32_t held,
+                                                                 Clock::time_point now) {
+    auto wit = workers_.find(identity);
+    if (wit == workers_.end()) return std::nullopt;
+    WorkerState& w = worker_slots_[wit->second];
+    w.last_seen = now;
+    if (held != 0 || w.held_count == 0) {  // busy, or nothing unsettled: no suspicion
+        w.idle_upto = 0;
+        return std::vector<FinalOutcome>{};
+    }
+    if (w.idle_upto == 0) {  // what was dispatched so far is done or lost
+        w.idle_since = now;
+        w.idle_upto = dispatch_seq_;
+        return std::vector<FinalOutcome>{};
+    }
+    if (now - w.idle_since < limits_.heartbeat * limits_.liveness * limits_.unsettled_windows)
+        return std::vector<FinalOutcome>{};
+    std::vector<std::string> ids;
+    for (const auto& h : w.held)
+        if (h.seq <= w.idle_upto && holds(wit->second, h)) ids.push_back(slots_[h.slot].id);
+    w.idle_upto = 0;
+    totals_.recovered += ids.size();
+    return retry(identity, ids, now);
+}
+
 Clock::time_point Scheduler::release_retries(Clock::time_point now) {
     while (!retries_.empty() && retries_.top().first <= now) {
         const auto ref = retries_.top().second;
@@ -667,7 +692,8 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
               {"reports_resent", totals_.reports_resent},
               {"reports_abandoned", totals_.reports_abandoned},
               {"results_forwarded", totals_.results_forwarded},
-              {"dispatch_batches", totals_.dispatch_batches}}}};
+              {"dispatch_batches", totals_.dispatch_batches},
+              {"recovered", totals_.recovered}}}};
 }
 
 }  // namespace drover

@@ -703,6 +703,28 @@ std::string encode_heartbeat(std::string_view instance) {
     return b.take();
 }
 
+std::string encode_worker_heartbeat(std::uint32_t held) {
+    StringBuffer b;
+    Packer pk(b);
+    pk.pack_map(1);
+    pack_key(pk, "held");
+    pk.pack(held);
+    return b.take();
+}
+
+Decoded<std::optional<std::uint32_t>> decode_worker_heartbeat(std::string_view body) noexcept {
+    if (body.empty()) return std::optional<std::uint32_t>();
+    return decode_checked<std::optional<std::uint32_t>>(body, [](Cursor& c) {
+        std::optional<std::uint32_t> held;
+        read_fields(c, [&](std::string_view k) {
+            if (!named(k, "held")) return false;
+            held = c.uint<std::uint32_t>();
+            return true;
+        });
+        return held;
+    });
+}
+
 Decoded<std::string> decode_heartbeat(std::string_view body) noexcept {
     if (body.empty()) return std::string();
     return decode_checked<std::string>(body, [](Cursor& c) {

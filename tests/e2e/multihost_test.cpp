@@ -8,12 +8,14 @@
 #include <catch2/catch.hpp>
 
 #include <map>
+#include <mutex>
 #include <random>
 #include <set>
 #include <thread>
 
 #include <unistd.h>
 
+#include "drover/client.hpp"
 #include "netns.hpp"
 #include "process.hpp"
 #include "relay.hpp"
@@ -551,4 +553,78 @@ TEST_CASE("start-remote-workers.sh starts workers on the namespaced hosts and st
 TEST_CASE("secure: start-remote-workers.sh --security starts workers on the namespaced hosts and stop stops them all",
           "[multihost][script][security]") {
     remote_workers_script(true);
+}
+
+// Not a namespaced test: broker, worker and producer on loopback, with the
+// relay between the worker and the producer's sink. A connection reset drops
+// what the relay holds: outcomes the worker has sent and forgotten. The
+// worker then holds none of those tasks while the broker holds them
+// unsettled; after the grace (4 liveness windows) the broker runs them again,
+// and every task ends exactly once at the sink.
+TEST_CASE("Outcomes lost in a reset sink connection: the tasks run again and each ends once",
+          "[multihost][relay][unsettled]") {
+    TempDir dir;
+    BrokerProcess broker(dir, {"--heartbeat-ms", "200"});  // a grace of 4 x 3 x 200 ms = 2.4 s
+    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--heartbeat-ms", "100"}, dir.file("worker.log"));
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    const int sink_port = free_tcp_port();
+    const int relay_port = free_tcp_port();
+    Relay relay("", "127.0.0.1", relay_port, "127.0.0.1", sink_port);
+
+    zmq::context_t ctx;
+    drover::ClientOptions o;
+    o.broker = broker.frontend;
+    o.sink = "tcp://127.0.0.1:" + std::to_string(sink_port);
+    o.sink_advertise = "tcp://127.0.0.1:" + std::to_string(relay_port);
+    o.heartbeat = 100ms;
+    drover::Client client(ctx, o);
+    std::mutex mu;
+    std::map<std::string, int> ends;  // id -> outcomes delivered
+    std::map<std::string, drover::Result> results;
+    const auto submit = [&](std::int64_t i) {
+        client.submit_packed("echo", drover::pack_args(i), [&](drover::Result&& r) {
+            std::lock_guard lock(mu);
+            ++ends[r.id];
+            results[r.id] = std::move(r);
+        });
+    };
+    // Through the relay twice: the worker's first socket to a sink sends only
+    // once connected, then gives way to one that queues (SinkSockets), whose
+    // connection the second result proves up.
+    submit(-1);
+    client.wait_all();
+    submit(-2);
+    client.wait_all();
+    REQUIRE(ends.size() == 2);
+
+    relay.stall(800ms);  // holds what the worker sends, then lets traffic through again (within the grace)
+    const auto before = relay.received(Relay::Dir::up);
+    constexpr int n = 20;
+    for (int i = 0; i < n; ++i) submit(i);
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (relay.received(Relay::Dir::up) == before && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(10ms);
+    REQUIRE(relay.received(Relay::Dir::up) > before);  // the outcomes left the worker
+    std::this_thread::sleep_for(300ms);                 // and the rest (20 echo tasks take a few ms)
+    relay.reset_all();  // drops the held outcomes; the worker's socket connects again
+
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    while (client.unfinished() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+    const bool finished = client.unfinished() == 0;
+    const auto status = wait_status(
+        broker.frontend, [](const json& s) { return s["totals"]["recovered"].get<int>() > 0; }, 5s);
+    INFO(read_file(dir.file("worker.log.err")));
+    REQUIRE(finished);
+    std::lock_guard lock(mu);
+    CHECK(ends.size() == n + 2);
+    for (const auto& [id, count] : ends) CHECK(count == 1);
+    for (const auto& [id, r] : results) {
+        CAPTURE(id);
+        CHECK(r.ok());
+    }
+    REQUIRE(status);
+    INFO((*status)["totals"].dump());
+    INFO(read_file(dir.file("broker.log.err")));
+    CHECK((*status)["totals"]["recovered"].get<int>() >= 1);
+    CHECK(read_file(dir.file("broker.log.err")).find("worker.unsettled") != std::string::npos);
 }

@@ -280,6 +280,7 @@ void Relay::run() {
                         c.last_due[side] = due;
                         c.q[side].push_back({due, std::string(buf, static_cast<std::size_t>(got)), 0});
                         c.queued[side] += static_cast<std::size_t>(got);
+                        received_[side] += static_cast<std::uint64_t>(got);
                     } else if (got == 0) {
                         c.eof[side] = true;
                     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {

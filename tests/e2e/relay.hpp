@@ -39,6 +39,8 @@ public:
 
     [[nodiscard]] std::uint64_t connections() const { return accepted_.load(); }
     [[nodiscard]] std::uint64_t bytes(Dir dir) const { return bytes_[dir == Dir::down ? 1 : 0].load(); }
+    // Bytes read from the sending side (forwarded or still held by a delay or a stall).
+    [[nodiscard]] std::uint64_t received(Dir dir) const { return received_[dir == Dir::down ? 1 : 0].load(); }
 
     // Per-direction buffering bound: reading from a side stops past this.
     static constexpr std::size_t k_max_buffered = 4u << 20;
@@ -57,6 +59,7 @@ private:
     std::atomic<bool> stop_{false};
     std::atomic<std::uint64_t> accepted_{0};
     std::atomic<std::uint64_t> bytes_[2] = {{0}, {0}};
+    std::atomic<std::uint64_t> received_[2] = {{0}, {0}};
     int wake_[2] = {-1, -1};  // self-pipe: wakes the poll loop on changes
     int ready_ = 0;           // 1 listening, -1 failed (under mu_)
     std::string error_;

@@ -442,6 +442,24 @@ TEST_CASE("A heartbeat body carries the broker instance", "[protocol][roundtrip]
     CHECK(from_empty_map->empty());
 }
 
+TEST_CASE("A worker's heartbeat body carries the tasks it holds, or nothing", "[protocol][roundtrip]") {
+    for (const std::uint32_t held : {0u, 7u, 0xffffffffu}) {
+        auto d = decode_worker_heartbeat(encode_worker_heartbeat(held));
+        REQUIRE(d.ok());
+        REQUIRE(d->has_value());
+        CHECK(**d == held);
+    }
+    auto none = decode_worker_heartbeat("");
+    REQUIRE(none.ok());
+    CHECK_FALSE(none->has_value());
+    auto from_empty_map = decode_worker_heartbeat(encode_empty());
+    REQUIRE(from_empty_map.ok());
+    CHECK_FALSE(from_empty_map->has_value());
+    auto negative = decode_worker_heartbeat(Body().map(1).str("held").value(-1).bytes());
+    REQUIRE_FALSE(negative.ok());
+    CHECK(negative.error() == DecodeError::bad_body);
+}
+
 TEST_CASE("Unknown fields are ignored on decode", "[protocol][roundtrip]") {
     const auto body = Body().map(3).str("future").array(2).value(1).value(2).str("credits").value(7u).str("x").nil().bytes();
     auto d = decode_ready(body);

@@ -903,3 +903,67 @@ TEST_CASE("BYE with ids: those tasks wait for SETTLE, the others go back unblame
     REQUIRE(s.cancel({"t3"}).size() == 1);
     CHECK(s.producer_gone("Q").empty());
 }
+
+TEST_CASE("Tasks whose worker holds none of them and no sink settles run again after the grace",
+          "[scheduler][unsettled]") {
+    Scheduler s;  // heartbeat 1 s x liveness 3 x 4 windows: 12 s of grace
+    add_worker(s, "A", 3);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2"), make_task("t3")}), t0).accepted.size() == 3);
+    REQUIRE(total_tasks(s.dispatch()) == 3);
+    s.settle({"t1"});  // its outcome arrived
+
+    CHECK_FALSE(s.worker_holds("ghost", 0, t0).has_value());  // unknown worker: RESET
+    REQUIRE(s.worker_holds("A", 2, t0)->empty());              // still running them
+    REQUIRE(s.worker_holds("A", 0, t0 + 1s)->empty());         // done: their outcomes should settle soon
+    // A task dispatched after the worker said so is not suspect.
+    REQUIRE(s.submit("P", tasks_of({make_task("t4")}), t0 + 2s).accepted.size() == 1);
+    REQUIRE(s.ready("A", 1, t0 + 2s));
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    REQUIRE(s.worker_holds("A", 0, t0 + 12s)->empty());  // 11 s: within the grace
+    CHECK(s.held_by("A") == 3);
+    CHECK(s.totals().recovered == 0);
+
+    auto finals = s.worker_holds("A", 0, t0 + 13s);
+    REQUIRE(finals.has_value());
+    CHECK(finals->empty());  // attempts left: they run again
+    CHECK(s.totals().recovered == 2);
+    CHECK(s.held_by("A") == 1);  // t4
+    CHECK(s.status(t0 + 13s)["retrying"] == 2);
+    s.release_retries(t0 + 20s);
+    add_worker(s, "B", 5);
+    auto again = s.dispatch();
+    REQUIRE(total_tasks(again) == 2);
+    CHECK(again[0].worker == "B");
+    CHECK(again[0].tasks[0].attempt == 2);
+    CHECK(s.status(t0 + 20s)["totals"]["recovered"] == 2);
+}
+
+TEST_CASE("A worker that holds tasks again between its reports restarts the grace", "[scheduler][unsettled]") {
+    Scheduler s;
+    add_worker(s, "A", 1);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted.size() == 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    REQUIRE(s.worker_holds("A", 0, t0 + 1s)->empty());
+    REQUIRE(s.worker_holds("A", 1, t0 + 5s)->empty());   // busy again: cannot tell
+    REQUIRE(s.worker_holds("A", 0, t0 + 14s)->empty());  // a new grace starts here
+    CHECK(s.totals().recovered == 0);
+    REQUIRE(s.worker_holds("A", 0, t0 + 25s)->empty());
+    CHECK(s.totals().recovered == 0);
+    REQUIRE(s.worker_holds("A", 0, t0 + 26s)->empty());
+    CHECK(s.totals().recovered == 1);
+    CHECK(s.held_by("A") == 0);
+}
+
+TEST_CASE("An unsettled task with no attempt left ends as lost", "[scheduler][unsettled]") {
+    Scheduler s;
+    add_worker(s, "A", 1);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random", 1)}), t0).accepted.size() == 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    REQUIRE(s.worker_holds("A", 0, t0)->empty());
+    auto finals = s.worker_holds("A", 0, t0 + 12s);
+    REQUIRE(finals.has_value());
+    REQUIRE(finals->size() == 1);
+    CHECK((*finals)[0].outcome.id == "t1");
+    CHECK((*finals)[0].outcome.status == proto::Status::lost);
+    CHECK(s.task_count() == 1);  // the lost outcome waits for its sink to settle it
+}

@@ -282,7 +282,7 @@ Worker::Stopped Worker::run(const StopSource& stop) {
         }
         const auto now = Clock::now();
         if (now >= next_heartbeat) {
-            (void)send_message(*broker_, proto::Command::heartbeat);
+            (void)send_message(*broker_, proto::Command::heartbeat, proto::encode_worker_heartbeat(outstanding_));
             next_heartbeat = now + options_.heartbeat;
             // Idle for a whole heartbeat after work: give the heap back
             // (tune_allocator keeps it otherwise). Not at every idle tick: one

@@ -33,6 +33,7 @@ struct SchedulerLimits {
     Millis retry_base{100};     // back-off before the first retry; doubles each attempt
     Millis retry_max{10000};    // back-off cap
     int report_tries = 8;       // sends of a broker-made outcome before giving up on its sink
+    int unsettled_windows = 4;  // liveness windows a task may stay unsettled once its worker holds none
 };
 
 // An outcome the broker itself must report to a sink (lost, cancelled).
@@ -102,6 +103,15 @@ public:
     [[nodiscard]] std::optional<std::vector<FinalOutcome>> retry(const std::string& identity,
                                                                  const std::vector<std::string>& ids,
                                                                  Clock::time_point now);
+    // A worker's HEARTBEAT said it holds `held` tasks (received, outcome not
+    // yet sent). While it keeps saying none, the tasks dispatched to it
+    // before it first said so that stay unsettled for unsettled_windows
+    // liveness windows had their outcome lost on the way to their sink (a
+    // connection reset drops what it carried) or never reached the worker:
+    // they run again, as after RETRY (lost if no attempt is left). Returns
+    // nullopt for an unknown identity, else the outcomes of tasks that ended.
+    [[nodiscard]] std::optional<std::vector<FinalOutcome>> worker_holds(const std::string& identity,
+                                                                        std::uint32_t held, Clock::time_point now);
     // Queues the retries whose back-off is over; returns when the next one is due.
     Clock::time_point release_retries(Clock::time_point now);
 
@@ -150,7 +160,8 @@ public:
         std::uint64_t accepted = 0, rejected = 0, dispatched = 0, settled = 0, redispatched = 0, retried = 0,
                       lost = 0, cancelled = 0, timed_out = 0, workers_expired = 0, reports_resent = 0,
                       reports_abandoned = 0, results_forwarded = 0,
-                      dispatch_batches = 0;  // DISPATCH messages: dispatched / this is the mean batch
+                      dispatch_batches = 0,  // DISPATCH messages: dispatched / this is the mean batch
+                      recovered = 0;  // unsettled tasks run again because their worker held none (worker_holds)
     };
     [[nodiscard]] const Totals& totals() const { return totals_; }
     Totals& totals() { return totals_; }
@@ -202,6 +213,11 @@ private:
         std::uint64_t done = 0;
         std::uint64_t served_seq = 0;
         Clock::time_point last_seen{};
+        // Since when the worker says it holds nothing while the broker has
+        // tasks dispatched to it up to idle_upto (a dispatch_seq) unsettled;
+        // idle_upto 0: it does not.
+        Clock::time_point idle_since{};
+        std::uint64_t idle_upto = 0;
     };
     // Strings with reference counts (reply_to and producer endpoints).
     class Interned {

@@ -22,7 +22,10 @@
 //                                            restarts = times a supervisor
 //                                            restarted this child's slot
 //   READY      0x02  {credits: uint}         grants that many more tasks
-//   HEARTBEAT  0x04  {}                      liveness, every heartbeat period
+//   HEARTBEAT  0x04  {held: uint}            liveness, every heartbeat period;
+//                                            held (optional) = tasks received
+//                                            whose outcome is not yet sent on
+//                                            (0: all handed to their sinks)
 //   BYE        0x05  {ids: [str]}            leaving; held tasks go back, except
 //                                            `ids` (optional): their final
 //                                            outcome is already at their sink
@@ -270,6 +273,7 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
 [[nodiscard]] std::string encode(const Outcome* outcomes, std::size_t count);  // a Results body
 [[nodiscard]] std::string encode_empty();
 [[nodiscard]] std::string encode_heartbeat(std::string_view instance);
+[[nodiscard]] std::string encode_worker_heartbeat(std::uint32_t held);
 
 [[nodiscard]] Decoded<Hello> decode_hello(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Ready> decode_ready(std::string_view body) noexcept;
@@ -285,6 +289,9 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
 [[nodiscard]] Decoded<bool> decode_empty(std::string_view body) noexcept;
 // The broker instance named in a HEARTBEAT body; empty if none.
 [[nodiscard]] Decoded<std::string> decode_heartbeat(std::string_view body) noexcept;
+// A worker's HEARTBEAT: its held count, or nullopt if it did not say (an
+// empty body or map).
+[[nodiscard]] Decoded<std::optional<std::uint32_t>> decode_worker_heartbeat(std::string_view body) noexcept;
 
 // Checks that `bytes` is exactly one msgpack value within the limits
 // (used on task arguments and results at the edges).
