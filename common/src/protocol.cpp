@@ -422,7 +422,7 @@ void read_list(Cursor& c, const char (&key)[N], std::vector<T>& out, Read&& read
         if (!named(k, key)) return other(k);
         const std::size_t n = c.array();
         out.reserve(out.size() + n);
-        for (std::size_t i = 0; i < n; ++i) out.push_back(read_item(c));
+        for (std::size_t i = 0; i < n; ++i) read_item(c, out.emplace_back());  // in place: no move of its strings
         has = true;
         return true;
     });
@@ -437,8 +437,7 @@ std::vector<std::string> read_strings(Cursor& c) {
     return out;
 }
 
-Task read_task(Cursor& c) {
-    Task t;
+void read_task(Cursor& c, Task& t) {
     bool has_id = false, has_name = false;
     read_fields(c, [&](std::string_view k) {
         if (named(k, "id")) {
@@ -467,11 +466,9 @@ Task read_task(Cursor& c) {
         return true;
     });
     if (!has_id || !has_name || t.id.empty()) invalid();
-    return t;
 }
 
-Outcome read_outcome(Cursor& c) {
-    Outcome r;
+void read_outcome(Cursor& c, Outcome& r) {
     bool has_id = false, has_status = false;
     read_fields(c, [&](std::string_view k) {
         if (named(k, "id")) {
@@ -500,7 +497,6 @@ Outcome read_outcome(Cursor& c) {
         return true;
     });
     if (!has_id || !has_status) invalid();
-    return r;
 }
 
 }  // namespace

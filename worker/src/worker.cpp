@@ -14,6 +14,7 @@ namespace drover {
 namespace {
 
 constexpr std::size_t k_result_batch = 1024;
+constexpr std::size_t k_take_max = 1024;  // tasks an executor takes from the queue at once
 constexpr auto k_batch_only_below = std::chrono::microseconds(1000);  // slower tasks report at once
 constexpr Millis k_max_backoff{5000};
 // Automatic prefetch: enough credits for about this much queued work per
@@ -426,9 +427,15 @@ void Worker::executor_loop(unsigned index) {
         done.send(zmq::buffer(&n, sizeof n), zmq::send_flags::none);
     };
 
+    // Tasks taken from queue_ in one lock: all of them with one executor, a
+    // share with several (the others take theirs). A task's timeout starts
+    // when it starts, not when it is taken.
+    std::deque<proto::Task> mine;
+    // The outcomes of the last sink used, most tasks of a run going to one.
+    const std::string* last_sink = nullptr;
+    std::vector<proto::Outcome>* last_outcomes = nullptr;
     while (true) {
-        proto::Task task;
-        {
+        if (mine.empty()) {
             std::unique_lock lock(mutex_);
             if (queue_.empty() && pending_count > 0) {
                 // Another executor took the last task: report ours before sleeping.
@@ -438,19 +445,26 @@ void Worker::executor_loop(unsigned index) {
             }
             wake_.wait(lock, [&] { return !queue_.empty() || closing_ || abort_; });
             if (abort_ || queue_.empty()) break;  // closing and drained
-            task = std::move(queue_.front());
-            queue_.pop_front();
-            if (task.timeout_ms > 0)
-                running_[task.id] = Running{Clock::now() + Millis(task.timeout_ms), task, false};
+            const std::size_t share =
+                std::min(k_take_max, std::max<std::size_t>(1, queue_.size() / options_.concurrency));
+            for (std::size_t i = 0; i < share; ++i) {
+                mine.push_back(std::move(queue_.front()));
+                queue_.pop_front();
+            }
         }
+        if (abort_) break;
+        proto::Task task = std::move(mine.front());
+        mine.pop_front();
         if (task.timeout_ms > 0) {
+            {
+                std::lock_guard lock(mutex_);
+                running_[task.id] = Running{Clock::now() + Millis(task.timeout_ms), task, false};
+            }
             // Wake the I/O thread so that it waits for this deadline.
             std::uint32_t zero = 0;
             done.send(zmq::buffer(&zero, sizeof zero), zmq::send_flags::none);
         }
         proto::Outcome out;
-        out.id = task.id;
-        out.task = task.name;
         out.attempt = task.attempt;
         out.worker = worker_name;
         const auto start = Clock::now();
@@ -465,6 +479,8 @@ void Worker::executor_loop(unsigned index) {
             out.error = "unknown exception";
         }
         const auto elapsed = Clock::now() - start;
+        out.id = std::move(task.id);
+        out.task = std::move(task.name);
         busy_ns_.fetch_add(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()),
                            std::memory_order_relaxed);
         ran_.fetch_add(1, std::memory_order_relaxed);
@@ -477,15 +493,12 @@ void Worker::executor_loop(unsigned index) {
         out.elapsed_us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
         log_->debug("task.done id={} task={} status={} us={}", out.id, out.task, proto::status_name(out.status),
                     out.elapsed_us);
-        bool idle, timed_out = false;
-        {
+        bool timed_out = false;
+        if (task.timeout_ms > 0) {
             std::lock_guard lock(mutex_);
-            if (task.timeout_ms > 0) {
-                auto r = running_.find(task.id);
-                timed_out = r != running_.end() && r->second.timed_out;
-                if (r != running_.end()) running_.erase(r);
-            }
-            idle = queue_.empty();
+            auto r = running_.find(out.id);
+            timed_out = r != running_.end() && r->second.timed_out;
+            if (r != running_.end()) running_.erase(r);
         }
         if (timed_out) {
             // `timeout` was reported, or a RETRY sent: this late result goes nowhere.
@@ -497,10 +510,20 @@ void Worker::executor_loop(unsigned index) {
         } else {
             pending_bytes += out.result.size() + out.error.size() + out.id.size() + k_entry_overhead;
             if (task.detached && standalone.size() < 4096) standalone.insert(task.reply_to);
-            pending[task.reply_to].push_back(std::move(out));
+            if (!last_sink || *last_sink != task.reply_to) {
+                const auto it = pending.try_emplace(std::move(task.reply_to)).first;
+                last_sink = &it->first;
+                last_outcomes = &it->second;
+            }
+            last_outcomes->push_back(std::move(out));
         }
         ++pending_count;
         // A batch leaves when it is full or when there is nothing else to do.
+        bool idle = false;
+        if (mine.empty()) {
+            std::lock_guard lock(mutex_);
+            idle = queue_.empty();
+        }
         if (idle || pending_count >= k_result_batch || pending_bytes >= batch_bytes || elapsed >= k_batch_only_below)
             flush();
     }
