@@ -156,10 +156,11 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
     const auto now = Clock::now();
     switch (c) {
         case Command::submit: {
-            auto m = proto::decode_tasks(body);
+            std::string_view reply_to;  // the batch's, in `body`
+            auto m = proto::decode_tasks(body, reply_to);
             if (!m) return drop(peer, "frontend", m.error());
             producers_[peer] = now;
-            auto result = scheduler_.submit(peer, std::move(m->tasks), now);
+            auto result = scheduler_.submit(peer, std::move(m->tasks), now, reply_to);
             report(std::move(result.finals));
             auto& acc = accepted_[peer];
             acc.insert(acc.end(), std::make_move_iterator(result.accepted.begin()),

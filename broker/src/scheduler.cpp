@@ -63,7 +63,7 @@ Scheduler::Entry* Scheduler::find(std::string_view id) {
     return slot == index_.npos ? nullptr : &slots_[slot];
 }
 
-Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, SubmitContext& ctx) {
+Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, std::string_view reply_to, SubmitContext& ctx) {
     const std::uint32_t slot = take_slot(slots_, free_slots_);
     Entry& e = slots_[slot];
     e.slot = slot;
@@ -74,10 +74,10 @@ Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, SubmitContext& ctx) {
         ctx.name = &names_[ctx.name_id];
     }
     e.name = ctx.name_id;
-    if (ctx.reply_to && *ctx.reply_to == t.reply_to) {
+    if (ctx.reply_to && *ctx.reply_to == reply_to) {
         strings_.acquire_again(ctx.reply_to_id);
     } else {
-        ctx.reply_to_id = strings_.acquire(t.reply_to);
+        ctx.reply_to_id = strings_.acquire(reply_to);
         ctx.reply_to = &strings_[ctx.reply_to_id];
     }
     e.reply_to = ctx.reply_to_id;
@@ -188,10 +188,11 @@ void Scheduler::enqueue_front(Entry& e) {
 // Submitting ------------------------------------------------------------------
 
 Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<proto::Task>&& tasks,
-                                       Clock::time_point) {
+                                       Clock::time_point, std::string_view batch_reply_to) {
     Submitted out;
     out.accepted.reserve(tasks.size());
-    SubmitContext ctx{strings_.acquire(producer)};  // held for the batch, released at the end
+    SubmitContext ctx;
+    ctx.producer = strings_.acquire(producer);  // held for the batch, released at the end
     for (auto& t : tasks) {
         if (Entry* known = find(t.id)) {  // a resend: already ours
             // It may come over a new connection.
@@ -203,14 +204,19 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
             if (known->reported) out.finals.push_back(*known->reported);  // it was missed
             continue;
         }
-        if (t.name.empty() || t.reply_to.empty()) {
+        const std::string_view reply_to = t.reply_to.empty() ? batch_reply_to : std::string_view(t.reply_to);
+        if (t.name.empty() || reply_to.empty()) {
             out.rejected["invalid: a task needs a name and a reply_to"].push_back(std::move(t.id));
             ++totals_.rejected;
             continue;
         }
-        const auto known_name = name_ids_.find(t.name);
-        if (!workers_.empty() && (known_name == name_ids_.end() || !known_names_[known_name->second])) {
-            Entry& e = new_entry(std::move(t), ctx);
+        if (ctx.checked_name.empty() || ctx.checked_name != t.name) {  // looked up once per run of one name
+            const auto known_name = name_ids_.find(t.name);
+            ctx.name_known = known_name != name_ids_.end() && known_names_[known_name->second];
+            ctx.checked_name = t.name;
+        }
+        if (!workers_.empty() && !ctx.name_known) {
+            Entry& e = new_entry(std::move(t), reply_to, ctx);
             out.finals.push_back(end_task(e, proto::Status::error, "unknown task '" + names_[e.name] + "': no worker runs it"));
             out.accepted.push_back(e.id);
             ++totals_.accepted;
@@ -221,7 +227,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
             ++totals_.rejected;
             continue;
         }
-        Entry& e = new_entry(std::move(t), ctx);
+        Entry& e = new_entry(std::move(t), reply_to, ctx);
         mark_queued(e);
         queues_[e.name].push_back(Ref{e.slot, e.gen});
         ++totals_.accepted;

@@ -794,8 +794,10 @@ Decoded<Lost> decode_lost(std::string_view body) noexcept {
     });
 }
 
-Decoded<Tasks> decode_tasks(std::string_view body) noexcept {
-    return decode_checked<Tasks>(body, [](Cursor& c) {
+namespace {
+
+Decoded<Tasks> decode_tasks_in(std::string_view body, std::string_view* batch_reply_to) noexcept {
+    return decode_checked<Tasks>(body, [batch_reply_to](Cursor& c) {
         Tasks m;
         std::string_view reply_to;
         read_list(c, "tasks", m.tasks, read_task, [&](std::string_view k) {
@@ -803,10 +805,22 @@ Decoded<Tasks> decode_tasks(std::string_view body) noexcept {
             reply_to = c.str();
             return true;
         });
+        if (batch_reply_to) {
+            *batch_reply_to = reply_to;
+            return m;
+        }
         for (auto& t : m.tasks)
             if (t.reply_to.empty()) t.reply_to = reply_to;
         return m;
     });
+}
+
+}  // namespace
+
+Decoded<Tasks> decode_tasks(std::string_view body) noexcept { return decode_tasks_in(body, nullptr); }
+
+Decoded<Tasks> decode_tasks(std::string_view body, std::string_view& batch_reply_to) noexcept {
+    return decode_tasks_in(body, &batch_reply_to);
 }
 
 Decoded<Ids> decode_ids(std::string_view body) noexcept {

@@ -302,6 +302,30 @@ TEST_CASE("A batch's shared reply_to is written once, fields at their defaults n
     CHECK(d->tasks[0].max_attempts == k_default_max_attempts);
 }
 
+TEST_CASE("decode_tasks can leave the batch's reply_to out of its tasks and point at it", "[protocol][compact]") {
+    Tasks m;
+    Task a;
+    a.id = "a";
+    a.name = "echo";
+    a.reply_to = "tcp://127.0.0.1:40000";
+    Task b = a;
+    b.id = "b";
+    b.reply_to = "tcp://10.0.0.9:5557";
+    Task c = a;
+    c.id = "c";
+    m.tasks = {a, b, c};
+    const auto bytes = encode(m);
+    std::string_view batch;
+    auto d = decode_tasks(bytes, batch);
+    REQUIRE(d.ok());
+    CHECK(batch == "tcp://127.0.0.1:40000");
+    CHECK(batch.data() >= bytes.data());  // a view into the body
+    CHECK(batch.data() < bytes.data() + bytes.size());
+    CHECK(d->tasks[0].reply_to.empty());
+    CHECK(d->tasks[1].reply_to == "tcp://10.0.0.9:5557");
+    CHECK(d->tasks[2].reply_to.empty());
+}
+
 TEST_CASE("A task with no reply_to in a batch of others keeps none", "[protocol][compact]") {
     Tasks m;
     Task a;

@@ -967,3 +967,38 @@ TEST_CASE("An unsettled task with no attempt left ends as lost", "[scheduler][un
     CHECK((*finals)[0].outcome.status == proto::Status::lost);
     CHECK(s.task_count() == 1);  // the lost outcome waits for its sink to settle it
 }
+
+TEST_CASE("A task without a reply_to of its own takes its batch's; with neither it is invalid", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 5);
+    auto own = make_task("t1");
+    own.reply_to = "tcp://10.0.0.2:7000";
+    auto inherits = make_task("t2");
+    inherits.reply_to.clear();
+    auto sub = s.submit("P", tasks_of({own, inherits}), t0, "tcp://10.0.0.1:6000");
+    CHECK(sub.accepted == std::vector<std::string>{"t1", "t2"});
+    CHECK(s.route_of("t1")->reply_to == "tcp://10.0.0.2:7000");
+    CHECK(s.route_of("t2")->reply_to == "tcp://10.0.0.1:6000");
+
+    auto none = make_task("t3");
+    none.reply_to.clear();
+    auto bad = s.submit("P", tasks_of({none}), t0);
+    CHECK(bad.accepted.empty());
+    CHECK(bad.rejected.begin()->second == std::vector<std::string>{"t3"});
+}
+
+TEST_CASE("Names alternating in one batch are each checked against the workers' tasks", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 10);
+    auto sub = s.submit("P",
+                        tasks_of({make_task("a1"), make_task("n1", "nope"), make_task("n2", "nope"), make_task("a2"),
+                                  make_task("n3", "nope"), make_task("a3")}),
+                        t0);
+    CHECK(sub.accepted.size() == 6);
+    REQUIRE(sub.finals.size() == 3);
+    for (const auto& f : sub.finals) {
+        CHECK(f.outcome.id[0] == 'n');
+        CHECK(f.outcome.status == proto::Status::error);
+    }
+    CHECK(s.queued_count() == 3);
+}

@@ -64,7 +64,9 @@ public:
     // live, ends at once with an `error` outcome ("unknown task"); with no
     // live worker at all it waits, since the worker that runs it may be
     // on its way.
-    Submitted submit(const std::string& producer, std::vector<proto::Task>&& tasks, Clock::time_point now);
+    // A task with no reply_to of its own takes `batch_reply_to` (its SUBMIT's).
+    Submitted submit(const std::string& producer, std::vector<proto::Task>&& tasks, Clock::time_point now,
+                     std::string_view batch_reply_to = {});
 
     // Registers (or re-registers) a worker. Tasks held under an earlier
     // registration of the same identity go back to the queue.
@@ -174,7 +176,7 @@ private:
     // Strings shared by many tasks (name, reply_to, producer) are interned.
     // A slot is reused for a later task with gen + 1, so a Ref kept in a
     // queue, a worker's held list or a timer can tell it is stale.
-    struct Entry {  // 120 bytes: the broker's cost per task with the index's 4 to 16
+    struct Entry {  // 120 bytes: the broker's cost per task with the index's 8 to 32
         std::string id;
         std::string args;
         std::unique_ptr<FinalOutcome> reported;  // a broker-made outcome, kept to send again
@@ -240,13 +242,15 @@ private:
     }
     // The strings a batch of SUBMIT tasks shares, looked up once per change.
     struct SubmitContext {
-        std::uint32_t producer;
+        std::uint32_t producer = 0;
         const std::string* reply_to = nullptr;
         std::uint32_t reply_to_id = 0;
         const std::string* name = nullptr;
         std::uint32_t name_id = 0;
+        std::string checked_name;  // whether some worker announced this name:
+        bool name_known = false;   // name_known
     };
-    Entry& new_entry(proto::Task&& t, SubmitContext& ctx);
+    Entry& new_entry(proto::Task&& t, std::string_view reply_to, SubmitContext& ctx);
     void free_entry(Entry& e);
     WorkerState* worker(const std::string& identity);
     // A HeldRef still names the task its worker holds.

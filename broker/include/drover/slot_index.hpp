@@ -11,10 +11,12 @@
 namespace drover {
 
 // An open-addressing hash index of slot numbers, keyed by a string each
-// slot holds (KeyOf maps a slot to its key): 4 bytes per bucket and no
-// allocation per entry, where a node-based map costs about 50 bytes and a
-// malloc per key. Linear probing with backward-shift deletion (no
-// tombstones); the table doubles when it is half full.
+// slot holds (KeyOf maps a slot to its key): 8 bytes per bucket (the slot and
+// its key's hash) and no allocation per entry, where a node-based map costs
+// about 50 bytes and a malloc per key. Linear probing with backward-shift
+// deletion (no tombstones); the table doubles when it is half full. A key is
+// hashed once per call: moving buckets (deletion, growth) uses the stored
+// hashes, and a probe compares keys only where the hashes match.
 template <class KeyOf>  // std::string_view KeyOf(std::uint32_t slot) const
 class SlotIndex {
 public:
@@ -25,67 +27,77 @@ public:
     // The slot holding `key`, or npos.
     [[nodiscard]] std::uint32_t find(std::string_view key) const {
         if (table_.empty()) return npos;
-        for (std::size_t i = home(key);; i = next(i)) {
-            const auto slot = table_[i];
-            if (slot == npos || key_of_(slot) == key) return slot;
+        const std::uint32_t h = hash(key);
+        for (std::size_t i = h & mask();; i = next(i)) {
+            const Bucket b = table_[i];
+            if (b.slot == npos || (b.hash == h && key_of_(b.slot) == key)) return b.slot;
         }
     }
 
     // Adds `slot`, whose key must not be in the index yet.
     void insert(std::uint32_t slot) {
         if ((size_ + 1) * 2 > table_.size()) grow();
-        place(slot);
+        place(Bucket{slot, hash(key_of_(slot))});
         ++size_;
     }
 
     // Removes `key` if present. The key must still be readable through KeyOf.
     void erase(std::string_view key) {
         if (table_.empty()) return;
-        std::size_t hole = home(key);
-        while (table_[hole] != npos && key_of_(table_[hole]) != key) hole = next(hole);
-        if (table_[hole] == npos) return;
+        const std::uint32_t h = hash(key);
+        std::size_t hole = h & mask();
+        while (table_[hole].slot != npos && !(table_[hole].hash == h && key_of_(table_[hole].slot) == key))
+            hole = next(hole);
+        if (table_[hole].slot == npos) return;
         // Pull later members of the probe run back over the hole, unless
         // their home lies cyclically in (hole, j]: then they stay reachable.
-        for (std::size_t j = next(hole); table_[j] != npos; j = next(j)) {
-            const std::size_t h = home(key_of_(table_[j]));
-            const bool stays = hole <= j ? (hole < h && h <= j) : (hole < h || h <= j);
+        for (std::size_t j = next(hole); table_[j].slot != npos; j = next(j)) {
+            const std::size_t home = table_[j].hash & mask();
+            const bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
             if (stays) continue;
             table_[hole] = table_[j];
             hole = j;
         }
-        table_[hole] = npos;
+        table_[hole].slot = npos;
         --size_;
     }
 
     // Forgets every key and gives the table's memory back.
     void clear() {
-        std::vector<std::uint32_t>().swap(table_);
+        std::vector<Bucket>().swap(table_);
         size_ = 0;
     }
 
     [[nodiscard]] std::size_t size() const { return size_; }
 
 private:
-    [[nodiscard]] std::size_t home(std::string_view key) const {
-        return std::hash<std::string_view>{}(key) & (table_.size() - 1);
-    }
-    [[nodiscard]] std::size_t next(std::size_t i) const { return (i + 1) & (table_.size() - 1); }
+    struct Bucket {
+        std::uint32_t slot;
+        std::uint32_t hash;  // of the slot's key; its low bits pick the home bucket
+    };
 
-    void place(std::uint32_t slot) {
-        std::size_t i = home(key_of_(slot));
-        while (table_[i] != npos) i = next(i);
-        table_[i] = slot;
+    [[nodiscard]] static std::uint32_t hash(std::string_view key) {
+        const std::uint64_t h = std::hash<std::string_view>{}(key);
+        return static_cast<std::uint32_t>(h ^ (h >> 32));
+    }
+    [[nodiscard]] std::size_t mask() const { return table_.size() - 1; }
+    [[nodiscard]] std::size_t next(std::size_t i) const { return (i + 1) & mask(); }
+
+    void place(Bucket b) {
+        std::size_t i = b.hash & mask();
+        while (table_[i].slot != npos) i = next(i);
+        table_[i] = b;
     }
 
     void grow() {
-        std::vector<std::uint32_t> old(table_.empty() ? 16 : table_.size() * 2, npos);
+        std::vector<Bucket> old(table_.empty() ? 16 : table_.size() * 2, Bucket{npos, 0});
         old.swap(table_);
-        for (const auto slot : old)
-            if (slot != npos) place(slot);
+        for (const auto b : old)
+            if (b.slot != npos) place(b);
     }
 
     KeyOf key_of_;
-    std::vector<std::uint32_t> table_;  // a power of two in size, npos where empty
+    std::vector<Bucket> table_;  // a power of two in size, slot npos where empty
     std::size_t size_ = 0;
 };
 

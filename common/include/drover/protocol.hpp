@@ -278,7 +278,12 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
 [[nodiscard]] Decoded<Hello> decode_hello(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Ready> decode_ready(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Lost> decode_lost(std::string_view body) noexcept;
+// Each task without a reply_to of its own gets the batch's.
 [[nodiscard]] Decoded<Tasks> decode_tasks(std::string_view body) noexcept;
+// The same, but such tasks are left without one, and `batch_reply_to` views
+// the batch's in `body` (the broker interns it once instead of copying it
+// into every task).
+[[nodiscard]] Decoded<Tasks> decode_tasks(std::string_view body, std::string_view& batch_reply_to) noexcept;
 [[nodiscard]] Decoded<Ids> decode_ids(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Settle> decode_settle(std::string_view body) noexcept;
 // A BYE body: empty, any map, or a map with `ids`.
