@@ -138,6 +138,13 @@ struct Batch::State {
 Batch::Batch(Client& client, std::size_t window)
     : client_(client), window_(std::max<std::size_t>(window, 1)), state_(std::make_shared<State>()) {}
 
+Batch::~Batch() {
+    // Callbacks of tasks still unfinished (a failed run) may run later: they
+    // keep the state, which is then never freed.
+    std::lock_guard lock(state_->mutex);
+    if (state_->done < submitted_) (void)new std::shared_ptr<State>(state_);
+}
+
 void Batch::wait_until(std::size_t done_at_least) {
     std::unique_lock lock(state_->mutex);
     std::size_t last = state_->done;
@@ -162,7 +169,9 @@ void Batch::submit(const std::string& task, std::string args) {
     // A full window waits for room for a slice of it, not for one task.
     if (submitted_ >= window_) wait_until(submitted_ - window_ + std::max<std::size_t>(1, window_ / 16));
     ++submitted_;
-    client_.submit_packed(task, std::move(args), [state = state_](Result&& r) {
+    // A plain pointer: a callback that fits in std::function without an
+    // allocation, and no shared count touched by two threads per task.
+    client_.submit_packed(task, std::move(args), [state = state_.get()](Result&& r) {
         bool wake;
         {
             std::lock_guard lock(state->mutex);

@@ -86,6 +86,9 @@ private:
 class Batch {
 public:
     Batch(Client& client, std::size_t window);
+    ~Batch();
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
     // Submits one task, first waiting while `window` are unfinished.
     // Throws: std::runtime_error on a stall (no outcome for 30 s).
     void submit(const std::string& task, std::string args);
@@ -101,7 +104,7 @@ private:
     Client& client_;
     std::size_t window_;
     std::size_t submitted_ = 0;
-    std::shared_ptr<State> state_;  // shared with callbacks that may outlive this Batch
+    std::shared_ptr<State> state_;  // outlives this Batch if callbacks may still run
 };
 
 // Submits `n` tasks named `task` with arguments `args(i)`, keeping at most

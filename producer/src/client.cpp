@@ -81,10 +81,12 @@ Client::~Client() {
     log_->info("client.stopped session={} duplicates_dropped={} (late or repeated results: each id is delivered once)",
                session_, duplicates_.load());
     // Whatever has no outcome now never will from this client.
-    std::unordered_map<std::string, Pending> left;
+    std::vector<std::pair<std::string, Pending>> left;
     {
         std::lock_guard lock(mutex_);
-        left.swap(pending_);
+        for (auto& [id, p] : pending_) left.emplace_back(id, std::move(p));
+        pending_.clear();
+        pending_nodes_.release();
     }
     for (auto& [id, p] : left) {
         Result r;
@@ -214,9 +216,16 @@ void Client::finish(const std::string& id, Result&& r) {
         ready.emplace_back(std::move(it->second.done), std::move(r));
         if (it->second.elsewhere) --elsewhere_pending_;
         pending_.erase(it);
+        release_idle_nodes();
         ++delivering_;
     }
     deliver(ready);
+}
+
+// With no task unfinished, a burst's recycled nodes go back to the heap
+// (a few are kept for the next task). Called with mutex_ held.
+void Client::release_idle_nodes() {
+    if (pending_.empty() && pending_nodes_.kept() > k_kept_nodes) pending_nodes_.release();
 }
 
 // Runs the callbacks of outcomes taken from pending_ (and counted in
@@ -270,6 +279,7 @@ void Client::on_results(std::string_view body) {
             ready.emplace_back(std::move(it->second.done), std::move(r));
             pending_.erase(it);
         }
+        release_idle_nodes();
         delivering_ += ready.size();
     }
     if (!ready.empty()) deliver(ready);

@@ -32,6 +32,7 @@
 
 #include "drover/logging.hpp"
 #include "drover/net.hpp"
+#include "drover/node_pool.hpp"
 #include "drover/protocol.hpp"
 #include "drover/security.hpp"
 
@@ -174,6 +175,8 @@ private:
     void on_results(std::string_view body);
     void finish(const std::string& id, Result&& r);
     void deliver(std::vector<std::pair<ResultCallback, Result>>& ready);
+    void release_idle_nodes();
+    static constexpr std::size_t k_kept_nodes = 1024;
     void wake();
     void resend_unfinished();
 
@@ -193,7 +196,13 @@ private:
     std::condition_variable room_;   // window has room / all done
     std::size_t delivering_ = 0;     // outcomes taken from pending_ whose callback has not returned
     std::vector<std::string> inbox_;  // ids submitted, not yet handed to the I/O thread
-    std::unordered_map<std::string, Pending> pending_;
+    // Its nodes are recycled (node_pool.hpp): inserted by the submitting
+    // thread, erased by the I/O thread, each would cost glibc's slowest path.
+    NodePool pending_nodes_;
+    using PendingMap = std::unordered_map<std::string, Pending, std::hash<std::string>, std::equal_to<std::string>,
+                                          PoolAllocator<std::pair<const std::string, Pending>>>;
+    PendingMap pending_{0, std::hash<std::string>{}, std::equal_to<std::string>{},
+                        PoolAllocator<std::pair<const std::string, Pending>>(pending_nodes_)};
     // Tasks in pending_ whose outcome goes elsewhere: while there are none,
     // ACCEPTED needs no look-up (one decode and one find a task saved).
     std::atomic<std::size_t> elsewhere_pending_{0};
