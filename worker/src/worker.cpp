@@ -445,16 +445,19 @@ void Worker::executor_loop(unsigned index) {
             }
             wake_.wait(lock, [&] { return !queue_.empty() || closing_ || abort_; });
             if (abort_ || queue_.empty()) break;  // closing and drained
-            const std::size_t share =
-                std::min(k_take_max, std::max<std::size_t>(1, queue_.size() / options_.concurrency));
-            for (std::size_t i = 0; i < share; ++i) {
-                mine.push_back(std::move(queue_.front()));
-                queue_.pop_front();
+            if (options_.concurrency == 1) {
+                mine.swap(queue_);  // all of it, without moving a task
+            } else {
+                const std::size_t share =
+                    std::min(k_take_max, std::max<std::size_t>(1, queue_.size() / options_.concurrency));
+                for (std::size_t i = 0; i < share; ++i) {
+                    mine.push_back(std::move(queue_.front()));
+                    queue_.pop_front();
+                }
             }
         }
         if (abort_) break;
-        proto::Task task = std::move(mine.front());
-        mine.pop_front();
+        proto::Task& task = mine.front();  // popped at the end of this turn
         if (task.timeout_ms > 0) {
             {
                 std::lock_guard lock(mutex_);
@@ -518,6 +521,7 @@ void Worker::executor_loop(unsigned index) {
             last_outcomes->push_back(std::move(out));
         }
         ++pending_count;
+        mine.pop_front();
         // A batch leaves when it is full or when there is nothing else to do.
         bool idle = false;
         if (mine.empty()) {
