@@ -1,4 +1,4 @@
-// Writes decode_fuzz's seed inputs: a real message of every DRV1 command.
+// Writes decode_fuzz's seed inputs: a real message of every DRV2 command.
 //
 // The seeds are committed in fuzz/corpus/; after a protocol change, refresh them with
 //   cmake --build build --target drover_fuzz_corpus && build/fuzz/drover_fuzz_corpus fuzz/corpus
@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
     write_seed("dispatch", Command::dispatch, encode(dispatch));
     write_seed("heartbeat", Command::heartbeat, std::nullopt);
     write_seed("heartbeat-instance", Command::heartbeat, encode_heartbeat("b-5f3a9c"));
+    write_seed("heartbeat-held", Command::heartbeat, encode_worker_heartbeat(3));
     write_seed("bye", Command::bye, std::nullopt);
     write_seed("bye-empty-map", Command::bye, encode_empty());
     write_seed("reset", Command::reset, std::nullopt);

@@ -80,12 +80,12 @@ void run_pool_form(const std::vector<std::string>& worker_args, std::size_t expe
 
 void send_garbage(zmq::socket_t& s) {
     using drover::proto::Command;
-    const std::string header_ok = std::string("DRV1") + static_cast<char>(Command::submit);
+    const std::string header_ok = std::string("DRV2") + static_cast<char>(Command::submit);
     const std::vector<std::vector<std::string>> messages = {
         {""},
         {"hello"},
         {"DRV2\x10", "\x80"},
-        {std::string("DRV1\x7f"), "\x80"},
+        {std::string("DRV2\x7f"), "\x80"},
         {header_ok, "not msgpack at all"},
         {header_ok, "\x81\xa5tasks"},  // truncated
         {header_ok, "\xdd\xff\xff\xff\xff"},  // claims 4 billion elements
@@ -370,7 +370,7 @@ TEST_CASE("a flood of bad messages and oversized ones leaves broker memory flat 
         zmq::socket_t big(ctx, zmq::socket_type::dealer);
         big.set(zmq::sockopt::linger, 500);
         big.connect(broker.frontend);
-        const std::string header = std::string("DRV1") + static_cast<char>(drover::proto::Command::submit);
+        const std::string header = std::string("DRV2") + static_cast<char>(drover::proto::Command::submit);
         const std::string body(200 * 1024, '\x80');
         big.send(zmq::buffer(header), zmq::send_flags::sndmore);
         big.send(zmq::buffer(body), zmq::send_flags::none);

@@ -1,12 +1,19 @@
-// The DRV1 wire protocol: every message drover peers exchange, frame by frame.
+// The DRV2 wire protocol: every message drover peers exchange, frame by frame.
 #pragma once
 
-// DRV1 — drover protocol, version 1
+// DRV2 — drover protocol, version 2
 // ==================================
+//
+// Version 2 (DRV1 before it): a batch names the reply_to (SUBMIT, DISPATCH)
+// or worker (RESULT) its items share once, and items leave out fields at
+// their defaults; a worker's HEARTBEAT says how many tasks it holds. A DRV1
+// peer would read such tasks as having no reply_to, so
+// the versions refuse each other's messages (bad_header, logged once per
+// peer): upgrade a fleet's broker, workers and producers together.
 //
 // Every message is two frames after the ROUTER identity (if any):
 //
-//   [ header: "DRV1" + command byte (5 bytes) ][ body: one msgpack map ]
+//   [ header: "DRV2" + command byte (5 bytes) ][ body: one msgpack map ]
 //
 // A body is a msgpack *map* with named fields, so a later version may add
 // fields that an older peer ignores. Fields not listed below are ignored on
@@ -113,7 +120,7 @@
 
 namespace drover::proto {
 
-inline constexpr std::string_view k_protocol = "DRV1";
+inline constexpr std::string_view k_protocol = "DRV2";
 inline constexpr std::size_t k_header_size = 5;
 inline constexpr std::size_t k_max_depth = 8;
 inline constexpr std::uint32_t k_default_max_attempts = 3;  // a Task field left out
@@ -221,7 +228,7 @@ struct Results {
 // Why a message was dropped; also the keys of the "dropped" counters in STATUS.
 enum class DecodeError : std::uint8_t {
     bad_frames,       // wrong number of frames
-    bad_header,       // header not 5 bytes or not "DRV1"
+    bad_header,       // header not 5 bytes or not "DRV2"
     unknown_command,  // command byte not in the table above
     unexpected,       // a valid command this socket does not take
     bad_body,         // not msgpack, truncated, wrong types, missing fields
