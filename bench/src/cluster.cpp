@@ -172,15 +172,13 @@ void Batch::submit(const std::string& task, std::string args) {
     // A plain pointer: a callback that fits in std::function without an
     // allocation, and no shared count touched by two threads per task.
     client_.submit_packed(task, std::move(args), [state = state_.get()](Result&& r) {
-        bool wake;
-        {
-            std::lock_guard lock(state->mutex);
-            ++state->done;
-            if (!r.ok() && state->failed++ == 0)
-                state->first_failure = r.id + " " + proto::status_name(r.status) + ": " + r.error;
-            wake = state->done >= state->wake_at;
-        }
-        if (wake) state->changed.notify_one();
+        // Notified under the lock: once the waiter sees the last `done`, the
+        // Batch may go, and this callback must not touch the state after.
+        std::lock_guard lock(state->mutex);
+        ++state->done;
+        if (!r.ok() && state->failed++ == 0)
+            state->first_failure = r.id + " " + proto::status_name(r.status) + ": " + r.error;
+        if (state->done >= state->wake_at) state->changed.notify_one();
     });
 }
 

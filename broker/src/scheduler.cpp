@@ -540,9 +540,12 @@ std::optional<std::vector<FinalOutcome>> Scheduler::worker_holds(const std::stri
     }
     if (now - w.idle_since < limits_.heartbeat * limits_.liveness * limits_.unsettled_windows)
         return std::vector<FinalOutcome>{};
+    // Only tasks with an attempt left: the outcome may be slow, not lost, and
+    // a task ended `lost` here could reach its sink before its real outcome.
     std::vector<std::string> ids;
     for (const auto& h : w.held)
-        if (h.seq <= w.idle_upto && holds(wit->second, h)) ids.push_back(slots_[h.slot].id);
+        if (h.seq <= w.idle_upto && holds(wit->second, h) && slots_[h.slot].attempt < slots_[h.slot].max_attempts)
+            ids.push_back(slots_[h.slot].id);
     w.idle_upto = 0;
     totals_.recovered += ids.size();
     return retry(identity, ids, now);

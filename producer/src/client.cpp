@@ -223,7 +223,7 @@ void Client::finish(const std::string& id, Result&& r) {
 }
 
 // With no task unfinished, a burst's recycled nodes go back to the heap
-// (a few are kept for the next task). Called with mutex_ held.
+// (up to k_kept_nodes of them stay for the next tasks). Called with mutex_ held.
 void Client::release_idle_nodes() {
     if (pending_.empty() && pending_nodes_.kept() > k_kept_nodes) pending_nodes_.release();
 }

@@ -85,7 +85,8 @@ void send_garbage(zmq::socket_t& s) {
         {""},
         {"hello"},
         {"DRV2\x10", "\x80"},
-        {std::string("DRV2\x7f"), "\x80"},
+        {std::string("DRV2\x7f"), "\x80"},  // unknown command
+        {std::string("DRV1\x10"), "\x80"},  // the version before
         {header_ok, "not msgpack at all"},
         {header_ok, "\x81\xa5tasks"},  // truncated
         {header_ok, "\xdd\xff\xff\xff\xff"},  // claims 4 billion elements

@@ -14,7 +14,6 @@ namespace drover {
 namespace {
 
 constexpr std::size_t k_result_batch = 1024;
-constexpr std::size_t k_take_max = 1024;  // tasks an executor takes from the queue at once
 constexpr auto k_batch_only_below = std::chrono::microseconds(1000);  // slower tasks report at once
 constexpr Millis k_max_backoff{5000};
 // Automatic prefetch: enough credits for about this much queued work per
@@ -427,9 +426,8 @@ void Worker::executor_loop(unsigned index) {
         done.send(zmq::buffer(&n, sizeof n), zmq::send_flags::none);
     };
 
-    // Tasks taken from queue_ in one lock: all of them with one executor, a
-    // share with several (the others take theirs). A task's timeout starts
-    // when it starts, not when it is taken.
+    // Tasks taken from queue_ in one lock: all of them with one executor, one
+    // with several. A task's timeout starts when it starts, not when taken.
     std::deque<proto::Task> mine;
     // The outcomes of the last sink used, most tasks of a run going to one.
     const std::string* last_sink = nullptr;
@@ -446,14 +444,12 @@ void Worker::executor_loop(unsigned index) {
             wake_.wait(lock, [&] { return !queue_.empty() || closing_ || abort_; });
             if (abort_ || queue_.empty()) break;  // closing and drained
             if (options_.concurrency == 1) {
-                mine.swap(queue_);  // all of it, without moving a task
+                mine.swap(queue_);  // all of it, without moving a task: no other executor could run them
             } else {
-                const std::size_t share =
-                    std::min(k_take_max, std::max<std::size_t>(1, queue_.size() / options_.concurrency));
-                for (std::size_t i = 0; i < share; ++i) {
-                    mine.push_back(std::move(queue_.front()));
-                    queue_.pop_front();
-                }
+                // One at a time: a task taken here waits for this executor
+                // alone, behind a long or hung one, while others sit idle.
+                mine.push_back(std::move(queue_.front()));
+                queue_.pop_front();
             }
         }
         if (abort_) break;

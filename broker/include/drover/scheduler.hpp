@@ -110,8 +110,9 @@ public:
     // before it first said so that stay unsettled for unsettled_windows
     // liveness windows had their outcome lost on the way to their sink (a
     // connection reset drops what it carried) or never reached the worker:
-    // they run again, as after RETRY (lost if no attempt is left). Returns
-    // nullopt for an unknown identity, else the outcomes of tasks that ended.
+    // those with an attempt left run again, as after RETRY; the others wait
+    // on (their outcome may be slow, not lost). Returns nullopt for an
+    // unknown identity, else the outcomes of tasks that ended (none so far).
     [[nodiscard]] std::optional<std::vector<FinalOutcome>> worker_holds(const std::string& identity,
                                                                         std::uint32_t held, Clock::time_point now);
     // Queues the retries whose back-off is over; returns when the next one is due.
