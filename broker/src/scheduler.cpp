@@ -529,13 +529,16 @@ std::optional<std::vector<FinalOutcome>> Scheduler::worker_holds(const std::stri
     if (wit == workers_.end()) return std::nullopt;
     WorkerState& w = worker_slots_[wit->second];
     w.last_seen = now;
-    if (held != 0 || w.held_count == 0) {  // busy, or nothing unsettled: no suspicion
-        w.idle_upto = 0;
-        return std::vector<FinalOutcome>{};
-    }
-    if (w.idle_upto == 0) {  // what was dispatched so far is done or lost
-        w.idle_since = now;
-        w.idle_upto = dispatch_seq_;
+    // Tasks dispatched before the previous report reached the worker before
+    // it sent this one (a heartbeat period earlier): if it holds none, it
+    // has finished them. Later ones may still be on their way to it.
+    const std::uint64_t reached = w.report_seq;
+    w.report_seq = dispatch_seq_;
+    if (w.idle_upto == 0) {
+        if (held == 0 && reached > 0 && w.held_count > 0) {  // their outcomes should settle soon
+            w.idle_since = now;
+            w.idle_upto = reached;
+        }
         return std::vector<FinalOutcome>{};
     }
     if (now - w.idle_since < limits_.heartbeat * limits_.liveness * limits_.unsettled_windows)

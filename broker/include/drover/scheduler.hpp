@@ -106,13 +106,13 @@ public:
                                                                  const std::vector<std::string>& ids,
                                                                  Clock::time_point now);
     // A worker's HEARTBEAT said it holds `held` tasks (received, outcome not
-    // yet sent). While it keeps saying none, the tasks dispatched to it
-    // before it first said so that stay unsettled for unsettled_windows
-    // liveness windows had their outcome lost on the way to their sink (a
-    // connection reset drops what it carried) or never reached the worker:
-    // those with an attempt left run again, as after RETRY; the others wait
-    // on (their outcome may be slow, not lost). Returns nullopt for an
-    // unknown identity, else the outcomes of tasks that ended (none so far).
+    // yet sent). When it says none, the tasks dispatched to it before its
+    // previous report (so surely received) are finished: those still
+    // unsettled unsettled_windows liveness windows later had their outcome
+    // lost on the way to their sink (a connection reset drops what it
+    // carried). Those with an attempt left run again, as after RETRY; the
+    // others wait on (their outcome may be slow, not lost). Returns nullopt
+    // for an unknown identity, else the outcomes of tasks that ended (none).
     [[nodiscard]] std::optional<std::vector<FinalOutcome>> worker_holds(const std::string& identity,
                                                                         std::uint32_t held, Clock::time_point now);
     // Queues the retries whose back-off is over; returns when the next one is due.
@@ -216,11 +216,13 @@ private:
         std::uint64_t done = 0;
         std::uint64_t served_seq = 0;
         Clock::time_point last_seen{};
-        // Since when the worker says it holds nothing while the broker has
-        // tasks dispatched to it up to idle_upto (a dispatch_seq) unsettled;
-        // idle_upto 0: it does not.
+        // Since when the tasks dispatched to it up to idle_upto (a
+        // dispatch_seq) are finished by its word, though not all settled;
+        // idle_upto 0: none suspect. report_seq: dispatch_seq_ when its last
+        // HEARTBEAT with a held count arrived.
         Clock::time_point idle_since{};
         std::uint64_t idle_upto = 0;
+        std::uint64_t report_seq = 0;
     };
     // Strings with reference counts (reply_to and producer endpoints).
     class Interned {
