@@ -7,9 +7,9 @@
 // Version 2 (DRV1 before it): a batch names the reply_to (SUBMIT, DISPATCH)
 // or worker (RESULT) its items share once, and items leave out fields at
 // their defaults; a worker's HEARTBEAT says how many tasks it holds. A DRV1
-// peer would read such tasks as having no reply_to, so
-// the versions refuse each other's messages (bad_header, logged once per
-// peer): upgrade a fleet's broker, workers and producers together.
+// peer would read such tasks as having no reply_to, so the versions refuse
+// each other's messages (bad_header, logged once per peer): upgrade a
+// fleet's broker, workers and producers together.
 //
 // Every message is two frames after the ROUTER identity (if any):
 //
