@@ -111,28 +111,30 @@ void pack_task(Packer& pk, const T& t, std::string_view batch_reply_to) {
     }
 }
 
-// The value most items of a batch share, for the batch's own field: the
-// first item's, or none if some item has none (it could not be told apart).
-template <class T, class Field>
-std::string_view batch_value(const T* items, std::size_t count, Field field) {
-    if (count == 0) return {};
-    for (std::size_t i = 0; i < count; ++i)
-        if ((items[i].*field).empty()) return {};
-    return items[0].*field;
+// {list: [item, ...], shared: str}, a batch whose items share the value of
+// `field`: written once as `shared`, each item writing its own only where it
+// differs (pack_item(pk, item, shared)). The shared value is the first
+// item's, or none if some item has none (it could not be told apart).
+template <std::size_t N, std::size_t M, class T, class Field, class PackItem>
+void pack_batch(Packer& pk, const char (&list)[N], const T* items, std::size_t count, Field field,
+                const char (&shared_key)[M], PackItem&& pack_item) {
+    std::string_view shared = count ? std::string_view(items[0].*field) : std::string_view();
+    for (std::size_t i = 0; i < count && !shared.empty(); ++i)
+        if ((items[i].*field).empty()) shared = {};
+    pk.pack_map(shared.empty() ? 1 : 2);
+    pack_key(pk, list);
+    pk.pack_array(static_cast<std::uint32_t>(count));
+    for (std::size_t i = 0; i < count; ++i) pack_item(pk, items[i], shared);
+    if (!shared.empty()) {
+        pack_key(pk, shared_key);
+        pack_str(pk, shared);
+    }
 }
 
 // {tasks: [Task], reply_to: str}
 template <class T>
 void pack_tasks(Packer& pk, const T* tasks, std::size_t count) {
-    const std::string_view reply_to = batch_value(tasks, count, &T::reply_to);
-    pk.pack_map(reply_to.empty() ? 1 : 2);
-    pack_key(pk, "tasks");
-    pk.pack_array(static_cast<std::uint32_t>(count));
-    for (std::size_t i = 0; i < count; ++i) pack_task(pk, tasks[i], reply_to);
-    if (!reply_to.empty()) {
-        pack_key(pk, "reply_to");
-        pack_str(pk, reply_to);
-    }
+    pack_batch(pk, "tasks", tasks, count, &T::reply_to, "reply_to", pack_task<T>);
 }
 
 void pack_outcome(Packer& pk, const Outcome& o, std::string_view batch_worker) {
@@ -412,14 +414,20 @@ void read_fields(Cursor& c, F&& f) {
     }
 }
 
-// The body's list under `key` ({key: [item, ...]}; a key given twice adds
-// both lists), each item read by `read_item`; other keys go to `other`,
-// which reads its fields and returns whether it did.
-template <std::size_t N, class T, class Read, class Other>
-void read_list(Cursor& c, const char (&key)[N], std::vector<T>& out, Read&& read_item, Other&& other) {
+// A batch's body, {list: [item, ...], shared: str} (a list given twice adds
+// both; other keys ignored): each item read in place by `read_item`. Returns
+// the shared value, "" if absent; give it to the items with fill_shared.
+template <std::size_t N, std::size_t M, class T, class Read>
+std::string_view read_batch(Cursor& c, const char (&list)[N], std::vector<T>& out, Read&& read_item,
+                            const char (&shared_key)[M]) {
     bool has = false;
+    std::string_view shared;
     read_fields(c, [&](std::string_view k) {
-        if (!named(k, key)) return other(k);
+        if (named(k, shared_key)) {
+            shared = c.str();
+            return true;
+        }
+        if (!named(k, list)) return false;
         const std::size_t n = c.array();
         out.reserve(out.size() + n);
         for (std::size_t i = 0; i < n; ++i) read_item(c, out.emplace_back());  // in place: no move of its strings
@@ -427,6 +435,14 @@ void read_list(Cursor& c, const char (&key)[N], std::vector<T>& out, Read&& read
         return true;
     });
     if (!has) invalid();
+    return shared;
+}
+
+// Each item without a value of its own for `field` takes the batch's.
+template <class T>
+void fill_shared(std::vector<T>& items, std::string T::*field, std::string_view shared) {
+    for (auto& item : items)
+        if ((item.*field).empty()) item.*field = shared;
 }
 
 std::vector<std::string> read_strings(Cursor& c) {
@@ -670,16 +686,7 @@ std::string encode(const Outcome* outcomes, std::size_t count) {
     }
     b.reserve(bytes);
     Packer pk(b);
-    // {results: [Outcome], worker: str}
-    const std::string_view worker = batch_value(outcomes, count, &Outcome::worker);
-    pk.pack_map(worker.empty() ? 1 : 2);
-    pack_key(pk, "results");
-    pk.pack_array(static_cast<std::uint32_t>(count));
-    for (std::size_t i = 0; i < count; ++i) pack_outcome(pk, outcomes[i], worker);
-    if (!worker.empty()) {
-        pack_key(pk, "worker");
-        pack_str(pk, worker);
-    }
+    pack_batch(pk, "results", outcomes, count, &Outcome::worker, "worker", pack_outcome);  // {results, worker}
     return b.take();
 }
 
@@ -799,18 +806,9 @@ namespace {
 Decoded<Tasks> decode_tasks_in(std::string_view body, std::string_view* batch_reply_to) noexcept {
     return decode_checked<Tasks>(body, [batch_reply_to](Cursor& c) {
         Tasks m;
-        std::string_view reply_to;
-        read_list(c, "tasks", m.tasks, read_task, [&](std::string_view k) {
-            if (!named(k, "reply_to")) return false;
-            reply_to = c.str();
-            return true;
-        });
-        if (batch_reply_to) {
-            *batch_reply_to = reply_to;
-            return m;
-        }
-        for (auto& t : m.tasks)
-            if (t.reply_to.empty()) t.reply_to = reply_to;
+        const auto reply_to = read_batch(c, "tasks", m.tasks, read_task, "reply_to");
+        if (batch_reply_to) *batch_reply_to = reply_to;
+        else fill_shared(m.tasks, &Task::reply_to, reply_to);
         return m;
     });
 }
@@ -894,14 +892,7 @@ Decoded<Rejected> decode_rejected(std::string_view body) noexcept {
 Decoded<Results> decode_results(std::string_view body) noexcept {
     return decode_checked<Results>(body, [](Cursor& c) {
         Results m;
-        std::string_view worker;
-        read_list(c, "results", m.results, read_outcome, [&](std::string_view k) {
-            if (!named(k, "worker")) return false;
-            worker = c.str();
-            return true;
-        });
-        for (auto& o : m.results)
-            if (o.worker.empty()) o.worker = worker;
+        fill_shared(m.results, &Outcome::worker, read_batch(c, "results", m.results, read_outcome, "worker"));
         return m;
     });
 }
