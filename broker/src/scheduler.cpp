@@ -210,7 +210,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
             ++totals_.rejected;
             continue;
         }
-        if (ctx.checked_name.empty() || ctx.checked_name != t.name) {  // looked up once per run of one name
+        if (ctx.checked_name != t.name) {  // looked up once per run of one name (never empty here)
             const auto known_name = name_ids_.find(t.name);
             ctx.name_known = known_name != name_ids_.end() && known_names_[known_name->second];
             ctx.checked_name = t.name;

@@ -69,6 +69,26 @@ Task sample_task(std::string id) {
     return t;
 }
 
+// An echo task with arguments [1] and fields at their defaults.
+Task echo_task(std::string id, std::string reply_to) {
+    Task t;
+    t.id = std::move(id);
+    t.name = "echo";
+    t.args = "\x01";
+    t.reply_to = std::move(reply_to);
+    return t;
+}
+
+// An ok outcome of echo with fields at their defaults.
+Outcome echo_outcome(std::string id, std::string worker) {
+    Outcome o;
+    o.id = std::move(id);
+    o.task = "echo";
+    o.result = "\x01";
+    o.worker = std::move(worker);
+    return o;
+}
+
 // Every decoder that needs fields, by name.
 struct NamedDecoder {
     const char* name;
@@ -272,14 +292,7 @@ Fields item_fields(const msgpack::object& body, const std::string& list, std::si
 
 TEST_CASE("A batch's shared reply_to is written once, fields at their defaults not at all", "[protocol][compact]") {
     Tasks m;
-    for (int i = 0; i < 3; ++i) {
-        Task t;
-        t.id = "t-" + std::to_string(i);
-        t.name = "echo";
-        t.args = "\x01";
-        t.reply_to = "tcp://127.0.0.1:40000";
-        m.tasks.push_back(t);
-    }
+    for (int i = 0; i < 3; ++i) m.tasks.push_back(echo_task("t-" + std::to_string(i), "tcp://127.0.0.1:40000"));
     m.tasks[2].reply_to = "tcp://10.0.0.9:5557";  // its own
     m.tasks[1].timeout_ms = 250;
     const auto bytes = encode(m);
@@ -305,16 +318,8 @@ TEST_CASE("A batch's shared reply_to is written once, fields at their defaults n
 
 TEST_CASE("decode_tasks can leave the batch's reply_to out of its tasks and point at it", "[protocol][compact]") {
     Tasks m;
-    Task a;
-    a.id = "a";
-    a.name = "echo";
-    a.reply_to = "tcp://127.0.0.1:40000";
-    Task b = a;
-    b.id = "b";
-    b.reply_to = "tcp://10.0.0.9:5557";
-    Task c = a;
-    c.id = "c";
-    m.tasks = {a, b, c};
+    m.tasks = {echo_task("a", "tcp://127.0.0.1:40000"), echo_task("b", "tcp://10.0.0.9:5557"),
+               echo_task("c", "tcp://127.0.0.1:40000")};
     const auto bytes = encode(m);
     std::string_view batch;
     auto d = decode_tasks(bytes, batch);
@@ -329,14 +334,7 @@ TEST_CASE("decode_tasks can leave the batch's reply_to out of its tasks and poin
 
 TEST_CASE("A task with no reply_to in a batch of others keeps none", "[protocol][compact]") {
     Tasks m;
-    Task a;
-    a.id = "a";
-    a.name = "echo";
-    a.reply_to = "tcp://127.0.0.1:40000";
-    Task b = a;
-    b.id = "b";
-    b.reply_to.clear();
-    m.tasks = {a, b};
+    m.tasks = {echo_task("a", "tcp://127.0.0.1:40000"), echo_task("b", "")};
     auto d = decode_tasks(encode(m));
     REQUIRE(d.ok());
     CHECK(d->tasks[0].reply_to == "tcp://127.0.0.1:40000");
@@ -363,14 +361,7 @@ TEST_CASE("A batch's reply_to given before its tasks applies as well", "[protoco
 TEST_CASE("A batch's shared worker is written once; outcomes with another or none keep theirs",
           "[protocol][compact]") {
     Results m;
-    for (int i = 0; i < 3; ++i) {
-        Outcome o;
-        o.id = "r-" + std::to_string(i);
-        o.task = "echo";
-        o.result = "\x01";
-        o.worker = "host:12";
-        m.results.push_back(o);
-    }
+    for (int i = 0; i < 3; ++i) m.results.push_back(echo_outcome("r-" + std::to_string(i), "host:12"));
     m.results[2].worker = "host:13";
     const auto bytes = encode(m);
     const auto oh = msgpack::unpack(bytes.data(), bytes.size());

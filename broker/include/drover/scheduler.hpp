@@ -250,8 +250,8 @@ private:
         std::uint32_t reply_to_id = 0;
         const std::string* name = nullptr;
         std::uint32_t name_id = 0;
-        std::string checked_name;  // whether some worker announced this name:
-        bool name_known = false;   // name_known
+        std::string checked_name;  // the name name_known was looked up for
+        bool name_known = false;   // some worker has announced checked_name
     };
     Entry& new_entry(proto::Task&& t, std::string_view reply_to, SubmitContext& ctx);
     void free_entry(Entry& e);
