@@ -105,8 +105,11 @@ void Broker::drop(const std::string& peer, const char* socket, proto::DecodeErro
     ++dropped_[why];
     if (logged_drops_.size() > 10000) logged_drops_.clear();  // bounded; may log a peer again
     if (logged_drops_.emplace(peer, why).second)
-        log_->warn("broker.dropped socket={} peer={} reason={} (logged once per peer)", socket,
-                   to_hex(peer), why);
+        log_->warn("broker.dropped socket={} peer={} reason={} (logged once per peer){}", socket, to_hex(peer), why,
+                   reason == proto::DecodeError::wrong_version
+                       ? ": a peer of another drover release; run the same release on broker, workers and "
+                         "producers"
+                       : "");
 }
 
 void Broker::on_frontend() {

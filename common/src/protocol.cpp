@@ -561,6 +561,7 @@ const char* decode_error_name(DecodeError e) noexcept {
     switch (e) {
         case DecodeError::bad_frames: return "bad_frames";
         case DecodeError::bad_header: return "bad_header";
+        case DecodeError::wrong_version: return "wrong_version";
         case DecodeError::unknown_command: return "unknown_command";
         case DecodeError::unexpected: return "unexpected";
         case DecodeError::bad_body: return "bad_body";
@@ -580,7 +581,8 @@ zmq::message_t make_header(Command c) {
 Decoded<Command> parse_header(const void* data, std::size_t size) noexcept {
     if (size != k_header_size) return DecodeError::bad_header;
     const auto* p = static_cast<const unsigned char*>(data);
-    if (std::memcmp(p, k_protocol.data(), 4) != 0) return DecodeError::bad_header;
+    if (std::memcmp(p, k_protocol.data(), 4) != 0)
+        return std::memcmp(p, k_protocol.data(), 3) == 0 ? DecodeError::wrong_version : DecodeError::bad_header;
     const auto c = static_cast<Command>(p[4]);
     if (std::string_view(command_name(c)) == "?") return DecodeError::unknown_command;
     return c;

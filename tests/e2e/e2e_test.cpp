@@ -223,6 +223,10 @@ TEST_CASE("garbage sent to the broker's frontend and backend and to a sink leave
     std::uint64_t dropped = 0;
     for (auto& [reason, n] : (*status)["dropped"].items()) dropped += n.get<std::uint64_t>();
     CHECK(dropped >= 18);  // 11 messages on each socket, a few may merge into one bad frame set
+    // A peer of the previous release (DRV1) is named as such, in STATUS and in the log.
+    REQUIRE((*status)["dropped"].contains("wrong_version"));
+    CHECK((*status)["dropped"]["wrong_version"].get<int>() >= 2);  // frontend and backend
+    CHECK(read_file(dir.file("broker.log.err")).find("a peer of another drover release") != std::string::npos);
     CHECK((*status)["totals"]["settled"] == 20);
 }
 

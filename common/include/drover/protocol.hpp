@@ -8,8 +8,8 @@
 // or worker (RESULT) its items share once, and items leave out fields at
 // their defaults; a worker's HEARTBEAT says how many tasks it holds. A DRV1
 // peer would read such tasks as having no reply_to, so the versions refuse
-// each other's messages (bad_header, logged once per peer): upgrade a
-// fleet's broker, workers and producers together.
+// each other's messages (wrong_version here, bad_header in DRV1; logged once
+// per peer): upgrade a fleet's broker, workers and producers together.
 //
 // Every message is two frames after the ROUTER identity (if any):
 //
@@ -229,6 +229,7 @@ struct Results {
 enum class DecodeError : std::uint8_t {
     bad_frames,       // wrong number of frames
     bad_header,       // header not 5 bytes or not "DRV2"
+    wrong_version,    // "DRV" and another version: a peer of another drover release
     unknown_command,  // command byte not in the table above
     unexpected,       // a valid command this socket does not take
     bad_body,         // not msgpack, truncated, wrong types, missing fields
