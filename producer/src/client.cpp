@@ -2,6 +2,7 @@
 #include "drover/client.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <stdexcept>
 
@@ -20,6 +21,14 @@ constexpr std::size_t k_settle_batch = 4096;
 // Digits in ascending ASCII order, so that for numbers written with them a
 // shorter string is smaller and equal lengths compare as the numbers do.
 constexpr std::string_view k_digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
+
+// The value of each digit of k_digits, -1 for other characters.
+constexpr auto k_digit_values = [] {
+    std::array<std::int8_t, 256> v{};
+    for (auto& x : v) x = -1;
+    for (std::size_t i = 0; i < k_digits.size(); ++i) v[static_cast<unsigned char>(k_digits[i])] = static_cast<std::int8_t>(i);
+    return v;
+}();
 
 void append_number(std::string& out, std::uint64_t n) {
     char buf[11];
@@ -81,16 +90,16 @@ Client::~Client() {
     log_->info("client.stopped session={} duplicates_dropped={} (late or repeated results: each id is delivered once)",
                session_, duplicates_.load());
     // Whatever has no outcome now never will from this client.
-    std::vector<std::pair<std::string, Pending>> left;
+    std::vector<Pending> left;
     {
         std::lock_guard lock(mutex_);
-        for (auto& [id, p] : pending_) left.emplace_back(id, std::move(p));
+        pending_.for_each([&](std::uint64_t, Pending& p) { left.push_back(std::move(p)); });
         pending_.clear();
-        pending_nodes_.release();
+        named_.clear();
     }
-    for (auto& [id, p] : left) {
+    for (auto& p : left) {
         Result r;
-        r.id = id;
+        r.id = std::move(p.task.id);
         r.task = p.task.name;
         r.status = proto::Status::cancelled;
         r.error = "client closed";
@@ -112,17 +121,19 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     std::unique_lock lock(mutex_);
     room_.wait(lock, [&] { return pending_.size() < options_.window || stopping_; });
     if (stopping_) throw std::runtime_error("client is closing");
-    if (!options.id.empty() && pending_.count(options.id))
+    const bool named = !options.id.empty();
+    if (named && find_pending(options.id).pending)
         throw std::invalid_argument("duplicate id '" + options.id + "': a task with this id is still unfinished");
-    std::string id = options.id;
-    if (id.empty()) {
-        id.reserve(15);
-        id = session_;
-        id += '.';
-        append_number(id, ++seq_);
+    std::uint64_t seq = 0;
+    // A number is skipped while a caller's id takes its form.
+    Pending& p = pending_.insert(seq, [&](std::uint64_t n) { return !named_.empty() && named_.count(own_id(n)) > 0; });
+    if (named) {
+        p.task.id = std::move(options.id);
+        p.named = true;
+        named_.emplace(p.task.id, seq);
+    } else {
+        p.task.id = own_id(seq);
     }
-    Pending p;
-    p.task.id = id;
     p.task.name = std::move(name);
     p.task.args = std::move(args);
     p.task.max_attempts = options.max_attempts.value_or(options_.max_attempts);
@@ -133,12 +144,50 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     p.task.detached = p.elsewhere;
     p.done = std::move(done);
     if (p.elsewhere) ++elsewhere_pending_;
-    pending_.emplace(id, std::move(p));
+    std::string id = p.task.id;
     const bool first = inbox_.empty();
-    inbox_.push_back(id);
+    inbox_.push_back(seq);
     lock.unlock();
     if (first) wake();
     return id;
+}
+
+std::string Client::own_id(std::uint64_t seq) const {
+    std::string id;
+    id.reserve(15);
+    id = session_;
+    id += '.';
+    append_number(id, seq);
+    return id;
+}
+
+std::uint64_t Client::own_seq(std::string_view id) const {
+    const std::size_t start = session_.size() + 1;
+    if (id.size() <= start || id.size() > start + 10 || id[session_.size()] != '.' ||
+        id.compare(0, session_.size(), session_) != 0)
+        return 0;
+    std::uint64_t n = 0;
+    for (std::size_t i = start; i < id.size(); ++i) {
+        const int d = k_digit_values[static_cast<unsigned char>(id[i])];
+        if (d < 0) return 0;
+        n = n * 64 + static_cast<std::uint64_t>(d);
+    }
+    return n;
+}
+
+Client::Found Client::find_pending(const std::string& id) {
+    if (const auto seq = own_seq(id); seq != 0)
+        if (Pending* p = pending_.find(seq); p && p->task.id == id) return {seq, p};
+    if (named_.empty()) return {};
+    const auto it = named_.find(id);
+    if (it == named_.end()) return {};
+    return {it->second, pending_.find(it->second)};
+}
+
+void Client::erase_pending(const Found& f) {
+    if (f.pending->named) named_.erase(f.pending->task.id);
+    if (f.pending->elsewhere) --elsewhere_pending_;
+    pending_.erase(f.seq);
 }
 
 void Client::wait_all() {
@@ -149,8 +198,9 @@ void Client::wait_all() {
 void Client::cancel_all() {
     {
         std::lock_guard lock(mutex_);
-        for (const auto& [id, p] : pending_)
-            if (!p.elsewhere) cancel_requests_.push_back(id);
+        pending_.for_each([&](std::uint64_t, const Pending& p) {
+            if (!p.elsewhere) cancel_requests_.push_back(p.task.id);
+        });
     }
     wake();
 }
@@ -192,10 +242,10 @@ void Client::send_unsent() {
         std::vector<proto::TaskRef> batch;
         std::size_t end = sent, bytes = 0;
         while (end < unsent_.size() && end - sent < k_submit_batch && (end == sent || bytes < limit)) {
-            auto it = pending_.find(unsent_[end++]);
-            if (it == pending_.end()) continue;
-            const proto::Task& t = it->second.task;
-            batch.push_back(proto::TaskRef{t.id, t.name, t.args, it->second.elsewhere ? t.reply_to : reply_to_,
+            const Pending* p = pending_.find(unsent_[end++]);
+            if (!p) continue;  // finished (cancelled, rejected) before it was sent
+            const proto::Task& t = p->task;
+            batch.push_back(proto::TaskRef{t.id, t.name, t.args, p->elsewhere ? t.reply_to : reply_to_,
                                            0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error});
             bytes += wire_size(batch.back());
         }
@@ -211,21 +261,13 @@ void Client::finish(const std::string& id, Result&& r) {
     std::vector<std::pair<ResultCallback, Result>> ready;
     {
         std::lock_guard lock(mutex_);
-        auto it = pending_.find(id);
-        if (it == pending_.end()) return;
-        ready.emplace_back(std::move(it->second.done), std::move(r));
-        if (it->second.elsewhere) --elsewhere_pending_;
-        pending_.erase(it);
-        release_idle_nodes();
+        const Found f = find_pending(id);
+        if (!f.pending) return;
+        ready.emplace_back(std::move(f.pending->done), std::move(r));
+        erase_pending(f);
         ++delivering_;
     }
     deliver(ready);
-}
-
-// With no task unfinished, a burst's recycled nodes go back to the heap
-// (up to k_kept_nodes of them stay for the next tasks). Called with mutex_ held.
-void Client::release_idle_nodes() {
-    if (pending_.empty() && pending_nodes_.kept() > k_kept_nodes) pending_nodes_.release();
 }
 
 // Runs the callbacks of outcomes taken from pending_ (and counted in
@@ -261,8 +303,8 @@ void Client::on_results(std::string_view body) {
         for (auto& o : m->results) {
             // Settle duplicates too: the broker may still hold the task.
             settle_.push_back(o.id);
-            auto it = pending_.find(o.id);
-            if (it == pending_.end() || it->second.elsewhere) {
+            const Found f = find_pending(o.id);
+            if (!f.pending || f.pending->elsewhere) {
                 ++duplicates_;
                 continue;
             }
@@ -276,10 +318,9 @@ void Client::on_results(std::string_view body) {
             r.attempts = o.attempt;
             r.worker = std::move(o.worker);
             r.elapsed_ms = static_cast<double>(o.elapsed_us) / 1000.0;
-            ready.emplace_back(std::move(it->second.done), std::move(r));
-            pending_.erase(it);
+            ready.emplace_back(std::move(f.pending->done), std::move(r));
+            erase_pending(f);
         }
-        release_idle_nodes();
         delivering_ += ready.size();
     }
     if (!ready.empty()) deliver(ready);
@@ -301,13 +342,13 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
             {
                 std::lock_guard lock(mutex_);
                 for (const auto& id : m->ids) {
-                    auto it = pending_.find(id);
-                    if (it == pending_.end()) continue;
-                    it->second.accepted = true;
-                    if (it->second.elsewhere) {
+                    Pending* p = find_pending(id).pending;
+                    if (!p) continue;
+                    p->accepted = true;
+                    if (p->elsewhere) {
                         Result r;
                         r.id = id;
-                        r.task = it->second.task.name;
+                        r.task = p->task.name;
                         r.accepted_only = true;
                         elsewhere.emplace_back(id, std::move(r));
                     }
@@ -326,8 +367,7 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
                 r.error = m->reason;
                 {
                     std::lock_guard lock(mutex_);
-                    auto it = pending_.find(id);
-                    if (it != pending_.end()) r.task = it->second.task.name;
+                    if (const Pending* p = find_pending(id).pending) r.task = p->task.name;
                 }
                 finish(id, std::move(r));
             }
@@ -365,14 +405,13 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
 }
 
 // The broker may know none of our tasks: resend all that have no outcome
-// yet, under the same ids, oldest first. Called with mutex_ held.
+// yet, under the same ids, in the order submitted. Called with mutex_ held.
 void Client::resend_unfinished() {
     unsent_.clear();
-    for (const auto& [id, p] : pending_)
-        if (!p.elsewhere || !p.accepted) unsent_.push_back(id);
-    std::sort(unsent_.begin(), unsent_.end(), [](const std::string& a, const std::string& b) {
-        return a.size() != b.size() ? a.size() < b.size() : a < b;
+    pending_.for_each([&](std::uint64_t seq, const Pending& p) {
+        if (!p.elsewhere || !p.accepted) unsent_.push_back(seq);
     });
+    std::sort(unsent_.begin(), unsent_.end());
 }
 
 void Client::io_loop() {

@@ -1,6 +1,8 @@
 // Integration: broker, worker and client in one process over inproc://.
 #include <catch2/catch.hpp>
 
+#include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -46,6 +48,56 @@ TEST_CASE("a local threads cluster maps sum_random over 1,000 tasks in order", "
         ids.insert(r.id);
     }
     CHECK(ids.size() == 1000);
+    CHECK(client.duplicates_dropped() == 0);
+}
+
+TEST_CASE("tasks with caller-chosen ids, one the id of a finished task, end once each next to numbered ones",
+          "[integration]") {
+    zmq::context_t ctx;
+    const auto registry = builtins();
+    drover::LocalCluster cluster(ctx, registry, {2, "threads", {}, 1}, drover::null_logger());
+    drover::Client client(ctx, client_options(cluster.frontend(), cluster.sink_endpoint()));
+    std::mutex m;
+    std::map<std::string, drover::Result> got;
+    const auto keep = [&](drover::Result&& r) {
+        std::lock_guard lock(m);
+        CHECK(got.count(r.id) == 0);
+        got.emplace(r.id, std::move(r));
+    };
+    // The client's own id of a finished task, given again by the caller (a
+    // resubmission): it must not be confused with the client's numbered tasks.
+    const auto first = client.submit_packed("echo", drover::pack_args(0), keep);
+    client.wait_all();
+    const auto dot = first.rfind('.');
+    REQUIRE(dot != std::string::npos);
+    const std::string prefix = first.substr(0, dot + 1);
+    drover::TaskOptions again;
+    again.id = first;
+    std::vector<std::string> ids{first};
+    ids.push_back(client.submit_packed("echo", drover::pack_args(-1), keep, again));
+    CHECK(ids.back() == first);
+    got.erase(first);
+    // Ids in the client's own form that it has not given yet, and plain ones.
+    for (int i = 2; i <= 6; ++i) {
+        drover::TaskOptions o;
+        o.id = prefix + std::to_string(i);
+        ids.push_back(client.submit_packed("echo", drover::pack_args(1000 + i), keep, o));
+    }
+    drover::TaskOptions plain;
+    plain.id = "job-7";
+    ids.push_back(client.submit_packed("echo", drover::pack_args(7), keep, plain));
+    CHECK_THROWS_WITH(client.submit_packed("echo", drover::pack_args(8), keep, plain),
+                      Catch::Contains("duplicate id 'job-7'"));
+    for (int i = 0; i < 50; ++i) ids.push_back(client.submit_packed("echo", drover::pack_args(i), keep));
+    client.wait_all();
+    std::lock_guard lock(m);
+    CHECK(got.size() == ids.size() - 1);  // `first` twice
+    std::set<std::string> unique(ids.begin(), ids.end());
+    CHECK(unique.size() == ids.size() - 1);
+    for (const auto& [id, r] : got) REQUIRE(r.ok());
+    CHECK(got.at(first).as<int>() == -1);
+    for (int i = 2; i <= 6; ++i) CHECK(got.at(prefix + std::to_string(i)).as<int>() == 1000 + i);
+    CHECK(got.at("job-7").as<int>() == 7);
     CHECK(client.duplicates_dropped() == 0);
 }
 

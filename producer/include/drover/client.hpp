@@ -32,9 +32,9 @@
 
 #include "drover/logging.hpp"
 #include "drover/net.hpp"
-#include "drover/node_pool.hpp"
 #include "drover/protocol.hpp"
 #include "drover/security.hpp"
+#include "drover/seq_table.hpp"
 
 namespace drover {
 
@@ -58,7 +58,7 @@ struct TaskOptions {
     // Retry an error (an exception in the task) too, with exponential
     // back-off, while attempts remain; by default only crashes and timeouts are.
     bool retry_on_error = false;
-    // The task's id on the wire (default: "<session>-<n>"). Needed when the
+    // The task's id on the wire (default: "<session>.<n>"). Needed when the
     // outcome goes to another sink, which sees only this id: it must then be
     // unique among the broker's unsettled tasks, across producers.
     std::string id;
@@ -166,6 +166,11 @@ private:
         ResultCallback done;
         bool accepted = false;   // kept for tasks that go elsewhere only: the others end at their result
         bool elsewhere = false;  // outcome goes to another sink
+        bool named = false;      // its id was chosen by the caller (in named_)
+    };
+    struct Found {
+        std::uint64_t seq = 0;
+        Pending* pending = nullptr;
     };
 
     void io_loop();
@@ -175,8 +180,11 @@ private:
     void on_results(std::string_view body);
     void finish(const std::string& id, Result&& r);
     void deliver(std::vector<std::pair<ResultCallback, Result>>& ready);
-    void release_idle_nodes();
-    static constexpr std::size_t k_kept_nodes = 1024;
+    // The unfinished task with this id, if any. Called with mutex_ held.
+    Found find_pending(const std::string& id);
+    void erase_pending(const Found& f);
+    [[nodiscard]] std::string own_id(std::uint64_t seq) const;
+    [[nodiscard]] std::uint64_t own_seq(std::string_view id) const;  // 0: not of our own form
     void wake();
     void resend_unfinished();
 
@@ -195,23 +203,20 @@ private:
     mutable std::mutex mutex_;
     std::condition_variable room_;   // window has room / all done
     std::size_t delivering_ = 0;     // outcomes taken from pending_ whose callback has not returned
-    std::vector<std::string> inbox_;  // ids submitted, not yet handed to the I/O thread
-    // Its nodes are recycled (node_pool.hpp): inserted by the submitting
-    // thread, erased by the I/O thread, each would cost glibc's slowest path.
-    NodePool pending_nodes_;
-    using PendingMap = std::unordered_map<std::string, Pending, std::hash<std::string>, std::equal_to<std::string>,
-                                          PoolAllocator<std::pair<const std::string, Pending>>>;
-    PendingMap pending_{0, std::hash<std::string>{}, std::equal_to<std::string>{},
-                        PoolAllocator<std::pair<const std::string, Pending>>(pending_nodes_)};
+    std::vector<std::uint64_t> inbox_;  // submitted, not yet handed to the I/O thread
+    // Unfinished tasks by their number: an id of our own form ("<session>.<n>")
+    // carries it, so finding a task costs no hashing (seq_table.hpp). A task
+    // whose id the caller chose is found through named_.
+    SeqTable<Pending> pending_;
+    std::unordered_map<std::string, std::uint64_t> named_;
     // Tasks in pending_ whose outcome goes elsewhere: while there are none,
     // ACCEPTED needs no look-up (one decode and one find a task saved).
     std::atomic<std::size_t> elsewhere_pending_{0};
     std::vector<std::string> cancel_requests_;
-    std::uint64_t seq_ = 0;
     bool stopping_ = false;
 
     // I/O thread only.
-    std::vector<std::string> unsent_;
+    std::vector<std::uint64_t> unsent_;
     std::vector<std::string> settle_;
     std::uint32_t settle_timed_out_ = 0;  // timeouts among settle_
     Clock::time_point last_from_broker_{};
