@@ -12,6 +12,9 @@ namespace {
 // less, tasks of about 0.7 ms or more (docs/design.md).
 constexpr std::size_t k_spread_max_credits_per_slot = 4;
 
+// Look-ups of a batch prefetch the index bucket of the id this far ahead.
+constexpr std::size_t k_prefetch_ahead = 8;
+
 std::uint64_t pack_ref(std::uint32_t slot, std::uint32_t gen) { return std::uint64_t{slot} << 32 | gen; }
 
 // A free index of `items` (from `free`), or a new one at its end.
@@ -193,7 +196,9 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
     out.accepted.reserve(tasks.size());
     SubmitContext ctx;
     ctx.producer = strings_.acquire(producer);  // held for the batch, released at the end
-    for (auto& t : tasks) {
+    for (std::size_t i = 0; i < tasks.size(); ++i) {
+        if (i + k_prefetch_ahead < tasks.size()) index_.prefetch(tasks[i + k_prefetch_ahead].id);
+        auto& t = tasks[i];
         if (Entry* known = find(t.id)) {  // a resend: already ours
             // It may come over a new connection.
             if (strings_[known->producer] != producer) {
@@ -568,8 +573,9 @@ Clock::time_point Scheduler::release_retries(Clock::time_point now) {
 }
 
 void Scheduler::settle(const std::vector<std::string>& ids) {
-    for (const auto& id : ids) {
-        Entry* e = find(id);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        if (i + k_prefetch_ahead < ids.size()) index_.prefetch(ids[i + k_prefetch_ahead]);
+        Entry* e = find(ids[i]);
         if (!e) continue;
         if (e->state == State::held) ++worker_slots_[e->worker].done;
         free_entry(*e);  // a queue slot or timer naming it is skipped lazily
