@@ -1,6 +1,8 @@
 // Integration: broker, worker and client in one process over inproc://.
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -98,6 +100,37 @@ TEST_CASE("tasks with caller-chosen ids, one the id of a finished task, end once
     CHECK(got.at(first).as<int>() == -1);
     for (int i = 2; i <= 6; ++i) CHECK(got.at(prefix + std::to_string(i)).as<int>() == 1000 + i);
     CHECK(got.at("job-7").as<int>() == 7);
+    CHECK(client.duplicates_dropped() == 0);
+}
+
+TEST_CASE("a task retried after a timeout onto the same worker keeps its own deadline, and late results go nowhere",
+          "[integration]") {
+    zmq::context_t ctx;
+    auto registry = builtins();
+    // The first run outlives its deadline but ends while the second runs.
+    std::atomic<int> runs{0};
+    registry.add("slow_first", [&runs](int x) {
+        std::this_thread::sleep_for(runs++ == 0 ? 700ms : 2500ms);
+        return x;
+    });
+    // One worker with two executors: the retry lands next to the first run.
+    drover::LocalCluster cluster(ctx, registry, {2, "threads", {}, 1}, drover::null_logger());
+    drover::Client client(ctx, client_options(cluster.frontend(), cluster.sink_endpoint()));
+    drover::TaskOptions o;
+    o.timeout_ms = 400;
+    o.max_attempts = 2;
+    std::promise<drover::Result> promise;
+    auto future = promise.get_future();
+    client.submit_packed("slow_first", drover::pack_args(5), [&](drover::Result&& r) { promise.set_value(std::move(r)); },
+                         o);
+    REQUIRE(future.wait_for(10s) == std::future_status::ready);
+    const auto r = future.get();
+    // Both attempts timed out; the first one's late result is not an outcome.
+    CHECK(r.status == drover::proto::Status::timeout);
+    CHECK(r.attempts == 2);
+    // The second run ends too, late: its result must not reach the sink either.
+    std::this_thread::sleep_for(2500ms);
+    CHECK(runs == 2);
     CHECK(client.duplicates_dropped() == 0);
 }
 

@@ -128,7 +128,8 @@ Clock::time_point Worker::report_timeouts(Clock::time_point now) {
     std::unordered_map<std::string, std::vector<proto::Outcome>> outcomes;
     {
         std::lock_guard lock(mutex_);
-        for (auto& [id, r] : running_) {
+        for (auto& [key, r] : running_) {
+            const std::string& id = key.first;
             if (r.timed_out) continue;
             if (r.deadline > now) {
                 next = std::min(next, r.deadline);
@@ -457,7 +458,7 @@ void Worker::executor_loop(unsigned index) {
         if (task.timeout_ms > 0) {
             {
                 std::lock_guard lock(mutex_);
-                running_[task.id] = Running{Clock::now() + Millis(task.timeout_ms), task, false};
+                running_[{task.id, task.attempt}] = Running{Clock::now() + Millis(task.timeout_ms), task, false};
             }
             // Wake the I/O thread so that it waits for this deadline.
             std::uint32_t zero = 0;
@@ -495,7 +496,7 @@ void Worker::executor_loop(unsigned index) {
         bool timed_out = false;
         if (task.timeout_ms > 0) {
             std::lock_guard lock(mutex_);
-            auto r = running_.find(out.id);
+            auto r = running_.find({out.id, task.attempt});
             timed_out = r != running_.end() && r->second.timed_out;
             if (r != running_.end()) running_.erase(r);
         }

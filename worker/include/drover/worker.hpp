@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -122,7 +123,9 @@ private:
         proto::Task task;
         bool timed_out = false;
     };
-    std::unordered_map<std::string, Running> running_;
+    // By id and attempt: a task retried after its timeout may land on this
+    // worker while its first run goes on, and each run has its own deadline.
+    std::map<std::pair<std::string, std::uint32_t>, Running> running_;
     std::vector<std::string> retries_;  // failed with attempts left: for the I/O thread to send RETRY
     std::vector<std::string> timed_out_;  // with replace_on_timeout: reported `timeout` (final)
     bool replace_ = false;                // with replace_on_timeout: a task timed out
