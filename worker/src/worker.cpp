@@ -252,17 +252,20 @@ Worker::Stopped Worker::run(const StopSource& stop) {
                 const std::string_view body = frames.size() == 2 ? proto::view(frames[1]) : std::string_view{};
                 switch (*cmd) {
                     case proto::Command::dispatch: {
-                        auto m = proto::decode_tasks(body);
+                        std::string_view batch_reply_to;
+                        auto m = proto::decode_tasks(body, batch_reply_to);
                         if (!m) {
                             log_->warn("worker.dropped reason={}", proto::decode_error_name(m.error()));
                             break;
                         }
-                        outstanding_ += static_cast<std::uint32_t>(m->tasks.size());
+                        const auto n = m->tasks.size();
+                        if (n == 0) break;
+                        outstanding_ += static_cast<std::uint32_t>(n);
                         {
                             std::lock_guard lock(mutex_);
-                            for (auto& t : m->tasks) queue_.push_back(std::move(t));
+                            queue_.push_back(Dispatched{std::string(batch_reply_to), std::move(m->tasks)});
                         }
-                        if (m->tasks.size() == 1) wake_.notify_one(); else wake_.notify_all();
+                        if (n == 1) wake_.notify_one(); else wake_.notify_all();
                         break;
                     }
                     case proto::Command::heartbeat:
@@ -429,7 +432,7 @@ void Worker::executor_loop(unsigned index) {
 
     // Tasks taken from queue_ in one lock: all of them with one executor, one
     // with several. A task's timeout starts when it starts, not when taken.
-    std::deque<proto::Task> mine;
+    std::deque<Dispatched> mine;
     // The outcomes of the last sink used, most tasks of a run going to one.
     const std::string* last_sink = nullptr;
     std::vector<proto::Outcome>* last_outcomes = nullptr;
@@ -449,16 +452,23 @@ void Worker::executor_loop(unsigned index) {
             } else {
                 // One at a time: a task taken here waits for this executor
                 // alone, behind a long or hung one, while others sit idle.
-                mine.push_back(std::move(queue_.front()));
-                queue_.pop_front();
+                Dispatched& first = queue_.front();
+                Dispatched one;
+                one.tasks.push_back(std::move(first.tasks[first.next++]));
+                if (one.tasks[0].reply_to.empty()) one.reply_to = first.reply_to;
+                if (first.next == first.tasks.size()) queue_.pop_front();
+                mine.push_back(std::move(one));
             }
         }
         if (abort_) break;
-        proto::Task& task = mine.front();  // popped at the end of this turn
+        Dispatched& batch = mine.front();  // its task taken at the end of this turn
+        proto::Task& task = batch.tasks[batch.next];
+        const std::string& sink = task.reply_to.empty() ? batch.reply_to : task.reply_to;
         if (task.timeout_ms > 0) {
             {
                 std::lock_guard lock(mutex_);
-                running_[{task.id, task.attempt}] = Running{Clock::now() + Millis(task.timeout_ms), task, false};
+                auto& r = running_[{task.id, task.attempt}] = Running{Clock::now() + Millis(task.timeout_ms), task, false};
+                r.task.reply_to = sink;
             }
             // Wake the I/O thread so that it waits for this deadline.
             std::uint32_t zero = 0;
@@ -509,16 +519,16 @@ void Worker::executor_loop(unsigned index) {
             retries_.push_back(std::move(out.id));
         } else {
             pending_bytes += out.result.size() + out.error.size() + out.id.size() + k_entry_overhead;
-            if (task.detached && standalone.size() < 4096) standalone.insert(task.reply_to);
-            if (!last_sink || *last_sink != task.reply_to) {
-                const auto it = pending.try_emplace(std::move(task.reply_to)).first;
+            if (task.detached && standalone.size() < 4096) standalone.insert(sink);
+            if (!last_sink || *last_sink != sink) {
+                const auto it = pending.try_emplace(sink).first;
                 last_sink = &it->first;
                 last_outcomes = &it->second;
             }
             last_outcomes->push_back(std::move(out));
         }
         ++pending_count;
-        mine.pop_front();
+        if (++batch.next == batch.tasks.size()) mine.pop_front();
         // A batch leaves when it is full or when there is nothing else to do.
         bool idle = false;
         if (mine.empty()) {

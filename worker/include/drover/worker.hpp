@@ -114,7 +114,15 @@ private:
 
     std::mutex mutex_;
     std::condition_variable wake_;
-    std::deque<proto::Task> queue_;
+    // A DISPATCH's tasks, decoded by the I/O thread. A task without a
+    // reply_to of its own goes to the batch's, kept once: copying it into
+    // every task cost an allocation there and a free on the executor.
+    struct Dispatched {
+        std::string reply_to;
+        std::vector<proto::Task> tasks;
+        std::size_t next = 0;  // the tasks before it were taken
+    };
+    std::deque<Dispatched> queue_;  // none of them empty
     // Tasks with a timeout that an executor is running (guarded by mutex_).
     // At the deadline the I/O thread reports `timeout`; the executor then
     // drops the late result, and its slot stays busy until the task returns.
