@@ -1,4 +1,4 @@
-// libFuzzer target: every DRV2 decoder on arbitrary bytes, and what an accepted body promises.
+// libFuzzer target: every DRV2 decoder and the task arguments' reader on arbitrary bytes, and what an accepted body promises.
 //
 // An input is one message in frames (fuzz_frames.hpp). The message is decoded
 // the way its receiver decodes it, and every frame is also fed to every body
@@ -17,6 +17,7 @@
 #include <msgpack.hpp>
 
 #include "drover/protocol.hpp"
+#include "drover/unpack.hpp"
 #include "fuzz_frames.hpp"
 
 using namespace drover::proto;
@@ -95,7 +96,35 @@ void check_same_form_errors(std::string_view body, Decoded<T> (*decode)(std::str
     }
 }
 
+// The task arguments' reader (worker) accepts exactly what msgpack-c accepts
+// with the limits it replaced, and builds the same value.
+std::optional<std::string> repacked(const msgpack::object& o) {
+    msgpack::sbuffer b;
+    msgpack::pack(b, o);
+    return std::string(b.data(), b.size());
+}
+void check_arguments_reader(std::string_view bytes) {
+    if (bytes.empty()) return;  // a task without arguments is not read
+    const std::size_t n = bytes.size();
+    std::optional<std::string> reference, fast;
+    try {
+        std::size_t offset = 0;
+        const auto oh = msgpack::unpack(bytes.data(), n, offset, nullptr, nullptr,
+                                        msgpack::unpack_limit(n, n, n, n, n, 64));
+        if (offset == n) reference = repacked(oh.get());
+    } catch (...) {
+    }
+    try {
+        msgpack::zone zone;
+        fast = repacked(drover::unpack_object(zone, bytes, 64));
+    } catch (const drover::UnpackError&) {
+    }
+    check(reference.has_value() == fast.has_value(), "the arguments reader accepts what msgpack-c accepts");
+    if (reference) check(*reference == *fast, "the arguments reader builds msgpack-c's value");
+}
+
 void check_every_decoder(std::string_view body) {
+    check_arguments_reader(body);
     check_same_form_errors(body, decode_hello);
     check_same_form_errors(body, decode_ready);
     check_same_form_errors(body, decode_lost);

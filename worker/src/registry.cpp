@@ -1,5 +1,6 @@
 // Task registry and the built-in tasks.
 #include "drover/registry.hpp"
+#include "drover/unpack.hpp"
 
 #include <chrono>
 #include <csignal>
@@ -51,16 +52,12 @@ std::string Registry::run(const std::string& name, std::string_view args) const 
     in_use = true;
     msgpack::object object;
     if (!args.empty()) {
-        const std::size_t n = args.size();
-        std::size_t offset = 0;
-        bool referenced = false;
         try {
-            object = msgpack::unpack(zone, args.data(), n, offset, referenced, nullptr, nullptr,
-                                     msgpack::unpack_limit(n, n, n, n, n, 64));
-        } catch (const std::exception& e) {
+            object = unpack_object(zone, args, /*max_depth=*/64);
+        } catch (const UnpackError& e) {
+            if (std::string_view(e.what()) == "trailing bytes") throw ArgumentError("arguments have trailing bytes");
             throw ArgumentError(std::string("arguments are not valid msgpack: ") + e.what());
         }
-        if (offset != n) throw ArgumentError("arguments have trailing bytes");
     }
     return it->second(object);
 }
