@@ -61,12 +61,22 @@ void Scheduler::Interned::release(std::uint32_t i) {
 
 // Slots ---------------------------------------------------------------------
 
-Scheduler::Entry* Scheduler::find(std::string_view id) {
-    const auto slot = index_.find(id);
+Scheduler::Entry* Scheduler::find(std::string_view id) { return find(id, index_.hash(id)); }
+
+Scheduler::Entry* Scheduler::find(std::string_view id, std::uint32_t id_hash) {
+    const auto slot = index_.find(id, id_hash);
     return slot == index_.npos ? nullptr : &slots_[slot];
 }
 
-Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, std::string_view reply_to, SubmitContext& ctx) {
+template <class Ids, class IdOfItem>
+const std::vector<std::uint32_t>& Scheduler::hash_batch(const Ids& items, IdOfItem id_of) {
+    batch_hashes_.clear();
+    for (const auto& item : items) batch_hashes_.push_back(index_.hash(id_of(item)));
+    return batch_hashes_;
+}
+
+Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, std::string_view reply_to, SubmitContext& ctx,
+                                       std::uint32_t id_hash) {
     const std::uint32_t slot = take_slot(slots_, free_slots_);
     Entry& e = slots_[slot];
     e.slot = slot;
@@ -97,15 +107,17 @@ Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, std::string_view reply_t
     e.detached = t.detached;
     e.retry_on_error = t.retry_on_error;
     e.reported.reset();
-    index_.insert(slot);
+    index_.insert(slot, id_hash);
     ++live_;
     return e;
 }
 
-void Scheduler::free_entry(Entry& e) {
+void Scheduler::free_entry(Entry& e) { free_entry(e, index_.hash(e.id)); }
+
+void Scheduler::free_entry(Entry& e, std::uint32_t id_hash) {
     if (e.state == State::queued) unmark_queued(e);
     if (e.state == State::held) release_held(e);
-    index_.erase(e.id);
+    index_.erase(e.id, id_hash);
     strings_.release(e.reply_to);
     strings_.release(e.producer);
     e.state = State::free;
@@ -196,10 +208,11 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
     out.accepted.reserve(tasks.size());
     SubmitContext ctx;
     ctx.producer = strings_.acquire(producer);  // held for the batch, released at the end
+    const auto& hashes = hash_batch(tasks, [](const proto::Task& t) -> std::string_view { return t.id; });
     for (std::size_t i = 0; i < tasks.size(); ++i) {
-        if (i + k_prefetch_ahead < tasks.size()) index_.prefetch(tasks[i + k_prefetch_ahead].id);
+        if (i + k_prefetch_ahead < tasks.size()) index_.prefetch(hashes[i + k_prefetch_ahead]);
         auto& t = tasks[i];
-        if (Entry* known = find(t.id)) {  // a resend: already ours
+        if (Entry* known = find(t.id, hashes[i])) {  // a resend: already ours
             // It may come over a new connection.
             if (strings_[known->producer] != producer) {
                 strings_.release(known->producer);
@@ -221,7 +234,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
             ctx.checked_name = t.name;
         }
         if (!workers_.empty() && !ctx.name_known) {
-            Entry& e = new_entry(std::move(t), reply_to, ctx);
+            Entry& e = new_entry(std::move(t), reply_to, ctx, hashes[i]);
             out.finals.push_back(end_task(e, proto::Status::error, "unknown task '" + names_[e.name] + "': no worker runs it"));
             out.accepted.push_back(e.id);
             ++totals_.accepted;
@@ -232,7 +245,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
             ++totals_.rejected;
             continue;
         }
-        Entry& e = new_entry(std::move(t), reply_to, ctx);
+        Entry& e = new_entry(std::move(t), reply_to, ctx, hashes[i]);
         mark_queued(e);
         queues_[e.name].push_back(Ref{e.slot, e.gen});
         ++totals_.accepted;
@@ -573,12 +586,13 @@ Clock::time_point Scheduler::release_retries(Clock::time_point now) {
 }
 
 void Scheduler::settle(const std::vector<std::string>& ids) {
+    const auto& hashes = hash_batch(ids, [](const std::string& id) -> std::string_view { return id; });
     for (std::size_t i = 0; i < ids.size(); ++i) {
-        if (i + k_prefetch_ahead < ids.size()) index_.prefetch(ids[i + k_prefetch_ahead]);
-        Entry* e = find(ids[i]);
+        if (i + k_prefetch_ahead < ids.size()) index_.prefetch(hashes[i + k_prefetch_ahead]);
+        Entry* e = find(ids[i], hashes[i]);
         if (!e) continue;
         if (e->state == State::held) ++worker_slots_[e->worker].done;
-        free_entry(*e);  // a queue slot or timer naming it is skipped lazily
+        free_entry(*e, hashes[i]);  // a queue slot or timer naming it is skipped lazily
         ++totals_.settled;
     }
 }

@@ -239,6 +239,11 @@ private:
     };
 
     Entry* find(std::string_view id);
+    Entry* find(std::string_view id, std::uint32_t id_hash);  // id_hash: index_.hash(id)
+    // The index hashes of a batch's ids, each computed once, for the look-ups
+    // and the prefetches k_prefetch_ahead ids ahead (scheduler.cpp).
+    template <class Ids, class IdOfItem>
+    const std::vector<std::uint32_t>& hash_batch(const Ids& items, IdOfItem id_of);
     Entry* live(Ref r) {
         Entry& e = slots_[r.slot];
         return e.gen == r.gen && e.state != State::free ? &e : nullptr;
@@ -253,8 +258,9 @@ private:
         std::string checked_name;  // the name name_known was looked up for
         bool name_known = false;   // some worker has announced checked_name
     };
-    Entry& new_entry(proto::Task&& t, std::string_view reply_to, SubmitContext& ctx);
+    Entry& new_entry(proto::Task&& t, std::string_view reply_to, SubmitContext& ctx, std::uint32_t id_hash);
     void free_entry(Entry& e);
+    void free_entry(Entry& e, std::uint32_t id_hash);
     WorkerState* worker(const std::string& identity);
     // A HeldRef still names the task its worker holds.
     bool holds(std::uint32_t wslot, const HeldRef& h) const;
@@ -281,6 +287,7 @@ private:
         std::string_view operator()(std::uint32_t slot) const { return (*slots)[slot].id; }
     };
     SlotIndex<IdOf> index_{IdOf{&slots_}};  // id -> slot
+    std::vector<std::uint32_t> batch_hashes_;  // hash_batch's
     std::size_t live_ = 0;
     Interned strings_;
     std::deque<std::string> names_;   // task names seen, by id (a deque: pointers to them stay valid)

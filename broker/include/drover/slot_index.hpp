@@ -24,10 +24,17 @@ public:
 
     explicit SlotIndex(KeyOf key_of) : key_of_(std::move(key_of)) {}
 
+    // The hash of a key as this index computes it. A batch of look-ups
+    // hashes each key once, and passes the hash to the calls below.
+    [[nodiscard]] static std::uint32_t hash(std::string_view key) {
+        const std::uint64_t h = std::hash<std::string_view>{}(key);
+        return static_cast<std::uint32_t>(h ^ (h >> 32));
+    }
+
     // The slot holding `key`, or npos.
-    [[nodiscard]] std::uint32_t find(std::string_view key) const {
+    [[nodiscard]] std::uint32_t find(std::string_view key) const { return find(key, hash(key)); }
+    [[nodiscard]] std::uint32_t find(std::string_view key, std::uint32_t h) const {
         if (table_.empty()) return npos;
-        const std::uint32_t h = hash(key);
         for (std::size_t i = h & mask();; i = next(i)) {
             const Bucket b = table_[i];
             if (b.slot == npos || (b.hash == h && key_of_(b.slot) == key)) return b.slot;
@@ -37,21 +44,22 @@ public:
     // Starts loading the bucket where a look-up of `key` begins. A batch of
     // look-ups (SUBMIT, SETTLE) prefetches a few keys ahead: the table is
     // larger than the caches, and a bucket load took most of a look-up's time.
-    void prefetch(std::string_view key) const {
-        if (!table_.empty()) __builtin_prefetch(&table_[hash(key) & mask()]);
+    void prefetch(std::uint32_t h) const {
+        if (!table_.empty()) __builtin_prefetch(&table_[h & mask()]);
     }
 
     // Adds `slot`, whose key must not be in the index yet.
-    void insert(std::uint32_t slot) {
+    void insert(std::uint32_t slot) { insert(slot, hash(key_of_(slot))); }
+    void insert(std::uint32_t slot, std::uint32_t h) {  // h: the hash of the slot's key
         if ((size_ + 1) * 2 > table_.size()) grow();
-        place(Bucket{slot, hash(key_of_(slot))});
+        place(Bucket{slot, h});
         ++size_;
     }
 
     // Removes `key` if present. The key must still be readable through KeyOf.
-    void erase(std::string_view key) {
+    void erase(std::string_view key) { erase(key, hash(key)); }
+    void erase(std::string_view key, std::uint32_t h) {
         if (table_.empty()) return;
-        const std::uint32_t h = hash(key);
         std::size_t hole = h & mask();
         while (table_[hole].slot != npos && !(table_[hole].hash == h && key_of_(table_[hole].slot) == key))
             hole = next(hole);
@@ -83,10 +91,6 @@ private:
         std::uint32_t hash;  // of the slot's key; its low bits pick the home bucket
     };
 
-    [[nodiscard]] static std::uint32_t hash(std::string_view key) {
-        const std::uint64_t h = std::hash<std::string_view>{}(key);
-        return static_cast<std::uint32_t>(h ^ (h >> 32));
-    }
     [[nodiscard]] std::size_t mask() const { return table_.size() - 1; }
     [[nodiscard]] std::size_t next(std::size_t i) const { return (i + 1) & mask(); }
 
