@@ -123,8 +123,28 @@ void check_arguments_reader(std::string_view bytes) {
     if (reference) check(*reference == *fast, "the arguments reader builds msgpack-c's value");
 }
 
+// decode_result_views accepts what decode_results accepts, with the same values.
+void check_result_views(std::string_view body) {
+    auto full = decode_results(body);
+    auto views = decode_result_views(body);
+    check(full.ok() == views.ok(), "result views accepted as results are");
+    if (!full) {
+        check(full.error() == views.error(), "result views rejected with the results' error");
+        return;
+    }
+    check(views->size() == full->results.size(), "as many result views as results");
+    for (std::size_t i = 0; i < views->size(); ++i) {
+        const auto& v = (*views)[i];
+        const auto& o = full->results[i];
+        check(v.id == o.id && v.task == o.task && v.status == o.status && v.result == o.result &&
+                  v.error == o.error && v.attempt == o.attempt && v.worker == o.worker && v.elapsed_us == o.elapsed_us,
+              "a result view holds its result's values");
+    }
+}
+
 void check_every_decoder(std::string_view body) {
     check_arguments_reader(body);
+    check_result_views(body);
     check_same_form_errors(body, decode_hello);
     check_same_form_errors(body, decode_ready);
     check_same_form_errors(body, decode_lost);

@@ -439,8 +439,8 @@ std::string_view read_batch(Cursor& c, const char (&list)[N], std::vector<T>& ou
 }
 
 // Each item without a value of its own for `field` takes the batch's.
-template <class T>
-void fill_shared(std::vector<T>& items, std::string T::*field, std::string_view shared) {
+template <class T, class S>
+void fill_shared(std::vector<T>& items, S T::*field, std::string_view shared) {
     for (auto& item : items)
         if ((item.*field).empty()) item.*field = shared;
 }
@@ -484,7 +484,8 @@ void read_task(Cursor& c, Task& t) {
     if (!has_id || !has_name || t.id.empty()) invalid();
 }
 
-void read_outcome(Cursor& c, Outcome& r) {
+template <class O>  // Outcome or OutcomeView
+void read_outcome(Cursor& c, O& r) {
     bool has_id = false, has_status = false;
     read_fields(c, [&](std::string_view k) {
         if (named(k, "id")) {
@@ -894,7 +895,15 @@ Decoded<Rejected> decode_rejected(std::string_view body) noexcept {
 Decoded<Results> decode_results(std::string_view body) noexcept {
     return decode_checked<Results>(body, [](Cursor& c) {
         Results m;
-        fill_shared(m.results, &Outcome::worker, read_batch(c, "results", m.results, read_outcome, "worker"));
+        fill_shared(m.results, &Outcome::worker, read_batch(c, "results", m.results, read_outcome<Outcome>, "worker"));
+        return m;
+    });
+}
+
+Decoded<std::vector<OutcomeView>> decode_result_views(std::string_view body) noexcept {
+    return decode_checked<std::vector<OutcomeView>>(body, [](Cursor& c) {
+        std::vector<OutcomeView> m;
+        fill_shared(m, &OutcomeView::worker, read_batch(c, "results", m, read_outcome<OutcomeView>, "worker"));
         return m;
     });
 }

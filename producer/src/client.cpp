@@ -175,11 +175,11 @@ std::uint64_t Client::own_seq(std::string_view id) const {
     return n;
 }
 
-Client::Found Client::find_pending(const std::string& id) {
+Client::Found Client::find_pending(std::string_view id) {
     if (const auto seq = own_seq(id); seq != 0)
         if (Pending* p = pending_.find(seq); p && p->task.id == id) return {seq, p};
     if (named_.empty()) return {};
-    const auto it = named_.find(id);
+    const auto it = named_.find(std::string(id));
     if (it == named_.end()) return {};
     return {it->second, pending_.find(it->second)};
 }
@@ -290,35 +290,34 @@ void Client::deliver(std::vector<std::pair<ResultCallback, Result>>& ready) {
 }
 
 void Client::on_results(std::string_view body) {
-    auto m = proto::decode_results(body);
+    auto m = proto::decode_result_views(body);
     if (!m) {
         log_->warn("client.sink_dropped reason={}", proto::decode_error_name(m.error()));
         return;
     }
     // One lock and one wake-up for the whole batch; callbacks run unlocked.
     std::vector<std::pair<ResultCallback, Result>> ready;
-    ready.reserve(m->results.size());
+    ready.reserve(m->size());
     {
         std::lock_guard lock(mutex_);
-        for (auto& o : m->results) {
+        for (const auto& o : *m) {
             // Settle duplicates too: the broker may still hold the task.
-            settle_.push_back(o.id);
+            settle_.emplace_back(o.id);
             const Found f = find_pending(o.id);
             if (!f.pending || f.pending->elsewhere) {
                 ++duplicates_;
                 continue;
             }
             settle_timed_out_ += o.status == proto::Status::timeout;
-            Result r;
-            r.id = std::move(o.id);
-            r.task = std::move(o.task);
+            auto& [done, r] = ready.emplace_back(std::move(f.pending->done), Result{});  // built in place
+            r.id = o.id;
+            r.task = o.task;
             r.status = o.status;
-            r.payload = std::move(o.result);
-            r.error = std::move(o.error);
+            r.payload = o.result;
+            r.error = o.error;
             r.attempts = o.attempt;
-            r.worker = std::move(o.worker);
+            r.worker = o.worker;
             r.elapsed_ms = static_cast<double>(o.elapsed_us) / 1000.0;
-            ready.emplace_back(std::move(f.pending->done), std::move(r));
             erase_pending(f);
         }
         delivering_ += ready.size();
@@ -484,6 +483,12 @@ void Client::io_loop() {
         if (now >= next_heartbeat) {
             next_heartbeat = now + options_.heartbeat;
             (void)send_message(*broker_, proto::Command::heartbeat);
+            {
+                // Idle since the last tick: a burst's table goes back to the heap.
+                std::lock_guard lock(mutex_);
+                if (pending_.empty() && pending_.last() == last_at_tick_) pending_.shrink();
+                last_at_tick_ = pending_.last();
+            }
             if (now - last_from_broker_ > window) {
                 std::lock_guard lock(mutex_);
                 log_->warn("client.broker_silent ms={} reconnecting resend={}",

@@ -111,6 +111,7 @@ const std::vector<NamedDecoder>& decoders_with_fields() {
         {"ids", [](std::string_view b, DecodeError& e) { return to_error(decode_ids(b), e); }},
         {"rejected", [](std::string_view b, DecodeError& e) { return to_error(decode_rejected(b), e); }},
         {"results", [](std::string_view b, DecodeError& e) { return to_error(decode_results(b), e); }},
+        {"result views", [](std::string_view b, DecodeError& e) { return to_error(decode_result_views(b), e); }},
     };
     return all;
 }
@@ -412,6 +413,43 @@ TEST_CASE("Rejected survives encode and decode", "[protocol][roundtrip]") {
     REQUIRE(d.ok());
     CHECK(d->ids == std::vector<std::string>{"x", "y"});
     CHECK(d->reason == "queue_full");
+}
+
+TEST_CASE("decode_result_views reads what decode_results reads, as views into the body", "[protocol][compact]") {
+    Results m;
+    for (int i = 0; i < 4; ++i) m.results.push_back(echo_outcome("r-" + std::to_string(i), "host:12"));
+    m.results[1].worker = "host:13";
+    m.results[2].worker.clear();
+    m.results[3].status = Status::error;
+    m.results[3].result.clear();
+    m.results[3].error = "boom";
+    m.results[3].attempt = 2;
+    m.results[3].elapsed_us = 123456;
+    const auto bytes = encode(m);
+    auto full = decode_results(bytes);
+    auto views = decode_result_views(bytes);
+    REQUIRE(full.ok());
+    REQUIRE(views.ok());
+    REQUIRE(views->size() == full->results.size());
+    for (std::size_t i = 0; i < views->size(); ++i) {
+        const auto& v = (*views)[i];
+        const auto& o = full->results[i];
+        CAPTURE(i);
+        CHECK(v.id == o.id);
+        CHECK(v.task == o.task);
+        CHECK(v.status == o.status);
+        CHECK(v.result == o.result);
+        CHECK(v.error == o.error);
+        CHECK(v.attempt == o.attempt);
+        CHECK(v.worker == o.worker);
+        CHECK(v.elapsed_us == o.elapsed_us);
+        CHECK(v.id.data() >= bytes.data());
+        CHECK(v.id.data() < bytes.data() + bytes.size());
+    }
+    CHECK((*views)[0].worker == "host:12");
+    CHECK((*views)[1].worker == "host:13");
+    CHECK((*views)[2].worker.empty());  // a broker-made outcome has none
+    CHECK((*views)[3].error == "boom");
 }
 
 TEST_CASE("Results survive encode and decode with every status", "[protocol][roundtrip]") {

@@ -225,6 +225,18 @@ struct Results {
     std::vector<Outcome> results;
 };
 
+// An Outcome whose strings view the RESULT body it was read from.
+struct OutcomeView {
+    std::string_view id;
+    std::string_view task;
+    Status status = Status::ok;
+    std::string_view result;
+    std::string_view error;
+    std::uint32_t attempt = 0;
+    std::string_view worker;
+    std::uint64_t elapsed_us = 0;
+};
+
 // Why a message was dropped; also the keys of the "dropped" counters in STATUS.
 enum class DecodeError : std::uint8_t {
     bad_frames,       // wrong number of frames
@@ -298,6 +310,10 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
 [[nodiscard]] Decoded<Ids> decode_bye(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Rejected> decode_rejected(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Results> decode_results(std::string_view body) noexcept;
+// The same outcomes as views into `body`, valid while it is: a reader that
+// copies each field once to its own type (the Client's Result) then spends
+// no copy or move on an Outcome between.
+[[nodiscard]] Decoded<std::vector<OutcomeView>> decode_result_views(std::string_view body) noexcept;
 // An empty body, or any well-formed map (HEARTBEAT, BYE, STATUS, ...).
 [[nodiscard]] Decoded<bool> decode_empty(std::string_view body) noexcept;
 // The broker instance named in a HEARTBEAT body; empty if none.

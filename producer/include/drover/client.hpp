@@ -181,7 +181,7 @@ private:
     void finish(const std::string& id, Result&& r);
     void deliver(std::vector<std::pair<ResultCallback, Result>>& ready);
     // The unfinished task with this id, if any. Called with mutex_ held.
-    Found find_pending(const std::string& id);
+    Found find_pending(std::string_view id);
     void erase_pending(const Found& f);
     [[nodiscard]] std::string own_id(std::uint64_t seq) const;
     [[nodiscard]] std::uint64_t own_seq(std::string_view id) const;  // 0: not of our own form
@@ -217,6 +217,7 @@ private:
 
     // I/O thread only.
     std::vector<std::uint64_t> unsent_;
+    std::uint64_t last_at_tick_ = 0;  // pending_.last() at the last heartbeat tick
     std::vector<std::string> settle_;
     std::uint32_t settle_timed_out_ = 0;  // timeouts among settle_
     Clock::time_point last_from_broker_{};

@@ -19,8 +19,9 @@ namespace drover {
 // The capacity is a power of two and doubles when three quarters are used
 // (or a few slots in a row are held). Two numbers in different slots stay in
 // different slots after doubling, so growing moves entries without a clash.
-// When the table empties, it shrinks back to at most k_kept_capacity slots.
-// Not thread-safe.
+// shrink() gives the memory of an empty table back (its owner calls it once
+// the table has stayed empty a while: a stream of bursts would otherwise
+// grow it again at each one). Not thread-safe.
 template <class T>
 class SeqTable {
 public:
@@ -63,8 +64,13 @@ public:
         Slot& s = slots_[seq & mask()];
         if (!s.value || s.seq != seq) return false;
         s.value.reset();
-        if (--size_ == 0 && slots_.size() > k_kept_capacity) std::vector<Slot>(k_kept_capacity).swap(slots_);
+        --size_;
         return true;
+    }
+
+    // An empty table keeps at most k_kept_capacity slots.
+    void shrink() {
+        if (size_ == 0 && slots_.size() > k_kept_capacity) std::vector<Slot>(k_kept_capacity).swap(slots_);
     }
 
     void clear() {
