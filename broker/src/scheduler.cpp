@@ -12,7 +12,8 @@ namespace {
 // less, tasks of about 0.7 ms or more (docs/design.md).
 constexpr std::size_t k_spread_max_credits_per_slot = 4;
 
-// Look-ups of a batch prefetch the index bucket of the id this far ahead.
+// Look-ups of a batch prefetch the index bucket of the id this far ahead, and
+// a dispatch the entry of the task this far back in its queue.
 constexpr std::size_t k_prefetch_ahead = 8;
 
 std::uint64_t pack_ref(std::uint32_t slot, std::uint32_t gen) { return std::uint64_t{slot} << 32 | gen; }
@@ -379,6 +380,11 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
         for (const auto name : w.names) {
             auto& q = queues_[name];
             while (!q.empty()) {
+                if (q.size() > k_prefetch_ahead) {  // its entry was last touched when queued: not in cache
+                    const auto* ahead = reinterpret_cast<const char*>(&slots_[q[k_prefetch_ahead].slot]);
+                    __builtin_prefetch(ahead);
+                    __builtin_prefetch(ahead + 64);
+                }
                 const Ref r = q.front();
                 q.pop_front();
                 Entry* e = live(r);
