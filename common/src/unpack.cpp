@@ -118,6 +118,7 @@ private:
 
     // An extension: a type byte, then n bytes; ptr points at the type byte.
     msgpack::object& ext(msgpack::object& o, std::uint64_t n) {
+        if (n >= left()) throw UnpackError("truncated");  // n + 1 could wrap a 32-bit size_t
         const char* at = take(n + 1);
         o.type = msgpack::type::EXT;
         o.via.ext.size = static_cast<std::uint32_t>(n);

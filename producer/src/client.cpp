@@ -124,9 +124,10 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     const bool named = !options.id.empty();
     if (named && find_pending(options.id).pending)
         throw std::invalid_argument("duplicate id '" + options.id + "': a task with this id is still unfinished");
+    // A caller's id of our own form: its number is never given to another task.
+    if (named) pending_.skip_to(own_seq(options.id));
     std::uint64_t seq = 0;
-    // A number is skipped while a caller's id takes its form.
-    Pending& p = pending_.insert(seq, [&](std::uint64_t n) { return !named_.empty() && named_.count(own_id(n)) > 0; });
+    Pending& p = pending_.insert(seq);
     if (named) {
         p.task.id = std::move(options.id);
         p.named = true;

@@ -16,9 +16,12 @@ namespace drover {
 // still held by an old entry (a straggler) is skipped, so numbers rise but
 // may have gaps; one is never given twice.
 //
-// The capacity is a power of two and doubles when three quarters are used
-// (or a few slots in a row are held). Two numbers in different slots stay in
-// different slots after doubling, so growing moves entries without a clash.
+// The capacity is a power of two and doubles when three quarters are used,
+// never because of a run of held slots: stragglers stay where they are after
+// a doubling, and growing for them would grow the table with every lap of
+// the numbers instead of with the entries. Two numbers in different slots
+// stay in different slots after doubling, so growing moves entries without a
+// clash.
 // shrink() gives the memory of an empty table back (its owner calls it once
 // the table has stayed empty a while: a stream of bursts would otherwise
 // grow it again at each one). Not thread-safe.
@@ -30,18 +33,14 @@ public:
     SeqTable() : slots_(k_min_capacity) {}
 
     // A new default-constructed entry, and its number in `seq` (never 0).
-    // `taken(seq)` may refuse a number (the Client's ids a caller chose).
-    template <class Taken>
-    T& insert(std::uint64_t& seq, Taken&& taken) {
+    // A quarter of the slots at least is free, so the search ends; it passes
+    // a run of held slots once a lap of the numbers.
+    T& insert(std::uint64_t& seq) {
         if ((size_ + 1) * 4 > slots_.size() * 3) grow();
-        for (int tries = 0;; ++tries) {
-            if (tries == k_max_probes) {
-                grow();
-                tries = 0;
-            }
+        while (true) {
             const std::uint64_t n = ++last_;
             Slot& s = slots_[n & mask()];
-            if (s.value || taken(n)) continue;
+            if (s.value) continue;
             s.seq = n;
             s.value.emplace();
             ++size_;
@@ -49,8 +48,11 @@ public:
             return *s.value;
         }
     }
-    T& insert(std::uint64_t& seq) {
-        return insert(seq, [](std::uint64_t) { return false; });
+
+    // Numbers up to n are never given (the Client: a caller chose an id of
+    // its own form with that number).
+    void skip_to(std::uint64_t n) {
+        if (n > last_) last_ = n;
     }
 
     [[nodiscard]] T* find(std::uint64_t seq) {
@@ -93,7 +95,6 @@ public:
 
 private:
     static constexpr std::size_t k_min_capacity = 256;
-    static constexpr int k_max_probes = 8;
 
     struct Slot {
         std::uint64_t seq = 0;
