@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -433,6 +434,7 @@ void Worker::executor_loop(unsigned index) {
     // Tasks taken from queue_ in one lock: all of them with one executor, one
     // with several. A task's timeout starts when it starts, not when taken.
     std::deque<Dispatched> mine;
+    std::optional<Clock::time_point> carried;  // the end of the last task, if the next follows it at once
     // The outcomes of the last sink used, most tasks of a run going to one.
     const std::string* last_sink = nullptr;
     std::vector<proto::Outcome>* last_outcomes = nullptr;
@@ -477,7 +479,9 @@ void Worker::executor_loop(unsigned index) {
         proto::Outcome out;
         out.attempt = task.attempt;
         out.worker = worker_name;
-        const auto start = Clock::now();
+        // A task that follows the last one at once starts when it ended: one
+        // clock read a task instead of two (kvm-clock reads cost tens of ns).
+        const auto start = carried && task.timeout_ms == 0 ? *carried : Clock::now();
         try {
             out.result = registry_.run(task.name, task.args);
             out.status = proto::Status::ok;
@@ -488,7 +492,8 @@ void Worker::executor_loop(unsigned index) {
             out.status = proto::Status::error;
             out.error = "unknown exception";
         }
-        const auto elapsed = Clock::now() - start;
+        const auto end = Clock::now();
+        const auto elapsed = end - start;
         out.id = std::move(task.id);
         out.task = std::move(task.name);
         busy_ns_.fetch_add(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()),
@@ -535,8 +540,14 @@ void Worker::executor_loop(unsigned index) {
             std::lock_guard lock(mutex_);
             idle = queue_.empty();
         }
-        if (idle || pending_count >= k_result_batch || pending_bytes >= batch_bytes || elapsed >= k_batch_only_below)
+        if (idle || pending_count >= k_result_batch || pending_bytes >= batch_bytes || elapsed >= k_batch_only_below) {
             flush();
+            carried.reset();
+        } else if (mine.empty()) {
+            carried.reset();  // the next is taken under the lock, perhaps after a wait
+        } else {
+            carried = end;
+        }
     }
     if (pending_count > 0 && !abort_) flush();
 }
