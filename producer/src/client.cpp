@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <stdexcept>
 
 #include <sys/eventfd.h>
@@ -154,12 +155,19 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
 }
 
 std::string Client::own_id(std::uint64_t seq) const {
-    std::string id;
-    id.reserve(15);
-    id = session_;
-    id += '.';
-    append_number(id, seq);
-    return id;
+    // Written right to left into one buffer, then made a string once (three
+    // appends to a string were 200 instructions a task).
+    char buf[32];
+    std::size_t i = sizeof buf;
+    do {
+        buf[--i] = k_digits[seq % 64];
+        seq /= 64;
+    } while (seq > 0);
+    buf[--i] = '.';
+    const std::size_t n = std::min(session_.size(), i);
+    i -= n;
+    std::memcpy(buf + i, session_.data(), n);
+    return std::string(buf + i, sizeof buf - i);
 }
 
 std::uint64_t Client::own_seq(std::string_view id) const {
