@@ -222,6 +222,100 @@ TEST_CASE("the broker rejects tasks past --max-queued with queue_full", "[integr
 
 // A worker against a broker played by the test: a ROUTER that reads HELLO and
 // READY and sends DISPATCH, and a PULL sink for the results.
+TEST_CASE("a worker of long tasks grants its slot's next credit shortly before the running task's expected end",
+          "[integration]") {
+    zmq::context_t ctx;
+    zmq::socket_t backend(ctx, zmq::socket_type::router), sink(ctx, zmq::socket_type::pull);
+    backend.bind("inproc://fake-backend-long");
+    sink.bind("inproc://fake-sink-long");
+    const auto registry = builtins();
+    drover::WorkerOptions options;
+    options.broker = "inproc://fake-backend-long";
+    options.heartbeat = 10s;  // no reconnection while the test runs
+    options.early_credit_lead = 100ms;
+    drover::Worker worker(ctx, registry, options, drover::null_logger());
+    drover::StopSource stop;
+    std::thread serving([&] { worker.run(stop); });
+
+    std::string identity;
+    std::uint64_t granted = 0;
+    std::uint64_t results = 0;
+    // Waits up to `wait` for READY (returns true at the first) or, with
+    // `for_result`, for a result; counts both.
+    const auto wait_for = [&](std::chrono::milliseconds wait, bool for_result) {
+        const auto deadline = std::chrono::steady_clock::now() + wait;
+        while (std::chrono::steady_clock::now() < deadline) {
+            zmq::pollitem_t items[] = {{backend.handle(), 0, ZMQ_POLLIN, 0}, {sink.handle(), 0, ZMQ_POLLIN, 0}};
+            zmq::poll(items, 2, std::chrono::milliseconds(5));
+            std::vector<zmq::message_t> frames;
+            bool ready = false, result = false;
+            while (zmq::recv_multipart(backend, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+                identity = frames[0].to_string();
+                auto cmd = drover::proto::parse_header(frames[1]);
+                if (cmd && *cmd == drover::proto::Command::ready) {
+                    auto r = drover::proto::decode_ready(drover::proto::view(frames[2]));
+                    REQUIRE(r);
+                    granted += r->credits;
+                    ready = true;
+                }
+                frames.clear();
+            }
+            while (zmq::recv_multipart(sink, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+                auto m = drover::proto::decode_results(drover::proto::view(frames[1]));
+                REQUIRE(m);
+                results += m->results.size();
+                result = true;
+                frames.clear();
+            }
+            if (for_result ? result : ready) return true;
+        }
+        return false;
+    };
+    std::uint64_t sent = 0;
+    const auto dispatch = [&](int ms) {
+        drover::proto::Task t;
+        t.id = "long-" + std::to_string(sent++);
+        t.name = "sleep_ms";
+        t.args = drover::pack_args(ms);
+        t.attempt = 1;
+        t.reply_to = "inproc://fake-sink-long";
+        drover::proto::Tasks m;
+        m.tasks.push_back(std::move(t));
+        backend.send(zmq::buffer(identity), zmq::send_flags::sndmore);
+        backend.send(drover::proto::make_header(drover::proto::Command::dispatch), zmq::send_flags::sndmore);
+        backend.send(zmq::buffer(drover::proto::encode(m)), zmq::send_flags::none);
+    };
+    const auto credits = [&] { return granted - results; };  // held tasks count as used credits
+
+    REQUIRE(wait_for(2s, false));  // HELLO, then its slot and a prefetch of 1
+    // Four tasks of 250 ms, one at a time: the worker learns they are long.
+    for (int i = 0; i < 4; ++i) {
+        dispatch(250);
+        REQUIRE(wait_for(5s, true));
+    }
+    (void)wait_for(200ms, false);
+    CHECK(results == 4);
+    CHECK(credits() == 1);  // its slot only: no task is queued here ahead of time
+
+    // A task of 600 ms: its slot's next credit is due 150 ms in (the mean
+    // less the lead), long before it ends, and never before.
+    dispatch(600);
+    CHECK_FALSE(wait_for(100ms, false));
+    REQUIRE(wait_for(2s, false));
+    CHECK(results == 4);  // still running
+    CHECK(credits() == 2);
+    // The task sent against it waits for the slot; no more credit for the same run.
+    dispatch(50);
+    CHECK_FALSE(wait_for(200ms, false));
+    CHECK(credits() == 2);
+    REQUIRE(wait_for(5s, true));
+    if (results < 6) REQUIRE(wait_for(5s, true));
+    CHECK(results == 6);
+
+    stop.request();
+    serving.join();
+}
+
 TEST_CASE("a worker grows its prefetch from its measured task times, at most 4 times the tasks it ran", "[integration]") {
     zmq::context_t ctx;
     zmq::socket_t backend(ctx, zmq::socket_type::router), sink(ctx, zmq::socket_type::pull);

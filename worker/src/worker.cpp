@@ -45,6 +45,9 @@ Worker::Worker(zmq::context_t& ctx, const Registry& registry, WorkerOptions opti
     if (options_.id.empty()) options_.id = options_.host + ":" + std::to_string(::getpid());
     if (options_.pool == "solo") options_.concurrency = 1;
     options_.concurrency = std::max(1u, options_.concurrency);
+    started_ns_ = std::make_unique<std::atomic<std::int64_t>[]>(options_.concurrency);
+    for (unsigned i = 0; i < options_.concurrency; ++i) started_ns_[i] = 0;
+    early_granted_.assign(options_.concurrency, 0);
     done_endpoint_ = "inproc://drover-worker-done-" + random_hex(8);
 }
 
@@ -91,6 +94,13 @@ std::uint32_t Worker::target_credits() {
     }
     if (mean_task_ns_ == 0) return slots + options_.prefetch;  // nothing measured yet
     const std::uint64_t wanted = k_queued_work.count() * slots / mean_task_ns_;
+    // Not one task's worth of queued work a slot: credits just in time instead.
+    const bool early = wanted == 0 && options_.prefetch <= 1;
+    const auto mean = static_cast<std::int64_t>(mean_task_ns_);
+    const auto lead = std::min<std::int64_t>(
+        mean / 2, std::chrono::duration_cast<std::chrono::nanoseconds>(options_.early_credit_lead).count());
+    early_after_ns_.store(early ? std::max<std::int64_t>(1, mean - lead) : 0, std::memory_order_relaxed);
+    if (early) return slots;
     const std::uint64_t most = std::min(std::uint64_t{k_max_prefetch} * slots, k_growth * ran);
     return slots + static_cast<std::uint32_t>(std::max<std::uint64_t>(std::min(wanted, most), options_.prefetch));
 }
@@ -101,6 +111,31 @@ void Worker::top_up_credits() {
     const std::uint32_t credits = target - promised_;
     promised_ = target;
     (void)send_message(*broker_, proto::Command::ready, proto::encode(proto::Ready{credits}));
+}
+
+Clock::time_point Worker::grant_early_credits(Clock::time_point now, bool stopping) {
+    const auto after = early_after_ns_.load(std::memory_order_relaxed);
+    if (after == 0 || stopping) return Clock::time_point::max();
+    const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+    auto next = Clock::time_point::max();
+    std::uint32_t due = 0;
+    for (unsigned i = 0; i < options_.concurrency; ++i) {
+        const auto started = started_ns_[i].load(std::memory_order_relaxed);
+        if (started == 0 || early_granted_[i] == started) continue;  // idle, or granted for this task
+        // One credit out and unused is enough: a task is on its way or none is queued.
+        if (promised_ + due > outstanding_) break;
+        if (started + after <= now_ns) {
+            early_granted_[i] = started;
+            ++due;
+        } else {
+            next = std::min(next, Clock::time_point(std::chrono::nanoseconds(started + after)));
+        }
+    }
+    if (due > 0) {
+        promised_ += due;
+        (void)send_message(*broker_, proto::Command::ready, proto::encode(proto::Ready{due}));
+    }
+    return next;
 }
 
 void Worker::send_retries() {
@@ -216,7 +251,10 @@ Worker::Stopped Worker::run(const StopSource& stop) {
         };
         const auto next_deadline = report_timeouts(Clock::now());
         if (replace_) return leave_to_be_replaced();
-        auto wait = std::chrono::duration_cast<Millis>(std::min(next_heartbeat, next_deadline) - Clock::now()) + Millis(1);
+        const auto next_early = grant_early_credits(Clock::now(), stopping);
+        auto wait = std::chrono::duration_cast<Millis>(std::min({next_heartbeat, next_deadline, next_early}) -
+                                                       Clock::now()) +
+                    Millis(1);
         drover::poll(items, stop.stop_requested() ? 2 : 3, std::max(wait, Millis(0)));
 
         if (items[1].revents & ZMQ_POLLIN) {
@@ -482,6 +520,15 @@ void Worker::executor_loop(unsigned index) {
         // A task that follows the last one at once starts when it ended: one
         // clock read a task instead of two (kvm-clock reads cost tens of ns).
         const auto start = carried && task.timeout_ms == 0 ? *carried : Clock::now();
+        const bool early_credits = early_after_ns_.load(std::memory_order_relaxed) != 0;
+        if (early_credits) {
+            // The I/O thread grants this slot's next credit shortly before the task's expected end.
+            started_ns_[index].store(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count(),
+                std::memory_order_relaxed);
+            std::uint32_t zero = 0;
+            done.send(zmq::buffer(&zero, sizeof zero), zmq::send_flags::none);  // it sets its timer
+        }
         try {
             out.result = registry_.run(task.name, task.args);
             out.status = proto::Status::ok;
@@ -494,6 +541,7 @@ void Worker::executor_loop(unsigned index) {
         }
         const auto end = Clock::now();
         const auto elapsed = end - start;
+        if (early_credits) started_ns_[index].store(0, std::memory_order_relaxed);
         out.id = std::move(task.id);
         out.task = std::move(task.name);
         busy_ns_.fetch_add(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()),

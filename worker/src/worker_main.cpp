@@ -149,7 +149,8 @@ int worker_main(int argc, char** argv, const Registry& registry) {
     app.add_option("-c,--concurrency", concurrency, "executor threads or child processes (default: cores)")
         ->check(CLI::Range(1, 4096));
     app.add_option("--prefetch", options.prefetch,
-                   "credits granted beyond the free slots (default: automatic, about 2 ms of queued work per slot)")
+                   "credits granted beyond the free slots (default: automatic, about 2 ms of queued work per slot; "
+                   "for longer tasks none, a slot's next credit going out just before its task's expected end)")
         ->check(CLI::Range(0, 100000))
         ->each([&](const std::string&) { options.auto_prefetch = false; });
     app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat period")->capture_default_str()->check(CLI::Range(10, 600000));

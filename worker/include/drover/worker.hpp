@@ -38,7 +38,12 @@ struct WorkerOptions {
     unsigned prefetch = 1;                        // credits beyond the free slots (the least, when automatic)
     // Grow the prefetch to keep ~2 ms of work queued per slot, from measured
     // task times: short tasks then cost no round trip to the broker each.
+    // Tasks so long that not even one fits in 2 ms a slot get no prefetch:
+    // a slot's next credit goes out just before its running task is expected
+    // to end (its mean time less the lead below), so a task never waits
+    // behind a long one here while another worker could start it.
     bool auto_prefetch = true;
+    std::chrono::microseconds early_credit_lead{2000};  // at most half the mean task time
     Millis heartbeat{1000};
     int liveness = 3;
     std::string host;  // the host name given at HELLO (STATUS groups by it); default gethostname()
@@ -80,6 +85,9 @@ private:
     std::uint32_t target_credits();
     // Grants the broker what is missing to target_credits().
     void top_up_credits();
+    // Grants the early credits due (auto_prefetch, long tasks). Returns when
+    // the next one is due.
+    Clock::time_point grant_early_credits(Clock::time_point now, bool stopping);
     // Handles running tasks past their deadline: RETRY while attempts remain,
     // else a `timeout` outcome to the sink. Returns the next deadline.
     Clock::time_point report_timeouts(Clock::time_point now);
@@ -147,6 +155,12 @@ private:
     std::uint64_t sampled_ran_ = 0, sampled_busy_ns_ = 0, mean_task_ns_ = 0;
     // Executors add each task's run time.
     std::atomic<std::uint64_t> ran_{0}, busy_ns_{0};
+    // Early credits: how long after a task's start its slot's next credit is
+    // due, in ns (0: none, the tasks are short or unmeasured). Set by the
+    // I/O thread; an executor then records when its task started (0: idle).
+    std::atomic<std::int64_t> early_after_ns_{0};
+    std::unique_ptr<std::atomic<std::int64_t>[]> started_ns_;
+    std::vector<std::int64_t> early_granted_;  // I/O thread: by executor, the start its early credit was for
     std::uint64_t ran_at_trim_ = 0;  // I/O thread: ran_ when the heap was last trimmed
     std::uint64_t ran_at_tick_ = 0;  // I/O thread: ran_ at the last heartbeat tick
     Clock::time_point last_from_broker_{};
