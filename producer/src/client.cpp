@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 
 #include <sys/eventfd.h>
@@ -172,13 +173,13 @@ std::string Client::own_id(std::uint64_t seq) const {
 
 std::uint64_t Client::own_seq(std::string_view id) const {
     const std::size_t start = session_.size() + 1;
-    if (id.size() <= start || id.size() > start + 10 || id[session_.size()] != '.' ||
+    if (id.size() <= start || id.size() > start + 11 || id[session_.size()] != '.' ||
         id.compare(0, session_.size(), session_) != 0)
         return 0;
     std::uint64_t n = 0;
     for (std::size_t i = start; i < id.size(); ++i) {
         const int d = k_digit_values[static_cast<unsigned char>(id[i])];
-        if (d < 0) return 0;
+        if (d < 0 || n > (std::numeric_limits<std::uint64_t>::max() >> 6)) return 0;  // not a digit, or past 64 bits
         n = n * 64 + static_cast<std::uint64_t>(d);
     }
     return n;

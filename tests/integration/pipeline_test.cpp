@@ -85,6 +85,10 @@ TEST_CASE("tasks with caller-chosen ids, one the id of a finished task, end once
         o.id = prefix + std::to_string(i);
         ids.push_back(client.submit_packed("echo", drover::pack_args(1000 + i), keep, o));
     }
+    // The largest number of ten digits: the numbering goes on past it, with eleven.
+    drover::TaskOptions far;
+    far.id = prefix + "~~~~~~~~~~";
+    ids.push_back(client.submit_packed("echo", drover::pack_args(99), keep, far));
     drover::TaskOptions plain;
     plain.id = "job-7";
     ids.push_back(client.submit_packed("echo", drover::pack_args(7), keep, plain));
@@ -100,6 +104,8 @@ TEST_CASE("tasks with caller-chosen ids, one the id of a finished task, end once
     CHECK(got.at(first).as<int>() == -1);
     for (int i = 2; i <= 6; ++i) CHECK(got.at(prefix + std::to_string(i)).as<int>() == 1000 + i);
     CHECK(got.at("job-7").as<int>() == 7);
+    CHECK(got.at(prefix + "~~~~~~~~~~").as<int>() == 99);
+    CHECK(ids.back().size() == prefix.size() + 11);  // numbered past the caller's id
     CHECK(client.duplicates_dropped() == 0);
 }
 
