@@ -295,27 +295,31 @@ TEST_CASE("a worker of long tasks grants its slot's next credit shortly before t
 
     REQUIRE(wait_for(2s, false));  // HELLO, then its slot and a prefetch of 1
     // Four tasks of 250 ms, one at a time: the worker learns they are long.
+    // Its slot and prefetch (2), then a credit back after each of the first
+    // three; after the fourth, its slot only: none comes back.
     for (int i = 0; i < 4; ++i) {
         dispatch(250);
-        REQUIRE(wait_for(5s, true));
+        REQUIRE(wait_for(10s, true));
     }
-    (void)wait_for(200ms, false);
+    for (auto deadline = std::chrono::steady_clock::now() + 10s; granted < 5 && std::chrono::steady_clock::now() < deadline;)
+        (void)wait_for(100ms, false);
     CHECK(results == 4);
-    CHECK(credits() == 1);  // its slot only: no task is queued here ahead of time
+    CHECK(credits() == 1);  // no task is queued here ahead of time
 
-    // A task of 600 ms: its slot's next credit is due 150 ms in (the mean
-    // less the lead), long before it ends, and never before.
-    dispatch(600);
-    CHECK_FALSE(wait_for(100ms, false));
-    REQUIRE(wait_for(2s, false));
+    // A task of 2 s: its slot's next credit is due 150 ms after it starts
+    // (the mean less the lead), long before it ends, and never earlier.
+    const auto dispatched = std::chrono::steady_clock::now();
+    dispatch(2000);
+    REQUIRE(wait_for(10s, false));
+    CHECK(std::chrono::steady_clock::now() - dispatched >= 100ms);
     CHECK(results == 4);  // still running
     CHECK(credits() == 2);
     // The task sent against it waits for the slot; no more credit for the same run.
     dispatch(50);
-    CHECK_FALSE(wait_for(200ms, false));
+    CHECK_FALSE(wait_for(300ms, false));
     CHECK(credits() == 2);
-    REQUIRE(wait_for(5s, true));
-    if (results < 6) REQUIRE(wait_for(5s, true));
+    for (auto deadline = std::chrono::steady_clock::now() + 20s; results < 6 && std::chrono::steady_clock::now() < deadline;)
+        (void)wait_for(100ms, true);
     CHECK(results == 6);
 
     stop.request();

@@ -75,9 +75,10 @@ void Worker::connect_to_broker() {
                        options_.restarts};
     (void)send_message(*broker_, proto::Command::hello, proto::encode(hello));
     last_from_broker_ = Clock::now();
-    // The broker forgot our credits; tasks still held from an earlier
-    // registration keep their slots.
+    // The broker forgot our credits (early ones too); tasks still held from
+    // an earlier registration keep their slots.
     promised_ = outstanding_;
+    std::fill(early_granted_.begin(), early_granted_.end(), 0);
     top_up_credits();
 }
 
@@ -120,7 +121,7 @@ Clock::time_point Worker::grant_early_credits(Clock::time_point now, bool stoppi
     auto next = Clock::time_point::max();
     std::uint32_t due = 0;
     for (unsigned i = 0; i < options_.concurrency; ++i) {
-        const auto started = started_ns_[i].load(std::memory_order_relaxed);
+        const auto started = started_ns_[i].load(std::memory_order_acquire);
         if (started == 0 || early_granted_[i] == started) continue;  // idle, or granted for this task
         // One credit out and unused is enough: a task is on its way or none is queued.
         if (promised_ + due > outstanding_) break;
@@ -525,7 +526,7 @@ void Worker::executor_loop(unsigned index) {
             // The I/O thread grants this slot's next credit shortly before the task's expected end.
             started_ns_[index].store(
                 std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count(),
-                std::memory_order_relaxed);
+                std::memory_order_release);
             std::uint32_t zero = 0;
             done.send(zmq::buffer(&zero, sizeof zero), zmq::send_flags::none);  // it sets its timer
         }
@@ -541,7 +542,7 @@ void Worker::executor_loop(unsigned index) {
         }
         const auto end = Clock::now();
         const auto elapsed = end - start;
-        if (early_credits) started_ns_[index].store(0, std::memory_order_relaxed);
+        if (early_credits) started_ns_[index].store(0, std::memory_order_release);
         out.id = std::move(task.id);
         out.task = std::move(task.name);
         busy_ns_.fetch_add(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()),
