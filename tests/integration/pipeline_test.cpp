@@ -226,37 +226,37 @@ TEST_CASE("the broker rejects tasks past --max-queued with queue_full", "[integr
     broker_thread.join();
 }
 
+namespace {
+
 // A worker against a broker played by the test: a ROUTER that reads HELLO and
 // READY and sends DISPATCH, and a PULL sink for the results.
-TEST_CASE("a worker of long tasks grants its slot's next credit shortly before the running task's expected end",
-          "[integration]") {
-    zmq::context_t ctx;
-    zmq::socket_t backend(ctx, zmq::socket_type::router), sink(ctx, zmq::socket_type::pull);
-    backend.bind("inproc://fake-backend-long");
-    sink.bind("inproc://fake-sink-long");
-    const auto registry = builtins();
-    drover::WorkerOptions options;
-    options.broker = "inproc://fake-backend-long";
-    options.heartbeat = 10s;  // no reconnection while the test runs
-    options.early_credit_lead = 100ms;
-    drover::Worker worker(ctx, registry, options, drover::null_logger());
-    drover::StopSource stop;
-    std::thread serving([&] { worker.run(stop); });
+class FakeBroker {
+public:
+    FakeBroker(const std::string& name, drover::WorkerOptions options)
+        : sink_endpoint_("inproc://fake-sink-" + name) {
+        backend_.bind("inproc://fake-backend-" + name);
+        sink_.bind(sink_endpoint_);
+        options.broker = "inproc://fake-backend-" + name;
+        options.heartbeat = 10s;  // no reconnection while the test runs
+        worker_ = std::make_unique<drover::Worker>(ctx_, registry_, options, drover::null_logger());
+        serving_ = std::thread([this] { worker_->run(stop_); });
+    }
+    ~FakeBroker() {
+        stop_.request();
+        serving_.join();
+    }
 
-    std::string identity;
-    std::uint64_t granted = 0;
-    std::uint64_t results = 0;
-    // Waits up to `wait` for READY (returns true at the first) or, with
-    // `for_result`, for a result; counts both.
-    const auto wait_for = [&](std::chrono::milliseconds wait, bool for_result) {
+    // Reads both sides for up to `wait`, counting credits granted and results;
+    // returns true at the first READY (until_ready) or result (until_result).
+    bool pump(std::chrono::milliseconds wait, bool until_ready, bool until_result) {
         const auto deadline = std::chrono::steady_clock::now() + wait;
         while (std::chrono::steady_clock::now() < deadline) {
-            zmq::pollitem_t items[] = {{backend.handle(), 0, ZMQ_POLLIN, 0}, {sink.handle(), 0, ZMQ_POLLIN, 0}};
+            zmq::pollitem_t items[] = {{backend_.handle(), 0, ZMQ_POLLIN, 0}, {sink_.handle(), 0, ZMQ_POLLIN, 0}};
             zmq::poll(items, 2, std::chrono::milliseconds(5));
             std::vector<zmq::message_t> frames;
             bool ready = false, result = false;
-            while (zmq::recv_multipart(backend, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
-                identity = frames[0].to_string();
+            while (zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+                identity_ = frames[0].to_string();
                 auto cmd = drover::proto::parse_header(frames[1]);
                 if (cmd && *cmd == drover::proto::Command::ready) {
                     auto r = drover::proto::decode_ready(drover::proto::view(frames[2]));
@@ -266,160 +266,122 @@ TEST_CASE("a worker of long tasks grants its slot's next credit shortly before t
                 }
                 frames.clear();
             }
-            while (zmq::recv_multipart(sink, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+            while (zmq::recv_multipart(sink_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
                 auto m = drover::proto::decode_results(drover::proto::view(frames[1]));
                 REQUIRE(m);
                 results += m->results.size();
                 result = true;
                 frames.clear();
             }
-            if (for_result ? result : ready) return true;
+            if ((until_ready && ready) || (until_result && result)) return true;
         }
         return false;
-    };
-    std::uint64_t sent = 0;
-    const auto dispatch = [&](int ms) {
-        drover::proto::Task t;
-        t.id = "long-" + std::to_string(sent++);
-        t.name = "sleep_ms";
-        t.args = drover::pack_args(ms);
-        t.attempt = 1;
-        t.reply_to = "inproc://fake-sink-long";
+    }
+    void read_for(std::chrono::milliseconds wait) { (void)pump(wait, false, false); }
+    bool wait_ready(std::chrono::milliseconds wait) { return pump(wait, true, false); }
+    // Waits (up to `wait`) until `n` results have come in all.
+    void wait_results(std::uint64_t n, std::chrono::milliseconds wait) {
+        for (auto deadline = std::chrono::steady_clock::now() + wait;
+             results < n && std::chrono::steady_clock::now() < deadline;)
+            (void)pump(100ms, false, true);
+        REQUIRE(results == n);
+    }
+    // Sends one DISPATCH of `n` tasks `name(arg)`.
+    void dispatch(const std::string& name, std::int64_t arg, int n = 1) {
         drover::proto::Tasks m;
-        m.tasks.push_back(std::move(t));
-        backend.send(zmq::buffer(identity), zmq::send_flags::sndmore);
-        backend.send(drover::proto::make_header(drover::proto::Command::dispatch), zmq::send_flags::sndmore);
-        backend.send(zmq::buffer(drover::proto::encode(m)), zmq::send_flags::none);
-    };
-    const auto credits = [&] { return granted - results; };  // held tasks count as used credits
+        for (int i = 0; i < n; ++i) {
+            drover::proto::Task t;
+            t.id = "t" + std::to_string(sent_++);
+            t.name = name;
+            t.args = drover::pack_args(arg);
+            t.attempt = 1;
+            t.reply_to = sink_endpoint_;
+            m.tasks.push_back(std::move(t));
+        }
+        backend_.send(zmq::buffer(identity_), zmq::send_flags::sndmore);
+        backend_.send(drover::proto::make_header(drover::proto::Command::dispatch), zmq::send_flags::sndmore);
+        backend_.send(zmq::buffer(drover::proto::encode(m)), zmq::send_flags::none);
+    }
+    // The worker's credits now: what it granted less what it has finished
+    // (a task it holds still uses its credit).
+    [[nodiscard]] std::uint64_t credits() const { return granted - results; }
+    [[nodiscard]] bool registered() const { return !identity_.empty(); }
 
-    REQUIRE(wait_for(2s, false));  // HELLO, then its slot and a prefetch of 1
+    std::uint64_t granted = 0;  // every credit the worker has granted
+    std::uint64_t results = 0;  // every result at the sink
+
+private:
+    zmq::context_t ctx_;
+    zmq::socket_t backend_{ctx_, zmq::socket_type::router};
+    zmq::socket_t sink_{ctx_, zmq::socket_type::pull};
+    std::string sink_endpoint_;
+    drover::Registry registry_ = builtins();
+    drover::StopSource stop_;
+    std::unique_ptr<drover::Worker> worker_;
+    std::thread serving_;
+    std::string identity_;
+    std::uint64_t sent_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("a worker of long tasks grants its slot's next credit shortly before the running task's expected end",
+          "[integration]") {
+    drover::WorkerOptions options;
+    options.early_credit_lead = 100ms;
+    FakeBroker broker("long", options);
+    REQUIRE(broker.wait_ready(2s));  // HELLO, then its slot and a prefetch of 1
     // Four tasks of 250 ms, one at a time: the worker learns they are long.
     // Its slot and prefetch (2), then a credit back after each of the first
     // three; after the fourth, its slot only: none comes back.
-    for (int i = 0; i < 4; ++i) {
-        dispatch(250);
-        REQUIRE(wait_for(10s, true));
+    for (std::uint64_t i = 1; i <= 4; ++i) {
+        broker.dispatch("sleep_ms", 250);
+        broker.wait_results(i, 10s);
     }
-    for (auto deadline = std::chrono::steady_clock::now() + 10s; granted < 5 && std::chrono::steady_clock::now() < deadline;)
-        (void)wait_for(100ms, false);
-    CHECK(results == 4);
-    CHECK(credits() == 1);  // no task is queued here ahead of time
+    for (auto deadline = std::chrono::steady_clock::now() + 10s;
+         broker.granted < 5 && std::chrono::steady_clock::now() < deadline;)
+        broker.read_for(100ms);
+    CHECK(broker.credits() == 1);  // no task is queued here ahead of time
 
     // A task of 2 s: its slot's next credit is due 150 ms after it starts
     // (the mean less the lead), long before it ends, and never earlier.
     const auto dispatched = std::chrono::steady_clock::now();
-    dispatch(2000);
-    REQUIRE(wait_for(10s, false));
+    broker.dispatch("sleep_ms", 2000);
+    REQUIRE(broker.wait_ready(10s));
     CHECK(std::chrono::steady_clock::now() - dispatched >= 100ms);
-    CHECK(results == 4);  // still running
-    CHECK(credits() == 2);
+    CHECK(broker.results == 4);  // still running
+    CHECK(broker.credits() == 2);
     // The task sent against it waits for the slot; no more credit for the same run.
-    dispatch(50);
-    CHECK_FALSE(wait_for(300ms, false));
-    CHECK(credits() == 2);
-    for (auto deadline = std::chrono::steady_clock::now() + 20s; results < 6 && std::chrono::steady_clock::now() < deadline;)
-        (void)wait_for(100ms, true);
-    CHECK(results == 6);
-
-    stop.request();
-    serving.join();
+    broker.dispatch("sleep_ms", 50);
+    CHECK_FALSE(broker.wait_ready(300ms));
+    CHECK(broker.credits() == 2);
+    broker.wait_results(6, 20s);
 }
 
 TEST_CASE("a worker grows its prefetch from its measured task times, at most 4 times the tasks it ran", "[integration]") {
-    zmq::context_t ctx;
-    zmq::socket_t backend(ctx, zmq::socket_type::router), sink(ctx, zmq::socket_type::pull);
-    backend.bind("inproc://fake-backend");
-    sink.bind("inproc://fake-sink");
-    const auto registry = builtins();
-    drover::WorkerOptions options;
-    options.broker = "inproc://fake-backend";
-    options.heartbeat = 10s;  // no reconnection while the test runs
-    drover::Worker worker(ctx, registry, options, drover::null_logger());
-    drover::StopSource stop;
-    std::thread serving([&] { worker.run(stop); });
-
-    std::string identity;
-    std::uint64_t granted = 0;  // every credit the worker has granted
-    // Reads the broker's side for up to `wait`: credits granted from READY.
-    const auto read_backend = [&](std::chrono::milliseconds wait) {
-        const auto deadline = std::chrono::steady_clock::now() + wait;
-        while (std::chrono::steady_clock::now() < deadline) {
-            zmq::pollitem_t item{backend.handle(), 0, ZMQ_POLLIN, 0};
-            zmq::poll(&item, 1, std::chrono::milliseconds(20));
-            std::vector<zmq::message_t> frames;
-            while (zmq::recv_multipart(backend, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
-                identity = frames[0].to_string();
-                auto cmd = drover::proto::parse_header(frames[1]);
-                if (cmd && *cmd == drover::proto::Command::ready) {
-                    auto ready = drover::proto::decode_ready(drover::proto::view(frames[2]));
-                    REQUIRE(ready);
-                    granted += ready->credits;
-                }
-                frames.clear();
-            }
-        }
-    };
-    std::uint64_t sent = 0;
-    const auto dispatch = [&](int n) {
-        drover::proto::Tasks m;
-        for (int i = 0; i < n; ++i) {
-            drover::proto::Task t;
-            t.id = "t" + std::to_string(sent++);
-            t.name = "echo";
-            t.args = drover::pack_args(1);
-            t.attempt = 1;
-            t.reply_to = "inproc://fake-sink";
-            m.tasks.push_back(std::move(t));
-        }
-        backend.send(zmq::buffer(identity), zmq::send_flags::sndmore);
-        backend.send(drover::proto::make_header(drover::proto::Command::dispatch), zmq::send_flags::sndmore);
-        backend.send(zmq::buffer(drover::proto::encode(m)), zmq::send_flags::none);
-    };
-    std::uint64_t results = 0;
-    const auto collect = [&](std::uint64_t until) {
-        const auto deadline = std::chrono::steady_clock::now() + 10s;
-        while (results < until && std::chrono::steady_clock::now() < deadline) {
-            std::vector<zmq::message_t> frames;
-            zmq::pollitem_t item{sink.handle(), 0, ZMQ_POLLIN, 0};
-            zmq::poll(&item, 1, std::chrono::milliseconds(20));
-            while (zmq::recv_multipart(sink, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
-                auto m = drover::proto::decode_results(drover::proto::view(frames[1]));
-                REQUIRE(m);
-                results += m->results.size();
-                frames.clear();
-            }
-        }
-        REQUIRE(results == until);
-    };
-    // The worker's credits now: what it granted less what it has finished.
-    const auto credits = [&] { return granted - results; };
-
+    FakeBroker broker("prefetch", {});
     // HELLO, then its slot and a prefetch of 1: nothing measured yet.
-    read_backend(500ms);
-    REQUIRE_FALSE(identity.empty());
-    CHECK(credits() == 2);
+    broker.read_for(500ms);
+    REQUIRE(broker.registered());
+    CHECK(broker.credits() == 2);
     // Four quick tasks: the first measure. echo takes microseconds, worth a
     // prefetch of hundreds for 2 ms of work, but four tasks allow 16.
-    dispatch(4);
-    collect(4);
-    read_backend(300ms);
-    CHECK(credits() > 2);
-    CHECK(credits() <= 1 + 4 * 4);
+    broker.dispatch("echo", 1, 4);
+    broker.wait_results(4, 10s);
+    broker.read_for(300ms);
+    CHECK(broker.credits() > 2);
+    CHECK(broker.credits() <= 1 + 4 * 4);
     // Twenty tasks in all: at most 80.
-    dispatch(16);
-    collect(20);
-    read_backend(300ms);
-    CHECK(credits() <= 1 + 4 * 20);
+    broker.dispatch("echo", 1, 16);
+    broker.wait_results(20, 10s);
+    broker.read_for(300ms);
+    CHECK(broker.credits() <= 1 + 4 * 20);
     // A thousand more: past the slow start, up to 1,000 a slot.
     for (int i = 0; i < 10; ++i) {
-        dispatch(100);
-        collect(20 + 100 * static_cast<std::uint64_t>(i + 1));
+        broker.dispatch("echo", 1, 100);
+        broker.wait_results(20 + 100 * static_cast<std::uint64_t>(i + 1), 10s);
     }
-    read_backend(300ms);
-    CHECK(credits() > 1 + 4 * 20);
-    CHECK(credits() <= 1 + 1000);
-
-    stop.request();
-    serving.join();
+    broker.read_for(300ms);
+    CHECK(broker.credits() > 1 + 4 * 20);
+    CHECK(broker.credits() <= 1 + 1000);
 }
