@@ -521,12 +521,12 @@ void Worker::executor_loop(unsigned index) {
         // A task that follows the last one at once starts when it ended: one
         // clock read a task instead of two (kvm-clock reads cost tens of ns).
         const auto start = carried && task.timeout_ms == 0 ? *carried : Clock::now();
-        const bool early_credits = early_after_ns_.load(std::memory_order_relaxed) != 0;
-        if (early_credits) {
-            // The I/O thread grants this slot's next credit shortly before the task's expected end.
-            started_ns_[index].store(
-                std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count(),
-                std::memory_order_release);
+        // The I/O thread grants this slot's next credit shortly before the
+        // task's expected end, with tasks known to be long; recorded for every
+        // task, so that it also finds one that started before it knew.
+        started_ns_[index].store(std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count(),
+                                 std::memory_order_release);
+        if (early_after_ns_.load(std::memory_order_relaxed) != 0) {
             std::uint32_t zero = 0;
             done.send(zmq::buffer(&zero, sizeof zero), zmq::send_flags::none);  // it sets its timer
         }
@@ -542,7 +542,7 @@ void Worker::executor_loop(unsigned index) {
         }
         const auto end = Clock::now();
         const auto elapsed = end - start;
-        if (early_credits) started_ns_[index].store(0, std::memory_order_release);
+        started_ns_[index].store(0, std::memory_order_release);
         out.id = std::move(task.id);
         out.task = std::move(task.name);
         busy_ns_.fetch_add(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()),

@@ -157,7 +157,7 @@ private:
     std::atomic<std::uint64_t> ran_{0}, busy_ns_{0};
     // Early credits: how long after a task's start its slot's next credit is
     // due, in ns (0: none, the tasks are short or unmeasured). Set by the
-    // I/O thread; an executor then records when its task started (0: idle).
+    // I/O thread. Each executor records when its task started (0: idle).
     std::atomic<std::int64_t> early_after_ns_{0};
     std::unique_ptr<std::atomic<std::int64_t>[]> started_ns_;
     std::vector<std::int64_t> early_granted_;  // I/O thread: by executor, the start its early credit was for
