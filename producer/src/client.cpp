@@ -32,23 +32,23 @@ constexpr auto k_digit_values = [] {
     return v;
 }();
 
-void append_number(std::string& out, std::uint64_t n) {
-    char buf[11];
-    int i = sizeof buf;
+// Writes n in k_digits right to left, ending just before `end` (at most 11
+// digits); returns where the number starts.
+char* write_number(char* end, std::uint64_t n) {
     do {
-        buf[--i] = k_digits[n % 64];
+        *--end = k_digits[n % 64];
         n /= 64;
     } while (n > 0);
-    out.append(buf + i, sizeof buf - static_cast<std::size_t>(i));
+    return end;
 }
 
 // 8 characters, 48 random bits: with the task number, an id fits in a
 // std::string without a heap allocation up to 2^36 tasks.
 std::string new_session() {
-    const std::string hex = random_hex(6);
-    std::string out;
-    append_number(out, std::stoull(hex, nullptr, 16) | (std::uint64_t{1} << 47));  // always 8 digits
-    return out;
+    char buf[11];
+    char* end = buf + sizeof buf;
+    char* start = write_number(end, std::stoull(random_hex(6), nullptr, 16) | (std::uint64_t{1} << 47));
+    return std::string(start, end);  // always 8 digits
 }
 
 std::string default_sink(const std::string& broker) {
@@ -159,16 +159,13 @@ std::string Client::own_id(std::uint64_t seq) const {
     // Written right to left into one buffer, then made a string once (three
     // appends to a string were 200 instructions a task).
     char buf[32];
-    std::size_t i = sizeof buf;
-    do {
-        buf[--i] = k_digits[seq % 64];
-        seq /= 64;
-    } while (seq > 0);
-    buf[--i] = '.';
-    const std::size_t n = std::min(session_.size(), i);
-    i -= n;
-    std::memcpy(buf + i, session_.data(), n);
-    return std::string(buf + i, sizeof buf - i);
+    char* end = buf + sizeof buf;
+    char* start = write_number(end, seq);
+    *--start = '.';
+    const std::size_t n = std::min(session_.size(), static_cast<std::size_t>(start - buf));
+    start -= n;
+    std::memcpy(start, session_.data(), n);
+    return std::string(start, end);
 }
 
 std::uint64_t Client::own_seq(std::string_view id) const {
