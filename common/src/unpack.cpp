@@ -173,7 +173,7 @@ private:
 msgpack::object unpack_object(msgpack::zone& zone, std::string_view bytes, std::size_t max_depth) {
     Reader r(zone, bytes, max_depth);
     msgpack::object o = r.value(0);
-    if (!r.at_end()) throw UnpackError("trailing bytes");
+    if (!r.at_end()) throw UnpackError("trailing bytes", /*trailing=*/true);
     return o;
 }
 

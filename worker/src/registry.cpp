@@ -55,7 +55,7 @@ std::string Registry::run(const std::string& name, std::string_view args) const 
         try {
             object = unpack_object(zone, args, /*max_depth=*/64);
         } catch (const UnpackError& e) {
-            if (std::string_view(e.what()) == "trailing bytes") throw ArgumentError("arguments have trailing bytes");
+            if (e.trailing) throw ArgumentError("arguments have trailing bytes");
             throw ArgumentError(std::string("arguments are not valid msgpack: ") + e.what());
         }
     }

@@ -10,7 +10,10 @@
 namespace drover {
 
 struct UnpackError : std::runtime_error {
-    using std::runtime_error::runtime_error;
+    // trailing: one valid value was read, and bytes follow it.
+    explicit UnpackError(const char* why, bool trailing_bytes = false)
+        : std::runtime_error(why), trailing(trailing_bytes) {}
+    bool trailing;
 };
 
 // Reads exactly one msgpack value from `bytes` into an object tree whose
