@@ -165,9 +165,11 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
             producers_[peer] = now;
             auto result = scheduler_.submit(peer, std::move(m->tasks), now, reply_to);
             report(std::move(result.finals));
-            auto& acc = accepted_[peer];
-            acc.insert(acc.end(), std::make_move_iterator(result.accepted.begin()),
-                       std::make_move_iterator(result.accepted.end()));
+            if (!result.acknowledged.empty()) {
+                auto& acc = accepted_[peer];
+                acc.insert(acc.end(), std::make_move_iterator(result.acknowledged.begin()),
+                           std::make_move_iterator(result.acknowledged.end()));
+            }
             for (auto& [reason, ids] : result.rejected) {
                 log_->debug("broker.rejected n={} reason={}", ids.size(), reason);
                 auto& r = rejected_[peer][reason];

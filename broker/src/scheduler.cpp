@@ -206,7 +206,6 @@ void Scheduler::enqueue_front(Entry& e) {
 Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<proto::Task>&& tasks,
                                        Clock::time_point, std::string_view batch_reply_to) {
     Submitted out;
-    out.accepted.reserve(tasks.size());
     SubmitContext ctx;
     ctx.producer = strings_.acquire(producer);  // held for the batch, released at the end
     const auto& hashes = hash_batch(tasks, [](const proto::Task& t) -> std::string_view { return t.id; });
@@ -219,7 +218,8 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
                 strings_.release(known->producer);
                 known->producer = strings_.acquire(producer);
             }
-            out.accepted.push_back(std::move(t.id));
+            ++out.accepted;
+            if (known->detached) out.acknowledged.push_back(std::move(t.id));
             if (known->reported) out.finals.push_back(*known->reported);  // it was missed
             continue;
         }
@@ -237,7 +237,8 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
         if (!workers_.empty() && !ctx.name_known) {
             Entry& e = new_entry(std::move(t), reply_to, ctx, hashes[i]);
             out.finals.push_back(end_task(e, proto::Status::error, "unknown task '" + names_[e.name] + "': no worker runs it"));
-            out.accepted.push_back(e.id);
+            ++out.accepted;
+            if (e.detached) out.acknowledged.push_back(e.id);
             ++totals_.accepted;
             continue;
         }
@@ -250,7 +251,8 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
         mark_queued(e);
         queues_[e.name].push_back(Ref{e.slot, e.gen});
         ++totals_.accepted;
-        out.accepted.push_back(e.id);
+        ++out.accepted;
+        if (e.detached) out.acknowledged.push_back(e.id);
     }
     strings_.release(ctx.producer);
     return out;

@@ -45,7 +45,11 @@ struct FinalOutcome {
 class Scheduler {
 public:
     struct Submitted {
-        std::vector<std::string> accepted;
+        std::size_t accepted = 0;
+        // The accepted tasks whose outcome goes to another sink than their
+        // producer's (detached): ACCEPTED ends the producer's part of them.
+        // The others are acknowledged by their outcome alone.
+        std::vector<std::string> acknowledged;
         std::map<std::string, std::vector<std::string>> rejected;  // reason -> ids
         std::vector<FinalOutcome> finals;  // accepted, but ended at once (unknown task)
     };
