@@ -79,7 +79,7 @@ void Worker::connect_to_broker() {
     // an earlier registration keep their slots.
     promised_ = outstanding_;
     std::fill(early_granted_.begin(), early_granted_.end(), 0);
-    top_up_credits();
+    (void)top_up_credits();
 }
 
 std::uint32_t Worker::target_credits() {
@@ -106,12 +106,21 @@ std::uint32_t Worker::target_credits() {
     return slots + static_cast<std::uint32_t>(std::max<std::uint64_t>(std::min(wanted, most), options_.prefetch));
 }
 
-void Worker::top_up_credits() {
+std::uint32_t Worker::top_up_credits() {
     const auto target = target_credits();
-    if (target <= promised_) return;
+    const auto prefetch = target - std::min(target, options_.concurrency);
+    const std::uint32_t batch = std::max<std::uint32_t>(1, prefetch / 2);
+    if (target < promised_ + batch) return promised_ + batch - target;
     const std::uint32_t credits = target - promised_;
     promised_ = target;
     (void)send_message(*broker_, proto::Command::ready, proto::encode(proto::Ready{credits}));
+    return batch;
+}
+
+void Worker::count_finished() {
+    const auto finished = finished_.exchange(0);
+    outstanding_ -= std::min(outstanding_, finished);
+    promised_ -= std::min(promised_, finished);
 }
 
 Clock::time_point Worker::grant_early_credits(Clock::time_point now, bool stopping) {
@@ -243,7 +252,14 @@ Worker::Stopped Worker::run(const StopSource& stop) {
             log_->info("worker.stopping outstanding={} (finishing held tasks; signal again to stop at once)",
                        outstanding_);
         }
+        count_finished();
+        send_retries();  // before the credits, so the broker frees them first
+        const std::uint32_t wake_after = stopping ? 1 : top_up_credits();
         if (stopping && outstanding_ == 0) break;
+        // Then a finished task is counted at once, or it is seen here (the
+        // executors add to finished_ before they read wake_after_).
+        wake_after_.store(wake_after);
+        const bool counted_late = finished_.load() >= wake_after;
 
         zmq::pollitem_t items[] = {
             {broker_->handle(), 0, ZMQ_POLLIN, 0},
@@ -256,27 +272,18 @@ Worker::Stopped Worker::run(const StopSource& stop) {
         auto wait = std::chrono::duration_cast<Millis>(std::min({next_heartbeat, next_deadline, next_early}) -
                                                        Clock::now()) +
                     Millis(1);
-        drover::poll(items, stop.stop_requested() ? 2 : 3, std::max(wait, Millis(0)));
+        drover::poll(items, stop.stop_requested() ? 2 : 3, counted_late ? Millis(0) : std::max(wait, Millis(0)));
 
         if (items[1].revents & ZMQ_POLLIN) {
-            std::uint32_t finished = 0;
+            // Wake-ups (counts are in finished_), and [tag][RESULT body]:
+            // results for a sink the executor cannot reach.
             zmq::message_t m;
             while (done.recv(m, zmq::recv_flags::dontwait)) {
-                if (m.more()) {
-                    // [tag][RESULT body]: results for a sink the executor cannot reach.
-                    zmq::message_t body;
-                    if (!done.recv(body, zmq::recv_flags::dontwait)) break;
-                    forward_results(proto::view(body));
-                    continue;
-                }
-                std::uint32_t n = 0;
-                if (m.size() == sizeof n) std::memcpy(&n, m.data(), sizeof n);
-                finished += n;
+                if (!m.more()) continue;
+                zmq::message_t body;
+                if (!done.recv(body, zmq::recv_flags::dontwait)) break;
+                forward_results(proto::view(body));
             }
-            outstanding_ -= std::min(outstanding_, finished);
-            promised_ -= std::min(promised_, finished);
-            send_retries();  // before the credits, so the broker frees them first
-            if (!stopping) top_up_credits();
         }
         if (items[0].revents & ZMQ_POLLIN) {
             for (DrainBudget budget(1024); budget.more();) {
@@ -326,6 +333,7 @@ Worker::Stopped Worker::run(const StopSource& stop) {
         }
         const auto now = Clock::now();
         if (now >= next_heartbeat) {
+            count_finished();
             (void)send_message(*broker_, proto::Command::heartbeat, proto::encode_worker_heartbeat(outstanding_));
             next_heartbeat = now + options_.heartbeat;
             // Idle for a whole heartbeat after work: give the heap back
@@ -389,9 +397,11 @@ void Worker::executor_loop(unsigned index) {
 
     // Outcomes their sink would not take: the broker runs the tasks again
     // later (or ends them as lost once their attempts are spent).
+    bool retried = false;  // since the last flush: the I/O thread has a RETRY to send
     auto retry_later = [&](const std::vector<proto::Outcome>& outcomes) {
         std::lock_guard lock(mutex_);
         for (const auto& o : outcomes) retries_.push_back(o.id);
+        retried = true;
     };
 
     auto flush = [&] {
@@ -467,7 +477,10 @@ void Worker::executor_loop(unsigned index) {
         const auto n = static_cast<std::uint32_t>(pending_count);
         pending_count = 0;
         pending_bytes = 0;
-        done.send(zmq::buffer(&n, sizeof n), zmq::send_flags::none);
+        // Counted, then the I/O thread woken only if it has something to do
+        // now: credits to grant, or a RETRY to send.
+        const bool due = finished_.fetch_add(n) + n >= wake_after_.load();
+        if (due || std::exchange(retried, false)) done.send(zmq::message_t(), zmq::send_flags::none);
     };
 
     // Tasks taken from queue_ in one lock: all of them with one executor, one
@@ -512,8 +525,7 @@ void Worker::executor_loop(unsigned index) {
                 r.task.reply_to = sink;
             }
             // Wake the I/O thread so that it waits for this deadline.
-            std::uint32_t zero = 0;
-            done.send(zmq::buffer(&zero, sizeof zero), zmq::send_flags::none);
+            done.send(zmq::message_t(), zmq::send_flags::none);
         }
         proto::Outcome out;
         out.attempt = task.attempt;
@@ -526,10 +538,8 @@ void Worker::executor_loop(unsigned index) {
         // task, so that it also finds one that started before it knew.
         started_ns_[index].store(std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count(),
                                  std::memory_order_release);
-        if (early_after_ns_.load(std::memory_order_relaxed) != 0) {
-            std::uint32_t zero = 0;
-            done.send(zmq::buffer(&zero, sizeof zero), zmq::send_flags::none);  // it sets its timer
-        }
+        if (early_after_ns_.load(std::memory_order_relaxed) != 0)
+            done.send(zmq::message_t(), zmq::send_flags::none);  // it sets its timer
         try {
             out.result = registry_.run(task.name, task.args);
             out.status = proto::Status::ok;
@@ -571,6 +581,7 @@ void Worker::executor_loop(unsigned index) {
                        task.max_attempts, out.error);
             std::lock_guard lock(mutex_);
             retries_.push_back(std::move(out.id));
+            retried = true;
         } else {
             pending_bytes += out.result.size() + out.error.size() + out.id.size() + k_entry_overhead;
             if (task.detached && standalone.size() < 4096) standalone.insert(sink);
