@@ -266,6 +266,7 @@ public:
                     auto r = drover::proto::decode_ready(drover::proto::view(frames[2]));
                     REQUIRE(r);
                     granted += r->credits;
+                    if (readies++ > 0) smallest_ready = std::min(smallest_ready, std::uint64_t{r->credits});
                     ready = true;
                 }
                 frames.clear();
@@ -312,6 +313,8 @@ public:
     [[nodiscard]] bool registered() const { return !identity_.empty(); }
 
     std::uint64_t granted = 0;  // every credit the worker has granted
+    std::uint64_t readies = 0;  // READY messages
+    std::uint64_t smallest_ready = UINT64_MAX;  // the fewest credits in one READY after the first
     std::uint64_t results = 0;  // every result at the sink
 
 private:
@@ -388,4 +391,43 @@ TEST_CASE("a worker grows its prefetch from its measured task times, at most 4 t
     broker.read_for(300ms);
     CHECK(broker.credits() > 1 + 4 * 20);
     CHECK(broker.credits() <= 1 + 1000);
+}
+
+TEST_CASE("a worker gives its credits back in batches of half its prefetch", "[integration]") {
+    drover::WorkerOptions options;
+    options.auto_prefetch = false;
+    options.prefetch = 20;
+    FakeBroker broker("batches", options);
+    REQUIRE(broker.wait_ready(2s));
+    broker.read_for(200ms);
+    CHECK(broker.credits() == 21);  // its slot and the prefetch, in one READY
+    CHECK(broker.readies == 1);
+    // Nine tasks done: one short of a batch, so no READY yet.
+    broker.dispatch("echo", 1, 9);
+    broker.wait_results(9, 10s);
+    broker.read_for(300ms);
+    CHECK(broker.readies == 1);
+    CHECK(broker.credits() == 12);
+    // The tenth: ten credits in one READY.
+    broker.dispatch("echo", 1);
+    broker.wait_results(10, 10s);
+    for (auto deadline = std::chrono::steady_clock::now() + 5s;
+         broker.readies < 2 && std::chrono::steady_clock::now() < deadline;)
+        broker.read_for(50ms);
+    CHECK(broker.readies == 2);
+    CHECK(broker.credits() == 21);
+    // Tasks one at a time, a hundred of them: about ten READY messages (a
+    // batch may grow with tasks finished before the I/O thread got to it),
+    // not a hundred; never fewer than half the prefetch in one.
+    for (std::uint64_t i = 1; i <= 100; ++i) {
+        broker.dispatch("echo", 1);
+        broker.wait_results(10 + i, 10s);
+    }
+    broker.read_for(300ms);
+    CHECK(broker.readies >= 2 + 8);
+    CHECK(broker.readies <= 2 + 10);
+    CHECK(broker.smallest_ready == 10);
+    // Credits out never fell to a batch short of its slot and the prefetch.
+    CHECK(broker.credits() > 21 - 10);
+    CHECK(broker.credits() <= 21);
 }
