@@ -202,6 +202,30 @@ TEST_CASE("a task whose name no worker runs waits, and runs once such a worker j
     broker_thread.join();
 }
 
+TEST_CASE("a client settles its results with the broker though nothing else is sent", "[integration]") {
+    zmq::context_t ctx;
+    const auto registry = builtins();
+    drover::LocalCluster cluster(ctx, registry, {1, "threads", {}, 1}, drover::null_logger());
+    drover::Client client(ctx, client_options(cluster.frontend(), cluster.sink_endpoint()));
+    const auto settled = [&] {
+        auto status = drover::fetch_status(ctx, cluster.frontend(), 1000ms);
+        REQUIRE(status);
+        return std::pair{(*status)["totals"]["settled"].get<int>(), (*status)["awaiting_settle"].get<int>()};
+    };
+    // One task, then three at once: each time the client goes quiet, and
+    // its SETTLE must still leave (it waits for no next SUBMIT for ever).
+    CHECK(client.submit("square", 2.0).get().as<double>() == Approx(4.0));
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (settled().first < 1 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    CHECK(settled() == std::pair{1, 0});
+    std::vector<std::future<drover::Result>> more;
+    for (int i = 0; i < 3; ++i) more.push_back(client.submit("square", 3.0));
+    for (auto& f : more) CHECK(f.get().as<double>() == Approx(9.0));
+    deadline = std::chrono::steady_clock::now() + 5s;
+    while (settled().first < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    CHECK(settled() == std::pair{4, 0});
+}
+
 TEST_CASE("the broker rejects tasks past --max-queued with queue_full", "[integration]") {
     zmq::context_t ctx;
     drover::StopSource broker_stop;

@@ -499,6 +499,9 @@ void Worker::executor_loop(unsigned index) {
                 flush();
                 lock.lock();
             }
+            // Not busy after all (another executor took the task announced
+            // below): no early credit for this slot while it waits.
+            if (queue_.empty()) started_ns_[index].store(0, std::memory_order_release);
             wake_.wait(lock, [&] { return !queue_.empty() || closing_ || abort_; });
             if (abort_ || queue_.empty()) break;  // closing and drained
             if (options_.concurrency == 1) {
@@ -535,11 +538,15 @@ void Worker::executor_loop(unsigned index) {
         const auto start = carried && task.timeout_ms == 0 ? *carried : Clock::now();
         // The I/O thread grants this slot's next credit shortly before the
         // task's expected end, with tasks known to be long; recorded for every
-        // task, so that it also finds one that started before it knew.
-        started_ns_[index].store(std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count(),
-                                 std::memory_order_release);
-        if (early_after_ns_.load(std::memory_order_relaxed) != 0)
-            done.send(zmq::message_t(), zmq::send_flags::none);  // it sets its timer
+        // task, so that it also finds one that started before it knew. A task
+        // that followed another at once was announced at that one's end, with
+        // the wake-up that reported it: one wake-up a task, not two.
+        if (started_ns_[index].load(std::memory_order_relaxed) == 0) {
+            started_ns_[index].store(std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count(),
+                                     std::memory_order_release);
+            if (early_after_ns_.load(std::memory_order_relaxed) != 0)
+                done.send(zmq::message_t(), zmq::send_flags::none);  // it sets its timer
+        }
         try {
             out.result = registry_.run(task.name, task.args);
             out.status = proto::Status::ok;
@@ -600,6 +607,11 @@ void Worker::executor_loop(unsigned index) {
             std::lock_guard lock(mutex_);
             idle = queue_.empty();
         }
+        // The next task starts now (announced before the report below wakes
+        // the I/O thread, which then sets its early-credit timer for it).
+        if (!idle)
+            started_ns_[index].store(std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count(),
+                                     std::memory_order_release);
         if (idle || pending_count >= k_result_batch || pending_bytes >= batch_bytes || elapsed >= k_batch_only_below) {
             flush();
             carried.reset();
