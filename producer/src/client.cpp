@@ -19,11 +19,6 @@ namespace {
 
 constexpr std::size_t k_submit_batch = 1000;
 constexpr std::size_t k_settle_batch = 4096;
-// SETTLE is on no task's path (it lets the broker forget finished tasks), so
-// it waits for the next SUBMIT, for a full batch, or this long: at light
-// load a SETTLE a result was a wake-up of the broker a task, on two cores
-// shared with the tasks themselves (W3, performance.md).
-constexpr Millis k_settle_delay{10};
 
 // Digits in ascending ASCII order, so that for numbers written with them a
 // shorter string is smaller and equal lengths compare as the numbers do.
@@ -312,7 +307,6 @@ void Client::on_results(std::string_view body) {
     ready.reserve(m->size());
     {
         std::lock_guard lock(mutex_);
-        if (settle_.empty()) settle_since_ = Clock::now();
         for (const auto& o : *m) {
             // Settle duplicates too: the broker may still hold the task.
             settle_.emplace_back(o.id);
@@ -426,21 +420,6 @@ void Client::resend_unfinished() {
     std::sort(unsent_.begin(), unsent_.end());
 }
 
-Clock::time_point Client::settle_due() const {
-    return settle_.empty() ? Clock::time_point::max() : settle_since_ + k_settle_delay;
-}
-
-void Client::send_settle() {
-    for (std::size_t i = 0; i < settle_.size(); i += k_settle_batch) {
-        const auto end = std::min(settle_.size(), i + k_settle_batch);
-        proto::Settle batch{{settle_.begin() + static_cast<std::ptrdiff_t>(i), settle_.begin() + static_cast<std::ptrdiff_t>(end)},
-                            i == 0 ? settle_timed_out_ : 0};
-        (void)send_message(*broker_, proto::Command::settle, proto::encode(batch));
-    }
-    settle_.clear();
-    settle_timed_out_ = 0;
-}
-
 void Client::io_loop() {
     auto next_heartbeat = Clock::now();
     std::vector<zmq::message_t> frames;
@@ -461,10 +440,6 @@ void Client::io_loop() {
             }
             if (stopping_) break;
         }
-        // SETTLE leaves with a SUBMIT (the broker takes both in one wake-up),
-        // and before it: an id given again after its outcome must reach the
-        // broker after the SETTLE of its earlier run.
-        if (!unsent_.empty()) send_settle();
         send_unsent();
 
         zmq::pollitem_t items[] = {
@@ -472,7 +447,7 @@ void Client::io_loop() {
             {broker_->handle(), 0, ZMQ_POLLIN, 0},
             {nullptr, wake_fd_, ZMQ_POLLIN, 0},
         };
-        auto wait = std::chrono::duration_cast<Millis>(std::min(next_heartbeat, settle_due()) - Clock::now()) + Millis(1);
+        auto wait = std::chrono::duration_cast<Millis>(next_heartbeat - Clock::now());
         if (!unsent_.empty()) wait = std::min(wait, Millis(1));
         drover::poll(items, 3, std::max(wait, Millis(0)));
         if (items[2].revents & ZMQ_POLLIN) {
@@ -501,8 +476,17 @@ void Client::io_loop() {
                 on_broker_message(frames);
             }
         }
+        // Settle once the inputs are drained: one message for many ids.
+        for (std::size_t i = 0; i < settle_.size(); i += k_settle_batch) {
+            const auto end = std::min(settle_.size(), i + k_settle_batch);
+            proto::Settle batch{{settle_.begin() + static_cast<std::ptrdiff_t>(i), settle_.begin() + static_cast<std::ptrdiff_t>(end)},
+                                i == 0 ? settle_timed_out_ : 0};
+            (void)send_message(*broker_, proto::Command::settle, proto::encode(batch));
+        }
+        settle_.clear();
+        settle_timed_out_ = 0;
+
         const auto now = Clock::now();
-        if (settle_.size() >= k_settle_batch || now >= settle_due()) send_settle();
         if (now >= next_heartbeat) {
             next_heartbeat = now + options_.heartbeat;
             (void)send_message(*broker_, proto::Command::heartbeat);
@@ -521,7 +505,6 @@ void Client::io_loop() {
             }
         }
     }
-    send_settle();
     (void)send_message(*broker_, proto::Command::bye);
     broker_->set(zmq::sockopt::linger, 500);  // let the last SETTLE, CANCEL and BYE leave
 }

@@ -176,8 +176,6 @@ private:
     void io_loop();
     void connect_broker();
     void send_unsent();
-    void send_settle();
-    [[nodiscard]] Clock::time_point settle_due() const;  // when settle_ must leave
     void on_broker_message(std::vector<zmq::message_t>& frames);
     void on_results(std::string_view body);
     void finish(const std::string& id, Result&& r);
@@ -222,7 +220,6 @@ private:
     std::uint64_t last_at_tick_ = 0;  // pending_.last() at the last heartbeat tick
     std::vector<std::string> settle_;
     std::uint32_t settle_timed_out_ = 0;  // timeouts among settle_
-    Clock::time_point settle_since_{};    // when the oldest id in settle_ came
     Clock::time_point last_from_broker_{};
     std::string broker_instance_;
     bool results_via_broker_ = false;  // logged once
