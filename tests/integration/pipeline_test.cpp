@@ -286,6 +286,10 @@ public:
             while (zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
                 identity_ = frames[0].to_string();
                 auto cmd = drover::proto::parse_header(frames[1]);
+                if (cmd && *cmd == drover::proto::Command::hello) {
+                    ++hellos;
+                    identities.insert(identity_);
+                }
                 if (cmd && *cmd == drover::proto::Command::ready) {
                     auto r = drover::proto::decode_ready(drover::proto::view(frames[2]));
                     REQUIRE(r);
@@ -299,6 +303,7 @@ public:
                 auto m = drover::proto::decode_results(drover::proto::view(frames[1]));
                 REQUIRE(m);
                 results += m->results.size();
+                outcomes.insert(outcomes.end(), m->results.begin(), m->results.end());
                 result = true;
                 frames.clear();
             }
@@ -315,18 +320,29 @@ public:
             (void)pump(100ms, false, true);
         REQUIRE(results == n);
     }
+    // Sends a DISPATCH whose body is not a batch of tasks.
+    void dispatch_garbage() {
+        backend_.send(zmq::buffer(identity_), zmq::send_flags::sndmore);
+        backend_.send(drover::proto::make_header(drover::proto::Command::dispatch), zmq::send_flags::sndmore);
+        backend_.send(zmq::str_buffer("\xc1 not msgpack"), zmq::send_flags::none);
+    }
+    // A task `name(arg)` with the next id, to this sink.
+    drover::proto::Task task(const std::string& name, std::int64_t arg) {
+        drover::proto::Task t;
+        t.id = "t" + std::to_string(sent_++);
+        t.name = name;
+        t.args = drover::pack_args(arg);
+        t.attempt = 1;
+        t.reply_to = sink_endpoint_;
+        return t;
+    }
     // Sends one DISPATCH of `n` tasks `name(arg)`.
     void dispatch(const std::string& name, std::int64_t arg, int n = 1) {
         drover::proto::Tasks m;
-        for (int i = 0; i < n; ++i) {
-            drover::proto::Task t;
-            t.id = "t" + std::to_string(sent_++);
-            t.name = name;
-            t.args = drover::pack_args(arg);
-            t.attempt = 1;
-            t.reply_to = sink_endpoint_;
-            m.tasks.push_back(std::move(t));
-        }
+        for (int i = 0; i < n; ++i) m.tasks.push_back(task(name, arg));
+        send(m);
+    }
+    void send(const drover::proto::Tasks& m) {
         backend_.send(zmq::buffer(identity_), zmq::send_flags::sndmore);
         backend_.send(drover::proto::make_header(drover::proto::Command::dispatch), zmq::send_flags::sndmore);
         backend_.send(zmq::buffer(drover::proto::encode(m)), zmq::send_flags::none);
@@ -338,8 +354,11 @@ public:
 
     std::uint64_t granted = 0;  // every credit the worker has granted
     std::uint64_t readies = 0;  // READY messages
+    std::uint64_t hellos = 0;   // HELLO messages
+    std::set<std::string> identities;  // the worker's connections that said HELLO
     std::uint64_t smallest_ready = UINT64_MAX;  // the fewest credits in one READY after the first
     std::uint64_t results = 0;  // every result at the sink
+    std::vector<drover::proto::Outcome> outcomes;  // in the order they came
 
 private:
     zmq::context_t ctx_;
@@ -454,4 +473,52 @@ TEST_CASE("a worker gives its credits back in batches of half its prefetch", "[i
     // Credits out never fell to a batch short of its slot and the prefetch.
     CHECK(broker.credits() > 21 - 10);
     CHECK(broker.credits() <= 21);
+}
+
+TEST_CASE("a worker that cannot read a DISPATCH registers again, and its credits start over", "[integration]") {
+    drover::WorkerOptions options;
+    options.auto_prefetch = false;
+    options.prefetch = 0;
+    FakeBroker broker("garbage", options);
+    REQUIRE(broker.wait_ready(2s));
+    CHECK(broker.hellos == 1);
+    CHECK(broker.credits() == 1);
+    // The broker took the worker's one credit for tasks the worker cannot
+    // read: without a new registration it would never grant another.
+    broker.dispatch_garbage();
+    REQUIRE(broker.wait_ready(5s));
+    CHECK(broker.hellos == 2);
+    CHECK(broker.identities.size() == 2);  // a new connection, so the broker requeues what the old one held
+    CHECK(broker.credits() == 2);          // one a registration: the new one's slot
+    // It still runs tasks sent to its new connection.
+    broker.dispatch("echo", 1);
+    broker.wait_results(1, 10s);
+}
+
+TEST_CASE("a timed-out task sent again under the same attempt runs with its own deadline next to the first run",
+          "[integration]") {
+    // A restarted broker knows nothing of the first run's timeout, and may
+    // send the task again as the same attempt while that run goes on.
+    drover::WorkerOptions options;
+    options.pool = "threads";
+    options.concurrency = 2;
+    FakeBroker broker("same-attempt", options);
+    REQUIRE(broker.wait_ready(2s));
+    auto t = broker.task("sleep_ms", 800);
+    t.timeout_ms = 200;
+    t.max_attempts = 1;
+    drover::proto::Tasks m;
+    m.tasks.push_back(t);
+    broker.send(m);
+    broker.wait_results(1, 5s);  // its timeout, while it sleeps on
+    broker.send(m);             // the same id and attempt, on the other slot
+    broker.wait_results(2, 5s);
+    // Both runs end (the first at 800 ms, the second 800 ms after it
+    // started), and their late results go nowhere.
+    broker.read_for(1500ms);
+    REQUIRE(broker.outcomes.size() == 2);
+    for (const auto& o : broker.outcomes) {
+        CHECK(o.id == t.id);
+        CHECK(o.status == drover::proto::Status::timeout);
+    }
 }

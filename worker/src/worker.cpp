@@ -174,8 +174,8 @@ Clock::time_point Worker::report_timeouts(Clock::time_point now) {
     std::unordered_map<std::string, std::vector<proto::Outcome>> outcomes;
     {
         std::lock_guard lock(mutex_);
-        for (auto& [key, r] : running_) {
-            const std::string& id = key.first;
+        for (auto& [run, r] : running_) {
+            const std::string& id = r.task.id;
             if (r.timed_out) continue;
             if (r.deadline > now) {
                 next = std::min(next, r.deadline);
@@ -302,7 +302,12 @@ Worker::Stopped Worker::run(const StopSource& stop) {
                         std::string_view batch_reply_to;
                         auto m = proto::decode_tasks(body, batch_reply_to);
                         if (!m) {
-                            log_->warn("worker.dropped reason={}", proto::decode_error_name(m.error()));
+                            // Its tasks took credits at the broker that no task here will give
+                            // back: registering again has the broker requeue what it holds for
+                            // us (tasks running here may then run twice) and restart our credits.
+                            log_->warn("worker.dropped reason={} (an unreadable DISPATCH: registering again)",
+                                       proto::decode_error_name(m.error()));
+                            connect_to_broker();
                             break;
                         }
                         const auto n = m->tasks.size();
@@ -521,10 +526,12 @@ void Worker::executor_loop(unsigned index) {
         Dispatched& batch = mine.front();  // its task taken at the end of this turn
         proto::Task& task = batch.tasks[batch.next];
         const std::string& sink = task.reply_to.empty() ? batch.reply_to : task.reply_to;
+        std::uint64_t run = 0;  // in running_, with a timeout
         if (task.timeout_ms > 0) {
             {
                 std::lock_guard lock(mutex_);
-                auto& r = running_[{task.id, task.attempt}] = Running{Clock::now() + Millis(task.timeout_ms), task, false};
+                run = ++runs_;
+                auto& r = running_[run] = Running{Clock::now() + Millis(task.timeout_ms), task, false};
                 r.task.reply_to = sink;
             }
             // Wake the I/O thread so that it waits for this deadline.
@@ -577,7 +584,7 @@ void Worker::executor_loop(unsigned index) {
         bool timed_out = false;
         if (task.timeout_ms > 0) {
             std::lock_guard lock(mutex_);
-            auto r = running_.find({out.id, task.attempt});
+            auto r = running_.find(run);
             timed_out = r != running_.end() && r->second.timed_out;
             if (r != running_.end()) running_.erase(r);
         }

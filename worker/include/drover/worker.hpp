@@ -143,9 +143,12 @@ private:
         proto::Task task;
         bool timed_out = false;
     };
-    // By id and attempt: a task retried after its timeout may land on this
-    // worker while its first run goes on, and each run has its own deadline.
-    std::map<std::pair<std::string, std::uint32_t>, Running> running_;
+    // By run, numbered here: a task retried after its timeout may land on
+    // this worker while its first run goes on (even under the same attempt
+    // number, sent again by a restarted broker), and each run has its own
+    // deadline.
+    std::map<std::uint64_t, Running> running_;
+    std::uint64_t runs_ = 0;  // the last run number given
     std::vector<std::string> retries_;  // failed with attempts left: for the I/O thread to send RETRY
     std::vector<std::string> timed_out_;  // with replace_on_timeout: reported `timeout` (final)
     bool replace_ = false;                // with replace_on_timeout: a task timed out
