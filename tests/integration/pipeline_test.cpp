@@ -373,6 +373,14 @@ private:
     std::uint64_t sent_ = 0;
 };
 
+// A worker that grants its slot and `prefetch` credits more, whatever its tasks take.
+drover::WorkerOptions fixed_prefetch(std::uint32_t prefetch) {
+    drover::WorkerOptions options;
+    options.auto_prefetch = false;
+    options.prefetch = prefetch;
+    return options;
+}
+
 }  // namespace
 
 TEST_CASE("a worker of long tasks grants its slot's next credit shortly before the running task's expected end",
@@ -437,10 +445,7 @@ TEST_CASE("a worker grows its prefetch from its measured task times, at most 4 t
 }
 
 TEST_CASE("a worker gives its credits back in batches of half its prefetch", "[integration]") {
-    drover::WorkerOptions options;
-    options.auto_prefetch = false;
-    options.prefetch = 20;
-    FakeBroker broker("batches", options);
+    FakeBroker broker("batches", fixed_prefetch(20));
     REQUIRE(broker.wait_ready(2s));
     broker.read_for(200ms);
     CHECK(broker.credits() == 21);  // its slot and the prefetch, in one READY
@@ -476,10 +481,7 @@ TEST_CASE("a worker gives its credits back in batches of half its prefetch", "[i
 }
 
 TEST_CASE("a worker that cannot read a DISPATCH registers again, and its credits start over", "[integration]") {
-    drover::WorkerOptions options;
-    options.auto_prefetch = false;
-    options.prefetch = 0;
-    FakeBroker broker("garbage", options);
+    FakeBroker broker("garbage", fixed_prefetch(0));
     REQUIRE(broker.wait_ready(2s));
     CHECK(broker.hellos == 1);
     CHECK(broker.credits() == 1);
