@@ -205,7 +205,7 @@ TEST_CASE("a task whose name no worker runs waits, and runs once such a worker j
 TEST_CASE("a client settles its results with the broker though nothing else is sent", "[integration]") {
     zmq::context_t ctx;
     const auto registry = builtins();
-    drover::LocalCluster cluster(ctx, registry, {1, "threads", {}, 1}, drover::null_logger());
+    drover::LocalCluster cluster(ctx, registry, {2, "threads", {}, 1}, drover::null_logger());
     drover::Client client(ctx, client_options(cluster.frontend(), cluster.sink_endpoint()));
     const auto settled = [&] {
         auto status = drover::fetch_status(ctx, cluster.frontend(), 1000ms);
@@ -224,6 +224,15 @@ TEST_CASE("a client settles its results with the broker though nothing else is s
     deadline = std::chrono::steady_clock::now() + 5s;
     while (settled().first < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
     CHECK(settled() == std::pair{4, 0});
+    // A result while another task is still in flight is settled too (after
+    // at most a few ms), not only once the last one ends.
+    auto slow = client.submit("sleep_ms", std::int64_t{3000});
+    CHECK(client.submit("square", 4.0).get().as<double>() == Approx(16.0));
+    deadline = std::chrono::steady_clock::now() + 2s;
+    while (settled().first < 5 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    CHECK(settled().first == 5);
+    CHECK(slow.wait_for(0s) == std::future_status::timeout);  // still running
+    CHECK(slow.get().ok());
 }
 
 TEST_CASE("the broker rejects tasks past --max-queued with queue_full", "[integration]") {

@@ -176,6 +176,8 @@ private:
     void io_loop();
     void connect_broker();
     void send_unsent();
+    void send_settle();
+    [[nodiscard]] Clock::time_point settle_due() const;  // when settle_ must leave
     void on_broker_message(std::vector<zmq::message_t>& frames);
     void on_results(std::string_view body);
     void finish(const std::string& id, Result&& r);
@@ -220,6 +222,8 @@ private:
     std::uint64_t last_at_tick_ = 0;  // pending_.last() at the last heartbeat tick
     std::vector<std::string> settle_;
     std::uint32_t settle_timed_out_ = 0;  // timeouts among settle_
+    Clock::time_point settle_since_{};    // when the oldest id in settle_ came
+    bool settle_now_ = false;             // settle_ holds the last task in flight
     Clock::time_point last_from_broker_{};
     std::string broker_instance_;
     bool results_via_broker_ = false;  // logged once
