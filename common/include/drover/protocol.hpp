@@ -28,7 +28,10 @@
 //                                            registers; tasks = names it runs;
 //                                            restarts = times a supervisor
 //                                            restarted this child's slot
-//   READY      0x02  {credits: uint}         grants that many more tasks
+//   READY      0x02  {credits: uint}         grants that many more tasks (a
+//                                            worker returns finished tasks'
+//                                            credits in batches of half its
+//                                            prefetch, at least 1)
 //   HEARTBEAT  0x04  {held: uint}            liveness, every heartbeat period;
 //                                            held (optional) = tasks received
 //                                            whose outcome is not yet sent on
@@ -62,14 +65,20 @@
 //                                            attempt is ignored
 //   SETTLE     0x13  {ids: [str], timed_out: uint}
 //                                            the sink holds these outcomes
-//                                            (timed_out of them are timeouts)
+//                                            (timed_out of them are timeouts);
+//                                            the client may hold ids up to 10
+//                                            ms while others are in flight
 //   CANCEL     0x14  {ids: [str]}            drop these tasks if still queued
 //   STATUS     0x15  {}                      asks for a STATUS_REPLY
 //   HEARTBEAT  0x04  {}                      the broker answers HEARTBEAT
 //   BYE        0x05  {}
 //
 // Broker frontend (ROUTER) -> producer (DEALER)
-//   ACCEPTED   0x11  {ids: [str]}            the broker owns these tasks now
+//   ACCEPTED   0x11  {ids: [str]}            the broker owns these tasks now;
+//                                            sent only for detached tasks (their
+//                                            outcome goes to another sink): a
+//                                            task whose outcome comes back to
+//                                            its producer is acknowledged by it
 //   REJECTED   0x12  {ids: [str], reason: str}   e.g. "queue_full", "invalid"
 //   STATUS_REPLY 0x16 {...}                  queues, workers, totals (a map)
 //   HEARTBEAT  0x04  {instance: str}         instance changes when the broker
