@@ -42,6 +42,24 @@ private:
 
 using Packer = msgpack::packer<StringBuffer>;
 
+// About the size of a batch's encoding, for StringBuffer::reserve: each
+// item's `item_size`, and the shared field once (an item's own where it
+// differs from the first's). Not a bound: a larger encoding grows the
+// buffer. A bound was 3-4 times the size of small tasks, and every
+// reserved byte is zeroed first (std::string::resize): that zeroing was
+// 4 % of the producer's instructions (callgrind, W1).
+template <class T, class Field, class ItemSize>
+std::size_t encoded_size_hint(const T* items, std::size_t count, Field field, ItemSize&& item_size) {
+    std::size_t bytes = 32;
+    const std::string_view first = count ? std::string_view(items[0].*field) : std::string_view();
+    bytes += first.size();
+    for (std::size_t i = 0; i < count; ++i) {
+        bytes += item_size(items[i]);
+        if (std::string_view(items[i].*field) != first) bytes += (items[i].*field).size() + 16;
+    }
+    return bytes;
+}
+
 void pack_str(Packer& pk, std::string_view s) {
     pk.pack_str(static_cast<std::uint32_t>(s.size()));
     pk.pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
@@ -676,10 +694,10 @@ std::string encode(const Tasks& m) {
 
 std::string encode(const TaskRef* tasks, std::size_t count) {
     StringBuffer b;
-    std::size_t bytes = 16;
-    for (std::size_t i = 0; i < count; ++i)
-        bytes += tasks[i].id.size() + tasks[i].name.size() + tasks[i].args.size() + tasks[i].reply_to.size() + 112;
-    b.reserve(bytes);
+    b.reserve(encoded_size_hint(tasks, count, &TaskRef::reply_to, [](const TaskRef& t) {
+        // Keys and headers of a task with a few fields; more grow the buffer.
+        return t.id.size() + t.name.size() + t.args.size() + 40;
+    }));
     Packer pk(b);
     pack_tasks(pk, tasks, count);
     return b.take();
@@ -720,13 +738,9 @@ std::string encode(const Results& m) { return encode(m.results.data(), m.results
 
 std::string encode(const Outcome* outcomes, std::size_t count) {
     StringBuffer b;
-    // One allocation: the strings plus a bound on keys and headers.
-    std::size_t bytes = 16;
-    for (std::size_t i = 0; i < count; ++i) {
-        const auto& o = outcomes[i];
-        bytes += o.id.size() + o.task.size() + o.result.size() + o.error.size() + o.worker.size() + 96;
-    }
-    b.reserve(bytes);
+    b.reserve(encoded_size_hint(outcomes, count, &Outcome::worker, [](const Outcome& o) {
+        return o.id.size() + o.task.size() + o.result.size() + o.error.size() + 64;
+    }));
     Packer pk(b);
     pack_batch(pk, "results", outcomes, count, &Outcome::worker, "worker", pack_outcome);  // {results, worker}
     return b.take();
