@@ -253,7 +253,10 @@ Worker::Stopped Worker::run(const StopSource& stop) {
                        outstanding_);
         }
         count_finished();
-        send_retries();  // before the credits, so the broker frees them first
+        // It sends RETRY too (the executors' and its own), before the credits,
+        // so that the broker frees those first.
+        const auto next_deadline = report_timeouts(Clock::now());
+        if (replace_) return leave_to_be_replaced();
         const std::uint32_t wake_after = stopping ? 1 : top_up_credits();
         if (stopping && outstanding_ == 0) break;
         // Then a finished task is counted at once, or it is seen here (the
@@ -266,8 +269,6 @@ Worker::Stopped Worker::run(const StopSource& stop) {
             {done.handle(), 0, ZMQ_POLLIN, 0},
             {nullptr, stop.fd(), ZMQ_POLLIN, 0},
         };
-        const auto next_deadline = report_timeouts(Clock::now());
-        if (replace_) return leave_to_be_replaced();
         const auto next_early = grant_early_credits(Clock::now(), stopping);
         auto wait = std::chrono::duration_cast<Millis>(std::min({next_heartbeat, next_deadline, next_early}) -
                                                        Clock::now()) +

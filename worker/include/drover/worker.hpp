@@ -91,7 +91,8 @@ private:
     // the next one is due.
     Clock::time_point grant_early_credits(Clock::time_point now, bool stopping);
     // Handles running tasks past their deadline: RETRY while attempts remain,
-    // else a `timeout` outcome to the sink. Returns the next deadline.
+    // else a `timeout` outcome to the sink; then sends every RETRY waiting
+    // (the executors' too). Returns the next deadline.
     Clock::time_point report_timeouts(Clock::time_point now);
     // Passes results whose sink an executor cannot reach to the broker.
     void forward_results(std::string_view body);
