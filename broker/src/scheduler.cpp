@@ -206,6 +206,11 @@ void Scheduler::enqueue_front(Entry& e) {
 Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<proto::Task>&& tasks,
                                        Clock::time_point, std::string_view batch_reply_to) {
     Submitted out;
+    // A task whose outcome goes elsewhere (detached) is answered ACCEPTED.
+    const auto accept = [&out](bool detached, std::string_view id) {
+        ++out.accepted;
+        if (detached) out.acknowledged.emplace_back(id);
+    };
     SubmitContext ctx;
     ctx.producer = strings_.acquire(producer);  // held for the batch, released at the end
     const auto& hashes = hash_batch(tasks, [](const proto::Task& t) -> std::string_view { return t.id; });
@@ -218,8 +223,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
                 strings_.release(known->producer);
                 known->producer = strings_.acquire(producer);
             }
-            ++out.accepted;
-            if (known->detached) out.acknowledged.push_back(std::move(t.id));
+            accept(known->detached, t.id);
             if (known->reported) out.finals.push_back(*known->reported);  // it was missed
             continue;
         }
@@ -237,8 +241,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
         if (!workers_.empty() && !ctx.name_known) {
             Entry& e = new_entry(std::move(t), reply_to, ctx, hashes[i]);
             out.finals.push_back(end_task(e, proto::Status::error, "unknown task '" + names_[e.name] + "': no worker runs it"));
-            ++out.accepted;
-            if (e.detached) out.acknowledged.push_back(e.id);
+            accept(e.detached, e.id);
             ++totals_.accepted;
             continue;
         }
@@ -251,8 +254,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
         mark_queued(e);
         queues_[e.name].push_back(Ref{e.slot, e.gen});
         ++totals_.accepted;
-        ++out.accepted;
-        if (e.detached) out.acknowledged.push_back(e.id);
+        accept(e.detached, e.id);
     }
     strings_.release(ctx.producer);
     return out;
