@@ -425,6 +425,44 @@ TEST_CASE("a worker of long tasks grants its slot's next credit shortly before t
     broker.wait_results(6, 20s);
 }
 
+TEST_CASE("a worker of long tasks run back to back has each next task sent before the running one ends",
+          "[integration]") {
+    drover::WorkerOptions options;
+    options.early_credit_lead = 100ms;
+    FakeBroker broker("back-to-back", options);
+    REQUIRE(broker.wait_ready(2s));
+    // Four tasks of 250 ms, one at a time: the worker learns they are long.
+    for (std::uint64_t i = 1; i <= 4; ++i) {
+        broker.dispatch("sleep_ms", 250);
+        broker.wait_results(i, 10s);
+    }
+    for (auto deadline = std::chrono::steady_clock::now() + 10s;
+         broker.granted < 5 && std::chrono::steady_clock::now() < deadline;)
+        broker.read_for(100ms);
+    REQUIRE(broker.credits() == 1);
+    // Six more, each sent as soon as a credit is free, as a broker with a
+    // queue does. Each next credit is due 150 ms into the running task, 100 ms
+    // before its end: every task after the first is sent while the one before
+    // it still runs, and starts as it ends.
+    std::vector<std::uint64_t> results_when_sent;
+    for (auto deadline = std::chrono::steady_clock::now() + 20s;
+         results_when_sent.size() < 6 && std::chrono::steady_clock::now() < deadline;) {
+        const auto held = results_when_sent.size() - (broker.results - 4);
+        if (broker.credits() > held) {
+            results_when_sent.push_back(broker.results);
+            broker.dispatch("sleep_ms", 250);
+        } else {
+            (void)broker.pump(100ms, true, true);
+        }
+    }
+    REQUIRE(results_when_sent.size() == 6);
+    for (std::size_t i = 1; i < results_when_sent.size(); ++i) {
+        INFO("task " << i << " of the run was sent after " << results_when_sent[i] - 4 << " results");
+        CHECK(results_when_sent[i] == 4 + i - 1);  // task i - 1 still running
+    }
+    broker.wait_results(10, 10s);
+}
+
 TEST_CASE("a worker grows its prefetch from its measured task times, at most 4 times the tasks it ran", "[integration]") {
     FakeBroker broker("prefetch", {});
     // HELLO, then its slot and a prefetch of 1: nothing measured yet.
