@@ -1,6 +1,7 @@
 // Integration: broker, worker and client in one process over inproc://.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <map>
@@ -461,6 +462,38 @@ TEST_CASE("a worker of long tasks run back to back has each next task sent befor
         CHECK(results_when_sent[i] == 4 + i - 1);  // task i - 1 still running
     }
     broker.wait_results(10, 10s);
+}
+
+TEST_CASE("a threads pool runs every task of its batches once, and none waits behind a long one", "[integration]") {
+    drover::WorkerOptions options;
+    options.pool = "threads";
+    options.concurrency = 2;
+    FakeBroker broker("claims", options);
+    REQUIRE(broker.wait_ready(2s));
+    // One DISPATCH: a long task first, then quick ones. One executor runs the
+    // long task; the other runs every quick one meanwhile.
+    drover::proto::Tasks m;
+    m.tasks.push_back(broker.task("sleep_ms", 1500));
+    for (int i = 0; i < 6; ++i) m.tasks.push_back(broker.task("echo", i));
+    broker.send(m);
+    broker.wait_results(6, 1000ms);
+    CHECK(std::none_of(broker.outcomes.begin(), broker.outcomes.end(), [](const auto& o) { return o.task == "sleep_ms"; }));
+    broker.wait_results(7, 10s);
+    // Batches of quick tasks claimed by both executors at once: each task
+    // ends exactly once.
+    for (int b = 0; b < 3; ++b) broker.dispatch("echo", b, 500);
+    broker.wait_results(1507, 20s);
+    broker.read_for(200ms);
+    std::set<std::string> ids;
+    std::set<std::string> workers;
+    for (const auto& o : broker.outcomes) {
+        CHECK(o.status == drover::proto::Status::ok);
+        ids.insert(o.id);
+        workers.insert(o.worker);
+    }
+    CHECK(broker.results == 1507);
+    CHECK(ids.size() == 1507);
+    CHECK(workers.size() == 2);  // "<id>/0" and "<id>/1"
 }
 
 TEST_CASE("a worker grows its prefetch from its measured task times, at most 4 times the tasks it ran", "[integration]") {

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -319,9 +318,12 @@ Worker::Stopped Worker::run(const StopSource& stop) {
                         const auto n = m->tasks.size();
                         if (n == 0) break;
                         outstanding_ += static_cast<std::uint32_t>(n);
+                        auto dispatched = std::make_shared<Dispatched>();
+                        dispatched->reply_to = batch_reply_to;
+                        dispatched->tasks = std::move(m->tasks);
                         {
                             std::lock_guard lock(mutex_);
-                            queue_.push_back(Dispatched{std::string(batch_reply_to), std::move(m->tasks)});
+                            queue_.push_back(std::move(dispatched));
                         }
                         if (n == 1) wake_.notify_one(); else wake_.notify_all();
                         break;
@@ -494,44 +496,54 @@ void Worker::executor_loop(unsigned index) {
         if (due || std::exchange(retried, false)) done.send(zmq::message_t(), zmq::send_flags::none);
     };
 
-    // Tasks taken from queue_ in one lock: all of them with one executor, one
-    // with several. A task's timeout starts when it starts, not when taken.
-    std::deque<Dispatched> mine;
-    std::optional<Clock::time_point> carried;  // the end of the last task, if the next follows it at once
+    // The batch this executor claims its tasks from. A task's timeout starts
+    // when it starts, not when claimed.
+    std::shared_ptr<Dispatched> batch;
+    const auto pop_spent = [&] {  // with mutex_ held
+        while (!queue_.empty() && queue_.front()->spent()) queue_.pop_front();
+    };
+    // The next task, without waiting: nullptr when none is left unclaimed.
+    const auto take = [&]() -> proto::Task* {
+        while (true) {
+            if (batch) {
+                const auto i = batch->next.fetch_add(1, std::memory_order_relaxed);
+                if (i < batch->tasks.size()) return &batch->tasks[i];
+                batch.reset();
+            }
+            std::lock_guard lock(mutex_);
+            pop_spent();
+            if (queue_.empty()) return nullptr;
+            batch = queue_.front();
+        }
+    };
+    const auto more_queued = [&] {
+        if (batch && !batch->spent()) return true;
+        std::lock_guard lock(mutex_);
+        pop_spent();
+        return !queue_.empty();
+    };
+    Clock::time_point carried{};  // the end of the last task, if the next follows it at once (else zero)
     // The outcomes of the last sink used, most tasks of a run going to one.
     const std::string* last_sink = nullptr;
     std::vector<proto::Outcome>* last_outcomes = nullptr;
     while (true) {
-        if (mine.empty()) {
+        proto::Task* next = take();
+        if (!next) {
+            carried = {};
+            // Another executor took the last task: report ours before sleeping.
+            if (pending_count > 0) flush();
             std::unique_lock lock(mutex_);
-            if (queue_.empty() && pending_count > 0) {
-                // Another executor took the last task: report ours before sleeping.
-                lock.unlock();
-                flush();
-                lock.lock();
-            }
+            pop_spent();
             // Not busy after all (another executor took the task announced
             // below): no early credit for this slot while it waits.
             if (queue_.empty()) started_ns_[index].store(0, std::memory_order_release);
             wake_.wait(lock, [&] { return !queue_.empty() || closing_ || abort_; });
             if (abort_ || queue_.empty()) break;  // closing and drained
-            if (options_.concurrency == 1) {
-                mine.swap(queue_);  // all of it, without moving a task: no other executor could run them
-            } else {
-                // One at a time: a task taken here waits for this executor
-                // alone, behind a long or hung one, while others sit idle.
-                Dispatched& first = queue_.front();
-                Dispatched one;
-                one.tasks.push_back(std::move(first.tasks[first.next++]));
-                if (one.tasks[0].reply_to.empty()) one.reply_to = first.reply_to;
-                if (first.next == first.tasks.size()) queue_.pop_front();
-                mine.push_back(std::move(one));
-            }
+            continue;
         }
         if (abort_) break;
-        Dispatched& batch = mine.front();  // its task taken at the end of this turn
-        proto::Task& task = batch.tasks[batch.next];
-        const std::string& sink = task.reply_to.empty() ? batch.reply_to : task.reply_to;
+        proto::Task& task = *next;
+        const std::string& sink = task.reply_to.empty() ? batch->reply_to : task.reply_to;
         std::uint64_t run = 0;  // in running_, with a timeout
         if (task.timeout_ms > 0) {
             {
@@ -548,7 +560,7 @@ void Worker::executor_loop(unsigned index) {
         out.worker = worker_name;
         // A task that follows the last one at once starts when it ended: one
         // clock read a task instead of two (kvm-clock reads cost tens of ns).
-        const auto start = carried && task.timeout_ms == 0 ? *carried : Clock::now();
+        const auto start = carried != Clock::time_point{} && task.timeout_ms == 0 ? carried : Clock::now();
         // The I/O thread grants this slot's next credit shortly before the
         // task's expected end, with tasks known to be long; recorded for every
         // task, so that it also finds one that started before it knew. A task
@@ -613,13 +625,8 @@ void Worker::executor_loop(unsigned index) {
             last_outcomes->push_back(std::move(out));
         }
         ++pending_count;
-        if (++batch.next == batch.tasks.size()) mine.pop_front();
         // A batch leaves when it is full or when there is nothing else to do.
-        bool idle = false;
-        if (mine.empty()) {
-            std::lock_guard lock(mutex_);
-            idle = queue_.empty();
-        }
+        const bool idle = !more_queued();
         // The next task starts now (announced before the report below wakes
         // the I/O thread, which then sets its early-credit timer for it).
         if (!idle)
@@ -627,11 +634,9 @@ void Worker::executor_loop(unsigned index) {
                                      std::memory_order_release);
         if (idle || pending_count >= k_result_batch || pending_bytes >= batch_bytes || elapsed >= k_batch_only_below) {
             flush();
-            carried.reset();
-        } else if (mine.empty()) {
-            carried.reset();  // the next is taken under the lock, perhaps after a wait
+            carried = {};
         } else {
-            carried = end;
+            carried = end;  // reset if another executor claims the task first
         }
     }
     if (pending_count > 0 && !abort_) flush();
