@@ -44,8 +44,7 @@ Worker::Worker(zmq::context_t& ctx, const Registry& registry, WorkerOptions opti
     if (options_.id.empty()) options_.id = options_.host + ":" + std::to_string(::getpid());
     if (options_.pool == "solo") options_.concurrency = 1;
     options_.concurrency = std::max(1u, options_.concurrency);
-    started_ns_ = std::make_unique<std::atomic<std::int64_t>[]>(options_.concurrency);
-    for (unsigned i = 0; i < options_.concurrency; ++i) started_ns_[i] = 0;
+    started_ns_ = std::make_unique<SlotStart[]>(options_.concurrency);
     early_granted_.assign(options_.concurrency, 0);
     done_endpoint_ = "inproc://drover-worker-done-" + random_hex(8);
 }
@@ -85,7 +84,7 @@ std::uint32_t Worker::target_credits() {
     const std::uint32_t slots = options_.concurrency;
     if (!options_.auto_prefetch) return slots + options_.prefetch;
     // The mean task time over the tasks run since the last sample.
-    const auto ran = ran_.load(std::memory_order_relaxed);
+    const auto ran = ran_.load(std::memory_order_acquire);  // busy_ns_ has at least these tasks' times
     const auto busy = busy_ns_.load(std::memory_order_relaxed);
     if (ran - sampled_ran_ >= (mean_task_ns_ == 0 ? k_first_sample : k_sample)) {
         mean_task_ns_ = std::max<std::uint64_t>(1, (busy - sampled_busy_ns_) / (ran - sampled_ran_));
@@ -134,7 +133,7 @@ Clock::time_point Worker::grant_early_credits(Clock::time_point now, bool stoppi
     auto next = Clock::time_point::max();
     std::uint32_t due = 0;
     for (unsigned i = 0; i < options_.concurrency; ++i) {
-        const auto started = started_ns_[i].load(std::memory_order_acquire);
+        const auto started = started_ns_[i].ns.load(std::memory_order_acquire);
         if (started == 0 || early_granted_[i] == started) continue;  // idle, or granted for this task
         // One credit out and unused is enough: a task is on its way or none is queued.
         if (promised_ + due > outstanding_) break;
@@ -400,8 +399,9 @@ void Worker::executor_loop(unsigned index) {
     // Sinks of detached tasks: standalone sinks given by address, which the
     // broker cannot stand in for, so their results never go through it.
     std::unordered_set<std::string> standalone;
-    std::size_t pending_count = 0;
+    std::size_t pending_count = 0;  // tasks run since the last report
     std::size_t pending_bytes = 0;
+    std::uint64_t busy_local = 0;   // their run time, ns
     const std::size_t batch_bytes = batch_byte_limit(options_.max_message_bytes);
     // A result its sink could not take (a bigger message than the limit would be refused).
     const std::size_t max_result = static_cast<std::size_t>(options_.max_message_bytes) - k_entry_overhead * 4;
@@ -490,6 +490,8 @@ void Worker::executor_loop(unsigned index) {
         const auto n = static_cast<std::uint32_t>(pending_count);
         pending_count = 0;
         pending_bytes = 0;
+        busy_ns_.fetch_add(std::exchange(busy_local, 0), std::memory_order_relaxed);
+        ran_.fetch_add(n, std::memory_order_release);
         // Counted, then the I/O thread woken only if it has something to do
         // now: credits to grant, or a RETRY to send.
         const bool due = finished_.fetch_add(n) + n >= wake_after_.load();
@@ -536,7 +538,7 @@ void Worker::executor_loop(unsigned index) {
             pop_spent();
             // Not busy after all (another executor took the task announced
             // below): no early credit for this slot while it waits.
-            if (queue_.empty()) started_ns_[index].store(0, std::memory_order_release);
+            if (queue_.empty()) started_ns_[index].ns.store(0, std::memory_order_release);
             wake_.wait(lock, [&] { return !queue_.empty() || closing_ || abort_; });
             if (abort_ || queue_.empty()) break;  // closing and drained
             continue;
@@ -566,8 +568,8 @@ void Worker::executor_loop(unsigned index) {
         // task, so that it also finds one that started before it knew. A task
         // that followed another at once was announced at that one's end, with
         // the wake-up that reported it: one wake-up a task, not two.
-        if (started_ns_[index].load(std::memory_order_relaxed) == 0) {
-            started_ns_[index].store(std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count(),
+        if (started_ns_[index].ns.load(std::memory_order_relaxed) == 0) {
+            started_ns_[index].ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count(),
                                      std::memory_order_release);
             if (early_after_ns_.load(std::memory_order_relaxed) != 0)
                 done.send(zmq::message_t(), zmq::send_flags::none);  // it sets its timer
@@ -584,12 +586,10 @@ void Worker::executor_loop(unsigned index) {
         }
         const auto end = Clock::now();
         const auto elapsed = end - start;
-        started_ns_[index].store(0, std::memory_order_release);
+        started_ns_[index].ns.store(0, std::memory_order_release);
         out.id = std::move(task.id);
         out.task = std::move(task.name);
-        busy_ns_.fetch_add(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()),
-                           std::memory_order_relaxed);
-        ran_.fetch_add(1, std::memory_order_relaxed);
+        busy_local += static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
         if (out.result.size() > max_result) {
             out.status = proto::Status::error;
             out.error = "result too large: " + std::to_string(out.result.size()) + " bytes (--max-message-bytes " +
@@ -630,7 +630,7 @@ void Worker::executor_loop(unsigned index) {
         // The next task starts now (announced before the report below wakes
         // the I/O thread, which then sets its early-credit timer for it).
         if (!idle)
-            started_ns_[index].store(std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count(),
+            started_ns_[index].ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count(),
                                      std::memory_order_release);
         if (idle || pending_count >= k_result_batch || pending_bytes >= batch_bytes || elapsed >= k_batch_only_below) {
             flush();
