@@ -518,11 +518,14 @@ void Worker::executor_loop(unsigned index) {
             batch = queue_.front();
         }
     };
+    // Whether a task is left unclaimed; when this batch is spent, the next
+    // one is taken here, so that take() then needs no lock of its own.
     const auto more_queued = [&] {
         if (batch && !batch->spent()) return true;
         std::lock_guard lock(mutex_);
         pop_spent();
-        return !queue_.empty();
+        batch = queue_.empty() ? nullptr : queue_.front();
+        return batch != nullptr;
     };
     Clock::time_point carried{};  // the end of the last task, if the next follows it at once (else zero)
     // The outcomes of the last sink used, most tasks of a run going to one.
@@ -532,13 +535,14 @@ void Worker::executor_loop(unsigned index) {
         proto::Task* next = take();
         if (!next) {
             carried = {};
+            // Not busy after all (another executor took the task announced
+            // below): no early credit for this slot while it reports or
+            // waits, and the task it takes next is stamped when it starts.
+            started_ns_[index].ns.store(0, std::memory_order_release);
             // Another executor took the last task: report ours before sleeping.
             if (pending_count > 0) flush();
             std::unique_lock lock(mutex_);
             pop_spent();
-            // Not busy after all (another executor took the task announced
-            // below): no early credit for this slot while it waits.
-            if (queue_.empty()) started_ns_[index].ns.store(0, std::memory_order_release);
             wake_.wait(lock, [&] { return !queue_.empty() || closing_ || abort_; });
             if (abort_ || queue_.empty()) break;  // closing and drained
             continue;
@@ -626,6 +630,7 @@ void Worker::executor_loop(unsigned index) {
         }
         ++pending_count;
         // A batch leaves when it is full or when there is nothing else to do.
+        // (`task` and `sink` are not used past here: their batch may go.)
         const bool idle = !more_queued();
         // The next task starts now (announced before the report below wakes
         // the I/O thread, which then sets its early-credit timer for it).
@@ -636,7 +641,7 @@ void Worker::executor_loop(unsigned index) {
             flush();
             carried = {};
         } else {
-            carried = end;  // reset if another executor claims the task first
+            carried = end;  // reset if, when the next is taken, none is left
         }
     }
     if (pending_count > 0 && !abort_) flush();

@@ -133,8 +133,9 @@ private:
     // every task cost an allocation there and a free on the executor.
     // Executors claim its tasks one by one with one atomic step each, not
     // under mutex_: the lock is taken once a batch, not twice a task (two
-    // executors of quick tasks spent a fifth of their time on it), and no
-    // executor holds tasks that another one could start.
+    // executors of quick tasks spent a fifth of their time on it; a batch of
+    // one task still costs one), and no executor holds tasks that another
+    // one could start.
     struct Dispatched {
         std::string reply_to;
         std::vector<proto::Task> tasks;
