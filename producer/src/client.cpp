@@ -209,6 +209,11 @@ void Client::wait_all() {
     room_.wait(lock, [&] { return pending_.empty() && delivering_ == 0; });
 }
 
+bool Client::wait_all_for(Millis timeout) {
+    std::unique_lock lock(mutex_);
+    return room_.wait_for(lock, timeout, [&] { return pending_.empty() && delivering_ == 0; });
+}
+
 void Client::cancel_all() {
     {
         std::lock_guard lock(mutex_);

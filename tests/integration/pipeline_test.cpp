@@ -157,6 +157,23 @@ TEST_CASE("a task registered in C++ runs through broker and worker threads", "[i
     CHECK(!r.worker.empty());
 }
 
+TEST_CASE("wait_all_for returns false while a task runs and true once every task has its outcome", "[integration]") {
+    zmq::context_t ctx;
+    const auto registry = builtins();
+    drover::LocalCluster cluster(ctx, registry, {1, "threads", {}, 1}, drover::null_logger());
+    drover::Client client(ctx, client_options(cluster.frontend(), cluster.sink_endpoint()));
+    CHECK(client.wait_all_for(0ms));  // nothing submitted
+    std::atomic<bool> called{false};
+    client.submit_packed("sleep_ms", drover::pack_args(400), [&](drover::Result&& r) {
+        CHECK(r.ok());
+        called = true;
+    });
+    CHECK_FALSE(client.wait_all_for(50ms));
+    REQUIRE(client.wait_all_for(20s));
+    CHECK(called);  // its callback has returned
+    CHECK(client.unfinished() == 0);
+}
+
 TEST_CASE("an unknown task and a throwing task end as errors, and the next task runs", "[integration]") {
     zmq::context_t ctx;
     const auto registry = builtins();

@@ -150,6 +150,8 @@ public:
 
     // Blocks until every submitted task has an outcome.
     void wait_all();
+    // The same for at most `timeout`: returns whether every task has one.
+    bool wait_all_for(Millis timeout);
     // Sends CANCEL for every unfinished task (queued ones end `cancelled`).
     void cancel_all();
 
