@@ -9,6 +9,8 @@
 #include <set>
 #include <thread>
 
+#include <spdlog/sinks/base_sink.h>
+
 #include "drover/broker.hpp"
 #include "drover/client.hpp"
 #include "drover/local_cluster.hpp"
@@ -287,13 +289,13 @@ namespace {
 // READY and sends DISPATCH, and a PULL sink for the results.
 class FakeBroker {
 public:
-    FakeBroker(const std::string& name, drover::WorkerOptions options)
+    FakeBroker(const std::string& name, drover::WorkerOptions options, drover::Logger log = drover::null_logger())
         : sink_endpoint_("inproc://fake-sink-" + name) {
         backend_.bind("inproc://fake-backend-" + name);
         sink_.bind(sink_endpoint_);
         options.broker = "inproc://fake-backend-" + name;
         options.heartbeat = 10s;  // no reconnection while the test runs
-        worker_ = std::make_unique<drover::Worker>(ctx_, registry_, options, drover::null_logger());
+        worker_ = std::make_unique<drover::Worker>(ctx_, registry_, options, std::move(log));
         serving_ = std::thread([this] { worker_->run(stop_); });
     }
     ~FakeBroker() {
@@ -412,6 +414,26 @@ private:
     std::uint64_t sent_ = 0;
 };
 
+// Counts the log lines that contain a text.
+class CountingSink : public spdlog::sinks::base_sink<std::mutex> {
+public:
+    explicit CountingSink(std::string text) : text_(std::move(text)) {}
+    std::size_t count() {
+        std::lock_guard lock(mutex_);
+        return n_;
+    }
+
+protected:
+    void sink_it_(const spdlog::details::log_msg& msg) override {
+        if (std::string_view(msg.payload.data(), msg.payload.size()).find(text_) != std::string_view::npos) ++n_;
+    }
+    void flush_() override {}
+
+private:
+    std::string text_;
+    std::size_t n_ = 0;
+};
+
 // A worker that grants its slot and `prefetch` credits more, whatever its tasks take.
 drover::WorkerOptions fixed_prefetch(std::uint32_t prefetch) {
     drover::WorkerOptions options;
@@ -504,6 +526,49 @@ TEST_CASE("a threads pool runs every task of its batches once, and none waits be
     }
     CHECK(broker.results == 1507);
     CHECK(ids.size() == 1507);
+}
+
+TEST_CASE("a solo worker's I/O thread runs lone quick tasks itself, and leaves slow, timed and detached ones to its executor",
+          "[integration]") {
+    auto on_io = std::make_shared<CountingSink>("on=io");
+    auto log = std::make_shared<spdlog::logger>("inline", on_io);
+    log->set_level(spdlog::level::debug);
+    FakeBroker broker("inline", {}, log);
+    REQUIRE(broker.wait_ready(2s));
+    // Quick tasks one at a time: the first ones measure, and reach the sink,
+    // on the executor; then the I/O thread runs them (but not for 16 tasks
+    // after one was preempted past 1 ms on a busy machine: more are sent
+    // until 16 ran there).
+    std::uint64_t sent = 0;
+    const auto one = [&](const drover::proto::Task& t) {
+        drover::proto::Tasks m;
+        m.tasks.push_back(t);
+        broker.send(m);
+        broker.wait_results(++sent, 10s);
+        CHECK(broker.outcomes.back().status == drover::proto::Status::ok);
+        CHECK(broker.outcomes.back().id == t.id);
+    };
+    for (auto deadline = std::chrono::steady_clock::now() + 30s;
+         (sent < 100 || on_io->count() < 16) && sent < 5000 && std::chrono::steady_clock::now() < deadline;)
+        one(broker.task("echo", static_cast<std::int64_t>(sent)));
+    const auto inline_runs = on_io->count();
+    REQUIRE(inline_runs >= 16);
+    // Its credits came back as tasks ended, whichever thread ran them.
+    broker.read_for(200ms);
+    CHECK(broker.granted > broker.results);
+    // A deadline, or a detached task (another sink's), goes to the executor.
+    auto timed = broker.task("echo", 1);
+    timed.timeout_ms = 5000;
+    one(timed);
+    auto detached = broker.task("echo", 2);
+    detached.detached = true;
+    one(detached);
+    CHECK(on_io->count() == inline_runs);
+    // Slow tasks (2 ms and more) fill a sample: the next quick one goes to the executor too.
+    for (int i = 0; i < 32; ++i) one(broker.task("sleep_ms", 2));
+    const auto after_slow = on_io->count();
+    one(broker.task("echo", 3));
+    CHECK(on_io->count() == after_slow);
 }
 
 TEST_CASE("a worker grows its prefetch from its measured task times, at most 4 times the tasks it ran", "[integration]") {

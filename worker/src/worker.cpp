@@ -28,6 +28,9 @@ constexpr std::uint32_t k_max_prefetch = 1000;
 constexpr std::uint64_t k_first_sample = 4;
 constexpr std::uint64_t k_sample = 16;
 constexpr std::uint64_t k_growth = 4;
+// A solo worker's I/O thread runs a lone task itself, the executor being
+// idle, while the last sample's tasks all took less than this.
+constexpr std::chrono::microseconds k_inline_below{1000};
 
 }  // namespace
 
@@ -90,6 +93,7 @@ std::uint32_t Worker::target_credits() {
         mean_task_ns_ = std::max<std::uint64_t>(1, (busy - sampled_busy_ns_) / (ran - sampled_ran_));
         sampled_ran_ = ran;
         sampled_busy_ns_ = busy;
+        window_longest_ns_ = longest_ns_.exchange(0, std::memory_order_relaxed);
     }
     if (mean_task_ns_ == 0) return slots + options_.prefetch;  // nothing measured yet
     const std::uint64_t wanted = k_queued_work.count() * slots / mean_task_ns_;
@@ -226,6 +230,7 @@ Worker::Stopped Worker::leave_to_be_replaced() {
     broker_->set(zmq::sockopt::linger, 2000);
     broker_.reset();
     timeout_sinks_.clear();
+    inline_sinks_.reset();  // every socket of the context closed, or close() would wait for ever
     own_ctx_->close();  // returns once the messages above have left (or the linger ran out)
     abort_ = true;
     return Stopped::replaced;
@@ -316,6 +321,7 @@ Worker::Stopped Worker::run(const StopSource& stop) {
                         }
                         const auto n = m->tasks.size();
                         if (n == 0) break;
+                        if (n == 1 && run_inline(m->tasks[0], batch_reply_to)) break;
                         outstanding_ += static_cast<std::uint32_t>(n);
                         auto dispatched = std::make_shared<Dispatched>();
                         dispatched->reply_to = batch_reply_to;
@@ -384,6 +390,85 @@ Worker::Stopped Worker::run(const StopSource& stop) {
     return Stopped::gracefully;
 }
 
+Clock::time_point Worker::run_one(proto::Task& task, proto::Outcome& out, Clock::time_point start, bool on_io) {
+    try {
+        out.result = registry_.run(task.name, task.args);
+        out.status = proto::Status::ok;
+    } catch (const std::exception& e) {
+        out.status = proto::Status::error;
+        out.error = e.what();
+    } catch (...) {
+        out.status = proto::Status::error;
+        out.error = "unknown exception";
+    }
+    const auto end = Clock::now();
+    out.id = std::move(task.id);
+    out.task = std::move(task.name);
+    // A result its sink could not take (a bigger message than the limit would be refused).
+    const std::size_t max_result = static_cast<std::size_t>(options_.max_message_bytes) - k_entry_overhead * 4;
+    if (out.result.size() > max_result) {
+        out.status = proto::Status::error;
+        out.error = "result too large: " + std::to_string(out.result.size()) + " bytes (--max-message-bytes " +
+                    std::to_string(options_.max_message_bytes) + ")";
+        out.result.clear();
+    }
+    out.elapsed_us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(end - start).count());
+    log_->debug("task.done id={} task={} status={} us={} on={}", out.id, out.task, proto::status_name(out.status),
+                out.elapsed_us, on_io ? "io" : "executor");
+    return end;
+}
+
+void Worker::note_longest(std::uint64_t ns) {
+    auto seen = longest_ns_.load(std::memory_order_relaxed);
+    while (ns > seen && !longest_ns_.compare_exchange_weak(seen, ns, std::memory_order_relaxed)) {
+    }
+}
+
+bool Worker::run_inline(proto::Task& task, std::string_view batch_reply_to) {
+    // Quick tasks only, by the longest of the last sample's: one that ran
+    // past the liveness window here would keep this thread from its
+    // heartbeats, and the broker would take the worker for dead meanwhile.
+    if (options_.concurrency != 1 || !options_.auto_prefetch || mean_task_ns_ == 0 ||
+        window_longest_ns_ >= static_cast<std::uint64_t>(k_inline_below.count()))
+        return false;
+    // The outcome's other paths (a deadline, a retry after an error, a
+    // standalone sink) stay with the executor.
+    if (task.timeout_ms > 0 || task.retry_on_error || task.detached) return false;
+    {
+        std::lock_guard lock(mutex_);  // the executor idle, and no task waiting for it
+        if (idle_executors_ == 0 || !queue_.empty() || closing_) return false;
+    }
+    const std::string sink = task.reply_to.empty() ? std::string(batch_reply_to) : std::move(task.reply_to);
+    {
+        std::lock_guard lock(reach_mutex_);  // a sink its executor has reached directly
+        const auto it = reach_.find(sink);
+        if (it == reach_.end() || !it->second.reached || it->second.via_broker) return false;
+    }
+    proto::Outcome out;
+    out.attempt = task.attempt;
+    out.worker = options_.id;
+    const auto start = Clock::now();
+    const auto end = run_one(task, out, start, /*on_io=*/true);
+    const auto ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
+    note_longest(ns);
+    busy_ns_.fetch_add(ns, std::memory_order_relaxed);
+    ran_.fetch_add(1, std::memory_order_release);
+    promised_ -= std::min(promised_, 1u);  // its credit is free again, as at an executor's report
+    const auto body = proto::encode(&out, 1);
+    bool sent = false;
+    try {
+        if (!inline_sinks_) {
+            inline_sinks_ = std::make_unique<SinkSockets>(io_ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/0, /*hwm=*/1000);
+            inline_sinks_->secure_with(options_.security.get());
+        }
+        sent = send_message(inline_sinks_->get(sink), proto::Command::result, body) == SendStatus::sent;
+    } catch (const zmq::error_t& e) {
+        log_->warn("worker.sink_unusable endpoint={} error=\"{}\" (result through the broker)", sink, e.what());
+    }
+    if (!sent) forward_results(body);  // full or unusable: the broker passes it on
+    return true;
+}
+
 void Worker::executor_loop(unsigned index) {
     zmq::socket_t done(ctx_, zmq::socket_type::push);
     done.connect(done_endpoint_);
@@ -402,9 +487,8 @@ void Worker::executor_loop(unsigned index) {
     std::size_t pending_count = 0;  // tasks run since the last report
     std::size_t pending_bytes = 0;
     std::uint64_t busy_local = 0;   // their run time, ns
+    std::uint64_t longest_local = 0;  // the longest of them, ns
     const std::size_t batch_bytes = batch_byte_limit(options_.max_message_bytes);
-    // A result its sink could not take (a bigger message than the limit would be refused).
-    const std::size_t max_result = static_cast<std::size_t>(options_.max_message_bytes) - k_entry_overhead * 4;
     const std::string worker_name =
         options_.concurrency > 1 ? options_.id + "/" + std::to_string(index) : options_.id;
 
@@ -490,6 +574,7 @@ void Worker::executor_loop(unsigned index) {
         const auto n = static_cast<std::uint32_t>(pending_count);
         pending_count = 0;
         pending_bytes = 0;
+        note_longest(std::exchange(longest_local, 0));
         busy_ns_.fetch_add(std::exchange(busy_local, 0), std::memory_order_relaxed);
         ran_.fetch_add(n, std::memory_order_release);
         // Counted, then the I/O thread woken only if it has something to do
@@ -543,7 +628,9 @@ void Worker::executor_loop(unsigned index) {
             if (pending_count > 0) flush();
             std::unique_lock lock(mutex_);
             pop_spent();
+            ++idle_executors_;
             wake_.wait(lock, [&] { return !queue_.empty() || closing_ || abort_; });
+            --idle_executors_;
             if (abort_ || queue_.empty()) break;  // closing and drained
             continue;
         }
@@ -588,31 +675,12 @@ void Worker::executor_loop(unsigned index) {
             if (early_after_ns_.load(std::memory_order_relaxed) != 0)
                 done.send(zmq::message_t(), zmq::send_flags::none);  // it sets its timer
         }
-        try {
-            out.result = registry_.run(task.name, task.args);
-            out.status = proto::Status::ok;
-        } catch (const std::exception& e) {
-            out.status = proto::Status::error;
-            out.error = e.what();
-        } catch (...) {
-            out.status = proto::Status::error;
-            out.error = "unknown exception";
-        }
-        const auto end = Clock::now();
+        const auto end = run_one(task, out, start, /*on_io=*/false);
         const auto elapsed = end - start;
         started_ns_[index].ns.store(0, std::memory_order_release);
-        out.id = std::move(task.id);
-        out.task = std::move(task.name);
-        busy_local += static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
-        if (out.result.size() > max_result) {
-            out.status = proto::Status::error;
-            out.error = "result too large: " + std::to_string(out.result.size()) + " bytes (--max-message-bytes " +
-                        std::to_string(options_.max_message_bytes) + ")";
-            out.result.clear();
-        }
-        out.elapsed_us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
-        log_->debug("task.done id={} task={} status={} us={}", out.id, out.task, proto::status_name(out.status),
-                    out.elapsed_us);
+        const auto elapsed_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
+        busy_local += elapsed_ns;
+        longest_local = std::max(longest_local, elapsed_ns);
         bool timed_out = false;
         if (task.timeout_ms > 0) {
             std::lock_guard lock(mutex_);

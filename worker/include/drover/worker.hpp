@@ -81,6 +81,16 @@ public:
 
 private:
     void executor_loop(unsigned index);
+    // Runs `task` (moving its id and name into `out`); returns when it ended.
+    // on_io: run by the I/O thread (logged as on=io).
+    Clock::time_point run_one(proto::Task& task, proto::Outcome& out, Clock::time_point start, bool on_io);
+    // A solo worker's I/O thread runs a lone task itself when its executor is
+    // idle and the last sample's tasks were all quick, and sends the result:
+    // handing it over was a thread wake-up on the path of every task sent one
+    // at a time (W2, performance.md). Returns false, having done nothing,
+    // when the task is for the executor.
+    bool run_inline(proto::Task& task, std::string_view batch_reply_to);
+    void note_longest(std::uint64_t ns);
     void connect_to_broker();
     // Credits that keep the worker busy: slots + prefetch.
     std::uint32_t target_credits();
@@ -145,6 +155,7 @@ private:
     // Oldest first. Spent batches are popped by the executors that find them
     // at the front, under mutex_; an executor keeps its batch alive meanwhile.
     std::deque<std::shared_ptr<Dispatched>> queue_;
+    unsigned idle_executors_ = 0;  // waiting for a task (guarded by mutex_)
     // Tasks with a timeout that an executor is running (guarded by mutex_).
     // At the deadline the I/O thread reports `timeout`; the executor then
     // drops the late result, and its slot stays busy until the task returns.
@@ -183,6 +194,9 @@ private:
     // not at each task: two executors adding to one cache line a task spent
     // a third of their own time there (perf, W1 over inproc).
     std::atomic<std::uint64_t> ran_{0}, busy_ns_{0};
+    std::atomic<std::uint64_t> longest_ns_{0};         // the longest task since the last sample
+    std::uint64_t window_longest_ns_ = UINT64_MAX;    // I/O thread: the longest of the last sample's
+    std::unique_ptr<SinkSockets> inline_sinks_;       // I/O thread: for the tasks it runs itself
     // Early credits: how long after a task's start its slot's next credit is
     // due, in ns (0: none, the tasks are short or unmeasured). Set by the
     // I/O thread. Each executor records when its task started (0: idle), in
