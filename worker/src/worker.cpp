@@ -438,7 +438,8 @@ bool Worker::run_inline(proto::Task& task, std::string_view batch_reply_to) {
         std::lock_guard lock(mutex_);  // the executor idle, and no task waiting for it
         if (idle_executors_ == 0 || !queue_.empty() || closing_) return false;
     }
-    const std::string sink = task.reply_to.empty() ? std::string(batch_reply_to) : std::move(task.reply_to);
+    // A copy: the task keeps its own reply_to if it goes to the executor after all.
+    const std::string sink = task.reply_to.empty() ? std::string(batch_reply_to) : task.reply_to;
     {
         std::lock_guard lock(reach_mutex_);  // a sink its executor has reached directly
         const auto it = reach_.find(sink);
