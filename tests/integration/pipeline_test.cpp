@@ -571,6 +571,31 @@ TEST_CASE("a solo worker's I/O thread runs lone quick tasks itself, and leaves s
     CHECK(on_io->count() == after_slow);
 }
 
+TEST_CASE("a threads pool's I/O thread runs a lone quick task itself when every executor is idle", "[integration]") {
+    auto on_io = std::make_shared<CountingSink>("on=io");
+    auto log = std::make_shared<spdlog::logger>("inline-threads", on_io);
+    log->set_level(spdlog::level::debug);
+    drover::WorkerOptions options;
+    options.pool = "threads";
+    options.concurrency = 2;
+    FakeBroker broker("inline-threads", options, log);
+    REQUIRE(broker.wait_ready(2s));
+    std::uint64_t sent = 0;
+    for (auto deadline = std::chrono::steady_clock::now() + 30s;
+         (sent < 100 || on_io->count() < 16) && sent < 5000 && std::chrono::steady_clock::now() < deadline;) {
+        broker.dispatch("echo", static_cast<std::int64_t>(sent));
+        broker.wait_results(++sent, 10s);
+    }
+    REQUIRE(on_io->count() >= 16);
+    // Its results name the I/O thread, the others their executor.
+    const auto by_io = std::count_if(broker.outcomes.begin(), broker.outcomes.end(), [](const auto& o) {
+        return o.worker.size() > 3 && o.worker.compare(o.worker.size() - 3, 3, "/io") == 0;
+    });
+    CHECK(static_cast<std::size_t>(by_io) == on_io->count());
+    CHECK(std::all_of(broker.outcomes.begin(), broker.outcomes.end(),
+                      [](const auto& o) { return o.status == drover::proto::Status::ok; }));
+}
+
 TEST_CASE("a worker grows its prefetch from its measured task times, at most 4 times the tasks it ran", "[integration]") {
     FakeBroker broker("prefetch", {});
     // HELLO, then its slot and a prefetch of 1: nothing measured yet.

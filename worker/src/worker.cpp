@@ -428,15 +428,15 @@ bool Worker::run_inline(proto::Task& task, std::string_view batch_reply_to) {
     // Quick tasks only, by the longest of the last sample's: one that ran
     // past the liveness window here would keep this thread from its
     // heartbeats, and the broker would take the worker for dead meanwhile.
-    if (options_.concurrency != 1 || !options_.auto_prefetch || mean_task_ns_ == 0 ||
+    if (!options_.auto_prefetch || mean_task_ns_ == 0 ||
         window_longest_ns_ >= static_cast<std::uint64_t>(k_inline_below.count()))
         return false;
     // The outcome's other paths (a deadline, a retry after an error, a
     // standalone sink) stay with the executor.
     if (task.timeout_ms > 0 || task.retry_on_error || task.detached) return false;
     {
-        std::lock_guard lock(mutex_);  // the executor idle, and no task waiting for it
-        if (idle_executors_ == 0 || !queue_.empty() || closing_) return false;
+        std::lock_guard lock(mutex_);  // every executor idle, and no task waiting for one
+        if (idle_executors_ < options_.concurrency || !queue_.empty() || closing_) return false;
     }
     // A copy: the task keeps its own reply_to if it goes to the executor after all.
     const std::string sink = task.reply_to.empty() ? std::string(batch_reply_to) : task.reply_to;
@@ -447,7 +447,7 @@ bool Worker::run_inline(proto::Task& task, std::string_view batch_reply_to) {
     }
     proto::Outcome out;
     out.attempt = task.attempt;
-    out.worker = options_.id;
+    out.worker = options_.concurrency > 1 ? options_.id + "/io" : options_.id;
     const auto start = Clock::now();
     const auto end = run_one(task, out, start, /*on_io=*/true);
     const auto ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
