@@ -206,12 +206,12 @@ void Client::erase_pending(const Found& f) {
 
 void Client::wait_all() {
     std::unique_lock lock(mutex_);
-    room_.wait(lock, [&] { return pending_.empty() && delivering_ == 0; });
+    room_.wait(lock, [&] { return all_finished(); });
 }
 
 bool Client::wait_all_for(Millis timeout) {
     std::unique_lock lock(mutex_);
-    return room_.wait_for(lock, timeout, [&] { return pending_.empty() && delivering_ == 0; });
+    return room_.wait_for(lock, timeout, [&] { return all_finished(); });
 }
 
 void Client::cancel_all() {

@@ -28,7 +28,7 @@ constexpr std::uint32_t k_max_prefetch = 1000;
 constexpr std::uint64_t k_first_sample = 4;
 constexpr std::uint64_t k_sample = 16;
 constexpr std::uint64_t k_growth = 4;
-// A solo worker's I/O thread runs a lone task itself, the executor being
+// A worker's I/O thread runs a lone task itself, every executor being
 // idle, while the last sample's tasks all took less than this.
 constexpr std::chrono::microseconds k_inline_below{1000};
 
@@ -418,10 +418,12 @@ Clock::time_point Worker::run_one(proto::Task& task, proto::Outcome& out, Clock:
     return end;
 }
 
-void Worker::note_longest(std::uint64_t ns) {
+void Worker::count_runs(std::uint32_t n, std::uint64_t busy_ns, std::uint64_t longest_ns) {
     auto seen = longest_ns_.load(std::memory_order_relaxed);
-    while (ns > seen && !longest_ns_.compare_exchange_weak(seen, ns, std::memory_order_relaxed)) {
+    while (longest_ns > seen && !longest_ns_.compare_exchange_weak(seen, longest_ns, std::memory_order_relaxed)) {
     }
+    busy_ns_.fetch_add(busy_ns, std::memory_order_relaxed);
+    ran_.fetch_add(n, std::memory_order_release);  // after busy_ns_: see target_credits()
 }
 
 bool Worker::run_inline(proto::Task& task, std::string_view batch_reply_to) {
@@ -451,9 +453,7 @@ bool Worker::run_inline(proto::Task& task, std::string_view batch_reply_to) {
     const auto start = Clock::now();
     const auto end = run_one(task, out, start, /*on_io=*/true);
     const auto ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
-    note_longest(ns);
-    busy_ns_.fetch_add(ns, std::memory_order_relaxed);
-    ran_.fetch_add(1, std::memory_order_release);
+    count_runs(1, ns, ns);
     promised_ -= std::min(promised_, 1u);  // its credit is free again, as at an executor's report
     const auto body = proto::encode(&out, 1);
     bool sent = false;
@@ -575,9 +575,7 @@ void Worker::executor_loop(unsigned index) {
         const auto n = static_cast<std::uint32_t>(pending_count);
         pending_count = 0;
         pending_bytes = 0;
-        note_longest(std::exchange(longest_local, 0));
-        busy_ns_.fetch_add(std::exchange(busy_local, 0), std::memory_order_relaxed);
-        ran_.fetch_add(n, std::memory_order_release);
+        count_runs(n, std::exchange(busy_local, 0), std::exchange(longest_local, 0));
         // Counted, then the I/O thread woken only if it has something to do
         // now: credits to grant, or a RETRY to send.
         const bool due = finished_.fetch_add(n) + n >= wake_after_.load();

@@ -176,6 +176,8 @@ private:
     };
 
     void io_loop();
+    // Every task has its outcome and every callback has returned (mutex_ held).
+    [[nodiscard]] bool all_finished() const { return pending_.empty() && delivering_ == 0; }
     void connect_broker();
     void send_unsent();
     void send_settle();

@@ -84,13 +84,14 @@ private:
     // Runs `task` (moving its id and name into `out`); returns when it ended.
     // on_io: run by the I/O thread (logged as on=io).
     Clock::time_point run_one(proto::Task& task, proto::Outcome& out, Clock::time_point start, bool on_io);
-    // A solo worker's I/O thread runs a lone task itself when its executor is
-    // idle and the last sample's tasks were all quick, and sends the result:
-    // handing it over was a thread wake-up on the path of every task sent one
-    // at a time (W2, performance.md). Returns false, having done nothing,
-    // when the task is for the executor.
+    // The I/O thread runs a lone task itself when every executor is idle and
+    // the last sample's tasks were all quick, and sends the result: handing
+    // it over was a thread wake-up on the path of every task sent one at a
+    // time (W2, performance.md). Returns false, having done nothing, when the
+    // task is for an executor.
     bool run_inline(proto::Task& task, std::string_view batch_reply_to);
-    void note_longest(std::uint64_t ns);
+    // Adds `n` tasks run, their time and the longest of them (any thread).
+    void count_runs(std::uint32_t n, std::uint64_t busy_ns, std::uint64_t longest_ns);
     void connect_to_broker();
     // Credits that keep the worker busy: slots + prefetch.
     std::uint32_t target_credits();
