@@ -537,7 +537,7 @@ TEST_CASE("a solo worker's I/O thread runs lone quick tasks itself, and leaves s
     REQUIRE(broker.wait_ready(2s));
     // Quick tasks one at a time: the first ones measure, and reach the sink,
     // on the executor; then the I/O thread runs them (but not for 16 tasks
-    // after one was preempted past 1 ms on a busy machine: more are sent
+    // after one was preempted past 1 us on a busy machine: more are sent
     // until 16 ran there).
     std::uint64_t sent = 0;
     const auto one = [&](const drover::proto::Task& t) {
