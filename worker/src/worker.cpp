@@ -33,6 +33,8 @@ constexpr std::uint64_t k_growth = 4;
 // about a microsecond, such as echo (what W2 runs), the time of the
 // hand-off saved being of the order of 20 us.
 constexpr std::chrono::nanoseconds k_inline_below{1000};
+// The I/O thread's poll waits in whole milliseconds.
+constexpr std::int64_t k_poll_granularity_ns = 1'000'000;
 
 }  // namespace
 
@@ -143,11 +145,14 @@ Clock::time_point Worker::grant_early_credits(Clock::time_point now, bool stoppi
         if (started == 0 || early_granted_[i] == started) continue;  // idle, or granted for this task
         // One credit out and unused is enough: a task is on its way or none is queued.
         if (promised_ + due > outstanding_) break;
-        if (started + after <= now_ns) {
+        // Due within the poll's granularity counts as due: waiting for it
+        // to pass made the credit up to 1 ms late, half the lead.
+        const auto due_ns = started + after - k_poll_granularity_ns;
+        if (due_ns <= now_ns) {
             early_granted_[i] = started;
             ++due;
         } else {
-            next = std::min(next, Clock::time_point(std::chrono::nanoseconds(started + after)));
+            next = std::min(next, Clock::time_point(std::chrono::nanoseconds(due_ns)));
         }
     }
     if (due > 0) {
