@@ -305,8 +305,8 @@ void Broker::dispatch_ready_tasks() {
             while (end < batch.tasks.size() && (end == begin || bytes + wire_size(batch.tasks[end]) <= limit))
                 bytes += wire_size(batch.tasks[end++]);
             const auto first = batch.tasks.begin() + static_cast<std::ptrdiff_t>(begin);
-            const auto st = send_to(backend_, batch.worker, proto::Command::dispatch,
-                                    proto::encode(batch.tasks.data() + begin, end - begin));
+            auto body = proto::encode_message(batch.tasks.data() + begin, end - begin);
+            const auto st = send_to(backend_, batch.worker, proto::Command::dispatch, body);
             if (st != SendStatus::sent) {
                 scheduler_.undo_dispatch(Scheduler::Batch{batch.worker, {first, batch.tasks.end()}});
                 if (st == SendStatus::unreachable) remove_worker(batch.worker, "unreachable");
@@ -352,12 +352,12 @@ void Broker::forward_results(const std::string& worker, std::vector<proto::Outco
         for (auto& o : list) failed.push_back(std::move(o.id));
     };
     for (auto& [producer, list] : by_producer) {
-        const auto body = proto::encode(list.data(), list.size());
+        auto body = proto::encode_message(list.data(), list.size());
         if (send_to(frontend_, producer, proto::Command::result, body) != SendStatus::sent) failed_all(list);
     }
     for (auto& [endpoint, list] : by_sink) {
         try {
-            const auto body = proto::encode(list.data(), list.size());
+            auto body = proto::encode_message(list.data(), list.size());
             if (send_message(sinks_.get(std::string(endpoint)), proto::Command::result, body) != SendStatus::sent)
                 failed_all(list);
         } catch (const zmq::error_t&) {
@@ -397,7 +397,8 @@ void Broker::flush_outcomes() {
             std::size_t unsent = 0;
             for (std::size_t i = 0; i < list.size(); i += k_outcome_batch) {
                 const auto n = std::min(k_outcome_batch, list.size() - i);
-                if (send_message(sink, proto::Command::result, proto::encode(list.data() + i, n)) != SendStatus::sent)
+                auto body = proto::encode_message(list.data() + i, n);
+                if (send_message(sink, proto::Command::result, body) != SendStatus::sent)
                     unsent += n;
             }
             // Sent again on the resend schedule until settled.

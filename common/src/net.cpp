@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <stdexcept>
 
@@ -18,10 +19,12 @@ namespace drover {
 
 namespace {
 
-SendStatus send_frames(zmq::socket_t& s, std::string_view identity, proto::Command c, std::string_view body,
+// `body` may be null (no body frame); it is consumed only when sent.
+SendStatus send_frames(zmq::socket_t& s, std::string_view identity, proto::Command c, zmq::message_t* body,
                        bool blocking) {
     const auto more = blocking ? zmq::send_flags::sndmore : (zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     const auto last = blocking ? zmq::send_flags::none : zmq::send_flags::dontwait;
+    const bool has_body = body && body->size() > 0;
     try {
         if (!identity.empty()) {
             if (!s.send(zmq::buffer(identity.data(), identity.size()), more)) return SendStatus::would_block;
@@ -29,8 +32,8 @@ SendStatus send_frames(zmq::socket_t& s, std::string_view identity, proto::Comma
         auto header = proto::make_header(c);
         // Once the first frame is queued, the rest of a multipart message
         // always goes through (libzmq queues it whole or not at all).
-        if (!s.send(header, body.empty() ? last : more)) return SendStatus::would_block;
-        if (!body.empty()) s.send(zmq::buffer(body.data(), body.size()), last);
+        if (!s.send(header, has_body ? more : last)) return SendStatus::would_block;
+        if (has_body) s.send(*body, last);
         return SendStatus::sent;
     } catch (const zmq::error_t& e) {
         if (e.num() == EHOSTUNREACH) return SendStatus::unreachable;
@@ -39,18 +42,55 @@ SendStatus send_frames(zmq::socket_t& s, std::string_view identity, proto::Comma
     }
 }
 
+SendStatus send_copy(zmq::socket_t& s, std::string_view identity, proto::Command c, std::string_view body,
+                     bool blocking) {
+    zmq::message_t m(body.data(), body.size());
+    return send_frames(s, identity, c, &m, blocking);
+}
+
 }  // namespace
 
+zmq::message_t body_message(std::string&& body) {
+    if (body.size() < k_zero_copy_from) return zmq::message_t(body.data(), body.size());
+    auto owned = std::make_unique<std::string>(std::move(body));
+    zmq::message_t m(
+        owned->data(), owned->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned.get());
+    (void)owned.release();  // the message frees it
+    return m;
+}
+
 SendStatus send_message(zmq::socket_t& s, proto::Command c, std::string_view body) {
-    return send_frames(s, {}, c, body, false);
+    return send_copy(s, {}, c, body, false);
+}
+
+SendStatus send_message(zmq::socket_t& s, proto::Command c, std::string&& body) {
+    auto m = body_message(std::move(body));
+    return send_frames(s, {}, c, &m, false);
+}
+
+SendStatus send_message(zmq::socket_t& s, proto::Command c, zmq::message_t& body) {
+    return send_frames(s, {}, c, &body, false);
 }
 
 SendStatus send_message_blocking(zmq::socket_t& s, proto::Command c, std::string_view body) {
-    return send_frames(s, {}, c, body, true);
+    return send_copy(s, {}, c, body, true);
+}
+
+SendStatus send_message_blocking(zmq::socket_t& s, proto::Command c, zmq::message_t& body) {
+    return send_frames(s, {}, c, &body, true);
 }
 
 SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Command c, std::string_view body) {
-    return send_frames(router, identity, c, body, false);
+    return send_copy(router, identity, c, body, false);
+}
+
+SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Command c, std::string&& body) {
+    auto m = body_message(std::move(body));
+    return send_frames(router, identity, c, &m, false);
+}
+
+SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Command c, zmq::message_t& body) {
+    return send_frames(router, identity, c, &body, false);
 }
 
 zmq::socket_t SinkSockets::open(const std::string& endpoint, bool immediate) {

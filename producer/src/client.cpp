@@ -268,9 +268,11 @@ void Client::send_unsent() {
                                            0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error});
             bytes += wire_size(batch.back());
         }
-        if (!batch.empty() &&
-            send_message(*broker_, proto::Command::submit, proto::encode(batch.data(), batch.size())) != SendStatus::sent)
-            break;  // full: try again on the next turn of the loop
+        if (!batch.empty()) {
+            auto body = proto::encode_message(batch.data(), batch.size());
+            if (send_message(*broker_, proto::Command::submit, body) != SendStatus::sent)
+                break;  // full: try again on the next turn of the loop
+        }
         sent = end;
     }
     unsent_.erase(unsent_.begin(), unsent_.begin() + static_cast<std::ptrdiff_t>(sent));

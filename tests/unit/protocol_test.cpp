@@ -396,6 +396,39 @@ TEST_CASE("A batch's shared worker is written once; outcomes with another or non
     CHECK(none->results[2].worker == "host:13");
 }
 
+TEST_CASE("encode_message writes the bytes encode writes, for small and big batches", "[protocol][message]") {
+    const auto bytes = [](const zmq::message_t& m) { return std::string(static_cast<const char*>(m.data()), m.size()); };
+    // Lone small ones stay under the size a message copies; a 64 KiB one does not.
+    for (const std::size_t arg_bytes : {std::size_t{0}, std::size_t{1}, std::size_t{65536}}) {
+        std::vector<Task> tasks;
+        std::vector<TaskRef> refs;
+        for (int i = 0; i < (arg_bytes == 0 ? 1 : 3); ++i) {
+            tasks.push_back(echo_task("t" + std::to_string(i), "tcp://10.0.0.2:7000"));
+            tasks.back().args = std::string(arg_bytes, static_cast<char>('a' + i));
+        }
+        for (const auto& t : tasks)
+            refs.push_back(TaskRef{t.id, t.name, t.args, t.reply_to, t.attempt, t.max_attempts, t.timeout_ms,
+                                   t.detached, t.retry_on_error});
+        const auto message = encode_message(refs.data(), refs.size());
+        CHECK(bytes(message) == encode(refs.data(), refs.size()));
+        auto back = decode_tasks(bytes(message));
+        REQUIRE(back);
+        REQUIRE(back->tasks.size() == tasks.size());
+        CHECK(back->tasks.back().args == tasks.back().args);
+
+        std::vector<Outcome> outcomes;
+        for (const auto& t : tasks) {
+            outcomes.push_back(echo_outcome(t.id, "host:1"));
+            outcomes.back().result = t.args;
+        }
+        const auto results = encode_message(outcomes.data(), outcomes.size());
+        CHECK(bytes(results) == encode(outcomes.data(), outcomes.size()));
+        auto decoded = decode_results(bytes(results));
+        REQUIRE(decoded);
+        CHECK(decoded->results.back().result == outcomes.back().result);
+    }
+}
+
 TEST_CASE("Ids survive encode and decode", "[protocol][roundtrip]") {
     Ids m{{"a", "b", std::string("c\0d", 3), ""}};
     auto d = decode_ids(encode(m));

@@ -462,7 +462,7 @@ bool Worker::run_inline(proto::Task& task, std::string_view batch_reply_to) {
     const auto ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
     count_runs(1, ns, ns);
     promised_ -= std::min(promised_, 1u);  // its credit is free again, as at an executor's report
-    const auto body = proto::encode(&out, 1);
+    auto body = proto::encode_message(&out, 1);
     bool sent = false;
     try {
         if (!inline_sinks_) {
@@ -473,7 +473,7 @@ bool Worker::run_inline(proto::Task& task, std::string_view batch_reply_to) {
     } catch (const zmq::error_t& e) {
         log_->warn("worker.sink_unusable endpoint={} error=\"{}\" (result through the broker)", sink, e.what());
     }
-    if (!sent) forward_results(body);  // full or unusable: the broker passes it on
+    if (!sent) forward_results(proto::view(body));  // full or unusable: the broker passes it on
     return true;
 }
 
@@ -484,9 +484,9 @@ void Worker::executor_loop(unsigned index) {
                       /*capacity=*/256, /*immediate=*/true);                    // until a sink is proven reachable
     sinks.secure_with(options_.security.get());
     const auto window = options_.heartbeat * options_.liveness;
-    auto send_via_broker = [&](const std::string& body) {  // to the I/O thread, which owns the broker socket
+    auto send_via_broker = [&](zmq::message_t& body) {  // to the I/O thread, which owns the broker socket
         done.send(zmq::message_t(1), zmq::send_flags::sndmore);
-        done.send(zmq::buffer(body), zmq::send_flags::none);
+        done.send(body, zmq::send_flags::none);
     };
     std::unordered_map<std::string, std::vector<proto::Outcome>> pending;  // by sink
     // Sinks of detached tasks: standalone sinks given by address, which the
@@ -512,7 +512,9 @@ void Worker::executor_loop(unsigned index) {
     auto flush = [&] {
         for (auto& [endpoint, outcomes] : pending) {
             if (outcomes.empty()) continue;
-            const auto body = proto::encode(outcomes.data(), outcomes.size());
+            // Sent as it is (big results are not copied again), and kept
+            // until it is: it may be tried more than once.
+            auto body = proto::encode_message(outcomes.data(), outcomes.size());
             // Reads or updates what the executors know of this sink.
             const auto reach = [&](auto&& fn) {
                 std::lock_guard lock(reach_mutex_);

@@ -53,16 +53,30 @@ class Security;
 
 enum class SendStatus { sent, would_block, unreachable };
 
+// A message body. One of k_zero_copy_from bytes or more takes the string's
+// buffer instead of a copy of it: a 64 KiB task was copied once more at
+// each of its three sends (W6, performance.md).
+inline constexpr std::size_t k_zero_copy_from = 8192;
+[[nodiscard]] zmq::message_t body_message(std::string&& body);
+
 // Sends [header][body] on a DEALER/PUSH socket without blocking.
 // Returns: would_block at the high-water mark (nothing was sent).
+// The body is copied; given as a string to be moved, or as a message
+// (body_message), it is not. A message is consumed only when sent, so
+// that it can be sent again.
 SendStatus send_message(zmq::socket_t& s, proto::Command c, std::string_view body = {});
+SendStatus send_message(zmq::socket_t& s, proto::Command c, std::string&& body);
+SendStatus send_message(zmq::socket_t& s, proto::Command c, zmq::message_t& body);
 
 // Like send_message, but waits (up to the socket's ZMQ_SNDTIMEO) when full.
 SendStatus send_message_blocking(zmq::socket_t& s, proto::Command c, std::string_view body = {});
+SendStatus send_message_blocking(zmq::socket_t& s, proto::Command c, zmq::message_t& body);
 
 // Sends [identity][header][body] on a ROUTER socket set to ROUTER_MANDATORY.
 // Returns: unreachable for an unknown or gone peer, would_block at its HWM.
 SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Command c, std::string_view body = {});
+SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Command c, std::string&& body);
+SendStatus send_to(zmq::socket_t& router, std::string_view identity, proto::Command c, zmq::message_t& body);
 
 // PUSH sockets to sinks, one per endpoint, connected on first use and kept,
 // at most `capacity` of them: the least recently used one is closed (its

@@ -295,11 +295,14 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
 [[nodiscard]] std::string encode(const Lost& m);
 [[nodiscard]] std::string encode(const Tasks& m);
 [[nodiscard]] std::string encode(const TaskRef* tasks, std::size_t count);  // a Tasks body
+// The same as a message to send: its bytes are not copied again.
+[[nodiscard]] zmq::message_t encode_message(const TaskRef* tasks, std::size_t count);
 [[nodiscard]] std::string encode(const Ids& m);
 [[nodiscard]] std::string encode(const Settle& m);
 [[nodiscard]] std::string encode(const Rejected& m);
 [[nodiscard]] std::string encode(const Results& m);
 [[nodiscard]] std::string encode(const Outcome* outcomes, std::size_t count);  // a Results body
+[[nodiscard]] zmq::message_t encode_message(const Outcome* outcomes, std::size_t count);
 [[nodiscard]] std::string encode_empty();
 [[nodiscard]] std::string encode_heartbeat(std::string_view instance);
 [[nodiscard]] std::string encode_worker_heartbeat(std::uint32_t held);
