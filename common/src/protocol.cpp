@@ -4,8 +4,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 #include <limits>
+#include <new>
 #include <optional>
 #include <type_traits>
 
@@ -40,7 +40,7 @@ public:
     std::string take() { return std::string(data_ ? data_ : "", used_); }
     zmq::message_t take_message() {
         if (used_ == 0) return zmq::message_t();
-        if (used_ < 64) return zmq::message_t(data_, used_);  // a copy is cheaper than the message's bookkeeping
+        if (used_ < k_copied_below) return zmq::message_t(data_, used_);
         zmq::message_t m(data_, used_, [](void* data, void*) { std::free(data); }, nullptr);
         data_ = nullptr;
         capacity_ = used_ = 0;
@@ -48,6 +48,10 @@ public:
     }
 
 private:
+    // A message this small is copied: cheaper than the bookkeeping of one
+    // that owns its buffer, and ZeroMQ keeps up to 33 bytes within the message.
+    static constexpr std::size_t k_copied_below = 64;
+
     void grow_to(std::size_t bytes) {
         auto* p = static_cast<char*>(std::realloc(data_, bytes));
         if (!p) throw std::bad_alloc();
@@ -65,9 +69,9 @@ using Packer = msgpack::packer<StringBuffer>;
 // About the size of a batch's encoding, for StringBuffer::reserve: each
 // item's `item_size`, and the shared field once (an item's own where it
 // differs from the first's). Not a bound: a larger encoding grows the
-// buffer. A bound was 3-4 times the size of small tasks, and every
-// reserved byte is zeroed first (std::string::resize): that zeroing was
-// 4 % of the producer's instructions (callgrind, W1).
+// buffer. (A bound was 3-4 times the size of small tasks, and when the
+// buffer was a std::string every reserved byte was zeroed first: that
+// zeroing was 4 % of the producer's instructions, callgrind, W1.)
 template <class T, class Field, class ItemSize>
 std::size_t encoded_size_hint(const T* items, std::size_t count, Field field, ItemSize&& item_size) {
     std::size_t bytes = 32;

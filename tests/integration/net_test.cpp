@@ -1,7 +1,11 @@
 // Integration tests of the socket helpers every process sends with: bodies
 // handed to ZeroMQ without a copy, and a body that could not be sent kept
 // for the next try.
+#include <chrono>
+#include <iterator>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <catch2/catch.hpp>
 #include <zmq.hpp>
@@ -61,6 +65,35 @@ TEST_CASE("A message body not sent is kept whole for the next try, and sent whol
     CHECK(send_message(push, proto::Command::settle, std::string(payload)) == SendStatus::sent);
     frames.clear();
     REQUIRE(zmq::recv_multipart(pull, std::back_inserter(frames)));
+    REQUIRE(frames.size() == 2);
+    CHECK(bytes(frames[1]) == payload);
+}
+
+TEST_CASE("A message body for a peer a ROUTER does not know is kept whole", "[net][message]") {
+    zmq::context_t ctx;
+    zmq::socket_t router(ctx, zmq::socket_type::router);
+    router.set(zmq::sockopt::linger, 0);
+    router.set(zmq::sockopt::router_mandatory, 1);
+    router.bind("inproc://drover-net-router");
+
+    const std::string payload(65536, 'r');
+    auto body = body_message(std::string(payload));
+    CHECK(send_to(router, "nobody", proto::Command::dispatch, body) == SendStatus::unreachable);
+    CHECK(bytes(body) == payload);
+
+    zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
+    dealer.set(zmq::sockopt::linger, 0);
+    dealer.set(zmq::sockopt::routing_id, "somebody");
+    dealer.connect("inproc://drover-net-router");
+    // The ROUTER knows the peer once its connection is made.
+    SendStatus st = SendStatus::unreachable;
+    for (int i = 0; i < 200 && st != SendStatus::sent; ++i) {
+        st = send_to(router, "somebody", proto::Command::dispatch, body);
+        if (st != SendStatus::sent) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(st == SendStatus::sent);
+    std::vector<zmq::message_t> frames;
+    REQUIRE(zmq::recv_multipart(dealer, std::back_inserter(frames)));
     REQUIRE(frames.size() == 2);
     CHECK(bytes(frames[1]) == payload);
 }

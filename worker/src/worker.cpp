@@ -146,8 +146,9 @@ Clock::time_point Worker::grant_early_credits(Clock::time_point now, bool stoppi
         // One credit out and unused is enough: a task is on its way or none is queued.
         if (promised_ + due > outstanding_) break;
         // Due within the poll's granularity counts as due: waiting for it
-        // to pass made the credit up to 1 ms late, half the lead.
-        const auto due_ns = started + after - k_poll_granularity_ns;
+        // to pass made the credit up to 1 ms late, half the lead
+        // (Never before half the mean task time: the lead's bound.)
+        const auto due_ns = started + std::max(after - k_poll_granularity_ns, static_cast<std::int64_t>(mean_task_ns_ / 2));
         if (due_ns <= now_ns) {
             early_granted_[i] = started;
             ++due;
@@ -217,9 +218,8 @@ Clock::time_point Worker::report_timeouts(Clock::time_point now) {
     for (auto& [endpoint, list] : outcomes) {
         log_->warn("task.timeout n={} sink={}", list.size(), endpoint);
         try {
-            if (send_message_blocking(timeout_sinks_.get(endpoint), proto::Command::result,
-                                      proto::encode(list.data(), list.size())) !=
-                SendStatus::sent)
+            auto body = proto::encode_message(list.data(), list.size());
+            if (send_message_blocking(timeout_sinks_.get(endpoint), proto::Command::result, body) != SendStatus::sent)
                 log_->warn("worker.sink_full endpoint={} dropped_timeouts={}", endpoint, list.size());
         } catch (const zmq::error_t& e) {
             log_->warn("worker.sink_unusable endpoint={} error=\"{}\"", endpoint, e.what());

@@ -61,9 +61,9 @@ inline constexpr std::size_t k_zero_copy_from = 8192;
 
 // Sends [header][body] on a DEALER/PUSH socket without blocking.
 // Returns: would_block at the high-water mark (nothing was sent).
-// The body is copied; given as a string to be moved, or as a message
-// (body_message), it is not. A message is consumed only when sent, so
-// that it can be sent again.
+// The body is copied, unless it is a string to be moved of at least
+// k_zero_copy_from bytes, or a message (body_message, proto::encode_message).
+// A message is consumed only when sent: one that was not can be tried again.
 SendStatus send_message(zmq::socket_t& s, proto::Command c, std::string_view body = {});
 SendStatus send_message(zmq::socket_t& s, proto::Command c, std::string&& body);
 SendStatus send_message(zmq::socket_t& s, proto::Command c, zmq::message_t& body);
