@@ -162,17 +162,21 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
             std::string_view reply_to;  // the batch's, in `body`
             auto m = proto::decode_tasks(body, reply_to);
             if (!m) return drop(peer, "frontend", m.error());
-            producers_[peer] = now;
-            auto result = scheduler_.submit(peer, std::move(m->tasks), now, reply_to);
+            // A client's callers submit on a connection of their own, "S" +
+            // its session; the client is "P" + its session (DRV3).
+            std::string producer = peer;
+            if (producer.size() > 1 && producer[0] == 'S') producer[0] = 'P';
+            producers_[producer] = now;
+            auto result = scheduler_.submit(producer, std::move(m->tasks), now, reply_to);
             report(std::move(result.finals));
             if (!result.acknowledged.empty()) {
-                auto& acc = accepted_[peer];
+                auto& acc = accepted_[producer];
                 acc.insert(acc.end(), std::make_move_iterator(result.acknowledged.begin()),
                            std::make_move_iterator(result.acknowledged.end()));
             }
             for (auto& [reason, ids] : result.rejected) {
                 log_->debug("broker.rejected n={} reason={}", ids.size(), reason);
-                auto& r = rejected_[peer][reason];
+                auto& r = rejected_[producer][reason];
                 r.insert(r.end(), ids.begin(), ids.end());
             }
             return;
@@ -454,6 +458,7 @@ void Broker::tick(Clock::time_point now) {
 nlohmann::json Broker::status_json(Clock::time_point now) const {
     auto doc = scheduler_.status(now);
     doc["dropped"] = nlohmann::json(dropped_);
+    doc["producers"] = producers_.size();
     doc["frontend"] = frontend_ep_;
     doc["backend"] = backend_ep_;
     doc["pid"] = ::getpid();

@@ -1,4 +1,4 @@
-// Encoding and bounded decoding of DRV2 message bodies.
+// Encoding and bounded decoding of DRV3 message bodies.
 #include "drover/protocol.hpp"
 
 #include <algorithm>

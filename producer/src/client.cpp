@@ -84,11 +84,17 @@ Client::Client(zmq::context_t& ctx, ClientOptions options, Logger log)
     wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
     connect_broker();
+    connect_submit();
     log_->debug("client.started session={} broker={} reply_to={}", session_, options_.broker, reply_to_);
     io_ = std::thread([this] { io_loop(); });
 }
 
 Client::~Client() {
+    {
+        // A SUBMIT not yet gone stays here: its task ends cancelled below.
+        std::lock_guard lock(submit_mutex_);
+        submit_socket_.reset();
+    }
     cancel_all();
     {
         std::lock_guard lock(mutex_);
@@ -155,6 +161,27 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     p.done = std::move(done);
     if (p.elsewhere) ++elsewhere_pending_;
     std::string id = p.task.id;
+    // A lone task (nothing else unfinished, so nothing to batch it with and
+    // nothing waiting to be sent before it) whose id is the client's own
+    // (never given twice, so no SETTLE must go first): the caller sends it
+    // itself, on a socket of its own, instead of waking the I/O thread.
+    // Only once the broker has answered on the client's own connection: it
+    // then knows where to send its answers (ACCEPTED, REJECTED).
+    if (!named && pending_.size() == 1 && inbox_.empty() && !io_backlog_ &&
+        broker_heard_.load(std::memory_order_relaxed)) {
+        const proto::Task& t = p.task;
+        const proto::TaskRef ref{t.id, t.name, t.args, p.elsewhere ? t.reply_to : reply_to_,
+                                 0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error};
+        auto body = proto::encode_message(&ref, 1);
+        lock.unlock();
+        {
+            std::lock_guard submit(submit_mutex_);
+            if (submit_socket_ && send_message(*submit_socket_, proto::Command::submit, body) == SendStatus::sent)
+                return id;
+        }
+        lock.lock();  // full (or the client is closing): the I/O thread sends it
+        if (!pending_.find(seq)) return id;  // finished meanwhile
+    }
     const bool first = inbox_.empty();
     inbox_.push_back(seq);
     lock.unlock();
@@ -250,6 +277,17 @@ void Client::connect_broker() {
     broker_->set(zmq::sockopt::rcvhwm, 100000);
     connect_client(*broker_, options_.security.get(), options_.broker);
     last_from_broker_ = Clock::now();
+    broker_heard_.store(false);
+}
+
+void Client::connect_submit() {
+    auto s = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
+    s->set(zmq::sockopt::linger, 0);
+    s->set(zmq::sockopt::routing_id, "S" + session_);  // the broker's reply goes to "P" + session_
+    s->set(zmq::sockopt::sndhwm, 100000);
+    connect_client(*s, options_.security.get(), options_.broker);
+    std::lock_guard lock(submit_mutex_);
+    submit_socket_ = std::move(s);
 }
 
 void Client::send_unsent() {
@@ -477,6 +515,10 @@ void Client::io_loop() {
         // never given twice).
         if (has_named && !unsent_.empty()) send_settle();
         send_unsent();
+        if (io_backlog_ != !unsent_.empty()) {
+            std::lock_guard lock(mutex_);
+            io_backlog_ = !unsent_.empty();
+        }
 
         zmq::pollitem_t items[] = {
             {sink_.handle(), 0, ZMQ_POLLIN, 0},
@@ -509,6 +551,7 @@ void Client::io_loop() {
                 frames.clear();
                 if (!zmq::recv_multipart(*broker_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
                 last_from_broker_ = Clock::now();
+                broker_heard_.store(true, std::memory_order_relaxed);
                 on_broker_message(frames);
             }
         }
@@ -530,6 +573,7 @@ void Client::io_loop() {
                 log_->warn("client.broker_silent ms={} reconnecting resend={}",
                            std::chrono::duration_cast<Millis>(now - last_from_broker_).count(), pending_.size());
                 connect_broker();
+                connect_submit();
                 resend_unfinished();
             }
         }

@@ -80,13 +80,13 @@ void run_pool_form(const std::vector<std::string>& worker_args, std::size_t expe
 
 void send_garbage(zmq::socket_t& s) {
     using drover::proto::Command;
-    const std::string header_ok = std::string("DRV2") + static_cast<char>(Command::submit);
+    const std::string header_ok = std::string("DRV3") + static_cast<char>(Command::submit);
     const std::vector<std::vector<std::string>> messages = {
         {""},
         {"hello"},
-        {"DRV2\x10", "\x80"},
-        {std::string("DRV2\x7f"), "\x80"},  // unknown command
-        {std::string("DRV1\x10"), "\x80"},  // the version before
+        {"DRV3\x10", "\x80"},
+        {std::string("DRV3\x7f"), "\x80"},  // unknown command
+        {std::string("DRV2\x10"), "\x80"},  // the version before
         {header_ok, "not msgpack at all"},
         {header_ok, "\x81\xa5tasks"},  // truncated
         {header_ok, "\xdd\xff\xff\xff\xff"},  // claims 4 billion elements
@@ -223,7 +223,7 @@ TEST_CASE("garbage sent to the broker's frontend and backend and to a sink leave
     std::uint64_t dropped = 0;
     for (auto& [reason, n] : (*status)["dropped"].items()) dropped += n.get<std::uint64_t>();
     CHECK(dropped >= 18);  // 11 messages on each socket, a few may merge into one bad frame set
-    // A peer of the previous release (DRV1) is named as such, in STATUS and in the log.
+    // A peer of the previous release (DRV2) is named as such, in STATUS and in the log.
     REQUIRE((*status)["dropped"].contains("wrong_version"));
     CHECK((*status)["dropped"]["wrong_version"].get<int>() >= 2);  // frontend and backend
     CHECK(read_file(dir.file("broker.log.err")).find("a peer of another drover release") != std::string::npos);
@@ -375,7 +375,7 @@ TEST_CASE("a flood of bad messages and oversized ones leaves broker memory flat 
         zmq::socket_t big(ctx, zmq::socket_type::dealer);
         big.set(zmq::sockopt::linger, 500);
         big.connect(broker.frontend);
-        const std::string header = std::string("DRV2") + static_cast<char>(drover::proto::Command::submit);
+        const std::string header = std::string("DRV3") + static_cast<char>(drover::proto::Command::submit);
         const std::string body(200 * 1024, '\x80');
         big.send(zmq::buffer(header), zmq::send_flags::sndmore);
         big.send(zmq::buffer(body), zmq::send_flags::none);

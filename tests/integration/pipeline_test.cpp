@@ -255,6 +255,88 @@ TEST_CASE("a client settles its results with the broker though nothing else is s
     CHECK(slow.get().ok());
 }
 
+namespace {
+
+// The next SUBMIT a broker played by the test receives: who sent it, and its task ids.
+std::pair<std::string, std::vector<std::string>> next_submit(zmq::socket_t& router) {
+    while (true) {
+        std::vector<zmq::message_t> frames;
+        REQUIRE(zmq::recv_multipart(router, std::back_inserter(frames)));
+        REQUIRE(frames.size() >= 2);
+        const std::string peer = frames[0].to_string();
+        auto cmd = drover::proto::parse_header(frames[1]);
+        REQUIRE(cmd);
+        if (*cmd == drover::proto::Command::heartbeat) {  // answered, as a broker does
+            (void)drover::send_to(router, peer, drover::proto::Command::heartbeat, drover::proto::encode_heartbeat("i"));
+            continue;
+        }
+        if (*cmd != drover::proto::Command::submit) continue;
+        REQUIRE(frames.size() == 3);
+        auto tasks = drover::proto::decode_tasks(drover::proto::view(frames[2]));
+        REQUIRE(tasks);
+        std::vector<std::string> ids;
+        for (const auto& t : tasks->tasks) ids.push_back(t.id);
+        return {peer, ids};
+    }
+}
+
+}  // namespace
+
+TEST_CASE("a caller sends a lone task on the client's submit connection, and the broker answers on the client's own",
+          "[integration]") {
+    zmq::context_t ctx;
+    zmq::socket_t router(ctx, zmq::socket_type::router);
+    router.set(zmq::sockopt::rcvtimeo, 5000);
+    router.set(zmq::sockopt::router_mandatory, 1);
+    router.bind("inproc://fake-front-direct");
+    drover::Client client(ctx, client_options("inproc://fake-front-direct", "inproc://fake-sink-direct"));
+    // Until the broker has answered on the client's own connection, the I/O
+    // thread sends (the broker might not know where to answer yet); the
+    // HEARTBEAT the client sends at once is answered in next_submit.
+    auto first = client.submit("echo", 1);
+    const auto [first_peer, first_ids] = next_submit(router);
+    REQUIRE(first_peer.size() > 1);
+    CHECK(first_peer[0] == 'P');
+    const std::string own = first_peer;
+    const std::string submit_peer = "S" + own.substr(1);
+    // Its outcome, then a lone task: the caller sends it itself.
+    REQUIRE(first_ids.size() == 1);
+    (void)drover::send_to(router, own, drover::proto::Command::rejected,
+                          drover::proto::encode(drover::proto::Rejected{first_ids, "test"}));
+    REQUIRE(first.wait_for(5s) == std::future_status::ready);
+    CHECK(first.get().status == drover::proto::Status::rejected);
+
+    auto lone = client.submit("echo", 2);
+    const auto [lone_peer, lone_ids] = next_submit(router);
+    CHECK(lone_peer == submit_peer);
+    // With it unfinished, the next one is not alone: the I/O thread sends it.
+    auto other = client.submit("echo", 3);
+    const auto [other_peer, other_ids] = next_submit(router);
+    CHECK(other_peer == own);
+    // The lone task's answer comes on the client's own connection, and reaches its caller.
+    REQUIRE(lone_ids.size() == 1);
+    (void)drover::send_to(router, own, drover::proto::Command::rejected,
+                          drover::proto::encode(drover::proto::Rejected{lone_ids, "queue_full"}));
+    REQUIRE(lone.wait_for(5s) == std::future_status::ready);
+    const auto r = lone.get();
+    CHECK(r.status == drover::proto::Status::rejected);
+    CHECK(r.error == "queue_full");
+    CHECK(other.wait_for(10ms) == std::future_status::timeout);
+}
+
+TEST_CASE("a broker takes tasks from a client's submit connection as the client's", "[integration]") {
+    zmq::context_t ctx;
+    const auto registry = builtins();
+    drover::LocalCluster cluster(ctx, registry, {1, "threads", {}, 1}, drover::null_logger());
+    drover::Client client(ctx, client_options(cluster.frontend(), cluster.sink_endpoint()));
+    REQUIRE(client.wait_for_workers(1, 5s));  // the broker has answered: lone tasks go on the submit connection
+    for (int i = 0; i < 20; ++i) CHECK(client.submit("square", static_cast<double>(i)).get().as<double>() == Approx(i * i));
+    // One producer, not two: a second one would be the submit connection, never heard again and declared gone.
+    auto status = drover::fetch_status(ctx, cluster.frontend(), 1000ms);
+    REQUIRE(status);
+    CHECK((*status)["producers"].get<int>() == 1);
+}
+
 TEST_CASE("the broker rejects tasks past --max-queued with queue_full", "[integration]") {
     zmq::context_t ctx;
     drover::StopSource broker_stop;

@@ -1,19 +1,24 @@
-// The DRV2 wire protocol: every message drover peers exchange, frame by frame.
+// The DRV3 wire protocol: every message drover peers exchange, frame by frame.
 #pragma once
 
-// DRV2 — drover protocol, version 2
+// DRV3 — drover protocol, version 3
 // ==================================
 //
+// Version 3 (DRV2 before it): a producer may send SUBMIT on a second
+// connection of its own whose routing id is its own with "S" for its first
+// letter "P" (a client's callers send a lone task themselves on it); the
+// broker takes those tasks as the producer's, and answers on the producer's
+// connection. A DRV2 broker would answer a peer that never reads.
 // Version 2 (DRV1 before it): a batch names the reply_to (SUBMIT, DISPATCH)
 // or worker (RESULT) its items share once, and items leave out fields at
-// their defaults; a worker's HEARTBEAT says how many tasks it holds. A DRV1
-// peer would read such tasks as having no reply_to, so the versions refuse
-// each other's messages (wrong_version here, bad_header in DRV1; logged once
-// per peer): upgrade a fleet's broker, workers and producers together.
+// their defaults; a worker's HEARTBEAT says how many tasks it holds.
+// Peers of different versions refuse each other's messages (wrong_version
+// here, bad_header in DRV1; logged once per peer): upgrade a fleet's
+// broker, workers and producers together.
 //
 // Every message is two frames after the ROUTER identity (if any):
 //
-//   [ header: "DRV2" + command byte (5 bytes) ][ body: one msgpack map ]
+//   [ header: "DRV3" + command byte (5 bytes) ][ body: one msgpack map ]
 //
 // A body is a msgpack *map* with named fields, so a later version may add
 // fields that an older peer ignores. Fields not listed below are ignored on
@@ -62,7 +67,9 @@
 //
 // Producer or sink (DEALER) -> broker frontend (ROUTER)
 //   SUBMIT     0x10  {tasks: [Task], reply_to: str}
-//                                            attempt is ignored
+//                                            attempt is ignored; from a peer
+//                                            "S<rest>", the tasks are those of
+//                                            producer "P<rest>" (answered there)
 //   SETTLE     0x13  {ids: [str], timed_out: uint}
 //                                            the sink holds these outcomes
 //                                            (timed_out of them are timeouts);
@@ -129,7 +136,7 @@
 
 namespace drover::proto {
 
-inline constexpr std::string_view k_protocol = "DRV2";
+inline constexpr std::string_view k_protocol = "DRV3";
 inline constexpr std::size_t k_header_size = 5;
 inline constexpr std::size_t k_max_depth = 8;
 inline constexpr std::uint32_t k_default_max_attempts = 3;  // a Task field left out
@@ -249,7 +256,7 @@ struct OutcomeView {
 // Why a message was dropped; also the keys of the "dropped" counters in STATUS.
 enum class DecodeError : std::uint8_t {
     bad_frames,       // wrong number of frames
-    bad_header,       // header not 5 bytes or not "DRV2"
+    bad_header,       // header not 5 bytes or not "DRV3"
     wrong_version,    // "DRV" and another version: a peer of another drover release
     unknown_command,  // command byte not in the table above
     unexpected,       // a valid command this socket does not take

@@ -179,6 +179,7 @@ private:
     // Every task has its outcome and every callback has returned (mutex_ held).
     [[nodiscard]] bool all_finished() const { return pending_.empty() && delivering_ == 0; }
     void connect_broker();
+    void connect_submit();
     void send_unsent();
     void send_settle();
     [[nodiscard]] Clock::time_point settle_due() const;  // when settle_ must leave
@@ -204,6 +205,10 @@ private:
     // Results from a worker key taken off the allow-list are dropped.
     PeerGuard sink_guard_{options_.security.get(), Domain::sink, log_};
     std::unique_ptr<zmq::socket_t> broker_;
+    // Callers send SUBMIT here themselves while nothing waits for the I/O
+    // thread (send-only: the broker answers on broker_).
+    std::mutex submit_mutex_;
+    std::unique_ptr<zmq::socket_t> submit_socket_;
     int wake_fd_ = -1;
 
     mutable std::mutex mutex_;
@@ -220,6 +225,8 @@ private:
     std::atomic<std::size_t> elsewhere_pending_{0};
     std::vector<std::string> cancel_requests_;
     bool stopping_ = false;
+    bool io_backlog_ = false;  // the I/O thread holds tasks it could not send yet
+    std::atomic<bool> broker_heard_{false};  // the broker answered on broker_ since it was connected
 
     // I/O thread only.
     std::vector<std::uint64_t> unsent_;
