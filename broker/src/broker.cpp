@@ -2,6 +2,7 @@
 #include "drover/broker.hpp"
 #include "drover/memory.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <stdexcept>
@@ -162,10 +163,7 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
             std::string_view reply_to;  // the batch's, in `body`
             auto m = proto::decode_tasks(body, reply_to);
             if (!m) return drop(peer, "frontend", m.error());
-            // A client's callers submit on a connection of their own, "S" +
-            // its session; the client is "P" + its session (DRV3).
-            std::string producer = peer;
-            if (producer.size() > 1 && producer[0] == 'S') producer[0] = 'P';
+            const std::string producer = producer_of(peer);
             producers_[producer] = now;
             auto result = scheduler_.submit(producer, std::move(m->tasks), now, reply_to);
             report(std::move(result.finals));
@@ -208,7 +206,7 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
             return;
         }
         case Command::bye:
-            producers_.erase(peer);
+            forget_producer(peer);
             return;
         default:
             return drop(peer, "frontend", proto::DecodeError::unexpected);
@@ -321,19 +319,42 @@ void Broker::dispatch_ready_tasks() {
     }
 }
 
+// A client's callers send lone tasks on a connection of their own (DRV3):
+// its routing id is the client's, "P" and 8 characters, with "S" for "P".
+std::string Broker::producer_of(const std::string& peer) {
+    if (peer.size() != 9 || peer[0] != 'S') return peer;
+    std::string producer = peer;
+    producer[0] = 'P';
+    return producer;
+}
+
+void Broker::forget_producer(const std::string& peer) {
+    producers_.erase(peer);
+    accepted_.erase(peer);
+    rejected_.erase(peer);
+}
+
 void Broker::flush_replies() {
+    // A reply its producer cannot take now is kept and sent again at the
+    // next turn, until the producer is gone: its tasks may have come on its
+    // submit connection, back from a break before its own connection is.
     for (auto& [peer, ids] : accepted_) {
         if (ids.empty()) continue;
-        // A producer keeps resending what is not ACCEPTED, so a reply that
-        // cannot be sent now is not lost for good.
-        (void)send_to(frontend_, peer, proto::Command::accepted, proto::encode(proto::Ids{std::move(ids)}));
-        ids.clear();
+        proto::Ids batch{std::move(ids)};
+        if (send_to(frontend_, peer, proto::Command::accepted, proto::encode(batch)) == SendStatus::sent)
+            ids.clear();
+        else
+            ids = std::move(batch.ids);
     }
-    for (auto& [peer, by_reason] : rejected_) {
-        for (auto& [reason, ids] : by_reason)
-            (void)send_to(frontend_, peer, proto::Command::rejected, proto::encode(proto::Rejected{ids, reason}));
+    for (auto it = rejected_.begin(); it != rejected_.end();) {
+        auto& by_reason = it->second;
+        for (auto r = by_reason.begin(); r != by_reason.end();) {
+            const auto st =
+                send_to(frontend_, it->first, proto::Command::rejected, proto::encode(proto::Rejected{r->second, r->first}));
+            r = st == SendStatus::sent ? by_reason.erase(r) : std::next(r);
+        }
+        it = by_reason.empty() ? rejected_.erase(it) : std::next(it);
     }
-    rejected_.clear();
 }
 
 void Broker::forward_results(const std::string& worker, std::vector<proto::Outcome>&& results) {
@@ -436,6 +457,8 @@ void Broker::tick(Clock::time_point now) {
         auto finals = scheduler_.producer_gone(it->first);
         log_->info("producer.gone peer={} cancelled={}", to_hex(it->first), finals.size());
         report(std::move(finals));
+        accepted_.erase(it->first);
+        rejected_.erase(it->first);
         it = producers_.erase(it);
     }
     auto again = scheduler_.reports_due(now);
@@ -446,9 +469,11 @@ void Broker::tick(Clock::time_point now) {
     // drained backlog or a flood of bad input does not stay in RSS.
     if (scheduler_.task_count() == 0 && (scheduler_.compact() || received_ != received_at_trim_)) {
         received_at_trim_ = received_;
-        // The reply buffers keep the capacity of the largest burst otherwise.
-        decltype(accepted_)().swap(accepted_);
-        decltype(rejected_)().swap(rejected_);
+        // The reply buffers keep the capacity of the largest burst otherwise
+        // (unless they hold replies still to send).
+        if (std::all_of(accepted_.begin(), accepted_.end(), [](const auto& a) { return a.second.empty(); }))
+            decltype(accepted_)().swap(accepted_);
+        if (rejected_.empty()) decltype(rejected_)().swap(rejected_);
         decltype(outcomes_)().swap(outcomes_);
         const bool released = trim_heap();
         log_->debug("broker.trimmed released={}", released);

@@ -91,8 +91,12 @@ Client::Client(zmq::context_t& ctx, ClientOptions options, Logger log)
 
 Client::~Client() {
     {
-        // A SUBMIT not yet gone stays here: its task ends cancelled below.
+        // What callers queued there and the socket has not sent yet goes no
+        // further (its tasks end cancelled below). What it did send may reach
+        // the broker after the CANCEL and BYE below: the broker then runs it
+        // for nobody, until it takes this producer for gone.
         std::lock_guard lock(submit_mutex_);
+        submit_closed_ = true;
         submit_socket_.reset();
     }
     cancel_all();
@@ -167,8 +171,7 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     // itself, on a socket of its own, instead of waking the I/O thread.
     // Only once the broker has answered on the client's own connection: it
     // then knows where to send its answers (ACCEPTED, REJECTED).
-    if (!named && pending_.size() == 1 && inbox_.empty() && !io_backlog_ &&
-        broker_heard_.load(std::memory_order_relaxed)) {
+    if (!named && pending_.size() == 1 && broker_heard_.load(std::memory_order_relaxed)) {
         const proto::Task& t = p.task;
         const proto::TaskRef ref{t.id, t.name, t.args, p.elsewhere ? t.reply_to : reply_to_,
                                  0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error};
@@ -176,10 +179,16 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
         lock.unlock();
         {
             std::lock_guard submit(submit_mutex_);
-            if (submit_socket_ && send_message(*submit_socket_, proto::Command::submit, body) == SendStatus::sent)
-                return id;
+            try {
+                if (submit_socket_ && send_message(*submit_socket_, proto::Command::submit, body) == SendStatus::sent) {
+                    ++submitted_directly_;
+                    return id;
+                }
+            } catch (const zmq::error_t& e) {
+                log_->warn("client.submit_connection_failed error=\"{}\" (the I/O thread sends the task)", e.what());
+            }
         }
-        lock.lock();  // full (or the client is closing): the I/O thread sends it
+        lock.lock();  // full, failed or closed: the I/O thread sends it
         if (!pending_.find(seq)) return id;  // finished meanwhile
     }
     const bool first = inbox_.empty();
@@ -287,7 +296,7 @@ void Client::connect_submit() {
     s->set(zmq::sockopt::sndhwm, 100000);
     connect_client(*s, options_.security.get(), options_.broker);
     std::lock_guard lock(submit_mutex_);
-    submit_socket_ = std::move(s);
+    if (!submit_closed_) submit_socket_ = std::move(s);
 }
 
 void Client::send_unsent() {
@@ -515,10 +524,6 @@ void Client::io_loop() {
         // never given twice).
         if (has_named && !unsent_.empty()) send_settle();
         send_unsent();
-        if (io_backlog_ != !unsent_.empty()) {
-            std::lock_guard lock(mutex_);
-            io_backlog_ = !unsent_.empty();
-        }
 
         zmq::pollitem_t items[] = {
             {sink_.handle(), 0, ZMQ_POLLIN, 0},

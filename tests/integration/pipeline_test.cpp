@@ -6,6 +6,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -306,9 +307,11 @@ TEST_CASE("a caller sends a lone task on the client's submit connection, and the
     REQUIRE(first.wait_for(5s) == std::future_status::ready);
     CHECK(first.get().status == drover::proto::Status::rejected);
 
+    CHECK(client.submitted_directly() == 0);
     auto lone = client.submit("echo", 2);
     const auto [lone_peer, lone_ids] = next_submit(router);
     CHECK(lone_peer == submit_peer);
+    CHECK(client.submitted_directly() == 1);
     // With it unfinished, the next one is not alone: the I/O thread sends it.
     auto other = client.submit("echo", 3);
     const auto [other_peer, other_ids] = next_submit(router);
@@ -331,10 +334,69 @@ TEST_CASE("a broker takes tasks from a client's submit connection as the client'
     drover::Client client(ctx, client_options(cluster.frontend(), cluster.sink_endpoint()));
     REQUIRE(client.wait_for_workers(1, 5s));  // the broker has answered: lone tasks go on the submit connection
     for (int i = 0; i < 20; ++i) CHECK(client.submit("square", static_cast<double>(i)).get().as<double>() == Approx(i * i));
+    CHECK(client.submitted_directly() > 0);
     // One producer, not two: a second one would be the submit connection, never heard again and declared gone.
     auto status = drover::fetch_status(ctx, cluster.frontend(), 1000ms);
     REQUIRE(status);
     CHECK((*status)["producers"].get<int>() == 1);
+}
+
+TEST_CASE("the broker keeps its answer to tasks from a submit connection until the client's own connects",
+          "[integration]") {
+    zmq::context_t ctx;
+    drover::StopSource broker_stop;
+    drover::BrokerConfig bc;
+    bc.frontend = "inproc://front-kept";
+    bc.backend = "inproc://back-kept";
+    drover::Broker broker(ctx, bc, drover::null_logger());
+    broker.bind();
+    std::thread broker_thread([&] { broker.run(broker_stop); });
+    {
+        // The submit connection alone, as after a break that the client's own
+        // connection is slower to come back from: a task with no reply_to is
+        // refused, and the answer has nowhere to go yet.
+        zmq::socket_t submit(ctx, zmq::socket_type::dealer);
+        submit.set(zmq::sockopt::linger, 0);
+        submit.set(zmq::sockopt::routing_id, "Sabcdefgh");
+        submit.connect(bc.frontend);
+        const drover::proto::TaskRef task{"kept-1", "echo", std::string("\x91\x01", 2), "", 0, 1, 0, false, false};
+        REQUIRE(drover::send_message(submit, drover::proto::Command::submit, drover::proto::encode(&task, 1)) ==
+                drover::SendStatus::sent);
+        // The broker has refused it (and tried to answer) before the client's own connection comes.
+        const auto deadline = std::chrono::steady_clock::now() + 5s;
+        int refused = 0;
+        while (refused == 0 && std::chrono::steady_clock::now() < deadline) {
+            auto status = drover::fetch_status(ctx, bc.frontend, 1000ms);
+            REQUIRE(status);
+            refused = (*status)["totals"]["rejected"].get<int>();
+            if (refused == 0) std::this_thread::sleep_for(5ms);
+        }
+        REQUIRE(refused == 1);
+
+        zmq::socket_t own(ctx, zmq::socket_type::dealer);
+        own.set(zmq::sockopt::linger, 0);
+        own.set(zmq::sockopt::routing_id, "Pabcdefgh");
+        own.set(zmq::sockopt::rcvtimeo, 5000);
+        own.connect(bc.frontend);
+        REQUIRE(drover::send_message(own, drover::proto::Command::heartbeat) == drover::SendStatus::sent);
+        std::optional<drover::proto::Rejected> rejected;
+        while (!rejected) {
+            std::vector<zmq::message_t> frames;
+            REQUIRE(zmq::recv_multipart(own, std::back_inserter(frames)));
+            REQUIRE(!frames.empty());
+            auto cmd = drover::proto::parse_header(frames[0]);
+            REQUIRE(cmd);
+            if (*cmd != drover::proto::Command::rejected) continue;
+            REQUIRE(frames.size() == 2);
+            auto m = drover::proto::decode_rejected(drover::proto::view(frames[1]));
+            REQUIRE(m);
+            rejected = *m;
+        }
+        CHECK(rejected->ids == std::vector<std::string>{"kept-1"});
+        CHECK(rejected->reason.rfind("invalid", 0) == 0);
+    }
+    broker_stop.request();
+    broker_thread.join();
 }
 
 TEST_CASE("the broker rejects tasks past --max-queued with queue_full", "[integration]") {

@@ -63,6 +63,8 @@ private:
     void handle_backend(const std::string& peer, proto::Command c, std::string_view body);
     void dispatch_ready_tasks();
     void flush_replies();
+    [[nodiscard]] static std::string producer_of(const std::string& peer);  // a SUBMIT's sender's producer
+    void forget_producer(const std::string& peer);
     void report(std::vector<FinalOutcome>&& finals);
     void forward_results(const std::string& worker, std::vector<proto::Outcome>&& results);
     void flush_outcomes();
@@ -84,7 +86,8 @@ private:
     PeerGuard frontend_guard_, backend_guard_;  // keys taken off the allow-lists lose their sessions
     std::atomic<std::size_t> live_workers_{0};
 
-    // Replies gathered while draining input, sent once the loop is idle.
+    // Replies gathered while draining input, sent once the loop is idle
+    // (and kept while their producer cannot take them).
     std::unordered_map<std::string, std::vector<std::string>> accepted_;
     std::unordered_map<std::string, std::map<std::string, std::vector<std::string>>> rejected_;
     std::unordered_map<std::string, std::vector<proto::Outcome>> outcomes_;  // by sink endpoint

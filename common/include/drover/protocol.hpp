@@ -4,11 +4,13 @@
 // DRV3 — drover protocol, version 3
 // ==================================
 //
-// Version 3 (DRV2 before it): a producer may send SUBMIT on a second
-// connection of its own whose routing id is its own with "S" for its first
-// letter "P" (a client's callers send a lone task themselves on it); the
-// broker takes those tasks as the producer's, and answers on the producer's
-// connection. A DRV2 broker would answer a peer that never reads.
+// Version 3 (DRV2 before it): a producer whose routing id is "P" and 8
+// characters may send SUBMIT on a second connection whose routing id has
+// "S" for that "P" (a client's callers send a lone task themselves on it);
+// the broker takes those tasks as the producer's, and answers on the
+// producer's connection (keeping an answer until that connection takes it,
+// or the producer is gone). A DRV2 broker would answer a peer that never
+// reads.
 // Version 2 (DRV1 before it): a batch names the reply_to (SUBMIT, DISPATCH)
 // or worker (RESULT) its items share once, and items leave out fields at
 // their defaults; a worker's HEARTBEAT says how many tasks it holds.
@@ -68,8 +70,9 @@
 // Producer or sink (DEALER) -> broker frontend (ROUTER)
 //   SUBMIT     0x10  {tasks: [Task], reply_to: str}
 //                                            attempt is ignored; from a peer
-//                                            "S<rest>", the tasks are those of
-//                                            producer "P<rest>" (answered there)
+//                                            "S" + 8 characters, the tasks are
+//                                            those of producer "P" + the same 8
+//                                            (answered there)
 //   SETTLE     0x13  {ids: [str], timed_out: uint}
 //                                            the sink holds these outcomes
 //                                            (timed_out of them are timeouts);

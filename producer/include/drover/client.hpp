@@ -161,6 +161,8 @@ public:
     [[nodiscard]] const std::string& reply_to() const { return reply_to_; }
     [[nodiscard]] std::size_t unfinished() const;
     [[nodiscard]] std::uint64_t duplicates_dropped() const { return duplicates_.load(); }
+    // Lone tasks their callers sent themselves, not through the I/O thread.
+    [[nodiscard]] std::uint64_t submitted_directly() const { return submitted_directly_.load(); }
 
 private:
     struct Pending {
@@ -209,6 +211,8 @@ private:
     // thread (send-only: the broker answers on broker_).
     std::mutex submit_mutex_;
     std::unique_ptr<zmq::socket_t> submit_socket_;
+    bool submit_closed_ = false;  // the destructor closed it: not opened again
+    std::atomic<std::uint64_t> submitted_directly_{0};
     int wake_fd_ = -1;
 
     mutable std::mutex mutex_;
@@ -225,7 +229,6 @@ private:
     std::atomic<std::size_t> elsewhere_pending_{0};
     std::vector<std::string> cancel_requests_;
     bool stopping_ = false;
-    bool io_backlog_ = false;  // the I/O thread holds tasks it could not send yet
     std::atomic<bool> broker_heard_{false};  // the broker answered on broker_ since it was connected
 
     // I/O thread only.
