@@ -145,9 +145,9 @@ Clock::time_point Worker::grant_early_credits(Clock::time_point now, bool stoppi
         if (started == 0 || early_granted_[i] == started) continue;  // idle, or granted for this task
         // One credit out and unused is enough: a task is on its way or none is queued.
         if (promised_ + due > outstanding_) break;
-        // Due within the poll's granularity counts as due: waiting for it
-        // to pass made the credit up to 1 ms late, half the lead
-        // (Never before half the mean task time: the lead's bound.)
+        // Due within the poll's granularity counts as due (waiting for it
+        // to pass made the credit up to 1 ms late, half the lead), but never
+        // before half the mean task time, the lead's bound.
         const auto due_ns = started + std::max(after - k_poll_granularity_ns, static_cast<std::int64_t>(mean_task_ns_ / 2));
         if (due_ns <= now_ns) {
             early_granted_[i] = started;
