@@ -35,6 +35,28 @@ drover::ClientOptions client_options(const std::string& broker, const std::strin
     return o;
 }
 
+// A broker on a thread of the test, stopped and joined when it goes (also
+// when a failed REQUIRE ends the test early).
+class BrokerThread {
+public:
+    BrokerThread(zmq::context_t& ctx, const drover::BrokerConfig& config)
+        : broker_(ctx, config, drover::null_logger()) {
+        broker_.bind();
+        thread_ = std::thread([this] { broker_.run(stop_); });
+    }
+    ~BrokerThread() {
+        stop_.request();
+        thread_.join();
+    }
+    BrokerThread(const BrokerThread&) = delete;
+    BrokerThread& operator=(const BrokerThread&) = delete;
+
+private:
+    drover::StopSource stop_;
+    drover::Broker broker_;
+    std::thread thread_;
+};
+
 }  // namespace
 
 TEST_CASE("a local threads cluster maps sum_random over 1,000 tasks in order", "[integration]") {
@@ -195,13 +217,11 @@ TEST_CASE("an unknown task and a throwing task end as errors, and the next task 
 
 TEST_CASE("a task whose name no worker runs waits, and runs once such a worker joins", "[integration]") {
     zmq::context_t ctx;
-    drover::StopSource broker_stop, worker_stop;
+    drover::StopSource worker_stop;
     drover::BrokerConfig bc;
     bc.frontend = "inproc://front-wait";
     bc.backend = "inproc://back-wait";
-    drover::Broker broker(ctx, bc, drover::null_logger());
-    broker.bind();
-    std::thread broker_thread([&] { broker.run(broker_stop); });
+    BrokerThread broker(ctx, bc);
     {
         drover::Client client(ctx, client_options(bc.frontend, "inproc://sink-wait"));
         auto future = client.submit("square", 3.0);
@@ -219,8 +239,6 @@ TEST_CASE("a task whose name no worker runs waits, and runs once such a worker j
         worker_stop.request();
         worker_thread.join();
     }
-    broker_stop.request();
-    broker_thread.join();
 }
 
 TEST_CASE("a client settles its results with the broker though nothing else is sent", "[integration]") {
@@ -344,13 +362,10 @@ TEST_CASE("a broker takes tasks from a client's submit connection as the client'
 TEST_CASE("the broker keeps its answer to tasks from a submit connection until the client's own connects",
           "[integration]") {
     zmq::context_t ctx;
-    drover::StopSource broker_stop;
     drover::BrokerConfig bc;
     bc.frontend = "inproc://front-kept";
     bc.backend = "inproc://back-kept";
-    drover::Broker broker(ctx, bc, drover::null_logger());
-    broker.bind();
-    std::thread broker_thread([&] { broker.run(broker_stop); });
+    BrokerThread broker(ctx, bc);
     {
         // The submit connection alone, as after a break that the client's own
         // connection is slower to come back from: a task with no reply_to is
@@ -395,20 +410,15 @@ TEST_CASE("the broker keeps its answer to tasks from a submit connection until t
         CHECK(rejected->ids == std::vector<std::string>{"kept-1"});
         CHECK(rejected->reason.rfind("invalid", 0) == 0);
     }
-    broker_stop.request();
-    broker_thread.join();
 }
 
 TEST_CASE("the broker rejects tasks past --max-queued with queue_full", "[integration]") {
     zmq::context_t ctx;
-    drover::StopSource broker_stop;
     drover::BrokerConfig bc;
     bc.frontend = "inproc://front-full";
     bc.backend = "inproc://back-full";
     bc.max_queued = 5;
-    drover::Broker broker(ctx, bc, drover::null_logger());
-    broker.bind();
-    std::thread broker_thread([&] { broker.run(broker_stop); });
+    BrokerThread broker(ctx, bc);
     {
         drover::Client client(ctx, client_options(bc.frontend, "inproc://sink-full"));
         std::vector<std::future<drover::Result>> futures;
@@ -423,8 +433,6 @@ TEST_CASE("the broker rejects tasks past --max-queued with queue_full", "[integr
         for (int i = 0; i < 5; ++i)
             CHECK(futures[static_cast<std::size_t>(i)].wait_for(10ms) == std::future_status::timeout);
     }
-    broker_stop.request();
-    broker_thread.join();
 }
 
 namespace {
