@@ -454,12 +454,11 @@ void Broker::tick(Clock::time_point now) {
             ++it;
             continue;
         }
-        auto finals = scheduler_.producer_gone(it->first);
-        log_->info("producer.gone peer={} cancelled={}", to_hex(it->first), finals.size());
+        const std::string peer = (it++)->first;
+        auto finals = scheduler_.producer_gone(peer);
+        log_->info("producer.gone peer={} cancelled={}", to_hex(peer), finals.size());
         report(std::move(finals));
-        accepted_.erase(it->first);
-        rejected_.erase(it->first);
-        it = producers_.erase(it);
+        forget_producer(peer);
     }
     auto again = scheduler_.reports_due(now);
     if (!again.empty()) log_->info("broker.resending_outcomes n={} (not settled yet)", again.size());

@@ -172,9 +172,7 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     // Only once the broker has answered on the client's own connection: it
     // then knows where to send its answers (ACCEPTED, REJECTED).
     if (!named && pending_.size() == 1 && broker_heard_.load(std::memory_order_relaxed)) {
-        const proto::Task& t = p.task;
-        const proto::TaskRef ref{t.id, t.name, t.args, p.elsewhere ? t.reply_to : reply_to_,
-                                 0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error};
+        const proto::TaskRef ref = wire_ref(p);
         auto body = proto::encode_message(&ref, 1);
         lock.unlock();
         {
@@ -299,6 +297,12 @@ void Client::connect_submit() {
     if (!submit_closed_) submit_socket_ = std::move(s);
 }
 
+proto::TaskRef Client::wire_ref(const Pending& p) const {
+    const proto::Task& t = p.task;
+    return proto::TaskRef{t.id, t.name, t.args, p.elsewhere ? t.reply_to : reply_to_,
+                          0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error};
+}
+
 void Client::send_unsent() {
     if (unsent_.empty()) return;
     std::size_t sent = 0;
@@ -310,9 +314,7 @@ void Client::send_unsent() {
         while (end < unsent_.size() && end - sent < k_submit_batch && (end == sent || bytes < limit)) {
             const Pending* p = pending_.find(unsent_[end++]);
             if (!p) continue;  // finished (cancelled, rejected) before it was sent
-            const proto::Task& t = p->task;
-            batch.push_back(proto::TaskRef{t.id, t.name, t.args, p->elsewhere ? t.reply_to : reply_to_,
-                                           0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error});
+            batch.push_back(wire_ref(*p));
             bytes += wire_size(batch.back());
         }
         if (!batch.empty()) {

@@ -182,6 +182,9 @@ private:
     [[nodiscard]] bool all_finished() const { return pending_.empty() && delivering_ == 0; }
     void connect_broker();
     void connect_submit();
+    // A pending task as a SUBMIT carries it (views into `p`; its attempt,
+    // which SUBMIT ignores, 0).
+    [[nodiscard]] proto::TaskRef wire_ref(const Pending& p) const;
     void send_unsent();
     void send_settle();
     [[nodiscard]] Clock::time_point settle_due() const;  // when settle_ must leave
