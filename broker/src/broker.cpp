@@ -73,22 +73,20 @@ void Broker::bind() {
 
 void Broker::run(const StopSource& stop) {
     next_tick_ = Clock::now() + config_.heartbeat;
+    poller_.watch(k_frontend, frontend_, Poller::Use::send_and_receive);
+    poller_.watch(k_backend, backend_, Poller::Use::send_and_receive);
+    poller_.watch(2, stop.fd());
     while (!stop.stop_requested()) {
-        zmq::pollitem_t items[] = {
-            {frontend_.handle(), 0, ZMQ_POLLIN, 0},
-            {backend_.handle(), 0, ZMQ_POLLIN, 0},
-            {nullptr, stop.fd(), ZMQ_POLLIN, 0},
-        };
         auto wait = std::chrono::duration_cast<Millis>(std::min(next_tick_, next_retry_) - Clock::now()) + Millis(1);
         if (wait.count() < 0) wait = Millis(0);
-        drover::poll(items, 3, wait);
+        poller_.wait(wait);
         for (const auto& w : backend_guard_.revoked()) {  // its tasks run again; RESET makes it reconnect, and be refused
             remove_worker(w, "key revoked");
             (void)send_to(backend_, w, proto::Command::reset);
         }
         (void)frontend_guard_.revoked();  // a producer whose messages are dropped is gone after its silence
-        if (items[1].revents & ZMQ_POLLIN) on_backend();
-        if (items[0].revents & ZMQ_POLLIN) on_frontend();
+        if (poller_.ready(k_backend)) on_backend();
+        if (poller_.ready(k_frontend)) on_frontend();
         if (Clock::now() >= next_retry_) next_retry_ = scheduler_.release_retries(Clock::now());
         dispatch_ready_tasks();
         flush_replies();
@@ -117,7 +115,10 @@ void Broker::on_frontend() {
     std::vector<zmq::message_t> frames;
     for (DrainBudget budget(k_drain_limit); budget.more();) {
         frames.clear();
-        if (!zmq::recv_multipart(frontend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+        if (!zmq::recv_multipart(frontend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+            poller_.drained(k_frontend);
+            return;
+        }
         ++received_;
         const std::string peer = id_of(frames[0]);
         if (!frontend_guard_.admit(peer, frames.back())) continue;
@@ -138,7 +139,10 @@ void Broker::on_backend() {
     std::vector<zmq::message_t> frames;
     for (DrainBudget budget(k_drain_limit); budget.more();) {
         frames.clear();
-        if (!zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+        if (!zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+            poller_.drained(k_backend);
+            return;
+        }
         ++received_;
         const std::string peer = id_of(frames[0]);
         if (!backend_guard_.admit(peer, frames.back())) continue;

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <climits>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -10,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -171,6 +174,64 @@ int poll(zmq::pollitem_t* items, std::size_t count, Millis timeout) {
     } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) return 0;
         throw;
+    }
+}
+
+Poller::Item& Poller::at(std::size_t i) {
+    if (i >= k_max_items) throw std::out_of_range("Poller: item " + std::to_string(i));
+    count_ = std::max(count_, i + 1);
+    return items_[i];
+}
+
+void Poller::watch(std::size_t i, zmq::socket_t& s, Use use) {
+    auto& item = at(i);
+    const int fd = s.get(zmq::sockopt::fd);  // no system call
+    if (item.socket != s.handle() || item.fd != fd) {
+        item.socket = s.handle();
+        item.fd = fd;
+        item.quiet = false;
+    }
+    item.receive_only = use == Use::receive_only;
+}
+
+void Poller::watch(std::size_t i, int fd) {
+    auto& item = at(i);
+    item.socket = nullptr;
+    item.fd = fd;
+}
+
+void Poller::limit(std::size_t count) { count_ = std::min(count_, count); }
+
+void Poller::wait(Millis timeout) {
+    std::array<pollfd, k_max_items> fds{};
+    bool any = false;
+    for (std::size_t i = 0; i < count_; ++i) {
+        auto& item = items_[i];
+        item.ready = false;
+        if (item.socket != nullptr && !(item.receive_only && item.quiet)) {
+            // Takes in the socket's pending commands, so that from here its
+            // fd announces any new input.
+            int events = 0;
+            std::size_t size = sizeof events;
+            if (zmq_getsockopt(item.socket, ZMQ_EVENTS, &events, &size) != 0) {
+                if (zmq_errno() != EINTR) throw zmq::error_t();
+                events = ZMQ_POLLIN;  // ask again
+            }
+            item.ready = (events & ZMQ_POLLIN) != 0;
+            item.quiet = !item.ready;
+            any = any || item.ready;
+        }
+        fds[i] = pollfd{item.fd, POLLIN, 0};
+    }
+    const int rc = ::poll(fds.data(), count_, any ? 0 : static_cast<int>(std::min<Millis::rep>(timeout.count(), INT_MAX)));
+    if (rc < 0) {
+        if (errno == EINTR) return;
+        throw zmq::error_t();
+    }
+    for (std::size_t i = 0; i < count_ && rc > 0; ++i) {
+        if ((fds[i].revents & (POLLIN | POLLERR | POLLHUP)) == 0) continue;
+        items_[i].ready = true;
+        items_[i].quiet = false;
     }
 }
 

@@ -504,6 +504,8 @@ void Client::io_loop() {
     std::vector<zmq::message_t> frames;
     const auto window = options_.heartbeat * options_.liveness;
     bool has_named = false;  // unfinished tasks with a caller's id
+    Poller poller;
+    constexpr std::size_t k_sink = 0, k_broker = 1, k_wake = 2;
     while (true) {
         {
             std::lock_guard lock(mutex_);
@@ -527,22 +529,23 @@ void Client::io_loop() {
         if (has_named && !unsent_.empty()) send_settle();
         send_unsent();
 
-        zmq::pollitem_t items[] = {
-            {sink_.handle(), 0, ZMQ_POLLIN, 0},
-            {broker_->handle(), 0, ZMQ_POLLIN, 0},
-            {nullptr, wake_fd_, ZMQ_POLLIN, 0},
-        };
+        poller.watch(k_sink, sink_, Poller::Use::receive_only);
+        poller.watch(k_broker, *broker_, Poller::Use::send_and_receive);
+        poller.watch(k_wake, wake_fd_);
         auto wait = std::chrono::duration_cast<Millis>(std::min(next_heartbeat, settle_due()) - Clock::now()) + Millis(1);
         if (!unsent_.empty()) wait = std::min(wait, Millis(1));
-        drover::poll(items, 3, std::max(wait, Millis(0)));
-        if (items[2].revents & ZMQ_POLLIN) {
+        poller.wait(std::max(wait, Millis(0)));
+        if (poller.ready(k_wake)) {
             std::uint64_t n;
             [[maybe_unused]] auto r = ::read(wake_fd_, &n, sizeof n);
         }
-        if (items[0].revents & ZMQ_POLLIN) {
+        if (poller.ready(k_sink)) {
             for (DrainBudget budget(1024); budget.more();) {
                 frames.clear();
-                if (!zmq::recv_multipart(sink_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
+                if (!zmq::recv_multipart(sink_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+                    poller.drained(k_sink);
+                    break;
+                }
                 if (!sink_guard_.admit(frames.back())) continue;
                 if (frames.size() != 2) continue;
                 auto cmd = proto::parse_header(frames[0]);
@@ -553,10 +556,13 @@ void Client::io_loop() {
                 on_results(proto::view(frames[1]));
             }
         }
-        if (items[1].revents & ZMQ_POLLIN) {
+        if (poller.ready(k_broker)) {
             for (DrainBudget budget(1024); budget.more();) {
                 frames.clear();
-                if (!zmq::recv_multipart(*broker_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
+                if (!zmq::recv_multipart(*broker_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+                    poller.drained(k_broker);
+                    break;
+                }
                 last_from_broker_ = Clock::now();
                 broker_heard_.store(true, std::memory_order_relaxed);
                 on_broker_message(frames);

@@ -7,6 +7,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -96,4 +98,120 @@ TEST_CASE("A message body for a peer a ROUTER does not know is kept whole", "[ne
     REQUIRE(zmq::recv_multipart(dealer, std::back_inserter(frames)));
     REQUIRE(frames.size() == 2);
     CHECK(bytes(frames[1]) == payload);
+}
+
+namespace {
+
+// The first frame of one message on s, waiting up to 5 s.
+std::string receive_one(zmq::socket_t& s) {
+    s.set(zmq::sockopt::rcvtimeo, 5000);
+    zmq::message_t m;
+    REQUIRE(s.recv(m));
+    return m.to_string();
+}
+
+// Waits with the poller for a message on item 0, socket s, as a drover loop
+// does: a ready socket may still have nothing (its fd also announces
+// connections). A wake-up the poller missed ends the 5 s with nothing.
+std::string wait_for_one(Poller& poller, zmq::socket_t& s) {
+    const auto deadline = Clock::now() + std::chrono::seconds(5);
+    zmq::message_t m;
+    while (Clock::now() < deadline) {
+        poller.wait(Millis(5000));
+        if (!poller.ready(0)) continue;
+        if (s.recv(m, zmq::recv_flags::dontwait)) return m.to_string();
+        poller.drained(0);
+    }
+    return {};
+}
+
+}  // namespace
+
+TEST_CASE("A Poller wakes for input on a drained receive-only socket", "[net][poller]") {
+    zmq::context_t ctx;
+    zmq::socket_t pull(ctx, zmq::socket_type::pull);
+    pull.set(zmq::sockopt::linger, 0);
+    pull.bind("tcp://127.0.0.1:*");
+    const auto ep = last_endpoint(pull);
+    zmq::socket_t push(ctx, zmq::socket_type::push);
+    push.set(zmq::sockopt::linger, 0);
+    push.connect(ep);
+
+    Poller poller;
+    poller.watch(0, pull, Poller::Use::receive_only);
+    zmq::message_t m;
+    REQUIRE_FALSE(pull.recv(m, zmq::recv_flags::dontwait));
+    poller.drained(0);
+    poller.wait(Millis(0));
+    CHECK_FALSE(poller.ready(0));  // quiet: nothing was asked, nothing came
+
+    std::thread sender([&] {
+        std::this_thread::sleep_for(Millis(50));
+        push.send(zmq::str_buffer("late"));
+    });
+    CHECK(wait_for_one(poller, pull) == "late");  // woken by the fd, not at the timeout
+    sender.join();
+}
+
+TEST_CASE("A Poller finds input that a send took in on a socket it sends on", "[net][poller]") {
+    // A send takes in the socket's pending commands (at most once a
+    // millisecond), among them the one that announced this input: from then
+    // on the socket's fd stays quiet with the input waiting.
+    zmq::context_t ctx;
+    zmq::socket_t a(ctx, zmq::socket_type::pair), b(ctx, zmq::socket_type::pair);
+    a.set(zmq::sockopt::linger, 0);
+    b.set(zmq::sockopt::linger, 0);
+    a.bind("tcp://127.0.0.1:*");
+    b.connect(last_endpoint(a));
+    b.send(zmq::str_buffer("hello"));
+    CHECK(receive_one(a) == "hello");  // connected both ways
+
+    Poller poller;
+    poller.watch(0, a, Poller::Use::send_and_receive);
+    zmq::message_t m;
+    REQUIRE_FALSE(a.recv(m, zmq::recv_flags::dontwait));
+    poller.drained(0);
+
+    b.send(zmq::str_buffer("waiting"));
+    std::this_thread::sleep_for(Millis(100));  // it is in a's pipe, announced by a command
+    a.send(zmq::str_buffer("sent"));           // which this send may take in
+    CHECK(wait_for_one(poller, a) == "waiting");
+    CHECK(receive_one(b) == "sent");
+}
+
+TEST_CASE("A Poller returns a socket not drained without sleeping, and plain fds while readable", "[net][poller]") {
+    zmq::context_t ctx;
+    zmq::socket_t pull(ctx, zmq::socket_type::pull), push(ctx, zmq::socket_type::push);
+    pull.set(zmq::sockopt::linger, 0);
+    push.set(zmq::sockopt::linger, 0);
+    pull.bind("inproc://drover-net-poller");
+    push.connect("inproc://drover-net-poller");
+    push.send(zmq::str_buffer("one"));
+    push.send(zmq::str_buffer("two"));
+
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    Poller poller;
+    poller.watch(0, pull, Poller::Use::receive_only);
+    poller.watch(1, fds[0]);
+    poller.wait(Millis(5000));
+    REQUIRE(poller.ready(0));
+    CHECK_FALSE(poller.ready(1));
+    CHECK(receive_one(pull) == "one");  // a receive loop stopped by its budget: not drained
+
+    REQUIRE(::write(fds[1], "x", 1) == 1);
+    poller.wait(Millis(5000));
+    REQUIRE(poller.ready(0));
+    CHECK(poller.ready(1));
+    CHECK(receive_one(pull) == "two");
+    zmq::message_t m;
+    REQUIRE_FALSE(pull.recv(m, zmq::recv_flags::dontwait));
+    poller.drained(0);
+
+    poller.limit(1);  // the fd, still readable, is no longer watched
+    poller.wait(Millis(0));
+    CHECK_FALSE(poller.ready(0));
+    CHECK_FALSE(poller.ready(1));
+    ::close(fds[0]);
+    ::close(fds[1]);
 }

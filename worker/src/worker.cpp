@@ -256,6 +256,8 @@ Worker::Stopped Worker::run(const StopSource& stop) {
     Millis backoff = options_.heartbeat;
     bool stopping = false;
     std::vector<zmq::message_t> frames;
+    Poller poller;
+    constexpr std::size_t k_broker = 0, k_done = 1;
     while (true) {
         if (stop.requests() >= 2) {
             abort_ = true;
@@ -279,32 +281,38 @@ Worker::Stopped Worker::run(const StopSource& stop) {
         wake_after_.store(wake_after);
         const bool counted_late = finished_.load() >= wake_after;
 
-        zmq::pollitem_t items[] = {
-            {broker_->handle(), 0, ZMQ_POLLIN, 0},
-            {done.handle(), 0, ZMQ_POLLIN, 0},
-            {nullptr, stop.fd(), ZMQ_POLLIN, 0},
-        };
+        poller.watch(k_broker, *broker_, Poller::Use::send_and_receive);
+        poller.watch(k_done, done, Poller::Use::receive_only);
+        poller.watch(2, stop.fd());
+        if (stop.stop_requested()) poller.limit(2);
         const auto next_early = grant_early_credits(Clock::now(), stopping);
         auto wait = std::chrono::duration_cast<Millis>(std::min({next_heartbeat, next_deadline, next_early}) -
                                                        Clock::now()) +
                     Millis(1);
-        drover::poll(items, stop.stop_requested() ? 2 : 3, counted_late ? Millis(0) : std::max(wait, Millis(0)));
+        poller.wait(counted_late ? Millis(0) : std::max(wait, Millis(0)));
 
-        if (items[1].revents & ZMQ_POLLIN) {
+        if (poller.ready(k_done)) {
             // Wake-ups (counts are in finished_), and [tag][RESULT body]:
             // results for a sink the executor cannot reach.
             zmq::message_t m;
-            while (done.recv(m, zmq::recv_flags::dontwait)) {
+            while (true) {
+                if (!done.recv(m, zmq::recv_flags::dontwait)) {
+                    poller.drained(k_done);
+                    break;
+                }
                 if (!m.more()) continue;
                 zmq::message_t body;
                 if (!done.recv(body, zmq::recv_flags::dontwait)) break;
                 forward_results(proto::view(body));
             }
         }
-        if (items[0].revents & ZMQ_POLLIN) {
+        if (poller.ready(k_broker)) {
             for (DrainBudget budget(1024); budget.more();) {
                 frames.clear();
-                if (!zmq::recv_multipart(*broker_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
+                if (!zmq::recv_multipart(*broker_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+                    poller.drained(k_broker);
+                    break;
+                }
                 last_from_broker_ = Clock::now();
                 if (frames.empty() || frames.size() > 2) continue;
                 auto cmd = proto::parse_header(frames[0]);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <list>
@@ -141,6 +142,60 @@ void check_endpoint(const std::string& ep, const std::string& flag);
 // zmq::poll that returns 0 when a signal interrupts it (the caller's loop
 // then looks at its StopSource) instead of throwing.
 int poll(zmq::pollitem_t* items, std::size_t count, Millis timeout);
+
+// Waits for input on ZeroMQ sockets and plain fds with one poll(2) a sleep.
+//
+// zmq::poll asks every socket for its events (ZMQ_EVENTS) before it sleeps
+// and again after: a getpid(2) and a poll(2) each time for a socket with
+// nothing new, over a microsecond apiece on a machine with page-table
+// isolation. A drover loop watches three inputs, so each wake-up cost it
+// 17-21 system calls where a blocking recv costs 3 (performance.md). A
+// Poller asks a socket only when it may hold input that its fd (ZMQ_FD)
+// would not announce:
+// - a socket whose last receive found nothing (drained()) stays quiet until
+//   its fd is readable, as long as nothing is sent on it: a send may take in
+//   the socket's pending commands, after which input waits with its fd
+//   quiet. So drained() counts only for a socket watched as receive_only;
+//   the others are asked at every wait (two system calls);
+// - a socket returned ready and not drained since (a receive loop that
+//   stopped on its budget) is asked again, and so is a socket new to the
+//   Poller (after a reconnect).
+class Poller {
+public:
+    enum class Use { receive_only, send_and_receive };
+
+    // Item i is this socket from now on (call it every round: a reconnect
+    // replaces a socket, and a replaced socket is asked afresh).
+    void watch(std::size_t i, zmq::socket_t& s, Use use);
+    // Item i is a plain fd (level-triggered: ready while readable).
+    void watch(std::size_t i, int fd);
+    // Stops watching items i and after (fewer inputs this round).
+    void limit(std::size_t count);
+
+    // Sleeps up to `timeout` unless an item is ready; a signal ends the
+    // sleep with nothing ready. Throws zmq::error_t on other errors.
+    void wait(Millis timeout);
+    [[nodiscard]] bool ready(std::size_t i) const { return i < count_ && items_[i].ready; }
+    // A receive on socket i found nothing (EAGAIN).
+    void drained(std::size_t i) {
+        if (i < count_) items_[i].quiet = true;
+    }
+
+    static constexpr std::size_t k_max_items = 4;
+
+private:
+    struct Item {
+        void* socket = nullptr;  // nullptr: a plain fd
+        int fd = -1;
+        bool receive_only = false;
+        bool quiet = false;
+        bool ready = false;
+    };
+    Item& at(std::size_t i);
+
+    std::array<Item, k_max_items> items_{};
+    std::size_t count_ = 0;
+};
 
 std::string host_name();
 
