@@ -1,0 +1,40 @@
+// getpid() answered from memory, for drover's daemons (drover-broker,
+// drover-worker, drover-producer) and for no library user's program.
+//
+// libzmq asks getpid() at every signal between its threads (its check for a
+// fork, in signaler_t), and glibc stopped caching the pid in 2.25: each call
+// is a system call, 1.1 us on a machine with page-table isolation, and a
+// round trip through broker and worker made 36 of them (performance.md).
+// This definition in the executable takes the place of glibc's for every
+// library it loads. It holds its value across threads and is cleared in the
+// child of a fork (pthread_atfork), the only way drover starts a process
+// (fork then exec); it is set before main, so that a vfork child, which
+// shares this memory, only ever reads it.
+#include <atomic>
+
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace {
+
+std::atomic<pid_t> g_pid{0};
+
+pid_t read_pid() { return static_cast<pid_t>(::syscall(SYS_getpid)); }
+
+const bool g_ready = [] {
+    g_pid.store(read_pid(), std::memory_order_relaxed);
+    ::pthread_atfork(nullptr, nullptr, [] { g_pid.store(0, std::memory_order_relaxed); });
+    return true;
+}();
+
+}  // namespace
+
+extern "C" pid_t getpid() noexcept {
+    pid_t pid = g_pid.load(std::memory_order_relaxed);
+    if (pid == 0) {
+        pid = read_pid();
+        g_pid.store(pid, std::memory_order_relaxed);
+    }
+    return pid;
+}
