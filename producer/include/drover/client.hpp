@@ -241,6 +241,7 @@ private:
     std::uint32_t settle_timed_out_ = 0;  // timeouts among settle_
     Clock::time_point settle_since_{};    // when the oldest id in settle_ came
     bool settle_now_ = false;             // settle_ holds the last task in flight
+    bool settle_last_at_once_ = false;    // the broker is in this process (inproc://): see k_settle_delay
     Clock::time_point last_from_broker_{};
     std::string broker_instance_;
     bool results_via_broker_ = false;  // logged once
