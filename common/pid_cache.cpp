@@ -9,7 +9,10 @@
 // library it loads. It holds its value across threads and is cleared in the
 // child of a fork (pthread_atfork), the only way drover starts a process
 // (fork then exec); it is set before main, so that a vfork child, which
-// shares this memory, only ever reads it.
+// shares this memory, only ever reads it. A child made without fork()
+// (vfork, posix_spawn, clone, _Fork) skips the atfork handler and reads the
+// parent's pid until it execs: such a child must exec at once, as drover's
+// do, and a fork child must not vfork before its first getpid().
 #include <atomic>
 
 #include <pthread.h>

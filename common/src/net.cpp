@@ -223,7 +223,8 @@ void Poller::wait(Millis timeout) {
         }
         fds[i] = pollfd{item.fd, POLLIN, 0};
     }
-    const int rc = ::poll(fds.data(), count_, any ? 0 : static_cast<int>(std::min<Millis::rep>(timeout.count(), INT_MAX)));
+    const auto ms = std::clamp<Millis::rep>(timeout.count(), 0, INT_MAX);
+    const int rc = ::poll(fds.data(), count_, any ? 0 : static_cast<int>(ms));
     if (rc < 0) {
         if (errno == EINTR) return;
         throw zmq::error_t();

@@ -136,6 +136,8 @@ TEST_CASE("A Poller wakes for input on a drained receive-only socket", "[net][po
     zmq::socket_t push(ctx, zmq::socket_type::push);
     push.set(zmq::sockopt::linger, 0);
     push.connect(ep);
+    push.send(zmq::str_buffer("first"));
+    CHECK(receive_one(pull) == "first");  // connected: no connection news can wake the poller below
 
     Poller poller;
     poller.watch(0, pull, Poller::Use::receive_only);

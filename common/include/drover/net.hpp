@@ -172,8 +172,10 @@ public:
     // Stops watching items i and after (fewer inputs this round).
     void limit(std::size_t count);
 
-    // Sleeps up to `timeout` unless an item is ready; a signal ends the
-    // sleep with nothing ready. Throws zmq::error_t on other errors.
+    // Sleeps up to `timeout` (0 when negative) unless an item is ready; a
+    // signal ends the sleep with nothing ready. Throws zmq::error_t on
+    // other errors. A ready socket may still hold nothing: its fd also
+    // announces connections and other news.
     void wait(Millis timeout);
     [[nodiscard]] bool ready(std::size_t i) const { return i < count_ && items_[i].ready; }
     // A receive on socket i found nothing (EAGAIN).
