@@ -1,5 +1,6 @@
-// getpid() answered from memory, for drover's daemons (drover-broker,
-// drover-worker, drover-producer) and for no library user's program.
+// getpid() answered from memory, for drover's executables (drover-broker,
+// drover-worker, drover-producer, drover-sink; and the unit tests, which
+// test it) and for no library user's program.
 //
 // libzmq asks getpid() at every signal between its threads (its check for a
 // fork, in signaler_t), and glibc stopped caching the pid in 2.25: each call
