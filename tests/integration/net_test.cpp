@@ -110,6 +110,17 @@ std::string receive_one(zmq::socket_t& s) {
     return m.to_string();
 }
 
+// Two sockets without linger: the first bound to `ep`, the second connected to it.
+std::pair<zmq::socket_t, zmq::socket_t> bound_and_connected(zmq::context_t& ctx, zmq::socket_type bound,
+                                                            zmq::socket_type connected, const std::string& ep) {
+    std::pair<zmq::socket_t, zmq::socket_t> p{zmq::socket_t(ctx, bound), zmq::socket_t(ctx, connected)};
+    p.first.set(zmq::sockopt::linger, 0);
+    p.second.set(zmq::sockopt::linger, 0);
+    p.first.bind(ep);
+    p.second.connect(last_endpoint(p.first));
+    return p;
+}
+
 // Waits with the poller for a message on item 0, socket s, as a drover loop
 // does: a ready socket may still have nothing (its fd also announces
 // connections). A wake-up the poller missed ends the 5 s with nothing.
@@ -129,13 +140,7 @@ std::string wait_for_one(Poller& poller, zmq::socket_t& s) {
 
 TEST_CASE("A Poller wakes for input on a drained receive-only socket", "[net][poller]") {
     zmq::context_t ctx;
-    zmq::socket_t pull(ctx, zmq::socket_type::pull);
-    pull.set(zmq::sockopt::linger, 0);
-    pull.bind("tcp://127.0.0.1:*");
-    const auto ep = last_endpoint(pull);
-    zmq::socket_t push(ctx, zmq::socket_type::push);
-    push.set(zmq::sockopt::linger, 0);
-    push.connect(ep);
+    auto [pull, push] = bound_and_connected(ctx, zmq::socket_type::pull, zmq::socket_type::push, "tcp://127.0.0.1:*");
     push.send(zmq::str_buffer("first"));
     CHECK(receive_one(pull) == "first");  // connected: no connection news can wake the poller below
 
@@ -160,11 +165,7 @@ TEST_CASE("A Poller finds input that a send took in on a socket it sends on", "[
     // millisecond), among them the one that announced this input: from then
     // on the socket's fd stays quiet with the input waiting.
     zmq::context_t ctx;
-    zmq::socket_t a(ctx, zmq::socket_type::pair), b(ctx, zmq::socket_type::pair);
-    a.set(zmq::sockopt::linger, 0);
-    b.set(zmq::sockopt::linger, 0);
-    a.bind("tcp://127.0.0.1:*");
-    b.connect(last_endpoint(a));
+    auto [a, b] = bound_and_connected(ctx, zmq::socket_type::pair, zmq::socket_type::pair, "tcp://127.0.0.1:*");
     b.send(zmq::str_buffer("hello"));
     CHECK(receive_one(a) == "hello");  // connected both ways
 
@@ -183,11 +184,7 @@ TEST_CASE("A Poller finds input that a send took in on a socket it sends on", "[
 
 TEST_CASE("A Poller returns a socket not drained without sleeping, and plain fds while readable", "[net][poller]") {
     zmq::context_t ctx;
-    zmq::socket_t pull(ctx, zmq::socket_type::pull), push(ctx, zmq::socket_type::push);
-    pull.set(zmq::sockopt::linger, 0);
-    push.set(zmq::sockopt::linger, 0);
-    pull.bind("inproc://drover-net-poller");
-    push.connect("inproc://drover-net-poller");
+    auto [pull, push] = bound_and_connected(ctx, zmq::socket_type::pull, zmq::socket_type::push, "inproc://drover-net-poller");
     push.send(zmq::str_buffer("one"));
     push.send(zmq::str_buffer("two"));
 
