@@ -45,10 +45,11 @@ double seconds_since(SteadyClock::time_point t0) {
 
 // `tasks` seed tasks single-threaded, in ms, as the machine's average core
 // runs them: split evenly over the CPUs this thread may use, run pinned to
-// each in turn, the per-core rates averaged. One unpinned run took 408 or
-// 500 ms for the same tasks by the vCPU it landed on (this machine's two
-// differ in speed at times), which moved W3's speed-ups between 1.63 and
-// 1.94 while drover's own times stayed at 240-270 ms. Against the average
+// each in turn, the per-core rates averaged. Unpinned, the same tasks took
+// about 410 or about 500 ms, by the vCPU they landed on as far as we can
+// tell (this machine's two differ in speed at times), which moved W3's
+// speed-ups between 1.63 and 1.94 while drover's own times stayed at
+// 240-270 ms. Against the average
 // core the limit of two workers is 2.0 however unequal the cores: they run
 // at the sum of the two rates.
 template <class Run>
