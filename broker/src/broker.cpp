@@ -73,20 +73,23 @@ void Broker::bind() {
 
 void Broker::run(const StopSource& stop) {
     next_tick_ = Clock::now() + config_.heartbeat;
-    poller_.watch(k_frontend, frontend_, Poller::Use::send_and_receive);
-    poller_.watch(k_backend, backend_, Poller::Use::send_and_receive);
-    poller_.watch(2, stop.fd());
+    // Both sockets are sent on, so the poller asks them at every wait.
+    Poller poller;
+    constexpr std::size_t k_frontend = 0, k_backend = 1;
+    poller.watch(k_frontend, frontend_, Poller::Use::send_and_receive);
+    poller.watch(k_backend, backend_, Poller::Use::send_and_receive);
+    poller.watch(2, stop.fd());
     while (!stop.stop_requested()) {
         auto wait = std::chrono::duration_cast<Millis>(std::min(next_tick_, next_retry_) - Clock::now()) + Millis(1);
         if (wait.count() < 0) wait = Millis(0);
-        poller_.wait(wait);
+        poller.wait(wait);
         for (const auto& w : backend_guard_.revoked()) {  // its tasks run again; RESET makes it reconnect, and be refused
             remove_worker(w, "key revoked");
             (void)send_to(backend_, w, proto::Command::reset);
         }
         (void)frontend_guard_.revoked();  // a producer whose messages are dropped is gone after its silence
-        if (poller_.ready(k_backend)) on_backend();
-        if (poller_.ready(k_frontend)) on_frontend();
+        if (poller.ready(k_backend)) on_backend();
+        if (poller.ready(k_frontend)) on_frontend();
         if (Clock::now() >= next_retry_) next_retry_ = scheduler_.release_retries(Clock::now());
         dispatch_ready_tasks();
         flush_replies();
@@ -115,10 +118,7 @@ void Broker::on_frontend() {
     std::vector<zmq::message_t> frames;
     for (DrainBudget budget(k_drain_limit); budget.more();) {
         frames.clear();
-        if (!zmq::recv_multipart(frontend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
-            poller_.drained(k_frontend);
-            return;
-        }
+        if (!zmq::recv_multipart(frontend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
         ++received_;
         const std::string peer = id_of(frames[0]);
         if (!frontend_guard_.admit(peer, frames.back())) continue;
@@ -139,10 +139,7 @@ void Broker::on_backend() {
     std::vector<zmq::message_t> frames;
     for (DrainBudget budget(k_drain_limit); budget.more();) {
         frames.clear();
-        if (!zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
-            poller_.drained(k_backend);
-            return;
-        }
+        if (!zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
         ++received_;
         const std::string peer = id_of(frames[0]);
         if (!backend_guard_.admit(peer, frames.back())) continue;

@@ -564,10 +564,7 @@ void Client::io_loop() {
         if (poller.ready(k_broker)) {
             for (DrainBudget budget(1024); budget.more();) {
                 frames.clear();
-                if (!zmq::recv_multipart(*broker_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
-                    poller.drained(k_broker);
-                    break;
-                }
+                if (!zmq::recv_multipart(*broker_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
                 last_from_broker_ = Clock::now();
                 broker_heard_.store(true, std::memory_order_relaxed);
                 on_broker_message(frames);

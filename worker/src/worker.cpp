@@ -283,8 +283,10 @@ Worker::Stopped Worker::run(const StopSource& stop) {
 
         poller.watch(k_broker, *broker_, Poller::Use::send_and_receive);
         poller.watch(k_done, done, Poller::Use::receive_only);
-        poller.watch(2, stop.fd());
-        if (stop.stop_requested()) poller.limit(2);
+        if (stop.stop_requested())
+            poller.limit(2);  // its fd stays readable: watched, it would end every wait at once
+        else
+            poller.watch(2, stop.fd());
         const auto next_early = grant_early_credits(Clock::now(), stopping);
         auto wait = std::chrono::duration_cast<Millis>(std::min({next_heartbeat, next_deadline, next_early}) -
                                                        Clock::now()) +
@@ -309,10 +311,7 @@ Worker::Stopped Worker::run(const StopSource& stop) {
         if (poller.ready(k_broker)) {
             for (DrainBudget budget(1024); budget.more();) {
                 frames.clear();
-                if (!zmq::recv_multipart(*broker_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
-                    poller.drained(k_broker);
-                    break;
-                }
+                if (!zmq::recv_multipart(*broker_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
                 last_from_broker_ = Clock::now();
                 if (frames.empty() || frames.size() > 2) continue;
                 auto cmd = proto::parse_header(frames[0]);

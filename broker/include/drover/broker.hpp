@@ -79,8 +79,6 @@ private:
     Logger log_;
     zmq::socket_t frontend_;
     zmq::socket_t backend_;
-    Poller poller_;  // the run loop's: frontend_, backend_, the stop fd
-    static constexpr std::size_t k_frontend = 0, k_backend = 1;
     std::string frontend_ep_, backend_ep_;
     std::string instance_;  // new at every start: producers resend when it changes
     SinkSockets sinks_;     // for outcomes only the broker can report
