@@ -58,6 +58,26 @@ private:
     std::thread thread_;
 };
 
+// A worker on a thread of the test, stopped and joined as BrokerThread is.
+class WorkerThread {
+public:
+    WorkerThread(zmq::context_t& ctx, const drover::Registry& registry, const drover::WorkerOptions& options)
+        : worker_(ctx, registry, options, drover::null_logger()) {
+        thread_ = std::thread([this] { (void)worker_.run(stop_); });
+    }
+    ~WorkerThread() {
+        stop_.request();
+        thread_.join();
+    }
+    WorkerThread(const WorkerThread&) = delete;
+    WorkerThread& operator=(const WorkerThread&) = delete;
+
+private:
+    drover::StopSource stop_;
+    drover::Worker worker_;
+    std::thread thread_;
+};
+
 }  // namespace
 
 TEST_CASE("a local threads cluster maps sum_random over 1,000 tasks in order", "[integration]") {
@@ -218,7 +238,6 @@ TEST_CASE("an unknown task and a throwing task end as errors, and the next task 
 
 TEST_CASE("a task whose name no worker runs waits, and runs once such a worker joins", "[integration]") {
     zmq::context_t ctx;
-    drover::StopSource worker_stop;
     drover::BrokerConfig bc;
     bc.frontend = "inproc://front-wait";
     bc.backend = "inproc://back-wait";
@@ -233,12 +252,9 @@ TEST_CASE("a task whose name no worker runs waits, and runs once such a worker j
         const auto registry = builtins();
         drover::WorkerOptions wo;
         wo.broker = bc.backend;
-        drover::Worker worker(ctx, registry, wo, drover::null_logger());
-        std::thread worker_thread([&] { (void)worker.run(worker_stop); });
+        WorkerThread worker(ctx, registry, wo);
         REQUIRE(future.wait_for(5s) == std::future_status::ready);
         CHECK(future.get().as<double>() == Approx(9.0));
-        worker_stop.request();
-        worker_thread.join();
     }
 }
 
@@ -287,17 +303,7 @@ TEST_CASE("over tcp a client settles its last result too, after waiting for more
     const auto registry = builtins();
     drover::WorkerOptions wo;
     wo.broker = broker.broker().backend_endpoint();
-    drover::Worker worker(ctx, registry, wo, drover::null_logger());
-    drover::StopSource worker_stop;
-    std::thread worker_thread([&] { (void)worker.run(worker_stop); });
-    struct StopAndJoin {  // also when a failed REQUIRE ends the test
-        drover::StopSource& stop;
-        std::thread& thread;
-        ~StopAndJoin() {
-            stop.request();
-            thread.join();
-        }
-    } stop_worker{worker_stop, worker_thread};
+    WorkerThread worker(ctx, registry, wo);
     {
         drover::Client client(ctx, client_options(broker.broker().frontend_endpoint(), "tcp://127.0.0.1:*"));
         const auto settled = [&] {
