@@ -35,48 +35,41 @@ drover::ClientOptions client_options(const std::string& broker, const std::strin
     return o;
 }
 
-// A broker on a thread of the test, stopped and joined when it goes (also
-// when a failed REQUIRE ends the test early).
-class BrokerThread {
+drover::BrokerConfig broker_config(std::string frontend, std::string backend) {
+    drover::BrokerConfig bc;
+    bc.frontend = std::move(frontend);
+    bc.backend = std::move(backend);
+    return bc;
+}
+
+// A broker or a worker on a thread of the test, stopped and joined when it
+// goes (also when a failed REQUIRE ends the test early).
+void prepare(drover::Broker& broker) { broker.bind(); }
+void prepare(drover::Worker&) {}
+
+template <class Daemon>
+class OnThread {
 public:
-    BrokerThread(zmq::context_t& ctx, const drover::BrokerConfig& config)
-        : broker_(ctx, config, drover::null_logger()) {
-        broker_.bind();
-        thread_ = std::thread([this] { broker_.run(stop_); });
+    template <class... Args>
+    explicit OnThread(Args&&... args) : daemon_(std::forward<Args>(args)..., drover::null_logger()) {
+        prepare(daemon_);
+        thread_ = std::thread([this] { (void)daemon_.run(stop_); });
     }
-    ~BrokerThread() {
+    ~OnThread() {
         stop_.request();
         thread_.join();
     }
-    BrokerThread(const BrokerThread&) = delete;
-    BrokerThread& operator=(const BrokerThread&) = delete;
-    const drover::Broker& broker() const { return broker_; }
+    OnThread(const OnThread&) = delete;
+    OnThread& operator=(const OnThread&) = delete;
+    const Daemon& get() const { return daemon_; }
 
 private:
     drover::StopSource stop_;
-    drover::Broker broker_;
+    Daemon daemon_;
     std::thread thread_;
 };
-
-// A worker on a thread of the test, stopped and joined as BrokerThread is.
-class WorkerThread {
-public:
-    WorkerThread(zmq::context_t& ctx, const drover::Registry& registry, const drover::WorkerOptions& options)
-        : worker_(ctx, registry, options, drover::null_logger()) {
-        thread_ = std::thread([this] { (void)worker_.run(stop_); });
-    }
-    ~WorkerThread() {
-        stop_.request();
-        thread_.join();
-    }
-    WorkerThread(const WorkerThread&) = delete;
-    WorkerThread& operator=(const WorkerThread&) = delete;
-
-private:
-    drover::StopSource stop_;
-    drover::Worker worker_;
-    std::thread thread_;
-};
+using BrokerThread = OnThread<drover::Broker>;
+using WorkerThread = OnThread<drover::Worker>;
 
 }  // namespace
 
@@ -238,9 +231,7 @@ TEST_CASE("an unknown task and a throwing task end as errors, and the next task 
 
 TEST_CASE("a task whose name no worker runs waits, and runs once such a worker joins", "[integration]") {
     zmq::context_t ctx;
-    drover::BrokerConfig bc;
-    bc.frontend = "inproc://front-wait";
-    bc.backend = "inproc://back-wait";
+    auto bc = broker_config("inproc://front-wait", "inproc://back-wait");
     BrokerThread broker(ctx, bc);
     {
         drover::Client client(ctx, client_options(bc.frontend, "inproc://sink-wait"));
@@ -296,18 +287,16 @@ TEST_CASE("over tcp a client settles its last result too, after waiting for more
     // 10 ms like the others (over inproc it goes at once, as above): it must
     // still leave with nothing else to send.
     zmq::context_t ctx;
-    drover::BrokerConfig bc;
-    bc.frontend = "tcp://127.0.0.1:*";
-    bc.backend = "tcp://127.0.0.1:*";
+    auto bc = broker_config("tcp://127.0.0.1:*", "tcp://127.0.0.1:*");
     BrokerThread broker(ctx, bc);
     const auto registry = builtins();
     drover::WorkerOptions wo;
-    wo.broker = broker.broker().backend_endpoint();
+    wo.broker = broker.get().backend_endpoint();
     WorkerThread worker(ctx, registry, wo);
     {
-        drover::Client client(ctx, client_options(broker.broker().frontend_endpoint(), "tcp://127.0.0.1:*"));
+        drover::Client client(ctx, client_options(broker.get().frontend_endpoint(), "tcp://127.0.0.1:*"));
         const auto settled = [&] {
-            auto status = drover::fetch_status(ctx, broker.broker().frontend_endpoint(), 1000ms);
+            auto status = drover::fetch_status(ctx, broker.get().frontend_endpoint(), 1000ms);
             REQUIRE(status);
             return std::pair{(*status)["totals"]["settled"].get<int>(), (*status)["awaiting_settle"].get<int>()};
         };
@@ -409,9 +398,7 @@ TEST_CASE("a broker takes tasks from a client's submit connection as the client'
 TEST_CASE("the broker keeps its answer to tasks from a submit connection until the client's own connects",
           "[integration]") {
     zmq::context_t ctx;
-    drover::BrokerConfig bc;
-    bc.frontend = "inproc://front-kept";
-    bc.backend = "inproc://back-kept";
+    auto bc = broker_config("inproc://front-kept", "inproc://back-kept");
     BrokerThread broker(ctx, bc);
     {
         // The submit connection alone, as after a break that the client's own
@@ -461,9 +448,7 @@ TEST_CASE("the broker keeps its answer to tasks from a submit connection until t
 
 TEST_CASE("the broker rejects tasks past --max-queued with queue_full", "[integration]") {
     zmq::context_t ctx;
-    drover::BrokerConfig bc;
-    bc.frontend = "inproc://front-full";
-    bc.backend = "inproc://back-full";
+    auto bc = broker_config("inproc://front-full", "inproc://back-full");
     bc.max_queued = 5;
     BrokerThread broker(ctx, bc);
     {
