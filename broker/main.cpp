@@ -27,9 +27,10 @@ int main(int argc, char** argv) {
     app.add_option("--liveness", config.liveness, "missed heartbeats before a worker is declared dead")
         ->capture_default_str()->check(CLI::Range(1, 1000));
     app.add_option("--max-message-bytes", config.max_message_bytes, "largest message accepted")
-        ->capture_default_str()->check(CLI::Range(std::int64_t{1024}, std::int64_t{1} << 32));
+        ->capture_default_str()->check(CLI::Range(drover::k_min_max_message_bytes, std::int64_t{1} << 32));
     app.add_option("--endpoints-file", config.endpoints_file, "write the bound endpoints here as JSON");
-    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off (default: $SPDLOG_LEVEL or info)");
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off (default: $SPDLOG_LEVEL or info)")
+        ->check(CLI::IsMember(drover::k_log_levels));
     drover::add_security_options(app, security, drover::Role::broker);
     auto* status = app.add_subcommand("status", "print a running broker's queues, workers and totals as JSON");
     status->add_option("--broker", status_broker, "the broker's frontend endpoint")->capture_default_str();
@@ -37,9 +38,9 @@ int main(int argc, char** argv) {
     drover::add_security_options(*status, status_security, drover::Role::producer);
     try {
         app.parse(argc, argv);
-        drover::check_endpoint(config.frontend, "--frontend");
-        drover::check_endpoint(config.backend, "--backend");
-        if (*status) drover::check_endpoint(status_broker, "--broker");
+        drover::check_endpoint(config.frontend, "--frontend", /*inproc_ok=*/false);
+        drover::check_endpoint(config.backend, "--backend", /*inproc_ok=*/false);
+        if (*status) drover::check_endpoint(status_broker, "--broker", /*inproc_ok=*/false);
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? 0 : 2;
     } catch (const std::invalid_argument& e) {
@@ -69,6 +70,7 @@ int main(int argc, char** argv) {
         auto log = drover::make_logger("broker", log_level);
         drover::StopSource stop;
         drover::stop_on_signals(stop);
+        drover::ignore_hangup();
         config.security = drover::make_security(security, drover::Role::broker, log);
         if (config.security) config.security->reload_on_sighup();
         drover::Broker broker(ctx, config, log);

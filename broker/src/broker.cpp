@@ -299,11 +299,32 @@ void Broker::remove_worker(const std::string& identity, const std::string& reaso
 }
 
 void Broker::dispatch_ready_tasks() {
-    const std::size_t limit = batch_byte_limit(config_.max_message_bytes);
     for (auto& batch : scheduler_.dispatch()) {
+        // The worker's limit too: ZeroMQ drops a peer that sends it more
+        // than its ZMQ_MAXMSGSIZE, which looked to both sides like a dead
+        // connection, and the task ended `lost` after three of them.
+        const auto accepts = scheduler_.max_message_bytes_of(batch.worker);
+        const auto max_bytes = accepts == 0 ? config_.max_message_bytes
+                                            : std::min<std::int64_t>(config_.max_message_bytes, static_cast<std::int64_t>(accepts));
+        const std::size_t limit = batch_byte_limit(max_bytes);
         // One message per run of tasks that fits the byte limit.
         std::size_t begin = 0;
         while (begin < batch.tasks.size()) {
+            const auto size = wire_size(batch.tasks[begin]);
+            if (accepts != 0 && size + k_entry_overhead > accepts) {
+                std::string error = "task too large for worker " + scheduler_.describe_worker(batch.worker) + ": about " +
+                                    std::to_string(size) + " bytes, and it accepts messages of at most " +
+                                    std::to_string(accepts) + " (its --max-message-bytes)";
+                if (auto f = scheduler_.refuse_dispatched(batch.worker, batch.tasks[begin].id, std::move(error))) {
+                    log_->warn("task.too_large id={} worker={} bytes={} accepts={}", f->outcome.id,
+                               scheduler_.describe_worker(batch.worker), size, accepts);
+                    std::vector<FinalOutcome> finals;
+                    finals.push_back(std::move(*f));
+                    report(std::move(finals));
+                }
+                ++begin;
+                continue;
+            }
             std::size_t end = begin, bytes = 0;
             while (end < batch.tasks.size() && (end == begin || bytes + wire_size(batch.tasks[end]) <= limit))
                 bytes += wire_size(batch.tasks[end++]);

@@ -474,6 +474,17 @@ void Scheduler::undo_dispatch(const Batch& batch) {
     --totals_.dispatch_batches;
 }
 
+std::optional<FinalOutcome> Scheduler::refuse_dispatched(const std::string& identity, std::string_view id,
+                                                         std::string error) {
+    const auto wit = workers_.find(identity);
+    Entry* e = find(id);
+    if (wit == workers_.end() || !e || e->state != State::held || e->worker != wit->second) return std::nullopt;
+    ++worker_slots_[wit->second].credits;
+    --totals_.dispatched;
+    ++totals_.too_large;
+    return end_task(*e, proto::Status::error, std::move(error));
+}
+
 // Retries and outcomes ----------------------------------------------------------
 
 FinalOutcome Scheduler::final_outcome(const Entry& e, proto::Status status, std::string error) const {
@@ -655,6 +666,11 @@ std::string Scheduler::describe_worker(const std::string& identity) const {
     return h.worker + " host=" + h.host;
 }
 
+std::uint64_t Scheduler::max_message_bytes_of(const std::string& identity) const {
+    auto it = workers_.find(identity);
+    return it == workers_.end() ? 0 : worker_slots_[it->second].hello.max_message_bytes;
+}
+
 std::size_t Scheduler::held_by(const std::string& identity) const {
     auto it = workers_.find(identity);
     return it == workers_.end() ? 0 : worker_slots_[it->second].held_count;
@@ -735,7 +751,8 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
               {"reports_abandoned", totals_.reports_abandoned},
               {"results_forwarded", totals_.results_forwarded},
               {"dispatch_batches", totals_.dispatch_batches},
-              {"recovered", totals_.recovered}}}};
+              {"recovered", totals_.recovered},
+              {"too_large", totals_.too_large}}}};
 }
 
 }  // namespace drover

@@ -673,7 +673,7 @@ Decoded<Command> parse_header(const void* data, std::size_t size) noexcept {
 std::string encode(const Hello& m) {
     StringBuffer b;
     Packer pk(b);
-    pk.pack_map(7);
+    pk.pack_map(8);
     pack_key(pk, "worker");
     pack_str(pk, m.worker);
     pack_key(pk, "host");
@@ -688,6 +688,8 @@ std::string encode(const Hello& m) {
     pack_strings(pk, m.tasks);
     pack_key(pk, "restarts");
     pk.pack(m.restarts);
+    pack_key(pk, "max_message_bytes");
+    pk.pack(m.max_message_bytes);
     return b.take();
 }
 
@@ -865,6 +867,8 @@ Decoded<Hello> decode_hello(std::string_view body) noexcept {
                 h.tasks = read_strings(c);
             } else if (named(k, "restarts")) {
                 h.restarts = c.uint<std::uint32_t>();
+            } else if (named(k, "max_message_bytes")) {
+                h.max_message_bytes = c.uint<std::uint64_t>();
             } else {
                 return false;
             }

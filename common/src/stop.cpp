@@ -35,6 +35,8 @@ void StopSource::request() noexcept {
     [[maybe_unused]] auto n = ::write(fd_, &one, sizeof one);
 }
 
+void ignore_hangup() { std::signal(SIGHUP, SIG_IGN); }
+
 void stop_on_signals(StopSource& stop) {
     g_signal_target.store(&stop);
     struct sigaction sa {};

@@ -315,9 +315,10 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     app.add_option("--wait-workers", s.wait_workers, "wait until the broker has N workers before submitting");
     app.add_option("--wait-timeout-ms", s.wait_timeout_ms, "how long --wait-workers waits")->capture_default_str();
     app.add_flag("--timing", s.timing, "print 'timing: tasks=N wall_ms=T' on stderr at the end");
-    app.add_option("--log-level", s.log_level, "trace, debug, info, warn, error, critical, off (default warn)");
+    app.add_option("--log-level", s.log_level, "trace, debug, info, warn, error, critical, off (default warn)")
+        ->check(CLI::IsMember(drover::k_log_levels));
     app.add_option("--max-message-bytes", s.client.max_message_bytes, "largest message sent or accepted")
-        ->capture_default_str()->check(CLI::Range(std::int64_t{1024}, std::int64_t{1} << 32));
+        ->capture_default_str()->check(CLI::Range(k_min_max_message_bytes, std::int64_t{1} << 32));
     add_security_options(app, s.security, Role::producer);
     auto* submit = app.add_subcommand("submit", "read task JSON lines from stdin, write result JSON lines to stdout");
     submit->add_option("--reply-to", s.reply_to, "send results to this sink (e.g. a drover-sink) instead");
@@ -327,7 +328,7 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     try {
         app.parse(argc, argv);
         if (s.broker.empty() && s.local == 0 && !s.inline_run) s.broker = "tcp://127.0.0.1:5555";
-        if (!s.broker.empty()) check_endpoint(s.broker, "--broker");
+        if (!s.broker.empty()) check_endpoint(s.broker, "--broker", /*inproc_ok=*/false);
         if (!s.client.sink.empty()) check_endpoint(s.client.sink, "--sink");
         if (!s.reply_to.empty()) check_endpoint(split_keyed_endpoint(s.reply_to).endpoint, "--reply-to");
         if (s.inline_run && !*map) throw std::invalid_argument("--inline: only map runs inline");
@@ -394,15 +395,16 @@ int sink_main(int argc, char** argv) {
     app.add_option("--broker", options.broker, "the broker's frontend endpoint")->capture_default_str();
     app.add_option("--expect", expect, "exit after N results (0: run until stopped)")->capture_default_str();
     app.add_option("--endpoint-file", endpoint_file, "write the bound endpoint to this file");
-    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off");
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")
+        ->check(CLI::IsMember(drover::k_log_levels));
     app.add_option("--max-message-bytes", options.max_message_bytes, "largest message accepted")
-        ->capture_default_str()->check(CLI::Range(std::int64_t{1024}, std::int64_t{1} << 32));
+        ->capture_default_str()->check(CLI::Range(k_min_max_message_bytes, std::int64_t{1} << 32));
     SecurityOptions security;
     add_security_options(app, security, Role::sink);
     try {
         app.parse(argc, argv);
-        check_endpoint(options.bind, "--bind");
-        check_endpoint(options.broker, "--broker");
+        check_endpoint(options.bind, "--bind", /*inproc_ok=*/false);
+        check_endpoint(options.broker, "--broker", /*inproc_ok=*/false);
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? 0 : 2;
     } catch (const std::invalid_argument& e) {
@@ -413,6 +415,7 @@ int sink_main(int argc, char** argv) {
         auto log = make_logger("sink", log_level);
         StopSource stop;
         stop_on_signals(stop);
+        ignore_hangup();
         options.security = make_security(security, Role::sink, log);
         if (options.security) options.security->reload_on_sighup();
         zmq::context_t ctx;

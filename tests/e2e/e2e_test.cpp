@@ -277,6 +277,15 @@ TEST_CASE("bad command lines exit with status 2 and a one-line message", "[e2e]"
         {DROVER_PRODUCER_EXE, "--broker", "udp://x:1", "map", "hello", "a"},
         {DROVER_PRODUCER_EXE, "--window", "0", "map", "hello"},
         {DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1"},
+        // inproc reaches threads of one process only: a program alone there waits for ever
+        {DROVER_BROKER_EXE, "--frontend", "inproc://f", "--backend", "inproc://b"},
+        {DROVER_WORKER_EXE, "--broker", "inproc://b"},
+        {DROVER_SINK_EXE, "--bind", "inproc://s"},
+        {DROVER_PRODUCER_EXE, "--broker", "inproc://f", "map", "hello", "a"},
+        // no task or result fitted in a message of 1 KiB
+        {DROVER_WORKER_EXE, "--max-message-bytes", "1024"},
+        {DROVER_BROKER_EXE, "--log-level", "loud"},
+        {DROVER_WORKER_EXE, "--log-level", "loud"},
     };
     for (const auto& argv : cases) {
         std::string cmd;
@@ -309,6 +318,31 @@ TEST_CASE("SIGTERM stops broker and worker cleanly with status 0", "[e2e]") {
     CHECK(worker.wait(10s) == 0);
     broker.process->signal(SIGTERM);
     CHECK(broker.process->wait(10s) == 0);
+}
+
+TEST_CASE("SIGHUP without --security leaves broker, worker and sink serving", "[e2e]") {
+    // It ended them at once with status 129 and no word in the logs.
+    TempDir dir;
+    BrokerProcess broker(dir);
+    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "solo"}, dir.file("worker.log"));
+    Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--endpoint-file",
+                  dir.file("sink.ep")},
+                 dir.file("sink.log"));
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (read_file(dir.file("sink.ep")).empty() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(20ms);
+    REQUIRE(!read_file(dir.file("sink.ep")).empty());
+    for (Process* p : {broker.process.get(), &worker, &sink}) p->signal(SIGHUP);
+    std::this_thread::sleep_for(300ms);
+    for (Process* p : {broker.process.get(), &worker, &sink}) CHECK(p->running());
+    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "map", "hello", "hup"}, dir.file("out.txt"));
+    CHECK(producer.wait(30s) == 0);
+    CHECK(read_file(dir.file("out.txt")) == "\"Hello, hup!\"\n");
+    worker.signal(SIGTERM);
+    CHECK(worker.wait(10s) == 0);
+    sink.signal(SIGTERM);
+    CHECK(sink.wait(10s) == 0);
 }
 
 TEST_CASE("a flood of bad messages and oversized ones leaves broker memory flat and every socket serving", "[e2e]") {

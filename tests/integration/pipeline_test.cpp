@@ -310,6 +310,41 @@ TEST_CASE("over tcp a client settles its last result too, after waiting for more
     }
 }
 
+TEST_CASE("a task larger than its worker's --max-message-bytes ends with an error naming the limit, and the worker stays",
+          "[integration]") {
+    // Over tcp: ZeroMQ drops a peer that sends past ZMQ_MAXMSGSIZE (inproc
+    // has no such limit). The broker sent it anyway; the worker's connection
+    // broke at each try, and the task ended `lost` after three "deaths".
+    zmq::context_t ctx;
+    auto bc = broker_config("tcp://127.0.0.1:*", "tcp://127.0.0.1:*");
+    BrokerThread broker(ctx, bc);
+    const auto registry = builtins();
+    drover::WorkerOptions wo;
+    wo.broker = broker.get().backend_endpoint();
+    wo.max_message_bytes = 8192;
+    WorkerThread worker(ctx, registry, wo);
+    {
+        drover::Client client(ctx, client_options(broker.get().frontend_endpoint(), "tcp://127.0.0.1:*"));
+        REQUIRE(client.wait_for_workers(1, 5000ms));
+        auto big = client.submit("echo", std::string(20000, 'x'));
+        auto small = client.submit("echo", std::string(100, 'y'));
+        REQUIRE(big.wait_for(10s) == std::future_status::ready);
+        REQUIRE(small.wait_for(10s) == std::future_status::ready);
+        const auto b = big.get();
+        CHECK(b.status == drover::proto::Status::error);
+        CHECK_THAT(b.error, Catch::Contains("too large for worker") && Catch::Contains("8192"));
+        const auto s = small.get();
+        CHECK(s.status == drover::proto::Status::ok);
+        CHECK(s.attempts == 1);
+        auto status = drover::fetch_status(ctx, broker.get().frontend_endpoint(), 1000ms);
+        REQUIRE(status);
+        CHECK((*status)["totals"]["too_large"] == 1);
+        CHECK((*status)["totals"]["lost"] == 0);
+        CHECK((*status)["totals"]["redispatched"] == 0);
+        CHECK((*status)["workers"].size() == 1);
+    }
+}
+
 namespace {
 
 // The next SUBMIT a broker played by the test receives: who sent it, and its task ids.

@@ -212,8 +212,10 @@ TEST_CASE("Hello survives encode and decode", "[protocol][roundtrip]") {
     h.pool = "gpu";
     h.slots = 16;
     h.tasks = {"sum_random", "hello", "echo"};
+    h.max_message_bytes = 5'000'000'000ULL;
     auto d = decode_hello(encode(h));
     REQUIRE(d.ok());
+    CHECK(d->max_message_bytes == 5'000'000'000ULL);
     CHECK(d->worker == "w-1");
     CHECK(d->host == "node7.example");
     CHECK(d->pid == 4'000'000'000LL);

@@ -712,6 +712,43 @@ TEST_CASE("undo_dispatch returns the tasks to the queue and the credits to the w
     CHECK(again[0].tasks[1].attempt == 1);
 }
 
+TEST_CASE("A task refused as too large for its worker ends with an error and the worker keeps its credit",
+          "[scheduler]") {
+    Scheduler s;
+    auto h = make_hello("id-A");
+    h.max_message_bytes = 8192;
+    REQUIRE(s.hello("A", h, t0).empty());
+    REQUIRE(s.ready("A", 1, t0));
+    add_worker(s, "B", 1);
+    CHECK(s.max_message_bytes_of("A") == 8192);
+    CHECK(s.max_message_bytes_of("B") == 0);
+    CHECK(s.max_message_bytes_of("nobody") == 0);
+    REQUIRE(s.submit("P", tasks_of({make_task("big"), make_task("t2")}), t0).accepted == 2);
+    auto batches = s.dispatch();
+    REQUIRE(batches.size() == 2);
+    const auto& to_a = batches[0].worker == "A" ? batches[0] : batches[1];
+    REQUIRE(to_a.tasks.size() == 1);
+    const std::string id(to_a.tasks[0].id);
+    const std::string other = id == "big" ? "t2" : "big";
+
+    CHECK_FALSE(s.refuse_dispatched("B", id, "not B's"));  // held by A, not B
+    auto f = s.refuse_dispatched("A", id, "too large for A");
+    REQUIRE(f);
+    CHECK(f->outcome.id == id);
+    CHECK(f->outcome.status == proto::Status::error);
+    CHECK(f->outcome.error == "too large for A");
+    CHECK(f->outcome.worker == "broker");
+    CHECK(f->reply_to == "inproc://sink");
+    CHECK(s.credits_of("A") == 1);
+    CHECK(s.held_by("A") == 0);
+    CHECK(s.held_by("B") == 1);
+    CHECK(s.totals().too_large == 1);
+    CHECK(s.totals().dispatched == 1);
+    CHECK_FALSE(s.refuse_dispatched("A", id, "again"));  // ended already
+    s.settle({id, other});
+    CHECK(s.task_count() == 0);
+}
+
 TEST_CASE("status reports workers, queues and totals", "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 3, {"sum_random", "hello"}, 4);

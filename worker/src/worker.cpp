@@ -77,7 +77,8 @@ void Worker::connect_to_broker() {
                        options_.pool,
                        options_.concurrency,
                        registry_.names(),
-                       options_.restarts};
+                       options_.restarts,
+                       static_cast<std::uint64_t>(options_.max_message_bytes)};
     (void)send_message(*broker_, proto::Command::hello, proto::encode(hello));
     last_from_broker_ = Clock::now();
     // The broker forgot our credits (early ones too); tasks still held from
@@ -422,8 +423,10 @@ Clock::time_point Worker::run_one(proto::Task& task, proto::Outcome& out, Clock:
     const std::size_t max_result = static_cast<std::size_t>(options_.max_message_bytes) - k_entry_overhead * 4;
     if (out.result.size() > max_result) {
         out.status = proto::Status::error;
-        out.error = "result too large: " + std::to_string(out.result.size()) + " bytes (--max-message-bytes " +
-                    std::to_string(options_.max_message_bytes) + ")";
+        out.error = "result too large: " + std::to_string(out.result.size()) + " bytes, where at most " +
+                    std::to_string(max_result) + " fit (the worker's --max-message-bytes " +
+                    std::to_string(options_.max_message_bytes) + ", less " + std::to_string(k_entry_overhead * 4) +
+                    " for the message's own fields)";
         out.result.clear();
     }
     out.elapsed_us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(end - start).count());

@@ -160,15 +160,16 @@ int worker_main(int argc, char** argv, const Registry& registry) {
                    "host name given to the broker (STATUS groups workers by it; default: this machine's name)");
     app.add_option("--id", options.id, "worker id shown in status and results (default HOST:pid)");
     app.add_option("--max-message-bytes", options.max_message_bytes, "largest message accepted")
-        ->capture_default_str()->check(CLI::Range(std::int64_t{1024}, std::int64_t{1} << 32));
-    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off");
+        ->capture_default_str()->check(CLI::Range(k_min_max_message_bytes, std::int64_t{1} << 32));
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")
+        ->check(CLI::IsMember(drover::k_log_levels));
     app.add_flag("--list-tasks", list_tasks, "print the task names this worker runs and exit");
     app.add_flag("--child", child, "run as a child of a processes pool (set by the supervisor)")->group("");
     app.add_option("--restarts", options.restarts, "times the supervisor restarted this child's slot")->group("");
     add_security_options(app, security, Role::worker);
     try {
         app.parse(argc, argv);
-        check_endpoint(options.broker, "--broker");
+        check_endpoint(options.broker, "--broker", /*inproc_ok=*/false);
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? 0 : 2;
     } catch (const std::invalid_argument& e) {
@@ -187,6 +188,7 @@ int worker_main(int argc, char** argv, const Registry& registry) {
         auto log = make_logger(child ? "worker-child" : "worker", log_level);
         StopSource stop;
         stop_on_signals(stop);
+        ignore_hangup();
         options.security = make_security(security, Role::worker, log);
         if (options.pool == "processes" && !child) {
             std::vector<std::string> args{argv[0], "--child",

@@ -101,6 +101,14 @@ public:
 
     // A DISPATCH could not be sent: its tasks go back to the front of the queue.
     void undo_dispatch(const Batch& batch);
+    // A task dispatched to a worker that cannot take it (larger than the
+    // message its HELLO said it accepts): it ends with an `error` outcome
+    // saying why, and the worker keeps the credit. Nullopt for a task not
+    // held by that worker.
+    std::optional<FinalOutcome> refuse_dispatched(const std::string& identity, std::string_view id,
+                                                  std::string error);
+    // The largest message a worker accepts, from its HELLO (0: not said or unknown worker).
+    [[nodiscard]] std::uint64_t max_message_bytes_of(const std::string& identity) const;
 
     // The worker failed these tasks (RETRY): each is queued again after a
     // back-off of retry_base x 2^(attempt-1), at most retry_max; one with no
@@ -168,7 +176,8 @@ public:
                       lost = 0, cancelled = 0, timed_out = 0, workers_expired = 0, reports_resent = 0,
                       reports_abandoned = 0, results_forwarded = 0,
                       dispatch_batches = 0,  // DISPATCH messages: dispatched / this is the mean batch
-                      recovered = 0;  // unsettled tasks run again because their worker held none (worker_holds)
+                      recovered = 0,  // unsettled tasks run again because their worker held none (worker_holds)
+                      too_large = 0;  // tasks ended because the worker given them accepts no message that big
     };
     [[nodiscard]] const Totals& totals() const { return totals_; }
     Totals& totals() { return totals_; }

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -14,6 +15,8 @@ using Logger = std::shared_ptr<spdlog::logger>;
 // An empty level falls back to SPDLOG_LEVEL, then to "info".
 // Throws: std::invalid_argument for an unknown level name.
 Logger make_logger(const std::string& name, const std::string& level = {});
+// The level names make_logger takes, for the programs' --log-level checks.
+inline const std::vector<std::string> k_log_levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
 
 // A logger that discards everything (for tests and embedded use).
 Logger null_logger();

@@ -22,6 +22,9 @@ using Clock = std::chrono::steady_clock;
 using Millis = std::chrono::milliseconds;
 
 inline constexpr std::int64_t k_default_max_message_bytes = 16 * 1024 * 1024;
+// The smallest --max-message-bytes: a message keeps 4 x k_entry_overhead
+// bytes for its own fields, so at 1 KiB no task or result fitted at all.
+inline constexpr std::int64_t k_min_max_message_bytes = 4096;
 
 // Bounds a receive loop: at most `messages` messages and k_drain_time, so
 // that heartbeats, settles and the other sockets are served however fast
@@ -136,8 +139,11 @@ std::string last_endpoint(const zmq::socket_t& s);
 std::string connectable(const std::string& bound);
 
 // Throws std::invalid_argument with a one-line reason unless `ep` looks like
-// a ZeroMQ endpoint drover supports (tcp://, ipc://, inproc://).
-void check_endpoint(const std::string& ep, const std::string& flag);
+// a ZeroMQ endpoint drover supports (tcp://, ipc://, inproc://). inproc://
+// only where `inproc_ok`: it reaches threads of the same process alone, so
+// a separate program (drover-broker, -worker, -sink) bound or connected
+// there would wait for ever.
+void check_endpoint(const std::string& ep, const std::string& flag, bool inproc_ok = true);
 
 // zmq::poll that returns 0 when a signal interrupts it (the caller's loop
 // then looks at its StopSource) instead of throwing.

@@ -31,10 +31,17 @@
 //
 // Worker (DEALER) -> broker backend (ROUTER)
 //   HELLO      0x01  {worker: str, host: str, pid: int, pool: str, slots: uint,
-//                     tasks: [str], restarts: uint}
+//                     tasks: [str], restarts: uint,
+//                     max_message_bytes: uint}
 //                                            registers; tasks = names it runs;
 //                                            restarts = times a supervisor
-//                                            restarted this child's slot
+//                                            restarted this child's slot;
+//                                            max_message_bytes = the largest
+//                                            message it accepts (0 or absent:
+//                                            not said). The broker never
+//                                            sends it a larger DISPATCH: a
+//                                            task too large for it ends with
+//                                            an `error` naming the limit
 //   READY      0x02  {credits: uint}         grants that many more tasks (a
 //                                            worker returns finished tasks'
 //                                            credits in batches of half its
@@ -178,6 +185,10 @@ struct Hello {
     std::uint32_t slots = 0;
     std::vector<std::string> tasks;
     std::uint32_t restarts = 0;
+    // The largest message the worker accepts (its --max-message-bytes; 0:
+    // not said). A bigger one would cost it its connection (ZeroMQ drops a
+    // peer that sends past ZMQ_MAXMSGSIZE), so the broker never sends one.
+    std::uint64_t max_message_bytes = 0;
 };
 
 struct Ready {

@@ -27,6 +27,11 @@ private:
 // Routes SIGINT and SIGTERM to `stop` for the rest of the process's life.
 void stop_on_signals(StopSource& stop);
 
+// A daemon (broker, worker, sink) survives SIGHUP: it ended them silently
+// (status 129) where nothing was there to reload. With --security the
+// reload handler (Security::reload_on_sighup) replaces this.
+void ignore_hangup();
+
 // fork() for a child that will exec at once. SIGINT and SIGTERM are blocked
 // around the fork, and the child resets them to their defaults before it
 // unblocks them, so a signal in between neither runs the parent's handler
