@@ -23,8 +23,16 @@ if [[ $cmd == stop ]]; then
   if [[ -f $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null; then
     for _ in $(seq 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
     echo "broker stopped"
+  else
+    echo "no broker running from $run_dir"
   fi
   rm -f "$pidfile"; exit 0
+fi
+# One broker a run directory: a second start would take over its log,
+# endpoints file and pidfile, and leave the first running unseen.
+if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  echo "start-broker.sh: a broker started from $run_dir is running (pid $(cat "$pidfile")): stop it first (scripts/start-broker.sh stop --run-dir $run_dir), or give another --run-dir" >&2
+  exit 1
 fi
 exe="$bin/broker/drover-broker"
 [[ -x $exe ]] || exe="$(command -v drover-broker)" || { echo "start-broker.sh: drover-broker not found; run scripts/build.sh" >&2; exit 1; }

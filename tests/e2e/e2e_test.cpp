@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -318,6 +319,40 @@ TEST_CASE("SIGTERM stops broker and worker cleanly with status 0", "[e2e]") {
     CHECK(worker.wait(10s) == 0);
     broker.process->signal(SIGTERM);
     CHECK(broker.process->wait(10s) == 0);
+}
+
+TEST_CASE("start-broker.sh refuses a second broker in one run directory, and stop stops the first", "[e2e][script]") {
+    // The second start took over the first one's log, endpoints file and
+    // pidfile, and `stop` then left the first running.
+    TempDir dir;
+    const std::string script = std::string(DROVER_SCRIPTS_DIR) + "/start-broker.sh";
+    const std::string exe = DROVER_BROKER_EXE;
+    const auto bin = exe.substr(0, exe.rfind("/broker/"));  // the build tree, as DROVER_BIN
+    const auto run_dir = dir.file("run");
+    const auto script_run = [&](std::vector<std::string> args) {
+        std::vector<std::string> argv{"/usr/bin/env", "DROVER_BIN=" + bin, "/bin/bash", script};
+        argv.insert(argv.end(), args.begin(), args.end());
+        Process p(argv, dir.file("script"));
+        return p.wait(20s);
+    };
+    struct StopAtEnd {
+        std::function<void()> stop;
+        ~StopAtEnd() { stop(); }
+    } stop_at_end{[&] { (void)script_run({"stop", "--run-dir", run_dir}); }};
+    const std::vector<std::string> start{"--run-dir", run_dir, "--frontend", "tcp://127.0.0.1:*",
+                                         "--backend", "tcp://127.0.0.1:*", "--log-level", "warn"};
+    REQUIRE(script_run(start) == 0);
+    const auto pid = read_file(run_dir + "/broker.pid");
+    const auto endpoints = read_file(run_dir + "/broker.json");
+    REQUIRE(!pid.empty());
+    CHECK(script_run(start) == 1);
+    CHECK(read_file(dir.file("script.err")).find("is running (pid") != std::string::npos);
+    CHECK(read_file(run_dir + "/broker.pid") == pid);
+    CHECK(read_file(run_dir + "/broker.json") == endpoints);
+    CHECK(script_run({"stop", "--run-dir", run_dir}) == 0);
+    CHECK(read_file(dir.file("script")).find("broker stopped") != std::string::npos);
+    CHECK(script_run({"stop", "--run-dir", run_dir}) == 0);
+    CHECK(read_file(dir.file("script")).find("no broker running") != std::string::npos);
 }
 
 TEST_CASE("SIGHUP without --security leaves broker, worker and sink serving", "[e2e]") {

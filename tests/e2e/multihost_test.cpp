@@ -492,6 +492,21 @@ void remote_workers_script(bool secure) {
                                " processes 2\n");
     const auto run_dir = fleet.dir.file("run");
     const std::string script = std::string(DROVER_SCRIPTS_DIR) + "/start-remote-workers.sh";
+    {
+        // A worker that exits at once (a bad flag) fails the script, with its log's end.
+        const auto bad_hosts = fleet.dir.file("bad-hosts.txt");
+        write_file(bad_hosts, net.host(C).name() + " fibers 2\n");
+        std::string out;
+        const int rc = run_command_rc(cat({"/bin/bash", script, bad_hosts, "--broker", fleet.backend(), "--via",
+                                           "ip netns exec", "--remote-bin", DROVER_WORKER_EXE, "--run-dir",
+                                           fleet.dir.file("bad-run"), "--log-dir", fleet.dir.path()},
+                                          fleet.security()),
+                                      &out);
+        INFO(out);
+        CHECK(rc == 1);
+        CHECK(out.find("exited at once") != std::string::npos);
+        CHECK(out.find("fibers") != std::string::npos);  // the worker's own message
+    }
     const auto started = run_command(cat({"/bin/bash", script, hosts_file, "--broker", fleet.backend(), "--via",
                                           "ip netns exec", "--remote-bin", DROVER_WORKER_EXE, "--run-dir", run_dir,
                                           "--log-dir", fleet.dir.path()},
@@ -531,7 +546,7 @@ void remote_workers_script(bool secure) {
     CHECK(read_file(fleet.dir.file("drover-worker-" + d_name + ".log")).find("supervisor.started") != std::string::npos);
 
     const auto stopped =
-        run_command({"/bin/bash", script, "stop", "--via", "ip netns exec", "--run-dir", run_dir});
+        run_command({"/bin/bash", script, "stop", "--run-dir", run_dir});  // the start's --via, kept in run_dir
     INFO(stopped);
     const auto none = fleet.wait_status([](const json& s) { return s["workers"].empty(); }, 10s);
     INFO(describe(none));
