@@ -236,8 +236,11 @@ int run_submit(Client& client, const Settings& s, const StopSource& stop) {
         if (t->options.timeout_ms == 0) t->options.timeout_ms = s.timeout_ms;
         if (s.retry_on_error) t->options.retry_on_error = true;
         t->options.reply_to = s.reply_to;
-        // The other sink sees only wire ids: give it the line's own id.
+        // The other sink sees only wire ids: give it the line's own id (a
+        // number as its JSON text, "42"; it was an internal id the sink's
+        // reader could not match to its line).
         if (!s.reply_to.empty() && t->id.is_string()) t->options.id = t->id.get<std::string>();
+        if (!s.reply_to.empty() && t->id.is_number()) t->options.id = t->id.dump();
         ++total;
         try {
             client.submit_packed(t->task, std::move(t->args),
