@@ -28,6 +28,16 @@ std::optional<TaskLine> parse_task_line(const std::string& line, std::string& er
         error = "a task line must be a JSON object like {\"task\":\"hello\",\"args\":[\"world\"]}";
         return std::nullopt;
     }
+    // A misspelt field ("max_attempt") would otherwise be dropped without a
+    // word, and the task run with settings its author did not mean.
+    for (const auto& item : j.items()) {
+        const auto& k = item.key();
+        if (k != "task" && k != "args" && k != "id" && k != "max_attempts" && k != "timeout_ms" &&
+            k != "retry_on_error") {
+            error = "unknown field \"" + k + "\" (a task line has task, args, id, max_attempts, timeout_ms, retry_on_error)";
+            return std::nullopt;
+        }
+    }
     TaskLine t;
     if (j.contains("id")) t.id = j["id"];
     auto task = j.find("task");

@@ -166,13 +166,15 @@ TEST_CASE("an unknown task and a task that throws end as errors and the worker g
                "{\"id\":2,\"task\":\"fail\",\"args\":[\"boom\"]}\n"
                "{\"id\":3,\"task\":\"hello\",\"args\":[\"drover\"]}\n"
                "this line is not json\n"
-               "{\"id\":4,\"task\":\"sum_random\",\"args\":[\"not a number\"]}\n");
+               "{\"id\":4,\"task\":\"sum_random\",\"args\":[\"not a number\"]}\n"
+               "{\"id\":5,\"task\":\"hello\",\"args\":[\"x\"],\"max_attempt\":2}\n");
     Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
                      dir.file("tasks.jsonl"));
     REQUIRE(producer.wait(30s) == 1);  // not every task ended ok
     std::map<std::string, json> by_id;
-    for (auto& l : read_json_lines(dir.file("out.jsonl"))) by_id[l.contains("id") ? l["id"].dump() : "line"] = l;
-    REQUIRE(by_id.size() == 5);
+    for (auto& l : read_json_lines(dir.file("out.jsonl")))
+        by_id[l.contains("id") ? l["id"].dump() : "line " + l["line"].dump()] = l;
+    REQUIRE(by_id.size() == 6);
     CHECK(by_id["1"]["status"] == "error");
     CHECK(by_id["1"]["error"].get<std::string>().find("unknown task 'no_such_task'") != std::string::npos);
     CHECK(by_id["2"]["status"] == "error");
@@ -180,7 +182,10 @@ TEST_CASE("an unknown task and a task that throws end as errors and the worker g
     CHECK(by_id["3"]["status"] == "ok");
     CHECK(by_id["3"]["result"] == "Hello, drover!");
     CHECK(by_id["4"]["status"] == "error");
-    CHECK(by_id["line"]["status"] == "rejected");
+    CHECK(by_id["4"]["error"].get<std::string>().find("expected an integer, got a string") != std::string::npos);
+    CHECK(by_id["line 4"]["status"] == "rejected");
+    CHECK(by_id["line 6"]["status"] == "rejected");  // a misspelt field is not dropped silently
+    CHECK(by_id["line 6"]["error"].get<std::string>().find("unknown field \"max_attempt\"") != std::string::npos);
     CHECK(worker.running());
 }
 

@@ -96,14 +96,15 @@ TEST_CASE("A trailing std::optional parameter may be omitted", "[registry]") {
     CHECK(unpack_as<std::string>(r.run("greet", pack_args(std::string("Ann"), std::string("Hey")))) == "Hey Ann");
     // An explicit nil is an absent optional too.
     CHECK(unpack_as<std::string>(r.run("greet", pack_args(std::string("Ann"), msgpack::type::nil_t{}))) == "Hi Ann");
-    // The required parameter still is required.
-    CHECK_THAT(argument_error(r, "greet", pack_args()), Contains("expected 2 arguments, got 0"));
+    // The required parameter still is required, and the message says the optional one is not.
+    CHECK_THAT(argument_error(r, "greet", pack_args()), Contains("expected 1 to 2 arguments, got 0"));
+    CHECK_THAT(argument_error(r, "greet", pack_args(1, 2, 3)), Contains("expected 1 to 2 arguments, got 3"));
 }
 
 TEST_CASE("Too many arguments throw ArgumentError saying how many were expected", "[registry]") {
     const Registry r = with_add();
     const std::string msg = argument_error(r, "add", pack_args(1, 2, 3));
-    CHECK_THAT(msg, Contains("at most 2 arguments"));
+    CHECK_THAT(msg, Contains("expected 2 arguments"));
     CHECK_THAT(msg, Contains("got 3"));
 }
 
@@ -124,6 +125,22 @@ TEST_CASE("An argument of the wrong type throws ArgumentError naming its positio
     CHECK_THAT(argument_error(r, "add", pack_args(1, 2.5)), Contains("argument 2"));
     // A value out of the parameter's range is the wrong type too.
     CHECK_THAT(argument_error(r, "add", pack_args(std::int64_t{1} << 40, 1)), Contains("argument 1"));
+    // The message says what was expected and what came.
+    CHECK_THAT(argument_error(r, "add", pack_args(std::string("one"), 2)),
+               Contains("expected an integer, got a string"));
+    CHECK_THAT(argument_error(r, "add", pack_args(1, 2.5)), Contains("expected an integer, got a number with a fraction"));
+    CHECK_THAT(argument_error(r, "add", pack_args(1e20, 1)), Contains("argument 1 has the wrong type"));
+}
+
+TEST_CASE("A whole number sent as a float (JSON 1e3) is taken by an integer parameter", "[registry]") {
+    const Registry r = with_add();
+    CHECK(unpack_as<int>(r.run("add", pack_args(1e3, 2.0))) == 1002);
+    CHECK(unpack_as<int>(r.run("add", pack_args(-4.0, 1))) == -3);
+    Registry u;
+    u.add("twice", [](std::optional<std::uint32_t> n) { return n.value_or(0) * 2; });
+    CHECK(unpack_as<std::uint32_t>(u.run("twice", pack_args(21.0))) == 42);
+    CHECK_THAT(argument_error(u, "twice", pack_args(-1.0)), Contains("wrong type"));
+    CHECK_THAT(argument_error(u, "twice", pack_args(4294967296.0)), Contains("wrong type"));
 }
 
 TEST_CASE("An unknown task name throws ArgumentError mentioning the name", "[registry]") {

@@ -15,6 +15,32 @@
 
 namespace drover {
 
+namespace detail {
+
+std::string expected_args(std::size_t required, std::size_t arity) {
+    const std::string range = required == arity ? std::to_string(arity)
+                                                : std::to_string(required) + " to " + std::to_string(arity);
+    return "expected " + range + " argument" + (arity == 1 ? "" : "s");
+}
+
+const char* msgpack_type_name(const msgpack::object& o) {
+    switch (o.type) {
+        case msgpack::type::NIL: return "null";
+        case msgpack::type::BOOLEAN: return "a boolean";
+        case msgpack::type::POSITIVE_INTEGER:
+        case msgpack::type::NEGATIVE_INTEGER: return "an integer";
+        case msgpack::type::FLOAT32:
+        case msgpack::type::FLOAT64: return "a number with a fraction";
+        case msgpack::type::STR: return "a string";
+        case msgpack::type::BIN: return "binary data";
+        case msgpack::type::ARRAY: return "an array";
+        case msgpack::type::MAP: return "a map";
+        default: return "another type";
+    }
+}
+
+}  // namespace detail
+
 Registry& Registry::add_raw(std::string name, RawTask fn) {
     tasks_[std::move(name)] = std::move(fn);
     return *this;

@@ -12,7 +12,9 @@
 //   drover::Registry tasks;
 //   tasks.add("add", [](int a, int b) { return a + b; });
 
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -56,9 +58,13 @@ template <class R, class... A>
 struct FnTraits<R(A...)> : FnTraits<R (*)(A...)> {};
 
 template <class T>
-struct IsOptional : std::false_type {};
+struct IsOptional : std::false_type {
+    using inner = T;
+};
 template <class T>
-struct IsOptional<std::optional<T>> : std::true_type {};
+struct IsOptional<std::optional<T>> : std::true_type {
+    using inner = T;
+};
 
 struct StringBuffer {
     std::string data;
@@ -72,29 +78,63 @@ std::string pack_value(const T& value) {
     return std::move(b.data);
 }
 
+// The arguments a call must give: those before the trailing optionals.
+template <class Args, std::size_t... I>
+constexpr std::size_t required_args(std::index_sequence<I...>) {
+    std::size_t required = 0;
+    ((required = IsOptional<std::tuple_element_t<I, Args>>::value ? required : I + 1), ...);
+    return required;
+}
+
+// "expected 2 arguments", "expected 1 to 2 arguments".
+std::string expected_args(std::size_t required, std::size_t arity);
+// What a parameter of type T takes, and what an argument is, for errors.
 template <class T>
-T convert_arg(const msgpack::object* items, std::size_t count, std::size_t i, std::size_t arity) {
+const char* wanted_name() {
+    if constexpr (IsOptional<T>::value) return wanted_name<typename IsOptional<T>::inner>();
+    else if constexpr (std::is_same_v<T, bool>) return "a boolean";
+    else if constexpr (std::is_integral_v<T>) return "an integer";
+    else if constexpr (std::is_floating_point_v<T>) return "a number";
+    else if constexpr (std::is_convertible_v<std::string, T>) return "a string";
+    else return "another type";
+}
+const char* msgpack_type_name(const msgpack::object& o);
+
+template <class T>
+T convert_arg(const msgpack::object* items, std::size_t count, std::size_t i, std::size_t required,
+              std::size_t arity) {
     if (i >= count) {
         if constexpr (IsOptional<T>::value) {
             return std::nullopt;
         } else {
-            throw ArgumentError("expected " + std::to_string(arity) + " argument" + (arity == 1 ? "" : "s") +
-                                ", got " + std::to_string(count));
+            throw ArgumentError(expected_args(required, arity) + ", got " + std::to_string(count));
         }
     }
     try {
         return items[i].as<T>();
     } catch (const std::bad_cast&) {
-        throw ArgumentError("argument " + std::to_string(i + 1) + " has the wrong type");
+        // A whole number written as 1e3 or 1000.0 in JSON arrives as a float.
+        using V = typename IsOptional<T>::inner;
+        if constexpr (std::is_integral_v<V> && !std::is_same_v<V, bool>) {
+            if (items[i].type == msgpack::type::FLOAT64 || items[i].type == msgpack::type::FLOAT32) {
+                const double d = items[i].via.f64;
+                const double bound = std::ldexp(1.0, std::numeric_limits<V>::digits);  // 2^63 for int64
+                if (d == std::trunc(d) && d < bound && d >= (std::is_signed_v<V> ? -bound : 0.0))
+                    return static_cast<V>(d);
+            }
+        }
+        throw ArgumentError("argument " + std::to_string(i + 1) + " has the wrong type: expected " +
+                            wanted_name<T>() + ", got " + msgpack_type_name(items[i]));
     }
 }
 
 template <class F, class Args, std::size_t... I>
 decltype(auto) call_with(F& fn, [[maybe_unused]] const msgpack::object* items, [[maybe_unused]] std::size_t count,
-                         std::index_sequence<I...>) {
+                         std::index_sequence<I...> seq) {
     [[maybe_unused]] constexpr std::size_t arity = sizeof...(I);
+    [[maybe_unused]] constexpr std::size_t required = required_args<Args>(seq);
     // Braced initialisation evaluates the conversions left to right.
-    Args args{convert_arg<std::tuple_element_t<I, Args>>(items, count, I, arity)...};
+    Args args{convert_arg<std::tuple_element_t<I, Args>>(items, count, I, required, arity)...};
     return std::apply(fn, std::move(args));
 }
 
@@ -120,8 +160,9 @@ public:
             }
             constexpr std::size_t arity = std::tuple_size_v<Args>;
             if (count > arity)
-                throw ArgumentError("expected at most " + std::to_string(arity) + " argument" +
-                                    (arity == 1 ? "" : "s") + ", got " + std::to_string(count));
+                throw ArgumentError(
+                    detail::expected_args(detail::required_args<Args>(std::make_index_sequence<arity>{}), arity) +
+                    ", got " + std::to_string(count));
             if constexpr (std::is_void_v<R>) {
                 detail::call_with<decltype(fn), Args>(fn, items, count, std::make_index_sequence<arity>{});
                 return detail::pack_value(msgpack::type::nil_t{});
