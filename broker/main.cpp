@@ -80,10 +80,12 @@ int main(int argc, char** argv) {
     } catch (const drover::SecurityError& e) {
         std::cerr << "drover-broker: " << e.what() << "\n";
         return 2;
-    } catch (const zmq::error_t& e) {
-        std::cerr << "drover-broker: cannot bind (--frontend " << config.frontend << ", --backend " << config.backend
-                  << "): " << e.what() << "\n";
+    } catch (const drover::BindError& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
         return 2;
+    } catch (const zmq::error_t& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 1;
     } catch (const std::exception& e) {
         std::cerr << "drover-broker: " << e.what() << "\n";
         return 1;

@@ -61,14 +61,27 @@ Broker::Broker(zmq::context_t& ctx, BrokerConfig config, Logger log)
 Broker::~Broker() = default;
 
 void Broker::bind() {
-    bind_server(ctx_, frontend_, config_.security.get(), Domain::producers, config_.frontend);
-    bind_server(ctx_, backend_, config_.security.get(), Domain::workers, config_.backend);
+    const auto bind_one = [&](zmq::socket_t& s, Domain domain, const std::string& ep, const char* flag) {
+        try {
+            bind_server(ctx_, s, config_.security.get(), domain, ep);
+        } catch (const zmq::error_t& e) {
+            throw BindError(std::string("cannot bind ") + flag + " " + ep + ": " + e.what());
+        }
+    };
+    bind_one(frontend_, Domain::producers, config_.frontend, "--frontend");
+    bind_one(backend_, Domain::workers, config_.backend, "--backend");
     warn_if_exposed(log_, config_.security.get(), {config_.frontend, config_.backend});
-    frontend_ep_ = connectable(last_endpoint(frontend_));
-    backend_ep_ = connectable(last_endpoint(backend_));
+    const auto frontend_bound = last_endpoint(frontend_), backend_bound = last_endpoint(backend_);
+    frontend_ep_ = connectable(frontend_bound);
+    backend_ep_ = connectable(backend_bound);
     if (!config_.endpoints_file.empty()) write_endpoints_file(config_.endpoints_file, frontend_ep_, backend_ep_);
-    log_->info("broker.listening frontend={} backend={} max_queued={} heartbeat_ms={} liveness={}", frontend_ep_,
-               backend_ep_, config_.max_queued, config_.heartbeat.count(), config_.liveness);
+    // Bound on every address: said so, with the address a local client uses.
+    const auto shown = [](const std::string& bound, const std::string& local) {
+        return bound == local ? bound : bound + " (here: " + local + ")";
+    };
+    log_->info("broker.listening frontend={} backend={} max_queued={} heartbeat_ms={} liveness={}",
+               shown(frontend_bound, frontend_ep_), shown(backend_bound, backend_ep_), config_.max_queued,
+               config_.heartbeat.count(), config_.liveness);
 }
 
 void Broker::run(const StopSource& stop) {

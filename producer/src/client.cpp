@@ -588,8 +588,11 @@ void Client::io_loop() {
             }
             if (now - last_from_broker_ > window) {
                 std::lock_guard lock(mutex_);
-                log_->warn("client.broker_silent ms={} reconnecting resend={}",
-                           std::chrono::duration_cast<Millis>(now - last_from_broker_).count(), pending_.size());
+                log_->warn("client.broker_silent broker={} ms={} reconnecting resend={} (is the broker running and "
+                           "reachable at that address, and, if it runs with --security, does this producer have the "
+                           "fleet's keys and is its key on the broker's allow-list?)",
+                           options_.broker, std::chrono::duration_cast<Millis>(now - last_from_broker_).count(),
+                           pending_.size());
                 connect_broker();
                 connect_submit();
                 resend_unfinished();

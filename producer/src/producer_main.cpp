@@ -368,8 +368,15 @@ int producer_main(int argc, char** argv, const Registry& registry) {
         {
             Client client(ctx, s.client, log);
             if (s.wait_workers > 0 && !client.wait_for_workers(s.wait_workers, Millis(s.wait_timeout_ms))) {
-                std::cerr << "drover-producer: fewer than " << s.wait_workers << " workers at " << s.client.broker
-                          << " after " << s.wait_timeout_ms << " ms\n";
+                // Say which: no broker there, or a broker with too few workers.
+                const auto status = fetch_status(ctx, s.client.broker, Millis(1000), s.client.security.get());
+                if (!status)
+                    std::cerr << "drover-producer: no answer from a broker at " << s.client.broker << " in "
+                              << s.wait_timeout_ms << " ms (is it running there, and, with --security, does this "
+                              << "producer have the fleet's keys?)\n";
+                else
+                    std::cerr << "drover-producer: " << (*status)["workers"].size() << " of " << s.wait_workers
+                              << " workers at " << s.client.broker << " after " << s.wait_timeout_ms << " ms\n";
                 return 1;
             }
             rc = *map ? run_map(client, s, stop) : run_submit(client, s, stop);

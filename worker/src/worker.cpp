@@ -382,8 +382,11 @@ Worker::Stopped Worker::run(const StopSource& stop) {
             }
             ran_at_tick_ = ran;
             if (now - last_from_broker_ > window) {
-                log_->warn("worker.broker_silent ms={} reconnecting backoff_ms={}",
-                           std::chrono::duration_cast<Millis>(now - last_from_broker_).count(), backoff.count());
+                log_->warn("worker.broker_silent broker={} ms={} reconnecting backoff_ms={} (is the broker running and "
+                           "reachable at that address, its --backend, and, if it runs with --security, does this "
+                           "worker have the fleet's keys and is its key on the broker's allow-list?)",
+                           options_.broker, std::chrono::duration_cast<Millis>(now - last_from_broker_).count(),
+                           backoff.count());
                 connect_to_broker();
                 next_heartbeat = now + backoff;
                 backoff = std::min(backoff * 2, k_max_backoff);

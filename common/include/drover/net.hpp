@@ -138,6 +138,12 @@ std::string last_endpoint(const zmq::socket_t& s);
 // local client connects to ("tcp://127.0.0.1:P"); other endpoints unchanged.
 std::string connectable(const std::string& bound);
 
+// A socket could not bind: the message names the flag and the endpoint.
+class BindError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
 // Throws std::invalid_argument with a one-line reason unless `ep` looks like
 // a ZeroMQ endpoint drover supports (tcp://, ipc://, inproc://). inproc://
 // only where `inproc_ok`: it reaches threads of the same process alone, so
