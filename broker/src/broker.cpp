@@ -268,7 +268,7 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
         case Command::bye: {
             auto m = proto::decode_bye(body);
             if (!m) return drop(peer, "backend", m.error());
-            remove_worker(peer, "said bye", /*died=*/false, m->ids, /*said_bye=*/true);
+            remove_worker(peer, "said bye", false, m->ids);
             return;
         }
         case Command::retry: {
@@ -304,10 +304,10 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
 }
 
 void Broker::remove_worker(const std::string& identity, const std::string& reason, bool died,
-                           const std::vector<std::string>& finished, bool said_bye) {
+                           const std::vector<std::string>& finished) {
     const auto held = scheduler_.held_by(identity);
     log_->info("worker.removed id={} reason=\"{}\" held={}", scheduler_.describe_worker(identity), reason, held);
-    report(scheduler_.remove_worker(identity, died, finished, said_bye));
+    report(scheduler_.remove_worker(identity, died, finished));
     live_workers_ = scheduler_.worker_count();
 }
 

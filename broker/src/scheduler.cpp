@@ -305,14 +305,14 @@ bool Scheduler::seen(const std::string& identity, Clock::time_point now) {
 }
 
 std::vector<FinalOutcome> Scheduler::remove_worker(const std::string& identity, bool died,
-                                                   const std::vector<std::string>& finished, bool said_bye) {
+                                                   const std::vector<std::string>& finished) {
     auto it = workers_.find(identity);
     if (it == workers_.end()) return {};
-    return remove_worker_slot(it->second, died, finished, said_bye);
+    return remove_worker_slot(it->second, died, finished);
 }
 
 std::vector<FinalOutcome> Scheduler::remove_worker_slot(std::uint32_t wslot, bool died,
-                                                        const std::vector<std::string>& finished, bool said_bye) {
+                                                        const std::vector<std::string>& finished) {
     std::vector<FinalOutcome> finals;
     WorkerState& w = worker_slots_[wslot];
     for (const auto& id : finished) {
@@ -336,7 +336,6 @@ std::vector<FinalOutcome> Scheduler::remove_worker_slot(std::uint32_t wslot, boo
                                       "worker died " + std::to_string(e.deaths) + (e.deaths == 1 ? " time" : " times")));
             ++totals_.lost;
         } else {
-            if (said_bye && e.attempt > 0) --e.attempt;  // it never started there
             requeue.push_back(&e);
         }
     }

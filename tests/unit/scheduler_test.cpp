@@ -958,30 +958,6 @@ TEST_CASE("BYE with ids: those tasks wait for SETTLE, the others go back unblame
     CHECK(s.producer_gone("Q").empty());
 }
 
-TEST_CASE("After a BYE the tasks it did not name never ran there: their next dispatch is their first attempt",
-          "[scheduler]") {
-    // A processes child replaced after a timeout says BYE with the timed-out
-    // task; the one it had been given next went back with attempt 2 of 1.
-    Scheduler s;
-    add_worker(s, "A", 2, {"sum_random"}, /*slots=*/1);
-    REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random", 1), make_task("t2", "sum_random", 1)}), t0)
-                .accepted == 2);
-    REQUIRE(total_tasks(s.dispatch()) == 2);
-    CHECK(s.remove_worker("A", /*died=*/false, {"t1"}, /*said_bye=*/true).empty());
-    add_worker(s, "B", 5);
-    auto b = s.dispatch();
-    REQUIRE(total_tasks(b) == 1);
-    CHECK(b[0].tasks[0].id == "t2");
-    CHECK(b[0].tasks[0].attempt == 1);
-    // Without a BYE (a worker registering again over a new connection) the
-    // task may have started: its next dispatch is its second attempt.
-    s.remove_worker("B", /*died=*/false);
-    add_worker(s, "C", 5);
-    auto c = s.dispatch();
-    REQUIRE(total_tasks(c) == 1);
-    CHECK(c[0].tasks[0].attempt == 2);
-}
-
 TEST_CASE("Tasks whose worker holds none of them and no sink settles run again after the grace",
           "[scheduler][unsettled]") {
     Scheduler s;  // heartbeat 1 s x liveness 3 x 4 windows: 12 s of grace

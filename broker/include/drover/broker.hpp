@@ -71,7 +71,7 @@ private:
     void tick(Clock::time_point now);
     void drop(const std::string& peer, const char* socket, proto::DecodeError reason);
     void remove_worker(const std::string& identity, const std::string& reason, bool died = true,
-                       const std::vector<std::string>& finished = {}, bool said_bye = false);
+                       const std::vector<std::string>& finished = {});
     nlohmann::json status_json(Clock::time_point now) const;
 
     zmq::context_t& ctx_;

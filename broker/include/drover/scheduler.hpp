@@ -87,14 +87,8 @@ public:
     // in dispatch order) count a death; prefetched ones do not. A task that
     // has died max_attempts times is lost. `finished` (a BYE's ids) already
     // have their final outcome at their sinks: they only wait for SETTLE.
-    // After a BYE (`said_bye`) the tasks not in `finished` never started
-    // there (a worker says BYE once it has finished all it started, or, a
-    // child replaced after a timeout, with the timed-out task's id): their
-    // dispatch does not count as an attempt, as after undo_dispatch. It did:
-    // a task beside one that timed out in a processes pool came back with
-    // `attempts` 2 (of `max_attempts` 1), and one retry fewer.
     std::vector<FinalOutcome> remove_worker(const std::string& identity, bool died = true,
-                                            const std::vector<std::string>& finished = {}, bool said_bye = false);
+                                            const std::vector<std::string>& finished = {});
     // Same, for a worker named by its HELLO id (a supervisor's LOST report).
     std::vector<FinalOutcome> remove_worker_by_id(const std::string& worker_id);
 
@@ -286,8 +280,7 @@ private:
     // The task leaves its worker's hands (done, retried, ended, requeued).
     void release_held(Entry& e);
     std::uint32_t name_id(const std::string& name);
-    std::vector<FinalOutcome> remove_worker_slot(std::uint32_t wslot, bool died, const std::vector<std::string>& finished,
-                                                 bool said_bye = false);
+    std::vector<FinalOutcome> remove_worker_slot(std::uint32_t wslot, bool died, const std::vector<std::string>& finished);
 
     // The one place that keeps state, queued_ and queued_by_name_ in step.
     void mark_queued(Entry& e);
