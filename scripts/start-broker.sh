@@ -19,8 +19,10 @@ while (($#)); do
 done
 mkdir -p "$run_dir"
 pidfile="$run_dir/broker.pid"
+# Whether the pidfile names a running drover-broker (not a process that took its pid since).
+running() { [[ -f $pidfile ]] && [[ "$(ps -o comm= -p "$(cat "$pidfile")" 2>/dev/null)" == drover-broker ]]; }
 if [[ $cmd == stop ]]; then
-  if [[ -f $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null; then
+  if running && kill "$(cat "$pidfile")" 2>/dev/null; then
     for _ in $(seq 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
     echo "broker stopped"
   else
@@ -30,7 +32,7 @@ if [[ $cmd == stop ]]; then
 fi
 # One broker a run directory: a second start would take over its log,
 # endpoints file and pidfile, and leave the first running unseen.
-if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+if running; then
   echo "start-broker.sh: a broker started from $run_dir is running (pid $(cat "$pidfile")): stop it first (scripts/start-broker.sh stop --run-dir $run_dir), or give another --run-dir" >&2
   exit 1
 fi

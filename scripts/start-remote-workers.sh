@@ -9,8 +9,8 @@
 #   the workers then get --host-name HOST, as such hosts may share one machine name.
 # --security DIR: the workers' fleet directory, a path on the remote hosts (docs/security.md).
 # --log-dir DIR: where each remote worker writes drover-worker-HOST.log, on its host (default /tmp).
-# Where each worker runs is written to RUN_DIR/remote-workers.txt (host pid), which `stop` reads,
-#   and the --via command to RUN_DIR/remote-workers.via, which `stop` uses unless given its own.
+# Where each worker runs is written to RUN_DIR/remote-workers.txt (host pid via), which `stop`
+#   reads: it reaches each host the way its start did, unless given a --via of its own.
 # A worker that is not running a second after its start (a bad flag, no broker address it can
 # parse) fails the script, with the end of its log.
 set -euo pipefail
@@ -19,8 +19,9 @@ via="ssh"
 remote_bin="drover-worker"
 broker=""; pool="processes"; count=""; security=""; log_dir="/tmp"; via_given=0
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
-remote() {  # remote HOST COMMAND
-  if [[ $via == ssh* ]]; then $via "$1" "$2"; else $via "$1" sh -c "$2"; fi
+remote() {  # remote HOST COMMAND [VIA]
+  local how="${3:-$via}"
+  if [[ $how == ssh* ]]; then $how "$1" "$2"; else $how "$1" sh -c "$2"; fi
 }
 cmd=start
 [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { usage; exit 0; }
@@ -44,26 +45,24 @@ while (($#)); do
 done
 mkdir -p "$run_dir"
 ledger="$run_dir/remote-workers.txt"
-via_file="$run_dir/remote-workers.via"
 if [[ $cmd == stop ]]; then
   [[ -f $ledger ]] || { echo "nothing to stop ($ledger missing)"; exit 0; }
-  ((via_given)) || [[ ! -f $via_file ]] || via="$(cat "$via_file")"
   # Hosts that could not be reached stay in the ledger, for another try.
   left=()
-  while read -r host pid; do
+  while read -r host pid how; do
+    ((via_given)) || [[ -z $how ]] || via="$how"
     if remote "$host" "kill $pid 2>/dev/null || true" </dev/null; then
       echo "stopped $host pid $pid"
     else
       echo "start-remote-workers.sh: $host: could not reach it to stop pid $pid (via: $via)" >&2
-      left+=("$host $pid")
+      left+=("$host $pid $via")
     fi
   done <"$ledger"
   if ((${#left[@]})); then printf '%s\n' "${left[@]}" >"$ledger"; exit 1; fi
-  rm -f "$ledger" "$via_file"; exit 0
+  rm -f "$ledger"; exit 0
 fi
 [[ -f $hosts_file ]] || { echo "start-remote-workers.sh: no hosts file '$hosts_file'" >&2; exit 2; }
 [[ -n $broker ]] || { echo "start-remote-workers.sh: --broker tcp://ADDR:PORT is required" >&2; exit 2; }
-printf '%s\n' "$via" >"$via_file"
 started=()
 while read -r host hpool hcount _; do
   [[ -z $host || $host == \#* ]] && continue
@@ -74,20 +73,29 @@ while read -r host hpool hcount _; do
   # One log per host: with --via the "hosts" may share one /tmp.
   pid=$(remote "$host" "nohup $remote_bin $flags >$log_dir/drover-worker-${host#*@}.log 2>&1 </dev/null & echo \$!" </dev/null)
   [[ $pid =~ ^[0-9]+$ ]] || { echo "start-remote-workers.sh: $host: could not start ($pid)" >&2; exit 1; }
-  echo "$host $pid" >>"$ledger"
+  echo "$host $pid $via" >>"$ledger"
   started+=("$host $pid")
   echo "started on $host: pid $pid ($flags)"
 done <"$hosts_file"
 # A worker that dies at once (a bad flag) has still printed its pid above.
+((${#started[@]})) || exit 0
 sleep 1
-dead=0
+dead=()
 for hp in "${started[@]}"; do
   read -r host pid <<<"$hp"
   # (a zombie counts as exited: its new parent may not have reaped it yet)
-  if ! remote "$host" "ps -o stat= -p $pid 2>/dev/null | grep -qv '^Z'" </dev/null; then
-    echo "start-remote-workers.sh: $host: the worker (pid $pid) exited at once; the end of its log:" >&2
-    remote "$host" "tail -n 5 $log_dir/drover-worker-${host#*@}.log" </dev/null >&2 || true
-    dead=1
-  fi
+  state=$(remote "$host" "if ps -o stat= -p $pid 2>/dev/null | grep -qv '^Z'; then echo running; else echo exited; fi" \
+            </dev/null 2>/dev/null || true)
+  case "$state" in
+    running) ;;
+    exited)
+      echo "start-remote-workers.sh: $host: the worker (pid $pid) exited at once; the end of its log:" >&2
+      remote "$host" "tail -n 5 $log_dir/drover-worker-${host#*@}.log" </dev/null >&2 || true
+      dead+=("$host $pid") ;;
+    *) echo "start-remote-workers.sh: $host: could not check that pid $pid runs (via: $via)" >&2 ;;
+  esac
 done
-((dead == 0)) || exit 1
+((${#dead[@]})) || exit 0
+# The dead leave the ledger (their pids may be reused by the time of a stop).
+for hp in "${dead[@]}"; do grep -vxF "$hp $via" "$ledger" >"$ledger.new" || true; mv "$ledger.new" "$ledger"; done
+exit 1

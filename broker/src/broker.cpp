@@ -312,44 +312,53 @@ void Broker::remove_worker(const std::string& identity, const std::string& reaso
 }
 
 void Broker::dispatch_ready_tasks() {
-    for (auto& batch : scheduler_.dispatch()) {
-        // The worker's limit too: ZeroMQ drops a peer that sends it more
-        // than its ZMQ_MAXMSGSIZE, which looked to both sides like a dead
-        // connection, and the task ended `lost` after three of them.
-        const auto accepts = scheduler_.max_message_bytes_of(batch.worker);
-        const auto max_bytes = accepts == 0 ? config_.max_message_bytes
-                                            : std::min<std::int64_t>(config_.max_message_bytes, static_cast<std::int64_t>(accepts));
-        const std::size_t limit = batch_byte_limit(max_bytes);
-        // One message per run of tasks that fits the byte limit.
-        std::size_t begin = 0;
-        while (begin < batch.tasks.size()) {
-            const auto size = wire_size(batch.tasks[begin]);
-            if (accepts != 0 && size + k_entry_overhead > accepts) {
-                std::string error = "task too large for worker " + scheduler_.describe_worker(batch.worker) + ": about " +
-                                    std::to_string(size) + " bytes, and it accepts messages of at most " +
-                                    std::to_string(accepts) + " (its --max-message-bytes)";
-                if (auto f = scheduler_.refuse_dispatched(batch.worker, batch.tasks[begin].id, std::move(error))) {
-                    log_->warn("task.too_large id={} worker={} bytes={} accepts={}", f->outcome.id,
-                               scheduler_.describe_worker(batch.worker), size, accepts);
-                    std::vector<FinalOutcome> finals;
-                    finals.push_back(std::move(*f));
-                    report(std::move(finals));
+    // A refused task gives its worker's credit back: dispatch again then, or
+    // the tasks queued behind it would wait for the next message or tick.
+    bool refused = true;
+    while (refused) {
+        refused = false;
+        for (auto& batch : scheduler_.dispatch()) {
+            // The worker's limit too: ZeroMQ drops a peer that sends it more
+            // than its ZMQ_MAXMSGSIZE, which looked to both sides like a dead
+            // connection, and the task ended `lost` after three of them.
+            const auto accepts = scheduler_.max_message_bytes_of(batch.worker);
+            const auto max_bytes = accepts == 0 ? config_.max_message_bytes
+                                                : std::min<std::int64_t>(config_.max_message_bytes,
+                                                                         static_cast<std::int64_t>(accepts));
+            const std::size_t limit = batch_byte_limit(max_bytes);
+            // One message per run of tasks that fits the byte limit.
+            std::size_t begin = 0;
+            while (begin < batch.tasks.size()) {
+                const auto size = wire_size(batch.tasks[begin]);
+                if (accepts != 0 && size + k_entry_overhead > accepts) {
+                    std::string error = "task too large for worker " + scheduler_.describe_worker(batch.worker) +
+                                        ": about " + std::to_string(size) +
+                                        " bytes, and it accepts messages of at most " + std::to_string(accepts) +
+                                        " (its --max-message-bytes)";
+                    if (auto f = scheduler_.refuse_dispatched(batch.worker, batch.tasks[begin].id, std::move(error))) {
+                        log_->warn("task.too_large id={} worker={} bytes={} accepts={}", f->outcome.id,
+                                   scheduler_.describe_worker(batch.worker), size, accepts);
+                        std::vector<FinalOutcome> finals;
+                        finals.push_back(std::move(*f));
+                        report(std::move(finals));
+                        refused = true;
+                    }
+                    ++begin;
+                    continue;
                 }
-                ++begin;
-                continue;
+                std::size_t end = begin, bytes = 0;
+                while (end < batch.tasks.size() && (end == begin || bytes + wire_size(batch.tasks[end]) <= limit))
+                    bytes += wire_size(batch.tasks[end++]);
+                const auto first = batch.tasks.begin() + static_cast<std::ptrdiff_t>(begin);
+                auto body = proto::encode_message(batch.tasks.data() + begin, end - begin);
+                const auto st = send_to(backend_, batch.worker, proto::Command::dispatch, body);
+                if (st != SendStatus::sent) {
+                    scheduler_.undo_dispatch(Scheduler::Batch{batch.worker, {first, batch.tasks.end()}});
+                    if (st == SendStatus::unreachable) remove_worker(batch.worker, "unreachable");
+                    break;
+                }
+                begin = end;
             }
-            std::size_t end = begin, bytes = 0;
-            while (end < batch.tasks.size() && (end == begin || bytes + wire_size(batch.tasks[end]) <= limit))
-                bytes += wire_size(batch.tasks[end++]);
-            const auto first = batch.tasks.begin() + static_cast<std::ptrdiff_t>(begin);
-            auto body = proto::encode_message(batch.tasks.data() + begin, end - begin);
-            const auto st = send_to(backend_, batch.worker, proto::Command::dispatch, body);
-            if (st != SendStatus::sent) {
-                scheduler_.undo_dispatch(Scheduler::Batch{batch.worker, {first, batch.tasks.end()}});
-                if (st == SendStatus::unreachable) remove_worker(batch.worker, "unreachable");
-                break;
-            }
-            begin = end;
         }
     }
 }

@@ -482,6 +482,7 @@ std::optional<FinalOutcome> Scheduler::refuse_dispatched(const std::string& iden
     ++worker_slots_[wit->second].credits;
     --totals_.dispatched;
     ++totals_.too_large;
+    if (e->attempt > 0) --e->attempt;  // it never ran
     return end_task(*e, proto::Status::error, std::move(error));
 }
 

@@ -35,7 +35,19 @@ void StopSource::request() noexcept {
     [[maybe_unused]] auto n = ::write(fd_, &one, sizeof one);
 }
 
-void ignore_hangup() { std::signal(SIGHUP, SIG_IGN); }
+namespace {
+void on_hangup(int) {}
+}  // namespace
+
+// A handler that does nothing rather than SIG_IGN: an ignored signal stays
+// ignored in the programs a task may exec, a handled one does not.
+void ignore_hangup() {
+    struct sigaction sa {};
+    sa.sa_handler = on_hangup;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    ::sigaction(SIGHUP, &sa, nullptr);
+}
 
 void stop_on_signals(StopSource& stop) {
     g_signal_target.store(&stop);

@@ -738,6 +738,7 @@ TEST_CASE("A task refused as too large for its worker ends with an error and the
     CHECK(f->outcome.status == proto::Status::error);
     CHECK(f->outcome.error == "too large for A");
     CHECK(f->outcome.worker == "broker");
+    CHECK(f->outcome.attempt == 0);  // it never ran
     CHECK(f->reply_to == "inproc://sink");
     CHECK(s.credits_of("A") == 1);
     CHECK(s.held_by("A") == 0);

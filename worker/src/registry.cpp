@@ -20,7 +20,7 @@ namespace detail {
 std::string expected_args(std::size_t required, std::size_t arity) {
     const std::string range = required == arity ? std::to_string(arity)
                                                 : std::to_string(required) + " to " + std::to_string(arity);
-    return "expected " + range + " argument" + (arity == 1 ? "" : "s");
+    return "expected " + range + " argument" + (required == 1 && arity == 1 ? "" : "s");
 }
 
 const char* msgpack_type_name(const msgpack::object& o) {
@@ -30,7 +30,7 @@ const char* msgpack_type_name(const msgpack::object& o) {
         case msgpack::type::POSITIVE_INTEGER:
         case msgpack::type::NEGATIVE_INTEGER: return "an integer";
         case msgpack::type::FLOAT32:
-        case msgpack::type::FLOAT64: return "a number with a fraction";
+        case msgpack::type::FLOAT64: return "a number";
         case msgpack::type::STR: return "a string";
         case msgpack::type::BIN: return "binary data";
         case msgpack::type::ARRAY: return "an array";

@@ -16,7 +16,9 @@ using Logger = std::shared_ptr<spdlog::logger>;
 // Throws: std::invalid_argument for an unknown level name.
 Logger make_logger(const std::string& name, const std::string& level = {});
 // The level names make_logger takes, for the programs' --log-level checks.
-inline const std::vector<std::string> k_log_levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
+// ("warning" and "err" are spdlog's other spellings, which it prints.)
+inline const std::vector<std::string> k_log_levels{"trace", "debug",    "info", "warn", "warning",
+                                                   "error", "err",      "critical", "off"};
 
 // A logger that discards everything (for tests and embedded use).
 Logger null_logger();

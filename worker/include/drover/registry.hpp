@@ -96,7 +96,7 @@ const char* wanted_name() {
     else if constexpr (std::is_integral_v<T>) return "an integer";
     else if constexpr (std::is_floating_point_v<T>) return "a number";
     else if constexpr (std::is_convertible_v<std::string, T>) return "a string";
-    else return "another type";
+    else return "a value of the parameter's type";
 }
 const char* msgpack_type_name(const msgpack::object& o);
 
@@ -116,12 +116,18 @@ T convert_arg(const msgpack::object* items, std::size_t count, std::size_t i, st
         // A whole number written as 1e3 or 1000.0 in JSON arrives as a float.
         using V = typename IsOptional<T>::inner;
         if constexpr (std::is_integral_v<V> && !std::is_same_v<V, bool>) {
-            if (items[i].type == msgpack::type::FLOAT64 || items[i].type == msgpack::type::FLOAT32) {
+            const auto type = items[i].type;
+            bool whole = type == msgpack::type::POSITIVE_INTEGER || type == msgpack::type::NEGATIVE_INTEGER;
+            if (type == msgpack::type::FLOAT64 || type == msgpack::type::FLOAT32) {
                 const double d = items[i].via.f64;
                 const double bound = std::ldexp(1.0, std::numeric_limits<V>::digits);  // 2^63 for int64
-                if (d == std::trunc(d) && d < bound && d >= (std::is_signed_v<V> ? -bound : 0.0))
-                    return static_cast<V>(d);
+                whole = d == std::trunc(d);
+                if (whole && d < bound && d >= (std::is_signed_v<V> ? -bound : 0.0)) return static_cast<V>(d);
             }
+            if (whole)
+                throw ArgumentError("argument " + std::to_string(i + 1) + " is out of range: expected an integer from " +
+                                    std::to_string(std::numeric_limits<V>::min()) + " to " +
+                                    std::to_string(std::numeric_limits<V>::max()));
         }
         throw ArgumentError("argument " + std::to_string(i + 1) + " has the wrong type: expected " +
                             wanted_name<T>() + ", got " + msgpack_type_name(items[i]));
