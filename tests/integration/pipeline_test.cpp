@@ -71,6 +71,13 @@ private:
 using BrokerThread = OnThread<drover::Broker>;
 using WorkerThread = OnThread<drover::Worker>;
 
+// A worker's options for the broker on a test's thread.
+drover::WorkerOptions worker_options(const BrokerThread& broker) {
+    drover::WorkerOptions wo;
+    wo.broker = broker.get().backend_endpoint();
+    return wo;
+}
+
 }  // namespace
 
 TEST_CASE("a local threads cluster maps sum_random over 1,000 tasks in order", "[integration]") {
@@ -290,8 +297,7 @@ TEST_CASE("over tcp a client settles its last result too, after waiting for more
     auto bc = broker_config("tcp://127.0.0.1:*", "tcp://127.0.0.1:*");
     BrokerThread broker(ctx, bc);
     const auto registry = builtins();
-    drover::WorkerOptions wo;
-    wo.broker = broker.get().backend_endpoint();
+    auto wo = worker_options(broker);
     WorkerThread worker(ctx, registry, wo);
     {
         drover::Client client(ctx, client_options(broker.get().frontend_endpoint(), "tcp://127.0.0.1:*"));
@@ -319,8 +325,7 @@ TEST_CASE("a task larger than its worker's --max-message-bytes ends with an erro
     auto bc = broker_config("tcp://127.0.0.1:*", "tcp://127.0.0.1:*");
     BrokerThread broker(ctx, bc);
     const auto registry = builtins();
-    drover::WorkerOptions wo;
-    wo.broker = broker.get().backend_endpoint();
+    auto wo = worker_options(broker);
     wo.max_message_bytes = 8192;
     WorkerThread worker(ctx, registry, wo);
     {
