@@ -317,50 +317,57 @@ void Broker::dispatch_ready_tasks() {
     bool refused = true;
     while (refused) {
         refused = false;
-        for (auto& batch : scheduler_.dispatch()) {
-            // The worker's limit too: ZeroMQ drops a peer that sends it more
-            // than its ZMQ_MAXMSGSIZE, which looked to both sides like a dead
-            // connection, and the task ended `lost` after three of them.
-            const auto accepts = scheduler_.max_message_bytes_of(batch.worker);
-            const auto max_bytes = accepts == 0 ? config_.max_message_bytes
-                                                : std::min<std::int64_t>(config_.max_message_bytes,
-                                                                         static_cast<std::int64_t>(accepts));
-            const std::size_t limit = batch_byte_limit(max_bytes);
-            // One message per run of tasks that fits the byte limit.
-            std::size_t begin = 0;
-            while (begin < batch.tasks.size()) {
-                const auto size = wire_size(batch.tasks[begin]);
-                if (accepts != 0 && size + k_entry_overhead > accepts) {
-                    std::string error = "task too large for worker " + scheduler_.describe_worker(batch.worker) +
-                                        ": about " + std::to_string(size) +
-                                        " bytes, and it accepts messages of at most " + std::to_string(accepts) +
-                                        " (its --max-message-bytes)";
-                    if (auto f = scheduler_.refuse_dispatched(batch.worker, batch.tasks[begin].id, std::move(error))) {
-                        log_->warn("task.too_large id={} worker={} bytes={} accepts={}", f->outcome.id,
-                                   scheduler_.describe_worker(batch.worker), size, accepts);
-                        std::vector<FinalOutcome> finals;
-                        finals.push_back(std::move(*f));
-                        report(std::move(finals));
-                        refused = true;
-                    }
-                    ++begin;
-                    continue;
-                }
-                std::size_t end = begin, bytes = 0;
-                while (end < batch.tasks.size() && (end == begin || bytes + wire_size(batch.tasks[end]) <= limit))
-                    bytes += wire_size(batch.tasks[end++]);
-                const auto first = batch.tasks.begin() + static_cast<std::ptrdiff_t>(begin);
-                auto body = proto::encode_message(batch.tasks.data() + begin, end - begin);
-                const auto st = send_to(backend_, batch.worker, proto::Command::dispatch, body);
-                if (st != SendStatus::sent) {
-                    scheduler_.undo_dispatch(Scheduler::Batch{batch.worker, {first, batch.tasks.end()}});
-                    if (st == SendStatus::unreachable) remove_worker(batch.worker, "unreachable");
-                    break;
-                }
-                begin = end;
-            }
-        }
+        for (auto& batch : scheduler_.dispatch()) refused = send_dispatch(batch) || refused;
     }
+}
+
+bool Broker::send_dispatch(const Scheduler::Batch& batch) {
+    // The worker's limit too: ZeroMQ drops a peer that sends it more than
+    // its ZMQ_MAXMSGSIZE, which looked to both sides like a dead connection,
+    // and the task ended `lost` after three of them.
+    const auto accepts = batch.accepts;
+    const auto max_bytes = accepts == 0 ? config_.max_message_bytes
+                                        : std::min<std::int64_t>(config_.max_message_bytes,
+                                                                 static_cast<std::int64_t>(accepts));
+    const std::size_t limit = batch_byte_limit(max_bytes);
+    const auto& tasks = batch.tasks;
+    bool refused = false;
+    // One message per run of tasks that fits the byte limit.
+    std::size_t begin = 0;
+    while (begin < tasks.size()) {
+        std::size_t bytes = wire_size(tasks[begin]);
+        if (accepts != 0 && bytes + k_entry_overhead > accepts) {
+            const auto worker = scheduler_.describe_worker(batch.worker);
+            std::string error = "task too large for worker " + worker + ": about " + std::to_string(bytes) +
+                                " bytes, and it accepts messages of at most " + std::to_string(accepts) +
+                                " (its --max-message-bytes)";
+            if (auto f = scheduler_.refuse_dispatched(batch.worker, tasks[begin].id, std::move(error))) {
+                log_->warn("task.too_large id={} worker={} bytes={} accepts={}", f->outcome.id, worker, bytes, accepts);
+                std::vector<FinalOutcome> finals;
+                finals.push_back(std::move(*f));
+                report(std::move(finals));
+                refused = true;
+            }
+            ++begin;
+            continue;
+        }
+        std::size_t end = begin + 1;
+        for (; end < tasks.size(); ++end) {
+            const auto size = wire_size(tasks[end]);
+            if (bytes + size > limit) break;
+            bytes += size;
+        }
+        auto body = proto::encode_message(tasks.data() + begin, end - begin);
+        const auto st = send_to(backend_, batch.worker, proto::Command::dispatch, body);
+        if (st != SendStatus::sent) {
+            const auto first = tasks.begin() + static_cast<std::ptrdiff_t>(begin);
+            scheduler_.undo_dispatch(Scheduler::Batch{batch.worker, {first, tasks.end()}});
+            if (st == SendStatus::unreachable) remove_worker(batch.worker, "unreachable");
+            break;
+        }
+        begin = end;
+    }
+    return refused;
 }
 
 // A client's callers send lone tasks on a connection of their own (DRV3):

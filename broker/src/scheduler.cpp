@@ -455,7 +455,7 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
         WorkerState& w = worker_slots_[ready[i]];
         w.served_seq = ++serve_seq_;
         ++totals_.dispatch_batches;
-        batches.push_back(Batch{w.identity, std::move(taken[i])});
+        batches.push_back(Batch{w.identity, std::move(taken[i]), w.hello.max_message_bytes});
     }
     return batches;
 }
@@ -665,11 +665,6 @@ std::string Scheduler::describe_worker(const std::string& identity) const {
     if (it == workers_.end()) return {};
     const auto& h = worker_slots_[it->second].hello;
     return h.worker + " host=" + h.host;
-}
-
-std::uint64_t Scheduler::max_message_bytes_of(const std::string& identity) const {
-    auto it = workers_.find(identity);
-    return it == workers_.end() ? 0 : worker_slots_[it->second].hello.max_message_bytes;
 }
 
 std::size_t Scheduler::held_by(const std::string& identity) const {

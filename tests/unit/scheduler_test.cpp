@@ -720,13 +720,13 @@ TEST_CASE("A task refused as too large for its worker ends with an error and the
     REQUIRE(s.hello("A", h, t0).empty());
     REQUIRE(s.ready("A", 1, t0));
     add_worker(s, "B", 1);
-    CHECK(s.max_message_bytes_of("A") == 8192);
-    CHECK(s.max_message_bytes_of("B") == 0);
-    CHECK(s.max_message_bytes_of("nobody") == 0);
     REQUIRE(s.submit("P", tasks_of({make_task("big"), make_task("t2")}), t0).accepted == 2);
     auto batches = s.dispatch();
     REQUIRE(batches.size() == 2);
     const auto& to_a = batches[0].worker == "A" ? batches[0] : batches[1];
+    const auto& to_b = batches[0].worker == "A" ? batches[1] : batches[0];
+    CHECK(to_a.accepts == 8192);  // from its HELLO
+    CHECK(to_b.accepts == 0);     // not said
     REQUIRE(to_a.tasks.size() == 1);
     const std::string id(to_a.tasks[0].id);
     const std::string other = id == "big" ? "t2" : "big";

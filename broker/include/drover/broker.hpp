@@ -62,6 +62,9 @@ private:
     void handle_frontend(const std::string& peer, proto::Command c, std::string_view body);
     void handle_backend(const std::string& peer, proto::Command c, std::string_view body);
     void dispatch_ready_tasks();
+    // Sends one worker's batch in DISPATCH messages that fit its limit; ends the tasks
+    // too large for it. Returns whether it ended any (their credits came back).
+    bool send_dispatch(const Scheduler::Batch& batch);
     void flush_replies();
     [[nodiscard]] static std::string producer_of(const std::string& peer);  // a SUBMIT's sender's producer
     void forget_producer(const std::string& peer);

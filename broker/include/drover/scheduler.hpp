@@ -56,6 +56,7 @@ public:
     struct Batch {
         std::string worker;  // routing identity
         std::vector<proto::TaskRef> tasks;  // valid until the next call that changes the Scheduler
+        std::uint64_t accepts = 0;  // the largest message the worker accepts, from its HELLO (0: not said)
     };
 
     explicit Scheduler(SchedulerLimits limits = {}) : limits_(limits) {}
@@ -107,8 +108,6 @@ public:
     // held by that worker.
     std::optional<FinalOutcome> refuse_dispatched(const std::string& identity, std::string_view id,
                                                   std::string error);
-    // The largest message a worker accepts, from its HELLO (0: not said or unknown worker).
-    [[nodiscard]] std::uint64_t max_message_bytes_of(const std::string& identity) const;
 
     // The worker failed these tasks (RETRY): each is queued again after a
     // back-off of retry_base x 2^(attempt-1), at most retry_max; one with no
