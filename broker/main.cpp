@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include "drover/broker.hpp"
+#include "drover/cli.hpp"
 #include "drover/memory.hpp"
 #include "drover/security_cli.hpp"
 
@@ -26,11 +27,9 @@ int main(int argc, char** argv) {
     app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat period")->capture_default_str()->check(CLI::Range(10, 600000));
     app.add_option("--liveness", config.liveness, "missed heartbeats before a worker is declared dead")
         ->capture_default_str()->check(CLI::Range(1, 1000));
-    app.add_option("--max-message-bytes", config.max_message_bytes, "largest message accepted")
-        ->capture_default_str()->check(CLI::Range(drover::k_min_max_message_bytes, std::int64_t{1} << 32));
+    drover::add_max_message_bytes_option(app, config.max_message_bytes);
     app.add_option("--endpoints-file", config.endpoints_file, "write the bound endpoints here as JSON");
-    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off (default: $SPDLOG_LEVEL or info)")
-        ->check(CLI::IsMember(drover::k_log_levels));
+    drover::add_log_level_option(app, log_level, " (default: $SPDLOG_LEVEL or info)");
     drover::add_security_options(app, security, drover::Role::broker);
     auto* status = app.add_subcommand("status", "print a running broker's queues, workers and totals as JSON");
     status->add_option("--broker", status_broker, "the broker's frontend endpoint")->capture_default_str();

@@ -138,12 +138,13 @@ void Client::wake() {
 }
 
 std::string Client::submit_packed(std::string name, std::string args, ResultCallback done, TaskOptions options) {
-    const auto limit = static_cast<std::size_t>(options_.max_message_bytes);
-    if (args.size() + name.size() + k_entry_overhead * 4 > limit)
+    const auto room = payload_limit(options_.max_message_bytes);
+    if (args.size() + name.size() > room)
         throw std::invalid_argument("task '" + name + "' arguments too large: " + std::to_string(args.size()) +
-                                    " bytes, where at most " + std::to_string(limit - k_entry_overhead * 4 - name.size()) +
-                                    " fit (--max-message-bytes " + std::to_string(limit) + ", less " +
-                                    std::to_string(k_entry_overhead * 4) + " for the message's own fields and the name)");
+                                    " bytes, where at most " + std::to_string(room - std::min(room, name.size())) +
+                                    " fit (--max-message-bytes " + std::to_string(options_.max_message_bytes) +
+                                    ", less " + std::to_string(k_message_fields) +
+                                    " for the message's own fields and the name)");
     std::unique_lock lock(mutex_);
     room_.wait(lock, [&] { return pending_.size() < options_.window || stopping_; });
     if (stopping_) throw std::runtime_error("client is closing");

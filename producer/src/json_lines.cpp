@@ -1,7 +1,10 @@
 // JSON lines at the shell edge.
 #include "drover/json_lines.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <string_view>
 
 namespace drover {
 
@@ -30,13 +33,14 @@ std::optional<TaskLine> parse_task_line(const std::string& line, std::string& er
     }
     // A misspelt field ("max_attempt") would otherwise be dropped without a
     // word, and the task run with settings its author did not mean.
+    static constexpr std::array<std::string_view, 6> k_fields{"task",         "args",       "id",
+                                                              "max_attempts", "timeout_ms", "retry_on_error"};
     for (const auto& item : j.items()) {
-        const auto& k = item.key();
-        if (k != "task" && k != "args" && k != "id" && k != "max_attempts" && k != "timeout_ms" &&
-            k != "retry_on_error") {
-            error = "unknown field \"" + k + "\" (a task line has task, args, id, max_attempts, timeout_ms, retry_on_error)";
-            return std::nullopt;
-        }
+        if (std::find(k_fields.begin(), k_fields.end(), item.key()) != k_fields.end()) continue;
+        error = "unknown field \"" + item.key() + "\" (a task line has";
+        for (const auto f : k_fields) error.append(f == k_fields.front() ? " " : ", ").append(f);
+        error += ")";
+        return std::nullopt;
     }
     TaskLine t;
     if (j.contains("id")) t.id = j["id"];

@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include "drover/cli.hpp"
 #include "drover/client.hpp"
 #include "drover/json_lines.hpp"
 #include "drover/local_cluster.hpp"
@@ -239,8 +240,8 @@ int run_submit(Client& client, const Settings& s, const StopSource& stop) {
         // The other sink sees only wire ids: give it the line's own id (a
         // number as its JSON text, "42"; it was an internal id the sink's
         // reader could not match to its line).
-        if (!s.reply_to.empty() && t->id.is_string()) t->options.id = t->id.get<std::string>();
-        if (!s.reply_to.empty() && t->id.is_number()) t->options.id = t->id.dump();
+        if (!s.reply_to.empty() && (t->id.is_string() || t->id.is_number()))
+            t->options.id = t->id.is_string() ? t->id.get<std::string>() : t->id.dump();
         ++total;
         try {
             client.submit_packed(t->task, std::move(t->args),
@@ -318,10 +319,8 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     app.add_option("--wait-workers", s.wait_workers, "wait until the broker has N workers before submitting");
     app.add_option("--wait-timeout-ms", s.wait_timeout_ms, "how long --wait-workers waits")->capture_default_str();
     app.add_flag("--timing", s.timing, "print 'timing: tasks=N wall_ms=T' on stderr at the end");
-    app.add_option("--log-level", s.log_level, "trace, debug, info, warn, error, critical, off (default warn)")
-        ->check(CLI::IsMember(drover::k_log_levels));
-    app.add_option("--max-message-bytes", s.client.max_message_bytes, "largest message sent or accepted")
-        ->capture_default_str()->check(CLI::Range(k_min_max_message_bytes, std::int64_t{1} << 32));
+    add_log_level_option(app, s.log_level, " (default warn)");
+    add_max_message_bytes_option(app, s.client.max_message_bytes, "largest message sent or accepted");
     add_security_options(app, s.security, Role::producer);
     auto* submit = app.add_subcommand("submit", "read task JSON lines from stdin, write result JSON lines to stdout");
     submit->add_option("--reply-to", s.reply_to, "send results to this sink (e.g. a drover-sink) instead");
@@ -405,10 +404,8 @@ int sink_main(int argc, char** argv) {
     app.add_option("--broker", options.broker, "the broker's frontend endpoint")->capture_default_str();
     app.add_option("--expect", expect, "exit after N results (0: run until stopped)")->capture_default_str();
     app.add_option("--endpoint-file", endpoint_file, "write the bound endpoint to this file");
-    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")
-        ->check(CLI::IsMember(drover::k_log_levels));
-    app.add_option("--max-message-bytes", options.max_message_bytes, "largest message accepted")
-        ->capture_default_str()->check(CLI::Range(k_min_max_message_bytes, std::int64_t{1} << 32));
+    add_log_level_option(app, log_level);
+    add_max_message_bytes_option(app, options.max_message_bytes);
     SecurityOptions security;
     add_security_options(app, security, Role::sink);
     try {

@@ -423,12 +423,12 @@ Clock::time_point Worker::run_one(proto::Task& task, proto::Outcome& out, Clock:
     out.id = std::move(task.id);
     out.task = std::move(task.name);
     // A result its sink could not take (a bigger message than the limit would be refused).
-    const std::size_t max_result = static_cast<std::size_t>(options_.max_message_bytes) - k_entry_overhead * 4;
+    const std::size_t max_result = payload_limit(options_.max_message_bytes);
     if (out.result.size() > max_result) {
         out.status = proto::Status::error;
         out.error = "result too large: " + std::to_string(out.result.size()) + " bytes, where at most " +
                     std::to_string(max_result) + " fit (the worker's --max-message-bytes " +
-                    std::to_string(options_.max_message_bytes) + ", less " + std::to_string(k_entry_overhead * 4) +
+                    std::to_string(options_.max_message_bytes) + ", less " + std::to_string(k_message_fields) +
                     " for the message's own fields)";
         out.result.clear();
     }

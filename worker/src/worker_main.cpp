@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "drover/cli.hpp"
 #include "drover/memory.hpp"
 #include "drover/security_cli.hpp"
 #include "drover/worker.hpp"
@@ -159,10 +160,8 @@ int worker_main(int argc, char** argv, const Registry& registry) {
     app.add_option("--host-name", options.host,
                    "host name given to the broker (STATUS groups workers by it; default: this machine's name)");
     app.add_option("--id", options.id, "worker id shown in status and results (default HOST:pid)");
-    app.add_option("--max-message-bytes", options.max_message_bytes, "largest message accepted")
-        ->capture_default_str()->check(CLI::Range(k_min_max_message_bytes, std::int64_t{1} << 32));
-    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")
-        ->check(CLI::IsMember(drover::k_log_levels));
+    add_max_message_bytes_option(app, options.max_message_bytes);
+    add_log_level_option(app, log_level);
     app.add_flag("--list-tasks", list_tasks, "print the task names this worker runs and exit");
     app.add_flag("--child", child, "run as a child of a processes pool (set by the supervisor)")->group("");
     app.add_option("--restarts", options.restarts, "times the supervisor restarted this child's slot")->group("");

@@ -22,8 +22,8 @@ using Clock = std::chrono::steady_clock;
 using Millis = std::chrono::milliseconds;
 
 inline constexpr std::int64_t k_default_max_message_bytes = 16 * 1024 * 1024;
-// The smallest --max-message-bytes: a message keeps 4 x k_entry_overhead
-// bytes for its own fields, so at 1 KiB no task or result fitted at all.
+// The smallest --max-message-bytes: a message keeps k_message_fields (1 KiB)
+// for its own fields (payload_limit), so at 1 KiB no task or result fitted.
 inline constexpr std::int64_t k_min_max_message_bytes = 4096;
 
 // Bounds a receive loop: at most `messages` messages and k_drain_time, so
@@ -44,6 +44,13 @@ private:
 inline constexpr std::size_t k_batch_bytes = 1024 * 1024;
 // Bytes a task or outcome adds to a message beyond its payload (a bound).
 inline constexpr std::size_t k_entry_overhead = 256;
+// The largest payload (a task's arguments with its name, or a result) that
+// a message of `max_message_bytes` carries: 4 x k_entry_overhead is kept
+// for the message's own fields.
+inline constexpr std::size_t k_message_fields = 4 * k_entry_overhead;
+inline std::size_t payload_limit(std::int64_t max_message_bytes) {
+    return static_cast<std::size_t>(max_message_bytes) - k_message_fields;
+}
 inline std::size_t batch_byte_limit(std::int64_t max_message_bytes) {
     return std::min(k_batch_bytes, static_cast<std::size_t>(max_message_bytes) / 2);
 }
