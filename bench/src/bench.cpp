@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -53,7 +54,7 @@ double seconds_since(SteadyClock::time_point t0) {
 // core the limit of two workers is 2.0 however unequal the cores: they run
 // at the sum of the two rates.
 template <class Run>
-double single_thread_ms(Run&& run, std::size_t tasks) {
+double single_thread_ms(const Run& run, std::size_t tasks) {
     cpu_set_t allowed;
     CPU_ZERO(&allowed);
     std::vector<int> cpus;
@@ -84,13 +85,32 @@ double single_thread_ms(Run&& run, std::size_t tasks) {
 
 // `tasks` seed tasks split over two threads of this process, no drover, in ms.
 template <class Run>
-double two_threads_ms(Run&& run, std::size_t tasks) {
+double two_threads_ms(const Run& run, std::size_t tasks) {
     const auto t0 = SteadyClock::now();
-    std::thread other(run, tasks / 2);
+    std::thread other(std::cref(run), tasks / 2);
     run(tasks - tasks / 2);
     other.join();
     return seconds_since(t0) * 1000;
 }
+
+// Runs seed tasks (sum_random with the given packed arguments) in the
+// calling thread, no drover: W3's single-threaded and two-thread times.
+class SeedRunner {
+public:
+    explicit SeedRunner(std::string args) : args_(std::move(args)) { add_builtin_tasks(registry_); }
+    void operator()(std::size_t tasks) const {
+        for (std::size_t i = 0; i < tasks; ++i) (void)registry_.run("sum_random", args_);
+    }
+    [[nodiscard]] const std::string& args() const { return args_; }
+
+private:
+    Registry registry_;
+    std::string args_;
+};
+
+constexpr const char* k_seed_inline_note =
+    "Registry::run in the benchmark's thread, no drover, a share pinned to each core (the average core); the "
+    "baseline of the next row";
 
 std::string with_commas(std::size_t n) {
     auto s = std::to_string(n);
@@ -381,19 +401,14 @@ private:
     // that slows cores that work together): W3's speed-ups read against this.
     void seed_ceiling() {
         auto single = figure("W3 seed inline [2 threads]", "ms");
-        single.note = "Registry::run in the benchmark's thread, no drover, a share pinned to each core (the average core); the baseline of the next row";
+        single.note = k_seed_inline_note;
         auto f = figure("W3 seed 2 threads, no drover", "ms", single.key);
         f.inverted_ratio = true;
         f.note = "the machine's own speed-up for two threads: the ceiling of W3";
         measure({&single, &f}, [&] {
             progress("W3 ceiling: " + std::to_string(o_.reps) + " x " + std::to_string(o_.seed_tasks) +
                      " x sum_random(" + std::to_string(o_.seed_n) + "), single-threaded then on 2 threads");
-            Registry registry;
-            add_builtin_tasks(registry);
-            const auto args = pack_args(o_.seed_n);
-            const auto run = [&](std::size_t n) {
-                for (std::size_t i = 0; i < n; ++i) (void)registry.run("sum_random", args);
-            };
+            const SeedRunner run(pack_args(o_.seed_n));
             for (unsigned r = 0; r < o_.reps; ++r) {
                 single.samples.push_back(single_thread_ms(run, o_.seed_tasks));
                 f.samples.push_back(two_threads_ms(run, o_.seed_tasks));
@@ -411,7 +426,7 @@ private:
                                  : pool == "solo" ? t + " solo x2"
                                                   : t + " " + pool + " -c 2";
         auto single = figure("W3 seed inline [" + form + "]", "ms");
-        single.note = "Registry::run in the benchmark's thread, no drover, a share pinned to each core (the average core); the baseline of the next row";
+        single.note = k_seed_inline_note;
         auto f = figure("W3 seed " + form, "ms", single.key, Target::ratio_at_least(1.9));
         f.inverted_ratio = true;
         f.note = "ratio is the speed-up: single-thread wall / drover wall";
@@ -434,16 +449,11 @@ private:
             Client client(ctx, cluster.client_options(o_.seed_tasks), client_log_);
             progress("W3 " + form + ": " + std::to_string(o_.reps) + " x " + std::to_string(o_.seed_tasks) +
                      " x sum_random(" + std::to_string(o_.seed_n) + "), single-threaded then through drover");
-            Registry registry;
-            add_builtin_tasks(registry);
-            const auto args = pack_args(o_.seed_n);
-            const auto seed_args = [&](std::size_t) { return args; };
+            const SeedRunner run(pack_args(o_.seed_n));
+            const auto seed_args = [&](std::size_t) { return run.args(); };
             // The warm-up runs the same task, so that a worker that sizes its
             // prefetch from measured task times starts from the right ones.
             (void)run_tasks(client, "sum_random", seed_args, 2, 2);
-            const auto run = [&](std::size_t n) {
-                for (std::size_t i = 0; i < n; ++i) (void)registry.run("sum_random", args);
-            };
             for (unsigned r = 0; r < o_.reps; ++r) {
                 single.samples.push_back(single_thread_ms(run, o_.seed_tasks));
                 two.samples.push_back(two_threads_ms(run, o_.seed_tasks));
