@@ -50,12 +50,12 @@ if [[ $cmd == stop ]]; then
   # Hosts that could not be reached stay in the ledger, for another try.
   left=()
   while read -r host pid how; do
-    ((via_given)) || [[ -z $how ]] || via="$how"
-    if remote "$host" "kill $pid 2>/dev/null || true" </dev/null; then
+    if ((via_given)) || [[ -z $how ]]; then how="$via"; fi  # the start's --via, unless this stop has one
+    if remote "$host" "kill $pid 2>/dev/null || true" "$how" </dev/null; then
       echo "stopped $host pid $pid"
     else
-      echo "start-remote-workers.sh: $host: could not reach it to stop pid $pid (via: $via)" >&2
-      left+=("$host $pid $via")
+      echo "start-remote-workers.sh: $host: could not reach it to stop pid $pid (via: $how)" >&2
+      left+=("$host $pid $how")
     fi
   done <"$ledger"
   if ((${#left[@]})); then printf '%s\n' "${left[@]}" >"$ledger"; exit 1; fi
