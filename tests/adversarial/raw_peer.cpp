@@ -1,6 +1,8 @@
 // A hostile peer for the adversarial tests: raw drover frames on a plain socket.
 #include "raw_peer.hpp"
 
+#include <zmq_addon.hpp>
+
 #include <vector>
 
 namespace drover::test {
