@@ -1,4 +1,4 @@
-// libFuzzer target: every DRV3 decoder and the task arguments' reader on arbitrary bytes, and what an accepted body promises.
+// libFuzzer target: every DRV4 decoder and the task arguments' reader on arbitrary bytes, and what an accepted body promises.
 //
 // An input is one message in frames (fuzz_frames.hpp). The message is decoded
 // the way its receiver decodes it, and every frame is also fed to every body

@@ -1,4 +1,4 @@
-// Writes decode_fuzz's seed inputs: a real message of every DRV3 command.
+// Writes decode_fuzz's seed inputs: a real message of every DRV4 command.
 //
 // The seeds are committed in fuzz/corpus/; after a protocol change, refresh them with
 //   cmake --build build --target drover_fuzz_corpus && build/fuzz/drover_fuzz_corpus fuzz/corpus

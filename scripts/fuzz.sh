@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds the DRV3 decoders' libFuzzer target with clang++ and runs a long session.
+# Builds the DRV4 decoders' libFuzzer target with clang++ and runs a long session.
 set -euo pipefail
 if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
   cat <<'EOF'
 usage: scripts/fuzz.sh [SECONDS (default 600)] [libFuzzer args...]
   Builds build-fuzz/fuzz/decode_fuzz (clang++, -fsanitize=fuzzer,address,undefined) and
-  feeds every DRV3 decoder for SECONDS. The corpus grows in build-fuzz/fuzz-corpus across
+  feeds every DRV4 decoder for SECONDS. The corpus grows in build-fuzz/fuzz-corpus across
   runs (seeded from fuzz/corpus); crashes, leaks and timeouts are written to
   build-fuzz/fuzz-crashes/. Replay one with: build-fuzz/fuzz/decode_fuzz FILE
   e.g. scripts/fuzz.sh 3600 -jobs=2 -workers=2

@@ -5,7 +5,7 @@ if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
   echo "usage: scripts/setup.sh    install missing build dependencies (Debian 12; root or sudo)"; exit 0
 fi
 packages=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libboost-dev libspdlog-dev
-          catch2 libcli11-dev nlohmann-json3-dev
+          catch2 libcli11-dev nlohmann-json3-dev libsodium-dev
           clang libclang-rt-14-dev  # fuzz/: clang and its libFuzzer runtime (only recommended by clang)
           iproute2)                 # multihost tests: ip netns, veth, bridge
 missing=()

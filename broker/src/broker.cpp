@@ -127,6 +127,15 @@ void Broker::drop(const std::string& peer, const char* socket, proto::DecodeErro
                        : "");
 }
 
+void Broker::refuse(const std::string& peer, const char* what, std::size_t n) {
+    dropped_["not_owner"] += n;
+    if (logged_drops_.size() > 10000) logged_drops_.clear();
+    if (logged_drops_.emplace(peer, "not_owner").second)
+        log_->warn("broker.not_owner peer={} command={} ids={} (tasks of another producer, without their sink's "
+                   "proof: ignored; logged once per peer)",
+                   to_hex(peer), what, n);
+}
+
 void Broker::on_frontend() {
     std::vector<zmq::message_t> frames;
     for (DrainBudget budget(k_drain_limit); budget.more();) {
@@ -175,7 +184,7 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
     switch (c) {
         case Command::submit: {
             std::string_view reply_to;  // the batch's, in `body`
-            auto m = proto::decode_tasks(body, reply_to);
+            auto m = proto::decode_submit(body, reply_to);
             if (!m) return drop(peer, "frontend", m.error());
             const std::string producer = producer_of(peer);
             producers_[producer] = now;
@@ -196,14 +205,17 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
         case Command::settle: {
             auto m = proto::decode_settle(body);
             if (!m) return drop(peer, "frontend", m.error());
-            scheduler_.settle(m->ids);
+            const auto refused = scheduler_.settle(producer_of(peer), m->ids, m->proofs);
+            if (refused > 0) return refuse(peer, "settle", refused);
             scheduler_.totals().timed_out += m->timed_out;
             return;
         }
         case Command::cancel: {
             auto m = proto::decode_ids(body);
             if (!m) return drop(peer, "frontend", m.error());
-            report(scheduler_.cancel(m->ids));
+            std::size_t refused = 0;
+            report(scheduler_.cancel(producer_of(peer), m->ids, &refused));
+            if (refused > 0) refuse(peer, "cancel", refused);
             return;
         }
         case Command::status: {
@@ -370,7 +382,7 @@ bool Broker::send_dispatch(const Scheduler::Batch& batch) {
     return refused;
 }
 
-// A client's callers send lone tasks on a connection of their own (DRV3):
+// A client's callers send lone tasks on a connection of their own:
 // its routing id is the client's, "P" and 8 characters, with "S" for "P".
 std::string Broker::producer_of(const std::string& peer) {
     if (peer.size() != 9 || peer[0] != 'S') return peer;
@@ -414,6 +426,15 @@ void Broker::forward_results(const std::string& worker, std::vector<proto::Outco
     // from here once. What cannot be passed on now runs again later.
     std::unordered_map<std::string_view, std::vector<proto::Outcome>> by_producer, by_sink;
     for (auto& o : results) {
+        if (!scheduler_.genuine_result(worker, o)) {  // not dispatched that attempt: forged, or from the wrong peer
+            ++dropped_["forged_result"];
+            if (logged_drops_.size() > 10000) logged_drops_.clear();
+            if (logged_drops_.emplace(worker, "forged_result").second)
+                log_->warn("broker.forged_result peer={} id={} (a RESULT for an attempt it was not given: dropped; "
+                           "logged once per peer)",
+                           to_hex(worker), o.id);
+            continue;
+        }
         const auto route = scheduler_.route_of(o.id);
         if (!route) continue;  // settled already, or its producer is gone: nobody waits for it
         ++scheduler_.totals().results_forwarded;

@@ -2,6 +2,9 @@
 #include "drover/scheduler.hpp"
 
 #include <algorithm>
+#include <cstring>
+
+#include "drover/proof.hpp"
 
 namespace drover {
 
@@ -108,6 +111,7 @@ Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, std::string_view reply_t
     e.detached = t.detached;
     e.retry_on_error = t.retry_on_error;
     e.reported.reset();
+    std::memcpy(e.secret, t.secret.data(), sizeof e.secret);  // submit() sized it
     index_.insert(slot, id_hash);
     ++live_;
     return e;
@@ -130,6 +134,13 @@ void Scheduler::free_entry(Entry& e, std::uint32_t id_hash) {
     e.reported.reset();
     free_slots_.push_back(e.slot);
     --live_;
+}
+
+bool Scheduler::genuine_result(const std::string& identity, const proto::Outcome& o) {
+    const auto wit = workers_.find(identity);
+    const Entry* e = find(o.id);
+    if (wit == workers_.end() || !e || e->state == State::free) return false;
+    return o.attempt >= 1 && o.attempt <= e->attempt && genuine(secret_of(*e), o.attempt, false, o.token);
 }
 
 std::optional<Scheduler::Route> Scheduler::route_of(std::string_view id) {
@@ -217,7 +228,21 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
     for (std::size_t i = 0; i < tasks.size(); ++i) {
         if (i + k_prefetch_ahead < tasks.size()) index_.prefetch(hashes[i + k_prefetch_ahead]);
         auto& t = tasks[i];
-        if (Entry* known = find(t.id, hashes[i])) {  // a resend: already ours
+        if (!t.problem.empty()) {  // malformed: rejected alone, naming the field
+            out.rejected["invalid: " + t.problem].push_back(std::move(t.id));
+            ++totals_.rejected;
+            continue;
+        }
+        t.secret.resize(proto::k_task_secret_bytes, '\0');  // decode_submit checked it; a caller in-process may not
+        if (Entry* known = find(t.id, hashes[i])) {
+            // The same secret is the same task again (a producer resends
+            // after a broker restart); another is another producer's task
+            // under the same id, which must neither join nor replace it.
+            if (secret_of(*known) != t.secret) {
+                out.rejected["duplicate_id"].push_back(std::move(t.id));
+                ++totals_.rejected;
+                continue;
+            }
             // It may come over a new connection.
             if (strings_[known->producer] != producer) {
                 strings_.release(known->producer);
@@ -402,7 +427,8 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
                 ++w.held_count;
                 --w.credits;
                 taken[i].push_back(proto::TaskRef{e->id, names_[e->name], e->args, strings_[e->reply_to], e->attempt,
-                                                  e->max_attempts, e->timeout_ms, e->detached, e->retry_on_error});
+                                                  e->max_attempts, e->timeout_ms, e->detached, e->retry_on_error,
+                                                  {}, attempt_token(secret_of(*e), e->attempt)});
                 ++totals_.dispatched;
                 return true;
             }
@@ -497,6 +523,7 @@ FinalOutcome Scheduler::final_outcome(const Entry& e, proto::Status status, std:
     f.outcome.error = std::move(error);
     f.outcome.attempt = e.attempt;
     f.outcome.worker = "broker";
+    f.outcome.token = broker_token(secret_of(e), e.attempt);
     return f;
 }
 
@@ -607,16 +634,28 @@ Clock::time_point Scheduler::release_retries(Clock::time_point now) {
     return retries_.empty() ? Clock::time_point::max() : retries_.top().first;
 }
 
-void Scheduler::settle(const std::vector<std::string>& ids) {
+bool Scheduler::owned_by(const Entry& e, std::string_view producer) const {
+    return strings_[e.producer] == producer;
+}
+
+std::size_t Scheduler::settle(std::string_view producer, const std::vector<std::string>& ids,
+                              const std::vector<std::uint64_t>& proofs) {
+    std::size_t refused = 0;
+    const bool proven = !proofs.empty() && proofs.size() == ids.size();
     const auto& hashes = hash_batch(ids, [](const std::string& id) -> std::string_view { return id; });
     for (std::size_t i = 0; i < ids.size(); ++i) {
         if (i + k_prefetch_ahead < ids.size()) index_.prefetch(hashes[i + k_prefetch_ahead]);
         Entry* e = find(ids[i], hashes[i]);
         if (!e) continue;
+        if (proven ? proofs[i] != settle_proof(secret_of(*e)) : !owned_by(*e, producer)) {
+            ++refused;  // neither its producer nor its sink: the task stays
+            continue;
+        }
         if (e->state == State::held) ++worker_slots_[e->worker].done;
         free_entry(*e, hashes[i]);  // a queue slot or timer naming it is skipped lazily
         ++totals_.settled;
     }
+    return refused;
 }
 
 std::vector<FinalOutcome> Scheduler::producer_gone(const std::string& producer) {
@@ -635,11 +674,17 @@ std::vector<FinalOutcome> Scheduler::producer_gone(const std::string& producer) 
     return finals;
 }
 
-std::vector<FinalOutcome> Scheduler::cancel(const std::vector<std::string>& ids) {
+std::vector<FinalOutcome> Scheduler::cancel(std::string_view producer, const std::vector<std::string>& ids,
+                                            std::size_t* refused) {
     std::vector<FinalOutcome> finals;
     for (const auto& id : ids) {
         Entry* e = find(id);
-        if (!e || !(e->state == State::queued || e->state == State::waiting_retry)) continue;
+        if (!e) continue;
+        if (!owned_by(*e, producer)) {
+            if (refused) ++*refused;
+            continue;
+        }
+        if (!(e->state == State::queued || e->state == State::waiting_retry)) continue;
         finals.push_back(end_task(*e, proto::Status::cancelled, "cancelled"));
         ++totals_.cancelled;
     }

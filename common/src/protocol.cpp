@@ -1,4 +1,4 @@
-// Encoding and bounded decoding of DRV3 message bodies.
+// Encoding and bounded decoding of DRV4 message bodies.
 #include "drover/protocol.hpp"
 
 #include <algorithm>
@@ -118,7 +118,8 @@ template <class T>
 void pack_task(Packer& pk, const T& t, std::string_view batch_reply_to) {
     const bool own_reply_to = t.reply_to != batch_reply_to;
     pk.pack_map(2 + !t.args.empty() + (t.attempt != 0) + (t.max_attempts != k_default_max_attempts) +
-                (t.timeout_ms != 0) + own_reply_to + t.detached + t.retry_on_error);
+                (t.timeout_ms != 0) + own_reply_to + t.detached + t.retry_on_error + !t.secret.empty() +
+                (t.token != 0));
     pack_key(pk, "id");
     pack_str(pk, t.id);
     pack_key(pk, "name");
@@ -151,6 +152,14 @@ void pack_task(Packer& pk, const T& t, std::string_view batch_reply_to) {
         pack_key(pk, "retry_on_error");
         pk.pack(true);
     }
+    if (!t.secret.empty()) {
+        pack_key(pk, "secret");
+        pack_bin(pk, t.secret);
+    }
+    if (t.token != 0) {
+        pack_key(pk, "token");
+        pk.pack(t.token);
+    }
 }
 
 // {list: [item, ...], shared: str}, a batch whose items share the value of
@@ -182,7 +191,7 @@ void pack_tasks(Packer& pk, const T* tasks, std::size_t count) {
 void pack_outcome(Packer& pk, const Outcome& o, std::string_view batch_worker) {
     const bool own_worker = o.worker != batch_worker;
     pk.pack_map(2 + !o.task.empty() + !o.result.empty() + !o.error.empty() + (o.attempt != 0) + own_worker +
-                (o.elapsed_us != 0));
+                (o.elapsed_us != 0) + (o.token != 0));
     pack_key(pk, "id");
     pack_str(pk, o.id);
     if (!o.task.empty()) {
@@ -210,6 +219,10 @@ void pack_outcome(Packer& pk, const Outcome& o, std::string_view batch_worker) {
     if (o.elapsed_us != 0) {
         pack_key(pk, "elapsed_us");
         pk.pack(o.elapsed_us);
+    }
+    if (o.token != 0) {
+        pack_key(pk, "token");
+        pk.pack(o.token);
     }
 }
 
@@ -387,6 +400,23 @@ public:
         if (b != 0xc2 && b != 0xc3) invalid();
         return ++p_, b == 0xc3;
     }
+    // Where the cursor is, to read a value again after a failed read.
+    [[nodiscard]] const unsigned char* mark() const { return p_; }
+    void reset(const unsigned char* at) { p_ = at; }
+    // The kind of the next value, for messages ("a float", "a string").
+    const char* kind() const {
+        const unsigned char b = peek();
+        if (b <= 0x7f || (b >= 0xcc && b <= 0xcf)) return "an unsigned integer";
+        if (b >= 0xe0 || (b >= 0xd0 && b <= 0xd3)) return "a signed integer";
+        if ((b & 0xe0) == 0xa0 || (b >= 0xd9 && b <= 0xdb)) return "a string";
+        if ((b & 0xf0) == 0x90 || b == 0xdc || b == 0xdd) return "an array";
+        if ((b & 0xf0) == 0x80 || b == 0xde || b == 0xdf) return "a map";
+        if (b == 0xc0) return "nil";
+        if (b == 0xc2 || b == 0xc3) return "a boolean";
+        if (b == 0xca || b == 0xcb) return "a float";
+        if (b >= 0xc4 && b <= 0xc6) return "bytes";
+        return "an extension";
+    }
     // Steps over a value the reader does not want. Unchecked, as if it were
     // nested as deep as any value is read (k_read_depth), and with the
     // size limit.
@@ -557,12 +587,89 @@ void read_task(Cursor& c, Task& t) {
             t.detached = c.boolean();
         } else if (named(k, "retry_on_error")) {
             t.retry_on_error = c.boolean();
+        } else if (named(k, "secret")) {
+            t.secret = c.bin_or_str();
+        } else if (named(k, "token")) {
+            t.token = c.uint<std::uint64_t>();
         } else {
             return false;
         }
         return true;
     });
     if (!has_id || !has_name || t.id.empty()) invalid();
+}
+
+// One field of a SUBMIT's task, read by `read` if its value has the right
+// form (`expected` says which); otherwise skipped, and the first such
+// problem of the task kept.
+template <class Read>
+void read_or_note(Cursor& c, Task& t, const char* field, const char* expected, Read&& read) {
+    const auto* at = c.mark();
+    try {
+        read();
+        return;
+    } catch (const Invalid&) {
+    }
+    c.reset(at);
+    if (t.problem.empty()) t.problem = std::string("field '") + field + "': expected " + expected + ", got " + c.kind();
+    c.skip();
+}
+
+// A SUBMIT's task: the fields as read_task reads them, but a field of the
+// wrong form is a problem of this task alone (Task::problem), not of the body.
+void read_submitted_task(Cursor& c, Task& t) {
+    bool has_id = false, has_name = false;
+    read_fields(c, [&](std::string_view k) {
+        if (named(k, "id")) {
+            has_id = true;
+            const auto* at = c.mark();
+            if (auto id = c.maybe_str()) {
+                t.id = *id;
+            } else {
+                try {  // an integer id is named by its text in the rejection
+                    t.id = std::to_string(c.int64());
+                } catch (const Invalid&) {
+                }
+                c.reset(at);
+                if (t.problem.empty()) t.problem = std::string("field 'id': expected a string, got ") + c.kind();
+                c.skip();
+            }
+        } else if (named(k, "name")) {
+            has_name = true;
+            read_or_note(c, t, "name", "a string", [&] { t.name = c.str(); });
+        } else if (named(k, "args")) {
+            read_or_note(c, t, "args", "bytes (msgpack)", [&] { t.args = c.bin_or_str(); });
+        } else if (named(k, "attempt")) {
+            read_or_note(c, t, "attempt", "an unsigned 32-bit integer", [&] { t.attempt = c.uint<std::uint32_t>(); });
+        } else if (named(k, "max_attempts")) {
+            read_or_note(c, t, "max_attempts", "an unsigned 32-bit integer",
+                         [&] { t.max_attempts = c.uint<std::uint32_t>(); });
+        } else if (named(k, "timeout_ms")) {
+            read_or_note(c, t, "timeout_ms", "an unsigned 32-bit integer",
+                         [&] { t.timeout_ms = c.uint<std::uint32_t>(); });
+        } else if (named(k, "reply_to")) {
+            read_or_note(c, t, "reply_to", "a string", [&] { t.reply_to = c.str(); });
+        } else if (named(k, "detached")) {
+            read_or_note(c, t, "detached", "a boolean", [&] { t.detached = c.boolean(); });
+        } else if (named(k, "retry_on_error")) {
+            read_or_note(c, t, "retry_on_error", "a boolean", [&] { t.retry_on_error = c.boolean(); });
+        } else if (named(k, "secret")) {
+            read_or_note(c, t, "secret", "bytes", [&] { t.secret = c.bin_or_str(); });
+        } else if (named(k, "token")) {
+            read_or_note(c, t, "token", "an unsigned integer", [&] { t.token = c.uint<std::uint64_t>(); });
+        } else {
+            return false;
+        }
+        return true;
+    });
+    if (!t.problem.empty()) return;
+    if (!has_id) t.problem = "field 'id' is missing";
+    else if (t.id.empty()) t.problem = "field 'id': expected a non-empty string, got an empty one";
+    else if (!has_name) t.problem = "field 'name' is missing";
+    else if (t.name.empty()) t.problem = "field 'name': expected a non-empty string, got an empty one";
+    else if (t.secret.size() != k_task_secret_bytes)
+        t.problem = t.secret.empty() ? "field 'secret' is missing (a task needs its producer's 16-byte secret)"
+                                     : "field 'secret': expected 16 bytes, got " + std::to_string(t.secret.size());
 }
 
 template <class O>  // Outcome or OutcomeView
@@ -589,6 +696,8 @@ void read_outcome(Cursor& c, O& r) {
             r.worker = c.str();
         } else if (named(k, "elapsed_us")) {
             r.elapsed_us = c.uint<std::uint64_t>();
+        } else if (named(k, "token")) {
+            r.token = c.uint<std::uint64_t>();
         } else {
             return false;
         }
@@ -753,11 +862,18 @@ std::string encode(const Ids& m) {
 std::string encode(const Settle& m) {
     StringBuffer b;
     Packer pk(b);
-    pk.pack_map(2);
+    pk.pack_map(m.proofs.empty() ? 2 : 3);
     pack_key(pk, "ids");
     pack_strings(pk, m.ids);
     pack_key(pk, "timed_out");
     pk.pack(m.timed_out);
+    if (!m.proofs.empty()) {
+        std::string bytes(m.proofs.size() * 8, '\0');
+        for (std::size_t i = 0; i < m.proofs.size(); ++i)
+            for (std::size_t j = 0; j < 8; ++j) bytes[i * 8 + j] = static_cast<char>(m.proofs[i] >> (8 * j));
+        pack_key(pk, "proofs");
+        pack_bin(pk, bytes);
+    }
     return b.take();
 }
 
@@ -929,6 +1045,14 @@ Decoded<Tasks> decode_tasks(std::string_view body, std::string_view& batch_reply
     return decode_tasks_in(body, &batch_reply_to);
 }
 
+Decoded<Tasks> decode_submit(std::string_view body, std::string_view& batch_reply_to) noexcept {
+    return decode_checked<Tasks>(body, [&batch_reply_to](Cursor& c) {
+        Tasks m;
+        batch_reply_to = read_batch(c, "tasks", m.tasks, read_submitted_task, "reply_to");
+        return m;
+    });
+}
+
 Decoded<Ids> decode_ids(std::string_view body) noexcept {
     return decode_checked<Ids>(body, [](Cursor& c) {
         Ids m;
@@ -954,12 +1078,19 @@ Decoded<Settle> decode_settle(std::string_view body) noexcept {
                 has = true;
             } else if (named(k, "timed_out")) {
                 m.timed_out = c.uint<std::uint32_t>();
+            } else if (named(k, "proofs")) {
+                const auto bytes = c.bin_or_str();
+                if (bytes.size() % 8 != 0) invalid();
+                m.proofs.resize(bytes.size() / 8);
+                for (std::size_t i = 0; i < m.proofs.size(); ++i)
+                    for (std::size_t j = 8; j-- > 0;)
+                        m.proofs[i] = m.proofs[i] << 8 | static_cast<unsigned char>(bytes[i * 8 + j]);
             } else {
                 return false;
             }
             return true;
         });
-        if (!has) invalid();
+        if (!has || (!m.proofs.empty() && m.proofs.size() != m.ids.size())) invalid();
         return m;
     });
 }

@@ -61,6 +61,18 @@ std::string new_session() {
     return std::string(start, end);  // always 8 digits
 }
 
+// The routing id's 8 characters: random, and unrelated to the session in
+// task ids, which workers and sinks see. ROUTER_HANDOVER gives a connection
+// that names a producer's routing id that producer's place at the broker, so
+// it must not be guessable from anything on the wire.
+std::string new_route() {
+    static const char* alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_";
+    const std::string bytes = random_secret();
+    std::string out;
+    for (std::size_t i = 0; i < 8; ++i) out.push_back(alphabet[static_cast<unsigned char>(bytes[i]) & 63]);
+    return out;
+}
+
 std::string default_sink(const std::string& broker) {
     if (broker.rfind("inproc://", 0) == 0) return "inproc://drover-sink-" + random_hex(8);
     if (broker.rfind("ipc://", 0) == 0) return "ipc:///tmp/drover-sink-" + std::to_string(::getpid()) + "-" + random_hex(4);
@@ -74,6 +86,8 @@ Client::Client(zmq::context_t& ctx, ClientOptions options, Logger log)
       options_(std::move(options)),
       log_(std::move(log)),
       session_(new_session()),
+      route_(new_route()),
+      sink_key_(random_secret()),
       sink_(ctx, zmq::socket_type::pull) {
     if (options_.sink.empty()) options_.sink = default_sink(options_.broker);
     settle_last_at_once_ = options_.broker.rfind("inproc://", 0) == 0;
@@ -148,6 +162,13 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     std::unique_lock lock(mutex_);
     room_.wait(lock, [&] { return pending_.size() < options_.window || stopping_; });
     if (stopping_) throw std::runtime_error("client is closing");
+    SinkAddress elsewhere;
+    if (!options.reply_to.empty()) {
+        elsewhere = split_sink_address(options.reply_to);
+        if (elsewhere.key.empty())
+            throw std::invalid_argument("reply_to '" + options.reply_to +
+                                        "' has no sink secret: give the address the sink printed (with ?secret=...)");
+    }
     const bool named = !options.id.empty();
     if (named && find_pending(options.id).pending)
         throw std::invalid_argument("duplicate id '" + options.id + "': a task with this id is still unfinished");
@@ -168,7 +189,10 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     p.task.timeout_ms = options.timeout_ms;
     p.task.retry_on_error = options.retry_on_error;
     p.elsewhere = !options.reply_to.empty();
-    if (p.elsewhere) p.task.reply_to = options.reply_to;  // else reply_to_, added when sent
+    if (p.elsewhere) p.task.reply_to = std::move(elsewhere.reply_to);  // else reply_to_, added when sent
+    // Only this client, the broker and the task's sink can know it: the
+    // sink drops outcomes whose token it does not prove (drover/proof.hpp).
+    p.task.secret = task_secret(p.elsewhere ? elsewhere.key : sink_key_, p.task.id);
     p.task.detached = p.elsewhere;
     p.done = std::move(done);
     if (p.elsewhere) ++elsewhere_pending_;
@@ -286,7 +310,7 @@ void Client::connect_broker() {
     broker_->set(zmq::sockopt::linger, 0);
     // One routing id for the session, so the broker sees the same producer
     // after a reconnect (and does not declare it gone).
-    broker_->set(zmq::sockopt::routing_id, "P" + session_);
+    broker_->set(zmq::sockopt::routing_id, "P" + route_);
     broker_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
     broker_->set(zmq::sockopt::sndhwm, 100000);
     broker_->set(zmq::sockopt::rcvhwm, 100000);
@@ -298,7 +322,7 @@ void Client::connect_broker() {
 void Client::connect_submit() {
     auto s = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
     s->set(zmq::sockopt::linger, 0);
-    s->set(zmq::sockopt::routing_id, "S" + session_);  // the broker's reply goes to "P" + session_
+    s->set(zmq::sockopt::routing_id, "S" + route_);  // the broker's reply goes to "P" + route_
     s->set(zmq::sockopt::sndhwm, 100000);
     connect_client(*s, options_.security.get(), options_.broker);
     std::lock_guard lock(submit_mutex_);
@@ -308,7 +332,7 @@ void Client::connect_submit() {
 proto::TaskRef Client::wire_ref(const Pending& p) const {
     const proto::Task& t = p.task;
     return proto::TaskRef{t.id, t.name, t.args, p.elsewhere ? t.reply_to : reply_to_,
-                          0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error};
+                          0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error, t.secret, 0};
 }
 
 void Client::send_unsent() {
@@ -380,6 +404,15 @@ void Client::on_results(std::string_view body) {
         std::lock_guard lock(mutex_);
         if (settle_.empty()) settle_since_ = Clock::now();
         for (const auto& o : *m) {
+            if (!genuine(task_secret(sink_key_, o.id), o.attempt, o.worker == "broker", o.token)) {
+                // Not from the broker or a worker given that attempt: never
+                // delivered, never settled (the real outcome is still to come).
+                if (forged_.fetch_add(1) == 0)
+                    log_->warn("client.forged_result id={} worker={} (an outcome without its attempt's token: "
+                               "dropped and counted; logged once)",
+                               o.id, o.worker);
+                continue;
+            }
             // Settle duplicates too: the broker may still hold the task.
             settle_.emplace_back(o.id);
             const Found f = find_pending(o.id);
@@ -500,7 +533,7 @@ void Client::send_settle() {
     for (std::size_t i = 0; i < settle_.size(); i += k_settle_batch) {
         const auto end = std::min(settle_.size(), i + k_settle_batch);
         proto::Settle batch{{settle_.begin() + static_cast<std::ptrdiff_t>(i), settle_.begin() + static_cast<std::ptrdiff_t>(end)},
-                            i == 0 ? settle_timed_out_ : 0};
+                            i == 0 ? settle_timed_out_ : 0, {}};
         (void)send_message(*broker_, proto::Command::settle, proto::encode(batch));
     }
     settle_.clear();

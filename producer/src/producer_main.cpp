@@ -5,11 +5,14 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -332,7 +335,16 @@ int producer_main(int argc, char** argv, const Registry& registry) {
         if (s.broker.empty() && s.local == 0 && !s.inline_run) s.broker = "tcp://127.0.0.1:5555";
         if (!s.broker.empty()) check_endpoint(s.broker, "--broker", /*inproc_ok=*/false);
         if (!s.client.sink.empty()) check_endpoint(s.client.sink, "--sink");
-        if (!s.reply_to.empty()) check_endpoint(split_keyed_endpoint(s.reply_to).endpoint, "--reply-to");
+        if (!s.reply_to.empty()) {
+            const auto address = split_sink_address(s.reply_to);
+            check_endpoint(split_keyed_endpoint(address.reply_to).endpoint, "--reply-to");
+            if (address.key.empty())
+                throw std::invalid_argument(
+                    std::string("--reply-to ") + s.reply_to +
+                    (address.malformed_key ? ": its secret= is not 32 hex digits"
+                                           : ": no sink key: give the address drover-sink printed, with its "
+                                             "?secret=HEX (it proves the results that reach that sink)"));
+        }
         if (s.inline_run && !*map) throw std::invalid_argument("--inline: only map runs inline");
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? 0 : 2;
@@ -348,7 +360,10 @@ int producer_main(int argc, char** argv, const Registry& registry) {
         s.client.security = make_security(s.security, Role::producer, log);
         if (s.client.security) s.client.security->reload_on_sighup();
         // A --reply-to sink without a key is taken to use this producer's key pair (as drover-sink does by default).
-        s.reply_to = with_sink_key(s.reply_to, s.client.security.get());
+        if (!s.reply_to.empty()) {
+            const auto address = split_sink_address(s.reply_to);
+            s.reply_to = sink_address(with_sink_key(address.reply_to, s.client.security.get()), address.key);
+        }
         zmq::context_t ctx;
         std::unique_ptr<LocalCluster> cluster;
         if (s.local > 0) {
@@ -393,17 +408,57 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     }
 }
 
+namespace {
+
+// Writes `text` to `path` through a temporary file, readable by its owner
+// only (it holds a sink's key). Throws: std::runtime_error.
+void write_private_file(const std::string& path, const std::string& text) {
+    const auto tmp = path + ".tmp";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) throw std::runtime_error("cannot write '" + tmp + "': " + std::strerror(errno));
+    const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    ::close(fd);
+    if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0)
+        throw std::runtime_error("cannot write '" + path + "': " + std::strerror(errno));
+}
+
+// The sink key kept in `path` as hex, made and written there if missing.
+// Throws: std::runtime_error for a file that holds something else.
+std::string load_or_create_secret(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) {
+        const auto key = random_secret();
+        write_private_file(path, to_hex_text(key) + "\n");
+        return key;
+    }
+    std::string text;
+    std::getline(in, text);
+    auto key = from_hex_text(text);
+    if (key.size() != k_secret_bytes)
+        throw std::runtime_error("--secret-file " + path + " does not hold a sink key (" +
+                                 std::to_string(2 * k_secret_bytes) + " hex digits); remove it to make a new one");
+    return key;
+}
+
+}  // namespace
+
 int sink_main(int argc, char** argv) {
     tune_allocator();
     SinkOptions options;
     std::size_t expect = 0;
-    std::string log_level, endpoint_file;
-    CLI::App app{"drover-sink: collects the results of tasks submitted with --reply-to ENDPOINT,\n"
-                 "writes them to stdout as JSON lines, and settles them with the broker."};
+    std::string log_level, endpoint_file, secret_file;
+    CLI::App app{"drover-sink: collects the results of tasks submitted with --reply-to ADDRESS,\n"
+                 "writes them to stdout as JSON lines, and settles them with the broker.\n"
+                 "ADDRESS is what it prints on stderr at start (and writes to --endpoint-file):\n"
+                 "its endpoint with its key (?secret=HEX), without which no task can reach it."};
     app.add_option("--bind", options.bind, "endpoint workers push results to")->capture_default_str();
     app.add_option("--broker", options.broker, "the broker's frontend endpoint")->capture_default_str();
     app.add_option("--expect", expect, "exit after N results (0: run until stopped)")->capture_default_str();
-    app.add_option("--endpoint-file", endpoint_file, "write the bound endpoint to this file");
+    app.add_option("--endpoint-file", endpoint_file,
+                   "write the sink's address (endpoint and key) to this file (mode 0600)");
+    app.add_option("--secret-file", secret_file,
+                   "keep the sink's key in this file (created, mode 0600, if missing), so that tasks submitted to "
+                   "an earlier run reach this one; default: a new key every run");
     add_log_level_option(app, log_level);
     add_max_message_bytes_option(app, options.max_message_bytes);
     SecurityOptions security;
@@ -425,16 +480,11 @@ int sink_main(int argc, char** argv) {
         ignore_hangup();
         options.security = make_security(security, Role::sink, log);
         if (options.security) options.security->reload_on_sighup();
+        if (!secret_file.empty()) options.key = load_or_create_secret(secret_file);
         zmq::context_t ctx;
         Sink sink(ctx, options, log);
-        if (!endpoint_file.empty()) {
-            const auto tmp = endpoint_file + ".tmp";
-            if (FILE* f = std::fopen(tmp.c_str(), "w")) {
-                std::fprintf(f, "%s\n", sink.endpoint().c_str());
-                std::fclose(f);
-                std::rename(tmp.c_str(), endpoint_file.c_str());
-            }
-        }
+        if (!endpoint_file.empty()) write_private_file(endpoint_file, sink.endpoint() + "\n");
+        std::cerr << "drover-sink: submit with --reply-to '" << sink.endpoint() << "'\n";
         sink.run(stop, expect, [](proto::Outcome&& o) { std::cout << to_line(outcome_to_json(o)) << "\n" << std::flush; });
         return 0;
     } catch (const SecurityError& e) {

@@ -16,10 +16,13 @@ Sink::Sink(zmq::context_t& ctx, SinkOptions options, Logger log)
     pull_.set(zmq::sockopt::rcvhwm, 100000);
     pull_.set(zmq::sockopt::linger, 0);
     bind_server(ctx_, pull_, options_.security.get(), Domain::sink, options_.bind);
-    endpoint_ = with_sink_key(connectable(last_endpoint(pull_)), options_.security.get());
+    if (options_.key.empty()) options_.key = random_secret();
+    if (options_.key.size() != k_secret_bytes)
+        throw std::invalid_argument("a sink key must be " + std::to_string(k_secret_bytes) + " bytes");
+    endpoint_ = sink_address(with_sink_key(connectable(last_endpoint(pull_)), options_.security.get()), options_.key);
     broker_.set(zmq::sockopt::linger, 2000);  // the last SETTLE should leave before we exit
     connect_client(broker_, options_.security.get(), options_.broker);
-    log_->info("sink.listening endpoint={} broker={}", endpoint_, options_.broker);
+    log_->info("sink.listening endpoint={} broker={}", split_sink_address(endpoint_).reply_to, options_.broker);
 }
 
 std::size_t Sink::run(const StopSource& stop, std::size_t expect,
@@ -64,7 +67,19 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
                     continue;
                 }
                 for (auto& o : m->results) {
+                    const auto secret = task_secret(options_.key, o.id);
+                    if (!genuine(secret, o.attempt, o.worker == "broker", o.token)) {
+                        // Neither the broker nor a worker given that attempt:
+                        // not delivered, not settled.
+                        if (forged_++ % 10000 == 0)
+                            log_->warn("sink.dropped reason=forged id={} worker={} forged={} (an outcome without its "
+                                       "attempt's token; logged every 10000)",
+                                       o.id, o.worker, forged_);
+                        ++dropped_;
+                        continue;
+                    }
                     settle.ids.push_back(o.id);
+                    settle.proofs.push_back(settle_proof(secret));
                     if (!seen_.insert(o.id).second) {
                         ++duplicates_;
                         continue;
@@ -84,7 +99,7 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
             next_heartbeat = Clock::now() + options_.heartbeat;
         }
     }
-    log_->info("sink.done delivered={} duplicates={} dropped={}", delivered, duplicates_, dropped_);
+    log_->info("sink.done delivered={} duplicates={} dropped={} forged={}", delivered, duplicates_, dropped_, forged_);
     return delivered;
 }
 

@@ -81,12 +81,12 @@ void run_pool_form(const std::vector<std::string>& worker_args, std::size_t expe
 
 void send_garbage(zmq::socket_t& s) {
     using drover::proto::Command;
-    const std::string header_ok = std::string("DRV3") + static_cast<char>(Command::submit);
+    const std::string header_ok = std::string("DRV4") + static_cast<char>(Command::submit);
     const std::vector<std::vector<std::string>> messages = {
         {""},
         {"hello"},
-        {"DRV3\x10", "\x80"},
-        {std::string("DRV3\x7f"), "\x80"},  // unknown command
+        {"DRV4\x10", "\x80"},
+        {std::string("DRV4\x7f"), "\x80"},  // unknown command
         {std::string("DRV2\x10"), "\x80"},  // the version before
         {header_ok, "not msgpack at all"},
         {header_ok, "\x81\xa5tasks"},  // truncated
@@ -456,7 +456,7 @@ TEST_CASE("a flood of bad messages and oversized ones leaves broker memory flat 
         zmq::socket_t big(ctx, zmq::socket_type::dealer);
         big.set(zmq::sockopt::linger, 500);
         big.connect(broker.frontend);
-        const std::string header = std::string("DRV3") + static_cast<char>(drover::proto::Command::submit);
+        const std::string header = std::string("DRV4") + static_cast<char>(drover::proto::Command::submit);
         const std::string body(200 * 1024, '\x80');
         big.send(zmq::buffer(header), zmq::send_flags::sndmore);
         big.send(zmq::buffer(body), zmq::send_flags::none);

@@ -1,4 +1,4 @@
-// Unit tests of the DRV3 wire protocol: headers, body round trips and
+// Unit tests of the DRV4 wire protocol: headers, body round trips and
 // bounded decoding of malformed input.
 #include <chrono>
 #include <cstdint>
@@ -120,14 +120,14 @@ const std::vector<NamedDecoder>& decoders_with_fields() {
 
 // Header ---------------------------------------------------------------
 
-TEST_CASE("make_header writes DRV3 and the command byte, and parse_header reads it back", "[protocol][header]") {
+TEST_CASE("make_header writes DRV4 and the command byte, and parse_header reads it back", "[protocol][header]") {
     for (auto c : {Command::hello, Command::ready, Command::dispatch, Command::heartbeat, Command::bye, Command::reset,
                    Command::lost, Command::submit, Command::accepted, Command::rejected, Command::settle,
                    Command::cancel, Command::status, Command::status_reply, Command::result}) {
         CAPTURE(command_name(c));
         const auto h = make_header(c);
         REQUIRE(h.size() == k_header_size);
-        CHECK(view(h).substr(0, 4) == "DRV3");
+        CHECK(view(h).substr(0, 4) == "DRV4");
         CHECK(static_cast<std::uint8_t>(view(h)[4]) == static_cast<std::uint8_t>(c));
         auto parsed = parse_header(h);
         REQUIRE(parsed.ok());
@@ -137,14 +137,14 @@ TEST_CASE("make_header writes DRV3 and the command byte, and parse_header reads 
 }
 
 TEST_CASE("parse_header accepts a hand-built header", "[protocol][header]") {
-    const auto h = header_bytes("DRV3", 0x20);
+    const auto h = header_bytes("DRV4", 0x20);
     auto parsed = parse_header(h.data(), h.size());
     REQUIRE(parsed.ok());
     CHECK(*parsed == Command::result);
 }
 
 TEST_CASE("parse_header rejects a header of the wrong size", "[protocol][header]") {
-    const std::string good = header_bytes("DRV3", 0x01);
+    const std::string good = header_bytes("DRV4", 0x01);
     for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{4}}) {
         CAPTURE(n);
         auto parsed = parse_header(good.data(), n);
@@ -168,8 +168,8 @@ TEST_CASE("parse_header rejects another protocol name", "[protocol][header]") {
 }
 
 TEST_CASE("parse_header tells another version of the protocol apart", "[protocol][header]") {
-    // DRV2 is the version before: a peer of an older release, named as such in the logs.
-    for (const char* name : {"DRV1", "DRV2", "DRV4"}) {
+    // DRV3 is the version before: a peer of an older release, named as such in the logs.
+    for (const char* name : {"DRV1", "DRV2", "DRV3", "DRV5"}) {
         CAPTURE(name);
         const auto h = header_bytes(name, 0x01);
         auto parsed = parse_header(h.data(), h.size());
@@ -183,7 +183,7 @@ TEST_CASE("parse_header rejects an unknown command byte", "[protocol][header]") 
     for (std::uint8_t c : {std::uint8_t{0x00}, std::uint8_t{0x09}, std::uint8_t{0x0f}, std::uint8_t{0x17},
                            std::uint8_t{0x21}, std::uint8_t{0xff}}) {
         CAPTURE(static_cast<int>(c));
-        const auto h = header_bytes("DRV3", c);
+        const auto h = header_bytes("DRV4", c);
         auto parsed = parse_header(h.data(), h.size());
         REQUIRE_FALSE(parsed.ok());
         CHECK(parsed.error() == DecodeError::unknown_command);
@@ -410,7 +410,7 @@ TEST_CASE("encode_message writes the bytes encode writes, for small and big batc
         }
         for (const auto& t : tasks)
             refs.push_back(TaskRef{t.id, t.name, t.args, t.reply_to, t.attempt, t.max_attempts, t.timeout_ms,
-                                   t.detached, t.retry_on_error});
+                                   t.detached, t.retry_on_error, t.secret, t.token});
         const auto message = encode_message(refs.data(), refs.size());
         CHECK(bytes(message) == encode(refs.data(), refs.size()));
         auto back = decode_tasks(bytes(message));

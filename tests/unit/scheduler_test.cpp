@@ -291,7 +291,7 @@ TEST_CASE("A task whose name no live worker announced ends at once with an error
     CHECK_THAT(sub.finals[0].outcome.error, Catch::Matchers::Contains("no_such_task"));
     CHECK(s.task_count() == 1);  // kept, to send again, until its sink settles it
     CHECK(s.queued_count() == 0);
-    s.settle({"t1"});
+    s.settle("P", {"t1"});
     CHECK(s.task_count() == 0);
 }
 
@@ -329,7 +329,7 @@ TEST_CASE("Tasks past max_queued are rejected with queue_full", "[scheduler]") {
     CHECK(sub.rejected.count("queue_full") == 1);
 
     // Settling one frees a place.
-    s.settle({"t1"});
+    s.settle("P", {"t1"});
     sub = s.submit("P", tasks_of({make_task("t5")}), t0);
     CHECK(sub.accepted == 1);
     CHECK(sub.rejected.empty());
@@ -381,7 +381,7 @@ TEST_CASE("Settle forgets the task and counts it done for its worker", "[schedul
     REQUIRE(total_tasks(s.dispatch()) == 2);
     REQUIRE(s.task_count() == 2);
 
-    s.settle({"t1"});
+    s.settle("P", {"t1"});
     CHECK(s.task_count() == 1);
     CHECK(s.held_by("A") == 1);
     CHECK(s.totals().settled == 1);
@@ -392,11 +392,11 @@ TEST_CASE("Settle forgets the task and counts it done for its worker", "[schedul
     CHECK(st["totals"]["settled"] == 1);
 
     // Settling an unknown or already settled id changes nothing.
-    s.settle({"t1", "nope"});
+    s.settle("P", {"t1", "nope"});
     CHECK(s.task_count() == 1);
     CHECK(s.totals().settled == 1);
 
-    s.settle({"t2"});
+    s.settle("P", {"t2"});
     CHECK(s.task_count() == 0);
     CHECK(s.held_by("A") == 0);
     CHECK(s.status(t0)["workers"][0]["done"] == 2);
@@ -406,7 +406,7 @@ TEST_CASE("Settling a queued task removes it from the queue", "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 0);
     REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted == 2);
-    s.settle({"t1"});
+    s.settle("P", {"t1"});
     CHECK(s.task_count() == 1);
     CHECK(s.queued_count() == 1);
     REQUIRE(s.ready("A", 5, t0));
@@ -611,7 +611,7 @@ TEST_CASE("Cancelling a queued task returns a cancelled outcome", "[scheduler]")
     Scheduler s;
     add_worker(s, "A", 0);
     REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted == 2);
-    auto finals = s.cancel({"t1", "unknown"});
+    auto finals = s.cancel("P", {"t1", "unknown"});
     REQUIRE(finals.size() == 1);
     CHECK(finals[0].reply_to == "inproc://sink");
     CHECK(finals[0].outcome.id == "t1");
@@ -633,7 +633,7 @@ TEST_CASE("Cancelling a running task leaves it to finish", "[scheduler]") {
     add_worker(s, "A", 1);
     REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted == 1);
     REQUIRE(total_tasks(s.dispatch()) == 1);
-    CHECK(s.cancel({"t1"}).empty());
+    CHECK(s.cancel("P", {"t1"}).empty());
     CHECK(s.task_count() == 1);
     CHECK(s.held_by("A") == 1);
 }
@@ -746,7 +746,7 @@ TEST_CASE("A task refused as too large for its worker ends with an error and the
     CHECK(s.totals().too_large == 1);
     CHECK(s.totals().dispatched == 1);
     CHECK_FALSE(s.refuse_dispatched("A", id, "again"));  // ended already
-    s.settle({id, other});
+    s.settle("P", {id, other});
     CHECK(s.task_count() == 0);
 }
 
@@ -810,7 +810,7 @@ TEST_CASE("compact gives back the memory of settled tasks only when none is held
     CHECK_FALSE(s.compact());  // tasks are held
     std::vector<std::string> ids;
     for (int i = 0; i < 50; ++i) ids.push_back("t" + std::to_string(i));
-    s.settle(ids);
+    s.settle("P", ids);
     REQUIRE(s.task_count() == 0);
     CHECK(s.compact());
     CHECK_FALSE(s.compact());  // nothing left to give back
@@ -820,7 +820,7 @@ TEST_CASE("compact gives back the memory of settled tasks only when none is held
     const auto batches = s.dispatch();
     REQUIRE(total_tasks(batches) == 2);
     CHECK(s.held_by("A") == 2);
-    s.settle({"again", "t1"});
+    s.settle("P", {"again", "t1"});
     CHECK(s.task_count() == 0);
     CHECK(s.status(t0)["workers"][0]["done"] == 52);
 }
@@ -830,9 +830,9 @@ TEST_CASE("compact gives back the memory of settled tasks only when none is held
 TEST_CASE("status counts a queued task once after it was cancelled and resubmitted", "[scheduler]") {
     Scheduler s;
     REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted == 1);
-    REQUIRE(s.cancel({"t1"}).size() == 1);
+    REQUIRE(s.cancel("P", {"t1"}).size() == 1);
     REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted == 1);
-    s.settle({"t1"});
+    s.settle("P", {"t1"});
     REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted == 1);
     REQUIRE(s.queued_count() == 1);
     auto st = s.status(t0);
@@ -891,10 +891,10 @@ TEST_CASE("A task waiting out its back-off can be cancelled and settled", "[sche
     REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted == 2);
     REQUIRE(total_tasks(s.dispatch()) == 2);
     REQUIRE(s.retry("A", {"t1", "t2"}, t0));
-    auto finals = s.cancel({"t1"});
+    auto finals = s.cancel("P", {"t1"});
     REQUIRE(finals.size() == 1);
     CHECK(finals[0].outcome.status == proto::Status::cancelled);
-    s.settle({"t2"});
+    s.settle("P", {"t2"});
     s.release_retries(t0 + Millis(60000));
     REQUIRE(s.ready("A", 2, t0));
     CHECK(total_tasks(s.dispatch()) == 0);
@@ -906,12 +906,12 @@ TEST_CASE("A broker-made outcome is sent again until settled, then given up", "[
     Scheduler s(limits);
     add_worker(s, "A", 0);
     REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted == 2);
-    REQUIRE(s.cancel({"t1", "t2"}).size() == 2);
+    REQUIRE(s.cancel("P", {"t1", "t2"}).size() == 2);
     CHECK(s.reports_due(t0).empty());  // scheduled: first resend after one window
     CHECK(s.reports_due(t0 + Millis(2999)).empty());
     auto again = s.reports_due(t0 + Millis(3000));
     CHECK(again.size() == 2);
-    s.settle({"t2"});
+    s.settle("P", {"t2"});
     CHECK(s.reports_due(t0 + Millis(8999)).empty());  // then after two windows
     again = s.reports_due(t0 + Millis(9000));
     REQUIRE(again.size() == 1);
@@ -928,7 +928,7 @@ TEST_CASE("A resubmitted id whose outcome the broker made gets that outcome agai
     Scheduler s;
     add_worker(s, "A", 0);
     REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted == 1);
-    REQUIRE(s.cancel({"t1"}).size() == 1);
+    REQUIRE(s.cancel("P", {"t1"}).size() == 1);
     auto sub = s.submit("P", tasks_of({make_task("t1")}), t0);
     CHECK(sub.accepted == 1);
     REQUIRE(sub.finals.size() == 1);
@@ -951,11 +951,14 @@ TEST_CASE("BYE with ids: those tasks wait for SETTLE, the others go back unblame
     auto b = s.dispatch();
     REQUIRE(total_tasks(b) == 1);
     CHECK(b[0].tasks[0].id == "t2");
-    s.settle({"t1"});
+    s.settle("P", {"t1"});
     CHECK(s.task_count() == 1);
     // A producer that goes gets no second outcome for an ended task.
     REQUIRE(s.submit("Q", tasks_of({make_task("t3")}), t0).accepted == 1);
-    REQUIRE(s.cancel({"t3"}).size() == 1);
+    std::size_t refused = 0;
+    CHECK(s.cancel("P", {"t3"}, &refused).empty());  // not P's task
+    CHECK(refused == 1);
+    REQUIRE(s.cancel("Q", {"t3"}).size() == 1);
     CHECK(s.producer_gone("Q").empty());
 }
 
@@ -965,7 +968,7 @@ TEST_CASE("Tasks whose worker holds none of them and no sink settles run again a
     add_worker(s, "A", 3);
     REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2"), make_task("t3")}), t0).accepted == 3);
     REQUIRE(total_tasks(s.dispatch()) == 3);
-    s.settle({"t1"});  // its outcome arrived
+    s.settle("P", {"t1"});  // its outcome arrived
 
     CHECK_FALSE(s.worker_holds("ghost", 0, t0).has_value());  // unknown worker: RESET
     REQUIRE(s.worker_holds("A", 0, t0)->empty());       // the tasks may not have reached it yet

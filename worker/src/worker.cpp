@@ -211,6 +211,7 @@ Clock::time_point Worker::report_timeouts(Clock::time_point now) {
             o.status = proto::Status::timeout;
             o.error = "timed out after " + std::to_string(r.task.timeout_ms) + " ms";
             o.attempt = r.task.attempt;
+            o.token = r.task.token;
             o.worker = options_.id;
             o.elapsed_us = std::uint64_t{r.task.timeout_ms} * 1000;
             outcomes[r.task.reply_to].push_back(std::move(o));
@@ -469,6 +470,7 @@ bool Worker::run_inline(proto::Task& task, std::string_view batch_reply_to) {
     }
     proto::Outcome out;
     out.attempt = task.attempt;
+    out.token = task.token;
     out.worker = options_.concurrency > 1 ? options_.id + "/io" : options_.id;
     const auto start = Clock::now();
     const auto end = run_one(task, out, start, /*on_io=*/true);
@@ -681,6 +683,7 @@ void Worker::executor_loop(unsigned index) {
         }
         proto::Outcome out;
         out.attempt = task.attempt;
+        out.token = task.token;
         out.worker = worker_name;
         // A task that follows the last one at once starts when it ended: one
         // clock read a task instead of two (kvm-clock reads cost tens of ns).

@@ -63,8 +63,11 @@ public:
     Scheduler(const Scheduler&) = delete;  // its index points into its own slots
     Scheduler& operator=(const Scheduler&) = delete;
 
-    // Accepts or rejects each task. A task id already held is accepted again
-    // without being queued twice (a producer resends after a broker restart).
+    // Accepts or rejects each task. A malformed task (its `problem` set by
+    // decode_submit) is rejected alone, "invalid: " and the problem. A task
+    // id already held with the same secret is accepted again without being
+    // queued twice (a producer resends after a broker restart); with another
+    // secret it is rejected as "duplicate_id" (another producer's id).
     // A task whose name no worker has ever announced, while workers are
     // live, ends at once with an `error` outcome ("unknown task"); with no
     // live worker at all it waits, since the worker that runs it may be
@@ -134,16 +137,27 @@ public:
     // doubling, at most report_tries sends in all.
     std::vector<FinalOutcome> reports_due(Clock::time_point now);
 
-    // The sink holds these outcomes: forget the tasks.
-    void settle(const std::vector<std::string>& ids);
+    // The sink holds these outcomes: forget the tasks. Without `proofs`
+    // only the tasks `producer` submitted are forgotten; with them (one per
+    // id, a standalone sink's), those whose settle_proof matches. Returns
+    // how many held ids it refused (they stay).
+    std::size_t settle(std::string_view producer, const std::vector<std::string>& ids,
+                       const std::vector<std::uint64_t>& proofs = {});
 
     // A producer went silent: its tasks are cancelled (their sink is gone
     // with it), except detached ones, whose sink is standalone. Running
     // ones finish on their workers; the broker forgets them.
     std::vector<FinalOutcome> producer_gone(const std::string& producer);
 
-    // Cancels queued tasks (running ones finish). Returns their outcomes.
-    std::vector<FinalOutcome> cancel(const std::vector<std::string>& ids);
+    // Cancels queued tasks of `producer` (running ones finish; another
+    // producer's are left, counted in `refused`). Returns their outcomes.
+    std::vector<FinalOutcome> cancel(std::string_view producer, const std::vector<std::string>& ids,
+                                     std::size_t* refused = nullptr);
+
+    // Whether a RESULT from the worker at `identity` may end its task: the
+    // worker is registered, the task is held here, and the token is the one
+    // dispatched with that attempt (drover/proof.hpp).
+    [[nodiscard]] bool genuine_result(const std::string& identity, const proto::Outcome& o);
 
     // Where a live task's outcome goes: its producer (a frontend identity)
     // and its sink. Views valid until the task is freed.
@@ -189,7 +203,7 @@ private:
     // Strings shared by many tasks (name, reply_to, producer) are interned.
     // A slot is reused for a later task with gen + 1, so a Ref kept in a
     // queue, a worker's held list or a timer can tell it is stale.
-    struct Entry {  // 120 bytes: the broker's cost per task with the index's 8 to 32
+    struct Entry {  // 136 bytes: the broker's cost per task with the index's 8 to 32
         std::string id;
         std::string args;
         std::unique_ptr<FinalOutcome> reported;  // a broker-made outcome, kept to send again
@@ -205,10 +219,13 @@ private:
         std::uint16_t max_attempts = 1;
         std::uint16_t deaths = 0;
         std::uint16_t report_sends = 0;
+        char secret[proto::k_task_secret_bytes] = {};  // from SUBMIT: tokens derive from it
         State state = State::free;
         bool detached = false;
         bool retry_on_error = false;
     };
+    static std::string_view secret_of(const Entry& e) { return {e.secret, sizeof e.secret}; }
+    bool owned_by(const Entry& e, std::string_view producer) const;
     struct Ref {
         std::uint32_t slot, gen;
     };

@@ -1,4 +1,4 @@
-// Socket helpers shared by every drover process: sending DRV3 messages,
+// Socket helpers shared by every drover process: sending DRV4 messages,
 // socket options, endpoints and host facts.
 #pragma once
 

@@ -1,26 +1,25 @@
-// The DRV3 wire protocol: every message drover peers exchange, frame by frame.
+// The DRV4 wire protocol: every message drover peers exchange, frame by frame.
 #pragma once
 
-// DRV3 — drover protocol, version 3
+// DRV4 — drover protocol, version 4
 // ==================================
 //
-// Version 3 (DRV2 before it): a producer whose routing id is "P" and 8
-// characters may send SUBMIT on a second connection whose routing id has
-// "S" for that "P" (a client's callers send a lone task themselves on it);
-// the broker takes those tasks as the producer's, and answers on the
-// producer's connection (keeping an answer until that connection takes it,
-// or the producer is gone). A DRV2 broker would answer a peer that never
-// reads.
-// Version 2 (DRV1 before it): a batch names the reply_to (SUBMIT, DISPATCH)
-// or worker (RESULT) its items share once, and items leave out fields at
-// their defaults; a worker's HEARTBEAT says how many tasks it holds.
+// Every task carries a secret from its producer to the broker; each DISPATCH
+// carries a per-attempt token that the worker returns in its outcome, and
+// brokers and sinks drop outcomes whose token is wrong (drover/proof.hpp).
+// A malformed task in a SUBMIT is rejected alone. A producer whose routing id
+// is "P" and 8 characters may send SUBMIT on a second connection whose
+// routing id has "S" for that "P"; the broker takes those tasks as the
+// producer's and answers on the producer's connection. A batch names the
+// reply_to (SUBMIT, DISPATCH) or worker (RESULT) its items share once, and
+// items leave out fields at their defaults.
 // Peers of different versions refuse each other's messages (wrong_version
 // here, bad_header in DRV1; logged once per peer): upgrade a fleet's
 // broker, workers and producers together.
 //
 // Every message is two frames after the ROUTER identity (if any):
 //
-//   [ header: "DRV3" + command byte (5 bytes) ][ body: one msgpack map ]
+//   [ header: "DRV4" + command byte (5 bytes) ][ body: one msgpack map ]
 //
 // A body is a msgpack *map* with named fields, so a later version may add
 // fields that an older peer ignores. Fields not listed below are ignored on
@@ -69,23 +68,38 @@
 //
 // Broker backend (ROUTER) -> worker (DEALER)
 //   DISPATCH   0x03  {tasks: [Task], reply_to: str}
-//                                            only against credits granted
+//                                            only against credits granted;
+//                                            each task with its attempt's
+//                                            token and without its secret
 //   HEARTBEAT  0x04  {}
 //   BYE        0x05  {}                      broker shutting down
 //   RESET      0x06  {}                      "I do not know you": HELLO again
 //
 // Producer or sink (DEALER) -> broker frontend (ROUTER)
 //   SUBMIT     0x10  {tasks: [Task], reply_to: str}
-//                                            attempt is ignored; from a peer
+//                                            each task with its secret;
+//                                            attempt and token are ignored; a
+//                                            malformed task is REJECTED alone
+//                                            ("invalid: field 'X': expected
+//                                            ..."), the others go on; an id
+//                                            the broker holds for another
+//                                            secret is REJECTED duplicate_id;
+//                                            from a peer
 //                                            "S" + 8 characters, the tasks are
 //                                            those of producer "P" + the same 8
 //                                            (answered there)
-//   SETTLE     0x13  {ids: [str], timed_out: uint}
+//   SETTLE     0x13  {ids: [str], timed_out: uint, proofs: bin}
 //                                            the sink holds these outcomes
 //                                            (timed_out of them are timeouts);
 //                                            the client may hold ids up to 10
-//                                            ms while others are in flight
-//   CANCEL     0x14  {ids: [str]}            drop these tasks if still queued
+//                                            ms while others are in flight.
+//                                            Taken from the task's producer,
+//                                            or with proofs: 8 bytes an id,
+//                                            little-endian, each the id's
+//                                            settle_proof (a standalone sink);
+//                                            other ids are dropped, counted
+//   CANCEL     0x14  {ids: [str]}            drop these tasks if still queued;
+//                                            only the producer's own
 //   STATUS     0x15  {}                      asks for a STATUS_REPLY
 //   HEARTBEAT  0x04  {}                      the broker answers HEARTBEAT
 //   BYE        0x05  {}
@@ -112,7 +126,11 @@
 //
 // Task    = {id: str, name: str, args: bin, attempt: uint, max_attempts: uint,
 //            timeout_ms: uint, reply_to: str, detached: bool,
-//            retry_on_error: bool}
+//            retry_on_error: bool, secret: bin, token: uint}
+//   secret: 16 bytes, SUBMIT only (producer -> broker, required): the sink's
+//   key keyed over the id (task_secret); the broker never sends it on
+//   token: DISPATCH only: attempt_token(secret, attempt), the proof that
+//   this worker was given this attempt
 //   reply_to: the sink's endpoint; under CurveZMQ it carries the sink's
 //   server key, "tcp://HOST:PORT?curve=KEY" (docs/security.md)
 //   detached: reply_to is a standalone sink, so the task outlives its producer
@@ -120,7 +138,10 @@
 //   dispatches a task gets after crashes and timeouts (and errors, when
 //   retry_on_error is set)
 // Outcome = {id: str, task: str, status: str, result: bin, error: str,
-//            attempt: uint, worker: str, elapsed_us: uint}
+//            attempt: uint, worker: str, elapsed_us: uint, token: uint}
+//   token: the dispatched attempt's token, or broker_token(secret, attempt)
+//   for an outcome whose worker is "broker"; a sink (and the broker, for
+//   RESULT on its backend) drops an outcome whose token is not right
 //   status is one of "ok", "error", "timeout", "lost", "cancelled",
 //   "rejected"; result is set for "ok", error for the others.
 //
@@ -146,10 +167,11 @@
 
 namespace drover::proto {
 
-inline constexpr std::string_view k_protocol = "DRV3";
+inline constexpr std::string_view k_protocol = "DRV4";
 inline constexpr std::size_t k_header_size = 5;
 inline constexpr std::size_t k_max_depth = 8;
 inline constexpr std::uint32_t k_default_max_attempts = 3;  // a Task field left out
+inline constexpr std::size_t k_task_secret_bytes = 16;      // Task::secret
 
 enum class Command : std::uint8_t {
     hello = 0x01,
@@ -209,6 +231,12 @@ struct Task {
     std::string reply_to;
     bool detached = false;  // outcome goes to a standalone sink: keep it if the producer goes
     bool retry_on_error = false;  // an error is retried, with back-off, while attempts remain
+    std::string secret;           // SUBMIT: k_secret_bytes (drover/proof.hpp)
+    std::uint64_t token = 0;      // DISPATCH: this attempt's token
+    // decode_submit only, never on the wire: why the task is malformed
+    // ("field 'max_attempts': expected an unsigned integer, got a float"),
+    // "" if it is not.
+    std::string problem;
 };
 
 // A task's fields by reference: what the broker encodes for DISPATCH
@@ -220,6 +248,8 @@ struct TaskRef {
     std::uint32_t timeout_ms = 0;
     bool detached = false;
     bool retry_on_error = false;
+    std::string_view secret;
+    std::uint64_t token = 0;
 };
 
 struct Tasks {  // SUBMIT and DISPATCH
@@ -233,6 +263,7 @@ struct Ids {  // ACCEPTED, CANCEL, RETRY, a worker's BYE
 struct Settle {
     std::vector<std::string> ids;
     std::uint32_t timed_out = 0;  // how many of these outcomes are timeouts
+    std::vector<std::uint64_t> proofs;  // empty, or one settle_proof for each id
 };
 
 struct Rejected {
@@ -249,6 +280,7 @@ struct Outcome {
     std::uint32_t attempt = 0;
     std::string worker;
     std::uint64_t elapsed_us = 0;
+    std::uint64_t token = 0;
 };
 
 struct Results {
@@ -265,12 +297,13 @@ struct OutcomeView {
     std::uint32_t attempt = 0;
     std::string_view worker;
     std::uint64_t elapsed_us = 0;
+    std::uint64_t token = 0;
 };
 
 // Why a message was dropped; also the keys of the "dropped" counters in STATUS.
 enum class DecodeError : std::uint8_t {
     bad_frames,       // wrong number of frames
-    bad_header,       // header not 5 bytes or not "DRV3"
+    bad_header,       // header not 5 bytes or not "DRV4"
     wrong_version,    // "DRV" and another version: a peer of another drover release
     unknown_command,  // command byte not in the table above
     unexpected,       // a valid command this socket does not take
@@ -337,6 +370,11 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
 // the batch's in `body` (the broker interns it once instead of copying it
 // into every task).
 [[nodiscard]] Decoded<Tasks> decode_tasks(std::string_view body, std::string_view& batch_reply_to) noexcept;
+// A SUBMIT, as the broker reads it: like the above, but a malformed task
+// (a field of the wrong type, an empty id or name, no secret) does not make
+// the body invalid: it is kept with its `problem` set (and as much of its id
+// as could be read: a string, or an integer as its decimal text).
+[[nodiscard]] Decoded<Tasks> decode_submit(std::string_view body, std::string_view& batch_reply_to) noexcept;
 [[nodiscard]] Decoded<Ids> decode_ids(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Settle> decode_settle(std::string_view body) noexcept;
 // A BYE body: empty, any map, or a map with `ids`.

@@ -32,6 +32,7 @@
 
 #include "drover/logging.hpp"
 #include "drover/net.hpp"
+#include "drover/proof.hpp"
 #include "drover/protocol.hpp"
 #include "drover/security.hpp"
 #include "drover/seq_table.hpp"
@@ -62,8 +63,10 @@ struct TaskOptions {
     // outcome goes to another sink, which sees only this id: it must then be
     // unique among the broker's unsettled tasks, across producers.
     std::string id;
-    // Deliver the outcome to another sink (e.g. drover-sink). The client's
-    // part then ends at ACCEPTED: the result has status ok and `accepted_only`.
+    // Deliver the outcome to another sink (e.g. drover-sink), given by the
+    // address it printed, with its key ("tcp://HOST:PORT?secret=HEX"; the
+    // key stays here: drover/proof.hpp). The client's part then ends at
+    // ACCEPTED: the result has status ok and `accepted_only`.
     std::string reply_to;
 };
 
@@ -161,6 +164,8 @@ public:
     [[nodiscard]] const std::string& reply_to() const { return reply_to_; }
     [[nodiscard]] std::size_t unfinished() const;
     [[nodiscard]] std::uint64_t duplicates_dropped() const { return duplicates_.load(); }
+    // Outcomes dropped because their token did not prove them (forged).
+    [[nodiscard]] std::uint64_t forged_dropped() const { return forged_.load(); }
     // Lone tasks their callers sent themselves, not through the I/O thread.
     [[nodiscard]] std::uint64_t submitted_directly() const { return submitted_directly_.load(); }
 
@@ -204,6 +209,8 @@ private:
     ClientOptions options_;
     Logger log_;
     std::string session_;
+    std::string route_;     // the routing id's random part (secret: see new_route)
+    std::string sink_key_;  // this client's sink key: its tasks' secrets derive from it
     std::string reply_to_;
     std::string sink_ipc_path_;
     zmq::socket_t sink_;
@@ -246,6 +253,7 @@ private:
     std::string broker_instance_;
     bool results_via_broker_ = false;  // logged once
     std::atomic<std::uint64_t> duplicates_{0};
+    std::atomic<std::uint64_t> forged_{0};
     std::thread io_;
 };
 

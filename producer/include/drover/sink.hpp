@@ -14,6 +14,7 @@
 
 #include "drover/logging.hpp"
 #include "drover/net.hpp"
+#include "drover/proof.hpp"
 #include "drover/protocol.hpp"
 #include "drover/security.hpp"
 #include "drover/stop.hpp"
@@ -26,6 +27,11 @@ struct SinkOptions {
     std::int64_t max_message_bytes = k_default_max_message_bytes;
     Millis heartbeat{1000};
     std::shared_ptr<Security> security;  // CURVE server toward workers, client of the broker; nullptr: plain
+    // The sink's key (k_secret_bytes): the secret of every task sent here
+    // derives from it, and outcomes that do not prove theirs are dropped.
+    // Empty: a fresh random one (tasks submitted to an earlier run are then
+    // refused here: keep it with drover-sink --secret-file).
+    std::string key;
 };
 
 class Sink {
@@ -33,8 +39,9 @@ public:
     // Binds. Throws: zmq::error_t if the endpoint cannot be bound.
     Sink(zmq::context_t& ctx, SinkOptions options, Logger log);
 
-    // The bound endpoint, connectable ("tcp://*:*" becomes a real port), with
-    // the sink's key under security ("tcp://HOST:PORT?curve=KEY").
+    // The sink's address for producers: the bound endpoint, connectable
+    // ("tcp://*:*" becomes a real port), with the CURVE key under security
+    // and the sink's key ("tcp://HOST:PORT?curve=KEY&secret=HEX"; drover/proof.hpp).
     [[nodiscard]] const std::string& endpoint() const { return endpoint_; }
 
     // Delivers each new outcome to `on_outcome` until `stop` is requested or
@@ -42,7 +49,8 @@ public:
     std::size_t run(const StopSource& stop, std::size_t expect, const std::function<void(proto::Outcome&&)>& on_outcome);
 
     [[nodiscard]] std::uint64_t duplicates() const { return duplicates_; }
-    [[nodiscard]] std::uint64_t dropped() const { return dropped_; }
+    [[nodiscard]] std::uint64_t dropped() const { return dropped_; }  // malformed or forged
+    [[nodiscard]] std::uint64_t forged() const { return forged_; }
 
 private:
     zmq::context_t& ctx_;
@@ -55,6 +63,7 @@ private:
     std::unordered_set<std::string> seen_;
     std::uint64_t duplicates_ = 0;
     std::uint64_t dropped_ = 0;
+    std::uint64_t forged_ = 0;
 };
 
 }  // namespace drover

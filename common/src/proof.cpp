@@ -1,0 +1,120 @@
+// Task secrets, attempt tokens and settle proofs (keyed SipHash, libsodium).
+#include "drover/proof.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+#include <sodium.h>
+
+namespace drover {
+
+namespace {
+
+static_assert(crypto_shorthash_KEYBYTES == k_secret_bytes);
+static_assert(crypto_shorthash_siphashx24_KEYBYTES == k_secret_bytes);
+static_assert(crypto_shorthash_siphashx24_BYTES == k_secret_bytes);
+
+// SipHash-2-4 of a domain byte and a 32-bit number under a task's secret. A
+// secret of the wrong size (never made by task_secret) hashes under zeros:
+// its tokens then match nothing a real task's would.
+std::uint64_t keyed(std::string_view secret, unsigned char domain, std::uint32_t n) noexcept {
+    unsigned char key[crypto_shorthash_KEYBYTES] = {};
+    if (secret.size() == sizeof key) std::memcpy(key, secret.data(), sizeof key);
+    const unsigned char in[5] = {domain, static_cast<unsigned char>(n), static_cast<unsigned char>(n >> 8),
+                                 static_cast<unsigned char>(n >> 16), static_cast<unsigned char>(n >> 24)};
+    unsigned char out[crypto_shorthash_BYTES];
+    crypto_shorthash(out, in, sizeof in, key);
+    std::uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = v << 8 | out[i];
+    return v;
+}
+
+}  // namespace
+
+std::string random_secret() {
+    if (sodium_init() < 0) throw std::runtime_error("libsodium cannot start (no entropy source?)");
+    std::string s(k_secret_bytes, '\0');
+    randombytes_buf(s.data(), s.size());
+    return s;
+}
+
+std::string task_secret(std::string_view sink_key, std::string_view id) {
+    unsigned char key[crypto_shorthash_siphashx24_KEYBYTES] = {};
+    if (sink_key.size() == sizeof key) std::memcpy(key, sink_key.data(), sizeof key);
+    std::string out(k_secret_bytes, '\0');
+    crypto_shorthash_siphashx24(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(id.data()), id.size(), key);
+    return out;
+}
+
+std::uint64_t attempt_token(std::string_view secret, std::uint32_t attempt) noexcept { return keyed(secret, 'a', attempt); }
+std::uint64_t broker_token(std::string_view secret, std::uint32_t attempt) noexcept { return keyed(secret, 'b', attempt); }
+std::uint64_t settle_proof(std::string_view secret) noexcept { return keyed(secret, 's', 0); }
+
+bool genuine(std::string_view secret, std::uint32_t attempt, bool by_broker, std::uint64_t token) noexcept {
+    return token == (by_broker ? broker_token(secret, attempt) : attempt_token(secret, attempt));
+}
+
+std::string to_hex_text(std::string_view bytes) {
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    out.reserve(bytes.size() * 2);
+    for (unsigned char b : bytes) {
+        out.push_back(digits[b >> 4]);
+        out.push_back(digits[b & 0xf]);
+    }
+    return out;
+}
+
+std::string from_hex_text(std::string_view text) {
+    if (text.size() % 2) return {};
+    const auto nibble = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    std::string out;
+    out.reserve(text.size() / 2);
+    for (std::size_t i = 0; i < text.size(); i += 2) {
+        const int hi = nibble(text[i]), lo = nibble(text[i + 1]);
+        if (hi < 0 || lo < 0) return {};
+        out.push_back(static_cast<char>(hi << 4 | lo));
+    }
+    return out;
+}
+
+SinkAddress split_sink_address(const std::string& text) {
+    SinkAddress a;
+    const auto q = text.find('?');
+    if (q == std::string::npos) {
+        a.reply_to = text;
+        return a;
+    }
+    a.reply_to = text.substr(0, q);
+    std::string rest;  // the other parameters, in their order
+    std::size_t at = q + 1;
+    while (at <= text.size()) {
+        auto end = text.find('&', at);
+        if (end == std::string::npos) end = text.size();
+        const std::string param = text.substr(at, end - at);
+        if (param.rfind("secret=", 0) == 0) {
+            a.key = from_hex_text(param.substr(7));
+            if (a.key.size() != k_secret_bytes) {
+                a.key.clear();
+                a.malformed_key = true;
+            }
+        } else if (!param.empty()) {
+            rest += (rest.empty() ? "?" : "&") + param;
+        }
+        at = end + 1;
+    }
+    a.reply_to += rest;
+    return a;
+}
+
+std::string sink_address(const std::string& reply_to, std::string_view key) {
+    return reply_to + (reply_to.find('?') == std::string::npos ? "?" : "&") + "secret=" + to_hex_text(key);
+}
+
+}  // namespace drover
