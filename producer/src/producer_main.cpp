@@ -169,6 +169,12 @@ int run_inline(const Settings& s, const Registry& registry) {
     return failures == 0 ? 0 : 1;
 }
 
+// Says on stderr how many outcomes the client dropped for a wrong token.
+void report_forged(const Client& client) {
+    if (const auto n = client.forged_dropped())
+        std::cerr << "drover-producer: dropped " << n << " forged outcomes (without their attempt's token)\n";
+}
+
 int run_map(Client& client, const Settings& s, const StopSource& stop) {
     std::atomic<std::size_t> total{s.map_args.size()}, done{0}, failed{0};
     Progress progress(total, done, failed);
@@ -208,6 +214,7 @@ int run_map(Client& client, const Settings& s, const StopSource& stop) {
         }
     }
     std::cout.flush();
+    report_forged(client);
     if (s.timing)
         std::cerr << "timing: tasks=" << s.map_args.size()
                   << " wall_ms=" << std::chrono::duration<double, std::milli>(Clock::now() - start).count() << "\n";
@@ -281,6 +288,7 @@ int run_submit(Client& client, const Settings& s, const StopSource& stop) {
         std::lock_guard lock(out_mutex);
         std::cout.flush();
     }
+    report_forged(client);
     if (s.timing)
         std::cerr << "timing: tasks=" << total.load()
                   << " wall_ms=" << std::chrono::duration<double, std::milli>(Clock::now() - start).count() << "\n";

@@ -17,6 +17,7 @@
 
 #include "drover/broker.hpp"
 #include "drover/net.hpp"
+#include "drover/proof.hpp"
 #include "drover/protocol.hpp"
 #include "process.hpp"
 
@@ -206,7 +207,7 @@ TEST_CASE("garbage sent to the broker's frontend and backend and to a sink leave
         for (auto* s : {&front, &back, &push}) s->set(zmq::sockopt::linger, 2000);
         front.connect(broker.frontend);
         back.connect(broker.backend);
-        push.connect(sink_ep);
+        push.connect(drover::split_sink_address(sink_ep).reply_to);
         send_garbage(front);
         send_garbage(back);
         send_garbage(push);

@@ -24,6 +24,7 @@
 
 #include "drover/broker.hpp"
 #include "drover/client.hpp"
+#include "drover/proof.hpp"
 #include "drover/protocol.hpp"
 #include "drover/security.hpp"
 #include "process.hpp"
@@ -324,7 +325,7 @@ TEST_CASE("a sink takes results only from allowed workers and the broker", "[e2e
     Admin admin(fleet);
     REQUIRE(admin.wait_for_workers(broker.frontend, 1, 10s));
     const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
-    const auto keyed = drover::split_keyed_endpoint(sink_ep);
+    const auto keyed = drover::split_keyed_endpoint(drover::split_sink_address(sink_ep).reply_to);
     REQUIRE(keyed.server_key == public_key(fleet + "/producer.key"));
 
     // Forged outcomes, from a stranger who knows the sink's key and from a plain socket.
@@ -342,7 +343,7 @@ TEST_CASE("a sink takes results only from allowed workers and the broker", "[e2e
         zmq::context_t ctx;
         zmq::socket_t curve_push(ctx, zmq::socket_type::push), plain_push(ctx, zmq::socket_type::push);
         for (auto* s : {&curve_push, &plain_push}) s->set(zmq::sockopt::linger, 0);
-        drover::connect_client(curve_push, &stranger, sink_ep);
+        drover::connect_client(curve_push, &stranger, drover::split_sink_address(sink_ep).reply_to);
         plain_push.connect(keyed.endpoint);
         for (auto* s : {&curve_push, &plain_push}) {
             auto header = drover::proto::make_header(drover::proto::Command::result);
