@@ -346,8 +346,13 @@ int producer_main(int argc, char** argv, const Registry& registry) {
                                              "?secret=HEX (it proves the results that reach that sink)"));
         }
         if (s.inline_run && !*map) throw std::invalid_argument("--inline: only map runs inline");
-        for (const auto& a : s.map_args)  // packing one would recurse that deep
-            if (!json_within_depth_limit(a)) throw std::invalid_argument(too_deep_message("a map argument"));
+        // Packing one would recurse that deep; its argument list is a level more.
+        for (const auto& a : s.map_args)
+            if (!json_within_depth_limit(a, k_max_data_depth - 1))
+                throw std::invalid_argument("a map argument nested deeper than " +
+                                            std::to_string(k_max_data_depth - 1) +
+                                            " levels (limit: its argument list makes " +
+                                            std::to_string(k_max_data_depth) + ")");
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? 0 : 2;
     } catch (const std::invalid_argument& e) {
