@@ -1,11 +1,14 @@
-// libFuzzer target: every DRV4 decoder and the task arguments' reader on arbitrary bytes, and what an accepted body promises.
+// libFuzzer target: every DRV4 decoder, the task arguments' reader, and the result and task-line readers on arbitrary bytes, and what an accepted body promises.
 //
 // An input is one message in frames (fuzz_frames.hpp). The message is decoded
 // the way its receiver decodes it, and every frame is also fed to every body
 // decoder. Beyond "does not crash, leak or overflow", a broken invariant
 // aborts, so libFuzzer keeps the input: an accepted header is the one
 // make_header writes, an accepted body is one bounded msgpack map, and a
-// decoded value survives encode and decode unchanged.
+// decoded value survives encode and decode unchanged. Every frame is also
+// read as a task's result (msgpack to a JSON line, as drover-sink and
+// drover-producer print it) and as a task line on stdin: nesting past
+// k_max_data_depth must be refused there, never recursed into.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +19,7 @@
 
 #include <msgpack.hpp>
 
+#include "drover/json_lines.hpp"
 #include "drover/protocol.hpp"
 #include "drover/unpack.hpp"
 #include "fuzz_frames.hpp"
@@ -123,6 +127,57 @@ void check_arguments_reader(std::string_view bytes) {
     if (reference) check(*reference == *fast, "the arguments reader builds msgpack-c's value");
 }
 
+// The depth scan agrees with the arguments reader: what the reader accepts
+// within a limit the scan passes, and what the scan refuses the reader refuses.
+void check_depth_scan(std::string_view bytes) {
+    for (const std::size_t limit : {std::size_t{2}, std::size_t{8}, drover::k_max_data_depth}) {
+        const bool within = drover::within_depth_limit(bytes, limit);
+        bool read = false;
+        try {
+            msgpack::zone zone;
+            (void)drover::unpack_object(zone, bytes, limit);
+            read = true;
+        } catch (const drover::UnpackError&) {
+        }
+        if (read) check(within, "bytes the arguments reader accepts are within the depth limit");
+        if (!within) check(!read, "bytes past the depth limit are refused by the arguments reader");
+    }
+}
+
+// A task's result as its sink prints it: any bytes give one JSON line, and
+// bytes past the limit say so instead of being read.
+void check_result_line(std::string_view bytes) {
+    const std::string result(bytes);
+    const nlohmann::json j = drover::msgpack_to_json(result);
+    const std::string line = drover::to_line(j);
+    check(!line.empty() && line.find('\n') == std::string::npos, "a result is one JSON line");
+    if (!drover::within_depth_limit(result))
+        check(j == "<" + drover::too_deep_message("result") + ">", "a result past the depth limit is named so");
+}
+
+// A task line on stdin: parsed or refused with a reason, never recursed
+// past the limit; what is accepted packs arguments within it.
+void check_task_line(std::string_view bytes) {
+    std::string error;
+    const auto t = drover::parse_task_line(std::string(bytes), error);
+    if (!drover::json_within_depth_limit(bytes))
+        check(!t && error == drover::too_deep_message("task line"), "a task line past the depth limit is refused so");
+    if (!t) {
+        check(!error.empty(), "a refused task line says why");
+        return;
+    }
+    check(!t->task.empty(), "an accepted task line names its task");
+    check(drover::within_depth_limit(t->args, drover::k_max_data_depth - 1), "accepted arguments are within the limit");
+}
+
+// The results in a RESULT body, read as their sink reads them.
+void check_result_path(std::string_view body) {
+    auto views = decode_result_views(body);
+    if (!views) return;
+    for (const auto& v : *views)
+        if (v.status == Status::ok) check_result_line(v.result);
+}
+
 // decode_result_views accepts what decode_results accepts, with the same values.
 void check_result_views(std::string_view body) {
     auto full = decode_results(body);
@@ -144,6 +199,10 @@ void check_result_views(std::string_view body) {
 
 void check_every_decoder(std::string_view body) {
     check_arguments_reader(body);
+    check_depth_scan(body);
+    check_result_line(body);
+    check_task_line(body);
+    check_result_path(body);
     check_result_views(body);
     check_same_form_errors(body, decode_hello);
     check_same_form_errors(body, decode_ready);

@@ -1,4 +1,4 @@
-// Writes decode_fuzz's seed inputs: a real message of every DRV4 command.
+// Writes decode_fuzz's seed inputs: a real message of every DRV4 command, results and task lines nested to the data depth limit and past it.
 //
 // The seeds are committed in fuzz/corpus/; after a protocol change, refresh them with
 //   cmake --build build --target drover_fuzz_corpus && build/fuzz/drover_fuzz_corpus fuzz/corpus
@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "drover/protocol.hpp"
+#include "drover/unpack.hpp"
 #include "fuzz_frames.hpp"
 
 using namespace drover::proto;
@@ -60,12 +61,15 @@ int main(int argc, char** argv) {
     }
     const std::string dir = argv[1];
     bool ok = true;
-    auto write_seed = [&](const std::string& name, Command c, std::optional<std::string> body) {
-        std::vector<std::string> frames{std::string(view(make_header(c)))};
-        if (body) frames.push_back(std::move(*body));
+    auto write_frames = [&](const std::string& name, const std::vector<std::string>& frames) {
         std::ofstream out(dir + "/" + name, std::ios::binary);
         out << drover::fuzz::join_frames(frames);
         ok = ok && out.good();
+    };
+    auto write_seed = [&](const std::string& name, Command c, std::optional<std::string> body) {
+        std::vector<std::string> frames{std::string(view(make_header(c)))};
+        if (body) frames.push_back(std::move(*body));
+        write_frames(name, frames);
     };
 
     write_seed("hello", Command::hello,
@@ -94,6 +98,15 @@ int main(int argc, char** argv) {
     write_seed("status-reply", Command::status_reply, std::string(status.begin(), status.end()));
     write_seed("result", Command::result,
           encode(Results{{outcome("job-1", Status::ok), outcome("job-2", Status::error)}}));
+    // Results and task lines at the depth limit and one level past it.
+    const auto nested = [](std::size_t depth) { return std::string(depth, '\x91') + '\x01'; };
+    auto at_limit = outcome("job-4", Status::ok), past_limit = outcome("job-5", Status::ok);
+    at_limit.result = nested(drover::k_max_data_depth);
+    past_limit.result = nested(drover::k_max_data_depth + 1);
+    write_seed("result-deep", Command::result, encode(Results{{at_limit, past_limit}}));
+    const auto json_nested = [](std::size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+    write_frames("task-line", {R"({"id":"j1","task":"hello","args":["[{\"]"],"max_attempts":2,"timeout_ms":500})"});
+    write_frames("task-line-deep", {R"({"task":"echo","args":)" + json_nested(drover::k_max_data_depth) + "}"});
     if (!ok) {
         std::cerr << "drover_fuzz_corpus: cannot write into " << dir << "\n";
         return 1;

@@ -1,6 +1,7 @@
 // The broker's poll loop: decode, hand to the Scheduler, send what it returns.
 #include "drover/broker.hpp"
 #include "drover/memory.hpp"
+#include "drover/unpack.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -577,6 +578,9 @@ std::optional<nlohmann::json> fetch_status(zmq::context_t& ctx, const std::strin
         if (frames.size() != 2) continue;
         auto cmd = proto::parse_header(frames[0]);
         if (!cmd || *cmd != proto::Command::status_reply) continue;
+        // from_msgpack recurses once a level: a reply nested past the limit
+        // is not a broker's.
+        if (!within_depth_limit(proto::view(frames[1]))) return std::nullopt;
         try {
             const auto* p = static_cast<const std::uint8_t*>(frames[1].data());
             return nlohmann::json::from_msgpack(p, p + frames[1].size());

@@ -170,6 +170,80 @@ private:
 
 }  // namespace
 
+bool within_depth_limit(std::string_view bytes, std::size_t max_depth) noexcept {
+    if (max_depth > k_max_data_depth) max_depth = k_max_data_depth;
+    const auto* p = reinterpret_cast<const std::uint8_t*>(bytes.data());
+    const auto* const end = p + bytes.size();
+    // left_at[L]: values still to read in the container open at level L.
+    std::uint64_t left_at[k_max_data_depth + 1];
+    std::size_t level = 0;
+    // Reads a big-endian count of n bytes; false if the bytes are cut.
+    const auto count = [&](std::size_t n, std::uint64_t& v) {
+        if (static_cast<std::size_t>(end - p) < n) return false;
+        v = 0;
+        for (std::size_t i = 0; i < n; ++i) v = v << 8 | p[i];
+        p += n;
+        return true;
+    };
+    while (p < end) {
+        const std::uint8_t b = *p++;
+        std::uint64_t elements = 0;  // of a container
+        std::uint64_t skip = 0;      // bytes after the header of a scalar
+        bool container = false;
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+        } else if (b <= 0x8f) {
+            container = true;
+            elements = 2u * (b & 0x0fu);
+        } else if (b <= 0x9f) {
+            container = true;
+            elements = b & 0x0fu;
+        } else if (b <= 0xbf) {
+            skip = b & 0x1fu;
+        } else {
+            std::uint64_t n = 0;
+            switch (b) {
+                case 0xc4: case 0xd9: if (!count(1, skip)) return true; break;
+                case 0xc5: case 0xda: if (!count(2, skip)) return true; break;
+                case 0xc6: case 0xdb: if (!count(4, skip)) return true; break;
+                case 0xc7: if (!count(1, n)) return true; skip = n + 1; break;  // + the type byte
+                case 0xc8: if (!count(2, n)) return true; skip = n + 1; break;
+                case 0xc9: if (!count(4, n)) return true; skip = n + 1; break;
+                case 0xcc: case 0xd0: skip = 1; break;
+                case 0xcd: case 0xd1: skip = 2; break;
+                case 0xca: case 0xce: case 0xd2: skip = 4; break;
+                case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
+                case 0xd4: skip = 2; break;
+                case 0xd5: skip = 3; break;
+                case 0xd6: skip = 5; break;
+                case 0xd7: skip = 9; break;
+                case 0xd8: skip = 17; break;
+                case 0xdc: container = true; if (!count(2, elements)) return true; break;
+                case 0xdd: container = true; if (!count(4, elements)) return true; break;
+                case 0xde: container = true; if (!count(2, n)) return true; elements = 2 * n; break;
+                case 0xdf: container = true; if (!count(4, n)) return true; elements = 2 * n; break;
+                default: return true;  // 0xc1
+            }
+        }
+        if (container) {
+            if (level == max_depth) return false;
+            if (elements != 0) {
+                left_at[++level] = elements;
+                continue;
+            }
+        } else {
+            if (static_cast<std::uint64_t>(end - p) < skip) return true;
+            p += skip;
+        }
+        // One value read: it may end the containers around it.
+        while (level > 0 && --left_at[level] == 0) --level;
+    }
+    return true;
+}
+
+std::string too_deep_message(std::string_view what) {
+    return std::string(what) + " nested deeper than " + std::to_string(k_max_data_depth) + " levels (limit)";
+}
+
 msgpack::object unpack_object(msgpack::zone& zone, std::string_view bytes, std::size_t max_depth) {
     Reader r(zone, bytes, max_depth);
     msgpack::object o = r.value(0);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "drover/broker.hpp"
+#include "drover/unpack.hpp"
 
 namespace drover {
 
@@ -423,10 +424,21 @@ void Client::on_results(std::string_view body) {
             settle_timed_out_ += o.status == proto::Status::timeout;
             // Each string made from its view, not assigned into an empty one
             // (std::string::assign is out of line: 5 calls a result).
-            ready.emplace_back(std::move(f.pending->done),
-                               Result{std::string(o.id), std::string(o.task), o.status, std::string(o.result),
-                                      std::string(o.error), o.attempt, std::string(o.worker),
-                                      static_cast<double>(o.elapsed_us) / 1000.0});
+            if (o.status == proto::Status::ok && !within_depth_limit(o.result)) {
+                // Its reader (as<T>, JSON) would recurse that deep: an error instead.
+                too_deep_.fetch_add(1);
+                log_->warn("client.result_too_deep id={} worker={} limit={} (delivered as an error)", o.id, o.worker,
+                           k_max_data_depth);
+                ready.emplace_back(std::move(f.pending->done),
+                                   Result{std::string(o.id), std::string(o.task), proto::Status::error, std::string(),
+                                          too_deep_message("result"), o.attempt, std::string(o.worker),
+                                          static_cast<double>(o.elapsed_us) / 1000.0});
+            } else {
+                ready.emplace_back(std::move(f.pending->done),
+                                   Result{std::string(o.id), std::string(o.task), o.status, std::string(o.result),
+                                          std::string(o.error), o.attempt, std::string(o.worker),
+                                          static_cast<double>(o.elapsed_us) / 1000.0});
+            }
             erase_pending(f);
         }
         delivering_ += ready.size();

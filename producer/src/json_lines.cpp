@@ -19,7 +19,30 @@ nlohmann::json payload_or_error(nlohmann::json out, proto::Status status, const 
 }
 }  // namespace
 
+bool json_within_depth_limit(std::string_view text, std::size_t max_depth) noexcept {
+    std::size_t depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (c == '\\') ++i;  // the escaped character, '"' included
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth) return false;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+    return true;
+}
+
 std::optional<TaskLine> parse_task_line(const std::string& line, std::string& error) {
+    if (!json_within_depth_limit(line)) {
+        error = too_deep_message("task line");
+        return std::nullopt;
+    }
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(line);
@@ -86,6 +109,7 @@ std::string to_line(const nlohmann::json& value) {
 
 nlohmann::json msgpack_to_json(const std::string& bytes) {
     if (bytes.empty()) return nullptr;
+    if (!within_depth_limit(bytes)) return "<" + too_deep_message("result") + ">";
     try {
         return nlohmann::json::from_msgpack(bytes.begin(), bytes.end());
     } catch (const nlohmann::json::exception&) {

@@ -354,6 +354,13 @@ int producer_main(int argc, char** argv, const Registry& registry) {
                                              "?secret=HEX (it proves the results that reach that sink)"));
         }
         if (s.inline_run && !*map) throw std::invalid_argument("--inline: only map runs inline");
+        // Packing one would recurse that deep; its argument list is a level more.
+        for (const auto& a : s.map_args)
+            if (!json_within_depth_limit(a, k_max_data_depth - 1))
+                throw std::invalid_argument("a map argument nested deeper than " +
+                                            std::to_string(k_max_data_depth - 1) +
+                                            " levels (limit: its argument list makes " +
+                                            std::to_string(k_max_data_depth) + ")");
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? 0 : 2;
     } catch (const std::invalid_argument& e) {

@@ -3,6 +3,8 @@
 
 #include <unistd.h>
 
+#include "drover/unpack.hpp"
+
 namespace drover {
 
 Sink::Sink(zmq::context_t& ctx, SinkOptions options, Logger log)
@@ -85,6 +87,14 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
                         continue;
                     }
                     settle.timed_out += o.status == proto::Status::timeout;
+                    if (o.status == proto::Status::ok && !within_depth_limit(o.result)) {
+                        ++too_deep_;
+                        log_->warn("sink.result_too_deep id={} worker={} limit={} (delivered as an error)", o.id,
+                                   o.worker, k_max_data_depth);
+                        o.status = proto::Status::error;
+                        o.error = too_deep_message("result");
+                        o.result.clear();
+                    }
                     ++delivered;
                     on_outcome(std::move(o));
                 }
@@ -99,7 +109,8 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
             next_heartbeat = Clock::now() + options_.heartbeat;
         }
     }
-    log_->info("sink.done delivered={} duplicates={} dropped={} forged={}", delivered, duplicates_, dropped_, forged_);
+    log_->info("sink.done delivered={} duplicates={} dropped={} forged={} too_deep={}", delivered, duplicates_, dropped_,
+               forged_, too_deep_);
     return delivered;
 }
 

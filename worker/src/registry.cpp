@@ -79,9 +79,10 @@ std::string Registry::run(const std::string& name, std::string_view args) const 
     msgpack::object object;
     if (!args.empty()) {
         try {
-            object = unpack_object(zone, args, /*max_depth=*/64);
+            object = unpack_object(zone, args, k_max_data_depth);
         } catch (const UnpackError& e) {
             if (e.trailing) throw ArgumentError("arguments have trailing bytes");
+            if (!within_depth_limit(args)) throw ArgumentError(too_deep_message("arguments"));
             throw ArgumentError(std::string("arguments are not valid msgpack: ") + e.what());
         }
     }

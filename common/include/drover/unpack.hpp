@@ -3,11 +3,31 @@
 
 #include <cstddef>
 #include <stdexcept>
+#include <string>
 #include <string_view>
 
 #include <msgpack.hpp>
 
 namespace drover {
+
+// The deepest nesting of arrays and maps (JSON objects) accepted in data a
+// task carries: its arguments, its result, a task line. Decoders of such
+// data recurse once a level, so unbounded nesting from a peer would
+// overflow the receiver's stack; 256 leaves every decoder far from it.
+inline constexpr std::size_t k_max_data_depth = 256;
+
+// Whether no array or map in the msgpack bytes is nested more than
+// `max_depth` deep (at most k_max_data_depth; the outermost container is
+// level 1, empty ones count). A loop, not a recursion, and no allocation.
+// Bytes after the first value are read as more values at the top level.
+// Malformed bytes (a cut, 0xc1) end the scan with true: the decoder then
+// refuses them, and any decoder reading up to that point has nested no
+// deeper than the scan saw.
+[[nodiscard]] bool within_depth_limit(std::string_view bytes, std::size_t max_depth = k_max_data_depth) noexcept;
+
+// "<what> nested deeper than 256 levels (limit)": how a task that carries
+// data past k_max_data_depth ends.
+[[nodiscard]] std::string too_deep_message(std::string_view what);
 
 struct UnpackError : std::runtime_error {
     // trailing: one valid value was read, and bytes follow it.
@@ -24,6 +44,7 @@ struct UnpackError : std::runtime_error {
 // msgpack::unpack builds the same tree, but allocates its parser's two
 // stacks on the heap every call: a worker's task arguments are unpacked once
 // a task, and on small tasks those allocations were a tenth of the worker.
+// Recurses once a level: max_depth bounds its stack.
 // Throws: UnpackError for bytes that are not one valid value within the
 // limits (truncated, trailing bytes, 0xc1, too deep).
 msgpack::object unpack_object(msgpack::zone& zone, std::string_view bytes, std::size_t max_depth = 64);

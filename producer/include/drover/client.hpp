@@ -36,6 +36,7 @@
 #include "drover/protocol.hpp"
 #include "drover/security.hpp"
 #include "drover/seq_table.hpp"
+#include "drover/unpack.hpp"
 
 namespace drover {
 
@@ -83,11 +84,15 @@ struct Result {
 
     [[nodiscard]] bool ok() const { return status == proto::Status::ok; }
     // The result converted to T. Throws: std::runtime_error unless ok();
-    // msgpack::type_error if it is not a T.
+    // msgpack::type_error if it is not a T; msgpack::unpack_error (or
+    // size_overflow, past k_max_data_depth or a count past its bytes) if it
+    // is not msgpack.
     template <class T>
     [[nodiscard]] T as() const {
         if (!ok()) throw std::runtime_error("task " + id + " " + proto::status_name(status) + ": " + error);
-        auto oh = msgpack::unpack(payload.data(), payload.size());
+        const std::size_t n = payload.size();
+        auto oh = msgpack::unpack(payload.data(), n, nullptr, nullptr,
+                                  msgpack::unpack_limit(n, n, n, n, n, k_max_data_depth));
         return oh.get().as<T>();
     }
 };
@@ -166,6 +171,9 @@ public:
     [[nodiscard]] std::uint64_t duplicates_dropped() const { return duplicates_.load(); }
     // Outcomes dropped because their token did not prove them (forged).
     [[nodiscard]] std::uint64_t forged_dropped() const { return forged_.load(); }
+    // Results nested past k_max_data_depth, delivered as errors naming the
+    // limit (drover/unpack.hpp): reading them would recurse that deep.
+    [[nodiscard]] std::uint64_t too_deep_results() const { return too_deep_.load(); }
     // Lone tasks their callers sent themselves, not through the I/O thread.
     [[nodiscard]] std::uint64_t submitted_directly() const { return submitted_directly_.load(); }
 
@@ -254,6 +262,7 @@ private:
     bool results_via_broker_ = false;  // logged once
     std::atomic<std::uint64_t> duplicates_{0};
     std::atomic<std::uint64_t> forged_{0};
+    std::atomic<std::uint64_t> too_deep_{0};
     std::thread io_;
 };
 

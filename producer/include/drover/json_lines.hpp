@@ -3,11 +3,13 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
 #include "drover/client.hpp"
 #include "drover/protocol.hpp"
+#include "drover/unpack.hpp"
 
 namespace drover {
 
@@ -20,10 +22,19 @@ struct TaskLine {
     nlohmann::json id;  // as the user gave it; null if none
 };
 
-// Returns the parsed line, or sets `error` to a one-line reason.
+// Returns the parsed line, or sets `error` to a one-line reason (a line
+// nested past k_max_data_depth is refused before it is parsed).
 std::optional<TaskLine> parse_task_line(const std::string& line, std::string& error);
 
-// msgpack bytes as JSON (binary data becomes an array of bytes); null if empty.
+// Whether no array or object in the JSON text is nested more than
+// `max_depth` deep (the outermost is level 1). A loop over the bytes,
+// brackets inside strings skipped; says nothing of whether the text is JSON.
+// nlohmann::json parses without recursion, but converts, dumps and packs
+// with it: text past the limit is refused before it is parsed.
+[[nodiscard]] bool json_within_depth_limit(std::string_view text, std::size_t max_depth = k_max_data_depth) noexcept;
+
+// msgpack bytes as JSON (binary data becomes an array of bytes); null if
+// empty; a string saying so if undecodable or nested past k_max_data_depth.
 nlohmann::json msgpack_to_json(const std::string& bytes);
 // A JSON value as msgpack bytes.
 std::string json_to_msgpack(const nlohmann::json& value);

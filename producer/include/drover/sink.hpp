@@ -46,11 +46,15 @@ public:
 
     // Delivers each new outcome to `on_outcome` until `stop` is requested or
     // `expect` outcomes (0: no limit) have arrived. Returns how many arrived.
+    // An ok outcome whose result nests past k_max_data_depth is delivered as
+    // an error naming the limit (drover/unpack.hpp): its reader would recurse
+    // that deep.
     std::size_t run(const StopSource& stop, std::size_t expect, const std::function<void(proto::Outcome&&)>& on_outcome);
 
     [[nodiscard]] std::uint64_t duplicates() const { return duplicates_; }
     [[nodiscard]] std::uint64_t dropped() const { return dropped_; }  // malformed or forged
     [[nodiscard]] std::uint64_t forged() const { return forged_; }
+    [[nodiscard]] std::uint64_t too_deep() const { return too_deep_; }  // results delivered as errors
 
 private:
     zmq::context_t& ctx_;
@@ -64,6 +68,7 @@ private:
     std::uint64_t duplicates_ = 0;
     std::uint64_t dropped_ = 0;
     std::uint64_t forged_ = 0;
+    std::uint64_t too_deep_ = 0;
 };
 
 }  // namespace drover
