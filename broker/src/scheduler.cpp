@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "drover/proof.hpp"
+#include "drover/stall.hpp"
 
 namespace drover {
 
@@ -389,6 +390,19 @@ std::vector<std::string> Scheduler::expired(Clock::time_point now) const {
     return out;
 }
 
+void Scheduler::stalled(Clock::duration stall, Clock::time_point now) {
+    for (const auto& [identity, wslot] : workers_) {
+        WorkerState& w = worker_slots_[wslot];
+        w.last_seen = StallMeter::shifted(w.last_seen, stall, now);
+        if (w.idle_upto != 0) w.idle_since = StallMeter::shifted(w.idle_since, stall, now);
+    }
+    // A sink's SETTLE may be waiting unread: its outcome is not due again yet.
+    std::vector<Due> due;
+    due.reserve(reports_.size());
+    for (; !reports_.empty(); reports_.pop()) due.emplace_back(reports_.top().first + stall, reports_.top().second);
+    reports_ = DueQueue(std::greater<>(), std::move(due));
+}
+
 // Dispatching -----------------------------------------------------------------
 
 std::vector<Scheduler::Batch> Scheduler::dispatch() {
@@ -666,7 +680,7 @@ std::vector<FinalOutcome> Scheduler::producer_gone(const std::string& producer) 
         // anyway: a producer that was only stalled still gets an outcome.
         // A running one runs on; its result goes nowhere.
         if (e.state != State::ended) {
-            finals.push_back(final_outcome(e, proto::Status::cancelled, "producer gone"));
+            finals.push_back(final_outcome(e, proto::Status::cancelled, std::string(proto::k_producer_gone)));
             ++totals_.cancelled;
         }
         free_entry(e);

@@ -99,6 +99,13 @@ public:
     // Workers silent for liveness x heartbeat are removed; returns their identities.
     std::vector<std::string> expired(Clock::time_point now) const;
 
+    // The broker itself was stopped for `stall` (drover/stall.hpp) and read
+    // nothing meanwhile: each worker's last-seen time and the schedules
+    // measured against its peers' answers (unsettled tasks of an idle
+    // worker, resends of broker-made outcomes) move forward by it, a
+    // last-seen time never past `now`.
+    void stalled(Clock::duration stall, Clock::time_point now);
+
     // Matches queued tasks with worker credits: each task goes to the least
     // recently served worker that can run it. One batch per worker.
     std::vector<Batch> dispatch();

@@ -172,6 +172,10 @@ inline constexpr std::size_t k_header_size = 5;
 inline constexpr std::size_t k_max_depth = 8;
 inline constexpr std::uint32_t k_default_max_attempts = 3;  // a Task field left out
 inline constexpr std::size_t k_task_secret_bytes = 16;      // Task::secret
+// The error of a `cancelled` outcome the broker made because the task's
+// producer went silent. A producer that gets it is alive after all (it
+// was stopped): it submits the task again.
+inline constexpr std::string_view k_producer_gone = "producer gone";
 
 enum class Command : std::uint8_t {
     hello = 0x01,
