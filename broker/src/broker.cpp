@@ -256,7 +256,11 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
             if (!m) return drop(peer, "backend", m.error());
             log_->info("worker.joined id={} host={} pid={} pool={} slots={} tasks={}", m->worker, m->host, m->pid,
                        m->pool, m->slots, m->tasks.size());
-            report(scheduler_.hello(peer, std::move(*m), now));
+            // A worker registering again just after this broker was stopped
+            // did so because of that silence: the tasks it holds run on there.
+            const bool after_stall =
+                stall_meter_.stalls() > 0 && now - last_stall_ <= config_.heartbeat * config_.liveness;
+            report(scheduler_.hello(peer, std::move(*m), now, after_stall));
             live_workers_ = scheduler_.worker_count();
             return;
         }
@@ -523,6 +527,7 @@ void Broker::notice_stall(Clock::time_point now) {
     scheduler_.stalled(stall, now);
     for (auto& [producer, seen] : producers_) seen = StallMeter::shifted(seen, stall, now);
     catching_up_ = true;
+    last_stall_ = now;
     log_->warn("broker.stalled ms={} (this process did not run: its peers' liveness deadlines move on as much, and "
                "it reads what waited before it judges any peer)",
                std::chrono::duration_cast<Millis>(stall).count());

@@ -288,21 +288,38 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
 
 // Workers ---------------------------------------------------------------------
 
-std::vector<FinalOutcome> Scheduler::hello(const std::string& identity, proto::Hello h, Clock::time_point now) {
+std::vector<FinalOutcome> Scheduler::hello(const std::string& identity, proto::Hello h, Clock::time_point now,
+                                           bool same_process_keeps_tasks) {
     std::vector<FinalOutcome> finals;
     if (workers_.count(identity)) finals = remove_worker(identity, false);
     // The same worker over a new connection (it reconnected): its tasks are
     // still running there, so they go back without counting a death.
     std::vector<std::string> same;
-    for (const auto& [other, wslot] : workers_)
-        if (worker_slots_[wslot].hello.worker == h.worker) same.push_back(other);
+    for (const auto& [other, other_slot] : workers_)
+        if (worker_slots_[other_slot].hello.worker == h.worker) same.push_back(other);
+    const std::uint32_t wslot = take_slot(worker_slots_, free_worker_slots_);
+    worker_slots_[wslot] = WorkerState{};
     for (const auto& other : same) {
+        const std::uint32_t oslot = workers_.at(other);
+        const auto& earlier = worker_slots_[oslot].hello;
+        if (same_process_keeps_tasks && earlier.host == h.host && earlier.pid == h.pid &&
+            earlier.restarts == h.restarts) {
+            // Handed over in dispatch order, so the new registration blames
+            // the same tasks should the worker die after all.
+            for (const auto& held : worker_slots_[oslot].held) {
+                if (!holds(oslot, held)) continue;
+                Entry& e = slots_[held.slot];
+                e.worker = wslot;
+                worker_slots_[wslot].held.push_back(held);
+                ++worker_slots_[wslot].held_count;
+                --worker_slots_[oslot].held_count;
+            }
+            worker_slots_[oslot].held.clear();
+        }
         auto more = remove_worker(other, false);
         finals.insert(finals.end(), more.begin(), more.end());
     }
-    const std::uint32_t wslot = take_slot(worker_slots_, free_worker_slots_);
     WorkerState& w = worker_slots_[wslot];
-    w = WorkerState{};
     w.identity = identity;
     w.hello = std::move(h);
     w.last_seen = now;

@@ -110,3 +110,31 @@ TEST_CASE("unsettled tasks of an idle worker get their whole grace counted while
     s.settle("P", {"t1", "t2"});
     CHECK(s.task_count() == 0);
 }
+
+TEST_CASE("a worker process that registers again after the broker's stall keeps its tasks; another's go back",
+          "[stall]") {
+    Scheduler s;
+    REQUIRE(s.hello("A1", make_hello("a"), t0).empty());
+    REQUIRE(s.ready("A1", 2, t0));
+    REQUIRE(s.submit("P", {make_task("t1"), make_task("t2"), make_task("t3")}, t0).accepted == 3);
+    REQUIRE(s.dispatch().size() == 1);
+    CHECK(s.held_by("A1") == 2);
+    // The same process over a new connection, after the broker's stall: t1 and t2 run on there.
+    REQUIRE(s.hello("A2", make_hello("a"), t0 + 5s, /*same_process_keeps_tasks=*/true).empty());
+    CHECK(!s.knows("A1"));
+    CHECK(s.held_by("A2") == 2);
+    CHECK(s.queued_count() == 1);
+    CHECK(s.totals().redispatched == 0);
+    // Its death still blames the task it was running first.
+    CHECK(s.remove_worker("A2").empty());
+    CHECK(s.queued_count() == 3);
+    // A restarted process (another pid) gets none of its predecessor's tasks.
+    REQUIRE(s.hello("B1", make_hello("b"), t0).empty());
+    REQUIRE(s.ready("B1", 1, t0));
+    REQUIRE(s.dispatch().size() == 1);
+    auto restarted = make_hello("b");
+    restarted.pid = 99;
+    REQUIRE(s.hello("B2", restarted, t0 + 5s, true).empty());
+    CHECK(s.held_by("B2") == 0);
+    CHECK(s.queued_count() == 3);
+}

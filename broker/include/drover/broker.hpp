@@ -113,6 +113,7 @@ private:
     Clock::time_point next_tick_{};
     StallMeter stall_meter_{config_.heartbeat};
     bool catching_up_ = false;  // stalled, and input may still wait: no peer is judged yet
+    Clock::time_point last_stall_{};  // when the last stall was noticed
     Clock::time_point next_retry_ = Clock::time_point::max();  // the next retry back-off to end
 };
 
