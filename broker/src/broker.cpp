@@ -105,8 +105,11 @@ void Broker::run(const StopSource& stop) {
         }
         (void)frontend_guard_.revoked();  // a producer whose messages are dropped is gone after its silence
         bool drained = true;
+        // After a stall, SETTLEs first: a worker registering again keeps only
+        // its unsettled tasks (Scheduler::hello), so fewer settled ones stand in for running ones.
+        if (catching_up_ && poller.ready(k_frontend)) drained = on_frontend() && drained;
         if (poller.ready(k_backend)) drained = on_backend() && drained;
-        if (poller.ready(k_frontend)) drained = on_frontend() && drained;
+        if (!catching_up_ && poller.ready(k_frontend)) drained = on_frontend() && drained;
         if (drained) catching_up_ = false;
         if (Clock::now() >= next_retry_) next_retry_ = scheduler_.release_retries(Clock::now());
         dispatch_ready_tasks();

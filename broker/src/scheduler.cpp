@@ -305,16 +305,23 @@ std::vector<FinalOutcome> Scheduler::hello(const std::string& identity, proto::H
         if (same_process_keeps_tasks && earlier.host == h.host && earlier.pid == h.pid &&
             earlier.restarts == h.restarts) {
             // Handed over in dispatch order, so the new registration blames
-            // the same tasks should the worker die after all.
+            // the same tasks should the worker die after all. It received a
+            // prefix of them (a DISPATCH on its way when it dropped the old
+            // connection is lost) and says how many it still holds; the rest
+            // go back to the queue below. A finished task not yet settled
+            // takes the place of one still running there, which then runs
+            // twice; a lost one never stays.
+            std::size_t keep = h.held;
             for (const auto& held : worker_slots_[oslot].held) {
+                if (keep == 0) break;
                 if (!holds(oslot, held)) continue;
+                --keep;
                 Entry& e = slots_[held.slot];
                 e.worker = wslot;
                 worker_slots_[wslot].held.push_back(held);
                 ++worker_slots_[wslot].held_count;
                 --worker_slots_[oslot].held_count;
             }
-            worker_slots_[oslot].held.clear();
         }
         auto more = remove_worker(other, false);
         finals.insert(finals.end(), more.begin(), more.end());

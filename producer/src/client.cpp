@@ -431,6 +431,7 @@ void Client::on_results(std::string_view body) {
             // Settle duplicates too: the broker may still hold the task.
             settle_.emplace_back(o.id);
             const Found f = find_pending(o.id);
+            if (f.pending && !f.pending->named) settled_recent_.push_back(f.seq);
             if (!f.pending || f.pending->elsewhere) {
                 ++duplicates_;
                 continue;
@@ -512,6 +513,7 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
                 resend_unfinished();
             }
             broker_instance_ = *instance;
+            heartbeat_answered_ = Clock::now();
             return;
         }
         case proto::Command::result:
@@ -542,6 +544,14 @@ void Client::resend_unfinished() {
         if (!p.elsewhere || !p.accepted) unsent_.push_back(seq);
     });
     std::sort(unsent_.begin(), unsent_.end());
+}
+
+void Client::settle_again() {
+    if (settled_older_.empty() && settled_recent_.empty()) return;
+    if (settle_.empty()) settle_since_ = Clock::now();
+    for (const auto* kept : {&settled_older_, &settled_recent_})
+        for (const auto seq : *kept) settle_.push_back(own_id(seq));
+    settle_now_ = true;
 }
 
 Clock::time_point Client::settle_due() const {
@@ -646,6 +656,16 @@ void Client::io_loop() {
 
         if (now >= next_heartbeat) {
             next_heartbeat = now + options_.heartbeat;
+            // The broker answered the previous HEARTBEAT, so it read every
+            // SETTLE sent before that one: those ids are no longer kept.
+            if (heartbeat_answered_ >= heartbeat_sent_) {
+                settled_older_.swap(settled_recent_);
+                settled_recent_.clear();
+            } else {
+                settled_older_.insert(settled_older_.end(), settled_recent_.begin(), settled_recent_.end());
+                settled_recent_.clear();
+            }
+            heartbeat_sent_ = now;
             (void)send_message(*broker_, proto::Command::heartbeat);
             {
                 // Idle since the last tick: a burst's table goes back to the heap.
@@ -663,6 +683,7 @@ void Client::io_loop() {
                 connect_broker();
                 connect_submit();
                 resend_unfinished();
+                settle_again();
             }
         }
     }

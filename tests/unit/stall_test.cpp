@@ -120,13 +120,20 @@ TEST_CASE("a worker process that registers again after the broker's stall keeps 
     REQUIRE(s.dispatch().size() == 1);
     CHECK(s.held_by("A1") == 2);
     // The same process over a new connection, after the broker's stall: t1 and t2 run on there.
-    REQUIRE(s.hello("A2", make_hello("a"), t0 + 5s, /*same_process_keeps_tasks=*/true).empty());
+    auto again = make_hello("a");
+    again.held = 2;
+    REQUIRE(s.hello("A2", again, t0 + 5s, /*same_process_keeps_tasks=*/true).empty());
     CHECK(!s.knows("A1"));
     CHECK(s.held_by("A2") == 2);
     CHECK(s.queued_count() == 1);
     CHECK(s.totals().redispatched == 0);
-    // Its death still blames the task it was running first.
-    CHECK(s.remove_worker("A2").empty());
+    // Holding one, it never got the second: that one goes back to the queue.
+    again.held = 1;
+    REQUIRE(s.hello("A3", again, t0 + 6s, true).empty());
+    CHECK(s.held_by("A3") == 1);
+    CHECK(s.queued_count() == 2);
+    // Its death still blames the task it was running.
+    CHECK(s.remove_worker("A3").empty());
     CHECK(s.queued_count() == 3);
     // A restarted process (another pid) gets none of its predecessor's tasks.
     REQUIRE(s.hello("B1", make_hello("b"), t0).empty());

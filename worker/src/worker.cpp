@@ -79,7 +79,8 @@ void Worker::connect_to_broker() {
                        options_.concurrency,
                        registry_.names(),
                        options_.restarts,
-                       static_cast<std::uint64_t>(options_.max_message_bytes)};
+                       static_cast<std::uint64_t>(options_.max_message_bytes),
+                       outstanding_};
     (void)send_message(*broker_, proto::Command::hello, proto::encode(hello));
     last_from_broker_ = Clock::now();
     // The broker forgot our credits (early ones too); tasks still held from

@@ -31,7 +31,7 @@
 // Worker (DEALER) -> broker backend (ROUTER)
 //   HELLO      0x01  {worker: str, host: str, pid: int, pool: str, slots: uint,
 //                     tasks: [str], restarts: uint,
-//                     max_message_bytes: uint}
+//                     max_message_bytes: uint, held: uint}
 //                                            registers; tasks = names it runs;
 //                                            restarts = times a supervisor
 //                                            restarted this child's slot;
@@ -40,7 +40,10 @@
 //                                            not said). The broker never
 //                                            sends it a larger DISPATCH: a
 //                                            task too large for it ends with
-//                                            an `error` naming the limit
+//                                            an `error` naming the limit;
+//                                            held = tasks it still holds
+//                                            from an earlier registration
+//                                            (0 or absent: none)
 //   READY      0x02  {credits: uint}         grants that many more tasks (a
 //                                            worker returns finished tasks'
 //                                            credits in batches of half its
@@ -215,6 +218,9 @@ struct Hello {
     // not said). A bigger one would cost it its connection (ZeroMQ drops a
     // peer that sends past ZMQ_MAXMSGSIZE), so the broker never sends one.
     std::uint64_t max_message_bytes = 0;
+    // Tasks received under an earlier registration and still held (running,
+    // queued, outcome not yet sent): a worker registering again says so.
+    std::uint32_t held = 0;
 };
 
 struct Ready {
