@@ -110,7 +110,8 @@ void Broker::run(const StopSource& stop) {
         if (catching_up_ && poller.ready(k_frontend)) drained = on_frontend() && drained;
         if (poller.ready(k_backend)) drained = on_backend() && drained;
         if (!catching_up_ && poller.ready(k_frontend)) drained = on_frontend() && drained;
-        if (drained) catching_up_ = false;
+        // A flood that never lets it drain must not stop expiry for good: a window at most.
+        if (drained || Clock::now() - last_stall_ > config_.heartbeat * config_.liveness) catching_up_ = false;
         if (Clock::now() >= next_retry_) next_retry_ = scheduler_.release_retries(Clock::now());
         dispatch_ready_tasks();
         flush_replies();

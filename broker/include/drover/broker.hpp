@@ -112,7 +112,7 @@ private:
     std::uint64_t received_ = 0, received_at_trim_ = 0;  // messages, to trim the heap after traffic
     Clock::time_point next_tick_{};
     StallMeter stall_meter_{config_.heartbeat};
-    bool catching_up_ = false;  // stalled, and input may still wait: no peer is judged yet
+    bool catching_up_ = false;  // stalled, and input may still wait: no peer is judged yet (a window at most)
     Clock::time_point last_stall_{};  // when the last stall was noticed
     Clock::time_point next_retry_ = Clock::time_point::max();  // the next retry back-off to end
 };
