@@ -93,22 +93,32 @@ void Broker::run(const StopSource& stop) {
     poller.watch(k_frontend, frontend_, Poller::Use::send_and_receive);
     poller.watch(k_backend, backend_, Poller::Use::send_and_receive);
     poller.watch(2, stop.fd());
+    stall_meter_ = StallMeter(config_.heartbeat);
     while (!stop.stop_requested()) {
         auto wait = std::chrono::duration_cast<Millis>(std::min(next_tick_, next_retry_) - Clock::now()) + Millis(1);
         if (wait.count() < 0) wait = Millis(0);
+        stall_meter_.will_wait(wait);
         poller.wait(wait);
+        notice_stall(Clock::now());
         for (const auto& w : backend_guard_.revoked()) {  // its tasks run again; RESET makes it reconnect, and be refused
             remove_worker(w, "key revoked");
             (void)send_to(backend_, w, proto::Command::reset);
         }
         (void)frontend_guard_.revoked();  // a producer whose messages are dropped is gone after its silence
-        if (poller.ready(k_backend)) on_backend();
-        if (poller.ready(k_frontend)) on_frontend();
+        bool drained = true;
+        // After a stall, SETTLEs first: a worker registering again keeps only
+        // its unsettled tasks (Scheduler::hello), so fewer settled ones stand in for running ones.
+        if (catching_up_ && poller.ready(k_frontend)) drained = on_frontend() && drained;
+        if (poller.ready(k_backend)) drained = on_backend() && drained;
+        if (!catching_up_ && poller.ready(k_frontend)) drained = on_frontend() && drained;
+        // A flood that never lets it drain must not stop expiry for good: a window at most.
+        if (drained || Clock::now() - last_stall_ > config_.heartbeat * config_.liveness) catching_up_ = false;
         if (Clock::now() >= next_retry_) next_retry_ = scheduler_.release_retries(Clock::now());
         dispatch_ready_tasks();
         flush_replies();
         flush_outcomes();
         const auto now = Clock::now();
+        notice_stall(now);  // a stop during this turn: before any peer is judged at `now`
         if (now >= next_tick_) tick(now);
     }
     log_->info("broker.stopping workers={} held={}", scheduler_.worker_count(), scheduler_.task_count());
@@ -137,11 +147,11 @@ void Broker::refuse(const std::string& peer, const char* what, std::size_t n) {
                    to_hex(peer), what, n);
 }
 
-void Broker::on_frontend() {
+bool Broker::on_frontend() {
     std::vector<zmq::message_t> frames;
     for (DrainBudget budget(k_drain_limit); budget.more();) {
         frames.clear();
-        if (!zmq::recv_multipart(frontend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+        if (!zmq::recv_multipart(frontend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return true;
         ++received_;
         const std::string peer = id_of(frames[0]);
         if (!frontend_guard_.admit(peer, frames.back())) continue;
@@ -156,13 +166,14 @@ void Broker::on_frontend() {
         }
         handle_frontend(peer, *cmd, frames.size() == 3 ? proto::view(frames[2]) : std::string_view{});
     }
+    return false;
 }
 
-void Broker::on_backend() {
+bool Broker::on_backend() {
     std::vector<zmq::message_t> frames;
     for (DrainBudget budget(k_drain_limit); budget.more();) {
         frames.clear();
-        if (!zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+        if (!zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return true;
         ++received_;
         const std::string peer = id_of(frames[0]);
         if (!backend_guard_.admit(peer, frames.back())) continue;
@@ -177,6 +188,7 @@ void Broker::on_backend() {
         }
         handle_backend(peer, *cmd, frames.size() == 3 ? proto::view(frames[2]) : std::string_view{});
     }
+    return false;
 }
 
 void Broker::handle_frontend(const std::string& peer, proto::Command c, std::string_view body) {
@@ -249,7 +261,11 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
             if (!m) return drop(peer, "backend", m.error());
             log_->info("worker.joined id={} host={} pid={} pool={} slots={} tasks={}", m->worker, m->host, m->pid,
                        m->pool, m->slots, m->tasks.size());
-            report(scheduler_.hello(peer, std::move(*m), now));
+            // A worker registering again just after this broker was stopped
+            // did so because of that silence: the tasks it holds run on there.
+            const bool after_stall =
+                stall_meter_.stalls() > 0 && now - last_stall_ <= config_.heartbeat * config_.liveness;
+            report(scheduler_.hello(peer, std::move(*m), now, after_stall));
             live_workers_ = scheduler_.worker_count();
             return;
         }
@@ -473,6 +489,7 @@ void Broker::report(std::vector<FinalOutcome>&& finals) {
     // producer may have a million tasks cancelled at once).
     constexpr std::size_t k_logged_each = 16;
     std::map<std::string_view, std::size_t> by_status;
+    const std::string first_id = finals.size() > k_logged_each ? finals.front().outcome.id : std::string();  // moved out below
     for (auto& f : finals) {
         if (finals.size() <= k_logged_each)
             log_->info("task.final id={} status={} error=\"{}\"", f.outcome.id, proto::status_name(f.outcome.status),
@@ -482,7 +499,7 @@ void Broker::report(std::vector<FinalOutcome>&& finals) {
         outcomes_[f.reply_to].push_back(std::move(f.outcome));
     }
     for (const auto& [status, n] : by_status)
-        log_->info("task.final n={} status={} (first id {})", n, status, finals.front().outcome.id);
+        log_->info("task.final n={} status={} (first id {})", n, status, first_id);
 }
 
 void Broker::flush_outcomes() {
@@ -509,15 +526,22 @@ void Broker::flush_outcomes() {
     }
 }
 
-void Broker::tick(Clock::time_point now) {
-    next_tick_ = now + config_.heartbeat;
+void Broker::notice_stall(Clock::time_point now) {
+    const auto stall = stall_meter_.check(now);
+    if (stall == Clock::duration::zero()) return;
+    scheduler_.stalled(stall, now);
+    for (auto& [producer, seen] : producers_) seen = StallMeter::shifted(seen, stall, now);
+    catching_up_ = true;
+    last_stall_ = now;
+    log_->warn("broker.stalled ms={} (this process did not run: its peers' liveness deadlines move on as much, and "
+               "it reads what waited before it judges any peer)",
+               std::chrono::duration_cast<Millis>(stall).count());
+}
+
+void Broker::expire_peers(Clock::time_point now) {
     for (const auto& identity : scheduler_.expired(now)) {
         ++scheduler_.totals().workers_expired;
         remove_worker(identity, "missed heartbeats");
-    }
-    for (const auto& identity : scheduler_.worker_identities()) {
-        if (send_to(backend_, identity, proto::Command::heartbeat) == SendStatus::unreachable)
-            remove_worker(identity, "unreachable");
     }
     const auto window = config_.heartbeat * config_.liveness;
     for (auto it = producers_.begin(); it != producers_.end();) {
@@ -533,9 +557,21 @@ void Broker::tick(Clock::time_point now) {
         report(std::move(finals));
         forget_producer(peer);
     }
+    // A sink that has not settled a broker-made outcome is sent it again (and given up on in the end).
     auto again = scheduler_.reports_due(now);
     if (!again.empty()) log_->info("broker.resending_outcomes n={} (not settled yet)", again.size());
     report(std::move(again));
+}
+
+void Broker::tick(Clock::time_point now) {
+    next_tick_ = now + config_.heartbeat;
+    // Just after a stall, a peer's messages may still wait unread: peers
+    // are judged at a later tick.
+    if (!catching_up_) expire_peers(now);
+    for (const auto& identity : scheduler_.worker_identities()) {
+        if (send_to(backend_, identity, proto::Command::heartbeat) == SendStatus::unreachable)
+            remove_worker(identity, "unreachable");
+    }
     flush_outcomes();
     // Idle after traffic: give the heap back to the system, so that a
     // drained backlog or a flood of bad input does not stay in RSS.

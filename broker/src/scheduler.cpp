@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "drover/proof.hpp"
+#include "drover/stall.hpp"
 
 namespace drover {
 
@@ -287,21 +288,45 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
 
 // Workers ---------------------------------------------------------------------
 
-std::vector<FinalOutcome> Scheduler::hello(const std::string& identity, proto::Hello h, Clock::time_point now) {
+std::vector<FinalOutcome> Scheduler::hello(const std::string& identity, proto::Hello h, Clock::time_point now,
+                                           bool same_process_keeps_tasks) {
     std::vector<FinalOutcome> finals;
     if (workers_.count(identity)) finals = remove_worker(identity, false);
     // The same worker over a new connection (it reconnected): its tasks are
     // still running there, so they go back without counting a death.
     std::vector<std::string> same;
-    for (const auto& [other, wslot] : workers_)
-        if (worker_slots_[wslot].hello.worker == h.worker) same.push_back(other);
+    for (const auto& [other, other_slot] : workers_)
+        if (worker_slots_[other_slot].hello.worker == h.worker) same.push_back(other);
+    const std::uint32_t wslot = take_slot(worker_slots_, free_worker_slots_);
+    worker_slots_[wslot] = WorkerState{};
     for (const auto& other : same) {
+        const std::uint32_t oslot = workers_.at(other);
+        const auto& earlier = worker_slots_[oslot].hello;
+        if (same_process_keeps_tasks && earlier.host == h.host && earlier.pid == h.pid &&
+            earlier.restarts == h.restarts) {
+            // Handed over in dispatch order, so the new registration blames
+            // the same tasks should the worker die after all. It received a
+            // prefix of them (a DISPATCH on its way when it dropped the old
+            // connection is lost) and says how many it still holds; the rest
+            // go back to the queue below. A finished task not yet settled
+            // takes the place of one still running there, which then runs
+            // twice; a lost one never stays.
+            std::size_t keep = h.held;
+            for (const auto& held : worker_slots_[oslot].held) {
+                if (keep == 0) break;
+                if (!holds(oslot, held)) continue;
+                --keep;
+                Entry& e = slots_[held.slot];
+                e.worker = wslot;
+                worker_slots_[wslot].held.push_back(held);
+                ++worker_slots_[wslot].held_count;
+                --worker_slots_[oslot].held_count;
+            }
+        }
         auto more = remove_worker(other, false);
         finals.insert(finals.end(), more.begin(), more.end());
     }
-    const std::uint32_t wslot = take_slot(worker_slots_, free_worker_slots_);
     WorkerState& w = worker_slots_[wslot];
-    w = WorkerState{};
     w.identity = identity;
     w.hello = std::move(h);
     w.last_seen = now;
@@ -387,6 +412,19 @@ std::vector<std::string> Scheduler::expired(Clock::time_point now) const {
     for (const auto& [identity, wslot] : workers_)
         if (now - worker_slots_[wslot].last_seen > window) out.push_back(identity);
     return out;
+}
+
+void Scheduler::stalled(Clock::duration stall, Clock::time_point now) {
+    for (const auto& [identity, wslot] : workers_) {
+        WorkerState& w = worker_slots_[wslot];
+        w.last_seen = StallMeter::shifted(w.last_seen, stall, now);
+        if (w.idle_upto != 0) w.idle_since = StallMeter::shifted(w.idle_since, stall, now);
+    }
+    // A sink's SETTLE may be waiting unread: its outcome is not due again yet.
+    std::vector<Due> due;
+    due.reserve(reports_.size());
+    for (; !reports_.empty(); reports_.pop()) due.emplace_back(reports_.top().first + stall, reports_.top().second);
+    reports_ = DueQueue(std::greater<>(), std::move(due));
 }
 
 // Dispatching -----------------------------------------------------------------
@@ -666,7 +704,7 @@ std::vector<FinalOutcome> Scheduler::producer_gone(const std::string& producer) 
         // anyway: a producer that was only stalled still gets an outcome.
         // A running one runs on; its result goes nowhere.
         if (e.state != State::ended) {
-            finals.push_back(final_outcome(e, proto::Status::cancelled, "producer gone"));
+            finals.push_back(final_outcome(e, proto::Status::cancelled, std::string(proto::k_producer_gone)));
             ++totals_.cancelled;
         }
         free_entry(e);

@@ -782,7 +782,7 @@ Decoded<Command> parse_header(const void* data, std::size_t size) noexcept {
 std::string encode(const Hello& m) {
     StringBuffer b;
     Packer pk(b);
-    pk.pack_map(8);
+    pk.pack_map(m.held > 0 ? 9 : 8);
     pack_key(pk, "worker");
     pack_str(pk, m.worker);
     pack_key(pk, "host");
@@ -799,6 +799,10 @@ std::string encode(const Hello& m) {
     pk.pack(m.restarts);
     pack_key(pk, "max_message_bytes");
     pk.pack(m.max_message_bytes);
+    if (m.held > 0) {
+        pack_key(pk, "held");
+        pk.pack(m.held);
+    }
     return b.take();
 }
 
@@ -985,6 +989,8 @@ Decoded<Hello> decode_hello(std::string_view body) noexcept {
                 h.restarts = c.uint<std::uint32_t>();
             } else if (named(k, "max_message_bytes")) {
                 h.max_message_bytes = c.uint<std::uint64_t>();
+            } else if (named(k, "held")) {
+                h.held = c.uint<std::uint32_t>();
             } else {
                 return false;
             }

@@ -1,5 +1,6 @@
 // Client: submission window, SUBMIT batches, the sink, SETTLE, resends.
 #include "drover/client.hpp"
+#include "drover/stall.hpp"
 
 #include <algorithm>
 #include <array>
@@ -401,6 +402,7 @@ void Client::on_results(std::string_view body) {
     // One lock and one wake-up for the whole batch; callbacks run unlocked.
     std::vector<std::pair<ResultCallback, Result>> ready;
     ready.reserve(m->size());
+    std::size_t resubmitted = 0;
     {
         std::lock_guard lock(mutex_);
         if (settle_.empty()) settle_since_ = Clock::now();
@@ -414,9 +416,23 @@ void Client::on_results(std::string_view body) {
                                o.id, o.worker);
                 continue;
             }
+            if (o.worker == "broker" && o.status == proto::Status::cancelled && o.error == proto::k_producer_gone &&
+                !stopping_) {
+                // The broker took this producer for gone while it was stopped,
+                // and forgot the task: it goes again under its id. Not
+                // settled, as the broker keeps no such outcome, and a SETTLE
+                // could end the task sent again.
+                const Found f = find_pending(o.id);
+                if (f.pending && !f.pending->elsewhere) {
+                    unsent_.push_back(f.seq);
+                    ++resubmitted;
+                }
+                continue;
+            }
             // Settle duplicates too: the broker may still hold the task.
             settle_.emplace_back(o.id);
             const Found f = find_pending(o.id);
+            if (f.pending && !f.pending->named) settled_recent_.push_back(f.seq);
             if (!f.pending || f.pending->elsewhere) {
                 ++duplicates_;
                 continue;
@@ -446,6 +462,10 @@ void Client::on_results(std::string_view body) {
         // once (k_settle_delay).
         if (pending_.empty() && settle_last_at_once_) settle_now_ = true;
     }
+    if (resubmitted > 0)
+        log_->warn("client.resubmitting n={} (the broker took this producer for gone, as it was stopped, and "
+                   "cancelled them: they go again under their ids)",
+                   resubmitted);
     if (!ready.empty()) deliver(ready);
 }
 
@@ -505,6 +525,7 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
                 resend_unfinished();
             }
             broker_instance_ = *instance;
+            heartbeat_answered_ = Clock::now();
             return;
         }
         case proto::Command::result:
@@ -537,6 +558,14 @@ void Client::resend_unfinished() {
     std::sort(unsent_.begin(), unsent_.end());
 }
 
+void Client::settle_again() {
+    if (settled_older_.empty() && settled_recent_.empty()) return;
+    if (settle_.empty()) settle_since_ = Clock::now();
+    for (const auto* kept : {&settled_older_, &settled_recent_})
+        for (const auto seq : *kept) settle_.push_back(own_id(seq));
+    settle_now_ = true;
+}
+
 Clock::time_point Client::settle_due() const {
     return settle_.empty() ? Clock::time_point::max() : settle_since_ + k_settle_delay;
 }
@@ -558,6 +587,7 @@ void Client::io_loop() {
     std::vector<zmq::message_t> frames;
     const auto window = options_.heartbeat * options_.liveness;
     bool has_named = false;  // unfinished tasks with a caller's id
+    StallMeter stall_meter(options_.heartbeat);
     Poller poller;
     constexpr std::size_t k_sink = 0, k_broker = 1, k_wake = 2;
     while (true) {
@@ -588,7 +618,9 @@ void Client::io_loop() {
         poller.watch(k_wake, wake_fd_);
         auto wait = std::chrono::duration_cast<Millis>(std::min(next_heartbeat, settle_due()) - Clock::now()) + Millis(1);
         if (!unsent_.empty()) wait = std::min(wait, Millis(1));
-        poller.wait(std::max(wait, Millis(0)));
+        wait = std::max(wait, Millis(0));
+        stall_meter.will_wait(wait);
+        poller.wait(wait);
         if (poller.ready(k_wake)) {
             std::uint64_t n;
             [[maybe_unused]] auto r = ::read(wake_fd_, &n, sizeof n);
@@ -622,9 +654,30 @@ void Client::io_loop() {
         // Settle once the inputs are drained: one message for many ids.
         const auto now = Clock::now();
         if (settle_now_ || settle_.size() >= k_settle_batch || now >= settle_due()) send_settle();
+        if (const auto stall = stall_meter.check(now); stall != Clock::duration::zero()) {
+            // This process was stopped: the broker's silence meanwhile is not
+            // the broker's. Past a liveness window the broker may have taken
+            // this producer for gone and forgotten its tasks: they go again.
+            last_from_broker_ = StallMeter::shifted(last_from_broker_, stall, now);
+            std::lock_guard lock(mutex_);
+            const bool resend = stall > window && !stopping_;
+            log_->warn("client.stalled ms={} resend={}", std::chrono::duration_cast<Millis>(stall).count(),
+                       resend ? pending_.size() : 0);
+            if (resend) resend_unfinished();
+        }
 
         if (now >= next_heartbeat) {
             next_heartbeat = now + options_.heartbeat;
+            // The broker answered the previous HEARTBEAT, so it read every
+            // SETTLE sent before that one: those ids are no longer kept.
+            if (heartbeat_answered_ >= heartbeat_sent_) {
+                settled_older_.swap(settled_recent_);
+                settled_recent_.clear();
+            } else {
+                settled_older_.insert(settled_older_.end(), settled_recent_.begin(), settled_recent_.end());
+                settled_recent_.clear();
+            }
+            heartbeat_sent_ = now;
             (void)send_message(*broker_, proto::Command::heartbeat);
             {
                 // Idle since the last tick: a burst's table goes back to the heap.
@@ -642,6 +695,7 @@ void Client::io_loop() {
                 connect_broker();
                 connect_submit();
                 resend_unfinished();
+                settle_again();
             }
         }
     }

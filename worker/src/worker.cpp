@@ -1,6 +1,7 @@
 // Worker: broker connection, credits, executors and result delivery.
 #include "drover/worker.hpp"
 #include "drover/memory.hpp"
+#include "drover/stall.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -78,7 +79,8 @@ void Worker::connect_to_broker() {
                        options_.concurrency,
                        registry_.names(),
                        options_.restarts,
-                       static_cast<std::uint64_t>(options_.max_message_bytes)};
+                       static_cast<std::uint64_t>(options_.max_message_bytes),
+                       outstanding_};
     (void)send_message(*broker_, proto::Command::hello, proto::encode(hello));
     last_from_broker_ = Clock::now();
     // The broker forgot our credits (early ones too); tasks still held from
@@ -256,6 +258,7 @@ Worker::Stopped Worker::run(const StopSource& stop) {
     const auto window = options_.heartbeat * options_.liveness;
     auto next_heartbeat = Clock::now() + options_.heartbeat;
     Millis backoff = options_.heartbeat;
+    StallMeter stall_meter(options_.heartbeat);
     bool stopping = false;
     std::vector<zmq::message_t> frames;
     Poller poller;
@@ -293,7 +296,9 @@ Worker::Stopped Worker::run(const StopSource& stop) {
         auto wait = std::chrono::duration_cast<Millis>(std::min({next_heartbeat, next_deadline, next_early}) -
                                                        Clock::now()) +
                     Millis(1);
-        poller.wait(counted_late ? Millis(0) : std::max(wait, Millis(0)));
+        wait = counted_late ? Millis(0) : std::max(wait, Millis(0));
+        stall_meter.will_wait(wait);
+        poller.wait(wait);
 
         if (poller.ready(k_done)) {
             // Wake-ups (counts are in finished_), and [tag][RESULT body]:
@@ -366,6 +371,12 @@ Worker::Stopped Worker::run(const StopSource& stop) {
             }
         }
         const auto now = Clock::now();
+        if (const auto stall = stall_meter.check(now); stall != Clock::duration::zero()) {
+            // This process was stopped: the broker's silence meanwhile is not the broker's.
+            last_from_broker_ = StallMeter::shifted(last_from_broker_, stall, now);
+            log_->warn("worker.stalled ms={} (this process did not run: the broker is given its liveness window again)",
+                       std::chrono::duration_cast<Millis>(stall).count());
+        }
         if (now >= next_heartbeat) {
             count_finished();
             (void)send_message(*broker_, proto::Command::heartbeat, proto::encode_worker_heartbeat(outstanding_));

@@ -22,6 +22,7 @@
 #include "drover/net.hpp"
 #include "drover/scheduler.hpp"
 #include "drover/security.hpp"
+#include "drover/stall.hpp"
 #include "drover/stop.hpp"
 
 namespace drover {
@@ -57,8 +58,9 @@ public:
     [[nodiscard]] std::size_t live_workers() const { return live_workers_.load(); }
 
 private:
-    void on_frontend();
-    void on_backend();
+    // Each returns whether it read all that waited (not stopped by its budget).
+    bool on_frontend();
+    bool on_backend();
     void handle_frontend(const std::string& peer, proto::Command c, std::string_view body);
     void handle_backend(const std::string& peer, proto::Command c, std::string_view body);
     void dispatch_ready_tasks();
@@ -72,6 +74,12 @@ private:
     void forward_results(const std::string& worker, std::vector<proto::Outcome>&& results);
     void flush_outcomes();
     void tick(Clock::time_point now);
+    // Ends workers and producers silent past their window, and resends broker-made outcomes due again.
+    void expire_peers(Clock::time_point now);
+    // Asks stall_meter_ whether this process was stopped; if it was, moves
+    // every peer's liveness deadline on by the stall and holds expiry back
+    // until the input that waited has been read.
+    void notice_stall(Clock::time_point now);
     void drop(const std::string& peer, const char* socket, proto::DecodeError reason);
     // Counts `n` ids of a SETTLE or CANCEL (`what`) that were not the peer's to end.
     void refuse(const std::string& peer, const char* what, std::size_t n);
@@ -103,6 +111,9 @@ private:
     std::set<std::string> logged_forwards_;                          // workers whose forwarding was logged
     std::uint64_t received_ = 0, received_at_trim_ = 0;  // messages, to trim the heap after traffic
     Clock::time_point next_tick_{};
+    StallMeter stall_meter_{config_.heartbeat};
+    bool catching_up_ = false;  // stalled, and input may still wait: no peer is judged yet (a window at most)
+    Clock::time_point last_stall_{};  // when the last stall was noticed
     Clock::time_point next_retry_ = Clock::time_point::max();  // the next retry back-off to end
 };
 

@@ -77,8 +77,14 @@ public:
                      std::string_view batch_reply_to = {});
 
     // Registers (or re-registers) a worker. Tasks held under an earlier
-    // registration of the same identity go back to the queue.
-    std::vector<FinalOutcome> hello(const std::string& identity, proto::Hello hello, Clock::time_point now);
+    // registration of the same identity, or of the same HELLO id over
+    // another connection, go back to the queue unblamed. With
+    // `same_process_keeps_tasks` (the worker reconnected because the broker
+    // itself was stopped), those of an earlier registration of the same
+    // process (HELLO id, host, pid and restarts) stay its tasks instead: it
+    // kept running them, so they need not run again.
+    std::vector<FinalOutcome> hello(const std::string& identity, proto::Hello hello, Clock::time_point now,
+                                    bool same_process_keeps_tasks = false);
 
     // Returns false for an identity that never said HELLO (send it RESET).
     [[nodiscard]] bool ready(const std::string& identity, std::uint32_t credits, Clock::time_point now);
@@ -98,6 +104,13 @@ public:
 
     // Workers silent for liveness x heartbeat are removed; returns their identities.
     std::vector<std::string> expired(Clock::time_point now) const;
+
+    // The broker itself was stopped for `stall` (drover/stall.hpp) and read
+    // nothing meanwhile: each worker's last-seen time and the schedules
+    // measured against its peers' answers (unsettled tasks of an idle
+    // worker, resends of broker-made outcomes) move forward by it, a
+    // last-seen time never past `now`.
+    void stalled(Clock::duration stall, Clock::time_point now);
 
     // Matches queued tasks with worker credits: each task goes to the least
     // recently served worker that can run it. One batch per worker.

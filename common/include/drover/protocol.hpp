@@ -31,7 +31,7 @@
 // Worker (DEALER) -> broker backend (ROUTER)
 //   HELLO      0x01  {worker: str, host: str, pid: int, pool: str, slots: uint,
 //                     tasks: [str], restarts: uint,
-//                     max_message_bytes: uint}
+//                     max_message_bytes: uint, held: uint}
 //                                            registers; tasks = names it runs;
 //                                            restarts = times a supervisor
 //                                            restarted this child's slot;
@@ -40,7 +40,10 @@
 //                                            not said). The broker never
 //                                            sends it a larger DISPATCH: a
 //                                            task too large for it ends with
-//                                            an `error` naming the limit
+//                                            an `error` naming the limit;
+//                                            held = tasks it still holds
+//                                            from an earlier registration
+//                                            (0 or absent: none)
 //   READY      0x02  {credits: uint}         grants that many more tasks (a
 //                                            worker returns finished tasks'
 //                                            credits in batches of half its
@@ -172,6 +175,10 @@ inline constexpr std::size_t k_header_size = 5;
 inline constexpr std::size_t k_max_depth = 8;
 inline constexpr std::uint32_t k_default_max_attempts = 3;  // a Task field left out
 inline constexpr std::size_t k_task_secret_bytes = 16;      // Task::secret
+// The error of a `cancelled` outcome the broker made because the task's
+// producer went silent. A producer that gets it is alive after all (it
+// was stopped): it submits the task again.
+inline constexpr std::string_view k_producer_gone = "producer gone";
 
 enum class Command : std::uint8_t {
     hello = 0x01,
@@ -211,6 +218,9 @@ struct Hello {
     // not said). A bigger one would cost it its connection (ZeroMQ drops a
     // peer that sends past ZMQ_MAXMSGSIZE), so the broker never sends one.
     std::uint64_t max_message_bytes = 0;
+    // Tasks received under an earlier registration and still held (running,
+    // queued, outcome not yet sent): a worker registering again says so.
+    std::uint32_t held = 0;
 };
 
 struct Ready {

@@ -212,6 +212,9 @@ private:
     [[nodiscard]] std::uint64_t own_seq(std::string_view id) const;  // 0: not of our own form
     void wake();
     void resend_unfinished();
+    // After a reconnect: the SETTLEs the broker may not have read (the new
+    // connection takes over the old one, with what was unread on it) go again.
+    void settle_again();
 
     zmq::context_t& ctx_;
     ClientOptions options_;
@@ -258,6 +261,11 @@ private:
     bool settle_now_ = false;             // settle_ holds the last task in flight
     bool settle_last_at_once_ = false;    // the broker is in this process (inproc://): see k_settle_delay
     Clock::time_point last_from_broker_{};
+    // Settled tasks of our own ids (never given twice, so settling one again
+    // is harmless) that the broker may not have read yet: since the last
+    // HEARTBEAT, and since the one before it while that is unanswered.
+    std::vector<std::uint64_t> settled_recent_, settled_older_;
+    Clock::time_point heartbeat_sent_{}, heartbeat_answered_{};
     std::string broker_instance_;
     bool results_via_broker_ = false;  // logged once
     std::atomic<std::uint64_t> duplicates_{0};
