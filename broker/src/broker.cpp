@@ -255,7 +255,7 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
         case Command::ready: {
             auto m = proto::decode_ready(body);
             if (!m) return drop(peer, "backend", m.error());
-            if (!scheduler_.ready(peer, m->credits, now)) (void)send_to(backend_, peer, Command::reset);
+            if (!scheduler_.ready(peer, *m, now)) (void)send_to(backend_, peer, Command::reset);
             return;
         }
         case Command::heartbeat: {

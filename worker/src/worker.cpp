@@ -84,7 +84,16 @@ void Worker::connect_to_broker() {
     // The broker forgot our credits (early ones too); tasks still held from
     // an earlier registration keep their slots.
     promised_ = outstanding_;
+    starts_out_ = 0;
     std::fill(early_granted_.begin(), early_granted_.end(), 0);
+    {
+        std::lock_guard lock(times_mutex_);  // a new broker knows no time: all are told again
+        for (auto& [name, t] : times_) {
+            if (t.due_ns == 0) t.due_ns = t.told_ns;
+            t.told_ns = 0;
+        }
+        if (!times_.empty()) times_due_ = true;
+    }
     (void)top_up_credits();
 }
 
@@ -122,11 +131,54 @@ std::uint32_t Worker::top_up_credits() {
     // Waiting for the batch instead (an early credit out makes it 2) left
     // every other task to wait a round trip to the broker for its credit.
     const bool early = early_after_ns_.load(std::memory_order_relaxed) != 0;
-    if (target < promised_ + batch) return early ? 1 : promised_ + batch - target;
-    const std::uint32_t credits = target - promised_;
-    promised_ = target;
-    (void)send_message(*broker_, proto::Command::ready, proto::encode(proto::Ready{credits}));
-    return batch;
+    // A start credit for each free slot the broker holds none for: only
+    // these take long tasks, so the credits grown on short ones (the
+    // prefetch) never queue a long one here while a slot is idle elsewhere.
+    const std::uint32_t slots = options_.concurrency;
+    const std::uint32_t free = slots - std::min(slots, outstanding_);
+    const std::uint32_t starts = free > starts_out_ ? free - starts_out_ : 0;
+    std::uint32_t credits = 0, wait = batch;
+    if (target < promised_ + batch)
+        wait = early ? 1 : promised_ + batch - target;
+    else
+        credits = target - promised_;
+    send_ready(credits + starts, starts);
+    return wait;
+}
+
+void Worker::send_ready(std::uint32_t credits, std::uint32_t starts) {
+    proto::Ready ready{credits, starts, {}};
+    if (times_due_.exchange(false, std::memory_order_acq_rel)) {
+        std::lock_guard lock(times_mutex_);
+        for (auto& [name, t] : times_) {
+            if (t.due_ns == 0) continue;
+            ready.run_ns.emplace_back(name, t.due_ns);
+            t.told_ns = std::exchange(t.due_ns, 0);
+        }
+    }
+    if (credits == 0 && ready.run_ns.empty()) return;
+    promised_ += credits;
+    starts_out_ += starts;
+    starts_low_.store(starts_out_ < options_.concurrency, std::memory_order_relaxed);
+    (void)send_message(*broker_, proto::Command::ready, proto::encode(ready));
+}
+
+bool Worker::add_name_times(const NameTimes& times) {
+    bool due = false;
+    std::lock_guard lock(times_mutex_);
+    if (times_.size() > 4096) times_.clear();  // names are the registry's; a bound all the same
+    for (const auto& [name, run] : times) {
+        if (run.first == 0) continue;
+        const std::uint64_t mean = std::max<std::uint64_t>(1, run.second / run.first);
+        auto& t = times_[name];
+        const std::uint64_t known = t.due_ns != 0 ? t.due_ns : t.told_ns;
+        if (known == 0 || mean >= 4 * known || 4 * mean <= known) {
+            t.due_ns = mean;
+            due = true;
+        }
+    }
+    if (due) times_due_.store(true, std::memory_order_release);
+    return due;
 }
 
 void Worker::count_finished() {
@@ -157,10 +209,7 @@ Clock::time_point Worker::grant_early_credits(Clock::time_point now, bool stoppi
             next = std::min(next, Clock::time_point(std::chrono::nanoseconds(due_ns)));
         }
     }
-    if (due > 0) {
-        promised_ += due;
-        (void)send_message(*broker_, proto::Command::ready, proto::encode(proto::Ready{due}));
-    }
+    if (due > 0) send_ready(due, due);  // each for a slot about to free: start credits
     return next;
 }
 
@@ -337,6 +386,12 @@ Worker::Stopped Worker::run(const StopSource& stop) {
                         }
                         const auto n = m->tasks.size();
                         if (n == 0) break;
+                        std::uint32_t on_starts = 0;
+                        for (const auto& t : m->tasks) on_starts += t.start;
+                        if (on_starts > 0) {
+                            starts_out_ -= std::min(starts_out_, on_starts);
+                            starts_low_.store(starts_out_ < options_.concurrency, std::memory_order_relaxed);
+                        }
                         if (n == 1 && run_inline(m->tasks[0], batch_reply_to)) break;
                         outstanding_ += static_cast<std::uint32_t>(n);
                         auto dispatched = std::make_shared<Dispatched>();
@@ -473,9 +528,11 @@ bool Worker::run_inline(proto::Task& task, std::string_view batch_reply_to) {
     out.token = task.token;
     out.worker = options_.concurrency > 1 ? options_.id + "/io" : options_.id;
     const auto start = Clock::now();
+    std::string name = task.name;  // run_one moves it out
     const auto end = run_one(task, out, start, /*on_io=*/true);
     const auto ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
     count_runs(1, ns, ns);
+    (void)add_name_times(NameTimes{{std::move(name), {1, ns}}});
     promised_ -= std::min(promised_, 1u);  // its credit is free again, as at an executor's report
     auto body = proto::encode_message(&out, 1);
     bool sent = false;
@@ -511,6 +568,8 @@ void Worker::executor_loop(unsigned index) {
     std::size_t pending_bytes = 0;
     std::uint64_t busy_local = 0;   // their run time, ns
     std::uint64_t longest_local = 0;  // the longest of them, ns
+    NameTimes times_local;  // their count and time by name
+    std::size_t times_at = 0;  // times_local's entry of the last task's name
     const std::size_t batch_bytes = batch_byte_limit(options_.max_message_bytes);
     const std::string worker_name =
         options_.concurrency > 1 ? options_.id + "/" + std::to_string(index) : options_.id;
@@ -524,7 +583,9 @@ void Worker::executor_loop(unsigned index) {
         retried = true;
     };
 
-    auto flush = [&] {
+    auto flush = [&](bool going_idle) {
+        const bool times_due = add_name_times(times_local);
+        times_local.clear();
         for (auto& [endpoint, outcomes] : pending) {
             if (outcomes.empty()) continue;
             // Sent as it is (big results are not copied again), and kept
@@ -603,7 +664,10 @@ void Worker::executor_loop(unsigned index) {
         // Counted, then the I/O thread woken only if it has something to do
         // now: credits to grant, or a RETRY to send.
         const bool due = finished_.fetch_add(n) + n >= wake_after_.load();
-        if (due || std::exchange(retried, false)) done.send(zmq::message_t(), zmq::send_flags::none);
+        // A slot going idle while the broker lacks start credits: it wants one.
+        const bool start_due = going_idle && starts_low_.load(std::memory_order_relaxed);
+        if (due || std::exchange(retried, false) || times_due || start_due)
+            done.send(zmq::message_t(), zmq::send_flags::none);
     };
 
     // The batch this executor claims its tasks from. A task's timeout starts
@@ -648,7 +712,7 @@ void Worker::executor_loop(unsigned index) {
             // waits, and the task it takes next is stamped when it starts.
             started_ns_[index].ns.store(0, std::memory_order_release);
             // Another executor took the last task: report ours before sleeping.
-            if (pending_count > 0) flush();
+            if (pending_count > 0) flush(true);
             std::unique_lock lock(mutex_);
             pop_spent();
             ++idle_executors_;
@@ -699,12 +763,19 @@ void Worker::executor_loop(unsigned index) {
             if (early_after_ns_.load(std::memory_order_relaxed) != 0)
                 done.send(zmq::message_t(), zmq::send_flags::none);  // it sets its timer
         }
+        if (times_at >= times_local.size() || times_local[times_at].first != task.name) {
+            times_at = 0;
+            while (times_at < times_local.size() && times_local[times_at].first != task.name) ++times_at;
+            if (times_at == times_local.size()) times_local.emplace_back(task.name, std::make_pair(0, 0));
+        }
         const auto end = run_one(task, out, start, /*on_io=*/false);
         const auto elapsed = end - start;
         started_ns_[index].ns.store(0, std::memory_order_release);
         const auto elapsed_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
         busy_local += elapsed_ns;
         longest_local = std::max(longest_local, elapsed_ns);
+        ++times_local[times_at].second.first;
+        times_local[times_at].second.second += elapsed_ns;
         bool timed_out = false;
         if (task.timeout_ms > 0) {
             std::lock_guard lock(mutex_);
@@ -740,13 +811,13 @@ void Worker::executor_loop(unsigned index) {
             started_ns_[index].ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count(),
                                      std::memory_order_release);
         if (idle || pending_count >= k_result_batch || pending_bytes >= batch_bytes || elapsed >= k_batch_only_below) {
-            flush();
+            flush(idle);
             carried = {};
         } else {
             carried = end;  // reset if, when the next is taken, none is left
         }
     }
-    if (pending_count > 0 && !abort_) flush();
+    if (pending_count > 0 && !abort_) flush(true);
 }
 
 }  // namespace drover
