@@ -21,9 +21,10 @@ constexpr std::size_t k_spread_max_credits_per_slot = 4;
 constexpr std::uint64_t k_long_task_ns = 1'000'000;
 // Shorter tasks fill a worker's plain credits while the expected run time
 // of those it was sent on them, not yet credited back, stays under this a
-// slot (twice the 2 ms a worker sizes its prefetch to: room for noise in
-// the times measured).
-constexpr std::uint64_t k_prefetched_work_ns = 4'000'000;
+// slot: a worker sizes its prefetch to 2 ms of its mean task, and the
+// times reported by name are rougher (a worker reports a change of 4x,
+// cold first tasks included; a bound of 4 ms cut W5's batches to a third).
+constexpr std::uint64_t k_prefetched_work_ns = 16'000'000;
 
 // Look-ups of a batch prefetch the index bucket of the id this far ahead, and
 // a dispatch the entry of the task this far back in its queue.

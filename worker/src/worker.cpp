@@ -583,7 +583,8 @@ void Worker::executor_loop(unsigned index) {
         retried = true;
     };
 
-    auto flush = [&](bool going_idle) {
+    // after_long: the last task ran long and this slot goes idle after it.
+    auto flush = [&](bool after_long) {
         const bool times_due = add_name_times(times_local);
         times_local.clear();
         for (auto& [endpoint, outcomes] : pending) {
@@ -664,8 +665,10 @@ void Worker::executor_loop(unsigned index) {
         // Counted, then the I/O thread woken only if it has something to do
         // now: credits to grant, or a RETRY to send.
         const bool due = finished_.fetch_add(n) + n >= wake_after_.load();
-        // A slot going idle while the broker lacks start credits: it wants one.
-        const bool start_due = going_idle && starts_low_.load(std::memory_order_relaxed);
+        // A slot going idle after a long task while the broker lacks start
+        // credits: it wants one (after short tasks the broker sees the slot
+        // free at their SETTLE; a wake-up at every idle slot cost W5).
+        const bool start_due = after_long && starts_low_.load(std::memory_order_relaxed);
         if (due || std::exchange(retried, false) || times_due || start_due)
             done.send(zmq::message_t(), zmq::send_flags::none);
     };
@@ -712,7 +715,7 @@ void Worker::executor_loop(unsigned index) {
             // waits, and the task it takes next is stamped when it starts.
             started_ns_[index].ns.store(0, std::memory_order_release);
             // Another executor took the last task: report ours before sleeping.
-            if (pending_count > 0) flush(true);
+            if (pending_count > 0) flush(false);
             std::unique_lock lock(mutex_);
             pop_spent();
             ++idle_executors_;
@@ -811,13 +814,13 @@ void Worker::executor_loop(unsigned index) {
             started_ns_[index].ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count(),
                                      std::memory_order_release);
         if (idle || pending_count >= k_result_batch || pending_bytes >= batch_bytes || elapsed >= k_batch_only_below) {
-            flush(idle);
+            flush(idle && elapsed >= k_batch_only_below);
             carried = {};
         } else {
             carried = end;  // reset if, when the next is taken, none is left
         }
     }
-    if (pending_count > 0 && !abort_) flush(true);
+    if (pending_count > 0 && !abort_) flush(false);
 }
 
 }  // namespace drover

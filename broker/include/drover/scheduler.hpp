@@ -112,7 +112,7 @@ public:
     // than it has slots: never a prefetch credit, so that it never waits
     // behind others at one worker while another has a slot free. A shorter
     // one takes any credit while the expected work queued on a worker's
-    // prefetch stays under 4 ms a slot.
+    // prefetch stays under 16 ms a slot.
     std::vector<Batch> dispatch();
 
     // A DISPATCH could not be sent: its tasks go back to the front of the queue.
