@@ -547,7 +547,9 @@ public:
                     auto r = drover::proto::decode_ready(drover::proto::view(frames[2]));
                     REQUIRE(r);
                     granted += r->credits;
-                    if (readies++ > 0) smallest_ready = std::min(smallest_ready, std::uint64_t{r->credits});
+                    // A READY with no credit only reports task times (run_ns).
+                    if (r->credits > 0 && readies++ > 0)
+                        smallest_ready = std::min(smallest_ready, std::uint64_t{r->credits});
                     ready = true;
                 }
                 frames.clear();
@@ -618,7 +620,7 @@ public:
     [[nodiscard]] bool registered() const { return !identity_.empty(); }
 
     std::uint64_t granted = 0;  // every credit the worker has granted
-    std::uint64_t readies = 0;  // READY messages
+    std::uint64_t readies = 0;  // READY messages granting credits
     std::uint64_t hellos = 0;   // HELLO messages
     std::set<std::string> identities;  // the worker's connections that said HELLO
     std::uint64_t smallest_ready = UINT64_MAX;  // the fewest credits in one READY after the first

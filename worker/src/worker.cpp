@@ -134,6 +134,7 @@ std::uint32_t Worker::top_up_credits() {
     // A start credit for each free slot the broker holds none for: only
     // these take long tasks, so the credits grown on short ones (the
     // prefetch) never queue a long one here while a slot is idle elsewhere.
+    // They are among the credits due, or one more each if none are.
     const std::uint32_t slots = options_.concurrency;
     const std::uint32_t free = slots - std::min(slots, outstanding_);
     const std::uint32_t starts = free > starts_out_ ? free - starts_out_ : 0;
@@ -142,7 +143,7 @@ std::uint32_t Worker::top_up_credits() {
         wait = early ? 1 : promised_ + batch - target;
     else
         credits = target - promised_;
-    send_ready(credits + starts, starts);
+    send_ready(std::max(credits, starts), starts);
     return wait;
 }
 
