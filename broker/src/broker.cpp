@@ -293,6 +293,13 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
             next_retry_ = now;  // recompute the next due time
             return;
         }
+        case Command::give_back: {
+            auto m = proto::decode_ids(body);
+            if (!m) return drop(peer, "backend", m.error());
+            log_->debug("task.returned n={} worker={}", m->ids.size(), scheduler_.describe_worker(peer));
+            if (!scheduler_.give_back(peer, m->ids, now)) (void)send_to(backend_, peer, Command::reset);
+            return;
+        }
         case Command::result: {
             // Results whose sink the worker cannot reach: to the producer
             // over its own connection (or, for a detached task, to its sink

@@ -343,9 +343,9 @@ bool Scheduler::ready(const std::string& identity, const proto::Ready& r, Clock:
         const auto it = name_ids_.find(name);
         if (it == name_ids_.end() || std::find(w->names.begin(), w->names.end(), it->second) == w->names.end())
             continue;  // only names this worker announced
-        auto& expected = run_ns_[it->second];
-        const std::uint64_t measured = std::max<std::uint64_t>(1, ns);
-        expected = expected == 0 ? measured : expected / 2 + measured / 2;
+        // The latest report: a worker reports a change of 4x, and a name
+        // taken for long (by a RETURN's report) must not stay so for long.
+        run_ns_[it->second] = std::max<std::uint64_t>(1, ns);
     }
     return true;
 }
@@ -677,6 +677,27 @@ std::optional<std::vector<FinalOutcome>> Scheduler::worker_holds(const std::stri
     return retry(identity, ids, now);
 }
 
+bool Scheduler::give_back(const std::string& identity, const std::vector<std::string>& ids, Clock::time_point now) {
+    const auto wit = workers_.find(identity);
+    if (wit == workers_.end()) return false;
+    worker_slots_[wit->second].last_seen = now;
+    std::vector<Entry*> back;
+    for (const auto& id : ids) {
+        Entry* e = find(id);
+        if (!e || e->state != State::held || e->worker != wit->second) continue;  // not this worker's (any more)
+        back.push_back(e);
+    }
+    // Back to front, so the queue keeps their order.
+    for (auto it = back.rbegin(); it != back.rend(); ++it) {
+        Entry& e = **it;
+        if (e.attempt > 0) --e.attempt;  // it never ran
+        enqueue_front(e);
+        --totals_.dispatched;
+        ++totals_.returned;
+    }
+    return true;
+}
+
 Clock::time_point Scheduler::release_retries(Clock::time_point now) {
     while (!retries_.empty() && retries_.top().first <= now) {
         const auto ref = retries_.top().second;
@@ -851,7 +872,8 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
               {"results_forwarded", totals_.results_forwarded},
               {"dispatch_batches", totals_.dispatch_batches},
               {"recovered", totals_.recovered},
-              {"too_large", totals_.too_large}}}};
+              {"too_large", totals_.too_large},
+              {"returned", totals_.returned}}}};
 }
 
 }  // namespace drover

@@ -724,6 +724,7 @@ const char* command_name(Command c) noexcept {
         case Command::reset: return "RESET";
         case Command::lost: return "LOST";
         case Command::retry: return "RETRY";
+        case Command::give_back: return "RETURN";
         case Command::submit: return "SUBMIT";
         case Command::accepted: return "ACCEPTED";
         case Command::rejected: return "REJECTED";

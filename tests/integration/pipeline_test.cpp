@@ -552,6 +552,11 @@ public:
                         smallest_ready = std::min(smallest_ready, std::uint64_t{r->credits});
                     ready = true;
                 }
+                if (cmd && *cmd == drover::proto::Command::give_back) {
+                    auto r = drover::proto::decode_ids(drover::proto::view(frames[2]));
+                    REQUIRE(r);
+                    returned.insert(returned.end(), r->ids.begin(), r->ids.end());
+                }
                 frames.clear();
             }
             while (zmq::recv_multipart(sink_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
@@ -626,6 +631,7 @@ public:
     std::uint64_t smallest_ready = UINT64_MAX;  // the fewest credits in one READY after the first
     std::uint64_t results = 0;  // every result at the sink
     std::vector<drover::proto::Outcome> outcomes;  // in the order they came
+    std::vector<std::string> returned;  // ids the worker gave back (RETURN)
 
 private:
     zmq::context_t ctx_;
@@ -691,7 +697,17 @@ TEST_CASE("a worker of long tasks grants its slot's next credit shortly before t
     broker.dispatch("sleep_ms", 50);
     CHECK_FALSE(broker.wait_ready(300ms));
     CHECK(broker.credits() == 2);
-    broker.wait_results(6, 20s);
+    // Still waiting once the running task has run twice the tasks' known
+    // time (500 ms), it is given back (RETURN), to run on a free slot
+    // elsewhere; the running one goes on.
+    for (auto deadline = std::chrono::steady_clock::now() + 10s;
+         broker.returned.empty() && std::chrono::steady_clock::now() < deadline;)
+        broker.read_for(50ms);
+    REQUIRE(broker.returned.size() == 1);
+    CHECK(broker.returned[0] == "t5");
+    broker.wait_results(5, 20s);
+    broker.read_for(200ms);
+    CHECK(broker.results == 5);  // the given-back task never ran here
 }
 
 TEST_CASE("a worker of long tasks run back to back has each next task sent before the running one ends",

@@ -1126,3 +1126,27 @@ TEST_CASE("Short tasks fill prefetch credits only up to about 16 ms of their run
     REQUIRE(s.ready("A", proto::Ready{1000, 0, {{"work", 500'000}}}, t0));  // 0.5 ms each
     CHECK(total_tasks(s.dispatch()) == 32);
 }
+
+TEST_CASE("Tasks a worker gives back go to the front of the queue without counting an attempt", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 3);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2"), make_task("t3")}), t0, "tcp://sink").accepted == 3);
+    REQUIRE(total_tasks(s.dispatch()) == 3);
+    // t1 runs; t2 and t3 come back (an id it does not hold is ignored).
+    REQUIRE(s.give_back("A", {"t2", "t3", "nope"}, t0));
+    CHECK(s.held_by("A") == 1);
+    CHECK(s.queued_count() == 2);
+    CHECK(s.totals().returned == 2);
+    CHECK_FALSE(s.give_back("ghost", {"t2"}, t0));
+    add_worker(s, "B", 2);
+    const auto batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    CHECK(batches[0].worker == "B");
+    REQUIRE(batches[0].tasks.size() == 2);
+    CHECK(batches[0].tasks[0].id == "t2");
+    CHECK(batches[0].tasks[1].id == "t3");
+    CHECK(batches[0].tasks[0].attempt == 1);  // its first run
+    // Given back twice is a no-op the second time: B holds them now.
+    REQUIRE(s.give_back("A", {"t2"}, t0));
+    CHECK(s.held_by("B") == 2);
+}

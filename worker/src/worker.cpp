@@ -33,6 +33,11 @@ constexpr std::uint64_t k_growth = 4;
 // about a microsecond, such as echo (what W2 runs), the time of the
 // hand-off saved being of the order of 20 us.
 constexpr std::chrono::nanoseconds k_inline_below{1000};
+// Tasks queued here behind tasks that have all run this long go back to
+// the broker (RETURN), to run on a free slot elsewhere: far past the 1 ms
+// from which the broker sends a name only to free slots, and past a
+// preempted task's wait on a busy machine.
+constexpr std::chrono::nanoseconds k_give_back_after = std::chrono::milliseconds(200);
 // The I/O thread's poll waits in whole milliseconds.
 constexpr std::int64_t k_poll_granularity_ns = 1'000'000;
 
@@ -52,6 +57,7 @@ Worker::Worker(zmq::context_t& ctx, const Registry& registry, WorkerOptions opti
     if (options_.pool == "solo") options_.concurrency = 1;
     options_.concurrency = std::max(1u, options_.concurrency);
     started_ns_ = std::make_unique<SlotStart[]>(options_.concurrency);
+    slot_names_ = std::make_unique<SlotName[]>(options_.concurrency);
     early_granted_.assign(options_.concurrency, 0);
     done_endpoint_ = "inproc://drover-worker-done-" + random_hex(8);
 }
@@ -186,6 +192,89 @@ void Worker::count_finished() {
     const auto finished = finished_.exchange(0);
     outstanding_ -= std::min(outstanding_, finished);
     promised_ -= std::min(promised_, finished);
+}
+
+Clock::time_point Worker::give_back_queued(Clock::time_point now, bool stopping) {
+    const std::uint32_t slots = options_.concurrency;
+    if (stopping || outstanding_ <= slots) return Clock::time_point::max();  // nothing waits behind the slots
+    std::int64_t latest = 0;
+    for (unsigned i = 0; i < slots; ++i) {
+        const auto started = started_ns_[i].ns.load(std::memory_order_acquire);
+        if (started == 0) return Clock::time_point::max();  // a slot is free: the queue moves
+        latest = std::max(latest, started);
+    }
+    const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+    auto due_ns = latest + k_give_back_after.count();
+    if (due_ns > now_ns) return Clock::time_point(std::chrono::nanoseconds(due_ns));
+    // Each slot's task must also have run twice its name's known time: a
+    // task sent on an early credit waits behind one expected to end soon.
+    {
+        std::lock_guard times_lock(times_mutex_);
+        for (unsigned i = 0; i < slots; ++i) {
+            std::lock_guard lock(slot_names_[i].mutex);
+            const auto it = times_.find(slot_names_[i].name);
+            if (it == times_.end()) continue;
+            const auto known = static_cast<std::int64_t>(std::max(it->second.told_ns, it->second.due_ns));
+            due_ns = std::max(due_ns, started_ns_[i].ns.load(std::memory_order_acquire) + 2 * known);
+        }
+    }
+    if (due_ns > now_ns) return Clock::time_point(std::chrono::nanoseconds(due_ns));
+    // Claimed here with the executors' own atomic step: a task is either
+    // started by an executor or given back, never both.
+    std::vector<proto::Task> back;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& b : queue_) {
+            const auto from = b->next.exchange(b->tasks.size(), std::memory_order_relaxed);
+            for (auto k = from; k < b->tasks.size(); ++k) {
+                auto& t = b->tasks[k];
+                if (t.reply_to.empty()) t.reply_to = b->reply_to;
+                back.push_back(std::move(t));
+            }
+        }
+    }
+    if (back.empty()) return Clock::time_point::max();
+    // What runs, and for how long already: the broker sends these names only
+    // to free slots from now on.
+    proto::Ready ready{0, 0, {}};
+    for (unsigned i = 0; i < slots; ++i) {
+        std::string name;
+        {
+            std::lock_guard lock(slot_names_[i].mutex);
+            name = slot_names_[i].name;
+        }
+        const auto started = started_ns_[i].ns.load(std::memory_order_acquire);
+        if (name.empty() || started == 0 || started > now_ns) continue;  // it ended meanwhile
+        const auto ran = static_cast<std::uint64_t>(now_ns - started);
+        bool seen = false;
+        for (const auto& [n, ns] : ready.run_ns) seen = seen || n == name;
+        if (!seen) ready.run_ns.emplace_back(name, ran);
+    }
+    {
+        std::lock_guard lock(times_mutex_);  // its real time is told once measured, being 4x off this
+        for (const auto& [name, ns] : ready.run_ns) times_[name].told_ns = ns;
+    }
+    proto::Ids ids;
+    ids.ids.reserve(back.size());
+    for (const auto& t : back) ids.ids.push_back(t.id);
+    if (!ready.run_ns.empty()) (void)send_message(*broker_, proto::Command::ready, proto::encode(ready));
+    if (send_message(*broker_, proto::Command::give_back, proto::encode(ids)) != SendStatus::sent) {
+        // Not given back after all: they run here.
+        auto again = std::make_shared<Dispatched>();
+        again->tasks = std::move(back);
+        {
+            std::lock_guard lock(mutex_);
+            queue_.push_front(std::move(again));
+        }
+        wake_.notify_all();
+        return Clock::time_point::max();
+    }
+    log_->info("task.returned n={} (queued behind tasks running {} ms and more on every slot)", back.size(),
+               std::chrono::duration_cast<Millis>(k_give_back_after).count());
+    const auto n = static_cast<std::uint32_t>(back.size());
+    outstanding_ -= std::min(outstanding_, n);
+    promised_ -= std::min(promised_, n);
+    return Clock::time_point::max();
 }
 
 Clock::time_point Worker::grant_early_credits(Clock::time_point now, bool stopping) {
@@ -340,8 +429,9 @@ Worker::Stopped Worker::run(const StopSource& stop) {
         else
             poller.watch(2, stop.fd());
         const auto next_early = grant_early_credits(Clock::now(), stopping);
-        auto wait = std::chrono::duration_cast<Millis>(std::min({next_heartbeat, next_deadline, next_early}) -
-                                                       Clock::now()) +
+        const auto next_give_back = give_back_queued(Clock::now(), stopping);
+        auto wait = std::chrono::duration_cast<Millis>(
+                        std::min({next_heartbeat, next_deadline, next_early, next_give_back}) - Clock::now()) +
                     Millis(1);
         poller.wait(counted_late ? Millis(0) : std::max(wait, Millis(0)));
 
@@ -571,6 +661,7 @@ void Worker::executor_loop(unsigned index) {
     std::uint64_t longest_local = 0;  // the longest of them, ns
     NameTimes times_local;  // their count and time by name
     std::size_t times_at = 0;  // times_local's entry of the last task's name
+    std::string slot_name;     // the last task's name
     const std::size_t batch_bytes = batch_byte_limit(options_.max_message_bytes);
     const std::string worker_name =
         options_.concurrency > 1 ? options_.id + "/" + std::to_string(index) : options_.id;
@@ -768,6 +859,11 @@ void Worker::executor_loop(unsigned index) {
                 done.send(zmq::message_t(), zmq::send_flags::none);  // it sets its timer
         }
         if (times_at >= times_local.size() || times_local[times_at].first != task.name) {
+            if (task.name != slot_name) {  // for the I/O thread (RETURN): only when it changes
+                slot_name = task.name;
+                std::lock_guard lock(slot_names_[index].mutex);
+                slot_names_[index].name = slot_name;
+            }
             times_at = 0;
             while (times_at < times_local.size() && times_local[times_at].first != task.name) ++times_at;
             if (times_at == times_local.size()) times_local.emplace_back(task.name, std::make_pair(0, 0));

@@ -141,6 +141,11 @@ public:
     // for an unknown identity, else the outcomes of tasks that ended (none).
     [[nodiscard]] std::optional<std::vector<FinalOutcome>> worker_holds(const std::string& identity,
                                                                         std::uint32_t held, Clock::time_point now);
+    // The worker gives back tasks it held and never started (RETURN): each
+    // still held by it goes back to the front of its queue, its attempt not
+    // counted. Returns false for an unknown identity (send it RESET).
+    [[nodiscard]] bool give_back(const std::string& identity, const std::vector<std::string>& ids,
+                                 Clock::time_point now);
     // Queues the retries whose back-off is over; returns when the next one is due.
     Clock::time_point release_retries(Clock::time_point now);
 
@@ -202,7 +207,8 @@ public:
                       reports_abandoned = 0, results_forwarded = 0,
                       dispatch_batches = 0,  // DISPATCH messages: dispatched / this is the mean batch
                       recovered = 0,  // unsettled tasks run again because their worker held none (worker_holds)
-                      too_large = 0;  // tasks ended because the worker given them accepts no message that big
+                      too_large = 0,  // tasks ended because the worker given them accepts no message that big
+                      returned = 0;   // tasks workers gave back unstarted (RETURN)
     };
     [[nodiscard]] const Totals& totals() const { return totals_; }
     Totals& totals() { return totals_; }

@@ -78,6 +78,15 @@
 //                                            with retry_on_error, a timeout, an
 //                                            unreachable sink) with attempts
 //                                            left: dispatch again after back-off
+//   RETURN     0x0B  {ids: [str]}            held tasks this worker has not
+//                                            started and never will (they were
+//                                            queued behind tasks running longer
+//                                            than 200 ms on every slot): the
+//                                            broker queues them again at the
+//                                            front without counting an attempt.
+//                                            A READY with the running tasks'
+//                                            names (run_ns: their time so far)
+//                                            comes just before it
 //   RESULT     0x20  {results: [Outcome], worker: str}
 //                                            outcomes whose sink this worker
 //                                            cannot reach (no connection within
@@ -205,6 +214,7 @@ enum class Command : std::uint8_t {
     reset = 0x06,
     lost = 0x07,
     retry = 0x08,
+    give_back = 0x0b,
     submit = 0x10,
     accepted = 0x11,
     rejected = 0x12,

@@ -99,6 +99,13 @@ private:
     // half the prefetch (at least 1): credits a task were a READY a task.
     // Returns how many more tasks must finish before the next batch is due.
     std::uint32_t top_up_credits();
+    // When every slot has run its task for k_give_back_after (worker.cpp),
+    // gives the broker back the tasks queued here that none has started
+    // (RETURN), after a READY naming the running tasks with their time so
+    // far: a name the broker took for short, whose tasks it queued here on
+    // plain credits, runs long with these arguments. Returns when to look
+    // again.
+    Clock::time_point give_back_queued(Clock::time_point now, bool stopping);
     // Grants the early credits due (auto_prefetch, long tasks). Returns when
     // the next one is due.
     Clock::time_point grant_early_credits(Clock::time_point now, bool stopping);
@@ -228,6 +235,12 @@ private:
         std::atomic<std::int64_t> ns{0};
     };
     std::unique_ptr<SlotStart[]> started_ns_;
+    // By executor, the name of its task (set when it changes), for RETURN.
+    struct SlotName {
+        std::mutex mutex;
+        std::string name;
+    };
+    std::unique_ptr<SlotName[]> slot_names_;
     std::vector<std::int64_t> early_granted_;  // I/O thread: by executor, the start its early credit was for
     std::uint64_t ran_at_trim_ = 0;  // I/O thread: ran_ when the heap was last trimmed
     std::uint64_t ran_at_tick_ = 0;  // I/O thread: ran_ at the last heartbeat tick
