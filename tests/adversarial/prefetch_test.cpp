@@ -87,8 +87,11 @@ TEST_CASE("long calls of a task known for quick ones do not stay queued on one w
     TempDir dir;
     BrokerProcess broker(dir);
     const auto workers = start_workers(dir, broker);
-    // The same name, quick with these arguments: the broker takes it for short
-    // and fills the workers' prefetch with it.
+    // Long calls first (each worker learns the name as long), then quick
+    // ones: the broker takes it for short again and fills the workers'
+    // prefetch with it.
+    write_tasks(dir.file("first.jsonl"), k_workers, "sleep_ms", json::array({300}), "f");
+    REQUIRE(submit(dir, broker, "first").lines == static_cast<std::size_t>(k_workers));
     write_tasks(dir.file("burst.jsonl"), k_burst, "sleep_ms", json::array({0}), "z");
     REQUIRE(submit(dir, broker, "burst").lines == static_cast<std::size_t>(k_burst));
     const auto ids = write_tasks(dir.file("long.jsonl"), k_workers, "sleep_ms", json::array({1000}), "s");

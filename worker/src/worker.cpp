@@ -178,6 +178,7 @@ bool Worker::add_name_times(const NameTimes& times) {
         if (run.first == 0) continue;
         const std::uint64_t mean = std::max<std::uint64_t>(1, run.second / run.first);
         auto& t = times_[name];
+        t.last_ns = mean;
         const std::uint64_t known = t.due_ns != 0 ? t.due_ns : t.told_ns;
         if (known == 0 || mean >= 4 * known || 4 * mean <= known) {
             t.due_ns = mean;
@@ -206,16 +207,17 @@ Clock::time_point Worker::give_back_queued(Clock::time_point now, bool stopping)
     const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
     auto due_ns = latest + k_give_back_after.count();
     if (due_ns > now_ns) return Clock::time_point(std::chrono::nanoseconds(due_ns));
-    // Each slot's task must also have run twice its name's known time: a
-    // task sent on an early credit waits behind one expected to end soon.
+    // Each slot's task must also have run twice the time its name's tasks
+    // took here lately: a task sent on an early credit waits behind one
+    // expected to end soon.
     {
         std::lock_guard times_lock(times_mutex_);
         for (unsigned i = 0; i < slots; ++i) {
             std::lock_guard lock(slot_names_[i].mutex);
             const auto it = times_.find(slot_names_[i].name);
             if (it == times_.end()) continue;
-            const auto known = static_cast<std::int64_t>(std::max(it->second.told_ns, it->second.due_ns));
-            due_ns = std::max(due_ns, started_ns_[i].ns.load(std::memory_order_acquire) + 2 * known);
+            const auto lately = static_cast<std::int64_t>(it->second.last_ns);
+            due_ns = std::max(due_ns, started_ns_[i].ns.load(std::memory_order_acquire) + 2 * lately);
         }
     }
     if (due_ns > now_ns) return Clock::time_point(std::chrono::nanoseconds(due_ns));

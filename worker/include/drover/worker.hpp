@@ -206,6 +206,7 @@ private:
     // when it changed 4x or more, the one to tell (0: none).
     struct NameTime {
         std::uint64_t told_ns = 0, due_ns = 0;
+        std::uint64_t last_ns = 0;  // the mean of its tasks in the last report of an executor that ran it
     };
     std::mutex times_mutex_;
     std::unordered_map<std::string, NameTime> times_;  // guarded by times_mutex_
