@@ -178,7 +178,6 @@ bool Worker::add_name_times(const NameTimes& times) {
         if (run.first == 0) continue;
         const std::uint64_t mean = std::max<std::uint64_t>(1, run.second / run.first);
         auto& t = times_[name];
-        t.last_ns = mean;
         const std::uint64_t known = t.due_ns != 0 ? t.due_ns : t.told_ns;
         if (known == 0 || mean >= 4 * known || 4 * mean <= known) {
             t.due_ns = mean;
@@ -201,29 +200,19 @@ Clock::time_point Worker::give_back_queued(Clock::time_point now, bool stopping)
     std::int64_t latest = 0;
     for (unsigned i = 0; i < slots; ++i) {
         const auto started = started_ns_[i].ns.load(std::memory_order_acquire);
-        if (started == 0) return Clock::time_point::max();  // a slot is free: the queue moves
+        // A slot is free (or about to start the next task, unannounced): look again later.
+        if (started == 0) return now + k_give_back_after;
         latest = std::max(latest, started);
     }
     const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
-    auto due_ns = latest + k_give_back_after.count();
-    if (due_ns > now_ns) return Clock::time_point(std::chrono::nanoseconds(due_ns));
-    // Each slot's task must also have run twice the time its name's tasks
-    // took here lately: a task sent on an early credit waits behind one
-    // expected to end soon.
-    {
-        std::lock_guard times_lock(times_mutex_);
-        for (unsigned i = 0; i < slots; ++i) {
-            std::lock_guard lock(slot_names_[i].mutex);
-            const auto it = times_.find(slot_names_[i].name);
-            if (it == times_.end()) continue;
-            const auto lately = static_cast<std::int64_t>(it->second.last_ns);
-            due_ns = std::max(due_ns, started_ns_[i].ns.load(std::memory_order_acquire) + 2 * lately);
-        }
-    }
+    const auto due_ns = latest + k_give_back_after.count();
     if (due_ns > now_ns) return Clock::time_point(std::chrono::nanoseconds(due_ns));
     // Claimed here with the executors' own atomic step: a task is either
     // started by an executor or given back, never both.
-    std::vector<proto::Task> back;
+    // Only tasks sent on plain credits go back: the broker took their name
+    // for short. One sent on a start credit was sent for this slot (an
+    // early credit: its task was expected to end about now), and stays.
+    std::vector<proto::Task> back, kept;
     {
         std::lock_guard lock(mutex_);
         for (auto& b : queue_) {
@@ -231,8 +220,13 @@ Clock::time_point Worker::give_back_queued(Clock::time_point now, bool stopping)
             for (auto k = from; k < b->tasks.size(); ++k) {
                 auto& t = b->tasks[k];
                 if (t.reply_to.empty()) t.reply_to = b->reply_to;
-                back.push_back(std::move(t));
+                (t.start ? kept : back).push_back(std::move(t));
             }
+        }
+        if (!kept.empty()) {
+            auto again = std::make_shared<Dispatched>();
+            again->tasks = std::move(kept);
+            queue_.push_front(std::move(again));
         }
     }
     if (back.empty()) return Clock::time_point::max();

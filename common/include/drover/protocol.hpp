@@ -79,9 +79,10 @@
 //                                            unreachable sink) with attempts
 //                                            left: dispatch again after back-off
 //   RETURN     0x0B  {ids: [str]}            held tasks this worker has not
-//                                            started and never will (they were
-//                                            queued behind tasks running longer
-//                                            than 200 ms on every slot): the
+//                                            started and never will (sent on
+//                                            plain credits, they were queued
+//                                            behind tasks running longer than
+//                                            200 ms on every slot): the
 //                                            broker queues them again at the
 //                                            front without counting an attempt.
 //                                            A READY with the running tasks'

@@ -100,11 +100,11 @@ private:
     // Returns how many more tasks must finish before the next batch is due.
     std::uint32_t top_up_credits();
     // When every slot has run its task for k_give_back_after (worker.cpp),
-    // gives the broker back the tasks queued here that none has started
-    // (RETURN), after a READY naming the running tasks with their time so
-    // far: a name the broker took for short, whose tasks it queued here on
-    // plain credits, runs long with these arguments. Returns when to look
-    // again.
+    // gives the broker back the tasks queued here on plain credits that none
+    // has started (RETURN), after a READY naming the running tasks with
+    // their time so far: a name the broker took for short, whose tasks it
+    // queued here, runs long with these arguments. Tasks sent on start
+    // credits stay. Returns when to look again.
     Clock::time_point give_back_queued(Clock::time_point now, bool stopping);
     // Grants the early credits due (auto_prefetch, long tasks). Returns when
     // the next one is due.
@@ -206,7 +206,6 @@ private:
     // when it changed 4x or more, the one to tell (0: none).
     struct NameTime {
         std::uint64_t told_ns = 0, due_ns = 0;
-        std::uint64_t last_ns = 0;  // the mean of its tasks in the last report of an executor that ran it
     };
     std::mutex times_mutex_;
     std::unordered_map<std::string, NameTime> times_;  // guarded by times_mutex_
