@@ -23,7 +23,8 @@ constexpr std::uint64_t k_long_task_ns = 1'000'000;
 // of those it was sent on them, not yet credited back, stays under this a
 // slot: a worker sizes its prefetch to 2 ms of its mean task, and the
 // times reported by name are rougher (a worker reports a change of 4x,
-// cold first tasks included; a bound of 4 ms cut W5's batches to a third).
+// cold first tasks included), so a tighter bound would cut short tasks'
+// batches below what the worker granted.
 constexpr std::uint64_t k_prefetched_work_ns = 16'000'000;
 
 // Look-ups of a batch prefetch the index bucket of the id this far ahead, and

@@ -45,7 +45,7 @@ proto::Hello make_hello(const std::string& worker, std::vector<std::string> name
 }
 
 // Grants credits with the names these tests use timed as short tasks (1 us):
-// every credit then takes them, as before names were timed.
+// every credit then takes them.
 bool ready_timed(Scheduler& s, const std::string& identity, std::uint32_t credits, Clock::time_point now) {
     proto::Ready r{credits, 0, {}};
     for (const char* name : {"sum_random", "hello", "reverse", "echo"}) r.run_ns.emplace_back(name, 1000);

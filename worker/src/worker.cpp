@@ -755,7 +755,8 @@ void Worker::executor_loop(unsigned index) {
         const bool due = finished_.fetch_add(n) + n >= wake_after_.load();
         // A slot going idle after a long task while the broker lacks start
         // credits: it wants one (after short tasks the broker sees the slot
-        // free at their SETTLE; a wake-up at every idle slot cost W5).
+        // free at their SETTLE, and a wake-up at every idle slot would cost
+        // each of many mostly idle workers a thread switch a batch).
         const bool start_due = after_long && starts_low_.load(std::memory_order_relaxed);
         if (due || std::exchange(retried, false) || times_due || start_due)
             done.send(zmq::message_t(), zmq::send_flags::none);
