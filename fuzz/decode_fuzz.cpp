@@ -248,6 +248,7 @@ void check_message(const std::vector<std::string_view>& frames) {
         case Command::submit: return check_decoder(body, decode_tasks);
         case Command::accepted:
         case Command::retry:
+        case Command::give_back:
         case Command::cancel: return check_decoder(body, decode_ids);
         case Command::settle: return check_decoder(body, decode_settle);
         case Command::rejected: return check_decoder(body, decode_rejected);

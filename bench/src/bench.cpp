@@ -28,6 +28,12 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 constexpr auto k_settle_timeout = Millis(20000);
+// W7, the mixed workload: a burst of short tasks, then long tasks, one for
+// each of W1's 2 workers, which must run side by side.
+constexpr std::size_t k_mixed_burst = 20000;
+constexpr std::int64_t k_mixed_long_ms = 100;
+constexpr std::size_t k_mixed_workers = 2;
+
 // W6's default window: big payloads are limited by bytes in flight, not by count.
 constexpr std::size_t k_big_bytes_in_flight = 8 * 1024 * 1024;
 constexpr auto k_watchdog = std::chrono::minutes(20);  // no progress at all for this long: give up
@@ -316,9 +322,10 @@ private:
         }
     }
 
-    // W1, W2 and W6 over one transport: 2 solo workers, or --local 2 threads.
+    // W1, W2 and W6 over one transport: 2 solo workers, or --local 2 threads;
+    // and W7 over tcp.
     void drover_on(const std::string& t) {
-        if (!want("W1") && !want("W2") && !want("W6")) return;
+        if (!want("W1") && !want("W2") && !want("W6") && !(want("W7") && t == "tcp")) return;
         Transport transport(t, dir_.path());
         const std::string b1 = "B1 raw pipeline " + t, b2 = "B2 bare broker " + t;
         auto w1 = figure("W1 throughput " + t, "tasks/s", {}, t == "tcp" ? Target::value_at_least(1e6) : Target::none());
@@ -341,8 +348,18 @@ private:
         auto w6 = figure("W6 " + size_name(o_.big_bytes) + " payloads " + t, "MiB/s",
                          "B1 raw pipeline " + size_name(o_.big_bytes) + " " + t, Target::ratio_at_least(0.7));
 
+        const std::string long_task = "sleep_ms(" + std::to_string(k_mixed_long_ms) + ")";
+        auto w7_alone = figure("W7 one " + long_task + " " + t, "ms");
+        w7_alone.note = "one long task on an idle cluster, each repetition next to W7's: the baseline of the next row";
+        auto w7 = figure("W7 mixed " + t + ": " + std::to_string(k_mixed_workers) + " x " + long_task + " after " +
+                             with_commas(k_mixed_burst) + " echo",
+                         "ms", w7_alone.key);
+        w7.note = "ratio 1: the long tasks ran side by side; 2: on one worker, queued behind its prefetch";
+        const bool mixed = want("W7") && t == "tcp";
+
         std::vector<Figure*> figs;
         if (want("W1")) figs.insert(figs.end(), {&w1, &w1_b1, &w1_b2});
+        if (mixed) figs.insert(figs.end(), {&w7_alone, &w7});
         if (want("W2")) figs.insert(figs.end(), {&b3_p50, &b3_p99, &b3_p999, &p50, &p99, &p999, &p50_b3});
         if (want("W6")) figs.push_back(&w6);
         measure(figs, [&] {
@@ -363,6 +380,21 @@ private:
                     for (auto* f : {&w1, &w1_b1, &w1_b2}) f->samples.push_back(rate);
                 }
                 progress_batches("W1 " + t, before, cluster.status());
+            }
+            if (mixed) {
+                // The long phase's wall time after a burst that grew every
+                // worker's prefetch, against one long task alone.
+                progress("W7 mixed " + t + ": " + std::to_string(o_.reps) + " x (one " + long_task + "; " +
+                         with_commas(k_mixed_burst) + " echo, then " + std::to_string(k_mixed_workers) + " x " +
+                         long_task + ")");
+                const auto long_args = [](std::size_t) { return pack_args(k_mixed_long_ms); };
+                for (unsigned r = 0; r < o_.reps; ++r) {
+                    w7_alone.samples.push_back(1000 * run_tasks(client, "sleep_ms", long_args, 1, o_.window));
+                    cluster.wait_settled(k_settle_timeout);
+                    (void)run_tasks(client, "echo", echo_args, k_mixed_burst, o_.window);
+                    w7.samples.push_back(1000 * run_tasks(client, "sleep_ms", long_args, k_mixed_workers, o_.window));
+                    cluster.wait_settled(k_settle_timeout);
+                }
             }
             if (want("W2")) {
                 progress("W2 latency " + t + ": starting B3's zmq::proxy broker and 2 workers, to measure next to W2");

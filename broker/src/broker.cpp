@@ -272,7 +272,7 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
         case Command::ready: {
             auto m = proto::decode_ready(body);
             if (!m) return drop(peer, "backend", m.error());
-            if (!scheduler_.ready(peer, m->credits, now)) (void)send_to(backend_, peer, Command::reset);
+            if (!scheduler_.ready(peer, *m, now)) (void)send_to(backend_, peer, Command::reset);
             return;
         }
         case Command::heartbeat: {
@@ -308,6 +308,13 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
             if (!finals) return (void)send_to(backend_, peer, Command::reset);
             report(std::move(*finals));
             next_retry_ = now;  // recompute the next due time
+            return;
+        }
+        case Command::give_back: {
+            auto m = proto::decode_ids(body);
+            if (!m) return drop(peer, "backend", m.error());
+            log_->debug("task.returned n={} worker={}", m->ids.size(), scheduler_.describe_worker(peer));
+            if (!scheduler_.give_back(peer, m->ids, now)) (void)send_to(backend_, peer, Command::reset);
             return;
         }
         case Command::result: {

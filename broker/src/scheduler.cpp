@@ -16,6 +16,18 @@ namespace {
 // less, tasks of about 0.7 ms or more (docs/design.md).
 constexpr std::size_t k_spread_max_credits_per_slot = 4;
 
+// A name whose tasks run this long or longer, or that no worker has timed
+// yet, is dispatched only on start credits (free slots): waiting behind one
+// such task costs more than a DISPATCH to an idle worker.
+constexpr std::uint64_t k_long_task_ns = 1'000'000;
+// Shorter tasks fill a worker's plain credits while the expected run time
+// of those it was sent on them, not yet credited back, stays under this a
+// slot: a worker sizes its prefetch to 2 ms of its mean task, and the
+// times reported by name are rougher (a worker reports a change of 4x,
+// cold first tasks included), so a tighter bound would cut short tasks'
+// batches below what the worker granted.
+constexpr std::uint64_t k_prefetched_work_ns = 16'000'000;
+
 // Look-ups of a batch prefetch the index bucket of the id this far ahead, and
 // a dispatch the entry of the task this far back in its queue.
 constexpr std::size_t k_prefetch_ahead = 8;
@@ -172,6 +184,7 @@ std::uint32_t Scheduler::name_id(const std::string& name) {
         known_names_.push_back(0);
         queues_.emplace_back();
         queued_by_name_.push_back(0);
+        run_ns_.push_back(0);
     }
     return it->second;
 }
@@ -339,11 +352,27 @@ std::vector<FinalOutcome> Scheduler::hello(const std::string& identity, proto::H
     return finals;
 }
 
-bool Scheduler::ready(const std::string& identity, std::uint32_t credits, Clock::time_point now) {
+bool Scheduler::ready(const std::string& identity, const proto::Ready& r, Clock::time_point now) {
     WorkerState* w = worker(identity);
     if (!w) return false;
-    w->credits += credits;
+    w->credits += r.credits;
+    w->starts += std::min(r.starts, r.credits);
     w->last_seen = now;
+    // Credits come back as tasks finish: those tasks leave the queued work.
+    if (w->prefetched > 0) {
+        const std::uint32_t done = std::min(r.credits, w->prefetched);
+        w->prefetched_ns -= w->prefetched_ns / w->prefetched * done;
+        w->prefetched -= done;
+        if (w->prefetched == 0) w->prefetched_ns = 0;
+    }
+    for (const auto& [name, ns] : r.run_ns) {
+        const auto it = name_ids_.find(name);
+        if (it == name_ids_.end() || std::find(w->names.begin(), w->names.end(), it->second) == w->names.end())
+            continue;  // only names this worker announced
+        // The latest report: a worker reports a change of 4x, and a name
+        // taken for long (by a RETURN's report) must not stay so for long.
+        run_ns_[it->second] = std::max<std::uint64_t>(1, ns);
+    }
     return true;
 }
 
@@ -441,11 +470,36 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
         return worker_slots_[a].served_seq < worker_slots_[b].served_seq;
     });
     std::vector<std::vector<proto::TaskRef>> taken(ready.size());
+    // Few credits a slot: the worker's measured tasks are long (or unknown yet).
+    const auto runs_long_tasks = [](const WorkerState& w) {
+        return w.held_count + w.credits <= k_spread_max_credits_per_slot * w.hello.slots;
+    };
+    const auto spreads_to = [&](const WorkerState& w) {
+        return w.held_count < w.hello.slots && runs_long_tasks(w);
+    };
     // Gives ready[i] the next queued task it can run; false if there is none.
-    const auto take_one = [&](std::size_t i) {
+    // In the spread, short tasks go only to workers spreads_to() allows.
+    const auto take_one = [&](std::size_t i, bool spread) {
         WorkerState& w = worker_slots_[ready[i]];
+        const std::uint64_t slots = std::max<std::uint32_t>(1, w.hello.slots);
         for (const auto name : w.names) {
             auto& q = queues_[name];
+            if (q.empty()) continue;
+            const std::uint64_t run_ns = run_ns_[name];
+            const bool long_task = run_ns == 0 || run_ns >= k_long_task_ns;
+            bool on_start;
+            if (long_task) {
+                if (w.starts > 0) on_start = true;
+                else if (w.held_count < slots) on_start = false;  // a slot is free there, whatever its credits
+                else continue;
+            } else {
+                if (spread && !spreads_to(w)) continue;
+                on_start = w.credits == w.starts;  // plain credits first
+                if (!on_start && w.prefetched_ns + run_ns > k_prefetched_work_ns * slots) {
+                    if (w.starts == 0) continue;
+                    on_start = true;
+                }
+            }
             while (!q.empty()) {
                 if (q.size() > k_prefetch_ahead) {  // its entry was last touched when queued: not in cache
                     const auto* ahead = reinterpret_cast<const char*>(&slots_[q[k_prefetch_ahead].slot]);
@@ -464,21 +518,21 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
                 w.held.push_back(HeldRef{r.slot, r.gen, e->dispatch_seq});
                 ++w.held_count;
                 --w.credits;
+                e->on_start = on_start;
+                if (on_start) {
+                    --w.starts;
+                } else if (!long_task) {
+                    ++w.prefetched;
+                    w.prefetched_ns += run_ns;
+                }
                 taken[i].push_back(proto::TaskRef{e->id, names_[e->name], e->args, strings_[e->reply_to], e->attempt,
                                                   e->max_attempts, e->timeout_ms, e->detached, e->retry_on_error,
-                                                  {}, attempt_token(secret_of(*e), e->attempt)});
+                                                  {}, attempt_token(secret_of(*e), e->attempt), on_start});
                 ++totals_.dispatched;
                 return true;
             }
         }
         return false;
-    };
-    // Few credits a slot: the worker's measured tasks are long (or unknown yet).
-    const auto runs_long_tasks = [](const WorkerState& w) {
-        return w.held_count + w.credits <= k_spread_max_credits_per_slot * w.hello.slots;
-    };
-    const auto spreads_to = [&](const WorkerState& w) {
-        return w.held_count < w.hello.slots && runs_long_tasks(w);
     };
     // 1. Spread: a task a round to each worker with a free slot, so that idle
     //    slots start work before any worker queues a task (a short queue of
@@ -491,8 +545,7 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
     for (bool progress = true; progress && queued_ > 0;) {
         progress = false;
         for (std::size_t i = 0; i < ready.size(); ++i) {
-            const WorkerState& w = worker_slots_[ready[i]];
-            if (w.credits > 0 && spreads_to(w)) progress = take_one(i) || progress;
+            if (worker_slots_[ready[i]].credits > 0) progress = take_one(i, true) || progress;
         }
     }
     // 2. Prefetch: what is left fills one worker's credits before the next
@@ -511,7 +564,7 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
         if (!runs_long_tasks(worker_slots_[ready[i]])) order.push_back(i);
     for (std::size_t k = 0; k < order.size() && queued_ > 0; ++k) {
         const std::size_t i = order[k];
-        while (worker_slots_[ready[i]].credits > 0 && queued_ > 0 && take_one(i)) {
+        while (worker_slots_[ready[i]].credits > 0 && queued_ > 0 && take_one(i, false)) {
         }
     }
     for (std::size_t i = 0; i < ready.size(); ++i) {
@@ -531,7 +584,10 @@ void Scheduler::undo_dispatch(const Batch& batch) {
         Entry* e = find(it->id);
         if (!e || e->state != State::held) continue;
         --e->attempt;
-        if (wit != workers_.end() && e->worker == wit->second) ++worker_slots_[wit->second].credits;
+        if (wit != workers_.end() && e->worker == wit->second) {
+            ++worker_slots_[wit->second].credits;
+            worker_slots_[wit->second].starts += e->on_start;
+        }
         enqueue_front(*e);
         --totals_.dispatched;
     }
@@ -544,6 +600,7 @@ std::optional<FinalOutcome> Scheduler::refuse_dispatched(const std::string& iden
     Entry* e = find(id);
     if (wit == workers_.end() || !e || e->state != State::held || e->worker != wit->second) return std::nullopt;
     ++worker_slots_[wit->second].credits;
+    worker_slots_[wit->second].starts += e->on_start;
     --totals_.dispatched;
     ++totals_.too_large;
     if (e->attempt > 0) --e->attempt;  // it never ran
@@ -657,6 +714,27 @@ std::optional<std::vector<FinalOutcome>> Scheduler::worker_holds(const std::stri
     w.idle_upto = 0;
     totals_.recovered += ids.size();
     return retry(identity, ids, now);
+}
+
+bool Scheduler::give_back(const std::string& identity, const std::vector<std::string>& ids, Clock::time_point now) {
+    const auto wit = workers_.find(identity);
+    if (wit == workers_.end()) return false;
+    worker_slots_[wit->second].last_seen = now;
+    std::vector<Entry*> back;
+    for (const auto& id : ids) {
+        Entry* e = find(id);
+        if (!e || e->state != State::held || e->worker != wit->second) continue;  // not this worker's (any more)
+        back.push_back(e);
+    }
+    // Back to front, so the queue keeps their order.
+    for (auto it = back.rbegin(); it != back.rend(); ++it) {
+        Entry& e = **it;
+        if (e.attempt > 0) --e.attempt;  // it never ran
+        enqueue_front(e);
+        --totals_.dispatched;
+        ++totals_.returned;
+    }
+    return true;
 }
 
 Clock::time_point Scheduler::release_retries(Clock::time_point now) {
@@ -775,7 +853,8 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
     for (std::size_t n = 0; n < names_.size(); ++n) {
         const std::size_t queued = queued_by_name_[n];
         if (queued == 0 && running[n] == 0 && can_run[n] == 0) continue;
-        queues[names_[n]] = {{"queued", queued}, {"in_flight", running[n]}, {"workers", can_run[n]}};
+        queues[names_[n]] = {
+            {"queued", queued}, {"in_flight", running[n]}, {"workers", can_run[n]}, {"run_us", static_cast<double>(run_ns_[n]) / 1000.0}};
         if (queued > 0 && can_run[n] == 0) waiting.push_back(names_[n]);
     }
     json workers = json::array();
@@ -787,6 +866,7 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
                            {"pool", w.hello.pool},
                            {"slots", w.hello.slots},
                            {"credits", w.credits},
+                           {"starts", w.starts},
                            {"held", w.held_count},
                            {"done", w.done},
                            {"restarts", w.hello.restarts},
@@ -831,7 +911,8 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
               {"results_forwarded", totals_.results_forwarded},
               {"dispatch_batches", totals_.dispatch_batches},
               {"recovered", totals_.recovered},
-              {"too_large", totals_.too_large}}}};
+              {"too_large", totals_.too_large},
+              {"returned", totals_.returned}}}};
 }
 
 }  // namespace drover

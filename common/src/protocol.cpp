@@ -119,7 +119,7 @@ void pack_task(Packer& pk, const T& t, std::string_view batch_reply_to) {
     const bool own_reply_to = t.reply_to != batch_reply_to;
     pk.pack_map(2 + !t.args.empty() + (t.attempt != 0) + (t.max_attempts != k_default_max_attempts) +
                 (t.timeout_ms != 0) + own_reply_to + t.detached + t.retry_on_error + !t.secret.empty() +
-                (t.token != 0));
+                (t.token != 0) + t.start);
     pack_key(pk, "id");
     pack_str(pk, t.id);
     pack_key(pk, "name");
@@ -159,6 +159,10 @@ void pack_task(Packer& pk, const T& t, std::string_view batch_reply_to) {
     if (t.token != 0) {
         pack_key(pk, "token");
         pk.pack(t.token);
+    }
+    if (t.start) {
+        pack_key(pk, "start");
+        pk.pack(true);
     }
 }
 
@@ -591,6 +595,8 @@ void read_task(Cursor& c, Task& t) {
             t.secret = c.bin_or_str();
         } else if (named(k, "token")) {
             t.token = c.uint<std::uint64_t>();
+        } else if (named(k, "start")) {
+            t.start = c.boolean();
         } else {
             return false;
         }
@@ -718,6 +724,7 @@ const char* command_name(Command c) noexcept {
         case Command::reset: return "RESET";
         case Command::lost: return "LOST";
         case Command::retry: return "RETRY";
+        case Command::give_back: return "RETURN";
         case Command::submit: return "SUBMIT";
         case Command::accepted: return "ACCEPTED";
         case Command::rejected: return "REJECTED";
@@ -809,9 +816,21 @@ std::string encode(const Hello& m) {
 std::string encode(const Ready& m) {
     StringBuffer b;
     Packer pk(b);
-    pk.pack_map(1);
+    pk.pack_map(1 + (m.starts != 0) + !m.run_ns.empty());
     pack_key(pk, "credits");
     pk.pack(m.credits);
+    if (m.starts != 0) {
+        pack_key(pk, "starts");
+        pk.pack(m.starts);
+    }
+    if (!m.run_ns.empty()) {
+        pack_key(pk, "run_ns");
+        pk.pack_map(static_cast<std::uint32_t>(m.run_ns.size()));
+        for (const auto& [name, ns] : m.run_ns) {
+            pk.pack(name);
+            pk.pack(ns);
+        }
+    }
     return b.take();
 }
 
@@ -1006,9 +1025,22 @@ Decoded<Ready> decode_ready(std::string_view body) noexcept {
         Ready r;
         bool has = false;
         read_fields(c, [&](std::string_view k) {
-            if (!named(k, "credits")) return false;
-            r.credits = c.uint<std::uint32_t>();
-            has = true;
+            if (named(k, "credits")) {
+                r.credits = c.uint<std::uint32_t>();
+                has = true;
+                return true;
+            }
+            if (named(k, "starts")) {
+                r.starts = c.uint<std::uint32_t>();
+                return true;
+            }
+            if (!named(k, "run_ns")) return false;
+            const std::size_t n = c.map();
+            r.run_ns.reserve(n);
+            for (std::size_t i = 0; i < n; ++i) {
+                std::string name(c.str());
+                r.run_ns.emplace_back(std::move(name), c.uint<std::uint64_t>());
+            }
             return true;
         });
         if (!has) invalid();

@@ -181,7 +181,7 @@ TEST_CASE("a task past its timeout_ms ends as timeout at the deadline and the ne
         REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
         write_file(dir.file("tasks.jsonl"),
                    "{\"id\":\"slow\",\"task\":\"sleep_ms\",\"args\":[1500],\"timeout_ms\":200,\"max_attempts\":1}\n"
-                   "{\"id\":\"next\",\"task\":\"hello\",\"args\":[\"x\"],\"timeout_ms\":5000}\n");
+                   "{\"id\":\"next\",\"task\":\"sleep_ms\",\"args\":[1],\"timeout_ms\":5000}\n");
         const auto start = std::chrono::steady_clock::now();
         Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
                          dir.file("tasks.jsonl"));
@@ -191,7 +191,8 @@ TEST_CASE("a task past its timeout_ms ends as timeout at the deadline and the ne
         CHECK(by_id["slow"]["error"] == "timed out after 200 ms");
         CHECK(by_id["next"]["status"] == "ok");
         // The one slot stays busy until the slow function returns, so "next"
-        // ran after it: the run took at least the full 1.5 s.
+        // (of the same name, so queued after it) ran after it: the run took
+        // at least the full 1.5 s.
         CHECK(std::chrono::steady_clock::now() - start >= 1400ms);
     }
 }

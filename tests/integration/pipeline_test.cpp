@@ -547,8 +547,15 @@ public:
                     auto r = drover::proto::decode_ready(drover::proto::view(frames[2]));
                     REQUIRE(r);
                     granted += r->credits;
-                    if (readies++ > 0) smallest_ready = std::min(smallest_ready, std::uint64_t{r->credits});
+                    // A READY with no credit only reports task times (run_ns).
+                    if (r->credits > 0 && readies++ > 0)
+                        smallest_ready = std::min(smallest_ready, std::uint64_t{r->credits});
                     ready = true;
+                }
+                if (cmd && *cmd == drover::proto::Command::give_back) {
+                    auto r = drover::proto::decode_ids(drover::proto::view(frames[2]));
+                    REQUIRE(r);
+                    returned.insert(returned.end(), r->ids.begin(), r->ids.end());
                 }
                 frames.clear();
             }
@@ -592,8 +599,9 @@ public:
         backend_.send(zmq::str_buffer("\xc1 not msgpack"), zmq::send_flags::none);
     }
     // A task `name(arg)` with the next id, to this sink.
-    drover::proto::Task task(const std::string& name, std::int64_t arg) {
+    drover::proto::Task task(const std::string& name, std::int64_t arg, bool start = false) {
         drover::proto::Task t;
+        t.start = start;
         t.id = "t" + std::to_string(sent_++);
         t.name = name;
         t.args = drover::pack_args(arg);
@@ -601,10 +609,11 @@ public:
         t.reply_to = sink_endpoint_;
         return t;
     }
-    // Sends one DISPATCH of `n` tasks `name(arg)`.
-    void dispatch(const std::string& name, std::int64_t arg, int n = 1) {
+    // Sends one DISPATCH of `n` tasks `name(arg)`; `start`: sent on start
+    // credits (an early credit is one), as a broker marks them.
+    void dispatch(const std::string& name, std::int64_t arg, int n = 1, bool start = false) {
         drover::proto::Tasks m;
-        for (int i = 0; i < n; ++i) m.tasks.push_back(task(name, arg));
+        for (int i = 0; i < n; ++i) m.tasks.push_back(task(name, arg, start));
         send(m);
     }
     void send(const drover::proto::Tasks& m) {
@@ -618,12 +627,13 @@ public:
     [[nodiscard]] bool registered() const { return !identity_.empty(); }
 
     std::uint64_t granted = 0;  // every credit the worker has granted
-    std::uint64_t readies = 0;  // READY messages
+    std::uint64_t readies = 0;  // READY messages granting credits
     std::uint64_t hellos = 0;   // HELLO messages
     std::set<std::string> identities;  // the worker's connections that said HELLO
     std::uint64_t smallest_ready = UINT64_MAX;  // the fewest credits in one READY after the first
     std::uint64_t results = 0;  // every result at the sink
     std::vector<drover::proto::Outcome> outcomes;  // in the order they came
+    std::vector<std::string> returned;  // ids the worker gave back (RETURN)
 
 private:
     zmq::context_t ctx_;
@@ -685,11 +695,35 @@ TEST_CASE("a worker of long tasks grants its slot's next credit shortly before t
     CHECK(std::chrono::steady_clock::now() - dispatched >= 100ms);
     CHECK(broker.results == 4);  // still running
     CHECK(broker.credits() == 2);
-    // The task sent against it waits for the slot; no more credit for the same run.
-    broker.dispatch("sleep_ms", 50);
+    // The task sent against it (on that early credit, a start credit) waits
+    // for the slot; no more credit for the same run.
+    broker.dispatch("sleep_ms", 50, 1, true);
     CHECK_FALSE(broker.wait_ready(300ms));
     CHECK(broker.credits() == 2);
     broker.wait_results(6, 20s);
+    CHECK(broker.returned.empty());
+}
+
+TEST_CASE("a worker gives back the tasks sent on plain credits that wait behind a task running long",
+          "[integration]") {
+    FakeBroker broker("give-back", fixed_prefetch(10));
+    REQUIRE(broker.wait_ready(2s));
+    // One DISPATCH: a long task, then quick ones on plain credits (a broker
+    // that took the name for short).
+    drover::proto::Tasks m;
+    m.tasks.push_back(broker.task("sleep_ms", 1500));
+    for (int i = 0; i < 3; ++i) m.tasks.push_back(broker.task("sleep_ms", 1));
+    broker.send(m);
+    // 200 ms into the long one they go back (RETURN), in order, and never run here.
+    for (auto deadline = std::chrono::steady_clock::now() + 10s;
+         broker.returned.size() < 3 && std::chrono::steady_clock::now() < deadline;)
+        broker.read_for(50ms);
+    REQUIRE(broker.returned == std::vector<std::string>{"t1", "t2", "t3"});
+    CHECK(broker.results == 0);
+    broker.wait_results(1, 10s);
+    broker.read_for(300ms);
+    CHECK(broker.results == 1);
+    CHECK(broker.outcomes[0].id == "t0");
 }
 
 TEST_CASE("a worker of long tasks run back to back has each next task sent before the running one ends",
@@ -710,7 +744,7 @@ TEST_CASE("a worker of long tasks run back to back has each next task sent befor
         const auto held = results_when_sent.size() - (broker.results - 4);
         if (broker.credits() > held) {
             results_when_sent.push_back(broker.results);
-            broker.dispatch("sleep_ms", 300);
+            broker.dispatch("sleep_ms", 300, 1, true);  // on the early credit
         } else {
             (void)broker.pump(100ms, true, true);
         }

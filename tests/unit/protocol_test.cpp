@@ -238,7 +238,7 @@ TEST_CASE("Hello with a negative pid and no tasks survives encode and decode", "
 TEST_CASE("Ready survives encode and decode, up to the largest credit count", "[protocol][roundtrip]") {
     for (std::uint32_t credits : {0u, 1u, 127u, 128u, 65536u, std::numeric_limits<std::uint32_t>::max()}) {
         CAPTURE(credits);
-        auto d = decode_ready(encode(Ready{credits}));
+        auto d = decode_ready(encode(Ready{credits, 0, {}}));
         REQUIRE(d.ok());
         CHECK(d->credits == credits);
     }
@@ -638,7 +638,7 @@ TEST_CASE("A truncated body is rejected", "[protocol][malformed]") {
             REQUIRE_FALSE(d.ok());
             CHECK(d.error() == DecodeError::bad_body);
         }
-        const std::string ready = encode(Ready{100000});
+        const std::string ready = encode(Ready{100000, 0, {}});
         auto r = decode_ready(std::string_view(ready).substr(0, ready.size() - 1));
         REQUIRE_FALSE(r.ok());
         CHECK(r.error() == DecodeError::bad_body);
@@ -792,10 +792,10 @@ TEST_CASE("A missing required field makes the message invalid", "[protocol][malf
 }
 
 TEST_CASE("Bytes after a valid body are rejected as trailing_bytes", "[protocol][malformed]") {
-    const std::string suffixes[] = {std::string(1, '\0'), std::string("\xc0"), encode(Ready{1})};
+    const std::string suffixes[] = {std::string(1, '\0'), std::string("\xc0"), encode(Ready{1, 0, {}})};
     for (const auto& suffix : suffixes) {
         CAPTURE(suffix.size());
-        auto ready = decode_ready(encode(Ready{1}) + suffix);
+        auto ready = decode_ready(encode(Ready{1, 0, {}}) + suffix);
         REQUIRE_FALSE(ready.ok());
         CHECK(ready.error() == DecodeError::trailing_bytes);
 

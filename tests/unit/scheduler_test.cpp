@@ -44,11 +44,19 @@ proto::Hello make_hello(const std::string& worker, std::vector<std::string> name
     return h;
 }
 
+// Grants credits with the names these tests use timed as short tasks (1 us):
+// every credit then takes them.
+bool ready_timed(Scheduler& s, const std::string& identity, std::uint32_t credits, Clock::time_point now) {
+    proto::Ready r{credits, 0, {}};
+    for (const char* name : {"sum_random", "hello", "reverse", "echo"}) r.run_ns.emplace_back(name, 1000);
+    return s.ready(identity, r, now);
+}
+
 // Registers a worker and grants it credits.
 void add_worker(Scheduler& s, const std::string& identity, std::uint32_t credits,
                 std::vector<std::string> names = {"sum_random"}, std::uint32_t slots = 1) {
     REQUIRE(s.hello(identity, make_hello("id-" + identity, std::move(names), slots), t0).empty());
-    if (credits > 0) REQUIRE(s.ready(identity, credits, t0));
+    if (credits > 0) REQUIRE(ready_timed(s, identity, credits, t0));
 }
 
 std::size_t total_tasks(const std::vector<Scheduler::Batch>& batches) {
@@ -88,7 +96,7 @@ TEST_CASE("A submitted task is queued and dispatched only against credits", "[sc
     CHECK(s.queued_count() == 1);
 
     // One more credit: the last task goes.
-    REQUIRE(s.ready("A", 1, t0 + 1s));
+    REQUIRE(ready_timed(s, "A", 1, t0 + 1s));
     batches = s.dispatch();
     REQUIRE(batches.size() == 1);
     REQUIRE(batches[0].tasks.size() == 1);
@@ -207,8 +215,8 @@ TEST_CASE("Tasks go to the least recently served worker", "[scheduler]") {
     CHECK(batches[0].worker == "A");
 
     // Both have a credit now; B has never been served, so B gets the next task.
-    REQUIRE(s.ready("A", 1, t0 + 1s));
-    REQUIRE(s.ready("B", 1, t0 + 1s));
+    REQUIRE(ready_timed(s, "A", 1, t0 + 1s));
+    REQUIRE(ready_timed(s, "B", 1, t0 + 1s));
     REQUIRE(s.submit("P", tasks_of({make_task("t2")}), t0 + 1s).accepted == 1);
     batches = s.dispatch();
     REQUIRE(batches.size() == 1);
@@ -216,7 +224,7 @@ TEST_CASE("Tasks go to the least recently served worker", "[scheduler]") {
     CHECK(batches[0].tasks[0].id == "t2");
 
     // A (served before B) is now the least recently served.
-    REQUIRE(s.ready("B", 1, t0 + 2s));
+    REQUIRE(ready_timed(s, "B", 1, t0 + 2s));
     REQUIRE(s.submit("P", tasks_of({make_task("t3")}), t0 + 2s).accepted == 1);
     batches = s.dispatch();
     REQUIRE(batches.size() == 1);
@@ -224,7 +232,7 @@ TEST_CASE("Tasks go to the least recently served worker", "[scheduler]") {
     CHECK(batches[0].tasks[0].id == "t3");
 
     // And then B again.
-    REQUIRE(s.ready("A", 1, t0 + 3s));
+    REQUIRE(ready_timed(s, "A", 1, t0 + 3s));
     REQUIRE(s.submit("P", tasks_of({make_task("t4")}), t0 + 3s).accepted == 1);
     batches = s.dispatch();
     REQUIRE(batches.size() == 1);
@@ -322,7 +330,7 @@ TEST_CASE("Tasks past max_queued are rejected with queue_full", "[scheduler]") {
     CHECK(s.totals().rejected == 2);
 
     // Running tasks still count against the limit.
-    REQUIRE(s.ready("A", 2, t0));
+    REQUIRE(ready_timed(s, "A", 2, t0));
     REQUIRE(total_tasks(s.dispatch()) == 2);
     sub = s.submit("P", tasks_of({make_task("t5")}), t0);
     CHECK(sub.accepted == 0);
@@ -345,7 +353,7 @@ TEST_CASE("Resubmitting the same id is accepted without queuing it twice", "[sch
     CHECK(s.task_count() == 1);
     CHECK(s.queued_count() == 1);
 
-    REQUIRE(s.ready("A", 5, t0 + 2s));
+    REQUIRE(ready_timed(s, "A", 5, t0 + 2s));
     auto batches = s.dispatch();
     REQUIRE(total_tasks(batches) == 1);
     CHECK(s.credits_of("A") == 4);
@@ -409,7 +417,7 @@ TEST_CASE("Settling a queued task removes it from the queue", "[scheduler]") {
     s.settle("P", {"t1"});
     CHECK(s.task_count() == 1);
     CHECK(s.queued_count() == 1);
-    REQUIRE(s.ready("A", 5, t0));
+    REQUIRE(ready_timed(s, "A", 5, t0));
     auto batches = s.dispatch();
     REQUIRE(batches.size() == 1);
     REQUIRE(batches[0].tasks.size() == 1);
@@ -433,7 +441,7 @@ TEST_CASE("A worker silent for liveness times heartbeat is expired, and not befo
     REQUIRE(s.seen("A", t0 + 3001ms));
     CHECK(s.expired(t0 + 4s).empty());
     CHECK(s.expired(t0 + 5001ms) == std::vector<std::string>{"B"});
-    REQUIRE(s.ready("B", 1, t0 + 5001ms));
+    REQUIRE(ready_timed(s, "B", 1, t0 + 5001ms));
     CHECK(s.expired(t0 + 6002ms) == std::vector<std::string>{"A"});
 
     // expired() only reports: the worker is still known.
@@ -590,7 +598,7 @@ TEST_CASE("A worker that says HELLO again gets its earlier tasks requeued", "[sc
 
 TEST_CASE("ready and seen on an unknown identity return false", "[scheduler]") {
     Scheduler s;
-    CHECK_FALSE(s.ready("ghost", 5, t0));
+    CHECK_FALSE(ready_timed(s, "ghost", 5, t0));
     CHECK_FALSE(s.seen("ghost", t0));
     CHECK_FALSE(s.knows("ghost"));
     CHECK(s.worker_count() == 0);
@@ -599,11 +607,11 @@ TEST_CASE("ready and seen on an unknown identity return false", "[scheduler]") {
     CHECK(s.remove_worker("ghost").empty());
 
     add_worker(s, "A", 0);
-    CHECK(s.ready("A", 1, t0));
+    CHECK(ready_timed(s, "A", 1, t0));
     CHECK(s.seen("A", t0));
     // A removed worker is unknown again.
     REQUIRE(s.remove_worker("A", false).empty());
-    CHECK_FALSE(s.ready("A", 1, t0));
+    CHECK_FALSE(ready_timed(s, "A", 1, t0));
     CHECK_FALSE(s.seen("A", t0));
 }
 
@@ -622,7 +630,7 @@ TEST_CASE("Cancelling a queued task returns a cancelled outcome", "[scheduler]")
     CHECK(s.totals().cancelled == 1);
 
     // The cancelled task is never dispatched.
-    REQUIRE(s.ready("A", 5, t0));
+    REQUIRE(ready_timed(s, "A", 5, t0));
     auto batches = s.dispatch();
     REQUIRE(total_tasks(batches) == 1);
     CHECK(batches[0].tasks[0].id == "t2");
@@ -674,7 +682,7 @@ TEST_CASE("a worker that registers again over a new connection gives its tasks b
     h.slots = 1;
     h.tasks = {"sum_random"};
     (void)s.hello("old", h, t0);
-    REQUIRE(s.ready("old", 1, t0));
+    REQUIRE(ready_timed(s, "old", 1, t0));
     auto t = make_task("t1");
     t.max_attempts = 1;
     REQUIRE(s.submit("P", tasks_of({t}), t0).accepted == 1);
@@ -718,7 +726,7 @@ TEST_CASE("A task refused as too large for its worker ends with an error and the
     auto h = make_hello("id-A");
     h.max_message_bytes = 8192;
     REQUIRE(s.hello("A", h, t0).empty());
-    REQUIRE(s.ready("A", 1, t0));
+    REQUIRE(ready_timed(s, "A", 1, t0));
     add_worker(s, "B", 1);
     REQUIRE(s.submit("P", tasks_of({make_task("big"), make_task("t2")}), t0).accepted == 2);
     auto batches = s.dispatch();
@@ -786,7 +794,7 @@ TEST_CASE("status groups workers by host", "[scheduler]") {
     const std::vector<std::pair<std::string, proto::Hello*>> workers{{"A", &h1}, {"B", &h2}, {"C", &h3}};
     for (const auto& [identity, hello] : workers) {
         REQUIRE(s.hello(identity, *hello, t0).empty());
-        REQUIRE(s.ready(identity, 1, t0));
+        REQUIRE(ready_timed(s, identity, 1, t0));
     }
     REQUIRE(s.submit("P", tasks_of({make_task("t1")}), t0).accepted == 1);
     REQUIRE(total_tasks(s.dispatch()) == 1);
@@ -816,7 +824,7 @@ TEST_CASE("compact gives back the memory of settled tasks only when none is held
     CHECK_FALSE(s.compact());  // nothing left to give back
     // Slots start again from 0 with generation 0: nothing stale may match.
     REQUIRE(s.submit("P", tasks_of({make_task("again"), make_task("t1")}), t0).accepted == 2);
-    REQUIRE(s.ready("A", 2, t0));
+    REQUIRE(ready_timed(s, "A", 2, t0));
     const auto batches = s.dispatch();
     REQUIRE(total_tasks(batches) == 2);
     CHECK(s.held_by("A") == 2);
@@ -896,7 +904,7 @@ TEST_CASE("A task waiting out its back-off can be cancelled and settled", "[sche
     CHECK(finals[0].outcome.status == proto::Status::cancelled);
     s.settle("P", {"t2"});
     s.release_retries(t0 + Millis(60000));
-    REQUIRE(s.ready("A", 2, t0));
+    REQUIRE(ready_timed(s, "A", 2, t0));
     CHECK(total_tasks(s.dispatch()) == 0);
 }
 
@@ -975,7 +983,7 @@ TEST_CASE("Tasks whose worker holds none of them and no sink settles run again a
     REQUIRE(s.worker_holds("A", 0, t0 + 1s)->empty());  // now they had: done, their outcomes should settle
     // A task dispatched after that is not suspect.
     REQUIRE(s.submit("P", tasks_of({make_task("t4")}), t0 + 2s).accepted == 1);
-    REQUIRE(s.ready("A", 1, t0 + 2s));
+    REQUIRE(ready_timed(s, "A", 1, t0 + 2s));
     REQUIRE(total_tasks(s.dispatch()) == 1);
     REQUIRE(s.worker_holds("A", 0, t0 + 12s)->empty());  // 11 s: within the grace
     CHECK(s.held_by("A") == 3);
@@ -1073,4 +1081,72 @@ TEST_CASE("Names alternating in one batch are each checked against the workers' 
         CHECK(f.outcome.status == proto::Status::error);
     }
     CHECK(s.queued_count() == 3);
+}
+
+TEST_CASE("An untimed or long task takes only a start credit or a free slot, never a prefetch credit", "[scheduler]") {
+    Scheduler s;
+    // Two solo workers with a big prefetch each (as after a burst of short tasks), busy.
+    for (const auto* w : {"A", "B"}) REQUIRE(s.hello(w, make_hello(std::string("id-") + w, {"sleep_ms", "echo"}), t0).empty());
+    REQUIRE(s.ready("A", proto::Ready{1, 0, {{"echo", 1000}}}, t0));
+    REQUIRE(s.submit("P", tasks_of({make_task("e1", "echo")}), t0, "tcp://sink").accepted == 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    REQUIRE(s.ready("B", proto::Ready{1, 0, {{"echo", 1000}}}, t0));
+    REQUIRE(s.submit("P", tasks_of({make_task("e2", "echo")}), t0, "tcp://sink").accepted == 1);
+    REQUIRE(total_tasks(s.dispatch()) == 1);
+    REQUIRE(s.held_by("B") == 1);
+    for (const auto* w : {"A", "B"}) REQUIRE(s.ready(w, proto::Ready{1000, 0, {}}, t0));
+    // Each holds one task (its slot busy): untimed sleep_ms tasks wait.
+    REQUIRE(s.submit("P", tasks_of({make_task("s1", "sleep_ms"), make_task("s2", "sleep_ms")}), t0, "tcp://sink")
+                .accepted == 2);
+    CHECK(s.dispatch().empty());
+    // A start credit (a slot freed) takes one, on that worker only.
+    REQUIRE(s.ready("A", proto::Ready{1, 1, {}}, t0));
+    auto batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    CHECK(batches[0].worker == "A");
+    REQUIRE(batches[0].tasks.size() == 1);
+    CHECK(batches[0].tasks[0].start);
+    // Timed long, it still does not take B's thousand prefetch credits.
+    REQUIRE(s.ready("A", proto::Ready{0, 0, {{"sleep_ms", 500'000'000}}}, t0));
+    CHECK(s.dispatch().empty());
+    // B's echo settles: a free slot there takes the other.
+    CHECK(s.settle("P", {"e2"}) == 0);
+    batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    CHECK(batches[0].worker == "B");
+    CHECK(batches[0].tasks.size() == 1);
+}
+
+TEST_CASE("Short tasks fill prefetch credits only up to about 16 ms of their run time a slot", "[scheduler]") {
+    Scheduler s;
+    REQUIRE(s.hello("A", make_hello("id-A", {"work"}), t0).empty());
+    std::vector<proto::Task> tasks;
+    for (int i = 0; i < 100; ++i) tasks.push_back(make_task("t" + std::to_string(i), "work"));
+    REQUIRE(s.submit("P", std::move(tasks), t0, "tcp://sink").accepted == 100);
+    REQUIRE(s.ready("A", proto::Ready{1000, 0, {{"work", 500'000}}}, t0));  // 0.5 ms each
+    CHECK(total_tasks(s.dispatch()) == 32);
+}
+
+TEST_CASE("Tasks a worker gives back go to the front of the queue without counting an attempt", "[scheduler]") {
+    Scheduler s;
+    add_worker(s, "A", 3);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2"), make_task("t3")}), t0, "tcp://sink").accepted == 3);
+    REQUIRE(total_tasks(s.dispatch()) == 3);
+    // t1 runs; t2 and t3 come back (an id it does not hold is ignored).
+    REQUIRE(s.give_back("A", {"t2", "t3", "nope"}, t0));
+    CHECK(s.held_by("A") == 1);
+    CHECK(s.queued_count() == 2);
+    CHECK(s.totals().returned == 2);
+    CHECK_FALSE(s.give_back("ghost", {"t2"}, t0));
+    add_worker(s, "B", 2);
+    const auto batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    CHECK(batches[0].worker == "B");
+    REQUIRE(batches[0].tasks.size() == 2);
+    CHECK(batches[0].tasks[0].id == "t2");
+    CHECK(batches[0].tasks[1].id == "t3");
+    CHECK(batches[0].tasks[0].attempt == 1);  // its first run
+    // Given back twice is a no-op the second time: B holds them now.
+    REQUIRE(s.give_back("A", {"t2"}, t0));
+    CHECK(s.held_by("B") == 2);
 }

@@ -34,6 +34,11 @@ constexpr std::uint64_t k_growth = 4;
 // about a microsecond, such as echo (what W2 runs), the time of the
 // hand-off saved being of the order of 20 us.
 constexpr std::chrono::nanoseconds k_inline_below{1000};
+// Tasks queued here behind tasks that have all run this long go back to
+// the broker (RETURN), to run on a free slot elsewhere: far past the 1 ms
+// from which the broker sends a name only to free slots, and past a
+// preempted task's wait on a busy machine.
+constexpr std::chrono::nanoseconds k_give_back_after = std::chrono::milliseconds(200);
 // The I/O thread's poll waits in whole milliseconds.
 constexpr std::int64_t k_poll_granularity_ns = 1'000'000;
 
@@ -53,6 +58,7 @@ Worker::Worker(zmq::context_t& ctx, const Registry& registry, WorkerOptions opti
     if (options_.pool == "solo") options_.concurrency = 1;
     options_.concurrency = std::max(1u, options_.concurrency);
     started_ns_ = std::make_unique<SlotStart[]>(options_.concurrency);
+    slot_names_ = std::make_unique<SlotName[]>(options_.concurrency);
     early_granted_.assign(options_.concurrency, 0);
     done_endpoint_ = "inproc://drover-worker-done-" + random_hex(8);
 }
@@ -86,7 +92,16 @@ void Worker::connect_to_broker() {
     // The broker forgot our credits (early ones too); tasks still held from
     // an earlier registration keep their slots.
     promised_ = outstanding_;
+    starts_out_ = 0;
     std::fill(early_granted_.begin(), early_granted_.end(), 0);
+    {
+        std::lock_guard lock(times_mutex_);  // a new broker knows no time: all are told again
+        for (auto& [name, t] : times_) {
+            if (t.due_ns == 0) t.due_ns = t.told_ns;
+            t.told_ns = 0;
+        }
+        if (!times_.empty()) times_due_ = true;
+    }
     (void)top_up_credits();
 }
 
@@ -124,17 +139,140 @@ std::uint32_t Worker::top_up_credits() {
     // Waiting for the batch instead (an early credit out makes it 2) left
     // every other task to wait a round trip to the broker for its credit.
     const bool early = early_after_ns_.load(std::memory_order_relaxed) != 0;
-    if (target < promised_ + batch) return early ? 1 : promised_ + batch - target;
-    const std::uint32_t credits = target - promised_;
-    promised_ = target;
-    (void)send_message(*broker_, proto::Command::ready, proto::encode(proto::Ready{credits}));
-    return batch;
+    // A start credit for each free slot the broker holds none for: only
+    // these take long tasks, so the credits grown on short ones (the
+    // prefetch) never queue a long one here while a slot is idle elsewhere.
+    // They are among the credits due, or one more each if none are.
+    const std::uint32_t slots = options_.concurrency;
+    const std::uint32_t free = slots - std::min(slots, outstanding_);
+    const std::uint32_t starts = free > starts_out_ ? free - starts_out_ : 0;
+    std::uint32_t credits = 0, wait = batch;
+    if (target < promised_ + batch)
+        wait = early ? 1 : promised_ + batch - target;
+    else
+        credits = target - promised_;
+    send_ready(std::max(credits, starts), starts);
+    return wait;
+}
+
+void Worker::send_ready(std::uint32_t credits, std::uint32_t starts) {
+    proto::Ready ready{credits, starts, {}};
+    if (times_due_.exchange(false, std::memory_order_acq_rel)) {
+        std::lock_guard lock(times_mutex_);
+        for (auto& [name, t] : times_) {
+            if (t.due_ns == 0) continue;
+            ready.run_ns.emplace_back(name, t.due_ns);
+            t.told_ns = std::exchange(t.due_ns, 0);
+        }
+    }
+    if (credits == 0 && ready.run_ns.empty()) return;
+    promised_ += credits;
+    starts_out_ += starts;
+    starts_low_.store(starts_out_ < options_.concurrency, std::memory_order_relaxed);
+    (void)send_message(*broker_, proto::Command::ready, proto::encode(ready));
+}
+
+bool Worker::add_name_times(const NameTimes& times) {
+    bool due = false;
+    std::lock_guard lock(times_mutex_);
+    if (times_.size() > 4096) times_.clear();  // names are the registry's; a bound all the same
+    for (const auto& [name, run] : times) {
+        if (run.first == 0) continue;
+        const std::uint64_t mean = std::max<std::uint64_t>(1, run.second / run.first);
+        auto& t = times_[name];
+        const std::uint64_t known = t.due_ns != 0 ? t.due_ns : t.told_ns;
+        if (known == 0 || mean >= 4 * known || 4 * mean <= known) {
+            t.due_ns = mean;
+            due = true;
+        }
+    }
+    if (due) times_due_.store(true, std::memory_order_release);
+    return due;
 }
 
 void Worker::count_finished() {
     const auto finished = finished_.exchange(0);
     outstanding_ -= std::min(outstanding_, finished);
     promised_ -= std::min(promised_, finished);
+}
+
+Clock::time_point Worker::give_back_queued(Clock::time_point now, bool stopping) {
+    const std::uint32_t slots = options_.concurrency;
+    if (stopping || outstanding_ <= slots) return Clock::time_point::max();  // nothing waits behind the slots
+    std::int64_t latest = 0;
+    for (unsigned i = 0; i < slots; ++i) {
+        const auto started = started_ns_[i].ns.load(std::memory_order_acquire);
+        // A slot is free (or about to start the next task, unannounced): look again later.
+        if (started == 0) return now + k_give_back_after;
+        latest = std::max(latest, started);
+    }
+    const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+    const auto due_ns = latest + k_give_back_after.count();
+    if (due_ns > now_ns) return Clock::time_point(std::chrono::nanoseconds(due_ns));
+    // Claimed here with the executors' own atomic step: a task is either
+    // started by an executor or given back, never both.
+    // Only tasks sent on plain credits go back: the broker took their name
+    // for short. One sent on a start credit was sent for this slot (an
+    // early credit: its task was expected to end about now), and stays.
+    std::vector<proto::Task> back, kept;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& b : queue_) {
+            const auto from = b->next.exchange(b->tasks.size(), std::memory_order_relaxed);
+            for (auto k = from; k < b->tasks.size(); ++k) {
+                auto& t = b->tasks[k];
+                if (t.reply_to.empty()) t.reply_to = b->reply_to;
+                (t.start ? kept : back).push_back(std::move(t));
+            }
+        }
+        if (!kept.empty()) {
+            auto again = std::make_shared<Dispatched>();
+            again->tasks = std::move(kept);
+            queue_.push_front(std::move(again));
+        }
+    }
+    if (back.empty()) return Clock::time_point::max();
+    // What runs, and for how long already: the broker sends these names only
+    // to free slots from now on.
+    proto::Ready ready{0, 0, {}};
+    for (unsigned i = 0; i < slots; ++i) {
+        std::string name;
+        {
+            std::lock_guard lock(slot_names_[i].mutex);
+            name = slot_names_[i].name;
+        }
+        const auto started = started_ns_[i].ns.load(std::memory_order_acquire);
+        if (name.empty() || started == 0 || started > now_ns) continue;  // it ended meanwhile
+        const auto ran = static_cast<std::uint64_t>(now_ns - started);
+        bool seen = false;
+        for (const auto& [n, ns] : ready.run_ns) seen = seen || n == name;
+        if (!seen) ready.run_ns.emplace_back(name, ran);
+    }
+    {
+        std::lock_guard lock(times_mutex_);  // its real time is told once measured, being 4x off this
+        for (const auto& [name, ns] : ready.run_ns) times_[name].told_ns = ns;
+    }
+    proto::Ids ids;
+    ids.ids.reserve(back.size());
+    for (const auto& t : back) ids.ids.push_back(t.id);
+    if (!ready.run_ns.empty()) (void)send_message(*broker_, proto::Command::ready, proto::encode(ready));
+    if (send_message(*broker_, proto::Command::give_back, proto::encode(ids)) != SendStatus::sent) {
+        // Not given back after all: they run here.
+        auto again = std::make_shared<Dispatched>();
+        again->tasks = std::move(back);
+        {
+            std::lock_guard lock(mutex_);
+            queue_.push_front(std::move(again));
+        }
+        wake_.notify_all();
+        return Clock::time_point::max();
+    }
+    log_->info("task.returned n={} (queued behind tasks running {} ms and more on every slot)", back.size(),
+               std::chrono::duration_cast<Millis>(k_give_back_after).count());
+    const auto n = static_cast<std::uint32_t>(back.size());
+    outstanding_ -= std::min(outstanding_, n);
+    promised_ -= std::min(promised_, n);
+    return Clock::time_point::max();
 }
 
 Clock::time_point Worker::grant_early_credits(Clock::time_point now, bool stopping) {
@@ -159,10 +297,7 @@ Clock::time_point Worker::grant_early_credits(Clock::time_point now, bool stoppi
             next = std::min(next, Clock::time_point(std::chrono::nanoseconds(due_ns)));
         }
     }
-    if (due > 0) {
-        promised_ += due;
-        (void)send_message(*broker_, proto::Command::ready, proto::encode(proto::Ready{due}));
-    }
+    if (due > 0) send_ready(due, due);  // each for a slot about to free: start credits
     return next;
 }
 
@@ -293,8 +428,9 @@ Worker::Stopped Worker::run(const StopSource& stop) {
         else
             poller.watch(2, stop.fd());
         const auto next_early = grant_early_credits(Clock::now(), stopping);
-        auto wait = std::chrono::duration_cast<Millis>(std::min({next_heartbeat, next_deadline, next_early}) -
-                                                       Clock::now()) +
+        const auto next_give_back = give_back_queued(Clock::now(), stopping);
+        auto wait = std::chrono::duration_cast<Millis>(
+                        std::min({next_heartbeat, next_deadline, next_early, next_give_back}) - Clock::now()) +
                     Millis(1);
         wait = counted_late ? Millis(0) : std::max(wait, Millis(0));
         stall_meter.will_wait(wait);
@@ -342,6 +478,12 @@ Worker::Stopped Worker::run(const StopSource& stop) {
                         }
                         const auto n = m->tasks.size();
                         if (n == 0) break;
+                        std::uint32_t on_starts = 0;
+                        for (const auto& t : m->tasks) on_starts += t.start;
+                        if (on_starts > 0) {
+                            starts_out_ -= std::min(starts_out_, on_starts);
+                            starts_low_.store(starts_out_ < options_.concurrency, std::memory_order_relaxed);
+                        }
                         if (n == 1 && run_inline(m->tasks[0], batch_reply_to)) break;
                         outstanding_ += static_cast<std::uint32_t>(n);
                         auto dispatched = std::make_shared<Dispatched>();
@@ -484,9 +626,11 @@ bool Worker::run_inline(proto::Task& task, std::string_view batch_reply_to) {
     out.token = task.token;
     out.worker = options_.concurrency > 1 ? options_.id + "/io" : options_.id;
     const auto start = Clock::now();
+    std::string name = task.name;  // run_one moves it out
     const auto end = run_one(task, out, start, /*on_io=*/true);
     const auto ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
     count_runs(1, ns, ns);
+    (void)add_name_times(NameTimes{{std::move(name), {1, ns}}});
     promised_ -= std::min(promised_, 1u);  // its credit is free again, as at an executor's report
     auto body = proto::encode_message(&out, 1);
     bool sent = false;
@@ -522,6 +666,9 @@ void Worker::executor_loop(unsigned index) {
     std::size_t pending_bytes = 0;
     std::uint64_t busy_local = 0;   // their run time, ns
     std::uint64_t longest_local = 0;  // the longest of them, ns
+    NameTimes times_local;  // their count and time by name
+    std::size_t times_at = 0;  // times_local's entry of the last task's name
+    std::string slot_name;     // the last task's name
     const std::size_t batch_bytes = batch_byte_limit(options_.max_message_bytes);
     const std::string worker_name =
         options_.concurrency > 1 ? options_.id + "/" + std::to_string(index) : options_.id;
@@ -535,7 +682,10 @@ void Worker::executor_loop(unsigned index) {
         retried = true;
     };
 
-    auto flush = [&] {
+    // after_long: the last task ran long and this slot goes idle after it.
+    auto flush = [&](bool after_long) {
+        const bool times_due = add_name_times(times_local);
+        times_local.clear();
         for (auto& [endpoint, outcomes] : pending) {
             if (outcomes.empty()) continue;
             // Sent as it is (big results are not copied again), and kept
@@ -614,7 +764,13 @@ void Worker::executor_loop(unsigned index) {
         // Counted, then the I/O thread woken only if it has something to do
         // now: credits to grant, or a RETRY to send.
         const bool due = finished_.fetch_add(n) + n >= wake_after_.load();
-        if (due || std::exchange(retried, false)) done.send(zmq::message_t(), zmq::send_flags::none);
+        // A slot going idle after a long task while the broker lacks start
+        // credits: it wants one (after short tasks the broker sees the slot
+        // free at their SETTLE, and a wake-up at every idle slot would cost
+        // each of many mostly idle workers a thread switch a batch).
+        const bool start_due = after_long && starts_low_.load(std::memory_order_relaxed);
+        if (due || std::exchange(retried, false) || times_due || start_due)
+            done.send(zmq::message_t(), zmq::send_flags::none);
     };
 
     // The batch this executor claims its tasks from. A task's timeout starts
@@ -659,7 +815,7 @@ void Worker::executor_loop(unsigned index) {
             // waits, and the task it takes next is stamped when it starts.
             started_ns_[index].ns.store(0, std::memory_order_release);
             // Another executor took the last task: report ours before sleeping.
-            if (pending_count > 0) flush();
+            if (pending_count > 0) flush(false);
             std::unique_lock lock(mutex_);
             pop_spent();
             ++idle_executors_;
@@ -710,12 +866,24 @@ void Worker::executor_loop(unsigned index) {
             if (early_after_ns_.load(std::memory_order_relaxed) != 0)
                 done.send(zmq::message_t(), zmq::send_flags::none);  // it sets its timer
         }
+        if (times_at >= times_local.size() || times_local[times_at].first != task.name) {
+            if (task.name != slot_name) {  // for the I/O thread (RETURN): only when it changes
+                slot_name = task.name;
+                std::lock_guard lock(slot_names_[index].mutex);
+                slot_names_[index].name = slot_name;
+            }
+            times_at = 0;
+            while (times_at < times_local.size() && times_local[times_at].first != task.name) ++times_at;
+            if (times_at == times_local.size()) times_local.emplace_back(task.name, std::make_pair(0, 0));
+        }
         const auto end = run_one(task, out, start, /*on_io=*/false);
         const auto elapsed = end - start;
         started_ns_[index].ns.store(0, std::memory_order_release);
         const auto elapsed_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
         busy_local += elapsed_ns;
         longest_local = std::max(longest_local, elapsed_ns);
+        ++times_local[times_at].second.first;
+        times_local[times_at].second.second += elapsed_ns;
         bool timed_out = false;
         if (task.timeout_ms > 0) {
             std::lock_guard lock(mutex_);
@@ -751,13 +919,13 @@ void Worker::executor_loop(unsigned index) {
             started_ns_[index].ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count(),
                                      std::memory_order_release);
         if (idle || pending_count >= k_result_batch || pending_bytes >= batch_bytes || elapsed >= k_batch_only_below) {
-            flush();
+            flush(idle && elapsed >= k_batch_only_below);
             carried = {};
         } else {
             carried = end;  // reset if, when the next is taken, none is left
         }
     }
-    if (pending_count > 0 && !abort_) flush();
+    if (pending_count > 0 && !abort_) flush(false);
 }
 
 }  // namespace drover

@@ -87,7 +87,13 @@ public:
                                     bool same_process_keeps_tasks = false);
 
     // Returns false for an identity that never said HELLO (send it RESET).
-    [[nodiscard]] bool ready(const std::string& identity, std::uint32_t credits, Clock::time_point now);
+    // The READY's start credits are the worker's free slots (or slots about
+    // to free); its run_ns update the run time expected of each named task
+    // that this worker runs (others are ignored).
+    [[nodiscard]] bool ready(const std::string& identity, const proto::Ready& r, Clock::time_point now);
+    [[nodiscard]] bool ready(const std::string& identity, std::uint32_t credits, Clock::time_point now) {
+        return ready(identity, proto::Ready{credits, 0, {}}, now);
+    }
     [[nodiscard]] bool seen(const std::string& identity, Clock::time_point now);
     [[nodiscard]] bool knows(const std::string& identity) const { return workers_.count(identity) != 0; }
 
@@ -113,7 +119,13 @@ public:
     void stalled(Clock::duration stall, Clock::time_point now);
 
     // Matches queued tasks with worker credits: each task goes to the least
-    // recently served worker that can run it. One batch per worker.
+    // recently served worker that can run it. One batch per worker. A task
+    // whose name runs 1 ms or more, or was never timed, takes only a start
+    // credit (a free slot), or a credit of a worker that holds fewer tasks
+    // than it has slots: never a prefetch credit, so that it never waits
+    // behind others at one worker while another has a slot free. A shorter
+    // one takes any credit while the expected work queued on a worker's
+    // prefetch stays under 16 ms a slot.
     std::vector<Batch> dispatch();
 
     // A DISPATCH could not be sent: its tasks go back to the front of the queue.
@@ -142,6 +154,11 @@ public:
     // for an unknown identity, else the outcomes of tasks that ended (none).
     [[nodiscard]] std::optional<std::vector<FinalOutcome>> worker_holds(const std::string& identity,
                                                                         std::uint32_t held, Clock::time_point now);
+    // The worker gives back tasks it held and never started (RETURN): each
+    // still held by it goes back to the front of its queue, its attempt not
+    // counted. Returns false for an unknown identity (send it RESET).
+    [[nodiscard]] bool give_back(const std::string& identity, const std::vector<std::string>& ids,
+                                 Clock::time_point now);
     // Queues the retries whose back-off is over; returns when the next one is due.
     Clock::time_point release_retries(Clock::time_point now);
 
@@ -203,7 +220,8 @@ public:
                       reports_abandoned = 0, results_forwarded = 0,
                       dispatch_batches = 0,  // DISPATCH messages: dispatched / this is the mean batch
                       recovered = 0,  // unsettled tasks run again because their worker held none (worker_holds)
-                      too_large = 0;  // tasks ended because the worker given them accepts no message that big
+                      too_large = 0,  // tasks ended because the worker given them accepts no message that big
+                      returned = 0;   // tasks workers gave back unstarted (RETURN)
     };
     [[nodiscard]] const Totals& totals() const { return totals_; }
     Totals& totals() { return totals_; }
@@ -236,6 +254,7 @@ private:
         State state = State::free;
         bool detached = false;
         bool retry_on_error = false;
+        bool on_start = false;  // held on one of its worker's start credits
     };
     static std::string_view secret_of(const Entry& e) { return {e.secret, sizeof e.secret}; }
     bool owned_by(const Entry& e, std::string_view producer) const;
@@ -251,6 +270,11 @@ private:
         proto::Hello hello;
         std::vector<std::uint32_t> names;  // hello.tasks, interned
         std::uint32_t credits = 0;
+        std::uint32_t starts = 0;  // of the credits, start credits (at most credits)
+        // Tasks dispatched on plain credits (prefetch) whose credit has not
+        // come back yet, and their expected run time: the work queued there.
+        std::uint32_t prefetched = 0;
+        std::uint64_t prefetched_ns = 0;
         // In dispatch order (a worker starts tasks in that order); entries
         // whose task moved on are skipped and trimmed lazily.
         std::deque<HeldRef> held;
@@ -337,6 +361,7 @@ private:
     std::vector<char> known_names_;    // by name id: announced by a worker since start
     std::vector<std::deque<Ref>> queues_;       // by name id; stale refs skipped lazily
     std::vector<std::size_t> queued_by_name_;   // by name id
+    std::vector<std::uint64_t> run_ns_;         // by name id: its expected run time, from workers (0: not timed)
     std::size_t queued_ = 0;
     std::vector<WorkerState> worker_slots_;
     std::unordered_map<std::string, std::uint32_t> workers_;  // identity -> worker slot

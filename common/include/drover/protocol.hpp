@@ -44,10 +44,30 @@
 //                                            held = tasks it still holds
 //                                            from an earlier registration
 //                                            (0 or absent: none)
-//   READY      0x02  {credits: uint}         grants that many more tasks (a
+//   READY      0x02  {credits: uint, starts: uint, run_ns: {str: uint}}
+//                                            grants that many more tasks (a
 //                                            worker returns finished tasks'
 //                                            credits in batches of half its
-//                                            prefetch, at least 1)
+//                                            prefetch, at least 1; credits
+//                                            may be 0); starts (optional, at
+//                                            most credits): how many of them
+//                                            are start credits, each for a
+//                                            slot free now or about to free
+//                                            (an early credit): a worker
+//                                            grants them while it has more
+//                                            free slots than start credits
+//                                            out; run_ns (optional):
+//                                            by task name, the mean run time
+//                                            in ns of the tasks it ran lately,
+//                                            sent when new or changed by 2x or
+//                                            more. The broker queues a task
+//                                            behind others at a worker only
+//                                            while that queue holds about 2 ms
+//                                            of its name's run time a slot; a
+//                                            name not yet timed, or of 1 ms or
+//                                            more, goes only on a start credit
+//                                            (or to a worker holding fewer
+//                                            tasks than it has slots)
 //   HEARTBEAT  0x04  {held: uint}            liveness, every heartbeat period;
 //                                            held (optional) = tasks received
 //                                            whose outcome is not yet sent on
@@ -61,6 +81,16 @@
 //                                            with retry_on_error, a timeout, an
 //                                            unreachable sink) with attempts
 //                                            left: dispatch again after back-off
+//   RETURN     0x0B  {ids: [str]}            held tasks this worker has not
+//                                            started and never will (sent on
+//                                            plain credits, they were queued
+//                                            behind tasks running longer than
+//                                            200 ms on every slot): the
+//                                            broker queues them again at the
+//                                            front without counting an attempt.
+//                                            A READY with the running tasks'
+//                                            names (run_ns: their time so far)
+//                                            comes just before it
 //   RESULT     0x20  {results: [Outcome], worker: str}
 //                                            outcomes whose sink this worker
 //                                            cannot reach (no connection within
@@ -129,11 +159,13 @@
 //
 // Task    = {id: str, name: str, args: bin, attempt: uint, max_attempts: uint,
 //            timeout_ms: uint, reply_to: str, detached: bool,
-//            retry_on_error: bool, secret: bin, token: uint}
+//            retry_on_error: bool, secret: bin, token: uint, start: bool}
 //   secret: 16 bytes, SUBMIT only (producer -> broker, required): the sink's
 //   key keyed over the id (task_secret); the broker never sends it on
 //   token: DISPATCH only: attempt_token(secret, attempt), the proof that
 //   this worker was given this attempt
+//   start: DISPATCH only: the task took one of the worker's start credits
+//   (the worker counts the start credits the broker still holds)
 //   reply_to: the sink's endpoint; under CurveZMQ it carries the sink's
 //   server key, "tcp://HOST:PORT?curve=KEY" (docs/security.md)
 //   detached: reply_to is a standalone sink, so the task outlives its producer
@@ -164,6 +196,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <zmq.hpp>
@@ -189,6 +222,7 @@ enum class Command : std::uint8_t {
     reset = 0x06,
     lost = 0x07,
     retry = 0x08,
+    give_back = 0x0b,
     submit = 0x10,
     accepted = 0x11,
     rejected = 0x12,
@@ -225,6 +259,12 @@ struct Hello {
 
 struct Ready {
     std::uint32_t credits = 0;
+    // Of these credits, how many are for a slot free now (or about to be:
+    // an early credit); a task of a long or untimed name goes only on one.
+    std::uint32_t starts = 0;
+    // Task name -> the mean run time, in ns, of its tasks lately run here
+    // (only names whose time is new or has changed much; usually none).
+    std::vector<std::pair<std::string, std::uint64_t>> run_ns;
 };
 
 struct Lost {
@@ -243,6 +283,7 @@ struct Task {
     bool retry_on_error = false;  // an error is retried, with back-off, while attempts remain
     std::string secret;           // SUBMIT: k_secret_bytes (drover/proof.hpp)
     std::uint64_t token = 0;      // DISPATCH: this attempt's token
+    bool start = false;           // DISPATCH: sent on one of the worker's start credits (Ready::starts)
     // decode_submit only, never on the wire: why the task is malformed
     // ("field 'max_attempts': expected an unsigned integer, got a float"),
     // "" if it is not.
@@ -260,6 +301,7 @@ struct TaskRef {
     bool retry_on_error = false;
     std::string_view secret;
     std::uint64_t token = 0;
+    bool start = false;
 };
 
 struct Tasks {  // SUBMIT and DISPATCH

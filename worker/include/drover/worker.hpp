@@ -99,6 +99,13 @@ private:
     // half the prefetch (at least 1): credits a task were a READY a task.
     // Returns how many more tasks must finish before the next batch is due.
     std::uint32_t top_up_credits();
+    // When every slot has run its task for k_give_back_after (worker.cpp),
+    // gives the broker back the tasks queued here on plain credits that none
+    // has started (RETURN), after a READY naming the running tasks with
+    // their time so far: a name the broker took for short, whose tasks it
+    // queued here, runs long with these arguments. Tasks sent on start
+    // credits stay. Returns when to look again.
+    Clock::time_point give_back_queued(Clock::time_point now, bool stopping);
     // Grants the early credits due (auto_prefetch, long tasks). Returns when
     // the next one is due.
     Clock::time_point grant_early_credits(Clock::time_point now, bool stopping);
@@ -111,6 +118,13 @@ private:
     void send_retries();
     // Takes finished_ into outstanding_ and promised_.
     void count_finished();
+    // Sends READY with `credits`, `starts` of them start credits, and the
+    // task times due to the broker (none sent when there is nothing to say).
+    void send_ready(std::uint32_t credits, std::uint32_t starts);
+    // Adds the run times of a flush's tasks by name (n tasks, ns in all);
+    // returns whether a name's time is new or 4x off what the broker was told.
+    using NameTimes = std::vector<std::pair<std::string, std::pair<std::uint64_t, std::uint64_t>>>;
+    bool add_name_times(const NameTimes& times);
     Stopped leave_to_be_replaced();
 
     zmq::context_t& ctx_;
@@ -187,7 +201,21 @@ private:
     std::atomic<std::uint32_t> finished_{0};
     std::atomic<std::uint32_t> wake_after_{1};
 
+    // Run times by task name for the broker, which dispatches a long or
+    // untimed name only on start credits (free slots): the last told and,
+    // when it changed 4x or more, the one to tell (0: none).
+    struct NameTime {
+        std::uint64_t told_ns = 0, due_ns = 0;
+    };
+    std::mutex times_mutex_;
+    std::unordered_map<std::string, NameTime> times_;  // guarded by times_mutex_
+    std::atomic<bool> times_due_{false};
+    // The broker holds fewer start credits than there are slots: an
+    // executor that goes idle wakes the I/O thread, to grant one.
+    std::atomic<bool> starts_low_{true};
+
     // I/O thread only:
+    std::uint32_t starts_out_ = 0;   // start credits granted and not yet used by a DISPATCH seen
     std::uint32_t outstanding_ = 0;  // received and not yet done
     std::uint32_t promised_ = 0;     // credits granted and not yet done (held at the broker or here)
     std::uint64_t sampled_ran_ = 0, sampled_busy_ns_ = 0, mean_task_ns_ = 0;
@@ -207,6 +235,12 @@ private:
         std::atomic<std::int64_t> ns{0};
     };
     std::unique_ptr<SlotStart[]> started_ns_;
+    // By executor, the name of its task (set when it changes), for RETURN.
+    struct SlotName {
+        std::mutex mutex;
+        std::string name;
+    };
+    std::unique_ptr<SlotName[]> slot_names_;
     std::vector<std::int64_t> early_granted_;  // I/O thread: by executor, the start its early credit was for
     std::uint64_t ran_at_trim_ = 0;  // I/O thread: ran_ when the heap was last trimmed
     std::uint64_t ran_at_tick_ = 0;  // I/O thread: ran_ at the last heartbeat tick
