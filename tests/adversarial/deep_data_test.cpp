@@ -61,7 +61,7 @@ private:
         h.slots = 1;
         h.tasks = {"deep"};
         (void)peer_.send(proto::Command::hello, proto::encode(h));
-        (void)peer_.send(proto::Command::ready, proto::encode(proto::Ready{100}));
+        (void)peer_.send(proto::Command::ready, proto::encode(proto::Ready{100, 100, {}}));
     }
 
     void run() {
