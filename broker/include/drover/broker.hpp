@@ -66,6 +66,12 @@ private:
     // too large for it. Returns whether it ended any (their credits came back).
     bool send_dispatch(const Scheduler::Batch& batch);
     void flush_replies();
+    // Sends a reply that is not kept: one its peer cannot take now (it does
+    // not read) is dropped and counted.
+    void reply(const std::string& peer, proto::Command c, std::string_view body);
+    // Appends `ids` to a producer's replies in waiting (`kept`), up to
+    // k_max_unsent_reply_ids of them in all; the rest are dropped and counted.
+    void keep_reply(const std::string& producer, std::vector<std::string>& kept, std::vector<std::string>& ids);
     [[nodiscard]] static std::string producer_of(const std::string& peer);  // a SUBMIT's sender's producer
     void forget_producer(const std::string& peer);
     void report(std::vector<FinalOutcome>&& finals);
