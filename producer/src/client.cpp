@@ -385,21 +385,12 @@ Client::Unsent Client::send_unsent() {
 
 void Client::hold_back(const std::vector<std::string>& ids) {
     const auto now = Clock::now();
-    std::vector<std::pair<std::string, std::string>> expired;  // id, task
     std::vector<std::uint64_t> again;
     std::size_t there = 0;
     {
         std::lock_guard lock(mutex_);
-        for (const auto& id : ids) {
-            const Found f = find_pending(id);
-            if (!f.pending) continue;
-            auto& since = f.pending->refused_since;
-            if (since == Clock::time_point{}) since = now;
-            if (now - since >= options_.queue_full_wait)
-                expired.emplace_back(id, f.pending->task.name);
-            else
-                again.push_back(f.seq);
-        }
+        for (const auto& id : ids)
+            if (const Found f = find_pending(id); f.pending) again.push_back(f.seq);
         // Sent again first, in the order submitted.
         std::sort(again.begin(), again.end());
         unsent_.insert(unsent_.begin(), again.begin(), again.end());
@@ -409,6 +400,7 @@ void Client::hold_back(const std::vector<std::string>& ids) {
         broker_room_ = std::max<std::size_t>(1, there);
         room_growth_ = 0;
     }
+    if (stalled_since_ == Clock::time_point{}) stalled_since_ = now;
     // One back-off for the refusals of one round (several SUBMITs may have
     // been refused at once); doubled when they come again after it.
     if (now >= resend_at_) {
@@ -418,22 +410,29 @@ void Client::hold_back(const std::vector<std::string>& ids) {
     if (!refused_logged_) {
         refused_logged_ = true;
         log_->warn("client.queue_full n={} at_broker={} backoff_ms={} (the broker's queue is full: tasks are held back "
-                   "and sent again as it makes room; after {} ms they end rejected; logged once)",
+                   "and sent again as it makes room; after {} ms without any they end rejected; logged once)",
                    ids.size(), there, backoff_.count(), options_.queue_full_wait.count());
     }
-    end_refused(expired);
+    expire_refused(now);
+}
+
+void Client::made_room() {
+    backoff_ = Millis(0);
+    stalled_since_ = {};
 }
 
 void Client::expire_refused(Clock::time_point now) {
+    if (stalled_since_ == Clock::time_point{} || now - stalled_since_ < options_.queue_full_wait) return;
     std::vector<std::pair<std::string, std::string>> expired;
     {
         std::lock_guard lock(mutex_);
-        for (const auto seq : unsent_) {
-            const Pending* p = pending_.find(seq);
-            if (p && p->refused_since != Clock::time_point{} && now - p->refused_since >= options_.queue_full_wait)
-                expired.emplace_back(p->task.id, p->task.name);
-        }
+        for (const auto seq : unsent_)
+            if (const Pending* p = pending_.find(seq)) expired.emplace_back(p->task.id, p->task.name);
     }
+    stalled_since_ = {};  // tasks submitted from now on get a wait of their own
+    log_->warn("client.queue_full_gave_up n={} ms={} (the broker took none of this client's tasks and finished none "
+               "for that long: the tasks not sent end rejected: queue_full)",
+               expired.size(), options_.queue_full_wait.count());
     end_refused(expired);  // their unsent_ entries are skipped once they are not pending
 }
 
@@ -529,7 +528,7 @@ void Client::on_results(std::string_view body) {
         // The broker makes room: after a queue_full, one task more at it a
         // round trip (as many outcomes as it holds of ours), back to no
         // limit once the window fits.
-        backoff_ = Millis(0);
+        made_room();
         if (broker_room_ != SIZE_MAX) {
             room_growth_ += ready.size();
             while (room_growth_ >= broker_room_) {
@@ -570,6 +569,7 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
                     }
                 }
             }
+            if (!elsewhere.empty()) made_room();  // the broker took them
             for (auto& [id, r] : elsewhere) finish(id, std::move(r));
             return;
         }
@@ -626,7 +626,7 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
 void Client::resend_unfinished() {
     unsent_.clear();
     broker_room_ = SIZE_MAX;  // another broker, or the same one after a break: its queue is news
-    backoff_ = Millis(0);
+    made_room();
     resend_at_ = {};
     pending_.for_each([&](std::uint64_t seq, const Pending& p) {
         if (!p.elsewhere || !p.accepted) unsent_.push_back(seq);
@@ -731,7 +731,7 @@ void Client::io_loop() {
         if (now >= next_heartbeat) {
             next_heartbeat = now + options_.heartbeat;
             // Refused tasks that wait for room (nothing of ours at the broker ends) also end in time.
-            if (broker_room_ != SIZE_MAX && !unsent_.empty()) expire_refused(now);
+            if (!unsent_.empty()) expire_refused(now);
             (void)send_message(*broker_, proto::Command::heartbeat);
             {
                 // Idle since the last tick: a burst's table goes back to the heap.

@@ -192,13 +192,24 @@ TEST_CASE("100,000 STATUS requests from a client that never reads hold a bounded
     asker.socket.set(zmq::sockopt::rcvhwm, 1);
     constexpr int n = 100'000;
     for (int i = 0; i < n; ++i) REQUIRE(asker.send(proto::Command::status));
+    // Read them all: the count of dropped replies stops growing (what the
+    // kernel's buffers and the client's queue took is not counted).
+    std::uint64_t last = 0;
     const auto seen = wait_status(
-        broker.frontend, [&](const nlohmann::json& s) { return dropped_count(s, "unread_replies") > n / 2; }, 60s);
+        broker.frontend,
+        [&](const nlohmann::json& s) {
+            const auto now = dropped_count(s, "unread_replies");
+            const bool still = now > 0 && now == last;
+            last = now;
+            if (!still) std::this_thread::sleep_for(300ms);
+            return still;
+        },
+        60s);
     REQUIRE(seen);
     const auto after = rss_kib(broker.process->pid());
     INFO("broker RSS KiB: idle at start " << before << ", after " << n << " unread STATUS replies " << after
                                           << "; dropped " << (*seen)["dropped"].dump());
-    CHECK(dropped_count(*seen, "unread_replies") > n / 2);
+    CHECK(dropped_count(*seen, "unread_replies") > n / 4);
     CHECK(after < before + 16 * 1024);
 }
 
@@ -257,6 +268,8 @@ TEST_CASE("a producer whose window does not fit backs off instead of being rejec
     INFO("ok " << ok << " rejected " << rejected << " broker totals " << status["totals"].dump());
     CHECK(rejected == 0);
     CHECK(ok == n);
-    // Each refusal makes the client wait and send less: a few per full queue, not one per task.
-    CHECK(status["totals"]["rejected"].get<std::uint64_t>() < n / 10);
+    // The broker refuses the first window that does not fit (up to 4,000);
+    // then the client keeps to what it took. Without the back-off each
+    // refusal made room for more, refused in turn: about half of all tasks.
+    CHECK(status["totals"]["rejected"].get<std::uint64_t>() < 5000);
 }

@@ -197,6 +197,11 @@ public:
     [[nodiscard]] bool full() const { return active_count() >= limits_.max_queued; }
     // Task names kept (used by a task or a worker, or remembered).
     [[nodiscard]] std::size_t name_count() const { return name_ids_.size(); }
+    // Entries in a name's queue, stale ones (tasks that left it) included.
+    [[nodiscard]] std::size_t queue_refs(const std::string& name) const {
+        const auto it = name_ids_.find(name);
+        return it == name_ids_.end() ? 0 : queues_[it->second].size();
+    }
     [[nodiscard]] std::uint32_t credits_of(const std::string& identity) const;
     [[nodiscard]] std::size_t held_by(const std::string& identity) const;
     // The worker's HELLO id and host ("" if unknown), for logs.

@@ -11,10 +11,11 @@
 // keeps its id until it reaches an outcome: if the broker goes silent for
 // the liveness window, the client connects again and resends every
 // unfinished task under the same id. A task the broker refuses with
-// queue_full is held back and sent again: the client then keeps no more
-// tasks at the broker than it last took (growing by one a round trip as
-// outcomes come), after a back-off while it has none there; only a task
-// refused for longer than queue_full_wait ends `rejected: queue_full`.
+// queue_full is held back and sent again after a back-off: the client then
+// keeps no more tasks at the broker than it last took (one more a round
+// trip as outcomes come). Only when the broker has taken and finished none
+// of the client's tasks for queue_full_wait since a refusal do the tasks
+// not sent end `rejected: queue_full`.
 //
 //   zmq::context_t ctx;
 //   drover::Client client(ctx, {.broker = "tcp://127.0.0.1:5555"});
@@ -51,8 +52,8 @@ struct ClientOptions {
     std::string sink;            // where to bind the sink; default derived from broker
     std::string sink_advertise;  // reply_to given to workers; default: the bound sink
     std::size_t window = 20000;  // unfinished tasks (and unsent SETTLEs) before submit() blocks
-    // How long a task refused with queue_full is held back and sent again
-    // before it ends `rejected: queue_full`.
+    // How long tasks refused with queue_full are held back and sent again,
+    // while the broker takes none, before they end `rejected: queue_full`.
     Millis queue_full_wait{30000};
     Millis heartbeat{1000};
     int liveness = 3;
@@ -186,7 +187,6 @@ private:
         bool accepted = false;   // kept for tasks that go elsewhere only: the others end at their result
         bool elsewhere = false;  // outcome goes to another sink
         bool named = false;      // its id was chosen by the caller (in named_)
-        Clock::time_point refused_since{};  // first refused with queue_full ({}: never)
     };
     struct Found {
         std::uint64_t seq = 0;
@@ -212,7 +212,10 @@ private:
     // sent again (or end rejected past queue_full_wait); the client narrows
     // what it keeps at the broker and backs off.
     void hold_back(const std::vector<std::string>& ids);
-    // Ends the refused tasks among unsent_ that have waited queue_full_wait.
+    // The broker took or finished a task of ours: no back-off, not stalled.
+    void made_room();
+    // Once the broker has been refusing for queue_full_wait with no
+    // progress, ends every task not sent (`rejected: queue_full`).
     void expire_refused(Clock::time_point now);
     void end_refused(std::vector<std::pair<std::string, std::string>>& expired);  // (id, task name)
     // Tasks sent and not refused, or finished and not yet settled: what
@@ -274,6 +277,7 @@ private:
     std::size_t room_growth_ = 0;
     Millis backoff_{0};
     Clock::time_point resend_at_{};
+    Clock::time_point stalled_since_{};  // the first queue_full since the broker last made room ({}: none)
     bool refused_logged_ = false;
     std::uint64_t last_at_tick_ = 0;  // pending_.last() at the last heartbeat tick
     std::vector<std::string> settle_;
