@@ -16,9 +16,9 @@ namespace {
 constexpr int k_drain_limit = 4096;  // messages read from one socket before serving the other
 
 // Messages queued for one frontend peer (its ZMQ_SNDHWM). Replies past it
-// are dropped and counted (dropped.unread_replies): a client that sends
-// requests and never reads its answers held 100,000 STATUS replies (99 MiB)
-// at the default 100,000. A client that reads has its own receive queue.
+// are dropped and counted (dropped.unread_replies), so that a client that
+// sends requests and never reads the answers holds no more than this here;
+// a client that reads has its own receive queue.
 constexpr int k_frontend_send_hwm = 100;
 // ACCEPTED and REJECTED ids kept for one producer while its connection is
 // full; more are dropped and counted.

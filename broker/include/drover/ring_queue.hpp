@@ -7,9 +7,9 @@
 
 namespace drover {
 
-// A queue of small values that costs nothing while empty: an empty
-// std::deque of libstdc++ holds about 600 bytes, which the broker paid for
-// every task name it had ever seen. Push at either end and pop at the front
+// A queue of small values that costs nothing while empty (an empty
+// std::deque of libstdc++ allocates its map and a 512-byte block), for the
+// broker's one queue a task name. Push at either end and pop at the front
 // are O(1) (amortized: the buffer doubles when full); remove_if keeps the
 // order of what stays. shrink() gives the buffer back once it is mostly empty.
 template <class T>
