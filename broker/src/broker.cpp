@@ -20,6 +20,14 @@ constexpr int k_drain_limit = 4096;  // messages read from one socket before ser
 // sends requests and never reads the answers holds no more than this here;
 // a client that reads has its own receive queue.
 constexpr int k_frontend_send_hwm = 100;
+// Messages queued from one frontend peer before libzmq stops reading its
+// connection: a client that floods SUBMITs waits in its own buffers, not in
+// the broker's (a SUBMIT carries up to 1,000 tasks).
+constexpr int k_frontend_receive_hwm = 1000;
+// Free heap above which a broker that still holds tasks gives memory back,
+// once its input is down to a trickle (fewer than k_quiet_messages a tick).
+constexpr std::size_t k_trim_free_bytes = 32 * 1024 * 1024;
+constexpr std::uint64_t k_quiet_messages = 256;
 // ACCEPTED and REJECTED ids kept for one producer while its connection is
 // full; more are dropped and counted.
 constexpr std::size_t k_max_unsent_reply_ids = 100'000;
@@ -72,6 +80,7 @@ Broker::Broker(zmq::context_t& ctx, BrokerConfig config, Logger log)
     sinks_.secure_with(config_.security.get());
     configure_router(frontend_, config_.max_message_bytes);
     frontend_.set(zmq::sockopt::sndhwm, k_frontend_send_hwm);
+    frontend_.set(zmq::sockopt::rcvhwm, k_frontend_receive_hwm);
     // A producer keeps its routing id across reconnects: the new connection takes over.
     frontend_.set(zmq::sockopt::router_handover, 1);
     configure_router(backend_, config_.max_message_bytes);
@@ -610,7 +619,13 @@ void Broker::tick(Clock::time_point now) {
         decltype(outcomes_)().swap(outcomes_);
         const bool released = trim_heap();
         log_->debug("broker.trimmed released={}", released);
+    } else if (received_ - received_at_tick_ < k_quiet_messages && received_ != received_at_trim_) {
+        // Tasks held, a burst over: what carried it (input queues, decoded
+        // batches) is free but would stay in RSS.
+        received_at_trim_ = received_;
+        if (trim_heap(k_trim_free_bytes)) log_->debug("broker.trimmed released=true held={}", scheduler_.task_count());
     }
+    received_at_tick_ = received_;
 }
 
 nlohmann::json Broker::status_json(Clock::time_point now) const {

@@ -107,7 +107,7 @@ private:
     std::map<std::string, std::uint64_t> dropped_;                  // reason -> count
     std::set<std::pair<std::string, std::string>> logged_drops_;     // (peer, reason) logged once
     std::set<std::string> logged_forwards_;                          // workers whose forwarding was logged
-    std::uint64_t received_ = 0, received_at_trim_ = 0;  // messages, to trim the heap after traffic
+    std::uint64_t received_ = 0, received_at_trim_ = 0, received_at_tick_ = 0;  // messages, to trim the heap after traffic
     Clock::time_point next_tick_{};
     Clock::time_point next_retry_ = Clock::time_point::max();  // the next retry back-off to end
 };
