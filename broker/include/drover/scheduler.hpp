@@ -70,7 +70,8 @@ public:
     };
 
     explicit Scheduler(SchedulerLimits limits = {}) : limits_(limits) {
-        if (limits_.max_held == 0) limits_.max_held = 2 * limits_.max_queued;
+        if (limits_.max_held == 0)
+            limits_.max_held = limits_.max_queued > SIZE_MAX / 2 ? SIZE_MAX : 2 * limits_.max_queued;
     }
     Scheduler(const Scheduler&) = delete;  // its index points into its own slots
     Scheduler& operator=(const Scheduler&) = delete;
