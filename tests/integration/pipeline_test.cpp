@@ -448,7 +448,8 @@ TEST_CASE("the broker keeps its answer to tasks from a submit connection until t
         submit.set(zmq::sockopt::linger, 0);
         submit.set(zmq::sockopt::routing_id, "Sabcdefgh");
         submit.connect(bc.frontend);
-        const drover::proto::TaskRef task{"kept-1", "echo", std::string("\x91\x01", 2), "", 0, 1, 0, false, false, {}, 0};
+        const std::string args("\x91\x01", 2);  // the TaskRef views it: it must outlive the encode
+        const drover::proto::TaskRef task{"kept-1", "echo", args, "", 0, 1, 0, false, false, {}, 0};
         REQUIRE(drover::send_message(submit, drover::proto::Command::submit, drover::proto::encode(&task, 1)) ==
                 drover::SendStatus::sent);
         // The broker has refused it (and tried to answer) before the client's own connection comes.
