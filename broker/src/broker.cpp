@@ -16,6 +16,32 @@ namespace {
 
 constexpr int k_drain_limit = 4096;  // messages read from one socket before serving the other
 
+// Messages queued for one frontend peer (its ZMQ_SNDHWM). Replies past it
+// are dropped and counted (dropped.unread_replies), so that a client that
+// sends requests and never reads the answers holds no more than this here;
+// a client that reads has its own receive queue.
+constexpr int k_frontend_send_hwm = 100;
+// Messages queued from one frontend peer before libzmq stops reading its
+// connection: a client that floods SUBMITs waits in its own buffers, not in
+// the broker's (a SUBMIT carries up to 1,000 tasks).
+constexpr int k_frontend_receive_hwm = 1000;
+// Free heap above which a broker that still holds tasks gives memory back,
+// once its input is down to a trickle (fewer than k_quiet_messages a tick).
+constexpr std::size_t k_trim_free_bytes = 32 * 1024 * 1024;
+constexpr std::uint64_t k_quiet_messages = 256;
+// ACCEPTED and REJECTED ids kept for one producer while its connection is
+// full; more are dropped and counted.
+constexpr std::size_t k_max_unsent_reply_ids = 100'000;
+// Ids in one ACCEPTED or REJECTED message, and their bytes at most (a
+// client's --max-message-bytes may be as low as 4 KiB; a SUBMIT's answer
+// fits in about as much as its SUBMIT took).
+constexpr std::size_t k_reply_ids = 1000;
+constexpr std::size_t k_reply_bytes = 64 * 1024;
+// Messages queued for one sink that does not read (broker-made outcomes,
+// up to 1,024 a message, and forwarded results); the rest are sent again
+// on the resend schedule.
+constexpr int k_sink_send_hwm = 10'000;
+
 std::string to_hex(std::string_view bytes) {
     static const char* digits = "0123456789abcdef";
     std::string out;
@@ -48,12 +74,14 @@ Broker::Broker(zmq::context_t& ctx, BrokerConfig config, Logger log)
       frontend_(ctx, zmq::socket_type::router),
       backend_(ctx, zmq::socket_type::router),
       instance_(random_hex(8)),
-      sinks_(ctx, /*linger_ms=*/1000, /*sndtimeo_ms=*/-1, /*hwm=*/100000),
+      sinks_(ctx, /*linger_ms=*/1000, /*sndtimeo_ms=*/-1, k_sink_send_hwm),
       scheduler_(SchedulerLimits{config_.max_queued, config_.heartbeat, config_.liveness}),
       frontend_guard_(config_.security.get(), Domain::producers, log_),
       backend_guard_(config_.security.get(), Domain::workers, log_) {
     sinks_.secure_with(config_.security.get());
     configure_router(frontend_, config_.max_message_bytes);
+    frontend_.set(zmq::sockopt::sndhwm, k_frontend_send_hwm);
+    frontend_.set(zmq::sockopt::rcvhwm, k_frontend_receive_hwm);
     // A producer keeps its routing id across reconnects: the new connection takes over.
     frontend_.set(zmq::sockopt::router_handover, 1);
     configure_router(backend_, config_.max_message_bytes);
@@ -203,15 +231,10 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
             producers_[producer] = now;
             auto result = scheduler_.submit(producer, std::move(m->tasks), now, reply_to);
             report(std::move(result.finals));
-            if (!result.acknowledged.empty()) {
-                auto& acc = accepted_[producer];
-                acc.insert(acc.end(), std::make_move_iterator(result.acknowledged.begin()),
-                           std::make_move_iterator(result.acknowledged.end()));
-            }
+            if (!result.acknowledged.empty()) keep_reply(producer, accepted_[producer], result.acknowledged);
             for (auto& [reason, ids] : result.rejected) {
                 log_->debug("broker.rejected n={} reason={}", ids.size(), reason);
-                auto& r = rejected_[producer][reason];
-                r.insert(r.end(), ids.begin(), ids.end());
+                keep_reply(producer, rejected_[producer][reason], ids);
             }
             return;
         }
@@ -234,14 +257,13 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
         case Command::status: {
             if (!proto::decode_empty(body)) return drop(peer, "frontend", proto::DecodeError::bad_body);
             const auto doc = nlohmann::json::to_msgpack(status_json(now));
-            (void)send_to(frontend_, peer, Command::status_reply,
-                          std::string_view(reinterpret_cast<const char*>(doc.data()), doc.size()));
+            reply(peer, Command::status_reply, std::string_view(reinterpret_cast<const char*>(doc.data()), doc.size()));
             return;
         }
         case Command::heartbeat: {
             if (!proto::decode_empty(body)) return drop(peer, "frontend", proto::DecodeError::bad_body);
             producers_[peer] = now;
-            (void)send_to(frontend_, peer, Command::heartbeat, proto::encode_heartbeat(instance_));
+            reply(peer, Command::heartbeat, proto::encode_heartbeat(instance_));
             return;
         }
         case Command::bye:
@@ -421,24 +443,73 @@ void Broker::forget_producer(const std::string& peer) {
     rejected_.erase(peer);
 }
 
+void Broker::reply(const std::string& peer, proto::Command c, std::string_view body) {
+    if (send_to(frontend_, peer, c, body) == SendStatus::would_block) ++dropped_["unread_replies"];
+}
+
+void Broker::keep_reply(const std::string& producer, std::vector<std::string>& kept, std::vector<std::string>& ids) {
+    std::size_t held = 0;
+    for (const auto& [reason, r] : rejected_[producer]) held += r.size();
+    held += accepted_[producer].size();
+    const std::size_t room = k_max_unsent_reply_ids - std::min(held, k_max_unsent_reply_ids);
+    const std::size_t n = std::min(room, ids.size());
+    kept.insert(kept.end(), std::make_move_iterator(ids.begin()),
+                std::make_move_iterator(ids.begin() + static_cast<std::ptrdiff_t>(n)));
+    if (n < ids.size()) {
+        dropped_["unread_replies"] += ids.size() - n;
+        if (logged_drops_.size() > 10000) logged_drops_.clear();
+        if (logged_drops_.emplace(producer, "unread_replies").second)
+            log_->warn("broker.unread_replies peer={} (it does not read its answers: more than {} ids wait for "
+                       "it; the rest are dropped and counted; logged once per peer)",
+                       to_hex(producer), k_max_unsent_reply_ids);
+    }
+}
+
+namespace {
+
+// Sends `ids` from the front in messages of at most k_reply_ids ids and
+// k_reply_bytes; erases what was sent. Returns false once the peer is full.
+template <class Encode>
+bool send_ids(zmq::socket_t& router, const std::string& peer, proto::Command c, std::vector<std::string>& ids,
+              Encode encode) {
+    std::size_t sent = 0;
+    bool room = true;
+    while (sent < ids.size()) {
+        std::size_t end = sent, bytes = 0;
+        while (end < ids.size() && end - sent < k_reply_ids && (end == sent || bytes + ids[end].size() <= k_reply_bytes))
+            bytes += ids[end++].size() + 2;
+        std::vector<std::string> batch(ids.begin() + static_cast<std::ptrdiff_t>(sent),
+                                       ids.begin() + static_cast<std::ptrdiff_t>(end));
+        if (send_to(router, peer, c, encode(batch)) != SendStatus::sent) {
+            room = false;
+            break;
+        }
+        sent = end;
+    }
+    ids.erase(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(sent));
+    return room;
+}
+
+}  // namespace
+
 void Broker::flush_replies() {
     // A reply its producer cannot take now is kept and sent again at the
     // next turn, until the producer is gone: its tasks may have come on its
     // submit connection, back from a break before its own connection is.
     for (auto& [peer, ids] : accepted_) {
         if (ids.empty()) continue;
-        proto::Ids batch{std::move(ids)};
-        if (send_to(frontend_, peer, proto::Command::accepted, proto::encode(batch)) == SendStatus::sent)
-            ids.clear();
-        else
-            ids = std::move(batch.ids);
+        (void)send_ids(frontend_, peer, proto::Command::accepted, ids,
+                       [](std::vector<std::string>& batch) { return proto::encode(proto::Ids{std::move(batch)}); });
     }
     for (auto it = rejected_.begin(); it != rejected_.end();) {
         auto& by_reason = it->second;
         for (auto r = by_reason.begin(); r != by_reason.end();) {
-            const auto st =
-                send_to(frontend_, it->first, proto::Command::rejected, proto::encode(proto::Rejected{r->second, r->first}));
-            r = st == SendStatus::sent ? by_reason.erase(r) : std::next(r);
+            const std::string& reason = r->first;
+            (void)send_ids(frontend_, it->first, proto::Command::rejected, r->second,
+                           [&](std::vector<std::string>& batch) {
+                               return proto::encode(proto::Rejected{std::move(batch), reason});
+                           });
+            r = r->second.empty() ? by_reason.erase(r) : std::next(r);
         }
         it = by_reason.empty() ? rejected_.erase(it) : std::next(it);
     }
@@ -592,7 +663,13 @@ void Broker::tick(Clock::time_point now) {
         decltype(outcomes_)().swap(outcomes_);
         const bool released = trim_heap();
         log_->debug("broker.trimmed released={}", released);
+    } else if (received_ - received_at_tick_ < k_quiet_messages && received_ != received_at_trim_) {
+        // Tasks held, a burst over: what carried it (input queues, decoded
+        // batches) is free but would stay in RSS.
+        received_at_trim_ = received_;
+        if (trim_heap(k_trim_free_bytes)) log_->debug("broker.trimmed released=true held={}", scheduler_.task_count());
     }
+    received_at_tick_ = received_;
 }
 
 nlohmann::json Broker::status_json(Clock::time_point now) const {

@@ -32,6 +32,11 @@ constexpr std::uint64_t k_prefetched_work_ns = 16'000'000;
 // a dispatch the entry of the task this far back in its queue.
 constexpr std::size_t k_prefetch_ahead = 8;
 
+// STATUS lists at most this many queues (the busiest) and workers; it says
+// how many it left out.
+constexpr std::size_t k_status_queues = 1000;
+constexpr std::size_t k_status_workers = 10'000;
+
 std::uint64_t pack_ref(std::uint32_t slot, std::uint32_t gen) { return std::uint64_t{slot} << 32 | gen; }
 
 // A free index of `items` (from `free`), or a new one at its end.
@@ -99,8 +104,10 @@ Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, std::string_view reply_t
     e.slot = slot;
     e.id = std::move(t.id);
     e.args = std::move(t.args);
-    if (!ctx.name || *ctx.name != t.name) {
-        ctx.name_id = name_id(t.name);
+    if (ctx.name && *ctx.name == t.name) {
+        ++name_refs_[ctx.name_id];  // the batch's earlier task holds it: not idle
+    } else {
+        ctx.name_id = acquire_name(t.name);
         ctx.name = &names_[ctx.name_id];
     }
     e.name = ctx.name_id;
@@ -135,9 +142,11 @@ void Scheduler::free_entry(Entry& e) { free_entry(e, index_.hash(e.id)); }
 void Scheduler::free_entry(Entry& e, std::uint32_t id_hash) {
     if (e.state == State::queued) unmark_queued(e);
     if (e.state == State::held) release_held(e);
+    leave_retry(e);
     index_.erase(e.id, id_hash);
     strings_.release(e.reply_to);
     strings_.release(e.producer);
+    release_name(e.name);
     e.state = State::free;
     ++e.gen;
     e.id.clear();
@@ -163,30 +172,128 @@ std::optional<Scheduler::Route> Scheduler::route_of(std::string_view id) {
 }
 
 bool Scheduler::compact() {
-    if (live_ != 0 || slots_.empty()) return false;
+    if (live_ != 0) return false;
+    if (slots_.empty()) {  // workers may have come and gone with their names
+        const bool freed = !free_names_.empty();
+        compact_names();
+        return freed;
+    }
     // Every Ref (queues, held lists, timers) is stale now, so all of them go
     // and slot numbers and generations may start again.
     std::deque<Entry>().swap(slots_);
     std::vector<std::uint32_t>().swap(free_slots_);
     index_.clear();
-    for (auto& q : queues_) std::deque<Ref>().swap(q);
+    for (auto& q : queues_) q.clear();
     for (auto& w : worker_slots_) std::deque<HeldRef>().swap(w.held);
     DueQueue().swap(retries_);
     DueQueue().swap(reports_);
     std::vector<Ref>().swap(reported_now_);
+    compact_names();
     return true;
 }
 
-std::uint32_t Scheduler::name_id(const std::string& name) {
-    auto [it, added] = name_ids_.try_emplace(name, static_cast<std::uint32_t>(names_.size()));
-    if (added) {
+// Task names --------------------------------------------------------------------
+
+std::uint32_t Scheduler::acquire_name(const std::string& name) {
+    if (auto it = name_ids_.find(name); it != name_ids_.end()) {
+        const auto id = it->second;
+        if (name_refs_[id]++ == 0) unlink_idle(id);  // a name without references is idle
+        return id;
+    }
+    std::uint32_t id;
+    if (!free_names_.empty()) {
+        id = free_names_.back();
+        free_names_.pop_back();
+        names_[id] = name;
+    } else {
+        id = static_cast<std::uint32_t>(names_.size());
         names_.push_back(name);
+        name_refs_.push_back(0);
         known_names_.push_back(0);
         queues_.emplace_back();
         queued_by_name_.push_back(0);
         run_ns_.push_back(0);
+        idle_links_.emplace_back();
     }
-    return it->second;
+    name_ids_.emplace(name, id);
+    name_refs_[id] = 1;
+    return id;
+}
+
+void Scheduler::release_name(std::uint32_t id) {
+    if (--name_refs_[id] > 0) return;
+    if (!known_names_[id]) return free_name(id);  // nothing to remember about it
+    IdleLink& l = idle_links_[id];
+    l = IdleLink{idle_tail_, k_none, true};
+    (idle_tail_ == k_none ? idle_head_ : idle_links_[idle_tail_].next) = id;
+    idle_tail_ = id;
+    if (++idle_names_ > limits_.remembered_names) {
+        const auto oldest = idle_head_;
+        unlink_idle(oldest);
+        free_name(oldest);
+    }
+}
+
+void Scheduler::unlink_idle(std::uint32_t id) {
+    IdleLink& l = idle_links_[id];
+    if (!l.idle) return;
+    (l.prev == k_none ? idle_head_ : idle_links_[l.prev].next) = l.next;
+    (l.next == k_none ? idle_tail_ : idle_links_[l.next].prev) = l.prev;
+    l = IdleLink{};
+    --idle_names_;
+}
+
+void Scheduler::free_name(std::uint32_t id) {
+    name_ids_.erase(names_[id]);
+    std::string().swap(names_[id]);
+    known_names_[id] = 0;
+    queues_[id].clear();  // only refs of tasks that are gone
+    queued_by_name_[id] = 0;
+    run_ns_[id] = 0;
+    free_names_.push_back(id);
+}
+
+void Scheduler::compact_names() {
+    if (free_names_.empty()) return;
+    std::vector<char> freed(names_.size(), 0);
+    for (const auto id : free_names_) freed[id] = 1;
+    std::vector<std::uint32_t> renamed(names_.size(), k_none);
+    std::deque<std::string> names;
+    std::vector<std::uint32_t> refs;
+    std::vector<char> known;
+    std::vector<std::uint64_t> run_ns;
+    for (std::uint32_t id = 0; id < names_.size(); ++id) {
+        if (freed[id]) continue;
+        renamed[id] = static_cast<std::uint32_t>(names.size());
+        names.push_back(std::move(names_[id]));
+        refs.push_back(name_refs_[id]);
+        known.push_back(known_names_[id]);
+        run_ns.push_back(run_ns_[id]);
+    }
+    std::vector<IdleLink> links(names.size());
+    std::uint32_t head = k_none, tail = k_none;
+    for (auto id = idle_head_; id != k_none; id = idle_links_[id].next) {
+        const auto n = renamed[id];
+        links[n] = IdleLink{tail, k_none, true};
+        (tail == k_none ? head : links[tail].next) = n;
+        tail = n;
+    }
+    for (const auto& [identity, wslot] : workers_)
+        for (auto& name : worker_slots_[wslot].names) name = renamed[name];
+    names_ = std::move(names);
+    name_refs_ = std::move(refs);
+    known_names_ = std::move(known);
+    run_ns_ = std::move(run_ns);
+    idle_links_ = std::move(links);
+    idle_head_ = head;
+    idle_tail_ = tail;
+    std::vector<RingQueue<Ref>>(names_.size()).swap(queues_);  // no task is held: every queue is empty
+    std::vector<std::size_t>(names_.size(), 0).swap(queued_by_name_);
+    std::vector<std::uint32_t>().swap(free_names_);
+    decltype(name_ids_) ids;
+    ids.reserve(names_.size());
+    for (std::uint32_t id = 0; id < names_.size(); ++id) ids.emplace(names_[id], id);
+    name_ids_.swap(ids);
 }
 
 Scheduler::WorkerState* Scheduler::worker(const std::string& identity) {
@@ -202,10 +309,19 @@ bool Scheduler::holds(std::uint32_t wslot, const HeldRef& h) const {
 void Scheduler::release_held(Entry& e) {
     WorkerState& w = worker_slots_[e.worker];
     --w.held_count;
+    --held_total_;
     e.worker = k_none;
     e.state = State::ended;
     const auto wslot = static_cast<std::uint32_t>(&w - worker_slots_.data());
     while (!w.held.empty() && !holds(wslot, w.held.front())) w.held.pop_front();
+    // Behind a task that stays (a long one), the list would keep every
+    // settled task dispatched after it.
+    if (w.held.size() >= 64 && w.held.size() > 2 * w.held_count) {
+        std::deque<HeldRef> kept;
+        for (const auto& h : w.held)
+            if (holds(wslot, h)) kept.push_back(h);
+        w.held.swap(kept);
+    }
 }
 
 void Scheduler::mark_queued(Entry& e) {
@@ -223,13 +339,33 @@ void Scheduler::unmark_queued(Entry& e) {
 void Scheduler::enqueue_front(Entry& e) {
     if (e.state == State::held) release_held(e);
     mark_queued(e);
-    queues_[e.name].push_front(Ref{e.slot, e.gen});
+    push_queued(e, true);
+}
+
+void Scheduler::push_queued(const Entry& e, bool front) {
+    auto& q = queues_[e.name];
+    // e is counted in queued_by_name_ already; a Ref is stale once its task is not queued.
+    if (q.size() >= 64 && q.size() > 2 * queued_by_name_[e.name])
+        q.remove_if([this](const Ref& r) {
+            const Entry* x = live(r);
+            return !x || x->state != State::queued;
+        });
+    if (front)
+        q.push_front(Ref{e.slot, e.gen});
+    else
+        q.push_back(Ref{e.slot, e.gen});
+}
+
+void Scheduler::leave_retry(Entry& e) {
+    if (e.state != State::waiting_retry) return;
+    --retrying_;
+    e.state = State::ended;
 }
 
 // Submitting ------------------------------------------------------------------
 
 Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<proto::Task>&& tasks,
-                                       Clock::time_point, std::string_view batch_reply_to) {
+                                       Clock::time_point now, std::string_view batch_reply_to) {
     Submitted out;
     // A task whose outcome goes elsewhere (detached) is answered ACCEPTED.
     const auto accept = [&out](bool detached, std::string_view id) {
@@ -263,7 +399,12 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
                 known->producer = strings_.acquire(producer);
             }
             accept(known->detached, t.id);
-            if (known->reported) out.finals.push_back(*known->reported);  // it was missed
+            // It was missed. Once a window: a client that submits the id
+            // again and again must not fill the sink's queue with copies.
+            if (Report* r = known->reported.get(); r && now - r->repeated_at >= limits_.heartbeat * limits_.liveness) {
+                r->repeated_at = now;
+                out.finals.push_back(r->final);
+            }
             continue;
         }
         const std::string_view reply_to = t.reply_to.empty() ? batch_reply_to : std::string_view(t.reply_to);
@@ -278,20 +419,25 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
             ctx.checked_name = t.name;
         }
         if (!workers_.empty() && !ctx.name_known) {
+            if (live_ >= limits_.max_held) {  // its outcome would wait here for its SETTLE
+                out.rejected["queue_full"].push_back(std::move(t.id));
+                ++totals_.rejected;
+                continue;
+            }
             Entry& e = new_entry(std::move(t), reply_to, ctx, hashes[i]);
             out.finals.push_back(end_task(e, proto::Status::error, "unknown task '" + names_[e.name] + "': no worker runs it"));
             accept(e.detached, e.id);
             ++totals_.accepted;
             continue;
         }
-        if (live_ >= limits_.max_queued) {
+        if (full() || live_ >= limits_.max_held) {
             out.rejected["queue_full"].push_back(std::move(t.id));
             ++totals_.rejected;
             continue;
         }
         Entry& e = new_entry(std::move(t), reply_to, ctx, hashes[i]);
         mark_queued(e);
-        queues_[e.name].push_back(Ref{e.slot, e.gen});
+        push_queued(e, false);
         ++totals_.accepted;
         accept(e.detached, e.id);
     }
@@ -344,7 +490,7 @@ std::vector<FinalOutcome> Scheduler::hello(const std::string& identity, proto::H
     w.hello = std::move(h);
     w.last_seen = now;
     for (const auto& name : w.hello.tasks) {
-        const auto id = name_id(name);
+        const auto id = acquire_name(name);
         known_names_[id] = 1;
         w.names.push_back(id);
     }
@@ -424,6 +570,7 @@ std::vector<FinalOutcome> Scheduler::remove_worker_slot(std::uint32_t wslot, boo
         ++totals_.redispatched;
     }
     workers_.erase(w.identity);
+    for (const auto name : w.names) release_name(name);  // after the requeue: its tasks hold theirs
     w = WorkerState{};
     free_worker_slots_.push_back(wslot);
     return finals;
@@ -517,6 +664,7 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
                 ++e->attempt;
                 w.held.push_back(HeldRef{r.slot, r.gen, e->dispatch_seq});
                 ++w.held_count;
+                ++held_total_;
                 --w.credits;
                 e->on_start = on_start;
                 if (on_start) {
@@ -625,11 +773,12 @@ FinalOutcome Scheduler::final_outcome(const Entry& e, proto::Status status, std:
 FinalOutcome Scheduler::end_task(Entry& e, proto::Status status, std::string error) {
     if (e.state == State::queued) unmark_queued(e);
     if (e.state == State::held) release_held(e);
+    leave_retry(e);
     e.state = State::ended;
-    e.reported = std::make_unique<FinalOutcome>(final_outcome(e, status, std::move(error)));
+    e.reported = std::make_unique<Report>(Report{final_outcome(e, status, std::move(error)), {}});
     e.report_sends = 1;
     reported_now_.push_back(Ref{e.slot, e.gen});
-    return *e.reported;
+    return e.reported->final;
 }
 
 Millis Scheduler::report_interval(std::uint32_t sends) const {
@@ -654,7 +803,7 @@ std::vector<FinalOutcome> Scheduler::reports_due(Clock::time_point now) {
         }
         ++e->report_sends;
         ++totals_.reports_resent;
-        due.push_back(*e->reported);
+        due.push_back(e->reported->final);
         reports_.emplace(now + report_interval(e->report_sends), ref);
     }
     return due;
@@ -677,6 +826,7 @@ std::optional<std::vector<FinalOutcome>> Scheduler::retry(const std::string& ide
             continue;
         }
         e->state = State::waiting_retry;
+        ++retrying_;
         const auto shift = std::min<std::uint32_t>(std::max<std::uint32_t>(e->attempt, 1) - 1, 16);
         const auto backoff = std::min<Millis>(limits_.retry_base * (1LL << shift), limits_.retry_max);
         retries_.emplace(now + backoff, pack_ref(e->slot, e->gen));
@@ -744,8 +894,9 @@ Clock::time_point Scheduler::release_retries(Clock::time_point now) {
         const Ref r{static_cast<std::uint32_t>(ref >> 32), static_cast<std::uint32_t>(ref)};
         Entry* e = live(r);
         if (!e || e->state != State::waiting_retry) continue;  // settled or cancelled meanwhile
+        leave_retry(*e);
         mark_queued(*e);
-        queues_[e->name].push_back(r);
+        push_queued(*e, false);
     }
     return retries_.empty() ? Clock::time_point::max() : retries_.top().first;
 }
@@ -836,29 +987,35 @@ std::size_t Scheduler::held_by(const std::string& identity) const {
 nlohmann::json Scheduler::status(Clock::time_point now) const {
     using nlohmann::json;
     std::vector<std::size_t> running(names_.size(), 0), can_run(names_.size(), 0);
-    std::size_t in_flight = 0, retrying = 0, ended = 0;
-    for (const auto& e : slots_) {
-        if (e.state == State::held) {
-            ++running[e.name];
-            ++in_flight;
-        }
-        retrying += e.state == State::waiting_retry;
-        ended += e.state == State::ended;
-    }
+    for (const auto& e : slots_)
+        if (e.state == State::held) ++running[e.name];
     for (const auto& [identity, wslot] : workers_)
         for (const auto name : worker_slots_[wslot].names) ++can_run[name];
 
+    // The busiest k_status_queues names: a reply must not grow with every
+    // name a client made up.
+    std::vector<std::uint32_t> shown;
+    for (std::uint32_t n = 0; n < names_.size(); ++n)
+        if (queued_by_name_[n] != 0 || running[n] != 0 || can_run[n] != 0) shown.push_back(n);
+    const std::size_t listed = std::min(shown.size(), k_status_queues);
+    const auto busier = [&](std::uint32_t a, std::uint32_t b) {
+        return queued_by_name_[a] + running[a] + can_run[a] > queued_by_name_[b] + running[b] + can_run[b];
+    };
+    std::partial_sort(shown.begin(), shown.begin() + static_cast<std::ptrdiff_t>(listed), shown.end(), busier);
     json queues = json::object();
     json waiting = json::array();
-    for (std::size_t n = 0; n < names_.size(); ++n) {
+    for (std::size_t i = 0; i < listed; ++i) {
+        const auto n = shown[i];
         const std::size_t queued = queued_by_name_[n];
-        if (queued == 0 && running[n] == 0 && can_run[n] == 0) continue;
-        queues[names_[n]] = {
-            {"queued", queued}, {"in_flight", running[n]}, {"workers", can_run[n]}, {"run_us", static_cast<double>(run_ns_[n]) / 1000.0}};
+        queues[names_[n]] = {{"queued", queued},
+                              {"in_flight", running[n]},
+                              {"workers", can_run[n]},
+                              {"run_us", static_cast<double>(run_ns_[n]) / 1000.0}};
         if (queued > 0 && can_run[n] == 0) waiting.push_back(names_[n]);
     }
     json workers = json::array();
     for (const auto& [identity, wslot] : workers_) {
+        if (workers.size() >= k_status_workers) break;
         const WorkerState& w = worker_slots_[wslot];
         workers.push_back({{"id", w.hello.worker},
                            {"host", w.hello.host},
@@ -890,10 +1047,13 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
             {"waiting_for_workers", waiting},
             {"workers", workers},
             {"hosts", hosts},
+            {"queues_omitted", shown.size() - listed},
+            {"workers_omitted", workers_.size() - workers.size()},
+            {"names", name_ids_.size()},
             {"queued", queued_},
-            {"in_flight", in_flight},
-            {"retrying", retrying},
-            {"awaiting_settle", ended},
+            {"in_flight", held_total_},
+            {"retrying", retrying_},
+            {"awaiting_settle", live_ - queued_ - held_total_ - retrying_},
             {"held", live_},
             {"totals",
              {{"accepted", totals_.accepted},

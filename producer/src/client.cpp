@@ -32,6 +32,11 @@ constexpr std::size_t k_settle_batch = 4096;
 // (W2 over inproc 67 against 81 us).
 constexpr Millis k_settle_delay{10};
 
+// The back-off after a queue_full: it starts here and doubles while
+// refusals come with no outcome between them, up to k_max_backoff.
+constexpr Millis k_min_backoff{2};
+constexpr Millis k_max_backoff{1000};
+
 // Digits in ascending ASCII order, so that for numbers written with them a
 // shorter string is smaller and equal lengths compare as the numbers do.
 constexpr std::string_view k_digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
@@ -162,7 +167,7 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
                                     ", less " + std::to_string(k_message_fields) +
                                     " for the message's own fields and the name)");
     std::unique_lock lock(mutex_);
-    room_.wait(lock, [&] { return pending_.size() < options_.window || stopping_; });
+    room_.wait(lock, [&] { return pending_.size() + settle_.size() < options_.window || stopping_; });
     if (stopping_) throw std::runtime_error("client is closing");
     SinkAddress elsewhere;
     if (!options.reply_to.empty()) {
@@ -337,15 +342,29 @@ proto::TaskRef Client::wire_ref(const Pending& p) const {
                           0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error, t.secret, 0};
 }
 
-void Client::send_unsent() {
-    if (unsent_.empty()) return;
+std::size_t Client::at_broker() const {
+    const std::size_t known = pending_.size() + settle_.size();
+    return known - std::min(known, unsent_.size() + inbox_.size());
+}
+
+Client::Unsent Client::send_unsent() {
+    if (unsent_.empty()) return Unsent::none;
+    if (Clock::now() < resend_at_) return Unsent::backing_off;
     std::size_t sent = 0;
     std::lock_guard lock(mutex_);
+    // After a queue_full, no more at the broker than it has room for.
+    std::size_t budget = SIZE_MAX;
+    if (broker_room_ != SIZE_MAX) {
+        const std::size_t there = at_broker();
+        budget = broker_room_ > there ? broker_room_ - there : 0;
+    }
     const std::size_t limit = batch_byte_limit(options_.max_message_bytes);
-    while (sent < unsent_.size()) {
+    bool full = false;
+    while (sent < unsent_.size() && budget > 0) {
         std::vector<proto::TaskRef> batch;
         std::size_t end = sent, bytes = 0;
-        while (end < unsent_.size() && end - sent < k_submit_batch && (end == sent || bytes < limit)) {
+        const std::size_t most = std::min(k_submit_batch, budget);
+        while (end < unsent_.size() && batch.size() < most && (batch.empty() || bytes < limit)) {
             const Pending* p = pending_.find(unsent_[end++]);
             if (!p) continue;  // finished (cancelled, rejected) before it was sent
             batch.push_back(wire_ref(*p));
@@ -353,12 +372,81 @@ void Client::send_unsent() {
         }
         if (!batch.empty()) {
             auto body = proto::encode_message(batch.data(), batch.size());
-            if (send_message(*broker_, proto::Command::submit, body) != SendStatus::sent)
-                break;  // full: try again on the next turn of the loop
+            if (send_message(*broker_, proto::Command::submit, body) != SendStatus::sent) {
+                full = true;  // try again on the next turn of the loop
+                break;
+            }
+            budget -= batch.size();
         }
         sent = end;
     }
     unsent_.erase(unsent_.begin(), unsent_.begin() + static_cast<std::ptrdiff_t>(sent));
+    if (unsent_.empty()) return Unsent::none;
+    return full ? Unsent::socket_full : Unsent::no_room;
+}
+
+void Client::hold_back(const std::vector<std::string>& ids) {
+    const auto now = Clock::now();
+    std::vector<std::uint64_t> again;
+    std::size_t there = 0;
+    {
+        std::lock_guard lock(mutex_);
+        for (const auto& id : ids)
+            if (const Found f = find_pending(id); f.pending) again.push_back(f.seq);
+        // Sent again first, in the order submitted.
+        std::sort(again.begin(), again.end());
+        unsent_.insert(unsent_.begin(), again.begin(), again.end());
+        // The broker took what it holds of ours, and no more: keep to that,
+        // growing as outcomes come (on_results).
+        there = at_broker();
+        broker_room_ = std::max<std::size_t>(1, there);
+        room_growth_ = 0;
+    }
+    if (stalled_since_ == Clock::time_point{}) stalled_since_ = now;
+    // One back-off for the refusals of one round (several SUBMITs may have
+    // been refused at once); doubled when they come again after it.
+    if (now >= resend_at_) {
+        backoff_ = backoff_ == Millis(0) ? k_min_backoff : std::min(backoff_ * 2, k_max_backoff);
+        resend_at_ = now + backoff_;
+    }
+    if (!refused_logged_) {
+        refused_logged_ = true;
+        log_->warn("client.queue_full n={} at_broker={} backoff_ms={} (the broker's queue is full: tasks are held back "
+                   "and sent again as it makes room; after {} ms without any they end rejected; logged once)",
+                   ids.size(), there, backoff_.count(), options_.queue_full_wait.count());
+    }
+    expire_refused(now);
+}
+
+void Client::made_room() {
+    backoff_ = Millis(0);
+    stalled_since_ = {};
+}
+
+void Client::expire_refused(Clock::time_point now) {
+    if (stalled_since_ == Clock::time_point{} || now - stalled_since_ < options_.queue_full_wait) return;
+    std::vector<std::pair<std::string, std::string>> expired;
+    {
+        std::lock_guard lock(mutex_);
+        for (const auto seq : unsent_)
+            if (const Pending* p = pending_.find(seq)) expired.emplace_back(p->task.id, p->task.name);
+    }
+    stalled_since_ = {};  // tasks submitted from now on get a wait of their own
+    log_->warn("client.queue_full_gave_up n={} ms={} (the broker took none of this client's tasks and finished none "
+               "for that long: the tasks not sent end rejected: queue_full)",
+               expired.size(), options_.queue_full_wait.count());
+    end_refused(expired);  // their unsent_ entries are skipped once they are not pending
+}
+
+void Client::end_refused(std::vector<std::pair<std::string, std::string>>& expired) {
+    for (auto& [id, task] : expired) {
+        Result r;
+        r.id = id;
+        r.task = std::move(task);
+        r.status = proto::Status::rejected;
+        r.error = "queue_full";
+        finish(id, std::move(r));
+    }
 }
 
 void Client::finish(const std::string& id, Result&& r) {
@@ -459,14 +547,30 @@ void Client::on_results(std::string_view body) {
         }
         delivering_ += ready.size();
         // The last in flight, with the broker in this process: it is told at
-        // once (k_settle_delay).
+        // once (k_settle_delay). With the window full, at once too: the
+        // window counts the outcomes to settle.
         if (pending_.empty() && settle_last_at_once_) settle_now_ = true;
+        if (pending_.size() + settle_.size() >= options_.window) settle_now_ = true;
+    }
+    if (!ready.empty()) {
+        // The broker makes room: after a queue_full, one task more at it a
+        // round trip (as many outcomes as it holds of ours), back to no
+        // limit once the window fits.
+        made_room();
+        if (broker_room_ != SIZE_MAX) {
+            room_growth_ += ready.size();
+            while (room_growth_ >= broker_room_) {
+                room_growth_ -= broker_room_;
+                ++broker_room_;
+            }
+            if (broker_room_ >= options_.window) broker_room_ = SIZE_MAX;
+        }
+        deliver(ready);
     }
     if (resubmitted > 0)
         log_->warn("client.resubmitting n={} (the broker took this producer for gone, as it was stopped, and "
                    "cancelled them: they go again under their ids)",
                    resubmitted);
-    if (!ready.empty()) deliver(ready);
 }
 
 void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
@@ -497,12 +601,14 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
                     }
                 }
             }
+            if (!elsewhere.empty()) made_room();  // the broker took them
             for (auto& [id, r] : elsewhere) finish(id, std::move(r));
             return;
         }
         case proto::Command::rejected: {
             auto m = proto::decode_rejected(body);
             if (!m) return;
+            if (m->reason == "queue_full") return hold_back(m->ids);
             for (const auto& id : m->ids) {
                 Result r;
                 r.id = id;
@@ -552,6 +658,9 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
 // yet, under the same ids, in the order submitted. Called with mutex_ held.
 void Client::resend_unfinished() {
     unsent_.clear();
+    broker_room_ = SIZE_MAX;  // another broker, or the same one after a break: its queue is news
+    made_room();
+    resend_at_ = {};
     pending_.for_each([&](std::uint64_t seq, const Pending& p) {
         if (!p.elsewhere || !p.accepted) unsent_.push_back(seq);
     });
@@ -571,15 +680,20 @@ Clock::time_point Client::settle_due() const {
 }
 
 void Client::send_settle() {
+    if (settle_.empty()) return;
     for (std::size_t i = 0; i < settle_.size(); i += k_settle_batch) {
         const auto end = std::min(settle_.size(), i + k_settle_batch);
         proto::Settle batch{{settle_.begin() + static_cast<std::ptrdiff_t>(i), settle_.begin() + static_cast<std::ptrdiff_t>(end)},
                             i == 0 ? settle_timed_out_ : 0, {}};
         (void)send_message(*broker_, proto::Command::settle, proto::encode(batch));
     }
-    settle_.clear();
-    settle_timed_out_ = 0;
-    settle_now_ = false;
+    {
+        std::lock_guard lock(mutex_);  // submitters count settle_ in the window
+        settle_.clear();
+        settle_timed_out_ = 0;
+        settle_now_ = false;
+    }
+    room_.notify_all();
 }
 
 void Client::io_loop() {
@@ -611,13 +725,16 @@ void Client::io_loop() {
         // after the SETTLE of its earlier run (the client's own ids are
         // never given twice).
         if (has_named && !unsent_.empty()) send_settle();
-        send_unsent();
+        const Unsent unsent = send_unsent();
 
         poller.watch(k_sink, sink_, Poller::Use::receive_only);
         poller.watch(k_broker, *broker_, Poller::Use::send_and_receive);
         poller.watch(k_wake, wake_fd_);
         auto wait = std::chrono::duration_cast<Millis>(std::min(next_heartbeat, settle_due()) - Clock::now()) + Millis(1);
-        if (!unsent_.empty()) wait = std::min(wait, Millis(1));
+        // Room comes with outcomes and with the SETTLE sent after them.
+        if (unsent == Unsent::socket_full || unsent == Unsent::no_room) wait = std::min(wait, Millis(1));
+        if (unsent == Unsent::backing_off)
+            wait = std::min(wait, std::chrono::duration_cast<Millis>(resend_at_ - Clock::now()) + Millis(1));
         wait = std::max(wait, Millis(0));
         stall_meter.will_wait(wait);
         poller.wait(wait);
@@ -678,6 +795,8 @@ void Client::io_loop() {
                 settled_recent_.clear();
             }
             heartbeat_sent_ = now;
+            // Refused tasks that wait for room (nothing of ours at the broker ends) also end in time.
+            if (!unsent_.empty()) expire_refused(now);
             (void)send_message(*broker_, proto::Command::heartbeat);
             {
                 // Idle since the last tick: a burst's table goes back to the heap.

@@ -77,6 +77,7 @@ struct Settings {
     std::string worker_exe;
     ClientOptions client;
     std::int64_t heartbeat_ms = 1000;
+    std::int64_t queue_full_wait_ms = 30000;
     std::uint32_t timeout_ms = 0;
     bool retry_on_error = false;
     std::size_t wait_workers = 0;
@@ -319,6 +320,10 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     app.add_option("--sink-advertise", s.client.sink_advertise, "the sink endpoint given to workers as reply_to");
     app.add_option("--window", s.client.window, "unfinished tasks before submitting pauses")
         ->capture_default_str()->check(CLI::Range(std::size_t{1}, std::size_t{10'000'000}));
+    app.add_option("--queue-full-wait-ms", s.queue_full_wait_ms,
+                   "how long a task the broker refuses with queue_full is held back and sent again before it ends "
+                   "rejected")
+        ->capture_default_str()->check(CLI::Range(std::int64_t{0}, std::int64_t{86'400'000}));
     app.add_option("--max-attempts", s.client.max_attempts, "default attempts for a task whose worker dies")
         ->capture_default_str()->check(CLI::Range(1u, 1000u));
     app.add_option("--timeout-ms", s.timeout_ms, "default task timeout (0: none)")->capture_default_str();
@@ -393,6 +398,7 @@ int producer_main(int argc, char** argv, const Registry& registry) {
             s.client.broker = s.broker;
         }
         s.client.heartbeat = Millis(s.heartbeat_ms);
+        s.client.queue_full_wait = Millis(s.queue_full_wait_ms);
         int rc;
         {
             Client client(ctx, s.client, log);

@@ -308,7 +308,9 @@ TEST_CASE("a stopped sink: workers give up waiting, the broker stays bounded, an
     sink.signal(SIGSTOP);
     // 1,500 results of 32 KiB: more than the worker's and the kernel's buffers hold.
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 1500, "echo", {std::string(32 * 1024, 'x')});
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},
+    // The producer holds back what the broker refuses (queue_full), for a second, then gives up on it.
+    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--queue-full-wait-ms", "1000", "submit",
+                      "--reply-to", sink_ep},
                      dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));
     REQUIRE(producer.wait(60s).has_value());
     std::set<std::string> accepted, rejected;

@@ -413,11 +413,11 @@ TEST_CASE("a caller sends a lone task on the client's submit connection, and the
     // The lone task's answer comes on the client's own connection, and reaches its caller.
     REQUIRE(lone_ids.size() == 1);
     (void)drover::send_to(router, own, drover::proto::Command::rejected,
-                          drover::proto::encode(drover::proto::Rejected{lone_ids, "queue_full"}));
+                          drover::proto::encode(drover::proto::Rejected{lone_ids, "duplicate_id"}));
     REQUIRE(lone.wait_for(5s) == std::future_status::ready);
     const auto r = lone.get();
     CHECK(r.status == drover::proto::Status::rejected);
-    CHECK(r.error == "queue_full");
+    CHECK(r.error == "duplicate_id");
     CHECK(other.wait_for(10ms) == std::future_status::timeout);
 }
 
@@ -448,7 +448,8 @@ TEST_CASE("the broker keeps its answer to tasks from a submit connection until t
         submit.set(zmq::sockopt::linger, 0);
         submit.set(zmq::sockopt::routing_id, "Sabcdefgh");
         submit.connect(bc.frontend);
-        const drover::proto::TaskRef task{"kept-1", "echo", std::string("\x91\x01", 2), "", 0, 1, 0, false, false, {}, 0};
+        const std::string args("\x91\x01", 2);  // the TaskRef views it: it must outlive the encode
+        const drover::proto::TaskRef task{"kept-1", "echo", args, "", 0, 1, 0, false, false, {}, 0};
         REQUIRE(drover::send_message(submit, drover::proto::Command::submit, drover::proto::encode(&task, 1)) ==
                 drover::SendStatus::sent);
         // The broker has refused it (and tried to answer) before the client's own connection comes.
@@ -486,7 +487,8 @@ TEST_CASE("the broker keeps its answer to tasks from a submit connection until t
     }
 }
 
-TEST_CASE("the broker rejects tasks past --max-queued with queue_full", "[integration]") {
+TEST_CASE("tasks the broker refuses past --max-queued are held back by the client and run once there is room",
+          "[integration]") {
     zmq::context_t ctx;
     auto bc = broker_config("inproc://front-full", "inproc://back-full");
     bc.max_queued = 5;
@@ -495,16 +497,47 @@ TEST_CASE("the broker rejects tasks past --max-queued with queue_full", "[integr
         drover::Client client(ctx, client_options(bc.frontend, "inproc://sink-full"));
         std::vector<std::future<drover::Result>> futures;
         for (int i = 0; i < 8; ++i) futures.push_back(client.submit("echo", i));
-        int rejected = 0;
-        for (int i = 5; i < 8; ++i) {
-            REQUIRE(futures[static_cast<std::size_t>(i)].wait_for(5s) == std::future_status::ready);
-            auto r = futures[static_cast<std::size_t>(i)].get();
-            if (r.status == drover::proto::Status::rejected && r.error == "queue_full") ++rejected;
+        // No worker yet: the broker holds 5 and refuses 3, which the client keeps.
+        std::optional<nlohmann::json> status;
+        for (auto deadline = std::chrono::steady_clock::now() + 5s; std::chrono::steady_clock::now() < deadline;) {
+            status = drover::fetch_status(ctx, bc.frontend, 1000ms);
+            if (status && (*status)["queued"] == 5 && (*status)["totals"]["rejected"].get<int>() >= 3) break;
+            std::this_thread::sleep_for(5ms);
         }
-        CHECK(rejected == 3);
-        for (int i = 0; i < 5; ++i)
-            CHECK(futures[static_cast<std::size_t>(i)].wait_for(10ms) == std::future_status::timeout);
+        REQUIRE(status);
+        CHECK((*status)["queued"] == 5);
+        CHECK((*status)["totals"]["rejected"].get<int>() >= 3);
+        for (auto& f : futures) CHECK(f.wait_for(10ms) == std::future_status::timeout);
+        // A worker makes room: every task runs, none is reported rejected.
+        const auto registry = builtins();
+        WorkerThread worker(ctx, registry, worker_options(broker));
+        for (std::size_t i = 0; i < futures.size(); ++i) {
+            REQUIRE(futures[i].wait_for(10s) == std::future_status::ready);
+            const auto r = futures[i].get();
+            CHECK(r.ok());
+            CHECK(r.as<int>() == static_cast<int>(i));
+        }
     }
+}
+
+TEST_CASE("a task refused with queue_full for longer than queue_full_wait ends rejected", "[integration]") {
+    zmq::context_t ctx;
+    auto bc = broker_config("inproc://front-full-wait", "inproc://back-full-wait");
+    bc.max_queued = 2;
+    BrokerThread broker(ctx, bc);
+    auto options = client_options(bc.frontend, "inproc://sink-full-wait");
+    options.queue_full_wait = 300ms;
+    drover::Client client(ctx, options);
+    std::vector<std::future<drover::Result>> futures;
+    for (int i = 0; i < 4; ++i) futures.push_back(client.submit("echo", i));
+    int rejected = 0;
+    for (std::size_t i = 2; i < futures.size(); ++i) {
+        REQUIRE(futures[i].wait_for(10s) == std::future_status::ready);
+        const auto r = futures[i].get();
+        rejected += r.status == drover::proto::Status::rejected && r.error == "queue_full";
+    }
+    CHECK(rejected == 2);
+    for (std::size_t i = 0; i < 2; ++i) CHECK(futures[i].wait_for(10ms) == std::future_status::timeout);
 }
 
 namespace {

@@ -1150,3 +1150,140 @@ TEST_CASE("Tasks a worker gives back go to the front of the queue without counti
     REQUIRE(s.give_back("A", {"t2"}, t0));
     CHECK(s.held_by("B") == 2);
 }
+
+TEST_CASE("A task name no task and no worker uses any more is forgotten", "[scheduler]") {
+    Scheduler s;
+    std::vector<std::string> ids;
+    std::vector<proto::Task> tasks;
+    for (int i = 0; i < 1000; ++i) {
+        tasks.push_back(make_task("t" + std::to_string(i), "name-" + std::to_string(i)));
+        ids.push_back(tasks.back().id);
+    }
+    REQUIRE(s.submit("P", std::move(tasks), t0).accepted == 1000);
+    CHECK(s.name_count() == 1000);
+    CHECK(s.cancel("P", ids).size() == 1000);
+    s.settle("P", ids);
+    CHECK(s.task_count() == 0);
+    CHECK(s.name_count() == 0);
+    CHECK(s.compact());
+    // The ids of freed names are used again, and a name comes back as new.
+    REQUIRE(s.submit("P", tasks_of({make_task("again", "name-7")}), t0).accepted == 1);
+    CHECK(s.name_count() == 1);
+    CHECK(s.status(t0)["queues"]["name-7"]["queued"] == 1);
+}
+
+TEST_CASE("Names workers announced are remembered, up to remembered_names, once nobody uses them",
+          "[scheduler]") {
+    SchedulerLimits limits;
+    limits.remembered_names = 2;
+    Scheduler s(limits);
+    add_worker(s, "A", 0, {"n1", "n2", "n3"});
+    add_worker(s, "B", 0, {"other"});
+    (void)s.remove_worker("A", false);
+    CHECK(s.name_count() == 3);  // "other" and the two last released of A's
+    // A task of a remembered name waits for its worker; n1 was forgotten:
+    // with a live worker that does not run it, its task ends as unknown.
+    auto sub = s.submit("P", tasks_of({make_task("t3", "n3"), make_task("t1", "n1")}), t0);
+    CHECK(sub.accepted == 2);
+    REQUIRE(sub.finals.size() == 1);
+    CHECK(sub.finals[0].outcome.id == "t1");
+    CHECK_THAT(sub.finals[0].outcome.error, Catch::Matchers::Contains("unknown task"));
+    CHECK(s.queued_count() == 1);
+    // A worker that comes back with n1 makes it known again; renumbered names keep working.
+    s.settle("P", {"t3", "t1"});
+    CHECK(s.compact());
+    add_worker(s, "C", 1, {"n1"});
+    REQUIRE(s.submit("P", tasks_of({make_task("t4", "n1")}), t0).accepted == 1);
+    const auto batches = s.dispatch();
+    REQUIRE(batches.size() == 1);
+    CHECK(batches[0].worker == "C");
+    CHECK(batches[0].tasks[0].name == "n1");
+}
+
+TEST_CASE("max_queued counts queued, running and retrying tasks; outcomes waiting for SETTLE have max_held",
+          "[scheduler]") {
+    SchedulerLimits limits;
+    limits.max_queued = 2;
+    limits.max_held = 3;
+    Scheduler s(limits);
+    add_worker(s, "A", 0);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted == 2);
+    CHECK(s.full());
+    CHECK(s.submit("P", tasks_of({make_task("t3")}), t0).rejected.count("queue_full") == 1);
+    // Cancelled: its outcome waits for SETTLE, and no longer counts as queued.
+    REQUIRE(s.cancel("P", {"t1"}).size() == 1);
+    CHECK(!s.full());
+    CHECK(s.submit("P", tasks_of({make_task("t3")}), t0).accepted == 1);
+    REQUIRE(s.cancel("P", {"t2"}).size() == 1);
+    CHECK(s.active_count() == 1);
+    // Three held in all: max_held refuses a fourth until a SETTLE.
+    CHECK(s.submit("P", tasks_of({make_task("t4")}), t0).rejected.count("queue_full") == 1);
+    s.settle("P", {"t1"});
+    CHECK(s.submit("P", tasks_of({make_task("t4")}), t0).accepted == 1);
+    // Running and waiting out a retry both count.
+    REQUIRE(s.ready("A", 2, t0));
+    REQUIRE(total_tasks(s.dispatch()) == 2);
+    CHECK(s.active_count() == 2);
+    REQUIRE(s.retry("A", {"t3"}, t0));
+    CHECK(s.active_count() == 2);
+    CHECK(s.full());
+    s.settle("P", {"t2", "t3", "t4"});
+    CHECK(s.active_count() == 0);
+    CHECK(s.task_count() == 0);
+}
+
+TEST_CASE("A name's queue drops the refs of tasks that left it instead of keeping them all", "[scheduler]") {
+    Scheduler s;
+    REQUIRE(s.submit("P", tasks_of({make_task("stays")}), t0).accepted == 1);
+    for (int i = 0; i < 10000; ++i) {
+        const std::string id = "c" + std::to_string(i);
+        REQUIRE(s.submit("P", tasks_of({make_task(id)}), t0).accepted == 1);
+        REQUIRE(s.cancel("P", {id}).size() == 1);
+        s.settle("P", {id});
+    }
+    CHECK(s.queue_refs("sum_random") <= 200);
+    add_worker(s, "A", 5);
+    const auto batches = s.dispatch();
+    REQUIRE(total_tasks(batches) == 1);
+    CHECK(batches[0].tasks[0].id == "stays");
+}
+
+TEST_CASE("An ended id submitted again and again gets its outcome again at most once a window", "[scheduler]") {
+    Scheduler s;  // heartbeat 1 s x liveness 3
+    add_worker(s, "A", 0);
+    auto t = make_task("gone", "no_such_task");
+    t.detached = true;
+    auto sub = s.submit("P", tasks_of({t}), t0);
+    REQUIRE(sub.finals.size() == 1);
+    sub = s.submit("P", tasks_of({t}), t0 + 1ms);
+    CHECK(sub.acknowledged == std::vector<std::string>{"gone"});  // answered each time
+    CHECK(sub.finals.size() == 1);                               // the first repeat: it may have been missed
+    for (int i = 0; i < 100; ++i) {
+        sub = s.submit("P", tasks_of({t}), t0 + 2ms);
+        CHECK(sub.acknowledged.size() == 1);
+        CHECK(sub.finals.empty());
+    }
+    sub = s.submit("P", tasks_of({t}), t0 + 1ms + 3s);
+    CHECK(sub.finals.size() == 1);
+}
+
+TEST_CASE("A ring queue keeps order at both ends and holds nothing when empty", "[scheduler]") {
+    drover::RingQueue<int> q;
+    CHECK(q.capacity() == 0);
+    for (int i = 0; i < 100; ++i) q.push_back(i);
+    q.push_front(-1);
+    REQUIRE(q.size() == 101);
+    CHECK(q.front() == -1);
+    CHECK(q[100] == 99);
+    q.remove_if([](int v) { return v % 2 != 0; });  // -1 and the odd ones
+    REQUIRE(q.size() == 50);
+    for (std::size_t i = 0; i < q.size(); ++i) CHECK(q[i] == static_cast<int>(2 * i));
+    CHECK(q.capacity() == 128);
+    q.remove_if([](int v) { return v >= 20; });  // a quarter full or less: the buffer shrinks
+    REQUIRE(q.size() == 10);
+    CHECK(q.capacity() == 32);
+    CHECK(q[9] == 18);
+    while (!q.empty()) q.pop_front();
+    q.shrink();
+    CHECK(q.capacity() == 0);
+}

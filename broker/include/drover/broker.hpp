@@ -68,6 +68,12 @@ private:
     // too large for it. Returns whether it ended any (their credits came back).
     bool send_dispatch(const Scheduler::Batch& batch);
     void flush_replies();
+    // Sends a reply that is not kept: one its peer cannot take now (it does
+    // not read) is dropped and counted.
+    void reply(const std::string& peer, proto::Command c, std::string_view body);
+    // Appends `ids` to a producer's replies in waiting (`kept`), up to
+    // k_max_unsent_reply_ids of them in all; the rest are dropped and counted.
+    void keep_reply(const std::string& producer, std::vector<std::string>& kept, std::vector<std::string>& ids);
     [[nodiscard]] static std::string producer_of(const std::string& peer);  // a SUBMIT's sender's producer
     void forget_producer(const std::string& peer);
     void report(std::vector<FinalOutcome>&& finals);
@@ -109,7 +115,7 @@ private:
     std::map<std::string, std::uint64_t> dropped_;                  // reason -> count
     std::set<std::pair<std::string, std::string>> logged_drops_;     // (peer, reason) logged once
     std::set<std::string> logged_forwards_;                          // workers whose forwarding was logged
-    std::uint64_t received_ = 0, received_at_trim_ = 0;  // messages, to trim the heap after traffic
+    std::uint64_t received_ = 0, received_at_trim_ = 0, received_at_tick_ = 0;  // messages, to trim the heap after traffic
     Clock::time_point next_tick_{};
     StallMeter stall_meter_{config_.heartbeat};
     bool catching_up_ = false;  // stalled, and input may still wait: no peer is judged yet (a window at most)

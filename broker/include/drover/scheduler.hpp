@@ -22,18 +22,28 @@
 
 #include "drover/net.hpp"
 #include "drover/protocol.hpp"
+#include "drover/ring_queue.hpp"
 #include "drover/slot_index.hpp"
 
 namespace drover {
 
 struct SchedulerLimits {
-    std::size_t max_queued = 1'000'000;  // tasks held (queued or running) before queue_full
+    // Tasks queued, running (dispatched, not yet settled) or waiting out a
+    // retry back-off, before SUBMIT is answered queue_full.
+    std::size_t max_queued = 1'000'000;
     Millis heartbeat{1000};
     int liveness = 3;  // missed heartbeats before a worker is declared dead
     Millis retry_base{100};     // back-off before the first retry; doubles each attempt
     Millis retry_max{10000};    // back-off cap
     int report_tries = 8;       // sends of a broker-made outcome before giving up on its sink
     int unsettled_windows = 4;  // liveness windows a task may stay unsettled once its worker holds none
+    // Every task kept, those whose outcome only waits for its SETTLE too,
+    // before queue_full; 0: 2 x max_queued. The bound on the broker's tasks.
+    std::size_t max_held = 0;
+    // Task names that no task and no worker uses, still remembered as
+    // announced by a worker (so that their tasks wait for one rather than
+    // end as unknown); the oldest beyond it are forgotten.
+    std::size_t remembered_names = 10'000;
 };
 
 // An outcome the broker itself must report to a sink (lost, cancelled).
@@ -59,7 +69,10 @@ public:
         std::uint64_t accepts = 0;  // the largest message the worker accepts, from its HELLO (0: not said)
     };
 
-    explicit Scheduler(SchedulerLimits limits = {}) : limits_(limits) {}
+    explicit Scheduler(SchedulerLimits limits = {}) : limits_(limits) {
+        if (limits_.max_held == 0)
+            limits_.max_held = limits_.max_queued > SIZE_MAX / 2 ? SIZE_MAX : 2 * limits_.max_queued;
+    }
     Scheduler(const Scheduler&) = delete;  // its index points into its own slots
     Scheduler& operator=(const Scheduler&) = delete;
 
@@ -68,10 +81,13 @@ public:
     // id already held with the same secret is accepted again without being
     // queued twice (a producer resends after a broker restart); with another
     // secret it is rejected as "duplicate_id" (another producer's id).
-    // A task whose name no worker has ever announced, while workers are
-    // live, ends at once with an `error` outcome ("unknown task"); with no
-    // live worker at all it waits, since the worker that runs it may be
-    // on its way.
+    // A task whose name no worker has announced (one that is live, or one
+    // of the remembered_names last announced), while workers are live, ends
+    // at once with an `error` outcome ("unknown task"); with no live worker
+    // at all it waits, since the worker that runs it may be on its way.
+    // A task past the bounds (full(), max_held) is rejected "queue_full".
+    // An id submitted again whose task has a broker-made outcome gets that
+    // outcome again (in `finals`), at most once a liveness window.
     // A task with no reply_to of its own takes `batch_reply_to` (its SUBMIT's).
     Submitted submit(const std::string& producer, std::vector<proto::Task>&& tasks, Clock::time_point now,
                      std::string_view batch_reply_to = {});
@@ -198,7 +214,8 @@ public:
     [[nodiscard]] std::optional<Route> route_of(std::string_view id);
 
     // With no task held, gives the memory of past tasks back (their slots,
-    // index and queues keep the capacity of the largest backlog otherwise).
+    // index and queues keep the capacity of the largest backlog otherwise,
+    // and the tables of names room for as many names as were ever used at once).
     // Returns whether there was anything to give back.
     bool compact();
 
@@ -206,6 +223,16 @@ public:
     [[nodiscard]] std::size_t worker_count() const { return workers_.size(); }
     [[nodiscard]] std::size_t task_count() const { return live_; }
     [[nodiscard]] std::size_t queued_count() const { return queued_; }
+    // Tasks the max_queued bound counts: queued, running, waiting to retry.
+    [[nodiscard]] std::size_t active_count() const { return queued_ + held_total_ + retrying_; }
+    [[nodiscard]] bool full() const { return active_count() >= limits_.max_queued; }
+    // Task names kept (used by a task or a worker, or remembered).
+    [[nodiscard]] std::size_t name_count() const { return name_ids_.size(); }
+    // Entries in a name's queue, stale ones (tasks that left it) included.
+    [[nodiscard]] std::size_t queue_refs(const std::string& name) const {
+        const auto it = name_ids_.find(name);
+        return it == name_ids_.end() ? 0 : queues_[it->second].size();
+    }
     [[nodiscard]] std::uint32_t credits_of(const std::string& identity) const;
     [[nodiscard]] std::size_t held_by(const std::string& identity) const;
     // The worker's HELLO id and host ("" if unknown), for logs.
@@ -234,10 +261,16 @@ private:
     // Strings shared by many tasks (name, reply_to, producer) are interned.
     // A slot is reused for a later task with gen + 1, so a Ref kept in a
     // queue, a worker's held list or a timer can tell it is stale.
+    // A broker-made outcome, kept to send again, and when a SUBMIT of its
+    // id again last had it sent.
+    struct Report {
+        FinalOutcome final;
+        Clock::time_point repeated_at{};
+    };
     struct Entry {  // 136 bytes: the broker's cost per task with the index's 8 to 32
         std::string id;
         std::string args;
-        std::unique_ptr<FinalOutcome> reported;  // a broker-made outcome, kept to send again
+        std::unique_ptr<Report> reported;
         std::uint64_t dispatch_seq = 0;
         std::uint32_t name = 0;      // names_
         std::uint32_t reply_to = 0;  // strings_
@@ -268,7 +301,7 @@ private:
     struct WorkerState {
         std::string identity;
         proto::Hello hello;
-        std::vector<std::uint32_t> names;  // hello.tasks, interned
+        std::vector<std::uint32_t> names;  // hello.tasks, interned (each holds a reference)
         std::uint32_t credits = 0;
         std::uint32_t starts = 0;  // of the credits, start credits (at most credits)
         // Tasks dispatched on plain credits (prefetch) whose credit has not
@@ -332,7 +365,20 @@ private:
     bool holds(std::uint32_t wslot, const HeldRef& h) const;
     // The task leaves its worker's hands (done, retried, ended, requeued).
     void release_held(Entry& e);
-    std::uint32_t name_id(const std::string& name);
+    // A task name's id, with one more reference (a task or a worker uses it).
+    std::uint32_t acquire_name(const std::string& name);
+    // One reference less: a name nobody uses is freed, or remembered if a
+    // worker announced it (the oldest of more than remembered_names freed).
+    void release_name(std::uint32_t name);
+    void free_name(std::uint32_t name);
+    void unlink_idle(std::uint32_t name);
+    // With no task held: renumbers the names so that the tables of names
+    // keep no room for freed ones.
+    void compact_names();
+    // Puts a task's Ref in its name's queue; drops the stale Refs first once
+    // they are most of it (tasks settled or cancelled while queued).
+    void push_queued(const Entry& e, bool front);
+    void leave_retry(Entry& e);
     std::vector<FinalOutcome> remove_worker_slot(std::uint32_t wslot, bool died, const std::vector<std::string>& finished);
 
     // The one place that keeps state, queued_ and queued_by_name_ in step.
@@ -356,13 +402,27 @@ private:
     std::vector<std::uint32_t> batch_hashes_;  // hash_batch's
     std::size_t live_ = 0;
     Interned strings_;
-    std::deque<std::string> names_;   // task names seen, by id (a deque: pointers to them stay valid)
+    // Task names by id, reference-counted (tasks and workers that use one):
+    // a name nobody uses is freed, or kept in the idle list (least recently
+    // used first) if a worker announced it. Freed ids are reused.
+    std::deque<std::string> names_;   // a deque: pointers to them stay valid
     std::unordered_map<std::string, std::uint32_t> name_ids_;
-    std::vector<char> known_names_;    // by name id: announced by a worker since start
-    std::vector<std::deque<Ref>> queues_;       // by name id; stale refs skipped lazily
+    std::vector<std::uint32_t> name_refs_;  // by name id
+    std::vector<char> known_names_;    // by name id: announced by a worker
+    std::vector<RingQueue<Ref>> queues_;        // by name id; stale refs skipped lazily
     std::vector<std::size_t> queued_by_name_;   // by name id
     std::vector<std::uint64_t> run_ns_;         // by name id: its expected run time, from workers (0: not timed)
+    std::vector<std::uint32_t> free_names_;
+    struct IdleLink {
+        std::uint32_t prev = k_none, next = k_none;
+        bool idle = false;
+    };
+    std::vector<IdleLink> idle_links_;  // by name id
+    std::uint32_t idle_head_ = k_none, idle_tail_ = k_none;
+    std::size_t idle_names_ = 0;
     std::size_t queued_ = 0;
+    std::size_t held_total_ = 0;  // tasks in workers' hands (state held)
+    std::size_t retrying_ = 0;    // tasks waiting out a retry back-off
     std::vector<WorkerState> worker_slots_;
     std::unordered_map<std::string, std::uint32_t> workers_;  // identity -> worker slot
     std::vector<std::uint32_t> free_worker_slots_;

@@ -4,10 +4,18 @@
 // A Client owns one I/O thread with two sockets: a DEALER to the broker's
 // frontend (SUBMIT, SETTLE, HEARTBEAT) and the PULL sink that workers push
 // results to. submit() may be called from any thread; it blocks while the
-// window of unfinished tasks is full. Callbacks run on the I/O thread, so
-// they should be quick. Every task keeps its id until it reaches an outcome:
-// if the broker goes silent for the liveness window, the client connects
-// again and resends every unfinished task under the same id.
+// window is full: tasks without an outcome, and outcomes whose SETTLE has
+// not left yet (the broker counts a task until its SETTLE, so a window
+// under the broker's --max-queued is never refused for queue_full).
+// Callbacks run on the I/O thread, so they should be quick. Every task
+// keeps its id until it reaches an outcome: if the broker goes silent for
+// the liveness window, the client connects again and resends every
+// unfinished task under the same id. A task the broker refuses with
+// queue_full is held back and sent again after a back-off: the client then
+// keeps no more tasks at the broker than it last took (one more a round
+// trip as outcomes come). Only when the broker has taken and finished none
+// of the client's tasks for queue_full_wait since a refusal do the tasks
+// not sent end `rejected: queue_full`.
 //
 //   zmq::context_t ctx;
 //   drover::Client client(ctx, {.broker = "tcp://127.0.0.1:5555"});
@@ -44,7 +52,10 @@ struct ClientOptions {
     std::string broker = "tcp://127.0.0.1:5555";  // the broker's frontend
     std::string sink;            // where to bind the sink; default derived from broker
     std::string sink_advertise;  // reply_to given to workers; default: the bound sink
-    std::size_t window = 20000;  // unfinished tasks before submit() blocks
+    std::size_t window = 20000;  // unfinished tasks (and unsent SETTLEs) before submit() blocks
+    // How long tasks refused with queue_full are held back and sent again,
+    // while the broker takes none, before they end `rejected: queue_full`.
+    Millis queue_full_wait{30000};
     Millis heartbeat{1000};
     int liveness = 3;
     std::uint32_t max_attempts = 3;
@@ -198,11 +209,26 @@ private:
     // A pending task as a SUBMIT carries it (views into `p`; its attempt,
     // which SUBMIT ignores, 0).
     [[nodiscard]] proto::TaskRef wire_ref(const Pending& p) const;
-    void send_unsent();
+    // What is left unsent after send_unsent(), and why.
+    enum class Unsent { none, socket_full, no_room, backing_off };
+    Unsent send_unsent();
     void send_settle();
     [[nodiscard]] Clock::time_point settle_due() const;  // when settle_ must leave
     void on_broker_message(std::vector<zmq::message_t>& frames);
     void on_results(std::string_view body);
+    // The broker refused these tasks with queue_full: they go back to be
+    // sent again (or end rejected past queue_full_wait); the client narrows
+    // what it keeps at the broker and backs off.
+    void hold_back(const std::vector<std::string>& ids);
+    // The broker took or finished a task of ours: no back-off, not stalled.
+    void made_room();
+    // Once the broker has been refusing for queue_full_wait with no
+    // progress, ends every task not sent (`rejected: queue_full`).
+    void expire_refused(Clock::time_point now);
+    void end_refused(std::vector<std::pair<std::string, std::string>>& expired);  // (id, task name)
+    // Tasks sent and not refused, or finished and not yet settled: what
+    // the broker holds of this client's, as far as it knows (mutex_ held).
+    [[nodiscard]] std::size_t at_broker() const;
     void finish(const std::string& id, Result&& r);
     void deliver(std::vector<std::pair<ResultCallback, Result>>& ready);
     // The unfinished task with this id, if any. Called with mutex_ held.
@@ -254,6 +280,16 @@ private:
 
     // I/O thread only.
     std::vector<std::uint64_t> unsent_;
+    // After a queue_full: tasks kept at the broker at most (SIZE_MAX: no
+    // limit), results towards its next increase, and the back-off (nothing
+    // is sent before resend_at_; `backoff_` doubles while refusals come
+    // with no outcome between them).
+    std::size_t broker_room_ = SIZE_MAX;
+    std::size_t room_growth_ = 0;
+    Millis backoff_{0};
+    Clock::time_point resend_at_{};
+    Clock::time_point stalled_since_{};  // the first queue_full since the broker last made room ({}: none)
+    bool refused_logged_ = false;
     std::uint64_t last_at_tick_ = 0;  // pending_.last() at the last heartbeat tick
     std::vector<std::string> settle_;
     std::uint32_t settle_timed_out_ = 0;  // timeouts among settle_
