@@ -4,7 +4,7 @@ set -euo pipefail
 if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
   cat <<'USAGE'
 usage: scripts/soak.sh [SECONDS (default 300)] [--build-dir DIR] [--seed N] [--drain S]
-                       [--restart-every S] [--chaos X] [--dir DIR] [--keep] [-v]
+                       [--restart-every S] [--chaos X] [--dir DIR] [--keep] [--log-level L] [-v]
        scripts/soak.sh --check DIR        (the ledger of an earlier run only)
 
 Runs the real drover programs on 127.0.0.1 for SECONDS under chaos, then
@@ -43,7 +43,9 @@ duplicate unexpected crashed kills pauses restarts resubmitted) and exits 1 on
 any missing, duplicate, unexpected or crashed, keeping the run directory (its
 logs, chaos.log and the JSON-lines files) for a look. Needs python3 and a
 build (default build/, made with scripts/build.sh if absent). ctest runs 60 s
-of it (label soak).
+of it (label soak). --seed repeats a run's choices (not its timing), --keep
+keeps the run directory of a clean run too, --log-level debug has the broker
+and workers log a line a task, -v prints each chaos event.
 USAGE
   exit 0
 fi

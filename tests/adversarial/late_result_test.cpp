@@ -47,12 +47,14 @@ TEST_CASE("a task that finished past its timeout_ms while its worker was paused 
         const auto id = l["id"].get<std::string>();
         CHECK(by_id.count(id) == 0);
         by_id[id] = l;
-        // The only honest outcomes: the deadline passed before the result
-        // (timeout), or the run ended in time (ok within 1500 ms).
+        // The honest outcomes: the deadline passed before the result
+        // (timeout), or the run ended in time (ok within 1500 ms); or, on a
+        // machine so loaded that the pause outlasted the liveness window,
+        // the worker was taken for dead (lost).
         if (l["status"] == "ok")
             CHECK(l["elapsed_ms"].get<double>() <= 1500.0);
         else
-            CHECK(l["status"] == "timeout");
+            CHECK((l["status"] == "timeout" || l["status"] == "lost"));
     }
     CHECK(by_id.size() == static_cast<std::size_t>(k_tasks));
 }
