@@ -936,7 +936,7 @@ TEST_CASE("A resubmitted id whose outcome the broker made gets that outcome agai
     CHECK(s.queued_count() == 0);
 }
 
-TEST_CASE("BYE with ids: those tasks end as timeout, sent until settled; the others go back unblamed",
+TEST_CASE("BYE with ids: those tasks end as timeout, sent until settled, and the others go back unblamed",
           "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 2, {"sum_random"}, /*slots=*/1);
