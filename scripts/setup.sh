@@ -7,7 +7,8 @@ fi
 packages=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libboost-dev libspdlog-dev
           catch2 libcli11-dev nlohmann-json3-dev libsodium-dev
           clang libclang-rt-14-dev  # fuzz/: clang and its libFuzzer runtime (only recommended by clang)
-          iproute2)                 # multihost tests: ip netns, veth, bridge
+          iproute2                  # multihost tests: ip netns, veth, bridge
+          python3)                  # scripts/soak.sh: the chaos driver and its ledger
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -540,9 +540,13 @@ std::vector<FinalOutcome> Scheduler::remove_worker_slot(std::uint32_t wslot, boo
                                                         const std::vector<std::string>& finished) {
     std::vector<FinalOutcome> finals;
     WorkerState& w = worker_slots_[wslot];
+    // The worker sent their `timeout` just before it left, and it may not
+    // arrive (its process exits when its linger runs out, its sink paused
+    // meanwhile): the broker sends the same outcome until the sink settles.
     for (const auto& id : finished) {
         Entry* e = find(id);
-        if (e && e->state == State::held && e->worker == wslot) release_held(*e);  // waits for SETTLE
+        if (e && e->state == State::held && e->worker == wslot)
+            finals.push_back(end_task(*e, proto::Status::timeout, "timed out after " + std::to_string(e->timeout_ms) + " ms"));
     }
     std::vector<Entry*> held;  // in dispatch order; collected first, as requeueing trims w.held
     for (const auto& h : w.held)

@@ -944,14 +944,23 @@ TEST_CASE("A resubmitted id whose outcome the broker made gets that outcome agai
     CHECK(s.queued_count() == 0);
 }
 
-TEST_CASE("BYE with ids: those tasks wait for SETTLE, the others go back unblamed", "[scheduler]") {
+TEST_CASE("BYE with ids: those tasks end as timeout, sent until settled, and the others go back unblamed",
+          "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 2, {"sum_random"}, /*slots=*/1);
-    REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random", 1), make_task("t2", "sum_random", 1)}), t0)
-                .accepted == 2);
+    auto t1 = make_task("t1", "sum_random", 1);
+    t1.timeout_ms = 200;
+    REQUIRE(s.submit("P", tasks_of({t1, make_task("t2", "sum_random", 1)}), t0).accepted == 2);
     REQUIRE(total_tasks(s.dispatch()) == 2);
     auto finals = s.remove_worker("A", /*died=*/false, {"t1"});
-    CHECK(finals.empty());
+    // The worker's own `timeout` may never leave it (it exits): the broker's is the same outcome.
+    REQUIRE(finals.size() == 1);
+    CHECK(finals[0].outcome.id == "t1");
+    CHECK(finals[0].outcome.status == proto::Status::timeout);
+    CHECK(finals[0].outcome.error == "timed out after 200 ms");
+    CHECK(finals[0].outcome.worker == "broker");
+    CHECK(s.reports_due(t0).empty());
+    REQUIRE(s.reports_due(t0 + 4s).size() == 1);  // again after a liveness window (3 s): not settled yet
     CHECK(s.task_count() == 2);
     CHECK(s.queued_count() == 1);  // t2
     CHECK(s.status(t0)["awaiting_settle"] == 1);

@@ -885,11 +885,35 @@ void Worker::executor_loop(unsigned index) {
         ++times_local[times_at].second.first;
         times_local[times_at].second.second += elapsed_ns;
         bool timed_out = false;
+        bool late = false;  // past its deadline, which the I/O thread has not seen yet
         if (task.timeout_ms > 0) {
             std::lock_guard lock(mutex_);
             auto r = running_.find(run);
-            timed_out = r != running_.end() && r->second.timed_out;
-            if (r != running_.end()) running_.erase(r);
+            if (r != running_.end()) {
+                timed_out = r->second.timed_out;
+                late = !timed_out && (end >= r->second.deadline || elapsed >= Millis(task.timeout_ms));
+                running_.erase(r);
+            }
+        }
+        if (late) {
+            // The I/O thread looks at deadlines only when it runs (a paused
+            // process resumes with both threads racing): a result that came
+            // after the deadline is a timeout all the same, never `ok`, as
+            // the I/O thread would have said.
+            if (task.attempt < task.max_attempts) {
+                log_->warn("task.timeout id={} attempt={}/{} ms={} (finished late; retrying)", out.id, task.attempt,
+                           task.max_attempts, std::chrono::duration_cast<Millis>(elapsed).count());
+                std::lock_guard lock(mutex_);
+                retries_.push_back(std::move(out.id));
+                retried = true;
+                timed_out = true;
+            } else {
+                log_->warn("task.timeout id={} ms={} (finished late)", out.id,
+                           std::chrono::duration_cast<Millis>(elapsed).count());
+                out.status = proto::Status::timeout;
+                out.error = "timed out after " + std::to_string(task.timeout_ms) + " ms";
+                out.result.clear();
+            }
         }
         if (timed_out) {
             // `timeout` was reported, or a RETRY sent: this late result goes nowhere.

@@ -117,8 +117,9 @@ public:
     // back to the front of their queues. If it `died`, the tasks it may have
     // been running (the first `slots` it holds, since a worker starts tasks
     // in dispatch order) count a death; prefetched ones do not. A task that
-    // has died max_attempts times is lost. `finished` (a BYE's ids) already
-    // have their final outcome at their sinks: they only wait for SETTLE.
+    // has died max_attempts times is lost. `finished` (a BYE's ids) timed
+    // out on their last attempt and the worker sent their `timeout`: they
+    // end `timeout` here too, sent until settled, as that one may be lost.
     std::vector<FinalOutcome> remove_worker(const std::string& identity, bool died = true,
                                             const std::vector<std::string>& finished = {});
     // Same, for a worker named by its HELLO id (a supervisor's LOST report).

@@ -73,8 +73,10 @@
 //                                            whose outcome is not yet sent on
 //                                            (0: all handed to their sinks)
 //   BYE        0x05  {ids: [str]}            leaving; held tasks go back, except
-//                                            `ids` (optional): their final
-//                                            outcome is already at their sink
+//                                            `ids` (optional): they timed out
+//                                            on their last attempt and this
+//                                            worker sent their `timeout`; the
+//                                            broker ends them `timeout` too
 //   LOST       0x07  {worker: str}           a supervisor reports that one of
 //                                            its children (by HELLO id) died
 //   RETRY      0x08  {ids: [str]}            these held tasks failed (an error
