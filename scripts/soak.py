@@ -57,7 +57,8 @@ def problem_with(task, kind, outcome, live):
     if status == "lost":
         return None  # its workers died max_attempts times (or its last run could not reach the sink)
     if status == "cancelled":
-        return None if live else "a detached task cancelled"
+        # Nobody cancels here: a paused producer's tasks come back under their ids.
+        return "cancelled, though nobody cancelled it"
     timeout_ms = task.get("timeout_ms", 0)
     if status == "ok":
         if kind in ("fail", "timeout"):

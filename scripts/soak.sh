@@ -32,11 +32,10 @@ checks that every task got exactly one honest final outcome.
             producer's stdout, or the sink's for detached ones), and it must be
             honest: echo returns its nonce, sleep_ms its ms, fail its message
             as an error, the always-timing-out task never ok, no ok past its
-            timeout_ms, no timeout without one, no cancelled detached task, no
-            outcome for an id never submitted there. 'lost' and, for the live
-            producer (paused past the 3 s after which it counts as gone),
-            'cancelled' are honest outcomes. A process that exits by itself
-            counts as 'crashed'.
+            timeout_ms, no timeout without one, no cancelled task (nobody
+            cancels: a paused live producer's tasks go again under their ids),
+            no outcome for an id never submitted there. 'lost' is an honest
+            outcome. A process that exits by itself counts as 'crashed'.
 
 Prints the table (submitted ok error timeout lost cancelled rejected missing
 duplicate unexpected crashed kills pauses restarts resubmitted) and exits 1 on

@@ -525,8 +525,8 @@ void Broker::forward_results(const std::string& worker, std::vector<proto::Outco
             ++dropped_["forged_result"];
             if (logged_drops_.size() > 10000) logged_drops_.clear();
             if (logged_drops_.emplace(worker, "forged_result").second)
-                log_->warn("broker.forged_result peer={} id={} (a RESULT for an attempt it was not given: dropped; "
-                           "logged once per peer)",
+                log_->warn("broker.forged_result peer={} id={} (a RESULT without the token of an attempt this broker "
+                           "gave out: forged, or from before a restart; dropped, logged once per peer)",
                            to_hex(worker), o.id);
             continue;
         }
