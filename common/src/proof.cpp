@@ -38,12 +38,16 @@ std::string random_secret() {
     return s;
 }
 
-std::string task_secret(std::string_view sink_key, std::string_view id) {
+void task_secret_into(std::string_view sink_key, std::string_view id, char* out) noexcept {
     unsigned char key[crypto_shorthash_siphashx24_KEYBYTES] = {};
     if (sink_key.size() == sizeof key) std::memcpy(key, sink_key.data(), sizeof key);
+    crypto_shorthash_siphashx24(reinterpret_cast<unsigned char*>(out), reinterpret_cast<const unsigned char*>(id.data()),
+                                id.size(), key);
+}
+
+std::string task_secret(std::string_view sink_key, std::string_view id) {
     std::string out(k_secret_bytes, '\0');
-    crypto_shorthash_siphashx24(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(id.data()), id.size(), key);
+    task_secret_into(sink_key, id, out.data());
     return out;
 }
 
@@ -115,6 +119,13 @@ SinkAddress split_sink_address(const std::string& text) {
 
 std::string sink_address(const std::string& reply_to, std::string_view key) {
     return reply_to + (reply_to.find('?') == std::string::npos ? "?" : "&") + "secret=" + to_hex_text(key);
+}
+
+bool genuine_for(std::string_view sink_key, std::string_view id, std::uint32_t attempt, bool by_broker,
+                 std::uint64_t token) noexcept {
+    char secret[k_secret_bytes];
+    task_secret_into(sink_key, id, secret);
+    return genuine({secret, sizeof secret}, attempt, by_broker, token);
 }
 
 }  // namespace drover

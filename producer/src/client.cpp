@@ -491,11 +491,18 @@ void Client::on_results(std::string_view body) {
     std::vector<std::pair<ResultCallback, Result>> ready;
     ready.reserve(m->size());
     std::size_t resubmitted = 0;
+    // Checked before the lock, which callers' submits wait for.
+    std::vector<char> forged(m->size());
+    for (std::size_t i = 0; i < m->size(); ++i) {
+        const auto& o = (*m)[i];
+        forged[i] = !genuine_for(sink_key_, o.id, o.attempt, o.worker == "broker", o.token);
+    }
     {
         std::lock_guard lock(mutex_);
         if (settle_.empty()) settle_since_ = Clock::now();
-        for (const auto& o : *m) {
-            if (!genuine(task_secret(sink_key_, o.id), o.attempt, o.worker == "broker", o.token)) {
+        for (std::size_t i = 0; i < m->size(); ++i) {
+            const auto& o = (*m)[i];
+            if (forged[i]) {
                 // Not from the broker or a worker given that attempt: never
                 // delivered, never settled (the real outcome is still to come).
                 if (forged_.fetch_add(1) == 0)

@@ -28,6 +28,12 @@ inline constexpr std::size_t k_secret_bytes = proto::k_task_secret_bytes;
 [[nodiscard]] std::string random_secret();
 // A task's secret: the sink key `sink_key` (k_secret_bytes) keyed over `id`.
 [[nodiscard]] std::string task_secret(std::string_view sink_key, std::string_view id);
+// The same into `out` (k_secret_bytes), without allocating: for the hot paths.
+void task_secret_into(std::string_view sink_key, std::string_view id, char* out) noexcept;
+// Whether `token` proves an outcome of `attempt` of task `id` whose sink key
+// is `sink_key` (what a sink checks), without allocating.
+[[nodiscard]] bool genuine_for(std::string_view sink_key, std::string_view id, std::uint32_t attempt, bool by_broker,
+                               std::uint64_t token) noexcept;
 // The token of a worker's outcome for attempt `attempt` of the task with `secret`.
 [[nodiscard]] std::uint64_t attempt_token(std::string_view secret, std::uint32_t attempt) noexcept;
 // The token of an outcome the broker made itself (lost, cancelled, ...).
