@@ -166,13 +166,13 @@ void Broker::drop(const std::string& peer, const char* socket, proto::DecodeErro
                        : "");
 }
 
-void Broker::refuse(const std::string& peer, const char* what, std::size_t n) {
+void Broker::refuse(const std::string& peer, const char* what, std::size_t n, bool proofs, const std::string& first_id) {
     dropped_["not_owner"] += n;
     if (logged_drops_.size() > 10000) logged_drops_.clear();
     if (logged_drops_.emplace(peer, "not_owner").second)
-        log_->warn("broker.not_owner peer={} command={} ids={} (tasks of another producer, without their sink's "
-                   "proof: ignored; logged once per peer)",
-                   to_hex(peer), what, n);
+        log_->warn("broker.not_owner peer={} command={} ids={} first={} proofs={} (tasks of another producer, or "
+                   "a proof that does not match: ignored; logged once per peer)",
+                   to_hex(peer), what, n, first_id, proofs);
 }
 
 bool Broker::on_frontend() {
@@ -241,8 +241,9 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
         case Command::settle: {
             auto m = proto::decode_settle(body);
             if (!m) return drop(peer, "frontend", m.error());
-            const auto refused = scheduler_.settle(producer_of(peer), m->ids, m->proofs);
-            if (refused > 0) return refuse(peer, "settle", refused);
+            std::string first;
+            const auto refused = scheduler_.settle(producer_of(peer), m->ids, m->proofs, &first);
+            if (refused > 0) refuse(peer, "settle", refused, !m->proofs.empty(), first);
             scheduler_.totals().timed_out += m->timed_out;
             return;
         }
@@ -251,7 +252,7 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
             if (!m) return drop(peer, "frontend", m.error());
             std::size_t refused = 0;
             report(scheduler_.cancel(producer_of(peer), m->ids, &refused));
-            if (refused > 0) refuse(peer, "cancel", refused);
+            if (refused > 0) refuse(peer, "cancel", refused, false, {});
             return;
         }
         case Command::status: {

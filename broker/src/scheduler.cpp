@@ -910,7 +910,7 @@ bool Scheduler::owned_by(const Entry& e, std::string_view producer) const {
 }
 
 std::size_t Scheduler::settle(std::string_view producer, const std::vector<std::string>& ids,
-                              const std::vector<std::uint64_t>& proofs) {
+                              const std::vector<std::uint64_t>& proofs, std::string* first_refused) {
     std::size_t refused = 0;
     const bool proven = !proofs.empty() && proofs.size() == ids.size();
     const auto& hashes = hash_batch(ids, [](const std::string& id) -> std::string_view { return id; });
@@ -919,7 +919,7 @@ std::size_t Scheduler::settle(std::string_view producer, const std::vector<std::
         Entry* e = find(ids[i], hashes[i]);
         if (!e) continue;
         if (proven ? proofs[i] != settle_proof(secret_of(*e)) : !owned_by(*e, producer)) {
-            ++refused;  // neither its producer nor its sink: the task stays
+            if (refused++ == 0 && first_refused) *first_refused = ids[i];  // neither its producer nor its sink: it stays
             continue;
         }
         if (e->state == State::held) ++worker_slots_[e->worker].done;

@@ -88,7 +88,7 @@ private:
     void notice_stall(Clock::time_point now);
     void drop(const std::string& peer, const char* socket, proto::DecodeError reason);
     // Counts `n` ids of a SETTLE or CANCEL (`what`) that were not the peer's to end.
-    void refuse(const std::string& peer, const char* what, std::size_t n);
+    void refuse(const std::string& peer, const char* what, std::size_t n, bool proofs, const std::string& first_id);
     void remove_worker(const std::string& identity, const std::string& reason, bool died = true,
                        const std::vector<std::string>& finished = {});
     nlohmann::json status_json(Clock::time_point now) const;

@@ -187,9 +187,10 @@ public:
     // The sink holds these outcomes: forget the tasks. Without `proofs`
     // only the tasks `producer` submitted are forgotten; with them (one per
     // id, a standalone sink's), those whose settle_proof matches. Returns
-    // how many held ids it refused (they stay).
+    // how many held ids it refused (they stay), and the first of them in
+    // `first_refused` (if given).
     std::size_t settle(std::string_view producer, const std::vector<std::string>& ids,
-                       const std::vector<std::uint64_t>& proofs = {});
+                       const std::vector<std::uint64_t>& proofs = {}, std::string* first_refused = nullptr);
 
     // A producer went silent: its tasks are cancelled (their sink is gone
     // with it), except detached ones, whose sink is standalone. Running
