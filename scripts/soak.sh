@@ -13,7 +13,9 @@ checks that every task got exactly one honest final outcome.
   programs  one broker, one drover-sink (--secret-file, --endpoint-file), a solo
             worker, a threads worker (-c 3), a processes worker (-c 3), a live
             `drover-producer submit` fed a few tasks every ~0.1 s, and a detached
-            `drover-producer submit --reply-to SINK` of 20-80 tasks every ~1.5 s;
+            `drover-producer submit --reply-to SINK` of 20-80 tasks every ~1.5 s
+            (each holding back while 400 of its tasks have not ended: the soak
+            tests correctness under chaos, not overload);
             all with --heartbeat-ms 500 --liveness 3
   tasks     echo(nonce) (fast), sleep_ms(20..300) (slow), sleep_ms with a
             timeout it meets, fail(msg) (some with retry_on_error), and
