@@ -190,8 +190,9 @@ public:
 
 private:
     struct Pending {
-        proto::Task task;
+        proto::Task task;  // without its secret: that is in `secret`, out of the heap
         ResultCallback done;
+        char secret[k_secret_bytes] = {};  // task_secret of task.id under its sink's key
         bool accepted = false;   // kept for tasks that go elsewhere only: the others end at their result
         bool elsewhere = false;  // outcome goes to another sink
         bool named = false;      // its id was chosen by the caller (in named_)
