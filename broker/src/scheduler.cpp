@@ -913,12 +913,14 @@ std::size_t Scheduler::settle(std::string_view producer, const std::vector<std::
                               const std::vector<std::uint64_t>& proofs) {
     std::size_t refused = 0;
     const bool proven = !proofs.empty() && proofs.size() == ids.size();
+    // Interned once: each id's owner is then one comparison of indexes.
+    const std::uint32_t owner = strings_.find(producer);
     const auto& hashes = hash_batch(ids, [](const std::string& id) -> std::string_view { return id; });
     for (std::size_t i = 0; i < ids.size(); ++i) {
         if (i + k_prefetch_ahead < ids.size()) index_.prefetch(hashes[i + k_prefetch_ahead]);
         Entry* e = find(ids[i], hashes[i]);
         if (!e) continue;
-        if (proven ? proofs[i] != settle_proof(secret_of(*e)) : !owned_by(*e, producer)) {
+        if (proven ? proofs[i] != settle_proof(secret_of(*e)) : e->producer != owner) {
             ++refused;  // neither its producer nor its sink: the task stays
             continue;
         }
