@@ -199,7 +199,7 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     if (p.elsewhere) p.task.reply_to = std::move(elsewhere.reply_to);  // else reply_to_, added when sent
     // Only this client, the broker and the task's sink can know it: the
     // sink drops outcomes whose token it does not prove (drover/proof.hpp).
-    task_secret_into(p.elsewhere ? elsewhere.key : sink_key_, p.task.id, p.secret);
+    task_secret_into(p.elsewhere ? elsewhere.key : sink_key_, p.task.id, p.task.secret);
     p.task.detached = p.elsewhere;
     p.done = std::move(done);
     if (p.elsewhere) ++elsewhere_pending_;
@@ -337,10 +337,10 @@ void Client::connect_submit() {
 }
 
 proto::TaskRef Client::wire_ref(const Pending& p) const {
-    const proto::Task& t = p.task;
+    const Submitted& t = p.task;
     return proto::TaskRef{t.id, t.name, t.args, p.elsewhere ? t.reply_to : reply_to_,
                           0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error,
-                          std::string_view(p.secret, sizeof p.secret), 0};
+                          std::string_view(t.secret, sizeof t.secret), 0};
 }
 
 std::size_t Client::at_broker() const {
@@ -502,7 +502,7 @@ void Client::on_results(std::string_view body) {
             // checks the token. Any other id's is derived from our sink key.
             const bool by_broker = o.worker == "broker";
             const bool proven = f.pending && !f.pending->elsewhere
-                                    ? genuine({f.pending->secret, sizeof f.pending->secret}, o.attempt, by_broker, o.token)
+                                    ? genuine({f.pending->task.secret, sizeof f.pending->task.secret}, o.attempt, by_broker, o.token)
                                     : genuine_for(sink_key_, o.id, o.attempt, by_broker, o.token);
             if (!proven) {
                 // Not from the broker or a worker given that attempt: never
