@@ -501,8 +501,8 @@ void Client::on_results(std::string_view body) {
             // A task of ours still unfinished has its secret kept: one hash
             // checks the token. Any other id's is derived from our sink key.
             const bool by_broker = o.worker == "broker";
-            const bool proven = f.pending && !f.pending->elsewhere
-                                    ? genuine({f.pending->task.secret, sizeof f.pending->task.secret}, o.attempt, by_broker, o.token)
+            const Submitted* own = f.pending && !f.pending->elsewhere ? &f.pending->task : nullptr;
+            const bool proven = own ? genuine({own->secret, sizeof own->secret}, o.attempt, by_broker, o.token)
                                     : genuine_for(sink_key_, o.id, o.attempt, by_broker, o.token);
             if (!proven) {
                 // Not from the broker or a worker given that attempt: never
