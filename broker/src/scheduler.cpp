@@ -131,7 +131,7 @@ Scheduler::Entry& Scheduler::new_entry(proto::Task&& t, std::string_view reply_t
     e.detached = t.detached;
     e.retry_on_error = t.retry_on_error;
     e.reported.reset();
-    std::memcpy(e.secret, t.secret.data(), sizeof e.secret);  // submit() sized it
+    std::memcpy(e.secret, t.secret.view().data(), sizeof e.secret);  // submit() made it full
     index_.insert(slot, id_hash);
     ++live_;
     return e;
@@ -383,12 +383,12 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
             ++totals_.rejected;
             continue;
         }
-        t.secret.resize(proto::k_task_secret_bytes, '\0');  // decode_submit checked it; a caller in-process may not
+        t.secret.make_full();  // decode_submit checked it; a caller in-process may not
         if (Entry* known = find(t.id, hashes[i])) {
             // The same secret is the same task again (a producer resends
             // after a broker restart); another is another producer's task
             // under the same id, which must neither join nor replace it.
-            if (secret_of(*known) != t.secret) {
+            if (secret_of(*known) != t.secret.view()) {
                 out.rejected["duplicate_id"].push_back(std::move(t.id));
                 ++totals_.rejected;
                 continue;
@@ -913,12 +913,14 @@ std::size_t Scheduler::settle(std::string_view producer, const std::vector<std::
                               const std::vector<std::uint64_t>& proofs, std::string* first_refused) {
     std::size_t refused = 0;
     const bool proven = !proofs.empty() && proofs.size() == ids.size();
+    // Interned once: each id's owner is then one comparison of indexes.
+    const std::uint32_t owner = strings_.find(producer);
     const auto& hashes = hash_batch(ids, [](const std::string& id) -> std::string_view { return id; });
     for (std::size_t i = 0; i < ids.size(); ++i) {
         if (i + k_prefetch_ahead < ids.size()) index_.prefetch(hashes[i + k_prefetch_ahead]);
         Entry* e = find(ids[i], hashes[i]);
         if (!e) continue;
-        if (proven ? proofs[i] != settle_proof(secret_of(*e)) : !owned_by(*e, producer)) {
+        if (proven ? proofs[i] != settle_proof(secret_of(*e)) : e->producer != owner) {
             if (refused++ == 0 && first_refused) *first_refused = ids[i];  // neither its producer nor its sink: it stays
             continue;
         }

@@ -199,7 +199,7 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     if (p.elsewhere) p.task.reply_to = std::move(elsewhere.reply_to);  // else reply_to_, added when sent
     // Only this client, the broker and the task's sink can know it: the
     // sink drops outcomes whose token it does not prove (drover/proof.hpp).
-    p.task.secret = task_secret(p.elsewhere ? elsewhere.key : sink_key_, p.task.id);
+    task_secret_into(p.elsewhere ? elsewhere.key : sink_key_, p.task.id, p.task.secret);
     p.task.detached = p.elsewhere;
     p.done = std::move(done);
     if (p.elsewhere) ++elsewhere_pending_;
@@ -337,9 +337,10 @@ void Client::connect_submit() {
 }
 
 proto::TaskRef Client::wire_ref(const Pending& p) const {
-    const proto::Task& t = p.task;
+    const Submitted& t = p.task;
     return proto::TaskRef{t.id, t.name, t.args, p.elsewhere ? t.reply_to : reply_to_,
-                          0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error, t.secret, 0};
+                          0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error,
+                          std::string_view(t.secret, sizeof t.secret), 0};
 }
 
 std::size_t Client::at_broker() const {
@@ -491,18 +492,19 @@ void Client::on_results(std::string_view body) {
     std::vector<std::pair<ResultCallback, Result>> ready;
     ready.reserve(m->size());
     std::size_t resubmitted = 0;
-    // Checked before the lock, which callers' submits wait for.
-    std::vector<char> forged(m->size());
-    for (std::size_t i = 0; i < m->size(); ++i) {
-        const auto& o = (*m)[i];
-        forged[i] = !genuine_for(sink_key_, o.id, o.attempt, o.worker == "broker", o.token);
-    }
     {
         std::lock_guard lock(mutex_);
         if (settle_.empty()) settle_since_ = Clock::now();
         for (std::size_t i = 0; i < m->size(); ++i) {
             const auto& o = (*m)[i];
-            if (forged[i]) {
+            const Found f = find_pending(o.id);
+            // A task of ours still unfinished has its secret kept: one hash
+            // checks the token. Any other id's is derived from our sink key.
+            const bool by_broker = o.worker == "broker";
+            const Submitted* own = f.pending && !f.pending->elsewhere ? &f.pending->task : nullptr;
+            const bool proven = own ? genuine({own->secret, sizeof own->secret}, o.attempt, by_broker, o.token)
+                                    : genuine_for(sink_key_, o.id, o.attempt, by_broker, o.token);
+            if (!proven) {
                 // Not from the broker or a worker given that attempt: never
                 // delivered, never settled (the real outcome is still to come).
                 if (forged_.fetch_add(1) == 0)
@@ -517,7 +519,6 @@ void Client::on_results(std::string_view body) {
                 // and forgot the task: it goes again under its id. Not
                 // settled, as the broker keeps no such outcome, and a SETTLE
                 // could end the task sent again.
-                const Found f = find_pending(o.id);
                 if (f.pending && !f.pending->elsewhere) {
                     unsent_.push_back(f.seq);
                     ++resubmitted;
@@ -526,7 +527,6 @@ void Client::on_results(std::string_view body) {
             }
             // Settle duplicates too: the broker may still hold the task.
             settle_.emplace_back(o.id);
-            const Found f = find_pending(o.id);
             if (f.pending && !f.pending->named) settled_recent_.push_back(f.seq);
             if (!f.pending || f.pending->elsewhere) {
                 ++duplicates_;

@@ -330,6 +330,11 @@ private:
     public:
         std::uint32_t acquire(std::string_view s);
         void acquire_again(std::uint32_t index) { ++items_[index].second; }
+        // The index of `s` if it is held, else k_none (never an index).
+        [[nodiscard]] std::uint32_t find(std::string_view s) const {
+            const auto it = index_.find(s);
+            return it == index_.end() ? k_none : it->second;
+        }
         void release(std::uint32_t index);
         [[nodiscard]] const std::string& operator[](std::uint32_t index) const { return items_[index].first; }
 

@@ -193,8 +193,10 @@
 // frame has bytes, nesting is limited to k_max_depth, and bytes left after
 // the map are an error. A decode error is a value, never an exception.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -273,6 +275,36 @@ struct Lost {
     std::string worker;
 };
 
+// A task's secret, held inline: 16 bytes is past std::string's small
+// buffer, and the broker reads one a task. It keeps the first
+// k_task_secret_bytes of what it is given, and how long that was.
+class TaskSecret {
+public:
+    TaskSecret() = default;
+    TaskSecret(std::string_view s) noexcept { assign(s); }  // NOLINT: as implicit as the std::string it replaces
+    TaskSecret& operator=(std::string_view s) noexcept {
+        assign(s);
+        return *this;
+    }
+    void assign(std::string_view s) noexcept {
+        size_ = s.size();
+        std::memcpy(bytes_, s.data(), std::min(s.size(), sizeof bytes_));
+    }
+    // Zero-padded, or cut, to k_task_secret_bytes.
+    void make_full() noexcept {
+        if (size_ < sizeof bytes_) std::memset(bytes_ + size_, 0, sizeof bytes_ - size_);
+        size_ = sizeof bytes_;
+    }
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }  // as given, even past k_task_secret_bytes
+    [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+    [[nodiscard]] std::string_view view() const noexcept { return {bytes_, std::min(size_, sizeof bytes_)}; }
+    operator std::string_view() const noexcept { return view(); }  // NOLINT
+
+private:
+    char bytes_[k_task_secret_bytes] = {};
+    std::size_t size_ = 0;
+};
+
 struct Task {
     std::string id;
     std::string name;
@@ -283,7 +315,7 @@ struct Task {
     std::string reply_to;
     bool detached = false;  // outcome goes to a standalone sink: keep it if the producer goes
     bool retry_on_error = false;  // an error is retried, with back-off, while attempts remain
-    std::string secret;           // SUBMIT: k_secret_bytes (drover/proof.hpp)
+    TaskSecret secret;            // SUBMIT: k_secret_bytes (drover/proof.hpp)
     std::uint64_t token = 0;      // DISPATCH: this attempt's token
     bool start = false;           // DISPATCH: sent on one of the worker's start credits (Ready::starts)
     // decode_submit only, never on the wire: why the task is malformed

@@ -189,8 +189,19 @@ public:
     [[nodiscard]] std::uint64_t submitted_directly() const { return submitted_directly_.load(); }
 
 private:
+    // What a SUBMIT carries of a task, kept until its outcome: no more than
+    // that (the I/O thread walks thousands of these a second).
+    struct Submitted {
+        std::string id, name, args;
+        std::string reply_to;  // "" for this client's sink (reply_to_, added when sent)
+        std::uint32_t max_attempts = proto::k_default_max_attempts;
+        std::uint32_t timeout_ms = 0;
+        bool detached = false;
+        bool retry_on_error = false;
+        char secret[k_secret_bytes] = {};  // task_secret of id under its sink's key
+    };
     struct Pending {
-        proto::Task task;
+        Submitted task;
         ResultCallback done;
         bool accepted = false;   // kept for tasks that go elsewhere only: the others end at their result
         bool elsewhere = false;  // outcome goes to another sink
