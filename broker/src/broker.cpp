@@ -154,11 +154,15 @@ void Broker::run(const StopSource& stop) {
     for (const auto& [p, seen] : producers_) (void)send_to(frontend_, p, proto::Command::bye);
 }
 
+bool Broker::count_drop(const std::string& peer, const std::string& reason, std::size_t n) {
+    dropped_[reason] += n;
+    if (logged_drops_.size() > 10000) logged_drops_.clear();  // bounded; may log a peer again
+    return logged_drops_.emplace(peer, reason).second;
+}
+
 void Broker::drop(const std::string& peer, const char* socket, proto::DecodeError reason) {
     const std::string why = proto::decode_error_name(reason);
-    ++dropped_[why];
-    if (logged_drops_.size() > 10000) logged_drops_.clear();  // bounded; may log a peer again
-    if (logged_drops_.emplace(peer, why).second)
+    if (count_drop(peer, why, 1))
         log_->warn("broker.dropped socket={} peer={} reason={} (logged once per peer){}", socket, to_hex(peer), why,
                    reason == proto::DecodeError::wrong_version
                        ? ": a peer of another drover release; run the same release on broker, workers and "
@@ -167,9 +171,7 @@ void Broker::drop(const std::string& peer, const char* socket, proto::DecodeErro
 }
 
 void Broker::refuse(const std::string& peer, const char* what, std::size_t n, bool proofs, const std::string& first_id) {
-    dropped_["not_owner"] += n;
-    if (logged_drops_.size() > 10000) logged_drops_.clear();
-    if (logged_drops_.emplace(peer, "not_owner").second)
+    if (count_drop(peer, "not_owner", n))
         log_->warn("broker.not_owner peer={} command={} ids={} first={} proofs={} (tasks of another producer, or "
                    "a proof that does not match: ignored; logged once per peer)",
                    to_hex(peer), what, n, first_id, proofs);
@@ -457,9 +459,7 @@ void Broker::keep_reply(const std::string& producer, std::vector<std::string>& k
     kept.insert(kept.end(), std::make_move_iterator(ids.begin()),
                 std::make_move_iterator(ids.begin() + static_cast<std::ptrdiff_t>(n)));
     if (n < ids.size()) {
-        dropped_["unread_replies"] += ids.size() - n;
-        if (logged_drops_.size() > 10000) logged_drops_.clear();
-        if (logged_drops_.emplace(producer, "unread_replies").second)
+        if (count_drop(producer, "unread_replies", ids.size() - n))
             log_->warn("broker.unread_replies peer={} (it does not read its answers: more than {} ids wait for "
                        "it; the rest are dropped and counted; logged once per peer)",
                        to_hex(producer), k_max_unsent_reply_ids);
@@ -523,9 +523,7 @@ void Broker::forward_results(const std::string& worker, std::vector<proto::Outco
     std::unordered_map<std::string_view, std::vector<proto::Outcome>> by_producer, by_sink;
     for (auto& o : results) {
         if (!scheduler_.genuine_result(worker, o)) {  // not dispatched that attempt: forged, or from the wrong peer
-            ++dropped_["forged_result"];
-            if (logged_drops_.size() > 10000) logged_drops_.clear();
-            if (logged_drops_.emplace(worker, "forged_result").second)
+            if (count_drop(worker, "forged_result", 1))
                 log_->warn("broker.forged_result peer={} id={} (a RESULT without the token of an attempt this broker "
                            "gave out: forged, or from before a restart; dropped, logged once per peer)",
                            to_hex(worker), o.id);

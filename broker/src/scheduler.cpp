@@ -372,6 +372,10 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
         ++out.accepted;
         if (detached) out.acknowledged.emplace_back(id);
     };
+    const auto reject = [&](std::string reason, std::string& id) {
+        out.rejected[std::move(reason)].push_back(std::move(id));
+        ++totals_.rejected;
+    };
     SubmitContext ctx;
     ctx.producer = strings_.acquire(producer);  // held for the batch, released at the end
     const auto& hashes = hash_batch(tasks, [](const proto::Task& t) -> std::string_view { return t.id; });
@@ -379,8 +383,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
         if (i + k_prefetch_ahead < tasks.size()) index_.prefetch(hashes[i + k_prefetch_ahead]);
         auto& t = tasks[i];
         if (!t.problem.empty()) {  // malformed: rejected alone, naming the field
-            out.rejected["invalid: " + t.problem].push_back(std::move(t.id));
-            ++totals_.rejected;
+            reject("invalid: " + t.problem, t.id);
             continue;
         }
         t.secret.make_full();  // decode_submit checked it; a caller in-process may not
@@ -389,8 +392,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
             // after a broker restart); another is another producer's task
             // under the same id, which must neither join nor replace it.
             if (secret_of(*known) != t.secret.view()) {
-                out.rejected["duplicate_id"].push_back(std::move(t.id));
-                ++totals_.rejected;
+                reject("duplicate_id", t.id);
                 continue;
             }
             // It may come over a new connection.
@@ -409,8 +411,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
         }
         const std::string_view reply_to = t.reply_to.empty() ? batch_reply_to : std::string_view(t.reply_to);
         if (t.name.empty() || reply_to.empty()) {
-            out.rejected["invalid: a task needs a name and a reply_to"].push_back(std::move(t.id));
-            ++totals_.rejected;
+            reject("invalid: a task needs a name and a reply_to", t.id);
             continue;
         }
         if (ctx.checked_name != t.name) {  // looked up once per run of one name (never empty here)
@@ -420,8 +421,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
         }
         if (!workers_.empty() && !ctx.name_known) {
             if (live_ >= limits_.max_held) {  // its outcome would wait here for its SETTLE
-                out.rejected["queue_full"].push_back(std::move(t.id));
-                ++totals_.rejected;
+                reject("queue_full", t.id);
                 continue;
             }
             Entry& e = new_entry(std::move(t), reply_to, ctx, hashes[i]);
@@ -431,8 +431,7 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
             continue;
         }
         if (full() || live_ >= limits_.max_held) {
-            out.rejected["queue_full"].push_back(std::move(t.id));
-            ++totals_.rejected;
+            reject("queue_full", t.id);
             continue;
         }
         Entry& e = new_entry(std::move(t), reply_to, ctx, hashes[i]);

@@ -86,6 +86,9 @@ private:
     // every peer's liveness deadline on by the stall and holds expiry back
     // until the input that waited has been read.
     void notice_stall(Clock::time_point now);
+    // Counts n dropped under `reason` (STATUS "dropped"); returns whether this
+    // (peer, reason) is new, so its caller logs it once.
+    bool count_drop(const std::string& peer, const std::string& reason, std::size_t n);
     void drop(const std::string& peer, const char* socket, proto::DecodeError reason);
     // Counts `n` ids of a SETTLE or CANCEL (`what`) that were not the peer's to end.
     void refuse(const std::string& peer, const char* what, std::size_t n, bool proofs, const std::string& first_id);
