@@ -513,7 +513,7 @@ void Client::on_results(std::string_view body) {
                                o.id, o.worker);
                 continue;
             }
-            if (o.worker == "broker" && o.status == proto::Status::cancelled && o.error == proto::k_producer_gone &&
+            if (by_broker && o.status == proto::Status::cancelled && o.error == proto::k_producer_gone &&
                 !stopping_) {
                 // The broker took this producer for gone while it was stopped,
                 // and forgot the task: it goes again under its id. Not
