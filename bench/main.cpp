@@ -8,7 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "drover/memory.hpp"
+#include "process.hpp"
 #include "src/baselines.hpp"
 #include "src/bench.hpp"
 
@@ -31,8 +31,9 @@ std::vector<std::string> split(const std::string& text, char sep) {
 }
 
 // `name` in `dir` (installed programs) or in `dir`/`sub` (a build tree).
-std::string find_program(const std::string& dir, const std::string& sub, const std::string& name) {
-    const auto in_tree = dir + "/" + sub + "/" + name;
+// `name` in a build tree (DIR/bin/NAME) or in a bin directory (DIR/NAME).
+std::string find_program(const std::string& dir, const std::string& name) {
+    const auto in_tree = dir + "/bin/" + name;
     return ::access(in_tree.c_str(), X_OK) == 0 ? in_tree : dir + "/" + name;
 }
 
@@ -126,8 +127,8 @@ int main(int argc, char** argv) {
             o.only.insert(w);
         }
         o.worker_args = split(worker_args, ' ');
-        o.broker_exe = bin_dir.empty() ? DROVER_BROKER_EXE : find_program(bin_dir, "broker", "drover-broker");
-        o.worker_exe = bin_dir.empty() ? DROVER_WORKER_EXE : find_program(bin_dir, "worker", "drover-worker");
+        o.broker_exe = bin_dir.empty() ? DROVER_BROKER_EXE : find_program(bin_dir, "drover-broker");
+        o.worker_exe = bin_dir.empty() ? DROVER_WORKER_EXE : find_program(bin_dir, "drover-worker");
         for (const auto& exe : {o.broker_exe, o.worker_exe})
             if (::access(exe.c_str(), X_OK) != 0) throw std::invalid_argument("cannot run " + exe + " (see --bin-dir)");
     } catch (const CLI::ParseError& e) {

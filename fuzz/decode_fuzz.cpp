@@ -19,9 +19,9 @@
 
 #include <msgpack.hpp>
 
-#include "drover/json_lines.hpp"
-#include "drover/protocol.hpp"
-#include "drover/unpack.hpp"
+#include "drover/client/json_lines.hpp"
+#include "drover/common/protocol.hpp"
+#include "internal/unpack.hpp"
 #include "fuzz_frames.hpp"
 
 using namespace drover::proto;

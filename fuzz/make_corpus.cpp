@@ -11,8 +11,8 @@
 #include <msgpack.hpp>
 #include <nlohmann/json.hpp>
 
-#include "drover/protocol.hpp"
-#include "drover/unpack.hpp"
+#include "drover/common/protocol.hpp"
+#include "internal/unpack.hpp"
 #include "fuzz_frames.hpp"
 
 using namespace drover::proto;

@@ -10,7 +10,7 @@ fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tasks="${1:-8}"; n="${2:-1000000}"
 "$root/scripts/build.sh" "$root/build" Release
-bin="$root/build"
+bin="$root/build/bin"
 run_dir="$(mktemp -d /tmp/drover-demo-XXXXXX)"
 export DROVER_RUN_DIR="$run_dir" DROVER_BIN="$bin"
 cleanup() {
@@ -20,7 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT
 args=(); for _ in $(seq "$tasks"); do args+=("$n"); done
-producer="$bin/producer/drover-producer"
+producer="$bin/drover-producer"
 
 declare -a names times
 run_form() {  # run_form NAME producer-args...

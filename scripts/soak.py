@@ -290,10 +290,10 @@ class Soak:
         self.dir = args.dir
         b = args.build_dir
         self.exe = {
-            "broker": os.path.join(b, "broker", "drover-broker"),
-            "worker": os.path.join(b, "worker", "drover-worker"),
-            "producer": os.path.join(b, "producer", "drover-producer"),
-            "sink": os.path.join(b, "producer", "drover-sink"),
+            "broker": os.path.join(b, "bin", "drover-broker"),
+            "worker": os.path.join(b, "bin", "drover-worker"),
+            "producer": os.path.join(b, "bin", "drover-producer"),
+            "sink": os.path.join(b, "bin", "drover-sink"),
         }
         for name, path in self.exe.items():
             if not os.access(path, os.X_OK):

@@ -60,7 +60,7 @@ while (($#)); do
     *) args+=("$1"); shift ;;
   esac
 done
-if [[ ! -x "$build/broker/drover-broker" ]]; then
+if [[ ! -x "$build/bin/drover-broker" ]]; then
   "$root/scripts/build.sh" "$build" Release
 fi
 command -v python3 >/dev/null || "$root/scripts/setup.sh"

@@ -5,7 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 run_dir="${DROVER_RUN_DIR:-/tmp/drover-run}"
-bin="${DROVER_BIN:-$root/build}"
+bin="${DROVER_BIN:-$root/build/bin}"
 usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; echo "PID and log: \$DROVER_RUN_DIR (default /tmp/drover-run)/broker.{pid,log}"; }
 cmd=start
 [[ "${1:-}" == "stop" ]] && { cmd=stop; shift; }
@@ -36,7 +36,7 @@ if running; then
   echo "start-broker.sh: a broker started from $run_dir is running (pid $(cat "$pidfile")): stop it first (scripts/start-broker.sh stop --run-dir $run_dir), or give another --run-dir" >&2
   exit 1
 fi
-exe="$bin/broker/drover-broker"
+exe="$bin/drover-broker"
 [[ -x $exe ]] || exe="$(command -v drover-broker)" || { echo "start-broker.sh: drover-broker not found; run scripts/build.sh" >&2; exit 1; }
 rm -f "$run_dir/broker.json"
 "$exe" --endpoints-file "$run_dir/broker.json" "${args[@]}" >"$run_dir/broker.log" 2>&1 &

@@ -5,7 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 run_dir="${DROVER_RUN_DIR:-/tmp/drover-run}"
-bin="${DROVER_BIN:-$root/build}"
+bin="${DROVER_BIN:-$root/build/bin}"
 usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; echo "PIDs and logs: \$DROVER_RUN_DIR (default /tmp/drover-run)/worker-I.{pid,log}"; }
 [[ $# -eq 0 ]] && { usage >&2; exit 2; }
 case "$1" in -h|--help) usage; exit 0 ;; esac
@@ -32,7 +32,7 @@ while (($#)); do
   esac
 done
 mkdir -p "$run_dir"
-exe="$bin/worker/drover-worker"
+exe="$bin/drover-worker"
 [[ -x $exe ]] || exe="$(command -v drover-worker)" || { echo "start-workers.sh: drover-worker not found; run scripts/build.sh" >&2; exit 1; }
 for i in $(seq "$n"); do
   "$exe" "${args[@]}" >"$run_dir/worker-$i.log" 2>&1 &

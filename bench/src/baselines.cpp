@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <zmq_addon.hpp>
 
-#include "drover/net.hpp"
+#include "internal/net.hpp"
 
 namespace drover::bench {
 

@@ -15,7 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "drover/stop.hpp"
+#include "drover/common/stop.hpp"
 
 namespace drover::bench {
 

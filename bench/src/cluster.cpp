@@ -11,7 +11,9 @@
 
 #include <unistd.h>
 
-#include "drover/broker.hpp"
+#include "drover/broker/broker.hpp"
+#include "internal/net.hpp"
+#include "drover/client/status.hpp"
 
 namespace drover::bench {
 

@@ -17,9 +17,9 @@
 
 #include "baselines.hpp"
 #include "child.hpp"
-#include "drover/client.hpp"
-#include "drover/local_cluster.hpp"
-#include "drover/registry.hpp"
+#include "drover/client/client.hpp"
+#include "drover/cluster/local_cluster.hpp"
+#include "drover/worker/registry.hpp"
 
 namespace drover::bench {
 

@@ -1,7 +1,7 @@
 // The broker's poll loop: decode, hand to the Scheduler, send what it returns.
-#include "drover/broker.hpp"
-#include "drover/memory.hpp"
-#include "drover/unpack.hpp"
+#include "broker_impl.hpp"
+#include "internal/memory.hpp"
+#include "internal/unpack.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -67,7 +67,7 @@ void write_endpoints_file(const std::string& path, const std::string& frontend, 
 
 }  // namespace
 
-Broker::Broker(zmq::context_t& ctx, BrokerConfig config, Logger log)
+BrokerImpl::BrokerImpl(zmq::context_t& ctx, BrokerConfig config, Logger log)
     : ctx_(ctx),
       config_(std::move(config)),
       log_(std::move(log)),
@@ -87,9 +87,9 @@ Broker::Broker(zmq::context_t& ctx, BrokerConfig config, Logger log)
     configure_router(backend_, config_.max_message_bytes);
 }
 
-Broker::~Broker() = default;
+BrokerImpl::~BrokerImpl() = default;
 
-void Broker::bind() {
+void BrokerImpl::bind() {
     const auto bind_one = [&](zmq::socket_t& s, Domain domain, const std::string& ep, const char* flag) {
         try {
             bind_server(ctx_, s, config_.security.get(), domain, ep);
@@ -113,7 +113,7 @@ void Broker::bind() {
                config_.heartbeat.count(), config_.liveness);
 }
 
-void Broker::run(const StopSource& stop) {
+void BrokerImpl::run(const StopSource& stop) {
     next_tick_ = Clock::now() + config_.heartbeat;
     // Both sockets are sent on, so the poller asks them at every wait.
     Poller poller;
@@ -154,13 +154,13 @@ void Broker::run(const StopSource& stop) {
     for (const auto& [p, seen] : producers_) (void)send_to(frontend_, p, proto::Command::bye);
 }
 
-bool Broker::count_drop(const std::string& peer, const std::string& reason, std::size_t n) {
+bool BrokerImpl::count_drop(const std::string& peer, const std::string& reason, std::size_t n) {
     dropped_[reason] += n;
     if (logged_drops_.size() > 10000) logged_drops_.clear();  // bounded; may log a peer again
     return logged_drops_.emplace(peer, reason).second;
 }
 
-void Broker::drop(const std::string& peer, const char* socket, proto::DecodeError reason) {
+void BrokerImpl::drop(const std::string& peer, const char* socket, proto::DecodeError reason) {
     const std::string why = proto::decode_error_name(reason);
     if (count_drop(peer, why, 1))
         log_->warn("broker.dropped socket={} peer={} reason={} (logged once per peer){}", socket, to_hex(peer), why,
@@ -170,14 +170,14 @@ void Broker::drop(const std::string& peer, const char* socket, proto::DecodeErro
                        : "");
 }
 
-void Broker::refuse(const std::string& peer, const char* what, std::size_t n, bool proofs, const std::string& first_id) {
+void BrokerImpl::refuse(const std::string& peer, const char* what, std::size_t n, bool proofs, const std::string& first_id) {
     if (count_drop(peer, "not_owner", n))
         log_->warn("broker.not_owner peer={} command={} ids={} first={} proofs={} (tasks of another producer, or "
                    "a proof that does not match: ignored; logged once per peer)",
                    to_hex(peer), what, n, first_id, proofs);
 }
 
-bool Broker::on_frontend() {
+bool BrokerImpl::on_frontend() {
     std::vector<zmq::message_t> frames;
     for (DrainBudget budget(k_drain_limit); budget.more();) {
         frames.clear();
@@ -199,7 +199,7 @@ bool Broker::on_frontend() {
     return false;
 }
 
-bool Broker::on_backend() {
+bool BrokerImpl::on_backend() {
     std::vector<zmq::message_t> frames;
     for (DrainBudget budget(k_drain_limit); budget.more();) {
         frames.clear();
@@ -221,7 +221,7 @@ bool Broker::on_backend() {
     return false;
 }
 
-void Broker::handle_frontend(const std::string& peer, proto::Command c, std::string_view body) {
+void BrokerImpl::handle_frontend(const std::string& peer, proto::Command c, std::string_view body) {
     using proto::Command;
     const auto now = Clock::now();
     switch (c) {
@@ -277,7 +277,7 @@ void Broker::handle_frontend(const std::string& peer, proto::Command c, std::str
     }
 }
 
-void Broker::handle_backend(const std::string& peer, proto::Command c, std::string_view body) {
+void BrokerImpl::handle_backend(const std::string& peer, proto::Command c, std::string_view body) {
     using proto::Command;
     const auto now = Clock::now();
     switch (c) {
@@ -364,7 +364,7 @@ void Broker::handle_backend(const std::string& peer, proto::Command c, std::stri
     }
 }
 
-void Broker::remove_worker(const std::string& identity, const std::string& reason, bool died,
+void BrokerImpl::remove_worker(const std::string& identity, const std::string& reason, bool died,
                            const std::vector<std::string>& finished) {
     const auto held = scheduler_.held_by(identity);
     log_->info("worker.removed id={} reason=\"{}\" held={}", scheduler_.describe_worker(identity), reason, held);
@@ -372,7 +372,7 @@ void Broker::remove_worker(const std::string& identity, const std::string& reaso
     live_workers_ = scheduler_.worker_count();
 }
 
-void Broker::dispatch_ready_tasks() {
+void BrokerImpl::dispatch_ready_tasks() {
     // A refused task gives its worker's credit back: dispatch again then, or
     // the tasks queued behind it would wait for the next message or tick.
     bool refused = true;
@@ -382,7 +382,7 @@ void Broker::dispatch_ready_tasks() {
     }
 }
 
-bool Broker::send_dispatch(const Scheduler::Batch& batch) {
+bool BrokerImpl::send_dispatch(const Scheduler::Batch& batch) {
     // The worker's limit too: ZeroMQ drops a peer that sends it more than
     // its ZMQ_MAXMSGSIZE, which looked to both sides like a dead connection,
     // and the task ended `lost` after three of them.
@@ -433,24 +433,24 @@ bool Broker::send_dispatch(const Scheduler::Batch& batch) {
 
 // A client's callers send lone tasks on a connection of their own:
 // its routing id is the client's, "P" and 8 characters, with "S" for "P".
-std::string Broker::producer_of(const std::string& peer) {
+std::string BrokerImpl::producer_of(const std::string& peer) {
     if (peer.size() != 9 || peer[0] != 'S') return peer;
     std::string producer = peer;
     producer[0] = 'P';
     return producer;
 }
 
-void Broker::forget_producer(const std::string& peer) {
+void BrokerImpl::forget_producer(const std::string& peer) {
     producers_.erase(peer);
     accepted_.erase(peer);
     rejected_.erase(peer);
 }
 
-void Broker::reply(const std::string& peer, proto::Command c, std::string_view body) {
+void BrokerImpl::reply(const std::string& peer, proto::Command c, std::string_view body) {
     if (send_to(frontend_, peer, c, body) == SendStatus::would_block) ++dropped_["unread_replies"];
 }
 
-void Broker::keep_reply(const std::string& producer, std::vector<std::string>& kept, std::vector<std::string>& ids) {
+void BrokerImpl::keep_reply(const std::string& producer, std::vector<std::string>& kept, std::vector<std::string>& ids) {
     std::size_t held = 0;
     for (const auto& [reason, r] : rejected_[producer]) held += r.size();
     held += accepted_[producer].size();
@@ -493,7 +493,7 @@ bool send_ids(zmq::socket_t& router, const std::string& peer, proto::Command c, 
 
 }  // namespace
 
-void Broker::flush_replies() {
+void BrokerImpl::flush_replies() {
     // A reply its producer cannot take now is kept and sent again at the
     // next turn, until the producer is gone: its tasks may have come on its
     // submit connection, back from a break before its own connection is.
@@ -516,7 +516,7 @@ void Broker::flush_replies() {
     }
 }
 
-void Broker::forward_results(const std::string& worker, std::vector<proto::Outcome>&& results) {
+void BrokerImpl::forward_results(const std::string& worker, std::vector<proto::Outcome>&& results) {
     // Workers send only results of attached tasks here, whose producer's
     // connection stands in for its sink; a detached task's sink is tried
     // from here once. What cannot be passed on now runs again later.
@@ -561,7 +561,7 @@ void Broker::forward_results(const std::string& worker, std::vector<proto::Outco
     next_retry_ = Clock::now();
 }
 
-void Broker::report(std::vector<FinalOutcome>&& finals) {
+void BrokerImpl::report(std::vector<FinalOutcome>&& finals) {
     // Each one in the log when few; a count by status when many (a gone
     // producer may have a million tasks cancelled at once).
     constexpr std::size_t k_logged_each = 16;
@@ -579,7 +579,7 @@ void Broker::report(std::vector<FinalOutcome>&& finals) {
         log_->info("task.final n={} status={} (first id {})", n, status, first_id);
 }
 
-void Broker::flush_outcomes() {
+void BrokerImpl::flush_outcomes() {
     for (auto& [endpoint, list] : outcomes_) {
         if (list.empty()) continue;
         try {
@@ -603,7 +603,7 @@ void Broker::flush_outcomes() {
     }
 }
 
-void Broker::notice_stall(Clock::time_point now) {
+void BrokerImpl::notice_stall(Clock::time_point now) {
     const auto stall = stall_meter_.check(now);
     if (stall == Clock::duration::zero()) return;
     scheduler_.stalled(stall, now);
@@ -615,7 +615,7 @@ void Broker::notice_stall(Clock::time_point now) {
                std::chrono::duration_cast<Millis>(stall).count());
 }
 
-void Broker::expire_peers(Clock::time_point now) {
+void BrokerImpl::expire_peers(Clock::time_point now) {
     for (const auto& identity : scheduler_.expired(now)) {
         ++scheduler_.totals().workers_expired;
         remove_worker(identity, "missed heartbeats");
@@ -640,7 +640,7 @@ void Broker::expire_peers(Clock::time_point now) {
     report(std::move(again));
 }
 
-void Broker::tick(Clock::time_point now) {
+void BrokerImpl::tick(Clock::time_point now) {
     next_tick_ = now + config_.heartbeat;
     // Just after a stall, a peer's messages may still wait unread: peers
     // are judged at a later tick.
@@ -671,7 +671,7 @@ void Broker::tick(Clock::time_point now) {
     received_at_tick_ = received_;
 }
 
-nlohmann::json Broker::status_json(Clock::time_point now) const {
+nlohmann::json BrokerImpl::status_json(Clock::time_point now) const {
     auto doc = scheduler_.status(now);
     doc["dropped"] = nlohmann::json(dropped_);
     doc["producers"] = producers_.size();
@@ -681,33 +681,13 @@ nlohmann::json Broker::status_json(Clock::time_point now) const {
     return doc;
 }
 
-std::optional<nlohmann::json> fetch_status(zmq::context_t& ctx, const std::string& frontend, Millis timeout,
-                                          const Security* security) {
-    zmq::socket_t s(ctx, zmq::socket_type::dealer);
-    s.set(zmq::sockopt::linger, 0);
-    connect_client(s, security, frontend);
-    if (send_message_blocking(s, proto::Command::status) != SendStatus::sent) return std::nullopt;
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-        zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-        drover::poll(&item, 1, std::chrono::duration_cast<Millis>(deadline - Clock::now()));
-        if (!(item.revents & ZMQ_POLLIN)) continue;
-        std::vector<zmq::message_t> frames;
-        if (!zmq::recv_multipart(s, std::back_inserter(frames), zmq::recv_flags::dontwait)) continue;
-        if (frames.size() != 2) continue;
-        auto cmd = proto::parse_header(frames[0]);
-        if (!cmd || *cmd != proto::Command::status_reply) continue;
-        // from_msgpack recurses once a level: a reply nested past the limit
-        // is not a broker's.
-        if (!within_depth_limit(proto::view(frames[1]))) return std::nullopt;
-        try {
-            const auto* p = static_cast<const std::uint8_t*>(frames[1].data());
-            return nlohmann::json::from_msgpack(p, p + frames[1].size());
-        } catch (const nlohmann::json::exception&) {
-            return std::nullopt;
-        }
-    }
-    return std::nullopt;
-}
+Broker::Broker(zmq::context_t& ctx, BrokerConfig config, Logger log)
+    : impl_(std::make_unique<BrokerImpl>(ctx, std::move(config), std::move(log))) {}
+Broker::~Broker() = default;
+void Broker::bind() { impl_->bind(); }
+void Broker::run(const StopSource& stop) { impl_->run(stop); }
+const std::string& Broker::frontend_endpoint() const { return impl_->frontend_endpoint(); }
+const std::string& Broker::backend_endpoint() const { return impl_->backend_endpoint(); }
+std::size_t Broker::live_workers() const { return impl_->live_workers(); }
 
 }  // namespace drover

@@ -1,11 +1,11 @@
 // The broker's bookkeeping: tasks, queues, workers and credits.
-#include "drover/scheduler.hpp"
+#include "scheduler.hpp"
 
 #include <algorithm>
 #include <cstring>
 
-#include "drover/proof.hpp"
-#include "drover/stall.hpp"
+#include "internal/proof.hpp"
+#include "internal/stall.hpp"
 
 namespace drover {
 

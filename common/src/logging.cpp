@@ -1,5 +1,5 @@
 // Process logger set-up.
-#include "drover/logging.hpp"
+#include "drover/common/logging.hpp"
 
 #include <cstdlib>
 #include <stdexcept>

@@ -1,5 +1,5 @@
 // Task secrets, attempt tokens and settle proofs (keyed SipHash, libsodium).
-#include "drover/proof.hpp"
+#include "internal/proof.hpp"
 
 #include <cstring>
 #include <stdexcept>

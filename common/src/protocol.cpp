@@ -1,5 +1,5 @@
 // Encoding and bounded decoding of DRV4 message bodies.
-#include "drover/protocol.hpp"
+#include "drover/common/protocol.hpp"
 
 #include <algorithm>
 #include <cstdlib>

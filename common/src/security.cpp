@@ -1,5 +1,5 @@
 // CurveZMQ keys, allow-lists, the ZAP handler (RFC 27) and secure sockets.
-#include "drover/security.hpp"
+#include "drover/common/security.hpp"
 
 #include <algorithm>
 #include <array>
@@ -18,7 +18,7 @@
 
 #include <zmq_addon.hpp>
 
-#include "drover/net.hpp"
+#include "internal/net.hpp"
 
 namespace drover {
 

@@ -1,5 +1,5 @@
 // eventfd-backed stop requests, raised from signal handlers.
-#include "drover/stop.hpp"
+#include "drover/common/stop.hpp"
 
 #include <csignal>
 #include <cstdint>

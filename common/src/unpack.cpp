@@ -1,5 +1,5 @@
 // A msgpack reader that builds msgpack::object trees in a zone.
-#include "drover/unpack.hpp"
+#include "internal/unpack.hpp"
 
 #include <cstdint>
 #include <cstring>

@@ -1,6 +1,6 @@
 // Client: submission window, SUBMIT batches, the sink, SETTLE, resends.
-#include "drover/client.hpp"
-#include "drover/stall.hpp"
+#include "client_impl.hpp"
+#include "internal/stall.hpp"
 
 #include <algorithm>
 #include <array>
@@ -12,8 +12,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "drover/broker.hpp"
-#include "drover/unpack.hpp"
+#include "internal/unpack.hpp"
+#include "drover/client/status.hpp"
 
 namespace drover {
 
@@ -88,7 +88,7 @@ std::string default_sink(const std::string& broker) {
 
 }  // namespace
 
-Client::Client(zmq::context_t& ctx, ClientOptions options, Logger log)
+ClientImpl::ClientImpl(zmq::context_t& ctx, ClientOptions options, Logger log)
     : ctx_(ctx),
       options_(std::move(options)),
       log_(std::move(log)),
@@ -114,7 +114,7 @@ Client::Client(zmq::context_t& ctx, ClientOptions options, Logger log)
     io_ = std::thread([this] { io_loop(); });
 }
 
-Client::~Client() {
+ClientImpl::~ClientImpl() {
     {
         // What callers queued there and the socket has not sent yet goes no
         // further (its tasks end cancelled below). What it did send may reach
@@ -153,12 +153,12 @@ Client::~Client() {
     if (!sink_ipc_path_.empty()) ::unlink(sink_ipc_path_.c_str());
 }
 
-void Client::wake() {
+void ClientImpl::wake() {
     const std::uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
 }
 
-std::string Client::submit_packed(std::string name, std::string args, ResultCallback done, TaskOptions options) {
+std::string ClientImpl::submit_packed(std::string name, std::string args, ResultCallback done, TaskOptions options) {
     const auto room = payload_limit(options_.max_message_bytes);
     if (args.size() + name.size() > room)
         throw std::invalid_argument("task '" + name + "' arguments too large: " + std::to_string(args.size()) +
@@ -235,7 +235,7 @@ std::string Client::submit_packed(std::string name, std::string args, ResultCall
     return id;
 }
 
-std::string Client::own_id(std::uint64_t seq) const {
+std::string ClientImpl::own_id(std::uint64_t seq) const {
     // Written right to left into one buffer, then made a string once (three
     // appends to a string were 200 instructions a task).
     char buf[32];
@@ -248,7 +248,7 @@ std::string Client::own_id(std::uint64_t seq) const {
     return std::string(start, end);
 }
 
-std::uint64_t Client::own_seq(std::string_view id) const {
+std::uint64_t ClientImpl::own_seq(std::string_view id) const {
     const std::size_t start = session_.size() + 1;
     if (id.size() <= start || id.size() > start + 11 || id[session_.size()] != '.' ||
         id.compare(0, session_.size(), session_) != 0)
@@ -262,7 +262,7 @@ std::uint64_t Client::own_seq(std::string_view id) const {
     return n;
 }
 
-Client::Found Client::find_pending(std::string_view id) {
+ClientImpl::Found ClientImpl::find_pending(std::string_view id) {
     if (const auto seq = own_seq(id); seq != 0)
         if (Pending* p = pending_.find(seq); p && p->task.id == id) return {seq, p};
     if (named_.empty()) return {};
@@ -271,23 +271,23 @@ Client::Found Client::find_pending(std::string_view id) {
     return {it->second, pending_.find(it->second)};
 }
 
-void Client::erase_pending(const Found& f) {
+void ClientImpl::erase_pending(const Found& f) {
     if (f.pending->named) named_.erase(f.pending->task.id);
     if (f.pending->elsewhere) --elsewhere_pending_;
     pending_.erase(f.seq);
 }
 
-void Client::wait_all() {
+void ClientImpl::wait_all() {
     std::unique_lock lock(mutex_);
     room_.wait(lock, [&] { return all_finished(); });
 }
 
-bool Client::wait_all_for(Millis timeout) {
+bool ClientImpl::wait_all_for(Millis timeout) {
     std::unique_lock lock(mutex_);
     return room_.wait_for(lock, timeout, [&] { return all_finished(); });
 }
 
-void Client::cancel_all() {
+void ClientImpl::cancel_all() {
     {
         std::lock_guard lock(mutex_);
         pending_.for_each([&](std::uint64_t, const Pending& p) {
@@ -297,12 +297,12 @@ void Client::cancel_all() {
     wake();
 }
 
-std::size_t Client::unfinished() const {
+std::size_t ClientImpl::unfinished() const {
     std::lock_guard lock(mutex_);
     return pending_.size() + delivering_;  // a callback still running is not finished
 }
 
-bool Client::wait_for_workers(std::size_t n, Millis timeout) {
+bool ClientImpl::wait_for_workers(std::size_t n, Millis timeout) {
     const auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
         auto doc = fetch_status(ctx_, options_.broker, Millis(1000), options_.security.get());
@@ -312,7 +312,7 @@ bool Client::wait_for_workers(std::size_t n, Millis timeout) {
     return false;
 }
 
-void Client::connect_broker() {
+void ClientImpl::connect_broker() {
     broker_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
     broker_->set(zmq::sockopt::linger, 0);
     // One routing id for the session, so the broker sees the same producer
@@ -326,7 +326,7 @@ void Client::connect_broker() {
     broker_heard_.store(false);
 }
 
-void Client::connect_submit() {
+void ClientImpl::connect_submit() {
     auto s = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
     s->set(zmq::sockopt::linger, 0);
     s->set(zmq::sockopt::routing_id, "S" + route_);  // the broker's reply goes to "P" + route_
@@ -336,19 +336,19 @@ void Client::connect_submit() {
     if (!submit_closed_) submit_socket_ = std::move(s);
 }
 
-proto::TaskRef Client::wire_ref(const Pending& p) const {
+proto::TaskRef ClientImpl::wire_ref(const Pending& p) const {
     const Submitted& t = p.task;
     return proto::TaskRef{t.id, t.name, t.args, p.elsewhere ? t.reply_to : reply_to_,
                           0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error,
                           std::string_view(t.secret, sizeof t.secret), 0};
 }
 
-std::size_t Client::at_broker() const {
+std::size_t ClientImpl::at_broker() const {
     const std::size_t known = pending_.size() + settle_.size();
     return known - std::min(known, unsent_.size() + inbox_.size());
 }
 
-Client::Unsent Client::send_unsent() {
+ClientImpl::Unsent ClientImpl::send_unsent() {
     if (unsent_.empty()) return Unsent::none;
     if (Clock::now() < resend_at_) return Unsent::backing_off;
     std::size_t sent = 0;
@@ -386,7 +386,7 @@ Client::Unsent Client::send_unsent() {
     return full ? Unsent::socket_full : Unsent::no_room;
 }
 
-void Client::hold_back(const std::vector<std::string>& ids) {
+void ClientImpl::hold_back(const std::vector<std::string>& ids) {
     const auto now = Clock::now();
     std::vector<std::uint64_t> again;
     std::size_t there = 0;
@@ -419,12 +419,12 @@ void Client::hold_back(const std::vector<std::string>& ids) {
     expire_refused(now);
 }
 
-void Client::made_room() {
+void ClientImpl::made_room() {
     backoff_ = Millis(0);
     stalled_since_ = {};
 }
 
-void Client::expire_refused(Clock::time_point now) {
+void ClientImpl::expire_refused(Clock::time_point now) {
     if (stalled_since_ == Clock::time_point{} || now - stalled_since_ < options_.queue_full_wait) return;
     std::vector<std::pair<std::string, std::string>> expired;
     {
@@ -439,7 +439,7 @@ void Client::expire_refused(Clock::time_point now) {
     end_refused(expired);  // their unsent_ entries are skipped once they are not pending
 }
 
-void Client::end_refused(std::vector<std::pair<std::string, std::string>>& expired) {
+void ClientImpl::end_refused(std::vector<std::pair<std::string, std::string>>& expired) {
     for (auto& [id, task] : expired) {
         Result r;
         r.id = id;
@@ -450,7 +450,7 @@ void Client::end_refused(std::vector<std::pair<std::string, std::string>>& expir
     }
 }
 
-void Client::finish(const std::string& id, Result&& r) {
+void ClientImpl::finish(const std::string& id, Result&& r) {
     std::vector<std::pair<ResultCallback, Result>> ready;
     {
         std::lock_guard lock(mutex_);
@@ -465,7 +465,7 @@ void Client::finish(const std::string& id, Result&& r) {
 
 // Runs the callbacks of outcomes taken from pending_ (and counted in
 // delivering_) by the caller, without the lock.
-void Client::deliver(std::vector<std::pair<ResultCallback, Result>>& ready) {
+void ClientImpl::deliver(std::vector<std::pair<ResultCallback, Result>>& ready) {
     room_.notify_all();
     for (auto& [done, r] : ready) {
         if (!done) continue;
@@ -482,7 +482,7 @@ void Client::deliver(std::vector<std::pair<ResultCallback, Result>>& ready) {
     room_.notify_all();  // wait_all() returns only once every callback has run
 }
 
-void Client::on_results(std::string_view body) {
+void ClientImpl::on_results(std::string_view body) {
     auto m = proto::decode_result_views(body);
     if (!m) {
         log_->warn("client.sink_dropped reason={}", proto::decode_error_name(m.error()));
@@ -580,7 +580,7 @@ void Client::on_results(std::string_view body) {
                    resubmitted);
 }
 
-void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
+void ClientImpl::on_broker_message(std::vector<zmq::message_t>& frames) {
     if (frames.empty() || frames.size() > 2) return;
     auto cmd = proto::parse_header(frames[0]);
     if (!cmd) return;
@@ -663,7 +663,7 @@ void Client::on_broker_message(std::vector<zmq::message_t>& frames) {
 
 // The broker may know none of our tasks: resend all that have no outcome
 // yet, under the same ids, in the order submitted. Called with mutex_ held.
-void Client::resend_unfinished() {
+void ClientImpl::resend_unfinished() {
     unsent_.clear();
     broker_room_ = SIZE_MAX;  // another broker, or the same one after a break: its queue is news
     made_room();
@@ -674,7 +674,7 @@ void Client::resend_unfinished() {
     std::sort(unsent_.begin(), unsent_.end());
 }
 
-void Client::settle_again() {
+void ClientImpl::settle_again() {
     if (settled_older_.empty() && settled_recent_.empty()) return;
     if (settle_.empty()) settle_since_ = Clock::now();
     for (const auto* kept : {&settled_older_, &settled_recent_})
@@ -682,11 +682,11 @@ void Client::settle_again() {
     settle_now_ = true;
 }
 
-Clock::time_point Client::settle_due() const {
+Clock::time_point ClientImpl::settle_due() const {
     return settle_.empty() ? Clock::time_point::max() : settle_since_ + k_settle_delay;
 }
 
-void Client::send_settle() {
+void ClientImpl::send_settle() {
     if (settle_.empty()) return;
     for (std::size_t i = 0; i < settle_.size(); i += k_settle_batch) {
         const auto end = std::min(settle_.size(), i + k_settle_batch);
@@ -703,7 +703,7 @@ void Client::send_settle() {
     room_.notify_all();
 }
 
-void Client::io_loop() {
+void ClientImpl::io_loop() {
     auto next_heartbeat = Clock::now();
     std::vector<zmq::message_t> frames;
     const auto window = options_.heartbeat * options_.liveness;
@@ -829,5 +829,22 @@ void Client::io_loop() {
     (void)send_message(*broker_, proto::Command::bye);
     broker_->set(zmq::sockopt::linger, 500);  // let the last SETTLE, CANCEL and BYE leave
 }
+
+Client::Client(zmq::context_t& ctx, ClientOptions options, Logger log)
+    : impl_(std::make_unique<ClientImpl>(ctx, std::move(options), std::move(log))) {}
+Client::~Client() = default;
+std::string Client::submit_packed(std::string name, std::string args, ResultCallback done, TaskOptions options) {
+    return impl_->submit_packed(std::move(name), std::move(args), std::move(done), std::move(options));
+}
+void Client::wait_all() { impl_->wait_all(); }
+bool Client::wait_all_for(Millis timeout) { return impl_->wait_all_for(timeout); }
+void Client::cancel_all() { impl_->cancel_all(); }
+bool Client::wait_for_workers(std::size_t n, Millis timeout) { return impl_->wait_for_workers(n, timeout); }
+const std::string& Client::reply_to() const { return impl_->reply_to(); }
+std::size_t Client::unfinished() const { return impl_->unfinished(); }
+std::uint64_t Client::duplicates_dropped() const { return impl_->duplicates_dropped(); }
+std::uint64_t Client::forged_dropped() const { return impl_->forged_dropped(); }
+std::uint64_t Client::too_deep_results() const { return impl_->too_deep_results(); }
+std::uint64_t Client::submitted_directly() const { return impl_->submitted_directly(); }
 
 }  // namespace drover

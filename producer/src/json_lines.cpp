@@ -1,10 +1,12 @@
 // JSON lines at the shell edge.
-#include "drover/json_lines.hpp"
+#include "drover/client/json_lines.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <string_view>
+
+#include "internal/unpack.hpp"
 
 namespace drover {
 

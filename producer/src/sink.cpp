@@ -1,9 +1,11 @@
 // Standalone sink: PULL outcomes, drop duplicates, SETTLE with the broker.
-#include "drover/sink.hpp"
+#include "drover/client/sink.hpp"
 
 #include <unistd.h>
 
-#include "drover/unpack.hpp"
+#include "internal/net.hpp"
+#include "internal/proof.hpp"
+#include "internal/unpack.hpp"
 
 namespace drover {
 

@@ -16,10 +16,11 @@
 #include <zmq.hpp>
 
 #include "../e2e/process.hpp"
-#include "drover/broker.hpp"
-#include "drover/proof.hpp"
-#include "drover/protocol.hpp"
+#include "drover/broker/broker.hpp"
+#include "internal/proof.hpp"
+#include "drover/common/protocol.hpp"
 #include "raw_peer.hpp"
+#include "drover/client/status.hpp"
 
 using namespace std::chrono_literals;
 using drover::proto::Command;

@@ -12,9 +12,10 @@
 #include <zmq.hpp>
 
 #include "../e2e/process.hpp"
-#include "drover/broker.hpp"
-#include "drover/protocol.hpp"
+#include "drover/broker/broker.hpp"
+#include "drover/common/protocol.hpp"
 #include "raw_peer.hpp"
+#include "drover/client/status.hpp"
 
 using namespace drover::test;
 using namespace std::chrono_literals;

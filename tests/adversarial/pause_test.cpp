@@ -10,8 +10,9 @@
 
 #include <zmq.hpp>
 
-#include "drover/broker.hpp"
+#include "drover/broker/broker.hpp"
 #include "../e2e/process.hpp"
+#include "drover/client/status.hpp"
 
 using namespace drover::test;
 using nlohmann::json;

@@ -9,7 +9,7 @@
 
 #include <zmq.hpp>
 
-#include "drover/protocol.hpp"
+#include "drover/common/protocol.hpp"
 
 namespace drover::test {
 

@@ -15,11 +15,12 @@
 
 #include <zmq.hpp>
 
-#include "drover/broker.hpp"
-#include "drover/net.hpp"
-#include "drover/proof.hpp"
-#include "drover/protocol.hpp"
+#include "drover/broker/broker.hpp"
+#include "internal/net.hpp"
+#include "internal/proof.hpp"
+#include "drover/common/protocol.hpp"
 #include "process.hpp"
+#include "drover/client/status.hpp"
 
 using namespace drover::test;
 using nlohmann::json;
@@ -340,7 +341,7 @@ TEST_CASE("start-broker.sh refuses a second broker in one run directory, and sto
     TempDir dir;
     const std::string script = std::string(DROVER_SCRIPTS_DIR) + "/start-broker.sh";
     const std::string exe = DROVER_BROKER_EXE;
-    const auto bin = exe.substr(0, exe.rfind("/broker/"));  // the build tree, as DROVER_BIN
+    const auto bin = exe.substr(0, exe.rfind('/'));  // the programs' directory, as DROVER_BIN
     const auto run_dir = dir.file("run");
     const auto script_run = [&](std::vector<std::string> args) {
         std::vector<std::string> argv{"/usr/bin/env", "DROVER_BIN=" + bin, "/bin/bash", script};

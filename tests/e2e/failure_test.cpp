@@ -13,8 +13,9 @@
 
 #include <zmq.hpp>
 
-#include "drover/broker.hpp"
+#include "drover/broker/broker.hpp"
 #include "process.hpp"
+#include "drover/client/status.hpp"
 
 using namespace drover::test;
 using nlohmann::json;

@@ -15,7 +15,7 @@
 
 #include <unistd.h>
 
-#include "drover/client.hpp"
+#include "drover/client/client.hpp"
 #include "netns.hpp"
 #include "process.hpp"
 #include "relay.hpp"

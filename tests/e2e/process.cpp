@@ -14,7 +14,8 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
-#include "drover/broker.hpp"
+#include "drover/broker/broker.hpp"
+#include "drover/client/status.hpp"
 
 namespace drover::test {
 

@@ -22,12 +22,13 @@
 
 #include <zmq.hpp>
 
-#include "drover/broker.hpp"
-#include "drover/client.hpp"
-#include "drover/proof.hpp"
-#include "drover/protocol.hpp"
-#include "drover/security.hpp"
+#include "drover/broker/broker.hpp"
+#include "drover/client/client.hpp"
+#include "internal/proof.hpp"
+#include "drover/common/protocol.hpp"
+#include "drover/common/security.hpp"
 #include "process.hpp"
+#include "drover/client/status.hpp"
 
 using namespace drover::test;
 using nlohmann::json;

@@ -13,8 +13,8 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
-#include "drover/net.hpp"
-#include "drover/protocol.hpp"
+#include "internal/net.hpp"
+#include "drover/common/protocol.hpp"
 
 using namespace drover;
 

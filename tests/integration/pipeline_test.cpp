@@ -12,10 +12,12 @@
 
 #include <spdlog/sinks/base_sink.h>
 
-#include "drover/broker.hpp"
-#include "drover/client.hpp"
-#include "drover/local_cluster.hpp"
-#include "drover/worker.hpp"
+#include "drover/broker/broker.hpp"
+#include "drover/client/client.hpp"
+#include "drover/cluster/local_cluster.hpp"
+#include "drover/worker/worker.hpp"
+#include "drover/client/status.hpp"
+#include "internal/net.hpp"
 
 using namespace std::chrono_literals;
 

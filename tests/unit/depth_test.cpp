@@ -5,10 +5,10 @@
 #include <catch2/catch.hpp>
 #include <msgpack.hpp>
 
-#include "drover/client.hpp"
-#include "drover/json_lines.hpp"
-#include "drover/registry.hpp"
-#include "drover/unpack.hpp"
+#include "drover/client/client.hpp"
+#include "drover/client/json_lines.hpp"
+#include "drover/worker/registry.hpp"
+#include "internal/unpack.hpp"
 
 using drover::k_max_data_depth;
 using drover::within_depth_limit;

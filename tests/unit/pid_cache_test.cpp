@@ -1,4 +1,4 @@
-// getpid() from memory (common/pid_cache.cpp, linked into this program as
+// getpid() from memory (programs/pid_cache.cpp, linked into this program as
 // into drover's daemons): the process's pid, and the child's own in a child.
 #include <catch2/catch.hpp>
 

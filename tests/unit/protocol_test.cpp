@@ -10,7 +10,7 @@
 #include <catch2/catch.hpp>
 #include <msgpack.hpp>
 
-#include "drover/protocol.hpp"
+#include "drover/common/protocol.hpp"
 
 using namespace drover::proto;
 

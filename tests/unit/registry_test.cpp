@@ -9,8 +9,8 @@
 #include <catch2/catch.hpp>
 #include <msgpack.hpp>
 
-#include "drover/client.hpp"
-#include "drover/registry.hpp"
+#include "drover/client/client.hpp"
+#include "drover/worker/registry.hpp"
 
 using drover::ArgumentError;
 using drover::pack_args;

@@ -6,7 +6,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "drover/scheduler.hpp"
+#include "scheduler.hpp"
 
 using drover::Clock;
 using drover::FinalOutcome;

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "drover/security.hpp"
+#include "drover/common/security.hpp"
 
 using namespace drover;
 

@@ -5,7 +5,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "drover/seq_table.hpp"
+#include "seq_table.hpp"
 
 using drover::SeqTable;
 

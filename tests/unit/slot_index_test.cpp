@@ -7,7 +7,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "drover/slot_index.hpp"
+#include "slot_index.hpp"
 
 namespace {
 

@@ -5,8 +5,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "drover/scheduler.hpp"
-#include "drover/stall.hpp"
+#include "scheduler.hpp"
+#include "internal/stall.hpp"
 
 using drover::Clock;
 using drover::Scheduler;

@@ -9,7 +9,7 @@
 #include <catch2/catch.hpp>
 #include <msgpack.hpp>
 
-#include "drover/unpack.hpp"
+#include "internal/unpack.hpp"
 
 namespace {
 

@@ -1,6 +1,6 @@
 // Task registry and the built-in tasks.
-#include "drover/registry.hpp"
-#include "drover/unpack.hpp"
+#include "drover/worker/registry.hpp"
+#include "internal/unpack.hpp"
 
 #include <chrono>
 #include <csignal>

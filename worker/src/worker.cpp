@@ -1,7 +1,7 @@
 // Worker: broker connection, credits, executors and result delivery.
-#include "drover/worker.hpp"
-#include "drover/memory.hpp"
-#include "drover/stall.hpp"
+#include "worker_impl.hpp"
+#include "internal/memory.hpp"
+#include "internal/stall.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -44,7 +44,7 @@ constexpr std::int64_t k_poll_granularity_ns = 1'000'000;
 
 }  // namespace
 
-Worker::Worker(zmq::context_t& ctx, const Registry& registry, WorkerOptions options, Logger log)
+WorkerImpl::WorkerImpl(zmq::context_t& ctx, const Registry& registry, WorkerOptions options, Logger log)
     : ctx_(ctx),
       registry_(registry),
       options_(std::move(options)),
@@ -63,7 +63,7 @@ Worker::Worker(zmq::context_t& ctx, const Registry& registry, WorkerOptions opti
     done_endpoint_ = "inproc://drover-worker-done-" + random_hex(8);
 }
 
-Worker::~Worker() {
+WorkerImpl::~WorkerImpl() {
     {
         std::lock_guard lock(mutex_);
         closing_ = true;
@@ -73,7 +73,7 @@ Worker::~Worker() {
         if (t.joinable()) t.join();
 }
 
-void Worker::connect_to_broker() {
+void WorkerImpl::connect_to_broker() {
     broker_ = std::make_unique<zmq::socket_t>(io_ctx_, zmq::socket_type::dealer);
     broker_->set(zmq::sockopt::linger, 0);
     broker_->set(zmq::sockopt::maxmsgsize, options_.max_message_bytes);
@@ -105,7 +105,7 @@ void Worker::connect_to_broker() {
     (void)top_up_credits();
 }
 
-std::uint32_t Worker::target_credits() {
+std::uint32_t WorkerImpl::target_credits() {
     const std::uint32_t slots = options_.concurrency;
     if (!options_.auto_prefetch) return slots + options_.prefetch;
     // The mean task time over the tasks run since the last sample.
@@ -130,7 +130,7 @@ std::uint32_t Worker::target_credits() {
     return slots + static_cast<std::uint32_t>(std::max<std::uint64_t>(std::min(wanted, most), options_.prefetch));
 }
 
-std::uint32_t Worker::top_up_credits() {
+std::uint32_t WorkerImpl::top_up_credits() {
     const auto target = target_credits();
     const auto prefetch = target - std::min(target, options_.concurrency);
     const std::uint32_t batch = std::max<std::uint32_t>(1, prefetch / 2);
@@ -155,7 +155,7 @@ std::uint32_t Worker::top_up_credits() {
     return wait;
 }
 
-void Worker::send_ready(std::uint32_t credits, std::uint32_t starts) {
+void WorkerImpl::send_ready(std::uint32_t credits, std::uint32_t starts) {
     proto::Ready ready{credits, starts, {}};
     if (times_due_.exchange(false, std::memory_order_acq_rel)) {
         std::lock_guard lock(times_mutex_);
@@ -172,7 +172,7 @@ void Worker::send_ready(std::uint32_t credits, std::uint32_t starts) {
     (void)send_message(*broker_, proto::Command::ready, proto::encode(ready));
 }
 
-bool Worker::add_name_times(const NameTimes& times) {
+bool WorkerImpl::add_name_times(const NameTimes& times) {
     bool due = false;
     std::lock_guard lock(times_mutex_);
     if (times_.size() > 4096) times_.clear();  // names are the registry's; a bound all the same
@@ -190,13 +190,13 @@ bool Worker::add_name_times(const NameTimes& times) {
     return due;
 }
 
-void Worker::count_finished() {
+void WorkerImpl::count_finished() {
     const auto finished = finished_.exchange(0);
     outstanding_ -= std::min(outstanding_, finished);
     promised_ -= std::min(promised_, finished);
 }
 
-Clock::time_point Worker::give_back_queued(Clock::time_point now, bool stopping) {
+Clock::time_point WorkerImpl::give_back_queued(Clock::time_point now, bool stopping) {
     const std::uint32_t slots = options_.concurrency;
     if (stopping || outstanding_ <= slots) return Clock::time_point::max();  // nothing waits behind the slots
     std::int64_t latest = 0;
@@ -275,7 +275,7 @@ Clock::time_point Worker::give_back_queued(Clock::time_point now, bool stopping)
     return Clock::time_point::max();
 }
 
-Clock::time_point Worker::grant_early_credits(Clock::time_point now, bool stopping) {
+Clock::time_point WorkerImpl::grant_early_credits(Clock::time_point now, bool stopping) {
     const auto after = early_after_ns_.load(std::memory_order_relaxed);
     if (after == 0 || stopping) return Clock::time_point::max();
     const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
@@ -301,7 +301,7 @@ Clock::time_point Worker::grant_early_credits(Clock::time_point now, bool stoppi
     return next;
 }
 
-void Worker::send_retries() {
+void WorkerImpl::send_retries() {
     std::vector<std::string> ids;
     {
         std::lock_guard lock(mutex_);
@@ -312,7 +312,7 @@ void Worker::send_retries() {
     (void)send_message(*broker_, proto::Command::retry, proto::encode(proto::Ids{std::move(ids)}));
 }
 
-void Worker::forward_results(std::string_view body) {
+void WorkerImpl::forward_results(std::string_view body) {
     if (send_message(*broker_, proto::Command::result, body) == SendStatus::sent) return;
     // The broker connection is full or down: run these tasks again later.
     auto m = proto::decode_results(body);
@@ -322,7 +322,7 @@ void Worker::forward_results(std::string_view body) {
     for (auto& o : m->results) retries_.push_back(std::move(o.id));
 }
 
-Clock::time_point Worker::report_timeouts(Clock::time_point now) {
+Clock::time_point WorkerImpl::report_timeouts(Clock::time_point now) {
     auto next = Clock::time_point::max();
     std::unordered_map<std::string, std::vector<proto::Outcome>> outcomes;
     {
@@ -368,7 +368,7 @@ Clock::time_point Worker::report_timeouts(Clock::time_point now) {
     return next;
 }
 
-Worker::Stopped Worker::leave_to_be_replaced() {
+Worker::Stopped WorkerImpl::leave_to_be_replaced() {
     log_->warn("worker.replace timed_out={} (the task runs on: this process ends and its supervisor starts a new one)",
                timed_out_.size());
     // The broker requeues what else we hold, and waits for the sinks to settle timed_out_.
@@ -382,7 +382,7 @@ Worker::Stopped Worker::leave_to_be_replaced() {
     return Stopped::replaced;
 }
 
-Worker::Stopped Worker::run(const StopSource& stop) {
+Worker::Stopped WorkerImpl::run(const StopSource& stop) {
     zmq::socket_t done(ctx_, zmq::socket_type::pull);
     done.bind(done_endpoint_);
     for (unsigned i = 0; i < options_.concurrency; ++i) executors_.emplace_back([this, i] { executor_loop(i); });
@@ -562,7 +562,7 @@ Worker::Stopped Worker::run(const StopSource& stop) {
     return Stopped::gracefully;
 }
 
-Clock::time_point Worker::run_one(proto::Task& task, proto::Outcome& out, Clock::time_point start, bool on_io) {
+Clock::time_point WorkerImpl::run_one(proto::Task& task, proto::Outcome& out, Clock::time_point start, bool on_io) {
     try {
         out.result = registry_.run(task.name, task.args);
         out.status = proto::Status::ok;
@@ -592,7 +592,7 @@ Clock::time_point Worker::run_one(proto::Task& task, proto::Outcome& out, Clock:
     return end;
 }
 
-void Worker::count_runs(std::uint32_t n, std::uint64_t busy_ns, std::uint64_t longest_ns) {
+void WorkerImpl::count_runs(std::uint32_t n, std::uint64_t busy_ns, std::uint64_t longest_ns) {
     auto seen = longest_ns_.load(std::memory_order_relaxed);
     while (longest_ns > seen && !longest_ns_.compare_exchange_weak(seen, longest_ns, std::memory_order_relaxed)) {
     }
@@ -600,7 +600,7 @@ void Worker::count_runs(std::uint32_t n, std::uint64_t busy_ns, std::uint64_t lo
     ran_.fetch_add(n, std::memory_order_release);  // after busy_ns_: see target_credits()
 }
 
-bool Worker::run_inline(proto::Task& task, std::string_view batch_reply_to) {
+bool WorkerImpl::run_inline(proto::Task& task, std::string_view batch_reply_to) {
     // Quick tasks only, by the longest of the last sample's: one that ran
     // past the liveness window here would keep this thread from its
     // heartbeats, and the broker would take the worker for dead meanwhile.
@@ -647,7 +647,7 @@ bool Worker::run_inline(proto::Task& task, std::string_view batch_reply_to) {
     return true;
 }
 
-void Worker::executor_loop(unsigned index) {
+void WorkerImpl::executor_loop(unsigned index) {
     zmq::socket_t done(ctx_, zmq::socket_type::push);
     done.connect(done_endpoint_);
     SinkSockets sinks(ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/200, /*hwm=*/16,  // batches of <= 1 MiB: at most 16 MiB waiting per executor
@@ -951,5 +951,11 @@ void Worker::executor_loop(unsigned index) {
     }
     if (pending_count > 0 && !abort_) flush(false);
 }
+
+Worker::Worker(zmq::context_t& ctx, const Registry& registry, WorkerOptions options, Logger log)
+    : impl_(std::make_unique<WorkerImpl>(ctx, registry, std::move(options), std::move(log))) {}
+Worker::~Worker() = default;
+Worker::Stopped Worker::run(const StopSource& stop) { return impl_->run(stop); }
+const std::string& Worker::id() const { return impl_->id(); }
 
 }  // namespace drover

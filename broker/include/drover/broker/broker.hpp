@@ -1,0 +1,62 @@
+// The broker: routes tasks from producers to workers against credits.
+#pragma once
+
+// Broker binds two ROUTER sockets: `frontend` for producers, sinks and admin
+// requests, `backend` for workers. run() is a single-threaded poll loop that
+// decodes each message and hands it to a Scheduler; outcomes only the broker
+// can report (lost, cancelled) are pushed straight to the task's sink.
+// Construct, bind(), then run() on one thread; live_workers() and the
+// endpoint accessors may be read from any thread after bind().
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "drover/common/clock.hpp"
+#include "drover/common/limits.hpp"
+#include "drover/common/logging.hpp"
+#include "drover/common/security.hpp"
+#include "drover/common/stop.hpp"
+
+namespace drover {
+
+struct BrokerConfig {
+    std::string frontend = "tcp://*:5555";
+    std::string backend = "tcp://*:5556";
+    std::size_t max_queued = 1'000'000;
+    Millis heartbeat{1000};
+    int liveness = 3;
+    std::int64_t max_message_bytes = k_default_max_message_bytes;
+    std::string endpoints_file;  // if set, written as JSON once bound
+    std::shared_ptr<Security> security;  // CurveZMQ on tcp; nullptr: plain
+};
+
+class BrokerImpl;
+
+class Broker {
+public:
+    Broker(zmq::context_t& ctx, BrokerConfig config, Logger log);
+    ~Broker();
+    Broker(const Broker&) = delete;
+    Broker& operator=(const Broker&) = delete;
+
+    // Binds frontend and backend. Throws: zmq::error_t (address in use, bad
+    // endpoint), std::runtime_error if the endpoints file cannot be written.
+    void bind();
+
+    // Serves until `stop` is requested, then says BYE to its peers.
+    void run(const StopSource& stop);
+
+    // Endpoints as bound, made connectable ("tcp://*:*" -> "tcp://127.0.0.1:PORT").
+    [[nodiscard]] const std::string& frontend_endpoint() const;
+    [[nodiscard]] const std::string& backend_endpoint() const;
+    [[nodiscard]] std::size_t live_workers() const;
+
+private:
+    std::unique_ptr<BrokerImpl> impl_;
+};
+
+}  // namespace drover

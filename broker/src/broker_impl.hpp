@@ -1,0 +1,113 @@
+// The broker's insides: its sockets, its Scheduler and its poll loop (Broker's pimpl).
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include <zmq.hpp>
+
+#include "drover/broker/broker.hpp"
+#include "drover/common/logging.hpp"
+#include "internal/net.hpp"
+#include "internal/sink_sockets.hpp"
+#include "scheduler.hpp"
+#include "drover/common/security.hpp"
+#include "internal/stall.hpp"
+#include "drover/common/stop.hpp"
+
+namespace drover {
+
+class BrokerImpl {
+public:
+    BrokerImpl(zmq::context_t& ctx, BrokerConfig config, Logger log);
+    ~BrokerImpl();
+    BrokerImpl(const BrokerImpl&) = delete;
+    BrokerImpl& operator=(const BrokerImpl&) = delete;
+
+    // Binds frontend and backend. Throws: zmq::error_t (address in use, bad
+    // endpoint), std::runtime_error if the endpoints file cannot be written.
+    void bind();
+
+    // Serves until `stop` is requested, then says BYE to its peers.
+    void run(const StopSource& stop);
+
+    // Endpoints as bound, made connectable ("tcp://*:*" -> "tcp://127.0.0.1:PORT").
+    [[nodiscard]] const std::string& frontend_endpoint() const { return frontend_ep_; }
+    [[nodiscard]] const std::string& backend_endpoint() const { return backend_ep_; }
+    [[nodiscard]] std::size_t live_workers() const { return live_workers_.load(); }
+
+private:
+    // Each returns whether it read all that waited (not stopped by its budget).
+    bool on_frontend();
+    bool on_backend();
+    void handle_frontend(const std::string& peer, proto::Command c, std::string_view body);
+    void handle_backend(const std::string& peer, proto::Command c, std::string_view body);
+    void dispatch_ready_tasks();
+    // Sends one worker's batch in DISPATCH messages that fit its limit; ends the tasks
+    // too large for it. Returns whether it ended any (their credits came back).
+    bool send_dispatch(const Scheduler::Batch& batch);
+    void flush_replies();
+    // Sends a reply that is not kept: one its peer cannot take now (it does
+    // not read) is dropped and counted.
+    void reply(const std::string& peer, proto::Command c, std::string_view body);
+    // Appends `ids` to a producer's replies in waiting (`kept`), up to
+    // k_max_unsent_reply_ids of them in all; the rest are dropped and counted.
+    void keep_reply(const std::string& producer, std::vector<std::string>& kept, std::vector<std::string>& ids);
+    [[nodiscard]] static std::string producer_of(const std::string& peer);  // a SUBMIT's sender's producer
+    void forget_producer(const std::string& peer);
+    void report(std::vector<FinalOutcome>&& finals);
+    void forward_results(const std::string& worker, std::vector<proto::Outcome>&& results);
+    void flush_outcomes();
+    void tick(Clock::time_point now);
+    // Ends workers and producers silent past their window, and resends broker-made outcomes due again.
+    void expire_peers(Clock::time_point now);
+    // Asks stall_meter_ whether this process was stopped; if it was, moves
+    // every peer's liveness deadline on by the stall and holds expiry back
+    // until the input that waited has been read.
+    void notice_stall(Clock::time_point now);
+    // Counts n dropped under `reason` (STATUS "dropped"); returns whether this
+    // (peer, reason) is new, so its caller logs it once.
+    bool count_drop(const std::string& peer, const std::string& reason, std::size_t n);
+    void drop(const std::string& peer, const char* socket, proto::DecodeError reason);
+    // Counts `n` ids of a SETTLE or CANCEL (`what`) that were not the peer's to end.
+    void refuse(const std::string& peer, const char* what, std::size_t n, bool proofs, const std::string& first_id);
+    void remove_worker(const std::string& identity, const std::string& reason, bool died = true,
+                       const std::vector<std::string>& finished = {});
+    nlohmann::json status_json(Clock::time_point now) const;
+
+    zmq::context_t& ctx_;
+    BrokerConfig config_;
+    Logger log_;
+    zmq::socket_t frontend_;
+    zmq::socket_t backend_;
+    std::string frontend_ep_, backend_ep_;
+    std::string instance_;  // new at every start: producers resend when it changes
+    SinkSockets sinks_;     // for outcomes only the broker can report
+    Scheduler scheduler_;
+    PeerGuard frontend_guard_, backend_guard_;  // keys taken off the allow-lists lose their sessions
+    std::atomic<std::size_t> live_workers_{0};
+
+    // Replies gathered while draining input, sent once the loop is idle
+    // (and kept while their producer cannot take them).
+    std::unordered_map<std::string, std::vector<std::string>> accepted_;
+    std::unordered_map<std::string, std::map<std::string, std::vector<std::string>>> rejected_;
+    std::unordered_map<std::string, std::vector<proto::Outcome>> outcomes_;  // by sink endpoint
+
+    std::unordered_map<std::string, Clock::time_point> producers_;  // identity -> last seen
+    std::map<std::string, std::uint64_t> dropped_;                  // reason -> count
+    std::set<std::pair<std::string, std::string>> logged_drops_;     // (peer, reason) logged once
+    std::set<std::string> logged_forwards_;                          // workers whose forwarding was logged
+    std::uint64_t received_ = 0, received_at_trim_ = 0, received_at_tick_ = 0;  // messages, to trim the heap after traffic
+    Clock::time_point next_tick_{};
+    StallMeter stall_meter_{config_.heartbeat};
+    bool catching_up_ = false;  // stalled, and input may still wait: no peer is judged yet (a window at most)
+    Clock::time_point last_stall_{};  // when the last stall was noticed
+    Clock::time_point next_retry_ = Clock::time_point::max();  // the next retry back-off to end
+};
+
+}  // namespace drover

@@ -1,8 +1,0 @@
-// drover-producer: submit tasks and print their results.
-#include "drover/producer_main.hpp"
-
-int main(int argc, char** argv) {
-    drover::Registry tasks;  // for --inline and --local --pool threads
-    drover::add_builtin_tasks(tasks);
-    return drover::producer_main(argc, argv, tasks);
-}

@@ -1,0 +1,93 @@
+// drover-broker: run a broker, or ask one for its status.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "drover/broker/broker.hpp"
+#include "cli.hpp"
+#include "process.hpp"
+#include "security_cli.hpp"
+#include "drover/client/status.hpp"
+
+int main(int argc, char** argv) {
+    drover::exec_without_thread_cache(argv);
+    drover::tune_allocator(/*one_arena=*/true);
+    drover::BrokerConfig config;
+    std::string log_level;
+    std::int64_t heartbeat_ms = 1000;
+    std::string status_broker = "tcp://127.0.0.1:5555";
+    int status_timeout_ms = 3000;
+    drover::SecurityOptions security, status_security;
+
+    CLI::App app{"drover-broker: routes tasks from producers to workers.\n"
+                 "Workers connect to --backend, producers and sinks to --frontend."};
+    app.add_option("--frontend", config.frontend, "endpoint for producers and sinks")->capture_default_str();
+    app.add_option("--backend", config.backend, "endpoint for workers")->capture_default_str();
+    app.add_option("--max-queued", config.max_queued, "tasks held before SUBMIT is rejected with queue_full")
+        ->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat period")->capture_default_str()->check(CLI::Range(10, 600000));
+    app.add_option("--liveness", config.liveness, "missed heartbeats before a worker is declared dead")
+        ->capture_default_str()->check(CLI::Range(1, 1000));
+    drover::add_max_message_bytes_option(app, config.max_message_bytes);
+    app.add_option("--endpoints-file", config.endpoints_file, "write the bound endpoints here as JSON");
+    drover::add_log_level_option(app, log_level, " (default: $SPDLOG_LEVEL or info)");
+    drover::add_security_options(app, security, drover::Role::broker);
+    auto* status = app.add_subcommand("status", "print a running broker's queues, workers and totals as JSON");
+    status->add_option("--broker", status_broker, "the broker's frontend endpoint")->capture_default_str();
+    status->add_option("--timeout-ms", status_timeout_ms, "how long to wait for the answer")->capture_default_str();
+    drover::add_security_options(*status, status_security, drover::Role::producer);
+    try {
+        app.parse(argc, argv);
+        drover::check_endpoint(config.frontend, "--frontend", /*inproc_ok=*/false);
+        drover::check_endpoint(config.backend, "--backend", /*inproc_ok=*/false);
+        if (*status) drover::check_endpoint(status_broker, "--broker", /*inproc_ok=*/false);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 2;
+    }
+    config.heartbeat = drover::Millis(heartbeat_ms);
+    zmq::context_t ctx;
+    if (*status) {
+        std::shared_ptr<drover::Security> sec;
+        try {
+            if (!status_security.enabled()) status_security = security;  // "--security DIR status" works too
+            sec = drover::make_security(status_security, drover::Role::producer, drover::make_logger("broker", "warn"));
+        } catch (const std::exception& e) {
+            std::cerr << "drover-broker: " << e.what() << "\n";
+            return 2;
+        }
+        auto doc = drover::fetch_status(ctx, status_broker, drover::Millis(status_timeout_ms), sec.get());
+        if (!doc) {
+            std::cerr << "drover-broker: no answer from " << status_broker << " within " << status_timeout_ms << " ms\n";
+            return 1;
+        }
+        std::cout << doc->dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+        return 0;
+    }
+    try {
+        auto log = drover::make_logger("broker", log_level);
+        drover::StopSource stop;
+        drover::stop_on_signals(stop);
+        drover::ignore_hangup();
+        config.security = drover::make_security(security, drover::Role::broker, log);
+        if (config.security) config.security->reload_on_sighup();
+        drover::Broker broker(ctx, config, log);
+        broker.bind();
+        broker.run(stop);
+        return 0;
+    } catch (const drover::SecurityError& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 2;
+    } catch (const drover::BindError& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 2;
+    } catch (const zmq::error_t& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 1;
+    } catch (const std::exception& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 1;
+    }
+}

@@ -1,0 +1,525 @@
+// The drover-producer and drover-sink command lines.
+#include "process.hpp"
+#include "drover/programs/producer_main.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include "cli.hpp"
+#include "drover/client/client.hpp"
+#include "drover/client/json_lines.hpp"
+#include "drover/cluster/local_cluster.hpp"
+#include "security_cli.hpp"
+#include "drover/client/sink.hpp"
+#include "internal/proof.hpp"
+#include "drover/client/status.hpp"
+
+namespace drover {
+
+namespace {
+
+// "Progress: 1200/5000 done, 3 not ok, 950/s" on stderr, for runs longer than
+// a second when stderr is a terminal.
+class Progress {
+public:
+    explicit Progress(const std::atomic<std::size_t>& total, const std::atomic<std::size_t>& done,
+                      const std::atomic<std::size_t>& failed)
+        : total_(total), done_(done), failed_(failed) {
+        if (!::isatty(STDERR_FILENO)) return;
+        thread_ = std::thread([this] {
+            const auto start = Clock::now();
+            std::unique_lock lock(mutex_);
+            while (!finished_) {
+                wake_.wait_for(lock, Millis(250));
+                const auto secs = std::chrono::duration<double>(Clock::now() - start).count();
+                if (finished_ || secs < 1.0) continue;
+                std::fprintf(stderr, "\r[drover] %zu/%zu done, %zu not ok, %.0f tasks/s   ", done_.load(),
+                             total_.load(), failed_.load(), static_cast<double>(done_.load()) / secs);
+                shown_ = true;
+            }
+            if (shown_) std::fprintf(stderr, "\n");
+        });
+    }
+    ~Progress() {
+        {
+            std::lock_guard lock(mutex_);
+            finished_ = true;
+        }
+        wake_.notify_all();
+        if (thread_.joinable()) thread_.join();
+    }
+
+private:
+    const std::atomic<std::size_t>& total_;
+    const std::atomic<std::size_t>& done_;
+    const std::atomic<std::size_t>& failed_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    bool finished_ = false;
+    bool shown_ = false;
+    std::thread thread_;
+};
+
+struct Settings {
+    std::string broker;
+    unsigned local = 0;
+    std::string pool = "threads";
+    bool inline_run = false;
+    std::string worker_exe;
+    ClientOptions client;
+    std::int64_t heartbeat_ms = 1000;
+    std::int64_t queue_full_wait_ms = 30000;
+    std::uint32_t timeout_ms = 0;
+    bool retry_on_error = false;
+    std::size_t wait_workers = 0;
+    int wait_timeout_ms = 30000;
+    bool timing = false;
+    std::string log_level;
+    std::string reply_to;  // submit
+    std::string map_task;  // map
+    std::vector<std::string> map_args;
+    SecurityOptions security;
+};
+
+// Reads lines from a file descriptor, and gives up at once when `stop` is
+// requested, even while no line is coming (a terminal, an idle pipe).
+class LineReader {
+public:
+    explicit LineReader(int fd) : fd_(fd) {}
+
+    bool next(std::string& line, const StopSource& stop) {
+        while (true) {
+            if (stop.stop_requested()) return false;
+            if (auto nl = buffer_.find('\n', scanned_); nl != std::string::npos) {
+                line.assign(buffer_, 0, nl);
+                buffer_.erase(0, nl + 1);
+                scanned_ = 0;
+                return true;
+            }
+            scanned_ = buffer_.size();
+            if (eof_) {
+                if (buffer_.empty()) return false;
+                line.swap(buffer_);  // a last line without '\n'
+                buffer_.clear();
+                scanned_ = 0;
+                return true;
+            }
+            pollfd fds[] = {{fd_, POLLIN, 0}, {stop.fd(), POLLIN, 0}};
+            if (::poll(fds, 2, -1) < 0 && errno != EINTR) return false;
+            if (fds[1].revents & POLLIN) return false;
+            if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            char chunk[65536];
+            const auto n = ::read(fd_, chunk, sizeof chunk);
+            if (n > 0) buffer_.append(chunk, static_cast<std::size_t>(n));
+            else if (n == 0 || errno != EINTR) eof_ = true;
+        }
+    }
+
+private:
+    int fd_;
+    std::string buffer_;
+    std::size_t scanned_ = 0;  // buffer_[0, scanned_) has no '\n'
+    bool eof_ = false;
+};
+
+// A map argument is JSON when it parses as JSON, else a plain string.
+nlohmann::json parse_arg(const std::string& text) {
+    try {
+        return nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception&) {
+        return text;
+    }
+}
+
+// Runs tasks one after another on this thread: the single-threaded baseline.
+int run_inline(const Settings& s, const Registry& registry) {
+    const auto start = Clock::now();
+    int failures = 0;
+    for (const auto& a : s.map_args) {
+        Result r;
+        r.task = s.map_task;
+        const auto t0 = Clock::now();
+        try {
+            r.payload = registry.run(s.map_task, json_to_msgpack(nlohmann::json::array({parse_arg(a)})));
+        } catch (const std::exception& e) {
+            r.status = proto::Status::error;
+            r.error = e.what();
+        }
+        r.elapsed_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        if (r.ok()) {
+            std::cout << to_line(msgpack_to_json(r.payload)) << "\n";
+        } else {
+            ++failures;
+            std::cout << "null\n";
+            std::cerr << "drover-producer: " << s.map_task << "(" << a << ") failed: " << r.error << "\n";
+        }
+    }
+    std::cout.flush();
+    if (s.timing)
+        std::cerr << "timing: tasks=" << s.map_args.size()
+                  << " wall_ms=" << std::chrono::duration<double, std::milli>(Clock::now() - start).count() << "\n";
+    return failures == 0 ? 0 : 1;
+}
+
+// Says on stderr how many outcomes the client dropped for a wrong token.
+void report_forged(const Client& client) {
+    if (const auto n = client.forged_dropped())
+        std::cerr << "drover-producer: dropped " << n << " forged outcomes (without their attempt's token)\n";
+}
+
+int run_map(Client& client, const Settings& s, const StopSource& stop) {
+    std::atomic<std::size_t> total{s.map_args.size()}, done{0}, failed{0};
+    Progress progress(total, done, failed);
+    std::vector<std::promise<Result>> promises(s.map_args.size());
+    const auto start = Clock::now();
+    for (std::size_t i = 0; i < s.map_args.size(); ++i) {
+        TaskOptions o;
+        o.timeout_ms = s.timeout_ms;
+        o.retry_on_error = s.retry_on_error;
+        client.submit_packed(s.map_task, json_to_msgpack(nlohmann::json::array({parse_arg(s.map_args[i])})),
+                             [&, i](Result&& r) {
+                                 ++done;
+                                 if (!r.ok()) ++failed;
+                                 promises[i].set_value(std::move(r));
+                             },
+                             o);
+    }
+    int failures = 0;
+    for (std::size_t i = 0; i < promises.size(); ++i) {
+        auto f = promises[i].get_future();
+        while (f.wait_for(Millis(20)) != std::future_status::ready) {
+            if (stop.stop_requested()) {
+                std::cerr << "drover-producer: interrupted: cancelling " << client.unfinished() << " unfinished tasks\n";
+                client.cancel_all();
+                std::this_thread::sleep_for(Millis(200));  // let CANCEL reach the broker
+                std::_Exit(130);  // pending callbacks refer to this frame
+            }
+        }
+        auto r = f.get();
+        if (r.ok()) {
+            std::cout << to_line(msgpack_to_json(r.payload)) << "\n";
+        } else {
+            ++failures;
+            std::cout << "null\n";
+            std::cerr << "drover-producer: " << s.map_task << "(" << s.map_args[i] << ") "
+                      << proto::status_name(r.status) << ": " << r.error << "\n";
+        }
+    }
+    std::cout.flush();
+    report_forged(client);
+    if (s.timing)
+        std::cerr << "timing: tasks=" << s.map_args.size()
+                  << " wall_ms=" << std::chrono::duration<double, std::milli>(Clock::now() - start).count() << "\n";
+    return failures == 0 ? 0 : 1;
+}
+
+int run_submit(Client& client, const Settings& s, const StopSource& stop) {
+    std::atomic<std::size_t> total{0}, done{0}, failed{0};
+    std::mutex out_mutex;
+    Progress progress(total, done, failed);
+    const auto print = [&](const nlohmann::json& line) {
+        std::lock_guard lock(out_mutex);
+        std::cout << to_line(line) << "\n";
+    };
+    const auto start = Clock::now();
+    std::string line;
+    std::size_t line_no = 0;
+    LineReader input(STDIN_FILENO);
+    while (input.next(line, stop)) {
+        ++line_no;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        std::string error;
+        auto t = parse_task_line(line, error);
+        if (!t) {
+            ++failed;
+            print({{"line", line_no}, {"status", "rejected"}, {"error", error}});
+            std::cerr << "drover-producer: line " << line_no << ": " << error << "\n";
+            continue;
+        }
+        if (t->options.timeout_ms == 0) t->options.timeout_ms = s.timeout_ms;
+        if (s.retry_on_error) t->options.retry_on_error = true;
+        t->options.reply_to = s.reply_to;
+        // The other sink sees only wire ids: give it the line's own id (a
+        // number as its JSON text, "42"; it was an internal id the sink's
+        // reader could not match to its line).
+        if (!s.reply_to.empty() && (t->id.is_string() || t->id.is_number()))
+            t->options.id = t->id.is_string() ? t->id.get<std::string>() : t->id.dump();
+        ++total;
+        try {
+            client.submit_packed(t->task, std::move(t->args),
+                                 [&, id = t->id](Result&& r) {
+                                     if (!r.ok() && !r.accepted_only) ++failed;
+                                     ++done;
+                                     print(result_to_json(r, id));
+                                 },
+                                 t->options);
+        } catch (const std::invalid_argument& e) {
+            --total;
+            ++failed;
+            nlohmann::json rejected = {{"line", line_no}, {"status", "rejected"}, {"error", e.what()}};
+            if (!t->id.is_null()) rejected["id"] = t->id;
+            print(rejected);
+            std::cerr << "drover-producer: line " << line_no << ": " << e.what() << "\n";
+        }
+    }
+    // Woken by the last outcome (polling every 5 ms ended a run up to 5 ms
+    // late); Ctrl-C is seen within 100 ms.
+    while (!stop.stop_requested() && !client.wait_all_for(Millis(100))) {
+    }
+    if (stop.stop_requested()) {
+        std::cerr << "drover-producer: interrupted: cancelling " << client.unfinished() << " unfinished tasks\n";
+        client.cancel_all();
+        std::this_thread::sleep_for(Millis(200));  // let CANCEL reach the broker
+        {
+            std::lock_guard lock(out_mutex);
+            std::cout.flush();
+        }
+        std::_Exit(130);  // pending callbacks refer to this frame
+    }
+    {
+        std::lock_guard lock(out_mutex);
+        std::cout.flush();
+    }
+    report_forged(client);
+    if (s.timing)
+        std::cerr << "timing: tasks=" << total.load()
+                  << " wall_ms=" << std::chrono::duration<double, std::milli>(Clock::now() - start).count() << "\n";
+    return failed.load() == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int producer_main(int argc, char** argv, const Registry& registry) {
+    tune_allocator();
+    Settings s;
+    CLI::App app{"drover-producer: submits tasks to a drover broker and prints their results.\n"
+                 "  submit           task JSON lines on stdin -> result JSON lines on stdout\n"
+                 "  map TASK ARG...  runs TASK once per ARG (JSON or a plain string), results in order"};
+    app.require_subcommand(1);
+    app.fallthrough();  // flags such as --broker and --security may follow the subcommand too
+    auto* where = app.add_option_group("where the work runs");
+    where->add_option("--broker", s.broker, "the broker's frontend endpoint (default tcp://127.0.0.1:5555)");
+    where->add_option("--local", s.local, "start an embedded broker and N workers instead of --broker")
+        ->check(CLI::Range(1u, 4096u));
+    where->add_flag("--inline", s.inline_run, "run map tasks one by one in this thread (no broker)");
+    where->require_option(0, 1);
+    app.add_option("--pool", s.pool, "with --local: threads | processes")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"threads", "processes"}));
+    app.add_option("--worker-exe", s.worker_exe, "with --local --pool processes: the worker program");
+    app.add_option("--sink", s.client.sink, "where to bind the result sink (default: an ephemeral port)");
+    app.add_option("--sink-advertise", s.client.sink_advertise, "the sink endpoint given to workers as reply_to");
+    app.add_option("--window", s.client.window, "unfinished tasks before submitting pauses")
+        ->capture_default_str()->check(CLI::Range(std::size_t{1}, std::size_t{10'000'000}));
+    app.add_option("--queue-full-wait-ms", s.queue_full_wait_ms,
+                   "how long a task the broker refuses with queue_full is held back and sent again before it ends "
+                   "rejected")
+        ->capture_default_str()->check(CLI::Range(std::int64_t{0}, std::int64_t{86'400'000}));
+    app.add_option("--max-attempts", s.client.max_attempts, "default attempts for a task whose worker dies")
+        ->capture_default_str()->check(CLI::Range(1u, 1000u));
+    app.add_option("--timeout-ms", s.timeout_ms, "default task timeout (0: none)")->capture_default_str();
+    app.add_flag("--retry-on-error", s.retry_on_error,
+                 "retry tasks that fail with an error too (exponential back-off, up to --max-attempts)");
+    app.add_option("--heartbeat-ms", s.heartbeat_ms, "heartbeat period")->capture_default_str()->check(CLI::Range(10, 600000));
+    app.add_option("--liveness", s.client.liveness, "missed heartbeats before the broker is presumed gone")
+        ->capture_default_str()->check(CLI::Range(1, 1000));
+    app.add_option("--wait-workers", s.wait_workers, "wait until the broker has N workers before submitting");
+    app.add_option("--wait-timeout-ms", s.wait_timeout_ms, "how long --wait-workers waits")->capture_default_str();
+    app.add_flag("--timing", s.timing, "print 'timing: tasks=N wall_ms=T' on stderr at the end");
+    add_log_level_option(app, s.log_level, " (default warn)");
+    add_max_message_bytes_option(app, s.client.max_message_bytes, "largest message sent or accepted");
+    add_security_options(app, s.security, Role::producer);
+    auto* submit = app.add_subcommand("submit", "read task JSON lines from stdin, write result JSON lines to stdout");
+    submit->add_option("--reply-to", s.reply_to, "send results to this sink (e.g. a drover-sink) instead");
+    auto* map = app.add_subcommand("map", "run TASK once per ARG and print the results in order");
+    map->add_option("task", s.map_task, "task name")->required();
+    map->add_option("args", s.map_args, "one argument per task (JSON, or a plain string)");
+    try {
+        app.parse(argc, argv);
+        if (s.broker.empty() && s.local == 0 && !s.inline_run) s.broker = "tcp://127.0.0.1:5555";
+        if (!s.broker.empty()) check_endpoint(s.broker, "--broker", /*inproc_ok=*/false);
+        if (!s.client.sink.empty()) check_endpoint(s.client.sink, "--sink");
+        if (!s.reply_to.empty()) {
+            const auto address = split_sink_address(s.reply_to);
+            check_endpoint(split_keyed_endpoint(address.reply_to).endpoint, "--reply-to");
+            if (address.key.empty())
+                throw std::invalid_argument(
+                    std::string("--reply-to ") + s.reply_to +
+                    (address.malformed_key ? ": its secret= is not 32 hex digits"
+                                           : ": no sink key: give the address drover-sink printed, with its "
+                                             "?secret=HEX (it proves the results that reach that sink)"));
+        }
+        if (s.inline_run && !*map) throw std::invalid_argument("--inline: only map runs inline");
+        // Packing one would recurse that deep; its argument list is a level more.
+        for (const auto& a : s.map_args)
+            if (!json_within_depth_limit(a, k_max_data_depth - 1))
+                throw std::invalid_argument("a map argument nested deeper than " +
+                                            std::to_string(k_max_data_depth - 1) +
+                                            " levels (limit: its argument list makes " +
+                                            std::to_string(k_max_data_depth) + ")");
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "drover-producer: " << e.what() << "\n";
+        return 2;
+    }
+    if (s.inline_run) return run_inline(s, registry);
+    try {
+        auto log = make_logger("producer", s.log_level.empty() && !std::getenv("SPDLOG_LEVEL") ? "warn" : s.log_level);
+        StopSource stop;
+        stop_on_signals(stop);
+        s.client.security = make_security(s.security, Role::producer, log);
+        if (s.client.security) s.client.security->reload_on_sighup();
+        // A --reply-to sink without a key is taken to use this producer's key pair (as drover-sink does by default).
+        if (!s.reply_to.empty()) {
+            const auto address = split_sink_address(s.reply_to);
+            s.reply_to = sink_address(with_sink_key(address.reply_to, s.client.security.get()), address.key);
+        }
+        zmq::context_t ctx;
+        std::unique_ptr<LocalCluster> cluster;
+        if (s.local > 0) {
+            LocalClusterOptions lo;
+            lo.workers = s.local;
+            lo.pool = s.pool;
+            lo.worker_exe = s.worker_exe;
+            cluster = std::make_unique<LocalCluster>(ctx, registry, lo, log);
+            s.client.broker = cluster->frontend();
+            if (s.client.sink.empty()) s.client.sink = cluster->sink_endpoint();
+        } else {
+            s.client.broker = s.broker;
+        }
+        s.client.heartbeat = Millis(s.heartbeat_ms);
+        s.client.queue_full_wait = Millis(s.queue_full_wait_ms);
+        int rc;
+        {
+            Client client(ctx, s.client, log);
+            if (s.wait_workers > 0 && !client.wait_for_workers(s.wait_workers, Millis(s.wait_timeout_ms))) {
+                // Say which: no broker there, or a broker with too few workers.
+                const auto status = fetch_status(ctx, s.client.broker, Millis(1000), s.client.security.get());
+                if (!status)
+                    std::cerr << "drover-producer: no answer from a broker at " << s.client.broker << " in "
+                              << s.wait_timeout_ms << " ms (is it running there, and, with --security, does this "
+                              << "producer have the fleet's keys?)\n";
+                else
+                    std::cerr << "drover-producer: " << (*status)["workers"].size() << " of " << s.wait_workers
+                              << " workers at " << s.client.broker << " after " << s.wait_timeout_ms << " ms\n";
+                return 1;
+            }
+            rc = *map ? run_map(client, s, stop) : run_submit(client, s, stop);
+        }
+        return rc;
+    } catch (const SecurityError& e) {
+        std::cerr << "drover-producer: " << e.what() << "\n";
+        return 2;
+    } catch (const zmq::error_t& e) {
+        std::cerr << "drover-producer: " << e.what() << " (check --sink and --broker)\n";
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "drover-producer: " << e.what() << "\n";
+        return 1;
+    }
+}
+
+namespace {
+
+// Writes `text` to `path` through a temporary file, readable by its owner
+// only (it holds a sink's key). Throws: std::runtime_error.
+void write_private_file(const std::string& path, const std::string& text) {
+    const auto tmp = path + ".tmp";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) throw std::runtime_error("cannot write '" + tmp + "': " + std::strerror(errno));
+    const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    ::close(fd);
+    if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0)
+        throw std::runtime_error("cannot write '" + path + "': " + std::strerror(errno));
+}
+
+// The sink key kept in `path` as hex, made and written there if missing.
+// Throws: std::runtime_error for a file that holds something else.
+std::string load_or_create_secret(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) {
+        const auto key = random_secret();
+        write_private_file(path, to_hex_text(key) + "\n");
+        return key;
+    }
+    std::string text;
+    std::getline(in, text);
+    auto key = from_hex_text(text);
+    if (key.size() != k_secret_bytes)
+        throw std::runtime_error("--secret-file " + path + " does not hold a sink key (" +
+                                 std::to_string(2 * k_secret_bytes) + " hex digits); remove it to make a new one");
+    return key;
+}
+
+}  // namespace
+
+int sink_main(int argc, char** argv) {
+    tune_allocator();
+    SinkOptions options;
+    std::size_t expect = 0;
+    std::string log_level, endpoint_file, secret_file;
+    CLI::App app{"drover-sink: collects the results of tasks submitted with --reply-to ADDRESS,\n"
+                 "writes them to stdout as JSON lines, and settles them with the broker.\n"
+                 "ADDRESS is what it prints on stderr at start (and writes to --endpoint-file):\n"
+                 "its endpoint with its key (?secret=HEX), without which no task can reach it."};
+    app.add_option("--bind", options.bind, "endpoint workers push results to")->capture_default_str();
+    app.add_option("--broker", options.broker, "the broker's frontend endpoint")->capture_default_str();
+    app.add_option("--expect", expect, "exit after N results (0: run until stopped)")->capture_default_str();
+    app.add_option("--endpoint-file", endpoint_file,
+                   "write the sink's address (endpoint and key) to this file (mode 0600)");
+    app.add_option("--secret-file", secret_file,
+                   "keep the sink's key in this file (created, mode 0600, if missing), so that tasks submitted to "
+                   "an earlier run reach this one; default: a new key every run");
+    add_log_level_option(app, log_level);
+    add_max_message_bytes_option(app, options.max_message_bytes);
+    SecurityOptions security;
+    add_security_options(app, security, Role::sink);
+    try {
+        app.parse(argc, argv);
+        check_endpoint(options.bind, "--bind", /*inproc_ok=*/false);
+        check_endpoint(options.broker, "--broker", /*inproc_ok=*/false);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "drover-sink: " << e.what() << "\n";
+        return 2;
+    }
+    try {
+        auto log = make_logger("sink", log_level);
+        StopSource stop;
+        stop_on_signals(stop);
+        ignore_hangup();
+        options.security = make_security(security, Role::sink, log);
+        if (options.security) options.security->reload_on_sighup();
+        if (!secret_file.empty()) options.key = load_or_create_secret(secret_file);
+        zmq::context_t ctx;
+        Sink sink(ctx, options, log);
+        if (!endpoint_file.empty()) write_private_file(endpoint_file, sink.endpoint() + "\n");
+        std::cerr << "drover-sink: submit with --reply-to '" << sink.endpoint() << "'\n";
+        sink.run(stop, expect, [](proto::Outcome&& o) { std::cout << to_line(outcome_to_json(o)) << "\n" << std::flush; });
+        return 0;
+    } catch (const SecurityError& e) {
+        std::cerr << "drover-sink: " << e.what() << "\n";
+        return 2;
+    } catch (const zmq::error_t& e) {
+        std::cerr << "drover-sink: cannot bind --bind " << options.bind << ": " << e.what() << "\n";
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "drover-sink: " << e.what() << "\n";
+        return 1;
+    }
+}
+
+}  // namespace drover

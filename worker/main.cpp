@@ -1,8 +1,0 @@
-// drover-worker: a worker with the built-in tasks.
-#include "drover/worker.hpp"
-
-int main(int argc, char** argv) {
-    drover::Registry tasks;
-    drover::add_builtin_tasks(tasks);
-    return drover::worker_main(argc, argv, tasks);
-}
