@@ -56,28 +56,40 @@ int main(int argc, char** argv) {
     std::string role, role_in, role_out, role_frontend, role_backend, role_endpoints;
     bool behind_proxy = false;
 
-    CLI::App app{"drover-bench: baselines (raw ZeroMQ) and drover workloads in one run; prints a table of\n"
-                 "medians with min and max, each drover figure as a ratio to its baseline from the same run."};
+    CLI::App app{
+        "drover-bench: baselines (raw ZeroMQ) and drover workloads in one run; prints a table of\n"
+        "medians with min and max, each drover figure as a ratio to its baseline from the same run."};
     app.add_option("--reps", o.reps, "repetitions of each figure")->capture_default_str()->check(CLI::Range(1, 1000));
-    app.add_option("--tasks", o.tasks, "W1, W5: tasks per repetition")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--tasks", o.tasks, "W1, W5: tasks per repetition")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     app.add_option("--baseline-tasks", o.baseline_tasks, "B1, B2: messages per repetition")
-        ->capture_default_str()->check(CLI::PositiveNumber);
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     app.add_option("--latency-rounds", o.latency_rounds, "W2, B3: round trips per repetition")
-        ->capture_default_str()->check(CLI::PositiveNumber);
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     app.add_option("--seed-tasks", o.seed_tasks, "W3: sum_random tasks per repetition")
-        ->capture_default_str()->check(CLI::PositiveNumber);
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     app.add_option("--seed-n", o.seed_n, "W3: integers each sum_random task sums")
-        ->capture_default_str()->check(CLI::PositiveNumber);
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     app.add_option("--queue-tasks", o.queue_tasks, "W4: tasks queued with no worker attached")
-        ->capture_default_str()->check(CLI::PositiveNumber);
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     app.add_option("--many-workers", o.many_workers, "W5: solo worker processes")
-        ->capture_default_str()->check(CLI::Range(1, 4096));
+        ->capture_default_str()
+        ->check(CLI::Range(1, 4096));
     app.add_option("--big-bytes", o.big_bytes, "W6, B1: bytes of each big argument, result and message")
-        ->capture_default_str()->check(CLI::Range(8, 8 * 1024 * 1024));
+        ->capture_default_str()
+        ->check(CLI::Range(8, 8 * 1024 * 1024));
     app.add_option("--big-tasks", o.big_tasks, "W6, B1: big tasks (messages) per repetition")
-        ->capture_default_str()->check(CLI::PositiveNumber);
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     app.add_option("--window", o.window, "unfinished tasks the producer keeps in W1, W5")
-        ->capture_default_str()->check(CLI::PositiveNumber);
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     app.add_option("--big-window", o.big_window, "unfinished tasks the producer keeps in W6 (default: 8 MiB worth)")
         ->check(CLI::PositiveNumber);
     app.add_option("--transports", transports, "transports for B1-B3, W1-W3, W6 (W4, W5 run over tcp)")
@@ -87,7 +99,8 @@ int main(int argc, char** argv) {
     app.add_option("--log-dir", o.log_dir, "keep the logs of every process started here (default: removed)");
     app.add_option("--log-level", o.log_level, "log level of the drover-broker and drover-worker processes")
         ->capture_default_str();
-    app.add_option("--bin-dir", bin_dir, "where drover-broker and drover-worker are: a bin dir or a build tree (default: this build's)");
+    app.add_option("--bin-dir", bin_dir,
+                   "where drover-broker and drover-worker are: a bin dir or a build tree (default: this build's)");
     app.add_option("--worker-args", worker_args, "extra drover-worker flags, e.g. \"--prefetch 50\"");
     app.add_flag("--smoke", o.smoke, "tiny sizes and 1 repetition: checks that every figure is produced (ctest)");
     app.add_option("--role", role, "internal: run a baseline role")->group("");
@@ -99,7 +112,8 @@ int main(int argc, char** argv) {
     app.add_option("--endpoints-file", role_endpoints)->group("");
     try {
         app.parse(argc, argv);
-        if (!role.empty()) return run_role(role, role_in, role_out, behind_proxy, role_frontend, role_backend, role_endpoints);
+        if (!role.empty())
+            return run_role(role, role_in, role_out, behind_proxy, role_frontend, role_backend, role_endpoints);
         if (o.smoke) {
             // Sizes given on the command line still win over the smoke sizes.
             auto given = o;
@@ -120,7 +134,8 @@ int main(int argc, char** argv) {
         }
         o.transports = split(transports, ',');
         for (const auto& t : o.transports)
-            if (t != "tcp" && t != "ipc" && t != "inproc") throw std::invalid_argument("--transports: unknown '" + t + "'");
+            if (t != "tcp" && t != "ipc" && t != "inproc")
+                throw std::invalid_argument("--transports: unknown '" + t + "'");
         for (const auto& w : split(only, ',')) {
             static const std::set<std::string> known{"B1", "B2", "B3", "W1", "W2", "W3", "W4", "W5", "W6", "W7"};
             if (!known.count(w)) throw std::invalid_argument("--only: unknown '" + w + "' (B1..B3, W1..W7)");

@@ -1,4 +1,5 @@
-// libFuzzer target: every DRV4 decoder, the task arguments' reader, and the result and task-line readers on arbitrary bytes, and what an accepted body promises.
+// libFuzzer target: every DRV4 decoder, the task arguments' reader, and the result and task-line readers on arbitrary
+// bytes, and what an accepted body promises.
 //
 // An input is one message in frames (fuzz_frames.hpp). The message is decoded
 // the way its receiver decodes it, and every frame is also fed to every body
@@ -21,8 +22,8 @@
 
 #include "drover/client/json_lines.hpp"
 #include "drover/common/protocol.hpp"
-#include "internal/unpack.hpp"
 #include "fuzz_frames.hpp"
+#include "internal/unpack.hpp"
 
 using namespace drover::proto;
 
@@ -113,16 +114,14 @@ void check_arguments_reader(std::string_view bytes) {
     std::optional<std::string> reference, fast;
     try {
         std::size_t offset = 0;
-        const auto oh = msgpack::unpack(bytes.data(), n, offset, nullptr, nullptr,
-                                        msgpack::unpack_limit(n, n, n, n, n, 64));
+        const auto oh =
+            msgpack::unpack(bytes.data(), n, offset, nullptr, nullptr, msgpack::unpack_limit(n, n, n, n, n, 64));
         if (offset == n) reference = repacked(oh.get());
-    } catch (...) {
-    }
+    } catch (...) {}
     try {
         msgpack::zone zone;
         fast = repacked(drover::unpack_object(zone, bytes, 64));
-    } catch (const drover::UnpackError&) {
-    }
+    } catch (const drover::UnpackError&) {}
     check(reference.has_value() == fast.has_value(), "the arguments reader accepts what msgpack-c accepts");
     if (reference) check(*reference == *fast, "the arguments reader builds msgpack-c's value");
 }
@@ -137,8 +136,7 @@ void check_depth_scan(std::string_view bytes) {
             msgpack::zone zone;
             (void)drover::unpack_object(zone, bytes, limit);
             read = true;
-        } catch (const drover::UnpackError&) {
-        }
+        } catch (const drover::UnpackError&) {}
         if (read) check(within, "bytes the arguments reader accepts are within the depth limit");
         if (!within) check(!read, "bytes past the depth limit are refused by the arguments reader");
     }
@@ -191,8 +189,8 @@ void check_result_views(std::string_view body) {
     for (std::size_t i = 0; i < views->size(); ++i) {
         const auto& v = (*views)[i];
         const auto& o = full->results[i];
-        check(v.id == o.id && v.task == o.task && v.status == o.status && v.result == o.result &&
-                  v.error == o.error && v.attempt == o.attempt && v.worker == o.worker && v.elapsed_us == o.elapsed_us,
+        check(v.id == o.id && v.task == o.task && v.status == o.status && v.result == o.result && v.error == o.error &&
+                  v.attempt == o.attempt && v.worker == o.worker && v.elapsed_us == o.elapsed_us,
               "a result view holds its result's values");
     }
 }

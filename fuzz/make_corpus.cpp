@@ -1,4 +1,5 @@
-// Writes decode_fuzz's seed inputs: a real message of every DRV4 command, results and task lines nested to the data depth limit and past it.
+// Writes decode_fuzz's seed inputs: a real message of every DRV4 command, results and task lines nested to the data
+// depth limit and past it.
 //
 // The seeds are committed in fuzz/corpus/; after a protocol change, refresh them with
 //   cmake --build build --target drover_fuzz_corpus && build/fuzz/drover_fuzz_corpus fuzz/corpus
@@ -12,8 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "drover/common/protocol.hpp"
-#include "internal/unpack.hpp"
 #include "fuzz_frames.hpp"
+#include "internal/unpack.hpp"
 
 using namespace drover::proto;
 
@@ -42,10 +43,8 @@ Outcome outcome(std::string id, Status status) {
     o.id = std::move(id);
     o.task = "sum_random";
     o.status = status;
-    if (status == Status::ok)
-        o.result = packed(50498237);
-    else
-        o.error = "boom";
+    if (status == Status::ok) o.result = packed(50498237);
+    else o.error = "boom";
     o.attempt = 1;
     o.worker = "host-a:4242";
     o.elapsed_us = 5610;
@@ -73,7 +72,7 @@ int main(int argc, char** argv) {
     };
 
     write_seed("hello", Command::hello,
-          encode(Hello{"host-a:4242.1", "host-a", 4242, "processes", 4, {"sum_random", "echo"}}));
+               encode(Hello{"host-a:4242.1", "host-a", 4242, "processes", 4, {"sum_random", "echo"}}));
     write_seed("ready", Command::ready, encode(Ready{8}));
     Tasks dispatch{{task("p1:7", "sum_random", packed(std::vector<int>{1000000, 7}))}};
     dispatch.tasks[0].attempt = 2;
@@ -97,7 +96,7 @@ int main(int argc, char** argv) {
     const auto status = nlohmann::json::to_msgpack({{"queued", 3}, {"workers", {{{"id", "w1"}, {"credits", 2}}}}});
     write_seed("status-reply", Command::status_reply, std::string(status.begin(), status.end()));
     write_seed("result", Command::result,
-          encode(Results{{outcome("job-1", Status::ok), outcome("job-2", Status::error)}}));
+               encode(Results{{outcome("job-1", Status::ok), outcome("job-2", Status::error)}}));
     // Results and task lines at the depth limit and one level past it.
     const auto nested = [](std::size_t depth) { return std::string(depth, '\x91') + '\x01'; };
     auto at_limit = outcome("job-4", Status::ok), past_limit = outcome("job-5", Status::ok);

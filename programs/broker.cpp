@@ -3,11 +3,11 @@
 
 #include <CLI/CLI.hpp>
 
-#include "drover/broker/broker.hpp"
 #include "cli.hpp"
+#include "drover/broker/broker.hpp"
+#include "drover/client/status.hpp"
 #include "process.hpp"
 #include "security_cli.hpp"
-#include "drover/client/status.hpp"
 
 int main(int argc, char** argv) {
     drover::exec_without_thread_cache(argv);
@@ -19,15 +19,20 @@ int main(int argc, char** argv) {
     int status_timeout_ms = 3000;
     drover::SecurityOptions security, status_security;
 
-    CLI::App app{"drover-broker: routes tasks from producers to workers.\n"
-                 "Workers connect to --backend, producers and sinks to --frontend."};
+    CLI::App app{
+        "drover-broker: routes tasks from producers to workers.\n"
+        "Workers connect to --backend, producers and sinks to --frontend."};
     app.add_option("--frontend", config.frontend, "endpoint for producers and sinks")->capture_default_str();
     app.add_option("--backend", config.backend, "endpoint for workers")->capture_default_str();
     app.add_option("--max-queued", config.max_queued, "tasks held before SUBMIT is rejected with queue_full")
-        ->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat period")->capture_default_str()->check(CLI::Range(10, 600000));
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat period")
+        ->capture_default_str()
+        ->check(CLI::Range(10, 600000));
     app.add_option("--liveness", config.liveness, "missed heartbeats before a worker is declared dead")
-        ->capture_default_str()->check(CLI::Range(1, 1000));
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1000));
     drover::add_max_message_bytes_option(app, config.max_message_bytes);
     app.add_option("--endpoints-file", config.endpoints_file, "write the bound endpoints here as JSON");
     drover::add_log_level_option(app, log_level, " (default: $SPDLOG_LEVEL or info)");
@@ -60,7 +65,8 @@ int main(int argc, char** argv) {
         }
         auto doc = drover::fetch_status(ctx, status_broker, drover::Millis(status_timeout_ms), sec.get());
         if (!doc) {
-            std::cerr << "drover-broker: no answer from " << status_broker << " within " << status_timeout_ms << " ms\n";
+            std::cerr << "drover-broker: no answer from " << status_broker << " within " << status_timeout_ms
+                      << " ms\n";
             return 1;
         }
         std::cout << doc->dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";

@@ -8,11 +8,12 @@
 int main(int argc, char** argv) {
     std::string name, dir = ".", fleet;
     bool force = false;
-    CLI::App app{"drover-keygen: writes CurveZMQ key pairs in Z85 (see docs/security.md).\n"
-                 "  drover-keygen NAME [--dir DIR]   DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600)\n"
-                 "  drover-keygen --fleet DIR        key pairs broker, producer, worker and the allow-lists\n"
-                 "                                   DIR/allow/producers and DIR/allow/workers: run every\n"
-                 "                                   program with --security DIR"};
+    CLI::App app{
+        "drover-keygen: writes CurveZMQ key pairs in Z85 (see docs/security.md).\n"
+        "  drover-keygen NAME [--dir DIR]   DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600)\n"
+        "  drover-keygen --fleet DIR        key pairs broker, producer, worker and the allow-lists\n"
+        "                                   DIR/allow/producers and DIR/allow/workers: run every\n"
+        "                                   program with --security DIR"};
     auto* name_opt = app.add_option("name", name, "name of the key pair (a file name, no '/')");
     app.add_option("--dir", dir, "where NAME's files go")->capture_default_str();
     auto* fleet_opt = app.add_option("--fleet", fleet, "write a whole fleet directory");

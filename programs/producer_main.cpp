@@ -1,6 +1,6 @@
 // The drover-producer and drover-sink command lines.
-#include "process.hpp"
 #include "drover/programs/producer_main.hpp"
+#include "process.hpp"
 
 #include <atomic>
 #include <cerrno>
@@ -11,19 +11,19 @@
 #include <mutex>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include "cli.hpp"
 #include "drover/client/client.hpp"
 #include "drover/client/json_lines.hpp"
-#include "drover/cluster/local_cluster.hpp"
-#include "security_cli.hpp"
 #include "drover/client/sink.hpp"
-#include "internal/proof.hpp"
 #include "drover/client/status.hpp"
+#include "drover/cluster/local_cluster.hpp"
+#include "internal/proof.hpp"
+#include "security_cli.hpp"
 
 namespace drover {
 
@@ -187,23 +187,25 @@ int run_map(Client& client, const Settings& s, const StopSource& stop) {
         TaskOptions o;
         o.timeout_ms = s.timeout_ms;
         o.retry_on_error = s.retry_on_error;
-        client.submit_packed(s.map_task, json_to_msgpack(nlohmann::json::array({parse_arg(s.map_args[i])})),
-                             [&, i](Result&& r) {
-                                 ++done;
-                                 if (!r.ok()) ++failed;
-                                 promises[i].set_value(std::move(r));
-                             },
-                             o);
+        client.submit_packed(
+            s.map_task, json_to_msgpack(nlohmann::json::array({parse_arg(s.map_args[i])})),
+            [&, i](Result&& r) {
+                ++done;
+                if (!r.ok()) ++failed;
+                promises[i].set_value(std::move(r));
+            },
+            o);
     }
     int failures = 0;
     for (std::size_t i = 0; i < promises.size(); ++i) {
         auto f = promises[i].get_future();
         while (f.wait_for(Millis(20)) != std::future_status::ready) {
             if (stop.stop_requested()) {
-                std::cerr << "drover-producer: interrupted: cancelling " << client.unfinished() << " unfinished tasks\n";
+                std::cerr << "drover-producer: interrupted: cancelling " << client.unfinished()
+                          << " unfinished tasks\n";
                 client.cancel_all();
                 std::this_thread::sleep_for(Millis(200));  // let CANCEL reach the broker
-                std::_Exit(130);  // pending callbacks refer to this frame
+                std::_Exit(130);                           // pending callbacks refer to this frame
             }
         }
         auto r = f.get();
@@ -257,13 +259,14 @@ int run_submit(Client& client, const Settings& s, const StopSource& stop) {
             t->options.id = t->id.is_string() ? t->id.get<std::string>() : t->id.dump();
         ++total;
         try {
-            client.submit_packed(t->task, std::move(t->args),
-                                 [&, id = t->id](Result&& r) {
-                                     if (!r.ok() && !r.accepted_only) ++failed;
-                                     ++done;
-                                     print(result_to_json(r, id));
-                                 },
-                                 t->options);
+            client.submit_packed(
+                t->task, std::move(t->args),
+                [&, id = t->id](Result&& r) {
+                    if (!r.ok() && !r.accepted_only) ++failed;
+                    ++done;
+                    print(result_to_json(r, id));
+                },
+                t->options);
         } catch (const std::invalid_argument& e) {
             --total;
             ++failed;
@@ -275,8 +278,7 @@ int run_submit(Client& client, const Settings& s, const StopSource& stop) {
     }
     // Woken by the last outcome (polling every 5 ms ended a run up to 5 ms
     // late); Ctrl-C is seen within 100 ms.
-    while (!stop.stop_requested() && !client.wait_all_for(Millis(100))) {
-    }
+    while (!stop.stop_requested() && !client.wait_all_for(Millis(100))) {}
     if (stop.stop_requested()) {
         std::cerr << "drover-producer: interrupted: cancelling " << client.unfinished() << " unfinished tasks\n";
         client.cancel_all();
@@ -303,9 +305,10 @@ int run_submit(Client& client, const Settings& s, const StopSource& stop) {
 int producer_main(int argc, char** argv, const Registry& registry) {
     tune_allocator();
     Settings s;
-    CLI::App app{"drover-producer: submits tasks to a drover broker and prints their results.\n"
-                 "  submit           task JSON lines on stdin -> result JSON lines on stdout\n"
-                 "  map TASK ARG...  runs TASK once per ARG (JSON or a plain string), results in order"};
+    CLI::App app{
+        "drover-producer: submits tasks to a drover broker and prints their results.\n"
+        "  submit           task JSON lines on stdin -> result JSON lines on stdout\n"
+        "  map TASK ARG...  runs TASK once per ARG (JSON or a plain string), results in order"};
     app.require_subcommand(1);
     app.fallthrough();  // flags such as --broker and --security may follow the subcommand too
     auto* where = app.add_option_group("where the work runs");
@@ -321,19 +324,25 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     app.add_option("--sink", s.client.sink, "where to bind the result sink (default: an ephemeral port)");
     app.add_option("--sink-advertise", s.client.sink_advertise, "the sink endpoint given to workers as reply_to");
     app.add_option("--window", s.client.window, "unfinished tasks before submitting pauses")
-        ->capture_default_str()->check(CLI::Range(std::size_t{1}, std::size_t{10'000'000}));
+        ->capture_default_str()
+        ->check(CLI::Range(std::size_t{1}, std::size_t{10'000'000}));
     app.add_option("--queue-full-wait-ms", s.queue_full_wait_ms,
                    "how long a task the broker refuses with queue_full is held back and sent again before it ends "
                    "rejected")
-        ->capture_default_str()->check(CLI::Range(std::int64_t{0}, std::int64_t{86'400'000}));
+        ->capture_default_str()
+        ->check(CLI::Range(std::int64_t{0}, std::int64_t{86'400'000}));
     app.add_option("--max-attempts", s.client.max_attempts, "default attempts for a task whose worker dies")
-        ->capture_default_str()->check(CLI::Range(1u, 1000u));
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 1000u));
     app.add_option("--timeout-ms", s.timeout_ms, "default task timeout (0: none)")->capture_default_str();
     app.add_flag("--retry-on-error", s.retry_on_error,
                  "retry tasks that fail with an error too (exponential back-off, up to --max-attempts)");
-    app.add_option("--heartbeat-ms", s.heartbeat_ms, "heartbeat period")->capture_default_str()->check(CLI::Range(10, 600000));
+    app.add_option("--heartbeat-ms", s.heartbeat_ms, "heartbeat period")
+        ->capture_default_str()
+        ->check(CLI::Range(10, 600000));
     app.add_option("--liveness", s.client.liveness, "missed heartbeats before the broker is presumed gone")
-        ->capture_default_str()->check(CLI::Range(1, 1000));
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1000));
     app.add_option("--wait-workers", s.wait_workers, "wait until the broker has N workers before submitting");
     app.add_option("--wait-timeout-ms", s.wait_timeout_ms, "how long --wait-workers waits")->capture_default_str();
     app.add_flag("--timing", s.timing, "print 'timing: tasks=N wall_ms=T' on stderr at the end");
@@ -354,20 +363,19 @@ int producer_main(int argc, char** argv, const Registry& registry) {
             const auto address = split_sink_address(s.reply_to);
             check_endpoint(split_keyed_endpoint(address.reply_to).endpoint, "--reply-to");
             if (address.key.empty())
-                throw std::invalid_argument(
-                    std::string("--reply-to ") + s.reply_to +
-                    (address.malformed_key ? ": its secret= is not 32 hex digits"
-                                           : ": no sink key: give the address drover-sink printed, with its "
-                                             "?secret=HEX (it proves the results that reach that sink)"));
+                throw std::invalid_argument(std::string("--reply-to ") + s.reply_to +
+                                            (address.malformed_key
+                                                 ? ": its secret= is not 32 hex digits"
+                                                 : ": no sink key: give the address drover-sink printed, with its "
+                                                   "?secret=HEX (it proves the results that reach that sink)"));
         }
         if (s.inline_run && !*map) throw std::invalid_argument("--inline: only map runs inline");
         // Packing one would recurse that deep; its argument list is a level more.
         for (const auto& a : s.map_args)
             if (!json_within_depth_limit(a, k_max_data_depth - 1))
-                throw std::invalid_argument("a map argument nested deeper than " +
-                                            std::to_string(k_max_data_depth - 1) +
-                                            " levels (limit: its argument list makes " +
-                                            std::to_string(k_max_data_depth) + ")");
+                throw std::invalid_argument(
+                    "a map argument nested deeper than " + std::to_string(k_max_data_depth - 1) +
+                    " levels (limit: its argument list makes " + std::to_string(k_max_data_depth) + ")");
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? 0 : 2;
     } catch (const std::invalid_argument& e) {
@@ -470,10 +478,11 @@ int sink_main(int argc, char** argv) {
     SinkOptions options;
     std::size_t expect = 0;
     std::string log_level, endpoint_file, secret_file;
-    CLI::App app{"drover-sink: collects the results of tasks submitted with --reply-to ADDRESS,\n"
-                 "writes them to stdout as JSON lines, and settles them with the broker.\n"
-                 "ADDRESS is what it prints on stderr at start (and writes to --endpoint-file):\n"
-                 "its endpoint with its key (?secret=HEX), without which no task can reach it."};
+    CLI::App app{
+        "drover-sink: collects the results of tasks submitted with --reply-to ADDRESS,\n"
+        "writes them to stdout as JSON lines, and settles them with the broker.\n"
+        "ADDRESS is what it prints on stderr at start (and writes to --endpoint-file):\n"
+        "its endpoint with its key (?secret=HEX), without which no task can reach it."};
     app.add_option("--bind", options.bind, "endpoint workers push results to")->capture_default_str();
     app.add_option("--broker", options.broker, "the broker's frontend endpoint")->capture_default_str();
     app.add_option("--expect", expect, "exit after N results (0: run until stopped)")->capture_default_str();
@@ -508,7 +517,9 @@ int sink_main(int argc, char** argv) {
         Sink sink(ctx, options, log);
         if (!endpoint_file.empty()) write_private_file(endpoint_file, sink.endpoint() + "\n");
         std::cerr << "drover-sink: submit with --reply-to '" << sink.endpoint() << "'\n";
-        sink.run(stop, expect, [](proto::Outcome&& o) { std::cout << to_line(outcome_to_json(o)) << "\n" << std::flush; });
+        sink.run(stop, expect, [](proto::Outcome&& o) {
+            std::cout << to_line(outcome_to_json(o)) << "\n" << std::flush;
+        });
         return 0;
     } catch (const SecurityError& e) {
         std::cerr << "drover-sink: " << e.what() << "\n";

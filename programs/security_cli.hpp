@@ -12,8 +12,7 @@ namespace drover {
 // that override a file of DIR, to `app` as a "security" group.
 inline void add_security_options(CLI::App& app, SecurityOptions& o, Role role) {
     auto* g = app.add_option_group("security", "CurveZMQ on tcp sockets, see docs/security.md");
-    g->add_option("--security", o.dir,
-                  "fleet directory (drover-keygen --fleet DIR): turns CurveZMQ and allow-lists on")
+    g->add_option("--security", o.dir, "fleet directory (drover-keygen --fleet DIR): turns CurveZMQ and allow-lists on")
         ->check(CLI::ExistingDirectory);
     g->add_option("--curve-secret", o.secret, "this program's secret key file (default DIR/<role>.key_secret)")
         ->check(CLI::ExistingFile);

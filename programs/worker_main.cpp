@@ -3,17 +3,17 @@
 #include <iostream>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include "cli.hpp"
-#include "process.hpp"
-#include "security_cli.hpp"
 #include "drover/programs/worker_main.hpp"
 #include "drover/worker/worker.hpp"
+#include "process.hpp"
+#include "security_cli.hpp"
 
 namespace drover {
 
@@ -141,9 +141,10 @@ int worker_main(int argc, char** argv, const Registry& registry) {
     int concurrency = 0;
     SecurityOptions security;
 
-    CLI::App app{"drover-worker: runs tasks from a drover broker.\n"
-                 "Pools: solo (one executor thread), threads (-c executor threads),\n"
-                 "processes (-c supervised child processes, restarted when they die)."};
+    CLI::App app{
+        "drover-worker: runs tasks from a drover broker.\n"
+        "Pools: solo (one executor thread), threads (-c executor threads),\n"
+        "processes (-c supervised child processes, restarted when they die)."};
     app.add_option("--broker", options.broker, "the broker's backend endpoint")->capture_default_str();
     app.add_option("--pool", options.pool, "solo | threads | processes")
         ->capture_default_str()
@@ -155,9 +156,12 @@ int worker_main(int argc, char** argv, const Registry& registry) {
                    "for longer tasks none, a slot's next credit going out just before its task's expected end)")
         ->check(CLI::Range(0, 100000))
         ->each([&](const std::string&) { options.auto_prefetch = false; });
-    app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat period")->capture_default_str()->check(CLI::Range(10, 600000));
+    app.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat period")
+        ->capture_default_str()
+        ->check(CLI::Range(10, 600000));
     app.add_option("--liveness", options.liveness, "missed heartbeats before the broker is presumed dead")
-        ->capture_default_str()->check(CLI::Range(1, 1000));
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1000));
     app.add_option("--host-name", options.host,
                    "host name given to the broker (STATUS groups workers by it; default: this machine's name)");
     app.add_option("--id", options.id, "worker id shown in status and results (default HOST:pid)");
@@ -191,11 +195,16 @@ int worker_main(int argc, char** argv, const Registry& registry) {
         ignore_hangup();
         options.security = make_security(security, Role::worker, log);
         if (options.pool == "processes" && !child) {
-            std::vector<std::string> args{argv[0], "--child",
-                                          "--broker", options.broker,
-                                          "--heartbeat-ms", std::to_string(heartbeat_ms),
-                                          "--liveness", std::to_string(options.liveness),
-                                          "--max-message-bytes", std::to_string(options.max_message_bytes)};
+            std::vector<std::string> args{argv[0],
+                                          "--child",
+                                          "--broker",
+                                          options.broker,
+                                          "--heartbeat-ms",
+                                          std::to_string(heartbeat_ms),
+                                          "--liveness",
+                                          std::to_string(options.liveness),
+                                          "--max-message-bytes",
+                                          std::to_string(options.max_message_bytes)};
             const auto security_args = security.to_args();
             args.insert(args.end(), security_args.begin(), security_args.end());
             if (!log_level.empty()) args.insert(args.end(), {"--log-level", log_level});

@@ -81,7 +81,8 @@ void run_bare_broker(zmq::context_t& ctx, const std::string& frontend, const std
     {
         const auto tmp = endpoints_file + ".tmp";
         std::ofstream(tmp) << nlohmann::json{{"frontend", connectable(last_endpoint(front))},
-                                             {"backend", connectable(last_endpoint(back))}}.dump()
+                                             {"backend", connectable(last_endpoint(back))}}
+                                  .dump()
                            << "\n";
         std::rename(tmp.c_str(), endpoints_file.c_str());
     }
@@ -115,7 +116,8 @@ Baseline::Baseline(Shape shape, const BaselineEnv& env, Transport& transport, un
             const auto front = transport.bind_endpoint("bare-frontend");
             const auto back = transport.bind_endpoint("bare-backend");
             if (in_process_) {
-                threads_.emplace_back([this, front, back, file] { guarded([&] { run_bare_broker(ctx_, front, back, file); }); });
+                threads_.emplace_back(
+                    [this, front, back, file] { guarded([&] { run_bare_broker(ctx_, front, back, file); }); });
             } else {
                 children_.push_back(std::make_unique<Child>(
                     std::vector<std::string>{env_.self_exe, "--role", "bare-broker", "--frontend", front, "--backend",
@@ -134,8 +136,8 @@ Baseline::Baseline(Shape shape, const BaselineEnv& env, Transport& transport, un
                     guarded([&] { run_pipeline_worker(ctx_, work_ep, sink_ep, behind_proxy); });
                 });
             } else {
-                std::vector<std::string> argv{env_.self_exe, "--role", "pipeline-worker", "--in", work_ep, "--out",
-                                              sink_ep};
+                std::vector<std::string> argv{env_.self_exe, "--role", "pipeline-worker", "--in", work_ep,
+                                              "--out",       sink_ep};
                 if (behind_proxy) argv.push_back("--behind-proxy");
                 children_.push_back(std::make_unique<Child>(argv, log_path()));
             }

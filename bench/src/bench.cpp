@@ -12,9 +12,9 @@
 #include <thread>
 #include <vector>
 
-#include <sys/utsname.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "baselines.hpp"
@@ -168,8 +168,7 @@ public:
         std::thread watchdog([this] { watch(); });
         load_at_start_ = load_average();
         progress("drover-bench: " + std::to_string(o_.reps) + (o_.reps == 1 ? " repetition" : " repetitions") +
-                 " of each figure; load average " +
-                 load_at_start_ + "; logs in " + dir_.path());
+                 " of each figure; load average " + load_at_start_ + "; logs in " + dir_.path());
         const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
         if (std::strtod(load_at_start_.c_str(), nullptr) > 0.5 * cores)
             progress("note: load average " + load_at_start_.substr(0, load_at_start_.find(' ')) + " on " +
@@ -240,9 +239,10 @@ private:
             std::this_thread::sleep_for(Millis(200));
             const auto last = SteadyClock::time_point(SteadyClock::duration(last_progress_.load()));
             if (SteadyClock::now() - last > k_watchdog) {
-                std::fprintf(stderr, "drover-bench: no progress for %lld s, giving up (logs: %s)\n",
-                             static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(k_watchdog).count()),
-                             dir_.path().c_str());
+                std::fprintf(
+                    stderr, "drover-bench: no progress for %lld s, giving up (logs: %s)\n",
+                    static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(k_watchdog).count()),
+                    dir_.path().c_str());
                 kill_all_children();
                 std::_Exit(3);
             }
@@ -284,9 +284,11 @@ private:
                 progress("B1 raw pipeline over " + t + ": starting 2 workers");
                 Baseline pipeline(Baseline::Shape::pipeline, baseline_env_, transport);
                 if (want("B1")) {
-                    progress("B1 raw pipeline " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(n) + " messages");
+                    progress("B1 raw pipeline " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(n) +
+                             " messages");
                     (void)pipeline.stream(std::min<std::size_t>(n / 10 + 1, 20000), 8);  // warm-up
-                    for (unsigned r = 0; r < o_.reps; ++r) b1.samples.push_back(static_cast<double>(n) / pipeline.stream(n, 8));
+                    for (unsigned r = 0; r < o_.reps; ++r)
+                        b1.samples.push_back(static_cast<double>(n) / pipeline.stream(n, 8));
                 }
                 progress("B1 raw pipeline " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(o_.big_tasks) +
                          " messages of " + size_name(o_.big_bytes));
@@ -308,15 +310,18 @@ private:
                 progress("B2 bare broker over " + t + ": starting the zmq::proxy broker and 2 workers");
                 Baseline bare(Baseline::Shape::bare_broker, baseline_env_, transport);
                 if (want("B2")) {
-                    progress("B2 bare broker " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(n) + " messages");
+                    progress("B2 bare broker " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(n) +
+                             " messages");
                     (void)bare.stream(std::min<std::size_t>(n / 10 + 1, 20000), 8);
-                    for (unsigned r = 0; r < o_.reps; ++r) b2.samples.push_back(static_cast<double>(n) / bare.stream(n, 8));
+                    for (unsigned r = 0; r < o_.reps; ++r)
+                        b2.samples.push_back(static_cast<double>(n) / bare.stream(n, 8));
                 }
                 if (want("B3")) {
-                    progress("B3 round trip " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(o_.latency_rounds) +
-                             " round trips");
+                    progress("B3 round trip " + t + ": " + std::to_string(o_.reps) + " x " +
+                             with_commas(o_.latency_rounds) + " round trips");
                     (void)bare.round_trips(100);
-                    for (unsigned r = 0; r < o_.reps; ++r) add_latency(bare.round_trips(o_.latency_rounds), p50, p99, p999);
+                    for (unsigned r = 0; r < o_.reps; ++r)
+                        add_latency(bare.round_trips(o_.latency_rounds), p50, p99, p999);
                 }
             });
         }
@@ -328,7 +333,8 @@ private:
         if (!want("W1") && !want("W2") && !want("W6") && !(want("W7") && t == "tcp")) return;
         Transport transport(t, dir_.path());
         const std::string b1 = "B1 raw pipeline " + t, b2 = "B2 bare broker " + t;
-        auto w1 = figure("W1 throughput " + t, "tasks/s", {}, t == "tcp" ? Target::value_at_least(1e6) : Target::none());
+        auto w1 =
+            figure("W1 throughput " + t, "tasks/s", {}, t == "tcp" ? Target::value_at_least(1e6) : Target::none());
         auto w1_b1 = figure("W1 throughput " + t + " / B1", "tasks/s", b1, Target::ratio_at_least(0.40));
         auto w1_b2 = figure("W1 throughput " + t + " / B2", "tasks/s", b2, Target::ratio_at_least(2.0));
         // W2's baseline is B3 again, each repetition next to one of W2's, so
@@ -365,12 +371,14 @@ private:
         measure(figs, [&] {
             zmq::context_t ctx;
             progress("drover over " + t + ": starting " +
-                     (t == "inproc" ? std::string("a LocalCluster with 2 worker threads") : "drover-broker and 2 drover-worker --pool solo"));
+                     (t == "inproc" ? std::string("a LocalCluster with 2 worker threads")
+                                    : "drover-broker and 2 drover-worker --pool solo"));
             DroverCluster cluster(env_, ctx, transport, {});
             Client client(ctx, cluster.client_options(std::max(o_.window, o_.big_window)), client_log_);
             if (want("W1")) {
                 const std::size_t n = o_.tasks;
-                progress("W1 throughput " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(n) + " echo tasks");
+                progress("W1 throughput " + t + ": " + std::to_string(o_.reps) + " x " + with_commas(n) +
+                         " echo tasks");
                 (void)run_tasks(client, "echo", echo_args, std::min<std::size_t>(n / 10 + 1, 20000), o_.window);
                 cluster.wait_settled(k_settle_timeout);
                 const auto before = cluster.status();
@@ -417,7 +425,8 @@ private:
                 progress(w6.key + ": " + std::to_string(o_.reps) + " x " + with_commas(o_.big_tasks) + " echo tasks");
                 const auto big = pack_args(std::string(o_.big_bytes, 'x'));
                 const auto big_args = [&](std::size_t) { return big; };
-                (void)run_tasks(client, "echo", big_args, std::min<std::size_t>(o_.big_tasks / 10 + 1, 500), o_.big_window);
+                (void)run_tasks(client, "echo", big_args, std::min<std::size_t>(o_.big_tasks / 10 + 1, 500),
+                                o_.big_window);
                 const double mib = static_cast<double>(o_.big_tasks * o_.big_bytes) / (1024.0 * 1024.0);
                 for (unsigned r = 0; r < o_.reps; ++r) {
                     w6.samples.push_back(mib / run_tasks(client, "echo", big_args, o_.big_tasks, o_.big_window));
@@ -454,7 +463,7 @@ private:
     // and then through drover, so that both sides of a speed-up are measured
     // under the same load of a shared machine.
     void seed_form(const std::string& t, const std::string& pool) {
-        const std::string form = t == "inproc" ? "inproc --local 2"
+        const std::string form = t == "inproc"    ? "inproc --local 2"
                                  : pool == "solo" ? t + " solo x2"
                                                   : t + " " + pool + " -c 2";
         auto single = figure("W3 seed inline [" + form + "]", "ms");
@@ -536,7 +545,8 @@ private:
                 const auto rss2 = rss_of(cluster.broker_pid());
                 start.samples.push_back(static_cast<double>(rss0) / mib);
                 queued.samples.push_back(static_cast<double>(rss1) / mib);
-                per_task.samples.push_back((static_cast<double>(rss1) - static_cast<double>(rss0)) / static_cast<double>(q) -
+                per_task.samples.push_back((static_cast<double>(rss1) - static_cast<double>(rss0)) /
+                                               static_cast<double>(q) -
                                            static_cast<double>(arg_bytes) / static_cast<double>(q));
                 drained.samples.push_back(static_cast<double>(rss2) / mib);
             }
@@ -545,7 +555,8 @@ private:
 
     static std::uint64_t rss_of(pid_t pid) {
         const auto rss = rss_bytes(pid);
-        if (!rss) throw std::runtime_error("cannot read the broker's RSS from /proc/" + std::to_string(pid) + "/status");
+        if (!rss)
+            throw std::runtime_error("cannot read the broker's RSS from /proc/" + std::to_string(pid) + "/status");
         return *rss;
     }
 
@@ -596,8 +607,8 @@ private:
             DroverCluster cluster(env_, ctx, transport, spec);
             char took[32];
             std::snprintf(took, sizeof took, "%.1f", seconds_since(t0));
-            progress("W5: " + std::to_string(m) + " workers registered in " + took + " s; " +
-                     std::to_string(o_.reps) + " x " + with_commas(o_.tasks) + " echo tasks, each after the same on 2");
+            progress("W5: " + std::to_string(m) + " workers registered in " + took + " s; " + std::to_string(o_.reps) +
+                     " x " + with_commas(o_.tasks) + " echo tasks, each after the same on 2");
             Client client(ctx, cluster.client_options(o_.window), client_log_);
             // A whole repetition: every worker connects to the sink, measures
             // its task time and grows its prefetch, and grows its heap for full

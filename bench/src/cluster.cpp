@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "drover/broker/broker.hpp"
-#include "internal/net.hpp"
 #include "drover/client/status.hpp"
+#include "internal/net.hpp"
 
 namespace drover::bench {
 
@@ -38,10 +38,14 @@ DroverCluster::DroverCluster(const DroverEnv& env, zmq::context_t& ctx, Transpor
     }
     const auto file = env_.dir + "/broker-" + random_hex(4) + ".json";
     std::vector<std::string> argv{env_.broker_exe,
-                                  "--frontend", transport_.bind_endpoint("frontend"),
-                                  "--backend", transport_.bind_endpoint("backend"),
-                                  "--endpoints-file", file,
-                                  "--log-level", env_.log_level};
+                                  "--frontend",
+                                  transport_.bind_endpoint("frontend"),
+                                  "--backend",
+                                  transport_.bind_endpoint("backend"),
+                                  "--endpoints-file",
+                                  file,
+                                  "--log-level",
+                                  env_.log_level};
     argv.insert(argv.end(), spec_.broker_args.begin(), spec_.broker_args.end());
     broker_ = std::make_unique<Child>(argv, log_path());
     auto doc = wait_json_file(file, std::chrono::seconds(10));
@@ -66,7 +70,8 @@ std::size_t DroverCluster::expected_registrations() const {
 
 void DroverCluster::attach_workers() {
     if (local_) return;  // LocalCluster starts its workers itself
-    std::vector<std::string> base{env_.worker_exe, "--broker", backend_, "--pool", spec_.pool, "--log-level", env_.log_level};
+    std::vector<std::string> base{env_.worker_exe, "--broker",    backend_,      "--pool",
+                                  spec_.pool,      "--log-level", env_.log_level};
     base.insert(base.end(), env_.worker_args.begin(), env_.worker_args.end());
     if (spec_.pool == "solo") {
         for (unsigned i = 0; i < spec_.workers; ++i) workers_.push_back(std::make_unique<Child>(base, log_path()));
@@ -159,9 +164,8 @@ void Batch::wait_until(std::size_t done_at_least) {
             last_change = SteadyClock::now();
         } else if (SteadyClock::now() - last_change > k_stall) {
             state_->wake_at = std::numeric_limits<std::size_t>::max();
-            throw std::runtime_error("stalled: " + std::to_string(state_->done) + " of " +
-                                     std::to_string(submitted_) + " outcomes, none for " +
-                                     std::to_string(k_stall.count()) + " s");
+            throw std::runtime_error("stalled: " + std::to_string(state_->done) + " of " + std::to_string(submitted_) +
+                                     " outcomes, none for " + std::to_string(k_stall.count()) + " s");
         }
     }
     state_->wake_at = std::numeric_limits<std::size_t>::max();

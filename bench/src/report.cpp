@@ -148,7 +148,8 @@ nlohmann::json Report::to_json() const {
         const auto r = ratio(f);
         j["ratio"] = r ? nlohmann::json(*r) : nlohmann::json(nullptr);
         if (f.inverted_ratio) j["ratio_is"] = "baseline / figure";
-        j["target"] = f.target.kind == Target::Kind::none ? nlohmann::json(nullptr) : nlohmann::json(describe(f.target));
+        j["target"] =
+            f.target.kind == Target::Kind::none ? nlohmann::json(nullptr) : nlohmann::json(describe(f.target));
         const auto m = met(f);
         j["met"] = m ? nlohmann::json(*m) : nlohmann::json(nullptr);
         if (!f.note.empty()) j["note"] = f.note;

@@ -31,16 +31,16 @@ struct Target {
 };
 
 struct Figure {
-    std::string key;        // unique, e.g. "W1 throughput tcp"; baselines are named by it
-    std::string unit;       // "tasks/s", "us", "MiB/s", "ms", "B/task", "MiB", "x"
+    std::string key;   // unique, e.g. "W1 throughput tcp"; baselines are named by it
+    std::string unit;  // "tasks/s", "us", "MiB/s", "ms", "B/task", "MiB", "x"
     std::vector<double> samples;
-    std::string baseline;   // key of the figure this one is compared with, or empty
+    std::string baseline;  // key of the figure this one is compared with, or empty
     // ratio = median / baseline median; inverted: baseline median / median
     // (a speed-up from wall times).
     bool inverted_ratio = false;
     Target target;
-    std::string note;       // shown in the JSON only
-    std::string error;      // set when the figure could not be produced
+    std::string note;   // shown in the JSON only
+    std::string error;  // set when the figure could not be produced
 };
 
 // Median (mean of the middle two for an even count). Requires samples.

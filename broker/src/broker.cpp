@@ -128,7 +128,8 @@ void BrokerImpl::run(const StopSource& stop) {
         stall_meter_.will_wait(wait);
         poller.wait(wait);
         notice_stall(Clock::now());
-        for (const auto& w : backend_guard_.revoked()) {  // its tasks run again; RESET makes it reconnect, and be refused
+        for (const auto& w :
+             backend_guard_.revoked()) {  // its tasks run again; RESET makes it reconnect, and be refused
             remove_worker(w, "key revoked");
             (void)send_to(backend_, w, proto::Command::reset);
         }
@@ -170,11 +171,13 @@ void BrokerImpl::drop(const std::string& peer, const char* socket, proto::Decode
                        : "");
 }
 
-void BrokerImpl::refuse(const std::string& peer, const char* what, std::size_t n, bool proofs, const std::string& first_id) {
+void BrokerImpl::refuse(const std::string& peer, const char* what, std::size_t n, bool proofs,
+                        const std::string& first_id) {
     if (count_drop(peer, "not_owner", n))
-        log_->warn("broker.not_owner peer={} command={} ids={} first={} proofs={} (tasks of another producer, or "
-                   "a proof that does not match: ignored; logged once per peer)",
-                   to_hex(peer), what, n, first_id, proofs);
+        log_->warn(
+            "broker.not_owner peer={} command={} ids={} first={} proofs={} (tasks of another producer, or "
+            "a proof that does not match: ignored; logged once per peer)",
+            to_hex(peer), what, n, first_id, proofs);
 }
 
 bool BrokerImpl::on_frontend() {
@@ -269,11 +272,8 @@ void BrokerImpl::handle_frontend(const std::string& peer, proto::Command c, std:
             reply(peer, Command::heartbeat, proto::encode_heartbeat(instance_));
             return;
         }
-        case Command::bye:
-            forget_producer(peer);
-            return;
-        default:
-            return drop(peer, "frontend", proto::DecodeError::unexpected);
+        case Command::bye: forget_producer(peer); return;
+        default: return drop(peer, "frontend", proto::DecodeError::unexpected);
     }
 }
 
@@ -311,9 +311,10 @@ void BrokerImpl::handle_backend(const std::string& peer, proto::Command c, std::
             auto finals = scheduler_.worker_holds(peer, **m, now);
             if (!finals) return (void)send_to(backend_, peer, Command::reset);
             if (const auto n = scheduler_.totals().recovered - recovered; n > 0) {
-                log_->warn("worker.unsettled id={} n={} (the worker holds none of these tasks and no sink has "
-                           "settled them: their outcomes were lost on the way; they run again)",
-                           scheduler_.describe_worker(peer), n);
+                log_->warn(
+                    "worker.unsettled id={} n={} (the worker holds none of these tasks and no sink has "
+                    "settled them: their outcomes were lost on the way; they run again)",
+                    scheduler_.describe_worker(peer), n);
                 next_retry_ = now;
             }
             report(std::move(*finals));
@@ -359,13 +360,12 @@ void BrokerImpl::handle_backend(const std::string& peer, proto::Command c, std::
             live_workers_ = scheduler_.worker_count();
             return;
         }
-        default:
-            return drop(peer, "backend", proto::DecodeError::unexpected);
+        default: return drop(peer, "backend", proto::DecodeError::unexpected);
     }
 }
 
 void BrokerImpl::remove_worker(const std::string& identity, const std::string& reason, bool died,
-                           const std::vector<std::string>& finished) {
+                               const std::vector<std::string>& finished) {
     const auto held = scheduler_.held_by(identity);
     log_->info("worker.removed id={} reason=\"{}\" held={}", scheduler_.describe_worker(identity), reason, held);
     report(scheduler_.remove_worker(identity, died, finished));
@@ -387,9 +387,9 @@ bool BrokerImpl::send_dispatch(const Scheduler::Batch& batch) {
     // its ZMQ_MAXMSGSIZE, which looked to both sides like a dead connection,
     // and the task ended `lost` after three of them.
     const auto accepts = batch.accepts;
-    const auto max_bytes = accepts == 0 ? config_.max_message_bytes
-                                        : std::min<std::int64_t>(config_.max_message_bytes,
-                                                                 static_cast<std::int64_t>(accepts));
+    const auto max_bytes = accepts == 0
+                               ? config_.max_message_bytes
+                               : std::min<std::int64_t>(config_.max_message_bytes, static_cast<std::int64_t>(accepts));
     const std::size_t limit = batch_byte_limit(max_bytes);
     const auto& tasks = batch.tasks;
     bool refused = false;
@@ -450,7 +450,8 @@ void BrokerImpl::reply(const std::string& peer, proto::Command c, std::string_vi
     if (send_to(frontend_, peer, c, body) == SendStatus::would_block) ++dropped_["unread_replies"];
 }
 
-void BrokerImpl::keep_reply(const std::string& producer, std::vector<std::string>& kept, std::vector<std::string>& ids) {
+void BrokerImpl::keep_reply(const std::string& producer, std::vector<std::string>& kept,
+                            std::vector<std::string>& ids) {
     std::size_t held = 0;
     for (const auto& [reason, r] : rejected_[producer]) held += r.size();
     held += accepted_[producer].size();
@@ -460,9 +461,10 @@ void BrokerImpl::keep_reply(const std::string& producer, std::vector<std::string
                 std::make_move_iterator(ids.begin() + static_cast<std::ptrdiff_t>(n)));
     if (n < ids.size()) {
         if (count_drop(producer, "unread_replies", ids.size() - n))
-            log_->warn("broker.unread_replies peer={} (it does not read its answers: more than {} ids wait for "
-                       "it; the rest are dropped and counted; logged once per peer)",
-                       to_hex(producer), k_max_unsent_reply_ids);
+            log_->warn(
+                "broker.unread_replies peer={} (it does not read its answers: more than {} ids wait for "
+                "it; the rest are dropped and counted; logged once per peer)",
+                to_hex(producer), k_max_unsent_reply_ids);
     }
 }
 
@@ -477,7 +479,8 @@ bool send_ids(zmq::socket_t& router, const std::string& peer, proto::Command c, 
     bool room = true;
     while (sent < ids.size()) {
         std::size_t end = sent, bytes = 0;
-        while (end < ids.size() && end - sent < k_reply_ids && (end == sent || bytes + ids[end].size() <= k_reply_bytes))
+        while (end < ids.size() && end - sent < k_reply_ids &&
+               (end == sent || bytes + ids[end].size() <= k_reply_bytes))
             bytes += ids[end++].size() + 2;
         std::vector<std::string> batch(ids.begin() + static_cast<std::ptrdiff_t>(sent),
                                        ids.begin() + static_cast<std::ptrdiff_t>(end));
@@ -524,9 +527,10 @@ void BrokerImpl::forward_results(const std::string& worker, std::vector<proto::O
     for (auto& o : results) {
         if (!scheduler_.genuine_result(worker, o)) {  // not dispatched that attempt: forged, or from the wrong peer
             if (count_drop(worker, "forged_result", 1))
-                log_->warn("broker.forged_result peer={} id={} (a RESULT without the token of an attempt this broker "
-                           "gave out: forged, or from before a restart; dropped, logged once per peer)",
-                           to_hex(worker), o.id);
+                log_->warn(
+                    "broker.forged_result peer={} id={} (a RESULT without the token of an attempt this broker "
+                    "gave out: forged, or from before a restart; dropped, logged once per peer)",
+                    to_hex(worker), o.id);
             continue;
         }
         const auto route = scheduler_.route_of(o.id);
@@ -566,13 +570,13 @@ void BrokerImpl::report(std::vector<FinalOutcome>&& finals) {
     // producer may have a million tasks cancelled at once).
     constexpr std::size_t k_logged_each = 16;
     std::map<std::string_view, std::size_t> by_status;
-    const std::string first_id = finals.size() > k_logged_each ? finals.front().outcome.id : std::string();  // moved out below
+    const std::string first_id =
+        finals.size() > k_logged_each ? finals.front().outcome.id : std::string();  // moved out below
     for (auto& f : finals) {
         if (finals.size() <= k_logged_each)
             log_->info("task.final id={} status={} error=\"{}\"", f.outcome.id, proto::status_name(f.outcome.status),
                        f.outcome.error);
-        else
-            ++by_status[proto::status_name(f.outcome.status)];
+        else ++by_status[proto::status_name(f.outcome.status)];
         outcomes_[f.reply_to].push_back(std::move(f.outcome));
     }
     for (const auto& [status, n] : by_status)
@@ -590,8 +594,7 @@ void BrokerImpl::flush_outcomes() {
             for (std::size_t i = 0; i < list.size(); i += k_outcome_batch) {
                 const auto n = std::min(k_outcome_batch, list.size() - i);
                 auto body = proto::encode_message(list.data() + i, n);
-                if (send_message(sink, proto::Command::result, body) != SendStatus::sent)
-                    unsent += n;
+                if (send_message(sink, proto::Command::result, body) != SendStatus::sent) unsent += n;
             }
             // Sent again on the resend schedule until settled.
             if (unsent > 0) log_->warn("broker.sink_full endpoint={} unsent_outcomes={}", endpoint, unsent);
@@ -610,9 +613,10 @@ void BrokerImpl::notice_stall(Clock::time_point now) {
     for (auto& [producer, seen] : producers_) seen = StallMeter::shifted(seen, stall, now);
     catching_up_ = true;
     last_stall_ = now;
-    log_->warn("broker.stalled ms={} (this process did not run: its peers' liveness deadlines move on as much, and "
-               "it reads what waited before it judges any peer)",
-               std::chrono::duration_cast<Millis>(stall).count());
+    log_->warn(
+        "broker.stalled ms={} (this process did not run: its peers' liveness deadlines move on as much, and "
+        "it reads what waited before it judges any peer)",
+        std::chrono::duration_cast<Millis>(stall).count());
 }
 
 void BrokerImpl::expire_peers(Clock::time_point now) {

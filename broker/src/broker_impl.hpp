@@ -13,12 +13,12 @@
 
 #include "drover/broker/broker.hpp"
 #include "drover/common/logging.hpp"
+#include "drover/common/security.hpp"
+#include "drover/common/stop.hpp"
 #include "internal/net.hpp"
 #include "internal/sink_sockets.hpp"
-#include "scheduler.hpp"
-#include "drover/common/security.hpp"
 #include "internal/stall.hpp"
-#include "drover/common/stop.hpp"
+#include "scheduler.hpp"
 
 namespace drover {
 
@@ -100,12 +100,13 @@ private:
 
     std::unordered_map<std::string, Clock::time_point> producers_;  // identity -> last seen
     std::map<std::string, std::uint64_t> dropped_;                  // reason -> count
-    std::set<std::pair<std::string, std::string>> logged_drops_;     // (peer, reason) logged once
-    std::set<std::string> logged_forwards_;                          // workers whose forwarding was logged
-    std::uint64_t received_ = 0, received_at_trim_ = 0, received_at_tick_ = 0;  // messages, to trim the heap after traffic
+    std::set<std::pair<std::string, std::string>> logged_drops_;    // (peer, reason) logged once
+    std::set<std::string> logged_forwards_;                         // workers whose forwarding was logged
+    std::uint64_t received_ = 0, received_at_trim_ = 0,
+                  received_at_tick_ = 0;  // messages, to trim the heap after traffic
     Clock::time_point next_tick_{};
     StallMeter stall_meter_{config_.heartbeat};
-    bool catching_up_ = false;  // stalled, and input may still wait: no peer is judged yet (a window at most)
+    bool catching_up_ = false;        // stalled, and input may still wait: no peer is judged yet (a window at most)
     Clock::time_point last_stall_{};  // when the last stall was noticed
     Clock::time_point next_retry_ = Clock::time_point::max();  // the next retry back-off to end
 };

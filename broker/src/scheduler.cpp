@@ -350,10 +350,8 @@ void Scheduler::push_queued(const Entry& e, bool front) {
             const Entry* x = live(r);
             return !x || x->state != State::queued;
         });
-    if (front)
-        q.push_front(Ref{e.slot, e.gen});
-    else
-        q.push_back(Ref{e.slot, e.gen});
+    if (front) q.push_front(Ref{e.slot, e.gen});
+    else q.push_back(Ref{e.slot, e.gen});
 }
 
 void Scheduler::leave_retry(Entry& e) {
@@ -425,7 +423,8 @@ Scheduler::Submitted Scheduler::submit(const std::string& producer, std::vector<
                 continue;
             }
             Entry& e = new_entry(std::move(t), reply_to, ctx, hashes[i]);
-            out.finals.push_back(end_task(e, proto::Status::error, "unknown task '" + names_[e.name] + "': no worker runs it"));
+            out.finals.push_back(
+                end_task(e, proto::Status::error, "unknown task '" + names_[e.name] + "': no worker runs it"));
             accept(e.detached, e.id);
             ++totals_.accepted;
             continue;
@@ -545,7 +544,8 @@ std::vector<FinalOutcome> Scheduler::remove_worker_slot(std::uint32_t wslot, boo
     for (const auto& id : finished) {
         Entry* e = find(id);
         if (e && e->state == State::held && e->worker == wslot)
-            finals.push_back(end_task(*e, proto::Status::timeout, "timed out after " + std::to_string(e->timeout_ms) + " ms"));
+            finals.push_back(
+                end_task(*e, proto::Status::timeout, "timed out after " + std::to_string(e->timeout_ms) + " ms"));
     }
     std::vector<Entry*> held;  // in dispatch order; collected first, as requeueing trims w.held
     for (const auto& h : w.held)
@@ -560,8 +560,9 @@ std::vector<FinalOutcome> Scheduler::remove_worker_slot(std::uint32_t wslot, boo
             ++e.deaths;
         }
         if (blamed && e.deaths >= e.max_attempts) {
-            finals.push_back(end_task(e, proto::Status::lost,
-                                      "worker died " + std::to_string(e.deaths) + (e.deaths == 1 ? " time" : " times")));
+            finals.push_back(
+                end_task(e, proto::Status::lost,
+                         "worker died " + std::to_string(e.deaths) + (e.deaths == 1 ? " time" : " times")));
             ++totals_.lost;
         } else {
             requeue.push_back(&e);
@@ -624,9 +625,7 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
     const auto runs_long_tasks = [](const WorkerState& w) {
         return w.held_count + w.credits <= k_spread_max_credits_per_slot * w.hello.slots;
     };
-    const auto spreads_to = [&](const WorkerState& w) {
-        return w.held_count < w.hello.slots && runs_long_tasks(w);
-    };
+    const auto spreads_to = [&](const WorkerState& w) { return w.held_count < w.hello.slots && runs_long_tasks(w); };
     // Gives ready[i] the next queued task it can run; false if there is none.
     // In the spread, short tasks go only to workers spreads_to() allows.
     const auto take_one = [&](std::size_t i, bool spread) {
@@ -676,9 +675,18 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
                     ++w.prefetched;
                     w.prefetched_ns += run_ns;
                 }
-                taken[i].push_back(proto::TaskRef{e->id, names_[e->name], e->args, strings_[e->reply_to], e->attempt,
-                                                  e->max_attempts, e->timeout_ms, e->detached, e->retry_on_error,
-                                                  {}, attempt_token(secret_of(*e), e->attempt), on_start});
+                taken[i].push_back(proto::TaskRef{e->id,
+                                                  names_[e->name],
+                                                  e->args,
+                                                  strings_[e->reply_to],
+                                                  e->attempt,
+                                                  e->max_attempts,
+                                                  e->timeout_ms,
+                                                  e->detached,
+                                                  e->retry_on_error,
+                                                  {},
+                                                  attempt_token(secret_of(*e), e->attempt),
+                                                  on_start});
                 ++totals_.dispatched;
                 return true;
             }
@@ -715,8 +723,7 @@ std::vector<Scheduler::Batch> Scheduler::dispatch() {
         if (!runs_long_tasks(worker_slots_[ready[i]])) order.push_back(i);
     for (std::size_t k = 0; k < order.size() && queued_ > 0; ++k) {
         const std::size_t i = order[k];
-        while (worker_slots_[ready[i]].credits > 0 && queued_ > 0 && take_one(i, false)) {
-        }
+        while (worker_slots_[ready[i]].credits > 0 && queued_ > 0 && take_one(i, false)) {}
     }
     for (std::size_t i = 0; i < ready.size(); ++i) {
         if (taken[i].empty()) continue;
@@ -823,8 +830,9 @@ std::optional<std::vector<FinalOutcome>> Scheduler::retry(const std::string& ide
         if (!e || e->state != State::held || e->worker != wit->second) continue;  // not this worker's (any more)
         release_held(*e);
         if (e->attempt >= e->max_attempts) {  // a worker retries only with attempts left; a sink may not
-            finals.push_back(end_task(*e, proto::Status::lost, "failed " + std::to_string(e->attempt) +
-                                                                   " attempts (the last could not reach its sink)"));
+            finals.push_back(
+                end_task(*e, proto::Status::lost,
+                         "failed " + std::to_string(e->attempt) + " attempts (the last could not reach its sink)"));
             ++totals_.lost;
             continue;
         }
@@ -904,9 +912,7 @@ Clock::time_point Scheduler::release_retries(Clock::time_point now) {
     return retries_.empty() ? Clock::time_point::max() : retries_.top().first;
 }
 
-bool Scheduler::owned_by(const Entry& e, std::string_view producer) const {
-    return strings_[e.producer] == producer;
-}
+bool Scheduler::owned_by(const Entry& e, std::string_view producer) const { return strings_[e.producer] == producer; }
 
 std::size_t Scheduler::settle(std::string_view producer, const std::vector<std::string>& ids,
                               const std::vector<std::uint64_t>& proofs, std::string* first_refused) {
@@ -920,7 +926,8 @@ std::size_t Scheduler::settle(std::string_view producer, const std::vector<std::
         Entry* e = find(ids[i], hashes[i]);
         if (!e) continue;
         if (proven ? proofs[i] != settle_proof(secret_of(*e)) : e->producer != owner) {
-            if (refused++ == 0 && first_refused) *first_refused = ids[i];  // neither its producer nor its sink: it stays
+            if (refused++ == 0 && first_refused)
+                *first_refused = ids[i];  // neither its producer nor its sink: it stays
             continue;
         }
         if (e->state == State::held) ++worker_slots_[e->worker].done;
@@ -1013,9 +1020,9 @@ nlohmann::json Scheduler::status(Clock::time_point now) const {
         const auto n = shown[i];
         const std::size_t queued = queued_by_name_[n];
         queues[names_[n]] = {{"queued", queued},
-                              {"in_flight", running[n]},
-                              {"workers", can_run[n]},
-                              {"run_us", static_cast<double>(run_ns_[n]) / 1000.0}};
+                             {"in_flight", running[n]},
+                             {"workers", can_run[n]},
+                             {"run_us", static_cast<double>(run_ns_[n]) / 1000.0}};
         if (queued > 0 && can_run[n] == 0) waiting.push_back(names_[n]);
     }
     json workers = json::array();

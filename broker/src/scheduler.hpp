@@ -32,7 +32,7 @@ struct SchedulerLimits {
     // retry back-off, before SUBMIT is answered queue_full.
     std::size_t max_queued = 1'000'000;
     Millis heartbeat{1000};
-    int liveness = 3;  // missed heartbeats before a worker is declared dead
+    int liveness = 3;           // missed heartbeats before a worker is declared dead
     Millis retry_base{100};     // back-off before the first retry; doubles each attempt
     Millis retry_max{10000};    // back-off cap
     int report_tries = 8;       // sends of a broker-made outcome before giving up on its sink
@@ -61,12 +61,12 @@ public:
         // The others are acknowledged by their outcome alone.
         std::vector<std::string> acknowledged;
         std::map<std::string, std::vector<std::string>> rejected;  // reason -> ids
-        std::vector<FinalOutcome> finals;  // accepted, but ended at once (unknown task)
+        std::vector<FinalOutcome> finals;                          // accepted, but ended at once (unknown task)
     };
     struct Batch {
-        std::string worker;  // routing identity
+        std::string worker;                 // routing identity
         std::vector<proto::TaskRef> tasks;  // valid until the next call that changes the Scheduler
-        std::uint64_t accepts = 0;  // the largest message the worker accepts, from its HELLO (0: not said)
+        std::uint64_t accepts = 0;          // the largest message the worker accepts, from its HELLO (0: not said)
     };
 
     explicit Scheduler(SchedulerLimits limits = {}) : limits_(limits) {
@@ -151,8 +151,7 @@ public:
     // message its HELLO said it accepts): it ends with an `error` outcome
     // saying why, and the worker keeps the credit. Nullopt for a task not
     // held by that worker.
-    std::optional<FinalOutcome> refuse_dispatched(const std::string& identity, std::string_view id,
-                                                  std::string error);
+    std::optional<FinalOutcome> refuse_dispatched(const std::string& identity, std::string_view id, std::string error);
 
     // The worker failed these tasks (RETRY): each is queued again after a
     // back-off of retry_base x 2^(attempt-1), at most retry_max; one with no
@@ -169,8 +168,8 @@ public:
     // carried). Those with an attempt left run again, as after RETRY; the
     // others wait on (their outcome may be slow, not lost). Returns nullopt
     // for an unknown identity, else the outcomes of tasks that ended (none).
-    [[nodiscard]] std::optional<std::vector<FinalOutcome>> worker_holds(const std::string& identity,
-                                                                        std::uint32_t held, Clock::time_point now);
+    [[nodiscard]] std::optional<std::vector<FinalOutcome>> worker_holds(const std::string& identity, std::uint32_t held,
+                                                                        Clock::time_point now);
     // The worker gives back tasks it held and never started (RETURN): each
     // still held by it goes back to the front of its queue, its attempt not
     // counted. Returns false for an unknown identity (send it RESET).
@@ -244,13 +243,13 @@ public:
     [[nodiscard]] nlohmann::json status(Clock::time_point now) const;
 
     struct Totals {
-        std::uint64_t accepted = 0, rejected = 0, dispatched = 0, settled = 0, redispatched = 0, retried = 0,
-                      lost = 0, cancelled = 0, timed_out = 0, workers_expired = 0, reports_resent = 0,
-                      reports_abandoned = 0, results_forwarded = 0,
+        std::uint64_t accepted = 0, rejected = 0, dispatched = 0, settled = 0, redispatched = 0, retried = 0, lost = 0,
+                      cancelled = 0, timed_out = 0, workers_expired = 0, reports_resent = 0, reports_abandoned = 0,
+                      results_forwarded = 0,
                       dispatch_batches = 0,  // DISPATCH messages: dispatched / this is the mean batch
-                      recovered = 0,  // unsettled tasks run again because their worker held none (worker_holds)
-                      too_large = 0,  // tasks ended because the worker given them accepts no message that big
-                      returned = 0;   // tasks workers gave back unstarted (RETURN)
+            recovered = 0,                   // unsettled tasks run again because their worker held none (worker_holds)
+            too_large = 0,                   // tasks ended because the worker given them accepts no message that big
+            returned = 0;                    // tasks workers gave back unstarted (RETURN)
     };
     [[nodiscard]] const Totals& totals() const { return totals_; }
     Totals& totals() { return totals_; }
@@ -274,9 +273,9 @@ private:
         std::string args;
         std::unique_ptr<Report> reported;
         std::uint64_t dispatch_seq = 0;
-        std::uint32_t name = 0;      // names_
-        std::uint32_t reply_to = 0;  // strings_
-        std::uint32_t producer = 0;  // strings_
+        std::uint32_t name = 0;         // names_
+        std::uint32_t reply_to = 0;     // strings_
+        std::uint32_t producer = 0;     // strings_
         std::uint32_t worker = k_none;  // worker_slots_ while held
         std::uint32_t timeout_ms = 0;
         std::uint32_t slot = 0;  // its own index in slots_
@@ -386,7 +385,8 @@ private:
     // they are most of it (tasks settled or cancelled while queued).
     void push_queued(const Entry& e, bool front);
     void leave_retry(Entry& e);
-    std::vector<FinalOutcome> remove_worker_slot(std::uint32_t wslot, bool died, const std::vector<std::string>& finished);
+    std::vector<FinalOutcome> remove_worker_slot(std::uint32_t wslot, bool died,
+                                                 const std::vector<std::string>& finished);
 
     // The one place that keeps state, queued_ and queued_by_name_ in step.
     void mark_queued(Entry& e);
@@ -405,20 +405,20 @@ private:
         const std::deque<Entry>* slots;
         std::string_view operator()(std::uint32_t slot) const { return (*slots)[slot].id; }
     };
-    SlotIndex<IdOf> index_{IdOf{&slots_}};  // id -> slot
+    SlotIndex<IdOf> index_{IdOf{&slots_}};     // id -> slot
     std::vector<std::uint32_t> batch_hashes_;  // hash_batch's
     std::size_t live_ = 0;
     Interned strings_;
     // Task names by id, reference-counted (tasks and workers that use one):
     // a name nobody uses is freed, or kept in the idle list (least recently
     // used first) if a worker announced it. Freed ids are reused.
-    std::deque<std::string> names_;   // a deque: pointers to them stay valid
+    std::deque<std::string> names_;  // a deque: pointers to them stay valid
     std::unordered_map<std::string, std::uint32_t> name_ids_;
-    std::vector<std::uint32_t> name_refs_;  // by name id
-    std::vector<char> known_names_;    // by name id: announced by a worker
-    std::vector<RingQueue<Ref>> queues_;        // by name id; stale refs skipped lazily
-    std::vector<std::size_t> queued_by_name_;   // by name id
-    std::vector<std::uint64_t> run_ns_;         // by name id: its expected run time, from workers (0: not timed)
+    std::vector<std::uint32_t> name_refs_;     // by name id
+    std::vector<char> known_names_;            // by name id: announced by a worker
+    std::vector<RingQueue<Ref>> queues_;       // by name id; stale refs skipped lazily
+    std::vector<std::size_t> queued_by_name_;  // by name id
+    std::vector<std::uint64_t> run_ns_;        // by name id: its expected run time, from workers (0: not timed)
     std::vector<std::uint32_t> free_names_;
     struct IdleLink {
         std::uint32_t prev = k_none, next = k_none;

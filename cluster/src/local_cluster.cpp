@@ -58,9 +58,16 @@ LocalCluster::LocalCluster(zmq::context_t& ctx, const Registry& registry, LocalC
             worker_thread_ = std::thread([this] { (void)worker_->run(worker_stop_); });
         } else {
             const auto exe = options_.worker_exe.empty() ? sibling_executable("drover-worker") : options_.worker_exe;
-            std::vector<std::string> args{exe, "--broker", broker_->backend_endpoint(), "--pool", "processes",
-                                          "-c", std::to_string(options_.workers), "--prefetch",
-                                          std::to_string(options_.prefetch), "--log-level",
+            std::vector<std::string> args{exe,
+                                          "--broker",
+                                          broker_->backend_endpoint(),
+                                          "--pool",
+                                          "processes",
+                                          "-c",
+                                          std::to_string(options_.workers),
+                                          "--prefetch",
+                                          std::to_string(options_.prefetch),
+                                          "--log-level",
                                           log_->level() <= spdlog::level::debug ? "debug" : "warn"};
             std::vector<char*> argv;
             for (auto& a : args) argv.push_back(a.data());

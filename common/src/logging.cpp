@@ -17,7 +17,8 @@ Logger make_logger(const std::string& name, const std::string& level) {
     }
     const auto lvl = spdlog::level::from_str(chosen);
     if (lvl == spdlog::level::off && chosen != "off")
-        throw std::invalid_argument("unknown log level '" + chosen + "' (use trace, debug, info, warn, error, critical, off)");
+        throw std::invalid_argument("unknown log level '" + chosen +
+                                    "' (use trace, debug, info, warn, error, critical, off)");
     auto logger = spdlog::get(name);
     if (!logger) logger = spdlog::stderr_color_mt(name);
     logger->set_level(lvl);

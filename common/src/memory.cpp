@@ -22,11 +22,11 @@ constexpr std::size_t k_cache_count = 7;
 void flush_thread_cache() {
     std::array<void*, k_cache_count> old{}, fresh{};
     for (std::size_t bin = 0; bin < k_cache_bins; ++bin) {
-        const std::size_t request = 24 + 16 * bin;  // a chunk of 32 + 16 * bin bytes
+        const std::size_t request = 24 + 16 * bin;       // a chunk of 32 + 16 * bin bytes
         for (auto& p : old) p = std::malloc(request);    // the cache's chunks first
         for (auto& p : fresh) p = std::malloc(request);  // then from the bins
-        for (auto* p : fresh) std::free(p);  // refill the cache
-        for (auto* p : old) std::free(p);    // the cache is full: to the bins
+        for (auto* p : fresh) std::free(p);              // refill the cache
+        for (auto* p : old) std::free(p);                // the cache is full: to the bins
     }
 }
 

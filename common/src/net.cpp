@@ -16,7 +16,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-
 namespace drover {
 
 namespace {
@@ -116,13 +115,17 @@ std::string connectable(const std::string& bound) {
 void check_endpoint(const std::string& ep, const std::string& flag, bool inproc_ok) {
     const auto sep = ep.find("://");
     if (sep == std::string::npos || sep == 0 || ep.size() == sep + 3)
-        throw std::invalid_argument(flag + ": '" + ep + "' is not an endpoint (expected tcp://HOST:PORT, ipc://PATH or inproc://NAME)");
+        throw std::invalid_argument(flag + ": '" + ep +
+                                    "' is not an endpoint (expected tcp://HOST:PORT, ipc://PATH or inproc://NAME)");
     const auto scheme = ep.substr(0, sep);
     if (scheme != "tcp" && scheme != "ipc" && scheme != "inproc")
-        throw std::invalid_argument(flag + ": unsupported transport '" + scheme + "' in '" + ep + "' (use tcp, ipc or inproc)");
+        throw std::invalid_argument(flag + ": unsupported transport '" + scheme + "' in '" + ep +
+                                    "' (use tcp, ipc or inproc)");
     if (scheme == "inproc" && !inproc_ok)
-        throw std::invalid_argument(flag + ": '" + ep + "' reaches only threads of this process; another program needs "
-                                    "tcp://HOST:PORT or ipc://PATH (inproc is for drover-producer --local and the C++ API)");
+        throw std::invalid_argument(
+            flag + ": '" + ep +
+            "' reaches only threads of this process; another program needs "
+            "tcp://HOST:PORT or ipc://PATH (inproc is for drover-producer --local and the C++ API)");
     if (scheme == "tcp") {
         const auto colon = ep.rfind(':');
         if (colon <= sep + 3 || colon + 1 >= ep.size())

@@ -41,8 +41,8 @@ std::string random_secret() {
 void task_secret_into(std::string_view sink_key, std::string_view id, char* out) noexcept {
     unsigned char key[crypto_shorthash_siphashx24_KEYBYTES] = {};
     if (sink_key.size() == sizeof key) std::memcpy(key, sink_key.data(), sizeof key);
-    crypto_shorthash_siphashx24(reinterpret_cast<unsigned char*>(out), reinterpret_cast<const unsigned char*>(id.data()),
-                                id.size(), key);
+    crypto_shorthash_siphashx24(reinterpret_cast<unsigned char*>(out),
+                                reinterpret_cast<const unsigned char*>(id.data()), id.size(), key);
 }
 
 std::string task_secret(std::string_view sink_key, std::string_view id) {
@@ -51,8 +51,12 @@ std::string task_secret(std::string_view sink_key, std::string_view id) {
     return out;
 }
 
-std::uint64_t attempt_token(std::string_view secret, std::uint32_t attempt) noexcept { return keyed(secret, 'a', attempt); }
-std::uint64_t broker_token(std::string_view secret, std::uint32_t attempt) noexcept { return keyed(secret, 'b', attempt); }
+std::uint64_t attempt_token(std::string_view secret, std::uint32_t attempt) noexcept {
+    return keyed(secret, 'a', attempt);
+}
+std::uint64_t broker_token(std::string_view secret, std::uint32_t attempt) noexcept {
+    return keyed(secret, 'b', attempt);
+}
 std::uint64_t settle_proof(std::string_view secret) noexcept { return keyed(secret, 's', 0); }
 
 bool genuine(std::string_view secret, std::uint32_t attempt, bool by_broker, std::uint64_t token) noexcept {

@@ -41,7 +41,8 @@ public:
     zmq::message_t take_message() {
         if (used_ == 0) return zmq::message_t();
         if (used_ < k_copied_below) return zmq::message_t(data_, used_);
-        zmq::message_t m(data_, used_, [](void* data, void*) { std::free(data); }, nullptr);
+        zmq::message_t m(
+            data_, used_, [](void* data, void*) { std::free(data); }, nullptr);
         data_ = nullptr;
         capacity_ = used_ = 0;
         return m;
@@ -319,14 +320,25 @@ public:
                 values = claimed * 2;
             } else {
                 switch (b) {
-                    case 0xc0: case 0xc2: case 0xc3: continue;  // nil, false, true
-                    case 0xcc: case 0xd0: skip_bytes(1); continue;
-                    case 0xcd: case 0xd1: skip_bytes(2); continue;
-                    case 0xce: case 0xd2: case 0xca: skip_bytes(4); continue;
-                    case 0xcf: case 0xd3: case 0xcb: skip_bytes(8); continue;
-                    case 0xd9: case 0xc4: skip_bytes(be(1)); continue;  // str 8, bin 8
-                    case 0xda: case 0xc5: skip_bytes(be(2)); continue;
-                    case 0xdb: case 0xc6: skip_bytes(be(4)); continue;
+                    case 0xc0:
+                    case 0xc2:
+                    case 0xc3: continue;  // nil, false, true
+                    case 0xcc:
+                    case 0xd0: skip_bytes(1); continue;
+                    case 0xcd:
+                    case 0xd1: skip_bytes(2); continue;
+                    case 0xce:
+                    case 0xd2:
+                    case 0xca: skip_bytes(4); continue;
+                    case 0xcf:
+                    case 0xd3:
+                    case 0xcb: skip_bytes(8); continue;
+                    case 0xd9:
+                    case 0xc4: skip_bytes(be(1)); continue;  // str 8, bin 8
+                    case 0xda:
+                    case 0xc5: skip_bytes(be(2)); continue;
+                    case 0xdb:
+                    case 0xc6: skip_bytes(be(4)); continue;
                     case 0xd4: skip_bytes(2); continue;  // fixext: type + data
                     case 0xd5: skip_bytes(3); continue;
                     case 0xd6: skip_bytes(5); continue;
@@ -337,8 +349,14 @@ public:
                     case 0xc9: skip_bytes(be(4) + 1); continue;
                     case 0xdc: claimed = values = be(2); break;
                     case 0xdd: claimed = values = be(4); break;
-                    case 0xde: claimed = be(2); values = claimed * 2; break;
-                    case 0xdf: claimed = be(4); values = claimed * 2; break;
+                    case 0xde:
+                        claimed = be(2);
+                        values = claimed * 2;
+                        break;
+                    case 0xdf:
+                        claimed = be(4);
+                        values = claimed * 2;
+                        break;
                     default: invalid();  // 0xc1, never used
                 }
             }
@@ -614,8 +632,7 @@ void read_or_note(Cursor& c, Task& t, const char* field, const char* expected, R
     try {
         read();
         return;
-    } catch (const Invalid&) {
-    }
+    } catch (const Invalid&) {}
     c.reset(at);
     if (t.problem.empty()) t.problem = std::string("field '") + field + "': expected " + expected + ", got " + c.kind();
     c.skip();
@@ -634,8 +651,7 @@ void read_submitted_task(Cursor& c, Task& t) {
             } else {
                 try {  // an integer id is named by its text in the rejection
                     t.id = std::to_string(c.int64());
-                } catch (const Invalid&) {
-                }
+                } catch (const Invalid&) {}
                 c.reset(at);
                 if (t.problem.empty()) t.problem = std::string("field 'id': expected a string, got ") + c.kind();
                 c.skip();

@@ -45,8 +45,9 @@ extern "C" void on_sighup(int) {
 
 void require_curve() {
     if (!zmq_has("curve"))
-        throw SecurityError("this libzmq was built without CURVE (zmq_has(\"curve\") is false): security needs "
-                            "libzmq with libsodium, e.g. Debian's libzmq5");
+        throw SecurityError(
+            "this libzmq was built without CURVE (zmq_has(\"curve\") is false): security needs "
+            "libzmq with libsodium, e.g. Debian's libzmq5");
 }
 
 std::string role_file(Role role) {
@@ -86,12 +87,11 @@ void write_file_mode(const std::string& path, const std::string& text, mode_t mo
     const int flags = O_WRONLY | O_CREAT | (overwrite ? O_TRUNC : O_EXCL) | O_CLOEXEC;
     const int fd = ::open(path.c_str(), flags, mode);
     if (fd < 0) {
-        if (errno == EEXIST)
-            throw SecurityError("'" + path + "' exists: not overwritten (use --force to replace it)");
+        if (errno == EEXIST) throw SecurityError("'" + path + "' exists: not overwritten (use --force to replace it)");
         throw SecurityError("cannot write '" + path + "': " + std::strerror(errno));
     }
-    const bool ok = ::fchmod(fd, mode) == 0 &&
-                    ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    const bool ok =
+        ::fchmod(fd, mode) == 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
     ::close(fd);
     if (!ok) throw SecurityError("cannot write '" + path + "': " + std::strerror(errno));
 }
@@ -126,8 +126,7 @@ std::optional<std::string> failure_reason(std::uint16_t event, std::uint32_t val
         return "errno_" + std::to_string(value);
     }
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
-        if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
-            return "mechanism_mismatch (a client without CURVE?)";
+        if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) return "mechanism_mismatch (a client without CURVE?)";
         if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
             return "cryptographic (a client with the wrong server key?)";
         return "malformed_handshake (protocol error " + std::to_string(value) + ")";
@@ -304,8 +303,7 @@ std::vector<std::string> SecurityOptions::to_args() const {
 
 // Security ------------------------------------------------------------------
 
-Security::Security(const SecurityOptions& options, Role role, Logger log)
-    : options_(options), log_(std::move(log)) {
+Security::Security(const SecurityOptions& options, Role role, Logger log) : options_(options), log_(std::move(log)) {
     require_curve();
     const auto in_dir = [&](const std::string& flag_value, const std::string& file, const char* flag) {
         if (!flag_value.empty()) return flag_value;
@@ -329,8 +327,7 @@ Security::Security(const SecurityOptions& options, Role role, Logger log)
     auto lists = load_lists(problems);
     for (const auto& p : problems) log_->warn("security.allow_list problem=\"{}\"", p);
     lists_ = std::make_shared<const Lists>(std::move(lists));
-    if (role == Role::worker)
-        log_->info("security.on role=worker public_key={}", keys_.public_key);
+    if (role == Role::worker) log_->info("security.on role=worker public_key={}", keys_.public_key);
     else
         log_->info("security.on role={} public_key={} allowed_producers={} allowed_workers={} handshake_ms={}",
                    role_file(role), keys_.public_key, lists_->producers.size(), lists_->workers.size(),
@@ -369,7 +366,9 @@ std::optional<std::string> Security::allowed(Domain domain, const std::string& k
         std::lock_guard lock(mutex_);
         lists = lists_;
     }
-    const auto& list = domain == Domain::producers ? lists->producers : domain == Domain::workers ? lists->workers : lists->sink;
+    const auto& list = domain == Domain::producers ? lists->producers
+                       : domain == Domain::workers ? lists->workers
+                                                   : lists->sink;
     const auto it = list.find(key);
     if (it == list.end()) return std::nullopt;
     return it->second;
@@ -517,9 +516,10 @@ void Security::service_loop(zmq::context_t& ctx, zmq::socket_t& zap) {
                         ++f.unlogged;
                         const auto now = Clock::now();
                         if (f.last_log == Clock::time_point{} || now - f.last_log >= k_failure_log_period) {
-                            log_->warn("security.handshake_failed socket={} reason=\"{}\" n={} (logged at most once a "
-                                       "minute per reason)",
-                                       socket_label(monitors[i].domain), *reason, f.unlogged);
+                            log_->warn(
+                                "security.handshake_failed socket={} reason=\"{}\" n={} (logged at most once a "
+                                "minute per reason)",
+                                socket_label(monitors[i].domain), *reason, f.unlogged);
                             f.unlogged = 0;
                             f.last_log = now;
                         }
@@ -559,9 +559,10 @@ void Security::answer_zap(zmq::socket_t& zap) {
             std::lock_guard lock(mutex_);
             if (rejected_.size() > k_logged_keys_limit) rejected_.clear();  // bounded; may log a key again
             if (rejected_.emplace(*domain, key).second)
-                log_->warn("security.rejected socket={} key={} address={} (a key not in the allow-list; logged "
-                           "once per key)",
-                           socket_label(*domain), key, req[3].to_string());
+                log_->warn(
+                    "security.rejected socket={} key={} address={} (a key not in the allow-list; logged "
+                    "once per key)",
+                    socket_label(*domain), key, req[3].to_string());
         }
     } else {
         text = "bad request";
@@ -597,8 +598,9 @@ void make_curve_server(zmq::socket_t& s, const Security& security, Domain domain
     s.set(zmq::sockopt::zap_domain, zap_domain(domain));
     const int on = 1;
     if (zmq_setsockopt(s.handle(), k_zap_enforce_domain, &on, sizeof on) != 0)
-        throw SecurityError("this libzmq lacks ZMQ_ZAP_ENFORCE_DOMAIN (a draft option): without it a client "
-                            "that knows the server key would get in whenever the ZAP handler is not running");
+        throw SecurityError(
+            "this libzmq lacks ZMQ_ZAP_ENFORCE_DOMAIN (a draft option): without it a client "
+            "that knows the server key would get in whenever the ZAP handler is not running");
     set_keepalive(s);
 }
 
@@ -628,9 +630,10 @@ void warn_if_exposed(const Logger& log, const Security* security, const std::vec
     for (const auto& e : endpoints)
         if (is_network_endpoint(e)) exposed += (exposed.empty() ? "" : ",") + e;
     if (!exposed.empty())
-        log->warn("security.off endpoints={} are reachable from the network in clear and let anyone in: "
-                  "start with --security DIR (see docs/security.md)",
-                  exposed);
+        log->warn(
+            "security.off endpoints={} are reachable from the network in clear and let anyone in: "
+            "start with --security DIR (see docs/security.md)",
+            exposed);
 }
 
 // PeerGuard -------------------------------------------------------------------

@@ -23,8 +23,14 @@ public:
         if (b <= 0xbf) return str(o, msgpack::type::STR, b & 0x1f);
         switch (b) {
             case 0xc0: o.type = msgpack::type::NIL; return o;
-            case 0xc2: o.type = msgpack::type::BOOLEAN; o.via.boolean = false; return o;
-            case 0xc3: o.type = msgpack::type::BOOLEAN; o.via.boolean = true; return o;
+            case 0xc2:
+                o.type = msgpack::type::BOOLEAN;
+                o.via.boolean = false;
+                return o;
+            case 0xc3:
+                o.type = msgpack::type::BOOLEAN;
+                o.via.boolean = true;
+                return o;
             case 0xc4: return str(o, msgpack::type::BIN, number(1));
             case 0xc5: return str(o, msgpack::type::BIN, number(2));
             case 0xc6: return str(o, msgpack::type::BIN, number(4));
@@ -139,8 +145,8 @@ private:
         o.via.array.ptr = nullptr;
         open_container(n, open);
         if (n == 0) return o;
-        auto* items = static_cast<msgpack::object*>(
-            zone_.allocate_align(sizeof(msgpack::object) * n, alignof(msgpack::object)));
+        auto* items =
+            static_cast<msgpack::object*>(zone_.allocate_align(sizeof(msgpack::object) * n, alignof(msgpack::object)));
         for (std::uint64_t i = 0; i < n; ++i) items[i] = value(open + 1);
         o.via.array.ptr = items;
         return o;
@@ -202,25 +208,63 @@ bool within_depth_limit(std::string_view bytes, std::size_t max_depth) noexcept 
         } else {
             std::uint64_t n = 0;
             switch (b) {
-                case 0xc4: case 0xd9: if (!count(1, skip)) return true; break;
-                case 0xc5: case 0xda: if (!count(2, skip)) return true; break;
-                case 0xc6: case 0xdb: if (!count(4, skip)) return true; break;
-                case 0xc7: if (!count(1, n)) return true; skip = n + 1; break;  // + the type byte
-                case 0xc8: if (!count(2, n)) return true; skip = n + 1; break;
-                case 0xc9: if (!count(4, n)) return true; skip = n + 1; break;
-                case 0xcc: case 0xd0: skip = 1; break;
-                case 0xcd: case 0xd1: skip = 2; break;
-                case 0xca: case 0xce: case 0xd2: skip = 4; break;
-                case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
+                case 0xc4:
+                case 0xd9:
+                    if (!count(1, skip)) return true;
+                    break;
+                case 0xc5:
+                case 0xda:
+                    if (!count(2, skip)) return true;
+                    break;
+                case 0xc6:
+                case 0xdb:
+                    if (!count(4, skip)) return true;
+                    break;
+                case 0xc7:
+                    if (!count(1, n)) return true;
+                    skip = n + 1;
+                    break;  // + the type byte
+                case 0xc8:
+                    if (!count(2, n)) return true;
+                    skip = n + 1;
+                    break;
+                case 0xc9:
+                    if (!count(4, n)) return true;
+                    skip = n + 1;
+                    break;
+                case 0xcc:
+                case 0xd0: skip = 1; break;
+                case 0xcd:
+                case 0xd1: skip = 2; break;
+                case 0xca:
+                case 0xce:
+                case 0xd2: skip = 4; break;
+                case 0xcb:
+                case 0xcf:
+                case 0xd3: skip = 8; break;
                 case 0xd4: skip = 2; break;
                 case 0xd5: skip = 3; break;
                 case 0xd6: skip = 5; break;
                 case 0xd7: skip = 9; break;
                 case 0xd8: skip = 17; break;
-                case 0xdc: container = true; if (!count(2, elements)) return true; break;
-                case 0xdd: container = true; if (!count(4, elements)) return true; break;
-                case 0xde: container = true; if (!count(2, n)) return true; elements = 2 * n; break;
-                case 0xdf: container = true; if (!count(4, n)) return true; elements = 2 * n; break;
+                case 0xdc:
+                    container = true;
+                    if (!count(2, elements)) return true;
+                    break;
+                case 0xdd:
+                    container = true;
+                    if (!count(4, elements)) return true;
+                    break;
+                case 0xde:
+                    container = true;
+                    if (!count(2, n)) return true;
+                    elements = 2 * n;
+                    break;
+                case 0xdf:
+                    container = true;
+                    if (!count(4, n)) return true;
+                    elements = 2 * n;
+                    break;
                 default: return true;  // 0xc1
             }
         }

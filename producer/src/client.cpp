@@ -12,8 +12,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "internal/unpack.hpp"
 #include "drover/client/status.hpp"
+#include "internal/unpack.hpp"
 
 namespace drover {
 
@@ -45,7 +45,8 @@ constexpr std::string_view k_digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcd
 constexpr auto k_digit_values = [] {
     std::array<std::int8_t, 256> v{};
     for (auto& x : v) x = -1;
-    for (std::size_t i = 0; i < k_digits.size(); ++i) v[static_cast<unsigned char>(k_digits[i])] = static_cast<std::int8_t>(i);
+    for (std::size_t i = 0; i < k_digits.size(); ++i)
+        v[static_cast<unsigned char>(k_digits[i])] = static_cast<std::int8_t>(i);
     return v;
 }();
 
@@ -82,7 +83,8 @@ std::string new_route() {
 
 std::string default_sink(const std::string& broker) {
     if (broker.rfind("inproc://", 0) == 0) return "inproc://drover-sink-" + random_hex(8);
-    if (broker.rfind("ipc://", 0) == 0) return "ipc:///tmp/drover-sink-" + std::to_string(::getpid()) + "-" + random_hex(4);
+    if (broker.rfind("ipc://", 0) == 0)
+        return "ipc:///tmp/drover-sink-" + std::to_string(::getpid()) + "-" + random_hex(4);
     return "tcp://" + local_address_towards(broker) + ":*";
 }
 
@@ -225,7 +227,7 @@ std::string ClientImpl::submit_packed(std::string name, std::string args, Result
                 log_->warn("client.submit_connection_failed error=\"{}\" (the I/O thread sends the task)", e.what());
             }
         }
-        lock.lock();  // full, failed or closed: the I/O thread sends it
+        lock.lock();                         // full, failed or closed: the I/O thread sends it
         if (!pending_.find(seq)) return id;  // finished meanwhile
     }
     const bool first = inbox_.empty();
@@ -338,9 +340,9 @@ void ClientImpl::connect_submit() {
 
 proto::TaskRef ClientImpl::wire_ref(const Pending& p) const {
     const Submitted& t = p.task;
-    return proto::TaskRef{t.id, t.name, t.args, p.elsewhere ? t.reply_to : reply_to_,
-                          0, t.max_attempts, t.timeout_ms, t.detached, t.retry_on_error,
-                          std::string_view(t.secret, sizeof t.secret), 0};
+    return proto::TaskRef{
+        t.id,         t.name,     t.args,           p.elsewhere ? t.reply_to : reply_to_,        0, t.max_attempts,
+        t.timeout_ms, t.detached, t.retry_on_error, std::string_view(t.secret, sizeof t.secret), 0};
 }
 
 std::size_t ClientImpl::at_broker() const {
@@ -412,9 +414,10 @@ void ClientImpl::hold_back(const std::vector<std::string>& ids) {
     }
     if (!refused_logged_) {
         refused_logged_ = true;
-        log_->warn("client.queue_full n={} at_broker={} backoff_ms={} (the broker's queue is full: tasks are held back "
-                   "and sent again as it makes room; after {} ms without any they end rejected; logged once)",
-                   ids.size(), there, backoff_.count(), options_.queue_full_wait.count());
+        log_->warn(
+            "client.queue_full n={} at_broker={} backoff_ms={} (the broker's queue is full: tasks are held back "
+            "and sent again as it makes room; after {} ms without any they end rejected; logged once)",
+            ids.size(), there, backoff_.count(), options_.queue_full_wait.count());
     }
     expire_refused(now);
 }
@@ -433,9 +436,10 @@ void ClientImpl::expire_refused(Clock::time_point now) {
             if (const Pending* p = pending_.find(seq)) expired.emplace_back(p->task.id, p->task.name);
     }
     stalled_since_ = {};  // tasks submitted from now on get a wait of their own
-    log_->warn("client.queue_full_gave_up n={} ms={} (the broker took none of this client's tasks and finished none "
-               "for that long: the tasks not sent end rejected: queue_full)",
-               expired.size(), options_.queue_full_wait.count());
+    log_->warn(
+        "client.queue_full_gave_up n={} ms={} (the broker took none of this client's tasks and finished none "
+        "for that long: the tasks not sent end rejected: queue_full)",
+        expired.size(), options_.queue_full_wait.count());
     end_refused(expired);  // their unsent_ entries are skipped once they are not pending
 }
 
@@ -508,13 +512,13 @@ void ClientImpl::on_results(std::string_view body) {
                 // Not from the broker or a worker given that attempt: never
                 // delivered, never settled (the real outcome is still to come).
                 if (forged_.fetch_add(1) == 0)
-                    log_->warn("client.forged_result id={} worker={} (an outcome without its attempt's token: "
-                               "dropped and counted; logged once)",
-                               o.id, o.worker);
+                    log_->warn(
+                        "client.forged_result id={} worker={} (an outcome without its attempt's token: "
+                        "dropped and counted; logged once)",
+                        o.id, o.worker);
                 continue;
             }
-            if (by_broker && o.status == proto::Status::cancelled && o.error == proto::k_producer_gone &&
-                !stopping_) {
+            if (by_broker && o.status == proto::Status::cancelled && o.error == proto::k_producer_gone && !stopping_) {
                 // The broker took this producer for gone while it was stopped,
                 // and forgot the task: it goes again under its id. Not
                 // settled, as the broker keeps no such outcome, and a SETTLE
@@ -575,9 +579,10 @@ void ClientImpl::on_results(std::string_view body) {
         deliver(ready);
     }
     if (resubmitted > 0)
-        log_->warn("client.resubmitting n={} (the broker took this producer for gone, as it was stopped, and "
-                   "cancelled them: they go again under their ids)",
-                   resubmitted);
+        log_->warn(
+            "client.resubmitting n={} (the broker took this producer for gone, as it was stopped, and "
+            "cancelled them: they go again under their ids)",
+            resubmitted);
 }
 
 void ClientImpl::on_broker_message(std::vector<zmq::message_t>& frames) {
@@ -645,10 +650,11 @@ void ClientImpl::on_broker_message(std::vector<zmq::message_t>& frames) {
             // Workers that cannot reach our sink send results through the broker.
             if (!results_via_broker_) {
                 results_via_broker_ = true;
-                log_->warn("client.results_via_broker: some workers cannot reach this producer's sink at {}; their "
-                           "results come through the broker (slower). Give a reachable address with --sink or "
-                           "--sink-advertise",
-                           reply_to_);
+                log_->warn(
+                    "client.results_via_broker: some workers cannot reach this producer's sink at {}; their "
+                    "results come through the broker (slower). Give a reachable address with --sink or "
+                    "--sink-advertise",
+                    reply_to_);
             }
             on_results(body);
             return;
@@ -656,8 +662,7 @@ void ClientImpl::on_broker_message(std::vector<zmq::message_t>& frames) {
             log_->info("client.broker_bye (broker stopping)");
             last_from_broker_ = Clock::now() - options_.heartbeat * options_.liveness;
             return;
-        default:
-            return;  // HEARTBEAT and anything else: liveness only
+        default: return;  // HEARTBEAT and anything else: liveness only
     }
 }
 
@@ -690,8 +695,10 @@ void ClientImpl::send_settle() {
     if (settle_.empty()) return;
     for (std::size_t i = 0; i < settle_.size(); i += k_settle_batch) {
         const auto end = std::min(settle_.size(), i + k_settle_batch);
-        proto::Settle batch{{settle_.begin() + static_cast<std::ptrdiff_t>(i), settle_.begin() + static_cast<std::ptrdiff_t>(end)},
-                            i == 0 ? settle_timed_out_ : 0, {}};
+        proto::Settle batch{
+            {settle_.begin() + static_cast<std::ptrdiff_t>(i), settle_.begin() + static_cast<std::ptrdiff_t>(end)},
+            i == 0 ? settle_timed_out_ : 0,
+            {}};
         (void)send_message(*broker_, proto::Command::settle, proto::encode(batch));
     }
     {
@@ -737,7 +744,8 @@ void ClientImpl::io_loop() {
         poller.watch(k_sink, sink_, Poller::Use::receive_only);
         poller.watch(k_broker, *broker_, Poller::Use::send_and_receive);
         poller.watch(k_wake, wake_fd_);
-        auto wait = std::chrono::duration_cast<Millis>(std::min(next_heartbeat, settle_due()) - Clock::now()) + Millis(1);
+        auto wait =
+            std::chrono::duration_cast<Millis>(std::min(next_heartbeat, settle_due()) - Clock::now()) + Millis(1);
         // Room comes with outcomes and with the SETTLE sent after them.
         if (unsent == Unsent::socket_full || unsent == Unsent::no_room) wait = std::min(wait, Millis(1));
         if (unsent == Unsent::backing_off)
@@ -813,11 +821,12 @@ void ClientImpl::io_loop() {
             }
             if (now - last_from_broker_ > window) {
                 std::lock_guard lock(mutex_);
-                log_->warn("client.broker_silent broker={} ms={} reconnecting resend={} (is the broker running and "
-                           "reachable at that address, and, if it runs with --security, does this producer have the "
-                           "fleet's keys and is its key on the broker's allow-list?)",
-                           options_.broker, std::chrono::duration_cast<Millis>(now - last_from_broker_).count(),
-                           pending_.size());
+                log_->warn(
+                    "client.broker_silent broker={} ms={} reconnecting resend={} (is the broker running and "
+                    "reachable at that address, and, if it runs with --security, does this producer have the "
+                    "fleet's keys and is its key on the broker's allow-list?)",
+                    options_.broker, std::chrono::duration_cast<Millis>(now - last_from_broker_).count(),
+                    pending_.size());
                 connect_broker();
                 connect_submit();
                 resend_unfinished();

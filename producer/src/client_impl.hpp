@@ -19,12 +19,12 @@
 
 #include "drover/client/client.hpp"
 #include "drover/common/logging.hpp"
-#include "internal/net.hpp"
-#include "internal/proof.hpp"
 #include "drover/common/protocol.hpp"
 #include "drover/common/security.hpp"
-#include "seq_table.hpp"
+#include "internal/net.hpp"
+#include "internal/proof.hpp"
 #include "internal/unpack.hpp"
+#include "seq_table.hpp"
 
 namespace drover {
 
@@ -152,8 +152,8 @@ private:
     int wake_fd_ = -1;
 
     mutable std::mutex mutex_;
-    std::condition_variable room_;   // window has room / all done
-    std::size_t delivering_ = 0;     // outcomes taken from pending_ whose callback has not returned
+    std::condition_variable room_;      // window has room / all done
+    std::size_t delivering_ = 0;        // outcomes taken from pending_ whose callback has not returned
     std::vector<std::uint64_t> inbox_;  // submitted, not yet handed to the I/O thread
     // Unfinished tasks by their number: an id of our own form ("<session>.<n>")
     // carries it, so finding a task costs no hashing (seq_table.hpp). A task

@@ -13,10 +13,8 @@ namespace drover {
 namespace {
 nlohmann::json payload_or_error(nlohmann::json out, proto::Status status, const std::string& payload,
                                 const std::string& error) {
-    if (status == proto::Status::ok)
-        out["result"] = msgpack_to_json(payload);
-    else
-        out["error"] = error;
+    if (status == proto::Status::ok) out["result"] = msgpack_to_json(payload);
+    else out["error"] = error;
     return out;
 }
 }  // namespace

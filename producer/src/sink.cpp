@@ -45,8 +45,7 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
         drover::poll(items, 3, std::max(wait, Millis(0)));
         if (items[1].revents & ZMQ_POLLIN) {
             zmq::message_t m;
-            while (broker_.recv(m, zmq::recv_flags::dontwait)) {
-            }  // heartbeats and BYE: nothing to do
+            while (broker_.recv(m, zmq::recv_flags::dontwait)) {}  // heartbeats and BYE: nothing to do
         }
         if (items[0].revents & ZMQ_POLLIN) {
             for (DrainBudget budget(1024); budget.more();) {
@@ -78,9 +77,10 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
                         // Neither the broker nor a worker given that attempt:
                         // not delivered, not settled.
                         if (forged_++ % 10000 == 0)
-                            log_->warn("sink.dropped reason=forged id={} worker={} forged={} (an outcome without its "
-                                       "attempt's token; logged every 10000)",
-                                       o.id, o.worker, forged_);
+                            log_->warn(
+                                "sink.dropped reason=forged id={} worker={} forged={} (an outcome without its "
+                                "attempt's token; logged every 10000)",
+                                o.id, o.worker, forged_);
                         ++dropped_;
                         continue;
                     }
@@ -113,8 +113,8 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
             next_heartbeat = Clock::now() + options_.heartbeat;
         }
     }
-    log_->info("sink.done delivered={} duplicates={} dropped={} forged={} too_deep={}", delivered, duplicates_, dropped_,
-               forged_, too_deep_);
+    log_->info("sink.done delivered={} duplicates={} dropped={} forged={} too_deep={}", delivered, duplicates_,
+               dropped_, forged_, too_deep_);
     return delivered;
 }
 

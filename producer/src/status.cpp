@@ -10,7 +10,7 @@
 namespace drover {
 
 std::optional<nlohmann::json> fetch_status(zmq::context_t& ctx, const std::string& frontend, Millis timeout,
-                                          const Security* security) {
+                                           const Security* security) {
     zmq::socket_t s(ctx, zmq::socket_type::dealer);
     s.set(zmq::sockopt::linger, 0);
     connect_client(s, security, frontend);

@@ -15,11 +15,11 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
-#include "drover/broker/broker.hpp"
-#include "drover/common/protocol.hpp"
 #include "../e2e/process.hpp"
-#include "raw_peer.hpp"
+#include "drover/broker/broker.hpp"
 #include "drover/client/status.hpp"
+#include "drover/common/protocol.hpp"
+#include "raw_peer.hpp"
 
 using namespace drover::test;
 using namespace std::chrono_literals;
@@ -141,8 +141,10 @@ void check_others_ok(const std::map<std::string, json>& lines, const std::string
 
 }  // namespace
 
-TEST_CASE("a result nested 200,000 deep ends its task as an error at drover-sink and at a live producer, "
-          "and both go on", "[adversarial][depth]") {
+TEST_CASE(
+    "a result nested 200,000 deep ends its task as an error at drover-sink and at a live producer, "
+    "and both go on",
+    "[adversarial][depth]") {
     TempDir dir;
     BrokerProcess broker(dir);
     Process worker({DROVER_WORKER_EXE, "--broker", broker.backend}, dir.file("worker.log"));
@@ -156,8 +158,10 @@ TEST_CASE("a result nested 200,000 deep ends its task as an error at drover-sink
     REQUIRE(!sink_ep.empty());
 
     // To drover-sink: one deep task among ten good ones.
-    write_file(dir.file("to-sink.jsonl"),
-               hello_lines("a", 5) + R"({"id":"deep-a","task":"deep","args":[]})" "\n" + hello_lines("b", 5));
+    write_file(dir.file("to-sink.jsonl"), hello_lines("a", 5) +
+                                              R"({"id":"deep-a","task":"deep","args":[]})"
+                                              "\n" +
+                                              hello_lines("b", 5));
     Process to_sink({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},
                     dir.file("accepted.jsonl"), dir.file("to-sink.jsonl"));
     REQUIRE(deep.answered(1, 60s));
@@ -170,8 +174,10 @@ TEST_CASE("a result nested 200,000 deep ends its task as an error at drover-sink
     check_others_ok(lines, "deep-a");
 
     // To a live producer: the same, its outcomes on its own stdout.
-    write_file(dir.file("live.jsonl"),
-               hello_lines("c", 5) + R"({"id":"deep-c","task":"deep","args":[]})" "\n" + hello_lines("d", 5));
+    write_file(dir.file("live.jsonl"), hello_lines("c", 5) +
+                                           R"({"id":"deep-c","task":"deep","args":[]})"
+                                           "\n" +
+                                           hello_lines("d", 5));
     Process live({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("live-out.jsonl"),
                  dir.file("live.jsonl"));
     REQUIRE(deep.answered(2, 60s));
@@ -185,7 +191,9 @@ TEST_CASE("a result nested 200,000 deep ends its task as an error at drover-sink
     check_others_ok(lines, "deep-c");
 
     // Later tasks still flow to the sink, another deep one among them.
-    write_file(dir.file("later.jsonl"), R"({"id":"deep-e","task":"deep","args":[]})" "\n" + hello_lines("e", 10));
+    write_file(dir.file("later.jsonl"), R"({"id":"deep-e","task":"deep","args":[]})"
+                                        "\n" +
+                                            hello_lines("e", 10));
     Process later({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},
                   dir.file("accepted-later.jsonl"), dir.file("later.jsonl"));
     REQUIRE(deep.answered(3, 60s));
@@ -207,10 +215,9 @@ TEST_CASE("drover-producer submit rejects a task line nested 100,000 deep and ru
     REQUIRE(wait_for_workers(broker.frontend, 1, 20s));
     const auto nested = [](std::size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); };
     // Line 6 is 100,000 deep; line 7 is 256 deep with its own object, the most allowed.
-    write_file(dir.file("tasks.jsonl"), hello_lines("a", 5) +
-                                            R"({"id":"deep","task":"echo","args":[)" + nested(100000) + "]}\n" +
-                                            R"({"id":"edge","task":"echo","args":)" + nested(255) + "}\n" +
-                                            hello_lines("b", 5));
+    write_file(dir.file("tasks.jsonl"), hello_lines("a", 5) + R"({"id":"deep","task":"echo","args":[)" +
+                                            nested(100000) + "]}\n" + R"({"id":"edge","task":"echo","args":)" +
+                                            nested(255) + "}\n" + hello_lines("b", 5));
     Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
                      dir.file("tasks.jsonl"));
     const auto rc = producer.wait(60s);

@@ -17,10 +17,10 @@
 
 #include "../e2e/process.hpp"
 #include "drover/broker/broker.hpp"
-#include "internal/proof.hpp"
-#include "drover/common/protocol.hpp"
-#include "raw_peer.hpp"
 #include "drover/client/status.hpp"
+#include "drover/common/protocol.hpp"
+#include "internal/proof.hpp"
+#include "raw_peer.hpp"
 
 using namespace std::chrono_literals;
 using drover::proto::Command;
@@ -276,8 +276,8 @@ TEST_CASE("a SUBMIT with malformed tasks rejects each alone, naming its field, a
     pk.pack(std::string("tasks"));
     pk.pack_array(6);
     task(std::string("good-1"), "", 0, false);
-    task(42, "", 0, false);                          // an integer id
-    task(std::string(""), "", 0, false);             // an empty id
+    task(42, "", 0, false);                                  // an integer id
+    task(std::string(""), "", 0, false);                     // an empty id
     task(std::string("bad-ma"), "max_attempts", 2.5, true);  // a float
     task(std::string("bad-to"), "timeout_ms", -5, true);     // negative
     task(std::string("good-2"), "", 0, false);

@@ -17,14 +17,16 @@ TEST_CASE("a task that finished past its timeout_ms while its worker was paused 
     TempDir dir;
     BrokerProcess broker(dir);  // 1 s heartbeats x 3: the pause below stays within the liveness window
     constexpr int k_tasks = 16;
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "threads", "-c",
-                    std::to_string(k_tasks)},
+    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "threads", "-c", std::to_string(k_tasks)},
                    dir.file("worker.log"));
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
     std::string lines;
     for (int i = 0; i < k_tasks; ++i)
-        lines += json({{"id", "t" + std::to_string(i)}, {"task", "sleep_ms"}, {"args", {400}},
-                       {"timeout_ms", 1500}, {"max_attempts", 1}})
+        lines += json({{"id", "t" + std::to_string(i)},
+                       {"task", "sleep_ms"},
+                       {"args", {400}},
+                       {"timeout_ms", 1500},
+                       {"max_attempts", 1}})
                      .dump() +
                  "\n";
     write_file(dir.file("tasks.jsonl"), lines);
@@ -51,10 +53,8 @@ TEST_CASE("a task that finished past its timeout_ms while its worker was paused 
         // (timeout), or the run ended in time (ok within 1500 ms); or, on a
         // machine so loaded that the pause outlasted the liveness window,
         // the worker was taken for dead (lost).
-        if (l["status"] == "ok")
-            CHECK(l["elapsed_ms"].get<double>() <= 1500.0);
-        else
-            CHECK((l["status"] == "timeout" || l["status"] == "lost"));
+        if (l["status"] == "ok") CHECK(l["elapsed_ms"].get<double>() <= 1500.0);
+        else CHECK((l["status"] == "timeout" || l["status"] == "lost"));
     }
     CHECK(by_id.size() == static_cast<std::size_t>(k_tasks));
 }

@@ -13,9 +13,9 @@
 
 #include "../e2e/process.hpp"
 #include "drover/broker/broker.hpp"
+#include "drover/client/status.hpp"
 #include "drover/common/protocol.hpp"
 #include "raw_peer.hpp"
-#include "drover/client/status.hpp"
 
 using namespace drover::test;
 using namespace std::chrono_literals;
@@ -64,8 +64,7 @@ public:
             while (!stop_) {
                 if (zmq::poll(&item, 1, 50ms) <= 0) continue;
                 zmq::message_t m;
-                while (socket_.recv(m, zmq::recv_flags::dontwait)) {
-                }
+                while (socket_.recv(m, zmq::recv_flags::dontwait)) {}
             }
         });
     }
@@ -89,7 +88,8 @@ std::uint64_t dropped_count(const nlohmann::json& status, const std::string& rea
 // Waits until the broker holds no task, then a few heartbeats for it to give
 // its memory back; returns its RSS then.
 std::size_t idle_rss_kib(const BrokerProcess& broker) {
-    const auto idle = wait_status(broker.frontend, [](const nlohmann::json& s) { return s["held"] == 0; }, 60s);
+    const auto idle = wait_status(
+        broker.frontend, [](const nlohmann::json& s) { return s["held"] == 0; }, 60s);
     REQUIRE(idle);
     REQUIRE((*idle)["held"] == 0);
     std::this_thread::sleep_for(1500ms);  // 3 ticks of 200 ms: the idle broker trims its heap at a tick
@@ -124,7 +124,8 @@ TEST_CASE("200,000 tasks with unique names, all settled, leave the idle broker's
         ids.push_back(tasks[static_cast<std::size_t>(i)].id);
     }
     submit_all(producer, tasks, sink.endpoint);
-    const auto full = wait_status(broker.frontend, [&](const nlohmann::json& s) { return s["queued"] == n; }, 60s);
+    const auto full = wait_status(
+        broker.frontend, [&](const nlohmann::json& s) { return s["queued"] == n; }, 60s);
     REQUIRE(full);
     REQUIRE((*full)["queued"] == n);
     const auto loaded = rss_kib(broker.process->pid());
@@ -176,8 +177,8 @@ TEST_CASE("a client that never reads cannot grow the broker by submitting the sa
     REQUIRE(read);
     std::this_thread::sleep_for(1500ms);  // ticks of 200 ms: the burst is over, and the broker trims its heap
     const auto after = rss_kib(broker.process->pid());
-    INFO("broker RSS KiB: idle at start " << before << ", after " << k_repeats << " x 1,000 repeated submits "
-                                          << after << "; status " << read->dump());
+    INFO("broker RSS KiB: idle at start " << before << ", after " << k_repeats << " x 1,000 repeated submits " << after
+                                          << "; status " << read->dump());
     CHECK(dropped_count(*read, "unread_replies") > 0);
     CHECK(after < before + 48 * 1024);
 }

@@ -10,8 +10,8 @@
 
 #include <zmq.hpp>
 
-#include "drover/broker/broker.hpp"
 #include "../e2e/process.hpp"
+#include "drover/broker/broker.hpp"
 #include "drover/client/status.hpp"
 
 using namespace drover::test;
@@ -88,16 +88,16 @@ TEST_CASE("a broker stopped for several liveness windows cancels nothing of its 
     CHECK(read_file(dir.file("broker.log.err")).find("producer.gone") == std::string::npos);
 }
 
-TEST_CASE("a worker stopped for several liveness windows: its tasks run elsewhere and each ends once", "[adversarial]") {
+TEST_CASE("a worker stopped for several liveness windows: its tasks run elsewhere and each ends once",
+          "[adversarial]") {
     TempDir dir;
     BrokerProcess broker(dir, k_fast);
-    Process frozen(cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "threads", "-c", "2", "--id",
-                        "frozen"},
-                       k_fast),
-                   dir.file("frozen.log"));
-    Process other(cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "threads", "-c", "2", "--id", "other"},
-                      k_fast),
-                  dir.file("other.log"));
+    Process frozen(
+        cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "threads", "-c", "2", "--id", "frozen"}, k_fast),
+        dir.file("frozen.log"));
+    Process other(
+        cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "threads", "-c", "2", "--id", "other"}, k_fast),
+        dir.file("other.log"));
     REQUIRE(wait_for_workers(broker.frontend, 2, 10s));
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 100, "sleep_ms", {100});
     Process producer(cat({DROVER_PRODUCER_EXE, "--broker", broker.frontend}, cat(k_fast, {"submit"})),
@@ -143,8 +143,9 @@ TEST_CASE("a sink stopped for several liveness windows gets every detached task 
     const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
     REQUIRE(!sink_ep.empty());
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 100, "sleep_ms", {100});
-    Process producer(cat({DROVER_PRODUCER_EXE, "--broker", broker.frontend}, cat(k_fast, {"submit", "--reply-to", sink_ep})),
-                     dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));
+    Process producer(
+        cat({DROVER_PRODUCER_EXE, "--broker", broker.frontend}, cat(k_fast, {"submit", "--reply-to", sink_ep})),
+        dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));
     REQUIRE(producer.wait(30s) == 0);  // all accepted
     wait_in_flight(broker.frontend);
     sink.signal(SIGSTOP);

@@ -46,10 +46,10 @@ Run submit(const TempDir& dir, const BrokerProcess& broker, const std::string& n
 std::vector<std::unique_ptr<Process>> start_workers(const TempDir& dir, const BrokerProcess& broker) {
     std::vector<std::unique_ptr<Process>> workers;
     for (int i = 0; i < k_workers; ++i)
-        workers.push_back(std::make_unique<Process>(
-            std::vector<std::string>{DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "solo", "--id",
-                                     "w" + std::to_string(i)},
-            dir.file("worker" + std::to_string(i) + ".log")));
+        workers.push_back(
+            std::make_unique<Process>(std::vector<std::string>{DROVER_WORKER_EXE, "--broker", broker.backend, "--pool",
+                                                               "solo", "--id", "w" + std::to_string(i)},
+                                      dir.file("worker" + std::to_string(i) + ".log")));
     REQUIRE(wait_for_workers(broker.frontend, k_workers, 20s));
     return workers;
 }

@@ -7,8 +7,7 @@
 
 namespace drover::test {
 
-RawPeer::RawPeer(zmq::context_t& ctx, zmq::socket_type type, const std::string& endpoint,
-                 const std::string& routing_id)
+RawPeer::RawPeer(zmq::context_t& ctx, zmq::socket_type type, const std::string& endpoint, const std::string& routing_id)
     : socket(ctx, type) {
     socket.set(zmq::sockopt::linger, 0);
     socket.set(zmq::sockopt::sndtimeo, 1000);

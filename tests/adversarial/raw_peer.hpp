@@ -19,7 +19,8 @@ namespace drover::test {
 class RawPeer {
 public:
     // `routing_id` empty: ZeroMQ chooses one.
-    RawPeer(zmq::context_t& ctx, zmq::socket_type type, const std::string& endpoint, const std::string& routing_id = {});
+    RawPeer(zmq::context_t& ctx, zmq::socket_type type, const std::string& endpoint,
+            const std::string& routing_id = {});
 
     // Sends [header][body] (a DEALER or PUSH has no identity frame). Returns
     // false if the message could not be queued within 1 s.

@@ -16,11 +16,11 @@
 #include <zmq.hpp>
 
 #include "drover/broker/broker.hpp"
+#include "drover/client/status.hpp"
+#include "drover/common/protocol.hpp"
 #include "internal/net.hpp"
 #include "internal/proof.hpp"
-#include "drover/common/protocol.hpp"
 #include "process.hpp"
-#include "drover/client/status.hpp"
 
 using namespace drover::test;
 using nlohmann::json;
@@ -91,16 +91,17 @@ void send_garbage(zmq::socket_t& s) {
         {std::string("DRV4\x7f"), "\x80"},  // unknown command
         {std::string("DRV2\x10"), "\x80"},  // the version before
         {header_ok, "not msgpack at all"},
-        {header_ok, "\x81\xa5tasks"},  // truncated
-        {header_ok, "\xdd\xff\xff\xff\xff"},  // claims 4 billion elements
-        {header_ok, "\x80\x80"},  // trailing bytes
+        {header_ok, "\x81\xa5tasks"},                     // truncated
+        {header_ok, "\xdd\xff\xff\xff\xff"},              // claims 4 billion elements
+        {header_ok, "\x80\x80"},                          // trailing bytes
         {header_ok, std::string(1000, '\x91') + "\x80"},  // 1000-deep
-        {header_ok, "\x81\xa5tasks\x91\x81\xa2id\x05"},  // wrong type
-        {header_ok, "a", "b", "c"},  // too many frames
+        {header_ok, "\x81\xa5tasks\x91\x81\xa2id\x05"},   // wrong type
+        {header_ok, "a", "b", "c"},                       // too many frames
     };
     for (const auto& m : messages) {
         for (std::size_t i = 0; i < m.size(); ++i)
-            s.send(zmq::buffer(m[i].data(), m[i].size()), i + 1 < m.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+            s.send(zmq::buffer(m[i].data(), m[i].size()),
+                   i + 1 < m.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
 }
 
@@ -353,8 +354,9 @@ TEST_CASE("start-broker.sh refuses a second broker in one run directory, and sto
         std::function<void()> stop;
         ~StopAtEnd() { stop(); }
     } stop_at_end{[&] { (void)script_run({"stop", "--run-dir", run_dir}); }};
-    const std::vector<std::string> start{"--run-dir", run_dir, "--frontend", "tcp://127.0.0.1:*",
-                                         "--backend", "tcp://127.0.0.1:*", "--log-level", "warn"};
+    const std::vector<std::string> start{"--run-dir",         run_dir,     "--frontend",
+                                         "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
+                                         "--log-level",       "warn"};
     REQUIRE(script_run(start) == 0);
     const auto pid = read_file(run_dir + "/broker.pid");
     const auto endpoints = read_file(run_dir + "/broker.json");
@@ -489,22 +491,26 @@ TEST_CASE("a broker that queued and drained 200,000 tasks gives its memory back"
     CHECK(read_file("/proc/" + std::to_string(pid) + "/environ").find("glibc.malloc.tcache_count=0") !=
           std::string::npos);
     CHECK(read_file("/proc/" + std::to_string(pid) + "/comm") == "drover-broker\n");  // as ps and pgrep show it
-    REQUIRE(wait_status(broker.frontend, [](const json&) { return true; }, 10s));
+    REQUIRE(wait_status(
+        broker.frontend, [](const json&) { return true; }, 10s));
     const long start = rss_kib(pid);
 
     constexpr int n = 200000;
     const auto ids = write_tasks(dir.file("tasks.jsonl"), n, "echo", json::array({7}));
     Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--window", std::to_string(n), "submit"},
                      dir.file("out.jsonl"), dir.file("tasks.jsonl"));
-    REQUIRE(wait_status(broker.frontend, [&](const json& s) { return s["queued"] == n; }, 60s));
+    REQUIRE(wait_status(
+        broker.frontend, [&](const json& s) { return s["queued"] == n; }, 60s));
     const long queued = rss_kib(pid);
     std::vector<std::unique_ptr<Process>> workers;
     for (int i = 0; i < 2; ++i)
-        workers.push_back(std::make_unique<Process>(
-            std::vector<std::string>{DROVER_WORKER_EXE, "--broker", broker.backend}, dir.file("worker" + std::to_string(i) + ".log")));
+        workers.push_back(
+            std::make_unique<Process>(std::vector<std::string>{DROVER_WORKER_EXE, "--broker", broker.backend},
+                                      dir.file("worker" + std::to_string(i) + ".log")));
     REQUIRE(producer.wait(120s) == 0);
     REQUIRE(read_json_lines(dir.file("out.jsonl")).size() == ids.size());
-    REQUIRE(wait_status(broker.frontend, [](const json& s) { return s["held"] == 0; }, 30s));
+    REQUIRE(wait_status(
+        broker.frontend, [](const json& s) { return s["held"] == 0; }, 30s));
     const long drained = rss_after_next_trim(dir, broker);
     WARN("broker RSS at start " << start << " KiB, with " << n << " queued " << queued << " KiB, after the drain "
                                 << drained << " KiB");

@@ -14,8 +14,8 @@
 #include <zmq.hpp>
 
 #include "drover/broker/broker.hpp"
-#include "process.hpp"
 #include "drover/client/status.hpp"
+#include "process.hpp"
 
 using namespace drover::test;
 using nlohmann::json;
@@ -135,8 +135,7 @@ TEST_CASE("a frozen worker is declared dead, its tasks rerun, and it registers a
     Process frozen(cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "frozen"}, k_fast),
                    dir.file("frozen.log"));
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-    Process other(cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "other"}, k_fast),
-                  dir.file("other.log"));
+    Process other(cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "other"}, k_fast), dir.file("other.log"));
     REQUIRE(wait_for_workers(broker.frontend, 2, 10s));
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 30, "sleep_ms", {50});
     Process producer(cat({DROVER_PRODUCER_EXE, "--broker", broker.frontend}, cat(k_fast, {"submit"})),
@@ -156,7 +155,8 @@ TEST_CASE("a frozen worker is declared dead, its tasks rerun, and it registers a
 TEST_CASE("a broker killed and restarted under load: every task still ends with one outcome", "[e2e]") {
     TempDir dir;
     const auto front = "ipc://" + dir.file("front"), back = "ipc://" + dir.file("back");
-    const std::vector<std::string> broker_argv = cat({DROVER_BROKER_EXE, "--frontend", front, "--backend", back}, k_fast);
+    const std::vector<std::string> broker_argv =
+        cat({DROVER_BROKER_EXE, "--frontend", front, "--backend", back}, k_fast);
     auto broker = std::make_unique<Process>(broker_argv, dir.file("broker1.log"));
     Process worker(cat({DROVER_WORKER_EXE, "--broker", back, "--pool", "threads", "-c", "2"}, k_fast),
                    dir.file("worker.log"));
@@ -221,8 +221,8 @@ TEST_CASE("a producer that vanishes has its queued tasks cancelled, but detached
         std::this_thread::sleep_for(300ms);
     }  // kill -9
     // Gone after max(0.6 s, 3 s) of silence.
-    auto status = wait_status(broker.frontend, [](const json& st) { return st["totals"]["cancelled"].get<int>() > 0; },
-                              10s);
+    auto status = wait_status(
+        broker.frontend, [](const json& st) { return st["totals"]["cancelled"].get<int>() > 0; }, 10s);
     REQUIRE(status);
     CHECK((*status)["totals"]["cancelled"].get<int>() >= 50);
     CHECK((*status)["queued"] == 0);
@@ -375,7 +375,8 @@ TEST_CASE("Ctrl-C on a producer cancels its queued tasks at the broker before it
     write_tasks(dir.file("tasks.jsonl"), 100, "sleep_ms", {10});
     Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
                      dir.file("tasks.jsonl"));
-    auto status = wait_status(broker.frontend, [](const json& st) { return st["queued"] == 100; }, 5s);
+    auto status = wait_status(
+        broker.frontend, [](const json& st) { return st["queued"] == 100; }, 5s);
     REQUIRE(status);
     REQUIRE((*status)["queued"] == 100);
     producer.signal(SIGINT);
@@ -400,13 +401,14 @@ TEST_CASE("a sink the workers cannot reach: results come through the broker, eac
     // The sink binds where the workers could reach it, but advertises a port
     // where nothing listens: as for a producer behind NAT.
     const auto nowhere = "tcp://127.0.0.1:" + std::to_string(free_tcp_port());
-    Process producer(cat({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--sink-advertise", nowhere},
-                         cat(k_fast, {"submit"})),
-                     dir.file("out.jsonl"), dir.file("tasks.jsonl"));
+    Process producer(
+        cat({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--sink-advertise", nowhere}, cat(k_fast, {"submit"})),
+        dir.file("out.jsonl"), dir.file("tasks.jsonl"));
     REQUIRE(producer.wait(60s) == 0);
     for (auto& [id, l] : ledger(dir.file("out.jsonl"), ids)) CHECK(l["status"] == "ok");
     CHECK(read_file(dir.file("out.jsonl.err")).find("client.results_via_broker") != std::string::npos);
-    const auto status = wait_status(broker.frontend, [](const json& s) { return s["held"] == 0; }, 10s);
+    const auto status = wait_status(
+        broker.frontend, [](const json& s) { return s["held"] == 0; }, 10s);
     REQUIRE(status);
     CHECK((*status)["totals"]["results_forwarded"].get<int>() == 500);
     CHECK((*status)["totals"]["settled"].get<int>() == 500);

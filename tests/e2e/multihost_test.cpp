@@ -39,13 +39,13 @@ std::vector<std::string> cat(std::vector<std::string> a, const std::vector<std::
 
 // Creates the network or, where namespaces are refused, WARNs the skip and
 // returns from the test (Catch2 2.13 has no SKIP).
-#define MULTIHOST_NETWORK(var, hosts)                                  \
-    std::string var##_why;                                             \
-    auto var##_ptr = Network::try_create((hosts), var##_why);          \
-    if (!var##_ptr) {                                                  \
+#define MULTIHOST_NETWORK(var, hosts)                                   \
+    std::string var##_why;                                              \
+    auto var##_ptr = Network::try_create((hosts), var##_why);           \
+    if (!var##_ptr) {                                                   \
         WARN("skipped: network namespaces unavailable: " << var##_why); \
-        return;                                                        \
-    }                                                                  \
+        return;                                                         \
+    }                                                                   \
     Network& var = *var##_ptr
 
 // The programs of one test across the hosts of a Network. `secure` turns
@@ -74,11 +74,11 @@ public:
         frontend_ = net_.host(h).endpoint(k_frontend_port);
         backend_ = net_.host(h).endpoint(k_backend_port);
         const auto ep_file = dir.file("broker.json");
-        broker = net_.host(h).run(cat(cat({DROVER_BROKER_EXE, "--frontend", frontend_, "--backend", backend_,
-                                           "--endpoints-file", ep_file},
-                                          security()),
-                                      extra),
-                                  dir.file("broker.log"));
+        broker = net_.host(h).run(
+            cat(cat({DROVER_BROKER_EXE, "--frontend", frontend_, "--backend", backend_, "--endpoints-file", ep_file},
+                    security()),
+                extra),
+            dir.file("broker.log"));
         if (!wait_json_file(ep_file, 10s))
             throw std::runtime_error("broker did not start: " + read_file(dir.file("broker.log.err")));
     }
@@ -87,8 +87,8 @@ public:
     std::unique_ptr<Process> worker(std::size_t h, const std::string& pool, int count,
                                     const std::vector<std::string>& extra = {}, const std::string& broker_ep = {}) {
         const auto log = dir.file("worker-" + host_name(h) + "-" + std::to_string(++started_) + ".log");
-        return net_.host(h).run(cat(cat({DROVER_WORKER_EXE, "--broker", broker_ep.empty() ? backend_ : broker_ep, "--pool",
-                                         pool, "-c", std::to_string(count), "--host-name", host_name(h)},
+        return net_.host(h).run(cat(cat({DROVER_WORKER_EXE, "--broker", broker_ep.empty() ? backend_ : broker_ep,
+                                         "--pool", pool, "-c", std::to_string(count), "--host-name", host_name(h)},
                                         security()),
                                     extra),
                                 log);
@@ -104,10 +104,10 @@ public:
     // One STATUS, asked from the broker's host (drover-broker status).
     std::optional<json> status() const {
         std::string out;
-        const int rc = net_.host(broker_host_)
-                           .exec_rc(cat({DROVER_BROKER_EXE, "status", "--broker", frontend_, "--timeout-ms", "1000"},
-                                        security()),
-                                    &out, 5s);
+        const int rc =
+            net_.host(broker_host_)
+                .exec_rc(cat({DROVER_BROKER_EXE, "status", "--broker", frontend_, "--timeout-ms", "1000"}, security()),
+                         &out, 5s);
         if (rc != 0) return std::nullopt;
         try {
             return json::parse(out);
@@ -117,7 +117,8 @@ public:
     }
 
     // Polls STATUS until `done` holds or `timeout` passes; returns the last one read.
-    std::optional<json> wait_status(const std::function<bool(const json&)>& done, std::chrono::milliseconds timeout) const {
+    std::optional<json> wait_status(const std::function<bool(const json&)>& done,
+                                    std::chrono::milliseconds timeout) const {
         std::optional<json> last;
         const auto deadline = std::chrono::steady_clock::now() + timeout;
         while (std::chrono::steady_clock::now() < deadline) {
@@ -325,8 +326,7 @@ TEST_CASE("secure: a producer whose sink no worker can reach gets every result t
     unreachable_sink(true);
 }
 
-TEST_CASE("workers on two hosts share 2,000 tasks from a producer on a third, broker on a fourth",
-          "[multihost]") {
+TEST_CASE("workers on two hosts share 2,000 tasks from a producer on a third, broker on a fourth", "[multihost]") {
     fleet_across_hosts(false);
 }
 
@@ -345,8 +345,7 @@ TEST_CASE("secure: a partitioned host's tasks move to another host, it rejoins, 
     partition(true);
 }
 
-TEST_CASE("slow, stalling links (100 +- 20 ms, 500 ms stalls) do not get a live worker declared dead",
-          "[multihost]") {
+TEST_CASE("slow, stalling links (100 +- 20 ms, 500 ms stalls) do not get a live worker declared dead", "[multihost]") {
     MULTIHOST_NETWORK(net, 4);
     Fleet fleet(net, false);
     fleet.start_broker(A);
@@ -356,8 +355,8 @@ TEST_CASE("slow, stalling links (100 +- 20 ms, 500 ms stalls) do not get a live 
     relay.set_delay(Relay::Dir::both, 100ms, 20ms);
     auto wc = fleet.worker(C, "threads", 2, {}, net.host(A).endpoint(relay_port));
     auto wd = fleet.worker(D, "processes", 2);
-    REQUIRE(fleet.wait_status(
-        [](const json& s) { return !host_entry(s, C).is_null() && !host_entry(s, D).is_null(); }, 15s));
+    REQUIRE(fleet.wait_status([](const json& s) { return !host_entry(s, C).is_null() && !host_entry(s, D).is_null(); },
+                              15s));
 
     // Results go straight from the workers to the producer's sink: that path
     // is slow and stalls too, through a second relay on B (sink on B:7000,
@@ -367,9 +366,9 @@ TEST_CASE("slow, stalling links (100 +- 20 ms, 500 ms stalls) do not get a live 
     sink_relay.set_delay(Relay::Dir::both, 100ms, 20ms);
 
     const auto ids = write_tasks(fleet.dir.file("tasks.jsonl"), 300, "sleep_ms", {20});
-    auto producer = fleet.producer(B, fleet.dir.file("tasks.jsonl"), fleet.dir.file("out.jsonl"),
-                                   {"--sink", net.host(B).endpoint(sink_port), "--sink-advertise",
-                                    net.host(B).endpoint(sink_relay_port)});
+    auto producer = fleet.producer(
+        B, fleet.dir.file("tasks.jsonl"), fleet.dir.file("out.jsonl"),
+        {"--sink", net.host(B).endpoint(sink_port), "--sink-advertise", net.host(B).endpoint(sink_relay_port)});
     std::mt19937 rng(std::random_device{}());
     int stalls = 0;
     while (producer->running()) {
@@ -402,8 +401,7 @@ TEST_CASE("slow, stalling links (100 +- 20 ms, 500 ms stalls) do not get a live 
     CHECK(sink_relay.bytes(Relay::Dir::up) > 0);
 }
 
-TEST_CASE("connections reset and refused by a relay: the worker comes back and every task ends once",
-          "[multihost]") {
+TEST_CASE("connections reset and refused by a relay: the worker comes back and every task ends once", "[multihost]") {
     MULTIHOST_NETWORK(net, 4);
     Fleet fleet(net, false);
     fleet.start_broker(A, k_fast);
@@ -411,8 +409,8 @@ TEST_CASE("connections reset and refused by a relay: the worker comes back and e
     Relay relay(net.host(A).name(), net.host(A).address(), relay_port, net.host(A).address(), k_backend_port);
     auto wc = fleet.worker(C, "threads", 2, k_fast, net.host(A).endpoint(relay_port));
     auto wd = fleet.worker(D, "processes", 2, k_fast);
-    REQUIRE(fleet.wait_status(
-        [](const json& s) { return !host_entry(s, C).is_null() && !host_entry(s, D).is_null(); }, 15s));
+    REQUIRE(fleet.wait_status([](const json& s) { return !host_entry(s, C).is_null() && !host_entry(s, D).is_null(); },
+                              15s));
 
     const auto ids = write_tasks(fleet.dir.file("tasks.jsonl"), 300, "sleep_ms", {20});
     auto producer = fleet.producer(B, fleet.dir.file("tasks.jsonl"), fleet.dir.file("out.jsonl"), k_fast);
@@ -425,7 +423,7 @@ TEST_CASE("connections reset and refused by a relay: the worker comes back and e
     const auto back = fleet.wait_status([](const json& s) { return host_num(s, C, "held") > 0; }, 10s);
     INFO("after reset: " << describe(back));
     CHECK((back && host_num(*back, C, "held") > 0));  // and gets work again
-    relay.cut();  // and now refused outright for a while
+    relay.cut();                                      // and now refused outright for a while
     std::this_thread::sleep_for(1s);
     const auto cut = fleet.status();
     INFO("during cut: " << describe(cut));
@@ -445,8 +443,8 @@ TEST_CASE("a host that loses every process and restarts them registers again and
     MULTIHOST_NETWORK(net, 4);
     Fleet fleet(net, false);
     auto workers = start_broker_and_workers(fleet, k_fast);
-    REQUIRE(fleet.wait_status(
-        [](const json& s) { return !host_entry(s, C).is_null() && !host_entry(s, D).is_null(); }, 15s));
+    REQUIRE(fleet.wait_status([](const json& s) { return !host_entry(s, C).is_null() && !host_entry(s, D).is_null(); },
+                              15s));
 
     const auto ids = write_tasks(fleet.dir.file("tasks.jsonl"), 400, "sleep_ms", {25});
     auto producer = fleet.producer(B, fleet.dir.file("tasks.jsonl"), fleet.dir.file("out.jsonl"), k_fast);
@@ -488,8 +486,8 @@ void remote_workers_script(bool secure) {
     Fleet fleet(net, secure);
     fleet.start_broker(A);
     const auto hosts_file = fleet.dir.file("hosts.txt");
-    write_file(hosts_file, "# namespaced hosts\n" + net.host(C).name() + " threads 2\n" + net.host(D).name() +
-                               " processes 2\n");
+    write_file(hosts_file,
+               "# namespaced hosts\n" + net.host(C).name() + " threads 2\n" + net.host(D).name() + " processes 2\n");
     const auto run_dir = fleet.dir.file("run");
     const std::string script = std::string(DROVER_SCRIPTS_DIR) + "/start-remote-workers.sh";
     {
@@ -497,20 +495,20 @@ void remote_workers_script(bool secure) {
         const auto bad_hosts = fleet.dir.file("bad-hosts.txt");
         write_file(bad_hosts, net.host(C).name() + " fibers 2\n");
         std::string out;
-        const int rc = run_command_rc(cat({"/bin/bash", script, bad_hosts, "--broker", fleet.backend(), "--via",
-                                           "ip netns exec", "--remote-bin", DROVER_WORKER_EXE, "--run-dir",
-                                           fleet.dir.file("bad-run"), "--log-dir", fleet.dir.path()},
-                                          fleet.security()),
-                                      &out);
+        const int rc = run_command_rc(
+            cat({"/bin/bash", script, bad_hosts, "--broker", fleet.backend(), "--via", "ip netns exec", "--remote-bin",
+                 DROVER_WORKER_EXE, "--run-dir", fleet.dir.file("bad-run"), "--log-dir", fleet.dir.path()},
+                fleet.security()),
+            &out);
         INFO(out);
         CHECK(rc == 1);
         CHECK(out.find("exited at once") != std::string::npos);
         CHECK(out.find("not in {solo") != std::string::npos);  // the worker's own message, from its log
     }
-    const auto started = run_command(cat({"/bin/bash", script, hosts_file, "--broker", fleet.backend(), "--via",
-                                          "ip netns exec", "--remote-bin", DROVER_WORKER_EXE, "--run-dir", run_dir,
-                                          "--log-dir", fleet.dir.path()},
-                                         fleet.security()));
+    const auto started =
+        run_command(cat({"/bin/bash", script, hosts_file, "--broker", fleet.backend(), "--via", "ip netns exec",
+                         "--remote-bin", DROVER_WORKER_EXE, "--run-dir", run_dir, "--log-dir", fleet.dir.path()},
+                        fleet.security()));
     INFO(started);
     // With --via the script names each worker after its hosts-file host.
     const auto c_name = net.host(C).name(), d_name = net.host(D).name();
@@ -543,7 +541,8 @@ void remote_workers_script(bool secure) {
     ledger(fleet.dir.file("out.jsonl"), ids);
     // Each host's worker logs where --log-dir said (the test's directory, not /tmp).
     CHECK(read_file(fleet.dir.file("drover-worker-" + c_name + ".log")).find("worker.started") != std::string::npos);
-    CHECK(read_file(fleet.dir.file("drover-worker-" + d_name + ".log")).find("supervisor.started") != std::string::npos);
+    CHECK(read_file(fleet.dir.file("drover-worker-" + d_name + ".log")).find("supervisor.started") !=
+          std::string::npos);
 
     const auto stopped =
         run_command({"/bin/bash", script, "stop", "--run-dir", run_dir});  // the start's --via, kept in run_dir
@@ -620,8 +619,8 @@ TEST_CASE("Outcomes lost in a reset sink connection: the tasks run again and eac
     while (relay.received(Relay::Dir::up) == before && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(10ms);
     REQUIRE(relay.received(Relay::Dir::up) > before);  // the outcomes left the worker
-    std::this_thread::sleep_for(300ms);                 // and the rest (20 echo tasks take a few ms)
-    relay.reset_all();  // drops the held outcomes; the worker's socket connects again
+    std::this_thread::sleep_for(300ms);                // and the rest (20 echo tasks take a few ms)
+    relay.reset_all();                                 // drops the held outcomes; the worker's socket connects again
 
     const auto until = std::chrono::steady_clock::now() + 30s;
     while (client.unfinished() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);

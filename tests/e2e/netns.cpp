@@ -63,7 +63,8 @@ int run_command_rc(const std::vector<std::string>& argv, std::string* out, std::
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     bool timed_out = false;
     while (open_fds > 0) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0) {
             timed_out = true;
             break;
@@ -168,7 +169,8 @@ void Network::remove_stale() {
 }
 
 Network::Network(std::size_t hosts) {
-    if (::geteuid() != 0) throw NetnsUnavailable("network namespaces need root (euid " + std::to_string(::geteuid()) + ")");
+    if (::geteuid() != 0)
+        throw NetnsUnavailable("network namespaces need root (euid " + std::to_string(::geteuid()) + ")");
     remove_stale();
     const int n = g_instances++;
     prefix_ = "drvmh-" + std::to_string(::getpid()) + "-" + std::to_string(n);
@@ -194,7 +196,8 @@ Network::Network(std::size_t hosts) {
             run_command({ip, "netns", "add", ns});
             created_.push_back(ns);
             const std::string port = "p" + std::to_string(i);
-            run_command({ip, "-n", switch_ns_, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns});
+            run_command(
+                {ip, "-n", switch_ns_, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns});
             run_command({ip, "-n", switch_ns_, "link", "set", port, "master", "br0"});
             run_command({ip, "-n", switch_ns_, "link", "set", port, "up"});
             const std::string addr = base + std::to_string(i + 1);
@@ -206,8 +209,7 @@ Network::Network(std::size_t hosts) {
         // netem needs the sch_netem module, absent where /lib/modules is.
         netem_ = run_command_rc({ip_exe(), "netns", "exec", switch_ns_, "tc", "qdisc", "add", "dev", "lo", "root",
                                  "netem", "delay", "1ms"}) == 0;
-        if (netem_)
-            run_command_rc({ip_exe(), "netns", "exec", switch_ns_, "tc", "qdisc", "del", "dev", "lo", "root"});
+        if (netem_) run_command_rc({ip_exe(), "netns", "exec", switch_ns_, "tc", "qdisc", "del", "dev", "lo", "root"});
     } catch (...) {
         teardown();
         throw;
@@ -239,8 +241,7 @@ void Network::teardown() noexcept {
             }
             run_command_rc({ip_exe(), "netns", "del", *it});
         }
-    } catch (...) {
-    }
+    } catch (...) {}
     created_.clear();
 }
 

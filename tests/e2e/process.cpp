@@ -1,9 +1,9 @@
 // Starting and stopping real drover executables from tests.
 #include "process.hpp"
 
+#include <fcntl.h>
 #include <csignal>
 #include <cstdlib>
-#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -102,8 +102,9 @@ std::vector<nlohmann::json> read_json_lines(const std::string& path) {
     std::size_t start = 0;
     // Complete lines only: the file may be half-way through a write.
     for (auto nl = text.find('\n'); nl != std::string::npos; start = nl + 1, nl = text.find('\n', start))
-        if (nl > start) out.push_back(nlohmann::json::parse(text.begin() + static_cast<std::ptrdiff_t>(start),
-                                                           text.begin() + static_cast<std::ptrdiff_t>(nl)));
+        if (nl > start)
+            out.push_back(nlohmann::json::parse(text.begin() + static_cast<std::ptrdiff_t>(start),
+                                                text.begin() + static_cast<std::ptrdiff_t>(nl)));
     return out;
 }
 
@@ -126,8 +127,7 @@ std::optional<nlohmann::json> wait_json_file(const std::string& path, std::chron
         if (::access(path.c_str(), R_OK) == 0) {
             try {
                 return nlohmann::json::parse(read_file(path));
-            } catch (const nlohmann::json::exception&) {
-            }
+            } catch (const nlohmann::json::exception&) {}
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
@@ -135,7 +135,7 @@ std::optional<nlohmann::json> wait_json_file(const std::string& path, std::chron
 }
 
 BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<std::string> extra) {
-    std::vector<std::string> argv{DROVER_BROKER_EXE, "--frontend", "tcp://127.0.0.1:*", "--backend",
+    std::vector<std::string> argv{DROVER_BROKER_EXE,   "--frontend",       "tcp://127.0.0.1:*",    "--backend",
                                   "tcp://127.0.0.1:*", "--endpoints-file", dir.file("broker.json")};
     argv.insert(argv.end(), extra.begin(), extra.end());
     process = std::make_unique<Process>(argv, dir.file("broker.log"));
@@ -162,7 +162,8 @@ std::optional<nlohmann::json> wait_status(const std::string& frontend,
 }
 
 bool wait_for_workers(const std::string& frontend, std::size_t n, std::chrono::milliseconds timeout) {
-    auto doc = wait_status(frontend, [n](const nlohmann::json& s) { return s["workers"].size() >= n; }, timeout);
+    auto doc = wait_status(
+        frontend, [n](const nlohmann::json& s) { return s["workers"].size() >= n; }, timeout);
     return doc && (*doc)["workers"].size() >= n;
 }
 

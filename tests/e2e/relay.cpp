@@ -56,8 +56,8 @@ struct Conn {
     std::deque<Chunk> q[2];
     std::size_t queued[2] = {0, 0};
     Clock::time_point last_due[2]{};
-    bool eof[2] = {false, false};       // side d sent FIN
-    bool shut_sent[2] = {false, false}; // FIN passed on to side 1-d
+    bool eof[2] = {false, false};        // side d sent FIN
+    bool shut_sent[2] = {false, false};  // FIN passed on to side 1-d
     bool dead = false;
 };
 
@@ -226,14 +226,13 @@ void Relay::run() {
                 owners.emplace_back(&c, side);
             }
         }
-        const auto wait_ms = std::max<long long>(
-            0, std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - now).count() + 1);
+        const auto wait_ms =
+            std::max<long long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - now).count() + 1);
         const int n = ::poll(pfds.data(), pfds.size(), static_cast<int>(wait_ms));
         if (n < 0 && errno != EINTR) break;
         if (pfds[0].revents & POLLIN) {
             char buf[64];
-            while (::read(wake_[0], buf, sizeof buf) > 0) {
-            }
+            while (::read(wake_[0], buf, sizeof buf) > 0) {}
         }
         if (pfds[1].revents & POLLIN) {
             while (true) {
@@ -296,7 +295,8 @@ void Relay::run() {
                 auto& out = c.q[1 - side];
                 while (!out.empty() && out.front().due <= t) {
                     auto& ch = out.front();
-                    const auto sent = ::send(c.fd[side], ch.data.data() + ch.off, ch.data.size() - ch.off, MSG_NOSIGNAL);
+                    const auto sent =
+                        ::send(c.fd[side], ch.data.data() + ch.off, ch.data.size() - ch.off, MSG_NOSIGNAL);
                     if (sent < 0) {
                         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) kill_conn(c);
                         break;

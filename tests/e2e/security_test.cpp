@@ -15,8 +15,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,11 +24,11 @@
 
 #include "drover/broker/broker.hpp"
 #include "drover/client/client.hpp"
-#include "internal/proof.hpp"
+#include "drover/client/status.hpp"
 #include "drover/common/protocol.hpp"
 #include "drover/common/security.hpp"
+#include "internal/proof.hpp"
 #include "process.hpp"
-#include "drover/client/status.hpp"
 
 using namespace drover::test;
 using nlohmann::json;
@@ -187,9 +187,8 @@ TEST_CASE("with security on, 1,000 tasks and a drover-sink's 100 complete with a
     const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
     REQUIRE(sink_ep.find("?curve=" + public_key(fleet + "/producer.key")) != std::string::npos);
     const auto sink_ids = write_tasks(dir.file("sink-tasks.jsonl"), 100, "hello", json::array({"x"}), "s");
-    Process detached(
-        cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep}, sec),
-        dir.file("accepted.jsonl"), dir.file("sink-tasks.jsonl"));
+    Process detached(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep}, sec),
+                     dir.file("accepted.jsonl"), dir.file("sink-tasks.jsonl"));
 
     const auto rc = producer.wait(60s);
     INFO(read_file(dir.file("results.jsonl.err")));
@@ -226,10 +225,10 @@ TEST_CASE("producers without CURVE, with an unknown key or the wrong server key 
 
     Process plain({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("plain.out"),
                   dir.file("bad.jsonl"));
-    Process unknown({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--curve-secret",
-                     dir.file("stranger.key_secret"), "--curve-server-public", fleet + "/broker.key",
-                     "--allow-workers", fleet + "/allow/workers", "submit"},
-                    dir.file("unknown.out"), dir.file("bad.jsonl"));
+    Process unknown(
+        {DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--curve-secret", dir.file("stranger.key_secret"),
+         "--curve-server-public", fleet + "/broker.key", "--allow-workers", fleet + "/allow/workers", "submit"},
+        dir.file("unknown.out"), dir.file("bad.jsonl"));
     Process wrong_server(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--curve-server-public",
                                    dir.file("stranger.key"), "submit"},
                                   sec),
@@ -237,8 +236,8 @@ TEST_CASE("producers without CURVE, with an unknown key or the wrong server key 
 
     // Meanwhile a legitimate producer is not disturbed.
     const auto ids = write_tasks(dir.file("good.jsonl"), 200, "hello", json::array({"friend"}));
-    Process good(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, sec),
-                 dir.file("good.out"), dir.file("good.jsonl"));
+    Process good(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, sec), dir.file("good.out"),
+                 dir.file("good.jsonl"));
     REQUIRE(good.wait(30s) == 0);
     clean_ledger(read_json_lines(dir.file("good.out")), ids);
 
@@ -267,7 +266,8 @@ TEST_CASE("producers without CURVE, with an unknown key or the wrong server key 
     CHECK(log.find("reason=\"cryptographic") != std::string::npos);
 }
 
-TEST_CASE("workers without CURVE, with an unknown key or the wrong server key never receive a task", "[e2e][security]") {
+TEST_CASE("workers without CURVE, with an unknown key or the wrong server key never receive a task",
+          "[e2e][security]") {
     TempDir dir;
     const auto fleet = make_fleet(dir);
     make_key(dir, dir.path(), "stranger");
@@ -281,10 +281,9 @@ TEST_CASE("workers without CURVE, with an unknown key or the wrong server key ne
                                    "--curve-server-public", dir.file("stranger.key")},
                                   sec),
                          dir.file("wrong.log"));
-    Process good(cat_args({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "good", "--pool", "threads", "-c",
-                           "2"},
-                          sec),
-                 dir.file("good.log"));
+    Process good(
+        cat_args({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "good", "--pool", "threads", "-c", "2"}, sec),
+        dir.file("good.log"));
     Admin admin(fleet);
     REQUIRE(admin.wait_for_workers(broker.frontend, 1, 10s));
     std::this_thread::sleep_for(1s);  // time for the others to try (and try again)
@@ -319,8 +318,8 @@ TEST_CASE("a sink takes results only from allowed workers and the broker", "[e2e
     const std::vector<std::string> sec = {"--security", fleet};
     BrokerProcess broker(dir, sec);
     Process worker(cat_args({DROVER_WORKER_EXE, "--broker", broker.backend}, sec), dir.file("worker.log"));
-    Process sink(cat_args({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect",
-                           "2", "--endpoint-file", dir.file("sink.ep")},
+    Process sink(cat_args({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect", "2",
+                           "--endpoint-file", dir.file("sink.ep")},
                           sec),
                  dir.file("sink.jsonl"));
     Admin admin(fleet);
@@ -356,8 +355,9 @@ TEST_CASE("a sink takes results only from allowed workers and the broker", "[e2e
     CHECK(read_file(dir.file("sink.jsonl")).empty());
 
     // A worker's result and an outcome only the broker can make (no worker runs that task).
-    write_file(dir.file("tasks.jsonl"), "{\"id\":\"real\",\"task\":\"hello\",\"args\":[\"x\"]}\n"
-                                        "{\"id\":\"typo\",\"task\":\"helo\",\"args\":[\"x\"]}\n");
+    write_file(dir.file("tasks.jsonl"),
+               "{\"id\":\"real\",\"task\":\"hello\",\"args\":[\"x\"]}\n"
+               "{\"id\":\"typo\",\"task\":\"helo\",\"args\":[\"x\"]}\n");
     Process producer(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep}, sec),
                      dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));
     REQUIRE(producer.wait(30s) == 0);
@@ -448,8 +448,9 @@ TEST_CASE("a worker key taken off the allow-list with SIGHUP loses its session a
           std::string::npos);
 }
 
-TEST_CASE("500 idle or half-open connections do not stop a run of 10,000 tasks and are closed within the handshake interval",
-          "[e2e][security]") {
+TEST_CASE(
+    "500 idle or half-open connections do not stop a run of 10,000 tasks and are closed within the handshake interval",
+    "[e2e][security]") {
     TempDir dir;
     const auto fleet = make_fleet(dir);
     const std::vector<std::string> sec = {"--security", fleet};
@@ -505,8 +506,8 @@ TEST_CASE("raw bytes and a malformed CURVE HELLO are refused and deliver nothing
         ::close(fd);
 
         // ZMTP with CURVE, then HELLO commands: too short, and the right size with a forged box.
-        for (const auto& hello : {std::string("\x05HELLO\x01\x00", 8),
-                                  std::string("\x05HELLO\x01\x00", 8) + std::string(192, '\x5a')}) {
+        for (const auto& hello :
+             {std::string("\x05HELLO\x01\x00", 8), std::string("\x05HELLO\x01\x00", 8) + std::string(192, '\x5a')}) {
             fd = tcp_connect(port_of(endpoint));
             REQUIRE(fd >= 0);
             send_all(fd, zmtp_curve_greeting());
@@ -580,7 +581,9 @@ double cpu_seconds(pid_t pid) {
 double own_cpu_seconds() {
     rusage u{};
     ::getrusage(RUSAGE_SELF, &u);
-    const auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+    const auto secs = [](const timeval& t) {
+        return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+    };
     return secs(u.ru_utime) + secs(u.ru_stime);
 }
 
@@ -608,7 +611,8 @@ TEST_CASE("CURVE overhead on a W1-like run", "[.curve-bench]") {
             BrokerProcess broker(run, sec);
             // Deep prefetch, like main's automatic prefetch for tasks this short: the run is then
             // bound by CPU (where CURVE costs), not by credit round trips.
-            const std::vector<std::string> worker = {DROVER_WORKER_EXE, "--broker", broker.backend, "--prefetch", "1000"};
+            const std::vector<std::string> worker = {DROVER_WORKER_EXE, "--broker", broker.backend, "--prefetch",
+                                                     "1000"};
             Process w1(cat_args(worker, sec), run.file("w1.log"));
             Process w2(cat_args(worker, sec), run.file("w2.log"));
             zmq::context_t ctx;

@@ -13,8 +13,8 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
-#include "internal/net.hpp"
 #include "drover/common/protocol.hpp"
+#include "internal/net.hpp"
 
 using namespace drover;
 
@@ -184,7 +184,8 @@ TEST_CASE("A Poller finds input that a send took in on a socket it sends on", "[
 
 TEST_CASE("A Poller returns a socket not drained without sleeping, and plain fds while readable", "[net][poller]") {
     zmq::context_t ctx;
-    auto [pull, push] = bound_and_connected(ctx, zmq::socket_type::pull, zmq::socket_type::push, "inproc://drover-net-poller");
+    auto [pull, push] =
+        bound_and_connected(ctx, zmq::socket_type::pull, zmq::socket_type::push, "inproc://drover-net-poller");
     push.send(zmq::str_buffer("one"));
     push.send(zmq::str_buffer("two"));
 

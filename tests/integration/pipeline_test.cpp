@@ -14,9 +14,9 @@
 
 #include "drover/broker/broker.hpp"
 #include "drover/client/client.hpp"
+#include "drover/client/status.hpp"
 #include "drover/cluster/local_cluster.hpp"
 #include "drover/worker/worker.hpp"
-#include "drover/client/status.hpp"
 #include "internal/net.hpp"
 
 using namespace std::chrono_literals;
@@ -180,8 +180,8 @@ TEST_CASE("a task retried after a timeout onto the same worker keeps its own dea
     o.max_attempts = 2;
     std::promise<drover::Result> promise;
     auto future = promise.get_future();
-    client.submit_packed("slow_first", drover::pack_args(5), [&](drover::Result&& r) { promise.set_value(std::move(r)); },
-                         o);
+    client.submit_packed(
+        "slow_first", drover::pack_args(5), [&](drover::Result&& r) { promise.set_value(std::move(r)); }, o);
     REQUIRE(future.wait_for(10s) == std::future_status::ready);
     const auto r = future.get();
     // Both attempts timed out; the first one's late result is not an outcome.
@@ -318,8 +318,9 @@ TEST_CASE("over tcp a client settles its last result too, after waiting for more
     }
 }
 
-TEST_CASE("a task larger than its worker's --max-message-bytes ends with an error naming the limit, and the worker stays",
-          "[integration]") {
+TEST_CASE(
+    "a task larger than its worker's --max-message-bytes ends with an error naming the limit, and the worker stays",
+    "[integration]") {
     // Over tcp: ZeroMQ drops a peer that sends past ZMQ_MAXMSGSIZE (inproc
     // has no such limit). The broker sent it anyway; the worker's connection
     // broke at each try, and the task ended `lost` after three "deaths".
@@ -364,7 +365,8 @@ std::pair<std::string, std::vector<std::string>> next_submit(zmq::socket_t& rout
         auto cmd = drover::proto::parse_header(frames[1]);
         REQUIRE(cmd);
         if (*cmd == drover::proto::Command::heartbeat) {  // answered, as a broker does
-            (void)drover::send_to(router, peer, drover::proto::Command::heartbeat, drover::proto::encode_heartbeat("i"));
+            (void)drover::send_to(router, peer, drover::proto::Command::heartbeat,
+                                  drover::proto::encode_heartbeat("i"));
             continue;
         }
         if (*cmd != drover::proto::Command::submit) continue;
@@ -429,7 +431,8 @@ TEST_CASE("a broker takes tasks from a client's submit connection as the client'
     drover::LocalCluster cluster(ctx, registry, {1, "threads", {}, 1}, drover::null_logger());
     drover::Client client(ctx, client_options(cluster.frontend(), cluster.sink_endpoint()));
     REQUIRE(client.wait_for_workers(1, 5s));  // the broker has answered: lone tasks go on the submit connection
-    for (int i = 0; i < 20; ++i) CHECK(client.submit("square", static_cast<double>(i)).get().as<double>() == Approx(i * i));
+    for (int i = 0; i < 20; ++i)
+        CHECK(client.submit("square", static_cast<double>(i)).get().as<double>() == Approx(i * i));
     CHECK(client.submitted_directly() > 0);
     // One producer, not two: a second one would be the submit connection, never heard again and declared gone.
     auto status = drover::fetch_status(ctx, cluster.frontend(), 1000ms);
@@ -661,14 +664,14 @@ public:
     [[nodiscard]] std::uint64_t credits() const { return granted - results; }
     [[nodiscard]] bool registered() const { return !identity_.empty(); }
 
-    std::uint64_t granted = 0;  // every credit the worker has granted
-    std::uint64_t readies = 0;  // READY messages granting credits
-    std::uint64_t hellos = 0;   // HELLO messages
-    std::set<std::string> identities;  // the worker's connections that said HELLO
-    std::uint64_t smallest_ready = UINT64_MAX;  // the fewest credits in one READY after the first
-    std::uint64_t results = 0;  // every result at the sink
+    std::uint64_t granted = 0;                     // every credit the worker has granted
+    std::uint64_t readies = 0;                     // READY messages granting credits
+    std::uint64_t hellos = 0;                      // HELLO messages
+    std::set<std::string> identities;              // the worker's connections that said HELLO
+    std::uint64_t smallest_ready = UINT64_MAX;     // the fewest credits in one READY after the first
+    std::uint64_t results = 0;                     // every result at the sink
     std::vector<drover::proto::Outcome> outcomes;  // in the order they came
-    std::vector<std::string> returned;  // ids the worker gave back (RETURN)
+    std::vector<std::string> returned;             // ids the worker gave back (RETURN)
 
 private:
     zmq::context_t ctx_;
@@ -739,8 +742,7 @@ TEST_CASE("a worker of long tasks grants its slot's next credit shortly before t
     CHECK(broker.returned.empty());
 }
 
-TEST_CASE("a worker gives back the tasks sent on plain credits that wait behind a task running long",
-          "[integration]") {
+TEST_CASE("a worker gives back the tasks sent on plain credits that wait behind a task running long", "[integration]") {
     FakeBroker broker("give-back", fixed_prefetch(10));
     REQUIRE(broker.wait_ready(2s));
     // One DISPATCH: a long task, then quick ones on plain credits (a broker
@@ -805,7 +807,8 @@ TEST_CASE("a threads pool runs every task of its batches once, and none waits be
     for (int i = 0; i < 6; ++i) m.tasks.push_back(broker.task("echo", i));
     broker.send(m);
     broker.wait_results(6, 2000ms);
-    CHECK(std::none_of(broker.outcomes.begin(), broker.outcomes.end(), [](const auto& o) { return o.task == "sleep_ms"; }));
+    CHECK(std::none_of(broker.outcomes.begin(), broker.outcomes.end(),
+                       [](const auto& o) { return o.task == "sleep_ms"; }));
     broker.wait_results(7, 10s);
     // Batches of quick tasks, each task claimed by whichever executor is
     // free: each ends exactly once.
@@ -821,8 +824,9 @@ TEST_CASE("a threads pool runs every task of its batches once, and none waits be
     CHECK(ids.size() == 1507);
 }
 
-TEST_CASE("a solo worker's I/O thread runs lone quick tasks itself, and leaves slow, timed and detached ones to its executor",
-          "[integration]") {
+TEST_CASE(
+    "a solo worker's I/O thread runs lone quick tasks itself, and leaves slow, timed and detached ones to its executor",
+    "[integration]") {
     auto on_io = std::make_shared<CountingSink>("on=io");
     auto log = std::make_shared<spdlog::logger>("inline", on_io);
     log->set_level(spdlog::level::debug);
@@ -889,7 +893,8 @@ TEST_CASE("a threads pool's I/O thread runs a lone quick task itself when every 
                       [](const auto& o) { return o.status == drover::proto::Status::ok; }));
 }
 
-TEST_CASE("a worker grows its prefetch from its measured task times, at most 4 times the tasks it ran", "[integration]") {
+TEST_CASE("a worker grows its prefetch from its measured task times, at most 4 times the tasks it ran",
+          "[integration]") {
     FakeBroker broker("prefetch", {});
     // HELLO, then its slot and a prefetch of 1: nothing measured yet.
     broker.read_for(500ms);
@@ -986,7 +991,7 @@ TEST_CASE("a timed-out task sent again under the same attempt runs with its own 
     m.tasks.push_back(t);
     broker.send(m);
     broker.wait_results(1, 5s);  // its timeout, while it sleeps on
-    broker.send(m);             // the same id and attempt, on the other slot
+    broker.send(m);              // the same id and attempt, on the other slot
     broker.wait_results(2, 5s);
     // Both runs end (the first at 800 ms, the second 800 ms after it
     // started), and their late results go nowhere.

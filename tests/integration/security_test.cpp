@@ -8,8 +8,8 @@
 
 #include <zmq_addon.hpp>
 
-#include "internal/net.hpp"
 #include "drover/common/security.hpp"
+#include "internal/net.hpp"
 
 using namespace drover;
 using namespace std::chrono_literals;

@@ -10,9 +10,9 @@
 #include "drover/worker/registry.hpp"
 #include "internal/unpack.hpp"
 
+using Catch::Matchers::Contains;
 using drover::k_max_data_depth;
 using drover::within_depth_limit;
-using Catch::Matchers::Contains;
 
 namespace {
 
@@ -84,9 +84,9 @@ TEST_CASE("within_depth_limit skips the bytes of strings, binaries and extension
 }
 
 TEST_CASE("within_depth_limit says only what it saw of cut or invalid bytes", "[depth]") {
-    CHECK(within_depth_limit(std::string(100, '\x91')));  // cut, 100 deep
-    CHECK_FALSE(within_depth_limit(std::string(300, '\x91')));  // cut, but 300 deep before the cut
-    CHECK(within_depth_limit("\xc1" + nested_arrays(300)));  // a decoder stops at 0xc1
+    CHECK(within_depth_limit(std::string(100, '\x91')));                     // cut, 100 deep
+    CHECK_FALSE(within_depth_limit(std::string(300, '\x91')));               // cut, but 300 deep before the cut
+    CHECK(within_depth_limit("\xc1" + nested_arrays(300)));                  // a decoder stops at 0xc1
     CHECK(within_depth_limit("\xdb\xff\xff\xff\xff" + nested_arrays(300)));  // a string longer than the bytes
     CHECK_FALSE(within_depth_limit("\xdd\xff\xff\xff\xff" + nested_arrays(300)));
 }

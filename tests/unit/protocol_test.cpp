@@ -372,8 +372,7 @@ TEST_CASE("A batch's reply_to given before its tasks applies as well", "[protoco
     CHECK(e.error() == DecodeError::bad_body);
 }
 
-TEST_CASE("A batch's shared worker is written once; outcomes with another or none keep theirs",
-          "[protocol][compact]") {
+TEST_CASE("A batch's shared worker is written once; outcomes with another or none keep theirs", "[protocol][compact]") {
     Results m;
     for (int i = 0; i < 3; ++i) m.results.push_back(echo_outcome("r-" + std::to_string(i), "host:12"));
     m.results[2].worker = "host:13";
@@ -399,7 +398,9 @@ TEST_CASE("A batch's shared worker is written once; outcomes with another or non
 }
 
 TEST_CASE("encode_message writes the bytes encode writes, for small and big batches", "[protocol][message]") {
-    const auto bytes = [](const zmq::message_t& m) { return std::string(static_cast<const char*>(m.data()), m.size()); };
+    const auto bytes = [](const zmq::message_t& m) {
+        return std::string(static_cast<const char*>(m.data()), m.size());
+    };
     // Lone small ones stay under the size a message copies; a 64 KiB one does not.
     for (const std::size_t arg_bytes : {std::size_t{0}, std::size_t{1}, std::size_t{65536}}) {
         std::vector<Task> tasks;
@@ -497,10 +498,8 @@ TEST_CASE("Results survive encode and decode with every status", "[protocol][rou
         o.id = std::string("id-") + status_name(s);
         o.task = "echo";
         o.status = s;
-        if (s == Status::ok)
-            o.result = std::string("\x93\x01\x00\xc0", 4);
-        else
-            o.error = std::string("why: ") + status_name(s);
+        if (s == Status::ok) o.result = std::string("\x93\x01\x00\xc0", 4);
+        else o.error = std::string("why: ") + status_name(s);
         o.attempt = ++n;
         o.worker = "w-" + std::to_string(n);
         o.elapsed_us = std::uint64_t{1} << 40;
@@ -561,7 +560,8 @@ TEST_CASE("A worker's heartbeat body carries the tasks it holds, or nothing", "[
 }
 
 TEST_CASE("Unknown fields are ignored on decode", "[protocol][roundtrip]") {
-    const auto body = Body().map(3).str("future").array(2).value(1).value(2).str("credits").value(7u).str("x").nil().bytes();
+    const auto body =
+        Body().map(3).str("future").array(2).value(1).value(2).str("credits").value(7u).str("x").nil().bytes();
     auto d = decode_ready(body);
     REQUIRE(d.ok());
     CHECK(d->credits == 7);
@@ -611,8 +611,7 @@ TEST_CASE("An empty map is rejected by every decoder that needs fields", "[proto
 }
 
 TEST_CASE("Bytes that are not msgpack are rejected as bad_body", "[protocol][malformed]") {
-    const std::string garbage[] = {std::string("\xc1"), std::string("\xc1\xc1\xc1\xc1"),
-                                   std::string("\x81\xc1\x01")};
+    const std::string garbage[] = {std::string("\xc1"), std::string("\xc1\xc1\xc1\xc1"), std::string("\x81\xc1\x01")};
     for (const auto& g : garbage) {
         for (const auto& d : decoders_with_fields()) {
             CAPTURE(d.name, g.size());
@@ -691,9 +690,7 @@ TEST_CASE("A field of the wrong type makes the message invalid", "[protocol][mal
         expect_bad(decode_ready(Body().map(1).str("credits").str("5").bytes()));
         expect_bad(decode_hello(Body().map(2).str("worker").str("w").str("pid").str("12").bytes()));
     }
-    SECTION("a negative credits value") {
-        expect_bad(decode_ready(Body().map(1).str("credits").value(-1).bytes()));
-    }
+    SECTION("a negative credits value") { expect_bad(decode_ready(Body().map(1).str("credits").value(-1).bytes())); }
     SECTION("credits past 32 bits") {
         expect_bad(decode_ready(Body().map(1).str("credits").value(std::uint64_t{1} << 32).bytes()));
     }
@@ -713,8 +710,18 @@ TEST_CASE("A field of the wrong type makes the message invalid", "[protocol][mal
         expect_bad(decode_tasks(Body().map(1).str("tasks").array(1).str("t").bytes()));
     }
     SECTION("a task with detached given as an int") {
-        expect_bad(decode_tasks(
-            Body().map(1).str("tasks").array(1).map(3).str("id").str("a").str("name").str("n").str("detached").value(1).bytes()));
+        expect_bad(decode_tasks(Body()
+                                    .map(1)
+                                    .str("tasks")
+                                    .array(1)
+                                    .map(3)
+                                    .str("id")
+                                    .str("a")
+                                    .str("name")
+                                    .str("n")
+                                    .str("detached")
+                                    .value(1)
+                                    .bytes()));
     }
     SECTION("a task with a negative max_attempts") {
         expect_bad(decode_tasks(Body()
@@ -747,10 +754,12 @@ TEST_CASE("A missing required field makes the message invalid", "[protocol][malf
         CHECK(decoded.error() == DecodeError::bad_body);
     };
     SECTION("a task without id") {
-        expect_bad(decode_tasks(Body().map(1).str("tasks").array(1).map(2).str("name").str("n").str("reply_to").str("r").bytes()));
+        expect_bad(decode_tasks(
+            Body().map(1).str("tasks").array(1).map(2).str("name").str("n").str("reply_to").str("r").bytes()));
     }
     SECTION("a task with an empty id") {
-        expect_bad(decode_tasks(Body().map(1).str("tasks").array(1).map(2).str("id").str("").str("name").str("n").bytes()));
+        expect_bad(
+            decode_tasks(Body().map(1).str("tasks").array(1).map(2).str("id").str("").str("name").str("n").bytes()));
     }
     SECTION("a task without name") {
         expect_bad(decode_tasks(Body().map(1).str("tasks").array(1).map(1).str("id").str("a").bytes()));
@@ -776,14 +785,13 @@ TEST_CASE("A missing required field makes the message invalid", "[protocol][malf
     SECTION("an outcome without id") {
         expect_bad(decode_results(Body().map(1).str("results").array(1).map(1).str("status").str("ok").bytes()));
     }
-    SECTION("hello without worker") {
-        expect_bad(decode_hello(Body().map(1).str("host").str("h").bytes()));
-    }
+    SECTION("hello without worker") { expect_bad(decode_hello(Body().map(1).str("host").str("h").bytes())); }
     SECTION("rejected without ids") {
         expect_bad(decode_rejected(Body().map(1).str("reason").str("queue_full").bytes()));
     }
     SECTION("a task with only the required fields is fine") {
-        auto d = decode_tasks(Body().map(1).str("tasks").array(1).map(2).str("id").str("a").str("name").str("n").bytes());
+        auto d =
+            decode_tasks(Body().map(1).str("tasks").array(1).map(2).str("id").str("a").str("name").str("n").bytes());
         REQUIRE(d.ok());
         REQUIRE(d->tasks.size() == 1);
         CHECK(d->tasks[0].id == "a");
@@ -813,7 +821,8 @@ TEST_CASE("Bytes after a valid body are rejected as trailing_bytes", "[protocol]
     }
 }
 
-TEST_CASE("A 5-byte body claiming four billion elements fails at once without allocating", "[protocol][malformed][limits]") {
+TEST_CASE("A 5-byte body claiming four billion elements fails at once without allocating",
+          "[protocol][malformed][limits]") {
     const std::string huge_array("\xdd\xff\xff\xff\xff", 5);
     const std::string huge_map("\xdf\xff\xff\xff\xff", 5);
     const auto start = std::chrono::steady_clock::now();

@@ -12,10 +12,10 @@
 #include "drover/client/client.hpp"
 #include "drover/worker/registry.hpp"
 
+using Catch::Matchers::Contains;
 using drover::ArgumentError;
 using drover::pack_args;
 using drover::Registry;
-using Catch::Matchers::Contains;
 
 namespace {
 
@@ -244,9 +244,7 @@ TEST_CASE("echo returns its argument unchanged", "[registry][builtin]") {
         const std::vector<int> v{1, 2, 3};
         CHECK(unpack_as<std::vector<int>>(r.run("echo", pack_args(v))) == v);
     }
-    SECTION("a string") {
-        CHECK(unpack_as<std::string>(r.run("echo", pack_args(std::string("same")))) == "same");
-    }
+    SECTION("a string") { CHECK(unpack_as<std::string>(r.run("echo", pack_args(std::string("same")))) == "same"); }
     SECTION("the exact bytes of a nested value") {
         const std::map<std::string, std::vector<int>> nested{{"k", {1, -2, 300000}}};
         msgpack::sbuffer b;

@@ -154,7 +154,8 @@ TEST_CASE("A short queue of long tasks is spread over the workers with a free sl
     CHECK(s.held_by("B") == 1);
 }
 
-TEST_CASE("Short tasks (many credits a slot) go in batches to the most recently served worker while it has credits", "[scheduler]") {
+TEST_CASE("Short tasks (many credits a slot) go in batches to the most recently served worker while it has credits",
+          "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 100);
     add_worker(s, "B", 100);
@@ -243,16 +244,13 @@ TEST_CASE("A task goes only to a worker that runs its name", "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 5, {"hello"});
     add_worker(s, "B", 5, {"sum_random"});
-    REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random"), make_task("t2", "hello")}), t0).accepted ==
-            2);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random"), make_task("t2", "hello")}), t0).accepted == 2);
     auto batches = s.dispatch();
     REQUIRE(batches.size() == 2);
     for (const auto& b : batches) {
         REQUIRE(b.tasks.size() == 1);
-        if (b.worker == "A")
-            CHECK(b.tasks[0].name == "hello");
-        else
-            CHECK(b.tasks[0].name == "sum_random");
+        if (b.worker == "A") CHECK(b.tasks[0].name == "hello");
+        else CHECK(b.tasks[0].name == "sum_random");
     }
 }
 
@@ -449,8 +447,7 @@ TEST_CASE("A worker silent for liveness times heartbeat is expired, and not befo
     CHECK(s.worker_count() == 2);
 }
 
-TEST_CASE("remove_worker requeues its held tasks with the attempt count raised on the next dispatch",
-          "[scheduler]") {
+TEST_CASE("remove_worker requeues its held tasks with the attempt count raised on the next dispatch", "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 2, {"sum_random"}, /*slots=*/2);
     REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2")}), t0).accepted == 2);
@@ -808,7 +805,8 @@ TEST_CASE("status groups workers by host", "[scheduler]") {
     CHECK(hosts["hostC"]["held"].get<int>() + hosts["hostD"]["held"].get<int>() == 1);
 }
 
-TEST_CASE("compact gives back the memory of settled tasks only when none is held, and tasks run after it", "[scheduler]") {
+TEST_CASE("compact gives back the memory of settled tasks only when none is held, and tasks run after it",
+          "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 100);
     std::vector<proto::Task> batch;
@@ -988,8 +986,8 @@ TEST_CASE("Tasks whose worker holds none of them and no sink settles run again a
     s.settle("P", {"t1"});  // its outcome arrived
 
     CHECK_FALSE(s.worker_holds("ghost", 0, t0).has_value());  // unknown worker: RESET
-    REQUIRE(s.worker_holds("A", 0, t0)->empty());       // the tasks may not have reached it yet
-    REQUIRE(s.worker_holds("A", 0, t0 + 1s)->empty());  // now they had: done, their outcomes should settle
+    REQUIRE(s.worker_holds("A", 0, t0)->empty());             // the tasks may not have reached it yet
+    REQUIRE(s.worker_holds("A", 0, t0 + 1s)->empty());        // now they had: done, their outcomes should settle
     // A task dispatched after that is not suspect.
     REQUIRE(s.submit("P", tasks_of({make_task("t4")}), t0 + 2s).accepted == 1);
     REQUIRE(ready_timed(s, "A", 1, t0 + 2s));
@@ -1095,7 +1093,8 @@ TEST_CASE("Names alternating in one batch are each checked against the workers' 
 TEST_CASE("An untimed or long task takes only a start credit or a free slot, never a prefetch credit", "[scheduler]") {
     Scheduler s;
     // Two solo workers with a big prefetch each (as after a burst of short tasks), busy.
-    for (const auto* w : {"A", "B"}) REQUIRE(s.hello(w, make_hello(std::string("id-") + w, {"sleep_ms", "echo"}), t0).empty());
+    for (const auto* w : {"A", "B"})
+        REQUIRE(s.hello(w, make_hello(std::string("id-") + w, {"sleep_ms", "echo"}), t0).empty());
     REQUIRE(s.ready("A", proto::Ready{1, 0, {{"echo", 1000}}}, t0));
     REQUIRE(s.submit("P", tasks_of({make_task("e1", "echo")}), t0, "tcp://sink").accepted == 1);
     REQUIRE(total_tasks(s.dispatch()) == 1);
@@ -1139,7 +1138,8 @@ TEST_CASE("Short tasks fill prefetch credits only up to about 16 ms of their run
 TEST_CASE("Tasks a worker gives back go to the front of the queue without counting an attempt", "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 3);
-    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2"), make_task("t3")}), t0, "tcp://sink").accepted == 3);
+    REQUIRE(s.submit("P", tasks_of({make_task("t1"), make_task("t2"), make_task("t3")}), t0, "tcp://sink").accepted ==
+            3);
     REQUIRE(total_tasks(s.dispatch()) == 3);
     // t1 runs; t2 and t3 come back (an id it does not hold is ignored).
     REQUIRE(s.give_back("A", {"t2", "t3", "nope"}, t0));
@@ -1181,8 +1181,7 @@ TEST_CASE("A task name no task and no worker uses any more is forgotten", "[sche
     CHECK(s.status(t0)["queues"]["name-7"]["queued"] == 1);
 }
 
-TEST_CASE("Names workers announced are remembered, up to remembered_names, once nobody uses them",
-          "[scheduler]") {
+TEST_CASE("Names workers announced are remembered, up to remembered_names, once nobody uses them", "[scheduler]") {
     SchedulerLimits limits;
     limits.remembered_names = 2;
     Scheduler s(limits);
@@ -1266,7 +1265,7 @@ TEST_CASE("An ended id submitted again and again gets its outcome again at most 
     REQUIRE(sub.finals.size() == 1);
     sub = s.submit("P", tasks_of({t}), t0 + 1ms);
     CHECK(sub.acknowledged == std::vector<std::string>{"gone"});  // answered each time
-    CHECK(sub.finals.size() == 1);                               // the first repeat: it may have been missed
+    CHECK(sub.finals.size() == 1);                                // the first repeat: it may have been missed
     for (int i = 0; i < 100; ++i) {
         sub = s.submit("P", tasks_of({t}), t0 + 2ms);
         CHECK(sub.acknowledged.size() == 1);

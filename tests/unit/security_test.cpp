@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
-#include <catch2/catch.hpp>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <catch2/catch.hpp>
 
 #include "drover/common/security.hpp"
 

@@ -5,8 +5,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "scheduler.hpp"
 #include "internal/stall.hpp"
+#include "scheduler.hpp"
 
 using drover::Clock;
 using drover::Scheduler;

@@ -18,8 +18,8 @@ namespace drover {
 namespace detail {
 
 std::string expected_args(std::size_t required, std::size_t arity) {
-    const std::string range = required == arity ? std::to_string(arity)
-                                                : std::to_string(required) + " to " + std::to_string(arity);
+    const std::string range =
+        required == arity ? std::to_string(arity) : std::to_string(required) + " to " + std::to_string(arity);
     return "expected " + range + " argument" + (required == 1 && arity == 1 ? "" : "s");
 }
 
@@ -105,7 +105,8 @@ void add_builtin_tasks(Registry& registry) {
     registry.add_raw("echo", [](const msgpack::object& args) {
         // echo(value): the single argument back, unchanged.
         if (args.type == msgpack::type::ARRAY) {
-            if (args.via.array.size != 1) throw ArgumentError("expected 1 argument, got " + std::to_string(args.via.array.size));
+            if (args.via.array.size != 1)
+                throw ArgumentError("expected 1 argument, got " + std::to_string(args.via.array.size));
             return detail::pack_value(args.via.array.ptr[0]);
         }
         return detail::pack_value(args);
@@ -124,7 +125,8 @@ void add_builtin_tasks(Registry& registry) {
         static std::map<std::string, std::int64_t> calls;
         std::lock_guard lock(mutex);
         const auto call = ++calls[key];
-        if (call <= n) throw std::runtime_error("fail_times: call " + std::to_string(call) + " of " + std::to_string(n));
+        if (call <= n)
+            throw std::runtime_error("fail_times: call " + std::to_string(call) + " of " + std::to_string(n));
         return call;
     });
     registry.add("crash", []() {

@@ -1,7 +1,7 @@
 // Worker: broker connection, credits, executors and result delivery.
-#include "worker_impl.hpp"
 #include "internal/memory.hpp"
 #include "internal/stall.hpp"
+#include "worker_impl.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -147,10 +147,8 @@ std::uint32_t WorkerImpl::top_up_credits() {
     const std::uint32_t free = slots - std::min(slots, outstanding_);
     const std::uint32_t starts = free > starts_out_ ? free - starts_out_ : 0;
     std::uint32_t credits = 0, wait = batch;
-    if (target < promised_ + batch)
-        wait = early ? 1 : promised_ + batch - target;
-    else
-        credits = target - promised_;
+    if (target < promised_ + batch) wait = early ? 1 : promised_ + batch - target;
+    else credits = target - promised_;
     send_ready(std::max(credits, starts), starts);
     return wait;
 }
@@ -289,7 +287,8 @@ Clock::time_point WorkerImpl::grant_early_credits(Clock::time_point now, bool st
         // Due within the poll's granularity counts as due (waiting for it
         // to pass made the credit up to 1 ms late, half the lead), but never
         // before half the mean task time, the lead's bound.
-        const auto due_ns = started + std::max(after - k_poll_granularity_ns, static_cast<std::int64_t>(mean_task_ns_ / 2));
+        const auto due_ns =
+            started + std::max(after - k_poll_granularity_ns, static_cast<std::int64_t>(mean_task_ns_ / 2));
         if (due_ns <= now_ns) {
             early_granted_[i] = started;
             ++due;
@@ -377,7 +376,7 @@ Worker::Stopped WorkerImpl::leave_to_be_replaced() {
     broker_.reset();
     timeout_sinks_.clear();
     inline_sinks_.reset();  // every socket of the context closed, or close() would wait for ever
-    own_ctx_->close();  // returns once the messages above have left (or the linger ran out)
+    own_ctx_->close();      // returns once the messages above have left (or the linger ran out)
     abort_ = true;
     return Stopped::replaced;
 }
@@ -423,10 +422,8 @@ Worker::Stopped WorkerImpl::run(const StopSource& stop) {
 
         poller.watch(k_broker, *broker_, Poller::Use::send_and_receive);
         poller.watch(k_done, done, Poller::Use::receive_only);
-        if (stop.stop_requested())
-            poller.limit(2);  // its fd stays readable: watched, it would end every wait at once
-        else
-            poller.watch(2, stop.fd());
+        if (stop.stop_requested()) poller.limit(2);  // its fd stays readable: watched, it would end every wait at once
+        else poller.watch(2, stop.fd());
         const auto next_early = grant_early_credits(Clock::now(), stopping);
         const auto next_give_back = give_back_queued(Clock::now(), stopping);
         auto wait = std::chrono::duration_cast<Millis>(
@@ -493,11 +490,11 @@ Worker::Stopped WorkerImpl::run(const StopSource& stop) {
                             std::lock_guard lock(mutex_);
                             queue_.push_back(std::move(dispatched));
                         }
-                        if (n == 1) wake_.notify_one(); else wake_.notify_all();
+                        if (n == 1) wake_.notify_one();
+                        else wake_.notify_all();
                         break;
                     }
-                    case proto::Command::heartbeat:
-                        break;
+                    case proto::Command::heartbeat: break;
                     case proto::Command::reset:
                         log_->info("worker.reset (the broker does not know us): registering again");
                         connect_to_broker();
@@ -507,8 +504,7 @@ Worker::Stopped WorkerImpl::run(const StopSource& stop) {
                         // Let the liveness check reconnect once the broker is back.
                         last_from_broker_ = Clock::now() - window;
                         break;
-                    default:
-                        log_->warn("worker.dropped reason=unexpected command={}", proto::command_name(*cmd));
+                    default: log_->warn("worker.dropped reason=unexpected command={}", proto::command_name(*cmd));
                 }
             }
         }
@@ -536,11 +532,12 @@ Worker::Stopped WorkerImpl::run(const StopSource& stop) {
             }
             ran_at_tick_ = ran;
             if (now - last_from_broker_ > window) {
-                log_->warn("worker.broker_silent broker={} ms={} reconnecting backoff_ms={} (is the broker running and "
-                           "reachable at that address, its --backend, and, if it runs with --security, does this "
-                           "worker have the fleet's keys and is its key on the broker's allow-list?)",
-                           options_.broker, std::chrono::duration_cast<Millis>(now - last_from_broker_).count(),
-                           backoff.count());
+                log_->warn(
+                    "worker.broker_silent broker={} ms={} reconnecting backoff_ms={} (is the broker running and "
+                    "reachable at that address, its --backend, and, if it runs with --security, does this "
+                    "worker have the fleet's keys and is its key on the broker's allow-list?)",
+                    options_.broker, std::chrono::duration_cast<Millis>(now - last_from_broker_).count(),
+                    backoff.count());
                 connect_to_broker();
                 next_heartbeat = now + backoff;
                 backoff = std::min(backoff * 2, k_max_backoff);
@@ -586,7 +583,8 @@ Clock::time_point WorkerImpl::run_one(proto::Task& task, proto::Outcome& out, Cl
                     " for the message's own fields)";
         out.result.clear();
     }
-    out.elapsed_us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(end - start).count());
+    out.elapsed_us =
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(end - start).count());
     log_->debug("task.done id={} task={} status={} us={} on={}", out.id, out.task, proto::status_name(out.status),
                 out.elapsed_us, on_io ? "io" : "executor");
     return end;
@@ -594,8 +592,7 @@ Clock::time_point WorkerImpl::run_one(proto::Task& task, proto::Outcome& out, Cl
 
 void WorkerImpl::count_runs(std::uint32_t n, std::uint64_t busy_ns, std::uint64_t longest_ns) {
     auto seen = longest_ns_.load(std::memory_order_relaxed);
-    while (longest_ns > seen && !longest_ns_.compare_exchange_weak(seen, longest_ns, std::memory_order_relaxed)) {
-    }
+    while (longest_ns > seen && !longest_ns_.compare_exchange_weak(seen, longest_ns, std::memory_order_relaxed)) {}
     busy_ns_.fetch_add(busy_ns, std::memory_order_relaxed);
     ran_.fetch_add(n, std::memory_order_release);  // after busy_ns_: see target_credits()
 }
@@ -628,7 +625,8 @@ bool WorkerImpl::run_inline(proto::Task& task, std::string_view batch_reply_to) 
     const auto start = Clock::now();
     std::string name = task.name;  // run_one moves it out
     const auto end = run_one(task, out, start, /*on_io=*/true);
-    const auto ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
+    const auto ns =
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
     count_runs(1, ns, ns);
     (void)add_name_times(NameTimes{{std::move(name), {1, ns}}});
     promised_ -= std::min(promised_, 1u);  // its credit is free again, as at an executor's report
@@ -650,8 +648,9 @@ bool WorkerImpl::run_inline(proto::Task& task, std::string_view batch_reply_to) 
 void WorkerImpl::executor_loop(unsigned index) {
     zmq::socket_t done(ctx_, zmq::socket_type::push);
     done.connect(done_endpoint_);
-    SinkSockets sinks(ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/200, /*hwm=*/16,  // batches of <= 1 MiB: at most 16 MiB waiting per executor
-                      /*capacity=*/256, /*immediate=*/true);                    // until a sink is proven reachable
+    SinkSockets sinks(ctx_, /*linger_ms=*/5000, /*sndtimeo_ms=*/200,
+                      /*hwm=*/16,  // batches of <= 1 MiB: at most 16 MiB waiting per executor
+                      /*capacity=*/256, /*immediate=*/true);  // until a sink is proven reachable
     sinks.secure_with(options_.security.get());
     const auto window = options_.heartbeat * options_.liveness;
     auto send_via_broker = [&](zmq::message_t& body) {  // to the I/O thread, which owns the broker socket
@@ -664,14 +663,13 @@ void WorkerImpl::executor_loop(unsigned index) {
     std::unordered_set<std::string> standalone;
     std::size_t pending_count = 0;  // tasks run since the last report
     std::size_t pending_bytes = 0;
-    std::uint64_t busy_local = 0;   // their run time, ns
+    std::uint64_t busy_local = 0;     // their run time, ns
     std::uint64_t longest_local = 0;  // the longest of them, ns
-    NameTimes times_local;  // their count and time by name
-    std::size_t times_at = 0;  // times_local's entry of the last task's name
-    std::string slot_name;     // the last task's name
+    NameTimes times_local;            // their count and time by name
+    std::size_t times_at = 0;         // times_local's entry of the last task's name
+    std::string slot_name;            // the last task's name
     const std::size_t batch_bytes = batch_byte_limit(options_.max_message_bytes);
-    const std::string worker_name =
-        options_.concurrency > 1 ? options_.id + "/" + std::to_string(index) : options_.id;
+    const std::string worker_name = options_.concurrency > 1 ? options_.id + "/" + std::to_string(index) : options_.id;
 
     // Outcomes their sink would not take: the broker runs the tasks again
     // later (or ends them as lost once their attempts are spent).
@@ -732,10 +730,11 @@ void WorkerImpl::executor_loop(unsigned index) {
                         return 2;
                     });
                     if (verdict == 2)
-                        log_->warn("worker.sink_unreachable endpoint={} (no connection in {} ms: results go through "
-                                   "the broker; the producer should advertise an address this host reaches, "
-                                   "--sink-advertise)",
-                                   endpoint, std::chrono::duration_cast<Millis>(window).count());
+                        log_->warn(
+                            "worker.sink_unreachable endpoint={} (no connection in {} ms: results go through "
+                            "the broker; the producer should advertise an address this host reaches, "
+                            "--sink-advertise)",
+                            endpoint, std::chrono::duration_cast<Millis>(window).count());
                     if (verdict != 0) {
                         send_via_broker(body);
                         break;
@@ -861,8 +860,9 @@ void WorkerImpl::executor_loop(unsigned index) {
         // that followed another at once was announced at that one's end, with
         // the wake-up that reported it: one wake-up a task, not two.
         if (started_ns_[index].ns.load(std::memory_order_relaxed) == 0) {
-            started_ns_[index].ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count(),
-                                     std::memory_order_release);
+            started_ns_[index].ns.store(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count(),
+                std::memory_order_release);
             if (early_after_ns_.load(std::memory_order_relaxed) != 0)
                 done.send(zmq::message_t(), zmq::send_flags::none);  // it sets its timer
         }
@@ -879,7 +879,8 @@ void WorkerImpl::executor_loop(unsigned index) {
         const auto end = run_one(task, out, start, /*on_io=*/false);
         const auto elapsed = end - start;
         started_ns_[index].ns.store(0, std::memory_order_release);
-        const auto elapsed_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
+        const auto elapsed_ns =
+            static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
         busy_local += elapsed_ns;
         longest_local = std::max(longest_local, elapsed_ns);
         ++times_local[times_at].second.first;
@@ -940,8 +941,9 @@ void WorkerImpl::executor_loop(unsigned index) {
         // The next task starts now (announced before the report below wakes
         // the I/O thread, which then sets its early-credit timer for it).
         if (!idle)
-            started_ns_[index].ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count(),
-                                     std::memory_order_release);
+            started_ns_[index].ns.store(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count(),
+                std::memory_order_release);
         if (idle || pending_count >= k_result_batch || pending_bytes >= batch_bytes || elapsed >= k_batch_only_below) {
             flush(idle && elapsed >= k_batch_only_below);
             carried = {};

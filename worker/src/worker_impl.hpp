@@ -16,13 +16,13 @@
 #include <zmq.hpp>
 
 #include "drover/common/logging.hpp"
-#include "drover/worker/worker.hpp"
-#include "internal/sink_sockets.hpp"
-#include "internal/net.hpp"
 #include "drover/common/protocol.hpp"
-#include "drover/worker/registry.hpp"
 #include "drover/common/security.hpp"
 #include "drover/common/stop.hpp"
+#include "drover/worker/registry.hpp"
+#include "drover/worker/worker.hpp"
+#include "internal/net.hpp"
+#include "internal/sink_sockets.hpp"
 
 namespace drover {
 
@@ -150,8 +150,8 @@ private:
     // number, sent again by a restarted broker), and each run has its own
     // deadline.
     std::map<std::uint64_t, Running> running_;
-    std::uint64_t runs_ = 0;  // the last run number given
-    std::vector<std::string> retries_;  // failed with attempts left: for the I/O thread to send RETRY
+    std::uint64_t runs_ = 0;              // the last run number given
+    std::vector<std::string> retries_;    // failed with attempts left: for the I/O thread to send RETRY
     std::vector<std::string> timed_out_;  // with replace_on_timeout: reported `timeout` (final)
     bool replace_ = false;                // with replace_on_timeout: a task timed out
     bool closing_ = false;
@@ -189,9 +189,9 @@ private:
     // not at each task: two executors adding to one cache line a task spent
     // a third of their own time there (perf, W1 over inproc).
     std::atomic<std::uint64_t> ran_{0}, busy_ns_{0};
-    std::atomic<std::uint64_t> longest_ns_{0};         // the longest task since the last sample
-    std::uint64_t window_longest_ns_ = UINT64_MAX;    // I/O thread: the longest of the last sample's
-    std::unique_ptr<SinkSockets> inline_sinks_;       // I/O thread: for the tasks it runs itself
+    std::atomic<std::uint64_t> longest_ns_{0};      // the longest task since the last sample
+    std::uint64_t window_longest_ns_ = UINT64_MAX;  // I/O thread: the longest of the last sample's
+    std::unique_ptr<SinkSockets> inline_sinks_;     // I/O thread: for the tasks it runs itself
     // Early credits: how long after a task's start its slot's next credit is
     // due, in ns (0: none, the tasks are short or unmeasured). Set by the
     // I/O thread. Each executor records when its task started (0: idle), in
@@ -208,10 +208,9 @@ private:
     };
     std::unique_ptr<SlotName[]> slot_names_;
     std::vector<std::int64_t> early_granted_;  // I/O thread: by executor, the start its early credit was for
-    std::uint64_t ran_at_trim_ = 0;  // I/O thread: ran_ when the heap was last trimmed
-    std::uint64_t ran_at_tick_ = 0;  // I/O thread: ran_ at the last heartbeat tick
+    std::uint64_t ran_at_trim_ = 0;            // I/O thread: ran_ when the heap was last trimmed
+    std::uint64_t ran_at_tick_ = 0;            // I/O thread: ran_ at the last heartbeat tick
     Clock::time_point last_from_broker_{};
-
 };
 
 }  // namespace drover

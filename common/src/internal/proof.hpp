@@ -42,7 +42,8 @@ void task_secret_into(std::string_view sink_key, std::string_view id, char* out)
 [[nodiscard]] std::uint64_t settle_proof(std::string_view secret) noexcept;
 // Whether `token` proves an outcome of `attempt` (made by the broker when
 // `by_broker`) of the task with `secret`.
-[[nodiscard]] bool genuine(std::string_view secret, std::uint32_t attempt, bool by_broker, std::uint64_t token) noexcept;
+[[nodiscard]] bool genuine(std::string_view secret, std::uint32_t attempt, bool by_broker,
+                           std::uint64_t token) noexcept;
 
 // Hex text of bytes and back; from_hex returns "" for text that is not hex.
 [[nodiscard]] std::string to_hex_text(std::string_view bytes);

@@ -22,7 +22,11 @@ public:
     // until proven() says its sink took a message.
     SinkSockets(zmq::context_t& ctx, int linger_ms, int sndtimeo_ms, int hwm, std::size_t capacity = 256,
                 bool immediate = false)
-        : ctx_(ctx), linger_ms_(linger_ms), sndtimeo_ms_(sndtimeo_ms), hwm_(hwm), capacity_(capacity),
+        : ctx_(ctx),
+          linger_ms_(linger_ms),
+          sndtimeo_ms_(sndtimeo_ms),
+          hwm_(hwm),
+          capacity_(capacity),
           immediate_(immediate) {}
     // The socket for `endpoint`, valid until the next get().
     // Throws: zmq::error_t if `endpoint` cannot be connected to.

@@ -30,7 +30,7 @@ struct BrokerConfig {
     Millis heartbeat{1000};
     int liveness = 3;
     std::int64_t max_message_bytes = k_default_max_message_bytes;
-    std::string endpoints_file;  // if set, written as JSON once bound
+    std::string endpoints_file;          // if set, written as JSON once bound
     std::shared_ptr<Security> security;  // CurveZMQ on tcp; nullptr: plain
 };
 

@@ -15,8 +15,8 @@
 
 #include "drover/broker/broker.hpp"
 #include "drover/common/logging.hpp"
-#include "drover/worker/registry.hpp"
 #include "drover/common/stop.hpp"
+#include "drover/worker/registry.hpp"
 #include "drover/worker/worker.hpp"
 
 namespace drover {

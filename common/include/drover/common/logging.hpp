@@ -17,8 +17,8 @@ using Logger = std::shared_ptr<spdlog::logger>;
 Logger make_logger(const std::string& name, const std::string& level = {});
 // The level names make_logger takes, for the programs' --log-level checks.
 // ("warning" and "err" are spdlog's other spellings, which it prints.)
-inline const std::vector<std::string> k_log_levels{"trace", "debug",    "info", "warn", "warning",
-                                                   "error", "err",      "critical", "off"};
+inline const std::vector<std::string> k_log_levels{"trace", "debug", "info",     "warn", "warning",
+                                                   "error", "err",   "critical", "off"};
 
 // A logger that discards everything (for tests and embedded use).
 Logger null_logger();

@@ -313,7 +313,7 @@ struct Task {
     std::uint32_t max_attempts = k_default_max_attempts;
     std::uint32_t timeout_ms = 0;  // 0: no timeout
     std::string reply_to;
-    bool detached = false;  // outcome goes to a standalone sink: keep it if the producer goes
+    bool detached = false;        // outcome goes to a standalone sink: keep it if the producer goes
     bool retry_on_error = false;  // an error is retried, with back-off, while attempts remain
     TaskSecret secret;            // SUBMIT: k_secret_bytes (drover/proof.hpp)
     std::uint64_t token = 0;      // DISPATCH: this attempt's token
@@ -348,7 +348,7 @@ struct Ids {  // ACCEPTED, CANCEL, RETRY, a worker's BYE
 
 struct Settle {
     std::vector<std::string> ids;
-    std::uint32_t timed_out = 0;  // how many of these outcomes are timeouts
+    std::uint32_t timed_out = 0;        // how many of these outcomes are timeouts
     std::vector<std::uint64_t> proofs;  // empty, or one settle_proof for each id
 };
 
@@ -423,9 +423,7 @@ private:
 [[nodiscard]] zmq::message_t make_header(Command c);
 // Returns the command of a header frame, or why it is not one.
 [[nodiscard]] Decoded<Command> parse_header(const void* data, std::size_t size) noexcept;
-inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept {
-    return parse_header(m.data(), m.size());
-}
+inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept { return parse_header(m.data(), m.size()); }
 
 // Bodies ---------------------------------------------------------------
 // encode_* return the msgpack body; decode_* check limits and trailing bytes.

@@ -185,8 +185,7 @@ private:
 // failures logged. Always: ZMQ_HANDSHAKE_IVL and a large accept backlog.
 // `security` must outlive `s`: libzmq 4.3 stalls a watched socket whose
 // monitor reader has gone. Throws: zmq::error_t from bind, SecurityError.
-void bind_server(zmq::context_t& ctx, zmq::socket_t& s, Security* security, Domain domain,
-                 const std::string& endpoint);
+void bind_server(zmq::context_t& ctx, zmq::socket_t& s, Security* security, Domain domain, const std::string& endpoint);
 
 // The CURVE server options bind_server sets: secret key, ZAP domain, and
 // ZMQ_ZAP_ENFORCE_DOMAIN, so that with no ZAP handler in the context every

@@ -45,9 +45,9 @@ namespace drover {
 
 struct ClientOptions {
     std::string broker = "tcp://127.0.0.1:5555";  // the broker's frontend
-    std::string sink;            // where to bind the sink; default derived from broker
-    std::string sink_advertise;  // reply_to given to workers; default: the bound sink
-    std::size_t window = 20000;  // unfinished tasks (and unsent SETTLEs) before submit() blocks
+    std::string sink;                             // where to bind the sink; default derived from broker
+    std::string sink_advertise;                   // reply_to given to workers; default: the bound sink
+    std::size_t window = 20000;                   // unfinished tasks (and unsent SETTLEs) before submit() blocks
     // How long tasks refused with queue_full are held back and sent again,
     // while the broker takes none, before they end `rejected: queue_full`.
     Millis queue_full_wait{30000};

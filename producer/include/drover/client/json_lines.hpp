@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "drover/client/client.hpp"
-#include "drover/common/protocol.hpp"
 #include "drover/common/limits.hpp"
+#include "drover/common/protocol.hpp"
 
 namespace drover {
 

@@ -13,9 +13,9 @@
 
 #include <zmq.hpp>
 
-#include "drover/common/logging.hpp"
 #include "drover/common/clock.hpp"
 #include "drover/common/limits.hpp"
+#include "drover/common/logging.hpp"
 #include "drover/common/protocol.hpp"
 #include "drover/common/security.hpp"
 #include "drover/common/stop.hpp"
@@ -50,7 +50,8 @@ public:
     // An ok outcome whose result nests past k_max_data_depth is delivered as
     // an error naming the limit (drover/unpack.hpp): its reader would recurse
     // that deep.
-    std::size_t run(const StopSource& stop, std::size_t expect, const std::function<void(proto::Outcome&&)>& on_outcome);
+    std::size_t run(const StopSource& stop, std::size_t expect,
+                    const std::function<void(proto::Outcome&&)>& on_outcome);
 
     [[nodiscard]] std::uint64_t duplicates() const { return duplicates_; }
     [[nodiscard]] std::uint64_t dropped() const { return dropped_; }  // malformed or forged

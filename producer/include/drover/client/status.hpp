@@ -15,6 +15,6 @@ namespace drover {
 // Asks the broker at `frontend` for its STATUS. Returns the JSON document, or
 // nullopt if no answer came within `timeout`.
 std::optional<nlohmann::json> fetch_status(zmq::context_t& ctx, const std::string& frontend, Millis timeout,
-                                          const Security* security = nullptr);
+                                           const Security* security = nullptr);
 
 }  // namespace drover

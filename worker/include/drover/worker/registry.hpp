@@ -101,8 +101,7 @@ const char* wanted_name() {
 const char* msgpack_type_name(const msgpack::object& o);
 
 template <class T>
-T convert_arg(const msgpack::object* items, std::size_t count, std::size_t i, std::size_t required,
-              std::size_t arity) {
+T convert_arg(const msgpack::object* items, std::size_t count, std::size_t i, std::size_t required, std::size_t arity) {
     if (i >= count) {
         if constexpr (IsOptional<T>::value) {
             return std::nullopt;
@@ -125,12 +124,13 @@ T convert_arg(const msgpack::object* items, std::size_t count, std::size_t i, st
                 if (whole && d < bound && d >= (std::is_signed_v<V> ? -bound : 0.0)) return static_cast<V>(d);
             }
             if (whole)
-                throw ArgumentError("argument " + std::to_string(i + 1) + " is out of range: expected an integer from " +
+                throw ArgumentError("argument " + std::to_string(i + 1) +
+                                    " is out of range: expected an integer from " +
                                     std::to_string(std::numeric_limits<V>::min()) + " to " +
                                     std::to_string(std::numeric_limits<V>::max()));
         }
-        throw ArgumentError("argument " + std::to_string(i + 1) + " has the wrong type: expected " +
-                            wanted_name<T>() + ", got " + msgpack_type_name(items[i]));
+        throw ArgumentError("argument " + std::to_string(i + 1) + " has the wrong type: expected " + wanted_name<T>() +
+                            ", got " + msgpack_type_name(items[i]));
     }
 }
 

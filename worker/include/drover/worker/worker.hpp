@@ -46,7 +46,7 @@ struct WorkerOptions {
     // A processes-pool child: after a timeout, report it and end the process
     // (run() returns `replaced`) so that the supervisor starts a fresh one.
     bool replace_on_timeout = false;
-    std::uint32_t restarts = 0;  // reported at HELLO
+    std::uint32_t restarts = 0;          // reported at HELLO
     std::shared_ptr<Security> security;  // CurveZMQ to broker and sinks; nullptr: plain
 };
 
