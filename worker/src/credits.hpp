@@ -126,6 +126,7 @@ public:
 
     [[nodiscard]] std::uint32_t outstanding() const { return outstanding_; }  // received and not done
     [[nodiscard]] std::uint32_t promised() const { return promised_; }  // granted and not done (at the broker or here)
+    // The broker holds fewer start credits than there are slots.
     [[nodiscard]] bool starts_low() const { return starts_out_ < settings_.slots; }
     // How long after a task's start its slot's next credit is due, in ns
     // (0: never, the tasks being short or unmeasured). Set by target_credits().

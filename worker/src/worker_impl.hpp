@@ -6,6 +6,8 @@
 // credits as the CreditPolicy (credits.hpp) decides, and watches deadlines.
 // The executors send results straight to their sinks (result_route.hpp) and
 // report to it over an inproc PUSH socket.
+// Files: worker.cpp (the loop, the broker's messages, heartbeats, deadlines,
+// stopping), worker_credits.cpp (READY, early credits, RETURN).
 
 #include <cstdint>
 #include <memory>
@@ -53,6 +55,7 @@ public:
 private:
     // Every function below runs on the I/O thread.
 
+    // The loop and the broker (worker.cpp).
     // Registers (HELLO) on a fresh socket, and grants the credits due.
     void connect_to_broker();
     // Waits for the next event: a message, an executor's report, or the
@@ -62,13 +65,16 @@ private:
                          Clock::time_point next_deadline, bool counted_late, StallMeter& stall_meter);
     // Forwards the results executors could not deliver; the rest are wake-ups.
     void drain_executors(zmq::socket_t& from_executors, Poller& poller);
+    // Handles the broker's messages waiting, at most 1024 (DrainBudget).
     void drain_broker();
     void on_broker_message(proto::Command cmd, std::string_view body);
     // Queues a DISPATCH's tasks for the executors (or runs a lone quick one).
     void on_dispatch(std::string_view body);
     // Sends HEARTBEAT, trims the heap when idle, reconnects to a silent broker.
     void on_heartbeat(Clock::time_point now);
+    // Says BYE, lets the executors finish and joins them.
     Stopped stop_gracefully();
+    // Reports the tasks timed out, says BYE and closes the I/O context (its messages sent); executors abort.
     Stopped leave_to_be_replaced();
 
     // The I/O thread runs a lone task itself when every executor is idle and
@@ -82,6 +88,7 @@ private:
     // Passes results whose sink an executor cannot reach to the broker; tasks it will not take are retried.
     void forward_results(std::string_view body);
 
+    // Credits on the wire (worker_credits.cpp).
     // Counts the executors' finished tasks into the credit policy.
     void count_finished();
     // Grants what CreditPolicy::top_up() says. Returns how many more tasks
@@ -108,12 +115,15 @@ private:
         return shared_.slots[slot].started_ns.load(std::memory_order_acquire);
     }
 
+    // Deadlines (worker.cpp).
     // Handles running tasks past their deadline: RETRY while attempts
     // remain, else a `timeout` outcome to the sink; then sends every RETRY
     // waiting (the executors' too). Returns the next deadline.
     Clock::time_point report_timeouts(Clock::time_point now);
     [[nodiscard]] proto::Outcome timeout_outcome(const proto::Task& task) const;
+    // Sends `timeout` outcomes to their sinks, blocking up to a second each; logs and drops what will not go.
     void send_timeouts(std::unordered_map<std::string, std::vector<proto::Outcome>>& by_sink);
+    // Sends RETRY for the tasks in shared_.held.retries.
     void send_retries();
 
     // Set before any thread starts; read by every thread.
