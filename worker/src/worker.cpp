@@ -1,4 +1,5 @@
 // Worker: broker connection, credits, executors and result delivery.
+#include "drover/common/retry.hpp"
 #include "internal/memory.hpp"
 #include "internal/stall.hpp"
 #include "worker_impl.hpp"
@@ -335,7 +336,7 @@ Clock::time_point WorkerImpl::report_timeouts(Clock::time_point now) {
             }
             r.timed_out = true;
             replace_ = options_.replace_on_timeout;
-            if (r.task.attempt < r.task.max_attempts) {
+            if (next_attempt(AttemptEnd::timed_out, {r.task.attempt, r.task.max_attempts}).again) {
                 log_->warn("task.timeout id={} attempt={}/{} (retrying)", id, r.task.attempt, r.task.max_attempts);
                 retries_.push_back(id);
                 continue;
@@ -901,7 +902,7 @@ void WorkerImpl::executor_loop(unsigned index) {
             // process resumes with both threads racing): a result that came
             // after the deadline is a timeout all the same, never `ok`, as
             // the I/O thread would have said.
-            if (task.attempt < task.max_attempts) {
+            if (next_attempt(AttemptEnd::timed_out, {task.attempt, task.max_attempts}).again) {
                 log_->warn("task.timeout id={} attempt={}/{} ms={} (finished late; retrying)", out.id, task.attempt,
                            task.max_attempts, std::chrono::duration_cast<Millis>(elapsed).count());
                 std::lock_guard lock(mutex_);
@@ -918,7 +919,8 @@ void WorkerImpl::executor_loop(unsigned index) {
         }
         if (timed_out) {
             // `timeout` was reported, or a RETRY sent: this late result goes nowhere.
-        } else if (out.status == proto::Status::error && task.retry_on_error && task.attempt < task.max_attempts) {
+        } else if (out.status == proto::Status::error &&
+                   next_attempt(AttemptEnd::failed, {task.attempt, task.max_attempts, 0, task.retry_on_error}).again) {
             log_->info("task.error id={} attempt={}/{} error=\"{}\" (retrying)", out.id, task.attempt,
                        task.max_attempts, out.error);
             std::lock_guard lock(mutex_);
