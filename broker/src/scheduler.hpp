@@ -133,7 +133,7 @@ public:
     // Workers silent for liveness x heartbeat are removed; returns their identities.
     std::vector<std::string> expired(Clock::time_point now) const;
 
-    // The broker itself was stopped for `stall` (drover/stall.hpp) and read
+    // The broker itself was stopped for `stall` (internal/stall.hpp) and read
     // nothing meanwhile: each worker's last-seen time and the schedules
     // measured against its peers' answers (unsettled tasks of an idle
     // worker, resends of broker-made outcomes) move forward by it, a
@@ -209,7 +209,7 @@ public:
 
     // Whether a RESULT from the worker at `identity` may end its task: the
     // worker is registered, the task is held here, and the token is the one
-    // dispatched with that attempt (drover/proof.hpp).
+    // dispatched with that attempt (internal/proof.hpp).
     [[nodiscard]] bool genuine_result(const std::string& identity, const proto::Outcome& o);
 
     // Where a live task's outcome goes: its producer (a frontend identity)
