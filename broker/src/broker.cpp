@@ -1,7 +1,7 @@
-// The broker's poll loop: decode, hand to the Scheduler, send what it returns.
+// The broker's poll loop: reads both sockets, hands each message to its handler, keeps time.
 #include "broker_impl.hpp"
 #include "internal/memory.hpp"
-#include "internal/unpack.hpp"
+#include "internal/proof.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -29,28 +29,10 @@ constexpr int k_frontend_receive_hwm = 1000;
 // once its input is down to a trickle (fewer than k_quiet_messages a tick).
 constexpr std::size_t k_trim_free_bytes = 32 * 1024 * 1024;
 constexpr std::uint64_t k_quiet_messages = 256;
-// ACCEPTED and REJECTED ids kept for one producer while its connection is
-// full; more are dropped and counted.
-constexpr std::size_t k_max_unsent_reply_ids = 100'000;
-// Ids in one ACCEPTED or REJECTED message, and their bytes at most (a
-// client's --max-message-bytes may be as low as 4 KiB; a SUBMIT's answer
-// fits in about as much as its SUBMIT took).
-constexpr std::size_t k_reply_ids = 1000;
-constexpr std::size_t k_reply_bytes = 64 * 1024;
 // Messages queued for one sink that does not read (broker-made outcomes,
 // up to 1,024 a message, and forwarded results); the rest are sent again
 // on the resend schedule.
 constexpr int k_sink_send_hwm = 10'000;
-
-std::string to_hex(std::string_view bytes) {
-    static const char* digits = "0123456789abcdef";
-    std::string out;
-    for (unsigned char b : bytes) {
-        out.push_back(digits[b >> 4]);
-        out.push_back(digits[b & 0xf]);
-    }
-    return out;
-}
 
 std::string id_of(const zmq::message_t& m) { return std::string(static_cast<const char*>(m.data()), m.size()); }
 
@@ -155,6 +137,41 @@ void BrokerImpl::run(const StopSource& stop) {
     for (const auto& [p, seen] : producers_) (void)send_to(frontend_, p, proto::Command::bye);
 }
 
+bool BrokerImpl::on_frontend() {
+    return drain(
+        frontend_, frontend_guard_, "frontend",
+        [this](const std::string& peer, proto::Command c, std::string_view body) { handle_frontend(peer, c, body); });
+}
+
+bool BrokerImpl::on_backend() {
+    return drain(
+        backend_, backend_guard_, "backend",
+        [this](const std::string& peer, proto::Command c, std::string_view body) { handle_backend(peer, c, body); });
+}
+
+template <class Handle>
+bool BrokerImpl::drain(zmq::socket_t& socket, PeerGuard& guard, const char* name, Handle handle) {
+    std::vector<zmq::message_t> frames;
+    for (DrainBudget budget(k_drain_limit); budget.more();) {
+        frames.clear();
+        if (!zmq::recv_multipart(socket, std::back_inserter(frames), zmq::recv_flags::dontwait)) return true;
+        ++received_;
+        const std::string peer = id_of(frames[0]);
+        if (!guard.admit(peer, frames.back())) continue;
+        if (frames.size() < 2 || frames.size() > 3) {
+            drop(peer, name, proto::DecodeError::bad_frames);
+            continue;
+        }
+        auto cmd = proto::parse_header(frames[1]);
+        if (!cmd) {
+            drop(peer, name, cmd.error());
+            continue;
+        }
+        handle(peer, *cmd, frames.size() == 3 ? proto::view(frames[2]) : std::string_view{});
+    }
+    return false;
+}
+
 bool BrokerImpl::count_drop(const std::string& peer, const std::string& reason, std::size_t n) {
     dropped_[reason] += n;
     if (logged_drops_.size() > 10000) logged_drops_.clear();  // bounded; may log a peer again
@@ -164,7 +181,8 @@ bool BrokerImpl::count_drop(const std::string& peer, const std::string& reason, 
 void BrokerImpl::drop(const std::string& peer, const char* socket, proto::DecodeError reason) {
     const std::string why = proto::decode_error_name(reason);
     if (count_drop(peer, why, 1))
-        log_->warn("broker.dropped socket={} peer={} reason={} (logged once per peer){}", socket, to_hex(peer), why,
+        log_->warn("broker.dropped socket={} peer={} reason={} (logged once per peer){}", socket, to_hex_text(peer),
+                   why,
                    reason == proto::DecodeError::wrong_version
                        ? ": a peer of another drover release; run the same release on broker, workers and "
                          "producers"
@@ -177,433 +195,7 @@ void BrokerImpl::refuse(const std::string& peer, const char* what, std::size_t n
         log_->warn(
             "broker.not_owner peer={} command={} ids={} first={} proofs={} (tasks of another producer, or "
             "a proof that does not match: ignored; logged once per peer)",
-            to_hex(peer), what, n, first_id, proofs);
-}
-
-bool BrokerImpl::on_frontend() {
-    std::vector<zmq::message_t> frames;
-    for (DrainBudget budget(k_drain_limit); budget.more();) {
-        frames.clear();
-        if (!zmq::recv_multipart(frontend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return true;
-        ++received_;
-        const std::string peer = id_of(frames[0]);
-        if (!frontend_guard_.admit(peer, frames.back())) continue;
-        if (frames.size() < 2 || frames.size() > 3) {
-            drop(peer, "frontend", proto::DecodeError::bad_frames);
-            continue;
-        }
-        auto cmd = proto::parse_header(frames[1]);
-        if (!cmd) {
-            drop(peer, "frontend", cmd.error());
-            continue;
-        }
-        handle_frontend(peer, *cmd, frames.size() == 3 ? proto::view(frames[2]) : std::string_view{});
-    }
-    return false;
-}
-
-bool BrokerImpl::on_backend() {
-    std::vector<zmq::message_t> frames;
-    for (DrainBudget budget(k_drain_limit); budget.more();) {
-        frames.clear();
-        if (!zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return true;
-        ++received_;
-        const std::string peer = id_of(frames[0]);
-        if (!backend_guard_.admit(peer, frames.back())) continue;
-        if (frames.size() < 2 || frames.size() > 3) {
-            drop(peer, "backend", proto::DecodeError::bad_frames);
-            continue;
-        }
-        auto cmd = proto::parse_header(frames[1]);
-        if (!cmd) {
-            drop(peer, "backend", cmd.error());
-            continue;
-        }
-        handle_backend(peer, *cmd, frames.size() == 3 ? proto::view(frames[2]) : std::string_view{});
-    }
-    return false;
-}
-
-void BrokerImpl::handle_frontend(const std::string& peer, proto::Command c, std::string_view body) {
-    using proto::Command;
-    const auto now = Clock::now();
-    switch (c) {
-        case Command::submit: {
-            std::string_view reply_to;  // the batch's, in `body`
-            auto m = proto::decode_submit(body, reply_to);
-            if (!m) return drop(peer, "frontend", m.error());
-            const std::string producer = producer_of(peer);
-            producers_[producer] = now;
-            auto result = scheduler_.submit(producer, std::move(m->tasks), now, reply_to);
-            report(std::move(result.finals));
-            if (!result.acknowledged.empty()) keep_reply(producer, accepted_[producer], result.acknowledged);
-            for (auto& [reason, ids] : result.rejected) {
-                log_->debug("broker.rejected n={} reason={}", ids.size(), reason);
-                keep_reply(producer, rejected_[producer][reason], ids);
-            }
-            return;
-        }
-        case Command::settle: {
-            auto m = proto::decode_settle(body);
-            if (!m) return drop(peer, "frontend", m.error());
-            std::string first;
-            const auto refused = scheduler_.settle(producer_of(peer), m->ids, m->proofs, &first);
-            if (refused > 0) refuse(peer, "settle", refused, !m->proofs.empty(), first);
-            scheduler_.totals().timed_out += m->timed_out;
-            return;
-        }
-        case Command::cancel: {
-            auto m = proto::decode_ids(body);
-            if (!m) return drop(peer, "frontend", m.error());
-            std::size_t refused = 0;
-            report(scheduler_.cancel(producer_of(peer), m->ids, &refused));
-            if (refused > 0) refuse(peer, "cancel", refused, false, {});
-            return;
-        }
-        case Command::status: {
-            if (!proto::decode_empty(body)) return drop(peer, "frontend", proto::DecodeError::bad_body);
-            const auto doc = nlohmann::json::to_msgpack(status_json(now));
-            reply(peer, Command::status_reply, std::string_view(reinterpret_cast<const char*>(doc.data()), doc.size()));
-            return;
-        }
-        case Command::heartbeat: {
-            if (!proto::decode_empty(body)) return drop(peer, "frontend", proto::DecodeError::bad_body);
-            producers_[peer] = now;
-            reply(peer, Command::heartbeat, proto::encode_heartbeat(instance_));
-            return;
-        }
-        case Command::bye: forget_producer(peer); return;
-        default: return drop(peer, "frontend", proto::DecodeError::unexpected);
-    }
-}
-
-void BrokerImpl::handle_backend(const std::string& peer, proto::Command c, std::string_view body) {
-    using proto::Command;
-    const auto now = Clock::now();
-    switch (c) {
-        case Command::hello: {
-            auto m = proto::decode_hello(body);
-            if (!m) return drop(peer, "backend", m.error());
-            log_->info("worker.joined id={} host={} pid={} pool={} slots={} tasks={}", m->worker, m->host, m->pid,
-                       m->pool, m->slots, m->tasks.size());
-            // A worker registering again just after this broker was stopped
-            // did so because of that silence: the tasks it holds run on there.
-            const bool after_stall =
-                stall_meter_.stalls() > 0 && now - last_stall_ <= config_.heartbeat * config_.liveness;
-            report(scheduler_.hello(peer, std::move(*m), now, after_stall));
-            live_workers_ = scheduler_.worker_count();
-            return;
-        }
-        case Command::ready: {
-            auto m = proto::decode_ready(body);
-            if (!m) return drop(peer, "backend", m.error());
-            if (!scheduler_.ready(peer, *m, now)) (void)send_to(backend_, peer, Command::reset);
-            return;
-        }
-        case Command::heartbeat: {
-            auto m = proto::decode_worker_heartbeat(body);
-            if (!m) return drop(peer, "backend", m.error());
-            if (!*m) {  // a worker that does not say what it holds
-                if (!scheduler_.seen(peer, now)) (void)send_to(backend_, peer, Command::reset);
-                return;
-            }
-            const auto recovered = scheduler_.totals().recovered;
-            auto finals = scheduler_.worker_holds(peer, **m, now);
-            if (!finals) return (void)send_to(backend_, peer, Command::reset);
-            if (const auto n = scheduler_.totals().recovered - recovered; n > 0) {
-                log_->warn(
-                    "worker.unsettled id={} n={} (the worker holds none of these tasks and no sink has "
-                    "settled them: their outcomes were lost on the way; they run again)",
-                    scheduler_.describe_worker(peer), n);
-                next_retry_ = now;
-            }
-            report(std::move(*finals));
-            return;
-        }
-        case Command::bye: {
-            auto m = proto::decode_bye(body);
-            if (!m) return drop(peer, "backend", m.error());
-            remove_worker(peer, "said bye", false, m->ids);
-            return;
-        }
-        case Command::retry: {
-            auto m = proto::decode_ids(body);
-            if (!m) return drop(peer, "backend", m.error());
-            log_->debug("task.retry n={}", m->ids.size());
-            auto finals = scheduler_.retry(peer, m->ids, now);
-            if (!finals) return (void)send_to(backend_, peer, Command::reset);
-            report(std::move(*finals));
-            next_retry_ = now;  // recompute the next due time
-            return;
-        }
-        case Command::give_back: {
-            auto m = proto::decode_ids(body);
-            if (!m) return drop(peer, "backend", m.error());
-            log_->debug("task.returned n={} worker={}", m->ids.size(), scheduler_.describe_worker(peer));
-            if (!scheduler_.give_back(peer, m->ids, now)) (void)send_to(backend_, peer, Command::reset);
-            return;
-        }
-        case Command::result: {
-            // Results whose sink the worker cannot reach: to the producer
-            // over its own connection (or, for a detached task, to its sink
-            // from here).
-            auto m = proto::decode_results(body);
-            if (!m) return drop(peer, "backend", m.error());
-            forward_results(peer, std::move(m->results));
-            return;
-        }
-        case Command::lost: {
-            auto m = proto::decode_lost(body);
-            if (!m) return drop(peer, "backend", m.error());
-            log_->warn("worker.lost id={} reported_by_supervisor", m->worker);
-            report(scheduler_.remove_worker_by_id(m->worker));
-            live_workers_ = scheduler_.worker_count();
-            return;
-        }
-        default: return drop(peer, "backend", proto::DecodeError::unexpected);
-    }
-}
-
-void BrokerImpl::remove_worker(const std::string& identity, const std::string& reason, bool died,
-                               const std::vector<std::string>& finished) {
-    const auto held = scheduler_.held_by(identity);
-    log_->info("worker.removed id={} reason=\"{}\" held={}", scheduler_.describe_worker(identity), reason, held);
-    report(scheduler_.remove_worker(identity, died, finished));
-    live_workers_ = scheduler_.worker_count();
-}
-
-void BrokerImpl::dispatch_ready_tasks() {
-    // A refused task gives its worker's credit back: dispatch again then, or
-    // the tasks queued behind it would wait for the next message or tick.
-    bool refused = true;
-    while (refused) {
-        refused = false;
-        for (auto& batch : scheduler_.dispatch()) refused = send_dispatch(batch) || refused;
-    }
-}
-
-bool BrokerImpl::send_dispatch(const Scheduler::Batch& batch) {
-    // The worker's limit too: ZeroMQ drops a peer that sends it more than
-    // its ZMQ_MAXMSGSIZE, which looked to both sides like a dead connection,
-    // and the task ended `lost` after three of them.
-    const auto accepts = batch.accepts;
-    const auto max_bytes = accepts == 0
-                               ? config_.max_message_bytes
-                               : std::min<std::int64_t>(config_.max_message_bytes, static_cast<std::int64_t>(accepts));
-    const std::size_t limit = batch_byte_limit(max_bytes);
-    const auto& tasks = batch.tasks;
-    bool refused = false;
-    // One message per run of tasks that fits the byte limit.
-    std::size_t begin = 0;
-    while (begin < tasks.size()) {
-        std::size_t bytes = wire_size(tasks[begin]);
-        if (accepts != 0 && bytes + k_entry_overhead > accepts) {
-            const auto worker = scheduler_.describe_worker(batch.worker);
-            std::string error = "task too large for worker " + worker + ": about " + std::to_string(bytes) +
-                                " bytes, and it accepts messages of at most " + std::to_string(accepts) +
-                                " (its --max-message-bytes)";
-            if (auto f = scheduler_.refuse_dispatched(batch.worker, tasks[begin].id, std::move(error))) {
-                log_->warn("task.too_large id={} worker={} bytes={} accepts={}", f->outcome.id, worker, bytes, accepts);
-                std::vector<FinalOutcome> finals;
-                finals.push_back(std::move(*f));
-                report(std::move(finals));
-                refused = true;
-            }
-            ++begin;
-            continue;
-        }
-        std::size_t end = begin + 1;
-        for (; end < tasks.size(); ++end) {
-            const auto size = wire_size(tasks[end]);
-            if (bytes + size > limit) break;
-            bytes += size;
-        }
-        auto body = proto::encode_message(tasks.data() + begin, end - begin);
-        const auto st = send_to(backend_, batch.worker, proto::Command::dispatch, body);
-        if (st != SendStatus::sent) {
-            const auto first = tasks.begin() + static_cast<std::ptrdiff_t>(begin);
-            scheduler_.undo_dispatch(Scheduler::Batch{batch.worker, {first, tasks.end()}});
-            if (st == SendStatus::unreachable) remove_worker(batch.worker, "unreachable");
-            break;
-        }
-        begin = end;
-    }
-    return refused;
-}
-
-// A client's callers send lone tasks on a connection of their own:
-// its routing id is the client's, "P" and 8 characters, with "S" for "P".
-std::string BrokerImpl::producer_of(const std::string& peer) {
-    if (peer.size() != 9 || peer[0] != 'S') return peer;
-    std::string producer = peer;
-    producer[0] = 'P';
-    return producer;
-}
-
-void BrokerImpl::forget_producer(const std::string& peer) {
-    producers_.erase(peer);
-    accepted_.erase(peer);
-    rejected_.erase(peer);
-}
-
-void BrokerImpl::reply(const std::string& peer, proto::Command c, std::string_view body) {
-    if (send_to(frontend_, peer, c, body) == SendStatus::would_block) ++dropped_["unread_replies"];
-}
-
-void BrokerImpl::keep_reply(const std::string& producer, std::vector<std::string>& kept,
-                            std::vector<std::string>& ids) {
-    std::size_t held = 0;
-    for (const auto& [reason, r] : rejected_[producer]) held += r.size();
-    held += accepted_[producer].size();
-    const std::size_t room = k_max_unsent_reply_ids - std::min(held, k_max_unsent_reply_ids);
-    const std::size_t n = std::min(room, ids.size());
-    kept.insert(kept.end(), std::make_move_iterator(ids.begin()),
-                std::make_move_iterator(ids.begin() + static_cast<std::ptrdiff_t>(n)));
-    if (n < ids.size()) {
-        if (count_drop(producer, "unread_replies", ids.size() - n))
-            log_->warn(
-                "broker.unread_replies peer={} (it does not read its answers: more than {} ids wait for "
-                "it; the rest are dropped and counted; logged once per peer)",
-                to_hex(producer), k_max_unsent_reply_ids);
-    }
-}
-
-namespace {
-
-// Sends `ids` from the front in messages of at most k_reply_ids ids and
-// k_reply_bytes; erases what was sent. Returns false once the peer is full.
-template <class Encode>
-bool send_ids(zmq::socket_t& router, const std::string& peer, proto::Command c, std::vector<std::string>& ids,
-              Encode encode) {
-    std::size_t sent = 0;
-    bool room = true;
-    while (sent < ids.size()) {
-        std::size_t end = sent, bytes = 0;
-        while (end < ids.size() && end - sent < k_reply_ids &&
-               (end == sent || bytes + ids[end].size() <= k_reply_bytes))
-            bytes += ids[end++].size() + 2;
-        std::vector<std::string> batch(ids.begin() + static_cast<std::ptrdiff_t>(sent),
-                                       ids.begin() + static_cast<std::ptrdiff_t>(end));
-        if (send_to(router, peer, c, encode(batch)) != SendStatus::sent) {
-            room = false;
-            break;
-        }
-        sent = end;
-    }
-    ids.erase(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(sent));
-    return room;
-}
-
-}  // namespace
-
-void BrokerImpl::flush_replies() {
-    // A reply its producer cannot take now is kept and sent again at the
-    // next turn, until the producer is gone: its tasks may have come on its
-    // submit connection, back from a break before its own connection is.
-    for (auto& [peer, ids] : accepted_) {
-        if (ids.empty()) continue;
-        (void)send_ids(frontend_, peer, proto::Command::accepted, ids,
-                       [](std::vector<std::string>& batch) { return proto::encode(proto::Ids{std::move(batch)}); });
-    }
-    for (auto it = rejected_.begin(); it != rejected_.end();) {
-        auto& by_reason = it->second;
-        for (auto r = by_reason.begin(); r != by_reason.end();) {
-            const std::string& reason = r->first;
-            (void)send_ids(frontend_, it->first, proto::Command::rejected, r->second,
-                           [&](std::vector<std::string>& batch) {
-                               return proto::encode(proto::Rejected{std::move(batch), reason});
-                           });
-            r = r->second.empty() ? by_reason.erase(r) : std::next(r);
-        }
-        it = by_reason.empty() ? rejected_.erase(it) : std::next(it);
-    }
-}
-
-void BrokerImpl::forward_results(const std::string& worker, std::vector<proto::Outcome>&& results) {
-    // Workers send only results of attached tasks here, whose producer's
-    // connection stands in for its sink; a detached task's sink is tried
-    // from here once. What cannot be passed on now runs again later.
-    std::unordered_map<std::string_view, std::vector<proto::Outcome>> by_producer, by_sink;
-    for (auto& o : results) {
-        if (!scheduler_.genuine_result(worker, o)) {  // not dispatched that attempt: forged, or from the wrong peer
-            if (count_drop(worker, "forged_result", 1))
-                log_->warn(
-                    "broker.forged_result peer={} id={} (a RESULT without the token of an attempt this broker "
-                    "gave out: forged, or from before a restart; dropped, logged once per peer)",
-                    to_hex(worker), o.id);
-            continue;
-        }
-        const auto route = scheduler_.route_of(o.id);
-        if (!route) continue;  // settled already, or its producer is gone: nobody waits for it
-        ++scheduler_.totals().results_forwarded;
-        (route->detached ? by_sink[route->reply_to] : by_producer[route->producer]).push_back(std::move(o));
-    }
-    if (logged_forwards_.size() > 10000) logged_forwards_.clear();
-    if (logged_forwards_.insert(worker).second)
-        log_->warn("broker.forwarding_results worker={} (it cannot reach a sink: results go through the broker)",
-                   to_hex(worker));
-    std::vector<std::string> failed;
-    const auto failed_all = [&](std::vector<proto::Outcome>& list) {
-        for (auto& o : list) failed.push_back(std::move(o.id));
-    };
-    for (auto& [producer, list] : by_producer) {
-        auto body = proto::encode_message(list.data(), list.size());
-        if (send_to(frontend_, producer, proto::Command::result, body) != SendStatus::sent) failed_all(list);
-    }
-    for (auto& [endpoint, list] : by_sink) {
-        try {
-            auto body = proto::encode_message(list.data(), list.size());
-            if (send_message(sinks_.get(std::string(endpoint)), proto::Command::result, body) != SendStatus::sent)
-                failed_all(list);
-        } catch (const zmq::error_t&) {
-            failed_all(list);
-        }
-    }
-    if (failed.empty()) return;
-    log_->warn("broker.forward_failed worker={} results={} (their tasks run again)", to_hex(worker), failed.size());
-    if (auto finals = scheduler_.retry(worker, failed, Clock::now())) report(std::move(*finals));
-    next_retry_ = Clock::now();
-}
-
-void BrokerImpl::report(std::vector<FinalOutcome>&& finals) {
-    // Each one in the log when few; a count by status when many (a gone
-    // producer may have a million tasks cancelled at once).
-    constexpr std::size_t k_logged_each = 16;
-    std::map<std::string_view, std::size_t> by_status;
-    const std::string first_id =
-        finals.size() > k_logged_each ? finals.front().outcome.id : std::string();  // moved out below
-    for (auto& f : finals) {
-        if (finals.size() <= k_logged_each)
-            log_->info("task.final id={} status={} error=\"{}\"", f.outcome.id, proto::status_name(f.outcome.status),
-                       f.outcome.error);
-        else ++by_status[proto::status_name(f.outcome.status)];
-        outcomes_[f.reply_to].push_back(std::move(f.outcome));
-    }
-    for (const auto& [status, n] : by_status)
-        log_->info("task.final n={} status={} (first id {})", n, status, first_id);
-}
-
-void BrokerImpl::flush_outcomes() {
-    for (auto& [endpoint, list] : outcomes_) {
-        if (list.empty()) continue;
-        try {
-            // In batches a sink takes (a broker-made outcome has no result).
-            constexpr std::size_t k_outcome_batch = 1024;
-            auto& sink = sinks_.get(endpoint);
-            std::size_t unsent = 0;
-            for (std::size_t i = 0; i < list.size(); i += k_outcome_batch) {
-                const auto n = std::min(k_outcome_batch, list.size() - i);
-                auto body = proto::encode_message(list.data() + i, n);
-                if (send_message(sink, proto::Command::result, body) != SendStatus::sent) unsent += n;
-            }
-            // Sent again on the resend schedule until settled.
-            if (unsent > 0) log_->warn("broker.sink_full endpoint={} unsent_outcomes={}", endpoint, unsent);
-        } catch (const zmq::error_t& e) {
-            log_->warn("broker.sink_unusable endpoint={} error=\"{}\" dropped_outcomes={}", endpoint, e.what(),
-                       list.size());
-        }
-        list.clear();
-    }
+            to_hex_text(peer), what, n, first_id, proofs);
 }
 
 void BrokerImpl::notice_stall(Clock::time_point now) {
@@ -634,7 +226,7 @@ void BrokerImpl::expire_peers(Clock::time_point now) {
         }
         const std::string peer = (it++)->first;
         auto finals = scheduler_.producer_gone(peer);
-        log_->info("producer.gone peer={} cancelled={}", to_hex(peer), finals.size());
+        log_->info("producer.gone peer={} cancelled={}", to_hex_text(peer), finals.size());
         report(std::move(finals));
         forget_producer(peer);
     }

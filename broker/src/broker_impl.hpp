@@ -22,6 +22,11 @@
 
 namespace drover {
 
+// Every member runs on run()'s thread, except live_workers() and the
+// endpoint accessors (read from any thread after bind()). Its methods live
+// in four files: the loop, reading and time (broker.cpp), producers
+// (broker_frontend.cpp), workers (broker_backend.cpp), outcomes
+// (broker_outcomes.cpp).
 class BrokerImpl {
 public:
     BrokerImpl(zmq::context_t& ctx, BrokerConfig config, Logger log);
@@ -42,15 +47,24 @@ public:
     [[nodiscard]] std::size_t live_workers() const { return live_workers_.load(); }
 
 private:
-    // Each returns whether it read all that waited (not stopped by its budget).
+    // Reading (broker.cpp). Each returns whether it read all that waited
+    // (not stopped by its budget).
     bool on_frontend();
     bool on_backend();
+    // Reads up to a budget of messages from `socket`, drops malformed
+    // frames, and hands each message to handle(peer, command, body).
+    template <class Handle>
+    bool drain(zmq::socket_t& socket, PeerGuard& guard, const char* name, Handle handle);
+    // Counts n dropped under `reason` (STATUS "dropped"); returns whether this
+    // (peer, reason) is new, so its caller logs it once.
+    bool count_drop(const std::string& peer, const std::string& reason, std::size_t n);
+    void drop(const std::string& peer, const char* socket, proto::DecodeError reason);
+    // Counts `n` ids of a SETTLE or CANCEL (`what`) that were not the peer's to end.
+    void refuse(const std::string& peer, const char* what, std::size_t n, bool proofs, const std::string& first_id);
+
+    // Producers (broker_frontend.cpp).
     void handle_frontend(const std::string& peer, proto::Command c, std::string_view body);
-    void handle_backend(const std::string& peer, proto::Command c, std::string_view body);
-    void dispatch_ready_tasks();
-    // Sends one worker's batch in DISPATCH messages that fit its limit; ends the tasks
-    // too large for it. Returns whether it ended any (their credits came back).
-    bool send_dispatch(const Scheduler::Batch& batch);
+    void producer_submit(const std::string& peer, std::string_view body, Clock::time_point now);
     void flush_replies();
     // Sends a reply that is not kept: one its peer cannot take now (it does
     // not read) is dropped and counted.
@@ -60,9 +74,31 @@ private:
     void keep_reply(const std::string& producer, std::vector<std::string>& kept, std::vector<std::string>& ids);
     [[nodiscard]] static std::string producer_of(const std::string& peer);  // a SUBMIT's sender's producer
     void forget_producer(const std::string& peer);
+
+    // Workers (broker_backend.cpp).
+    void handle_backend(const std::string& peer, proto::Command c, std::string_view body);
+    void worker_hello(const std::string& peer, std::string_view body, Clock::time_point now);
+    void worker_heartbeat(const std::string& peer, std::string_view body, Clock::time_point now);
+    void worker_retry(const std::string& peer, std::string_view body, Clock::time_point now);
+    void remove_worker(const std::string& identity, const std::string& reason, bool died = true,
+                       const std::vector<std::string>& finished = {});
+    void dispatch_ready_tasks();
+    // Sends one worker's batch in DISPATCH messages that fit its limit; ends the tasks
+    // too large for it. Returns whether it ended any (their credits came back).
+    bool send_dispatch(const Scheduler::Batch& batch);
+    // Ends a dispatched task of about `bytes` that the batch's worker cannot
+    // take. Returns whether it ended it (its credit came back).
+    bool refuse_too_large(const Scheduler::Batch& batch, const proto::TaskRef& task, std::size_t bytes);
+
+    // Outcomes (broker_outcomes.cpp).
+    // Queues broker-made outcomes for their sinks (flush_outcomes sends them).
     void report(std::vector<FinalOutcome>&& finals);
-    void forward_results(const std::string& worker, std::vector<proto::Outcome>&& results);
     void flush_outcomes();
+    // Passes RESULTs of a worker that cannot reach their sinks on to their
+    // producers (or, detached, to their sinks); what cannot go runs again.
+    void forward_results(const std::string& worker, std::vector<proto::Outcome>&& results);
+
+    // Time (broker.cpp).
     void tick(Clock::time_point now);
     // Ends workers and producers silent past their window, and resends broker-made outcomes due again.
     void expire_peers(Clock::time_point now);
@@ -70,14 +106,6 @@ private:
     // every peer's liveness deadline on by the stall and holds expiry back
     // until the input that waited has been read.
     void notice_stall(Clock::time_point now);
-    // Counts n dropped under `reason` (STATUS "dropped"); returns whether this
-    // (peer, reason) is new, so its caller logs it once.
-    bool count_drop(const std::string& peer, const std::string& reason, std::size_t n);
-    void drop(const std::string& peer, const char* socket, proto::DecodeError reason);
-    // Counts `n` ids of a SETTLE or CANCEL (`what`) that were not the peer's to end.
-    void refuse(const std::string& peer, const char* what, std::size_t n, bool proofs, const std::string& first_id);
-    void remove_worker(const std::string& identity, const std::string& reason, bool died = true,
-                       const std::vector<std::string>& finished = {});
     nlohmann::json status_json(Clock::time_point now) const;
 
     zmq::context_t& ctx_;

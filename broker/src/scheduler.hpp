@@ -4,26 +4,36 @@
 // Scheduler owns every accepted task until its outcome is settled. It is a
 // plain single-threaded class: the broker's poll loop decodes a message and
 // calls one method, passing `now`; the methods return what must be sent.
-// Tests drive it with an injected clock.
+// Tests drive it with an injected clock. Its parts, each in its own file:
+// the task table (task_table.hpp), the task names and their queues
+// (name_table.hpp), the worker table (worker_table.hpp), the dispatch
+// policy (dispatch_policy.hpp) and the retry policy
+// (drover/common/retry.hpp); its methods are grouped by what they serve:
+// submitting and settling (scheduler.cpp), workers (scheduler_workers.cpp),
+// dispatching (scheduler_dispatch.cpp), retries and broker-made outcomes
+// (scheduler_outcomes.cpp), STATUS (scheduler_status.cpp).
 
-#include <chrono>
 #include <cstdint>
-#include <deque>
+#include <functional>
 #include <map>
-#include <memory>
 #include <optional>
 #include <queue>
 #include <string>
-#include <unordered_map>
-#include <unordered_set>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "dispatch_policy.hpp"
 #include "drover/common/clock.hpp"
 #include "drover/common/protocol.hpp"
+#include "drover/common/retry.hpp"
+#include "interned.hpp"
+#include "name_table.hpp"
 #include "ring_queue.hpp"
-#include "slot_index.hpp"
+#include "task_table.hpp"
+#include "worker_table.hpp"
 
 namespace drover {
 
@@ -32,11 +42,11 @@ struct SchedulerLimits {
     // retry back-off, before SUBMIT is answered queue_full.
     std::size_t max_queued = 1'000'000;
     Millis heartbeat{1000};
-    int liveness = 3;           // missed heartbeats before a worker is declared dead
-    Millis retry_base{100};     // back-off before the first retry; doubles each attempt
-    Millis retry_max{10000};    // back-off cap
-    int report_tries = 8;       // sends of a broker-made outcome before giving up on its sink
-    int unsettled_windows = 4;  // liveness windows a task may stay unsettled once its worker holds none
+    int liveness = 3;                          // missed heartbeats before a worker is declared dead
+    Millis retry_base = k_retry_backoff_base;  // back-off before the first retry; doubles each attempt
+    Millis retry_max = k_retry_backoff_max;    // back-off cap
+    int report_tries = 8;                      // sends of a broker-made outcome before giving up on its sink
+    int unsettled_windows = 4;                 // liveness windows a task may stay unsettled once its worker holds none
     // Every task kept, those whose outcome only waits for its SETTLE too,
     // before queue_full; 0: 2 x max_queued. The bound on the broker's tasks.
     std::size_t max_held = 0;
@@ -44,12 +54,6 @@ struct SchedulerLimits {
     // announced by a worker (so that their tasks wait for one rather than
     // end as unknown); the oldest beyond it are forgotten.
     std::size_t remembered_names = 10'000;
-};
-
-// An outcome the broker itself must report to a sink (lost, cancelled).
-struct FinalOutcome {
-    std::string reply_to;
-    proto::Outcome outcome;
 };
 
 class Scheduler {
@@ -73,7 +77,7 @@ public:
         if (limits_.max_held == 0)
             limits_.max_held = limits_.max_queued > SIZE_MAX / 2 ? SIZE_MAX : 2 * limits_.max_queued;
     }
-    Scheduler(const Scheduler&) = delete;  // its index points into its own slots
+    Scheduler(const Scheduler&) = delete;  // its task table's index points into its own slots
     Scheduler& operator=(const Scheduler&) = delete;
 
     // Accepts or rejects each task. A malformed task (its `problem` set by
@@ -111,13 +115,14 @@ public:
         return ready(identity, proto::Ready{credits, 0, {}}, now);
     }
     [[nodiscard]] bool seen(const std::string& identity, Clock::time_point now);
-    [[nodiscard]] bool knows(const std::string& identity) const { return workers_.count(identity) != 0; }
+    [[nodiscard]] bool knows(const std::string& identity) const { return workers_.contains(identity); }
 
     // The worker is gone (BYE, death, unreachable): its unsettled tasks go
     // back to the front of their queues. If it `died`, the tasks it may have
     // been running (the first `slots` it holds, since a worker starts tasks
     // in dispatch order) count a death; prefetched ones do not. A task that
-    // has died max_attempts times is lost. `finished` (a BYE's ids) timed
+    // has died max_attempts times is lost (next_attempt, drover/common/retry.hpp).
+    // `finished` (a BYE's ids) timed
     // out on their last attempt and the worker sent their `timeout`: they
     // end `timeout` here too, sent until settled, as that one may be lost.
     std::vector<FinalOutcome> remove_worker(const std::string& identity, bool died = true,
@@ -128,7 +133,7 @@ public:
     // Workers silent for liveness x heartbeat are removed; returns their identities.
     std::vector<std::string> expired(Clock::time_point now) const;
 
-    // The broker itself was stopped for `stall` (drover/stall.hpp) and read
+    // The broker itself was stopped for `stall` (internal/stall.hpp) and read
     // nothing meanwhile: each worker's last-seen time and the schedules
     // measured against its peers' answers (unsettled tasks of an idle
     // worker, resends of broker-made outcomes) move forward by it, a
@@ -137,12 +142,13 @@ public:
 
     // Matches queued tasks with worker credits: each task goes to the least
     // recently served worker that can run it. One batch per worker. A task
-    // whose name runs 1 ms or more, or was never timed, takes only a start
-    // credit (a free slot), or a credit of a worker that holds fewer tasks
-    // than it has slots: never a prefetch credit, so that it never waits
-    // behind others at one worker while another has a slot free. A shorter
-    // one takes any credit while the expected work queued on a worker's
-    // prefetch stays under 16 ms a slot.
+    // whose name runs k_long_task_ns or more, or was never timed, takes only
+    // a start credit (a free slot), or a credit of a worker that holds fewer
+    // tasks than it has slots: never a prefetch credit, so that it never
+    // waits behind others at one worker while another has a slot free. A
+    // shorter one takes any credit while the expected work queued on a
+    // worker's prefetch stays under k_prefetched_work_ns a slot
+    // (dispatch_policy.hpp).
     std::vector<Batch> dispatch();
 
     // A DISPATCH could not be sent: its tasks go back to the front of the queue.
@@ -155,7 +161,7 @@ public:
 
     // The worker failed these tasks (RETRY): each is queued again after a
     // back-off of retry_base x 2^(attempt-1), at most retry_max; one with no
-    // attempt left ends as lost. Returns nullopt for an unknown identity
+    // attempt left ends as lost (next_attempt, drover/common/retry.hpp). Returns nullopt for an unknown identity
     // (send it RESET), else the outcomes of the tasks that ended.
     [[nodiscard]] std::optional<std::vector<FinalOutcome>> retry(const std::string& identity,
                                                                  const std::vector<std::string>& ids,
@@ -203,7 +209,7 @@ public:
 
     // Whether a RESULT from the worker at `identity` may end its task: the
     // worker is registered, the task is held here, and the token is the one
-    // dispatched with that attempt (drover/proof.hpp).
+    // dispatched with that attempt (internal/proof.hpp).
     [[nodiscard]] bool genuine_result(const std::string& identity, const proto::Outcome& o);
 
     // Where a live task's outcome goes: its producer (a frontend identity)
@@ -222,17 +228,17 @@ public:
 
     [[nodiscard]] std::vector<std::string> worker_identities() const;
     [[nodiscard]] std::size_t worker_count() const { return workers_.size(); }
-    [[nodiscard]] std::size_t task_count() const { return live_; }
+    [[nodiscard]] std::size_t task_count() const { return tasks_.size(); }
     [[nodiscard]] std::size_t queued_count() const { return queued_; }
     // Tasks the max_queued bound counts: queued, running, waiting to retry.
     [[nodiscard]] std::size_t active_count() const { return queued_ + held_total_ + retrying_; }
     [[nodiscard]] bool full() const { return active_count() >= limits_.max_queued; }
     // Task names kept (used by a task or a worker, or remembered).
-    [[nodiscard]] std::size_t name_count() const { return name_ids_.size(); }
+    [[nodiscard]] std::size_t name_count() const { return names_.size(); }
     // Entries in a name's queue, stale ones (tasks that left it) included.
     [[nodiscard]] std::size_t queue_refs(const std::string& name) const {
-        const auto it = name_ids_.find(name);
-        return it == name_ids_.end() ? 0 : queues_[it->second].size();
+        const auto id = names_.find(name);
+        return id == scheduling::k_none ? 0 : names_.queue(id).size();
     }
     [[nodiscard]] std::uint32_t credits_of(const std::string& identity) const;
     [[nodiscard]] std::size_t held_by(const std::string& identity) const;
@@ -255,105 +261,16 @@ public:
     Totals& totals() { return totals_; }
 
 private:
-    static constexpr std::uint32_t k_none = 0xffffffff;
-    enum class State : std::uint8_t { free, queued, held, waiting_retry, ended };
+    using TaskEntry = scheduling::TaskEntry;
+    using TaskState = scheduling::TaskState;
+    using SlotRef = scheduling::SlotRef;
+    using HeldRef = scheduling::HeldRef;
+    using WorkerState = scheduling::WorkerState;
+    using Due = std::pair<Clock::time_point, std::uint64_t>;  // (when, slot << 32 | gen)
+    using DueQueue = std::priority_queue<Due, std::vector<Due>, std::greater<>>;
 
-    // One accepted task, in a slot of slots_ (stable: a deque) until settled.
-    // Strings shared by many tasks (name, reply_to, producer) are interned.
-    // A slot is reused for a later task with gen + 1, so a Ref kept in a
-    // queue, a worker's held list or a timer can tell it is stale.
-    // A broker-made outcome, kept to send again, and when a SUBMIT of its
-    // id again last had it sent.
-    struct Report {
-        FinalOutcome final;
-        Clock::time_point repeated_at{};
-    };
-    struct Entry {  // 136 bytes: the broker's cost per task with the index's 8 to 32
-        std::string id;
-        std::string args;
-        std::unique_ptr<Report> reported;
-        std::uint64_t dispatch_seq = 0;
-        std::uint32_t name = 0;         // names_
-        std::uint32_t reply_to = 0;     // strings_
-        std::uint32_t producer = 0;     // strings_
-        std::uint32_t worker = k_none;  // worker_slots_ while held
-        std::uint32_t timeout_ms = 0;
-        std::uint32_t slot = 0;  // its own index in slots_
-        std::uint32_t gen = 0;
-        std::uint16_t attempt = 0;  // times dispatched
-        std::uint16_t max_attempts = 1;
-        std::uint16_t deaths = 0;
-        std::uint16_t report_sends = 0;
-        char secret[proto::k_task_secret_bytes] = {};  // from SUBMIT: tokens derive from it
-        State state = State::free;
-        bool detached = false;
-        bool retry_on_error = false;
-        bool on_start = false;  // held on one of its worker's start credits
-    };
-    static std::string_view secret_of(const Entry& e) { return {e.secret, sizeof e.secret}; }
-    bool owned_by(const Entry& e, std::string_view producer) const;
-    struct Ref {
-        std::uint32_t slot, gen;
-    };
-    struct HeldRef {
-        std::uint32_t slot, gen;
-        std::uint64_t seq;
-    };
-    struct WorkerState {
-        std::string identity;
-        proto::Hello hello;
-        std::vector<std::uint32_t> names;  // hello.tasks, interned (each holds a reference)
-        std::uint32_t credits = 0;
-        std::uint32_t starts = 0;  // of the credits, start credits (at most credits)
-        // Tasks dispatched on plain credits (prefetch) whose credit has not
-        // come back yet, and their expected run time: the work queued there.
-        std::uint32_t prefetched = 0;
-        std::uint64_t prefetched_ns = 0;
-        // In dispatch order (a worker starts tasks in that order); entries
-        // whose task moved on are skipped and trimmed lazily.
-        std::deque<HeldRef> held;
-        std::size_t held_count = 0;
-        std::uint64_t done = 0;
-        std::uint64_t served_seq = 0;
-        Clock::time_point last_seen{};
-        // Since when the tasks dispatched to it up to idle_upto (a
-        // dispatch_seq) are finished by its word, though not all settled;
-        // idle_upto 0: none suspect. report_seq: dispatch_seq_ when its last
-        // HEARTBEAT with a held count arrived.
-        Clock::time_point idle_since{};
-        std::uint64_t idle_upto = 0;
-        std::uint64_t report_seq = 0;
-    };
-    // Strings with reference counts (reply_to and producer endpoints).
-    class Interned {
-    public:
-        std::uint32_t acquire(std::string_view s);
-        void acquire_again(std::uint32_t index) { ++items_[index].second; }
-        // The index of `s` if it is held, else k_none (never an index).
-        [[nodiscard]] std::uint32_t find(std::string_view s) const {
-            const auto it = index_.find(s);
-            return it == index_.end() ? k_none : it->second;
-        }
-        void release(std::uint32_t index);
-        [[nodiscard]] const std::string& operator[](std::uint32_t index) const { return items_[index].first; }
-
-    private:
-        std::deque<std::pair<std::string, std::size_t>> items_;  // a deque: index_ views its strings
-        std::unordered_map<std::string_view, std::uint32_t> index_;
-        std::vector<std::uint32_t> free_;
-    };
-
-    Entry* find(std::string_view id);
-    Entry* find(std::string_view id, std::uint32_t id_hash);  // id_hash: index_.hash(id)
-    // The index hashes of a batch's ids, each computed once, for the look-ups
-    // and the prefetches k_prefetch_ahead ids ahead (scheduler.cpp).
-    template <class Ids, class IdOfItem>
-    const std::vector<std::uint32_t>& hash_batch(const Ids& items, IdOfItem id_of);
-    Entry* live(Ref r) {
-        Entry& e = slots_[r.slot];
-        return e.gen == r.gen && e.state != State::free ? &e : nullptr;
-    }
-    // The strings a batch of SUBMIT tasks shares, looked up once per change.
+    // Submitting (scheduler.cpp). The strings a batch of SUBMIT tasks
+    // shares, looked up once per change.
     struct SubmitContext {
         std::uint32_t producer = 0;
         const std::string* reply_to = nullptr;
@@ -363,81 +280,87 @@ private:
         std::string checked_name;  // the name name_known was looked up for
         bool name_known = false;   // some worker has announced checked_name
     };
-    Entry& new_entry(proto::Task&& t, std::string_view reply_to, SubmitContext& ctx, std::uint32_t id_hash);
-    void free_entry(Entry& e);
-    void free_entry(Entry& e, std::uint32_t id_hash);
-    WorkerState* worker(const std::string& identity);
-    // A HeldRef still names the task its worker holds.
-    bool holds(std::uint32_t wslot, const HeldRef& h) const;
+    // A task whose id is new: queued, ended at once (unknown name), or rejected.
+    void submit_new(proto::Task&& t, std::string_view reply_to, SubmitContext& ctx, std::uint32_t id_hash,
+                    Submitted& out);
+    // A task whose id is held already: the same task again, or another's.
+    void submit_again(TaskEntry& known, proto::Task& t, const std::string& producer, Clock::time_point now,
+                      Submitted& out);
+    void reject(Submitted& out, std::string reason, std::string& id);
+    TaskEntry& new_entry(proto::Task&& t, std::string_view reply_to, SubmitContext& ctx, std::uint32_t id_hash);
+    void free_entry(TaskEntry& e) { free_entry(e, tasks_.hash(e.id)); }
+    void free_entry(TaskEntry& e, std::uint32_t id_hash);
+    [[nodiscard]] bool owned_by(const TaskEntry& e, std::string_view producer) const {
+        return strings_[e.producer] == producer;
+    }
+
+    // A task's state changes (scheduler.cpp). These keep state, queued_,
+    // held_total_, retrying_ and the names' queued counts in step.
+    void mark_queued(TaskEntry& e) {
+        e.state = TaskState::queued;
+        ++queued_;
+        names_.count_queued(e.name);
+    }
+    void unmark_queued(TaskEntry& e) {
+        e.state = TaskState::ended;
+        --queued_;
+        names_.uncount_queued(e.name);
+    }
+    void leave_retry(TaskEntry& e) {
+        if (e.state != TaskState::waiting_retry) return;
+        --retrying_;
+        e.state = TaskState::ended;
+    }
     // The task leaves its worker's hands (done, retried, ended, requeued).
-    void release_held(Entry& e);
-    // A task name's id, with one more reference (a task or a worker uses it).
-    std::uint32_t acquire_name(const std::string& name);
-    // One reference less: a name nobody uses is freed, or remembered if a
-    // worker announced it (the oldest of more than remembered_names freed).
-    void release_name(std::uint32_t name);
-    void free_name(std::uint32_t name);
-    void unlink_idle(std::uint32_t name);
-    // With no task held: renumbers the names so that the tables of names
-    // keep no room for freed ones.
-    void compact_names();
-    // Puts a task's Ref in its name's queue; drops the stale Refs first once
+    void release_held(TaskEntry& e);
+    // Puts a task's ref in its name's queue; drops the stale refs first once
     // they are most of it (tasks settled or cancelled while queued).
-    void push_queued(const Entry& e, bool front);
-    void leave_retry(Entry& e);
+    void push_queued(const TaskEntry& e, bool front);
+    void enqueue_front(TaskEntry& e);
+    // A HeldRef still names the task its worker holds.
+    [[nodiscard]] bool holds(std::uint32_t wslot, const HeldRef& h) const {
+        const TaskEntry& e = tasks_[h.slot];
+        return e.gen == h.gen && e.state == TaskState::held && e.worker == wslot && e.dispatch_seq == h.seq;
+    }
+    // With no task held: renumbers the names so that their tables keep no
+    // room for freed ones. Returns whether any name was freed.
+    bool compact_names();
+
+    // Workers (scheduler_workers.cpp).
+    // Moves up to `keep` tasks `from` holds, in dispatch order, to `to`.
+    void hand_over_held(std::uint32_t from, std::uint32_t to, std::size_t keep);
     std::vector<FinalOutcome> remove_worker_slot(std::uint32_t wslot, bool died,
                                                  const std::vector<std::string>& finished);
 
-    // The one place that keeps state, queued_ and queued_by_name_ in step.
-    void mark_queued(Entry& e);
-    void unmark_queued(Entry& e);
-    void enqueue_front(Entry& e);
-    FinalOutcome final_outcome(const Entry& e, proto::Status status, std::string error) const;
+    // Dispatching (scheduler_dispatch.cpp).
+    // Workers with credits, least recently served first.
+    [[nodiscard]] std::vector<std::uint32_t> ready_workers() const;
+    // Gives worker `wslot` the next queued task it can run, in `out`;
+    // false if there is none. `spread`: the first round.
+    bool take_one(std::uint32_t wslot, bool spread, std::vector<proto::TaskRef>& out);
+    // The first task of `q` still queued, popped; nullptr if none.
+    TaskEntry* pop_queued(RingQueue<SlotRef>& q);
+    [[nodiscard]] proto::TaskRef dispatched_ref(const TaskEntry& e) const;
+
+    // Outcomes and retries (scheduler_outcomes.cpp).
+    FinalOutcome final_outcome(const TaskEntry& e, proto::Status status, std::string error) const;
     // Ends a task with a broker-made outcome: returns it for sending and keeps
     // it for sending again until the sink settles it.
-    FinalOutcome end_task(Entry& e, proto::Status status, std::string error);
+    FinalOutcome end_task(TaskEntry& e, proto::Status status, std::string error);
     [[nodiscard]] Millis report_interval(std::uint32_t sends) const;
+    [[nodiscard]] RetryBackoff backoff_policy() const { return RetryBackoff{limits_.retry_base, limits_.retry_max}; }
 
     SchedulerLimits limits_;
-    std::deque<Entry> slots_;
-    std::vector<std::uint32_t> free_slots_;
-    struct IdOf {
-        const std::deque<Entry>* slots;
-        std::string_view operator()(std::uint32_t slot) const { return (*slots)[slot].id; }
-    };
-    SlotIndex<IdOf> index_{IdOf{&slots_}};     // id -> slot
-    std::vector<std::uint32_t> batch_hashes_;  // hash_batch's
-    std::size_t live_ = 0;
-    Interned strings_;
-    // Task names by id, reference-counted (tasks and workers that use one):
-    // a name nobody uses is freed, or kept in the idle list (least recently
-    // used first) if a worker announced it. Freed ids are reused.
-    std::deque<std::string> names_;  // a deque: pointers to them stay valid
-    std::unordered_map<std::string, std::uint32_t> name_ids_;
-    std::vector<std::uint32_t> name_refs_;     // by name id
-    std::vector<char> known_names_;            // by name id: announced by a worker
-    std::vector<RingQueue<Ref>> queues_;       // by name id; stale refs skipped lazily
-    std::vector<std::size_t> queued_by_name_;  // by name id
-    std::vector<std::uint64_t> run_ns_;        // by name id: its expected run time, from workers (0: not timed)
-    std::vector<std::uint32_t> free_names_;
-    struct IdleLink {
-        std::uint32_t prev = k_none, next = k_none;
-        bool idle = false;
-    };
-    std::vector<IdleLink> idle_links_;  // by name id
-    std::uint32_t idle_head_ = k_none, idle_tail_ = k_none;
-    std::size_t idle_names_ = 0;
+    scheduling::TaskTable tasks_;
+    scheduling::Interned strings_;  // tasks' reply_to and producer endpoints
+    scheduling::NameTable names_{limits_.remembered_names};
+    scheduling::WorkerTable workers_;
     std::size_t queued_ = 0;
     std::size_t held_total_ = 0;  // tasks in workers' hands (state held)
     std::size_t retrying_ = 0;    // tasks waiting out a retry back-off
-    std::vector<WorkerState> worker_slots_;
-    std::unordered_map<std::string, std::uint32_t> workers_;  // identity -> worker slot
-    std::vector<std::uint32_t> free_worker_slots_;
-    using Due = std::pair<Clock::time_point, std::uint64_t>;  // (when, slot << 32 | gen)
-    using DueQueue = std::priority_queue<Due, std::vector<Due>, std::greater<>>;
-    DueQueue retries_;  // retries waiting out their back-off, earliest first
+    DueQueue retries_;            // retries waiting out their back-off, earliest first
     // Broker-made outcomes: just sent (not yet scheduled), then by next send.
-    std::vector<Ref> reported_now_;
+    std::vector<SlotRef> reported_now_;
     DueQueue reports_;
     std::uint64_t serve_seq_ = 0;
     std::uint64_t dispatch_seq_ = 0;

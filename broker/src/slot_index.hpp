@@ -43,7 +43,7 @@ public:
 
     // Starts loading the bucket where a look-up of `key` begins. A batch of
     // look-ups (SUBMIT, SETTLE) prefetches a few keys ahead: the table is
-    // larger than the caches, and a bucket load took most of a look-up's time.
+    // larger than the caches, and a bucket load is most of a look-up's cost.
     void prefetch(std::uint32_t h) const {
         if (!table_.empty()) __builtin_prefetch(&table_[h & mask()]);
     }

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "drover/common/retry.hpp"
 #include "internal/net.hpp"
 
 namespace drover {
@@ -179,7 +180,7 @@ bool Executor::past_deadline(std::uint64_t run, const proto::Task& task, proto::
     // resumes with both threads racing): a result that came after the
     // deadline is a timeout all the same, never `ok`.
     const auto ms = std::chrono::duration_cast<Millis>(elapsed).count();
-    if (task.attempt < task.max_attempts) {
+    if (next_attempt(AttemptEnd::timed_out, {task.attempt, task.max_attempts}).again) {
         log_->warn("task.timeout id={} attempt={}/{} ms={} (finished late; retrying)", out.id, task.attempt,
                    task.max_attempts, ms);
         retry_later(std::move(out.id));
@@ -193,7 +194,8 @@ bool Executor::past_deadline(std::uint64_t run, const proto::Task& task, proto::
 }
 
 void Executor::keep(const proto::Task& task, const std::string& sink, proto::Outcome&& out) {
-    if (out.status == proto::Status::error && task.retry_on_error && task.attempt < task.max_attempts) {
+    if (out.status == proto::Status::error &&
+        next_attempt(AttemptEnd::failed, {task.attempt, task.max_attempts, 0, task.retry_on_error}).again) {
         log_->info("task.error id={} attempt={}/{} error=\"{}\" (retrying)", out.id, task.attempt, task.max_attempts,
                    out.error);
         retry_later(std::move(out.id));

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include "drover/common/retry.hpp"
 #include "executor.hpp"
 #include "internal/memory.hpp"
 #include "worker_impl.hpp"
@@ -351,7 +352,7 @@ Clock::time_point WorkerImpl::report_timeouts(Clock::time_point now) {
             }
             r.timed_out = true;
             io_.replace = options_.replace_on_timeout;
-            if (r.task.attempt < r.task.max_attempts) {
+            if (next_attempt(AttemptEnd::timed_out, {r.task.attempt, r.task.max_attempts}).again) {
                 log_->warn("task.timeout id={} attempt={}/{} (retrying)", r.task.id, r.task.attempt,
                            r.task.max_attempts);
                 shared_.held.retries.push_back(r.task.id);

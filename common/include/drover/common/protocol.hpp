@@ -183,8 +183,9 @@
 //   "rejected"; result is set for "ok", error for the others.
 //
 // Only id and name (Task) and id and status (Outcome) are required. A field
-// left out takes its default: "" for strings and bin, 0, false, and 3 for
-// max_attempts; encoders leave out fields at their defaults. A batch's
+// left out takes its default: "" for strings and bin, 0, false, and
+// k_default_max_attempts (drover/common/retry.hpp) for max_attempts;
+// encoders leave out fields at their defaults. A batch's
 // reply_to (SUBMIT, DISPATCH) or worker (RESULT) is that of every task or
 // outcome in it that does not name its own: per task, these 20-odd bytes and
 // their key were most of a small task's size on the wire.
@@ -205,13 +206,15 @@
 
 #include <zmq.hpp>
 
+#include "drover/common/retry.hpp"
+
 namespace drover::proto {
 
 inline constexpr std::string_view k_protocol = "DRV4";
 inline constexpr std::size_t k_header_size = 5;
 inline constexpr std::size_t k_max_depth = 8;
-inline constexpr std::uint32_t k_default_max_attempts = 3;  // a Task field left out
-inline constexpr std::size_t k_task_secret_bytes = 16;      // Task::secret
+using drover::k_default_max_attempts;                   // a Task field left out
+inline constexpr std::size_t k_task_secret_bytes = 16;  // Task::secret
 // The error of a `cancelled` outcome the broker made because the task's
 // producer went silent. A producer that gets it is alive after all (it
 // was stopped): it submits the task again.

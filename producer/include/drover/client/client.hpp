@@ -39,6 +39,7 @@
 #include "drover/common/limits.hpp"
 #include "drover/common/logging.hpp"
 #include "drover/common/protocol.hpp"
+#include "drover/common/retry.hpp"
 #include "drover/common/security.hpp"
 
 namespace drover {
@@ -53,7 +54,7 @@ struct ClientOptions {
     Millis queue_full_wait{30000};
     Millis heartbeat{1000};
     int liveness = 3;
-    std::uint32_t max_attempts = 3;
+    std::uint32_t max_attempts = k_default_max_attempts;  // drover/common/retry.hpp
     std::int64_t max_message_bytes = k_default_max_message_bytes;
     // CurveZMQ to the broker, and the sink a CURVE server with this key pair
     // (reply_to then carries its key); nullptr: plain.
