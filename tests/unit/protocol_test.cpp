@@ -372,7 +372,8 @@ TEST_CASE("A batch's reply_to given before its tasks applies as well", "[protoco
     CHECK(e.error() == DecodeError::bad_body);
 }
 
-TEST_CASE("A batch's shared worker is written once; outcomes with another or none keep theirs", "[protocol][compact]") {
+TEST_CASE("A batch's shared worker is written once, and outcomes with another or none keep theirs",
+          "[protocol][compact]") {
     Results m;
     for (int i = 0; i < 3; ++i) m.results.push_back(echo_outcome("r-" + std::to_string(i), "host:12"));
     m.results[2].worker = "host:13";

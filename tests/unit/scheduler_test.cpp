@@ -1055,7 +1055,7 @@ TEST_CASE("An unsettled task with no attempt left is not ended by its idle worke
     CHECK(gone[0].outcome.status == proto::Status::lost);
 }
 
-TEST_CASE("A task without a reply_to of its own takes its batch's; with neither it is invalid", "[scheduler]") {
+TEST_CASE("A task without a reply_to of its own takes its batch's, and with neither it is invalid", "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 5);
     auto own = make_task("t1");
@@ -1208,7 +1208,7 @@ TEST_CASE("Names workers announced are remembered, up to remembered_names, once 
     CHECK(batches[0].tasks[0].name == "n1");
 }
 
-TEST_CASE("max_queued counts queued, running and retrying tasks; outcomes waiting for SETTLE have max_held",
+TEST_CASE("max_queued counts queued, running and retrying tasks, and outcomes waiting for SETTLE have max_held",
           "[scheduler]") {
     SchedulerLimits limits;
     limits.max_queued = 2;
@@ -1229,7 +1229,7 @@ TEST_CASE("max_queued counts queued, running and retrying tasks; outcomes waitin
     s.settle("P", {"t1"});
     CHECK(s.submit("P", tasks_of({make_task("t4")}), t0).accepted == 1);
     // Running and waiting out a retry both count.
-    REQUIRE(s.ready("A", 2, t0));
+    REQUIRE(ready_timed(s, "A", 2, t0));
     REQUIRE(total_tasks(s.dispatch()) == 2);
     CHECK(s.active_count() == 2);
     REQUIRE(s.retry("A", {"t3"}, t0));

@@ -54,7 +54,7 @@ TEST_CASE("A number whose slot a straggler holds is skipped, never given twice",
     CHECK(t.last() > 10000);  // numbers were skipped
 }
 
-TEST_CASE("Growth keeps every entry; an empty table shrinks back when told", "[seq_table]") {
+TEST_CASE("Growth keeps every entry, and an empty table shrinks back when told", "[seq_table]") {
     SeqTable<std::string> t;
     std::vector<std::uint64_t> old;
     for (int i = 0; i < 100; ++i) {
