@@ -2,17 +2,17 @@
 #include "journal.hpp"
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
-#include <sys/eventfd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -20,7 +20,6 @@
 #include <mutex>
 #include <stdexcept>
 #include <thread>
-#include <condition_variable>
 
 namespace drover {
 
@@ -37,7 +36,9 @@ constexpr std::size_t k_varint_max = 10;
 constexpr std::string_view k_suffix = ".drj";
 constexpr std::uint8_t k_detached = 1, k_retry_on_error = 2, k_has_name = 4, k_has_reply_to = 8, k_has_producer = 16;
 constexpr std::uint8_t k_task_flags = 31;
-constexpr std::uint8_t k_last_kind = 5;
+// Record kinds (journal.hpp)
+constexpr std::uint8_t k_accepted = 1, k_attempt = 2, k_outcome = 3, k_settled = 4, k_relocated = 5;
+constexpr std::uint8_t k_last_kind = k_relocated;
 constexpr std::uint32_t k_no_task = 0xffffffff;
 // Bytes the search for good records after a bad one may checksum before
 // giving up (and calling it damage: refusing is the safe side).
@@ -172,20 +173,20 @@ std::int64_t decode_record(const char* body, std::size_t n, Seq seq, Apply&& app
     for (; r.p != r.end; ++count, ++seq) {
         item.seq = seq;
         item.key = seq;
-        if (kind != 1) {
+        if (kind != k_accepted) {
             const std::uint64_t back = r.varint();
             if (back == 0 || back >= seq) return -1;
             item.key = seq - back;
         }
         bool ok = true;
-        if (kind == 1 || kind == 5) ok = read_task(r, item.state.task, have_previous);
-        if (kind == 2 || kind == 5) {
+        if (kind == k_accepted || kind == k_relocated) ok = read_task(r, item.state.task, have_previous);
+        if (kind == k_attempt || kind == k_relocated) {
             item.state.attempt = r.u32();
             item.state.deaths = r.u32();
         }
         item.state.outcome.reset();
-        bool has_outcome = kind == 3;
-        if (kind == 5) {
+        bool has_outcome = kind == k_outcome;
+        if (kind == k_relocated) {
             const std::uint8_t h = r.u8();
             if (h > 1) return -1;
             has_outcome = h == 1;
@@ -318,8 +319,7 @@ public:
         d.swap(done_);
         if (d) {
             std::uint64_t count;
-            while (::read(wake_fd_, &count, sizeof count) > 0) {
-            }
+            while (::read(wake_fd_, &count, sizeof count) > 0) {}
         }
         return d;
     }
@@ -350,8 +350,7 @@ private:
             busy_ = false;
             cv_.notify_all();
             const std::uint64_t one = 1;
-            if (::write(wake_fd_, &one, sizeof one) < 0) {
-            }  // already readable
+            if (::write(wake_fd_, &one, sizeof one) < 0) {}  // already readable
         }
     }
 
@@ -416,12 +415,12 @@ struct Journal::Recovery {
     }
     void apply(const Item& item) {
         switch (item.kind) {
-            case 1:
+            case k_accepted:
                 place(item.seq, static_cast<std::uint32_t>(tasks.size()));
                 tasks.push_back(Task{item.seq, item.state, true});
                 ++live;
                 return;
-            case 5:
+            case k_relocated:
                 if (Task* t = find(item.key)) {
                     index[item.key - base] = k_no_task;
                     t->key = item.seq;
@@ -437,10 +436,10 @@ struct Journal::Recovery {
         }
         Task* t = find(item.key);
         if (!t) return;  // its task ended in a segment since deleted
-        if (item.kind == 2) {
+        if (item.kind == k_attempt) {
             t->state.attempt = item.state.attempt;
             t->state.deaths = item.state.deaths;
-        } else if (item.kind == 3) {
+        } else if (item.kind == k_outcome) {
             t->state.outcome = item.state.outcome;
         } else {
             t->live = false;
@@ -478,11 +477,6 @@ bool good_record_after(const char* d, std::size_t size, std::size_t bad) {
     }
     return false;
 }
-
-}  // namespace
-
-
-namespace {
 
 // Why a segment's header is bad, or "". Throws for a newer format version.
 std::string check_header(const std::string& path, const char* d, std::size_t size, Seq first, Seq previous_end) {
@@ -534,7 +528,7 @@ void Journal::read_segment(Recovery& rec, std::size_t i, Seq previous_end, Journ
         if (!why.empty()) break;
         const std::uint32_t n = load_u32(f.data + at);
         const auto count = decode_record(f.data + at + k_frame_bytes, n, seq, [&](const Item& item) {
-            if (item.kind == 1 || item.kind == 5) ++f.tasks;
+            if (item.kind == k_accepted || item.kind == k_relocated) ++f.tasks;
             rec.apply(item);
         });
         seq += static_cast<Seq>(count);
@@ -693,7 +687,7 @@ void Journal::start_segment() {
 
 // Appending ----------------------------------------------------------------------
 
-char* Journal::begin_item(Kind kind, std::size_t n) {
+char* Journal::begin_item(std::uint8_t kind, std::size_t n) {
     if (record_kind_ == kind && buf_.size() - record_at_ < k_frame_bytes + options_.record_bytes) return buf_.grow(n);
     close_record();
     char* p = buf_.grow(k_frame_bytes + 1 + n);
@@ -705,12 +699,12 @@ char* Journal::begin_item(Kind kind, std::size_t n) {
 }
 
 void Journal::close_record() noexcept {
-    if (record_kind_ == Kind::none) return;
+    if (record_kind_ == 0) return;
     char* frame = buf_.data() + record_at_;
     const std::size_t n = buf_.size() - record_at_ - k_frame_bytes;
     store_u32(frame, static_cast<std::uint32_t>(n));
     store_u32(frame + 4, crc_of(frame + k_frame_bytes, n));
-    record_kind_ = Kind::none;
+    record_kind_ = 0;
 }
 
 char* Journal::put_task(char* p, const JournalTask& t) {
@@ -784,7 +778,7 @@ Journal::Segment* Journal::segment_of(Seq key) noexcept {
 
 std::optional<Journal::Seq> Journal::append_accepted(const JournalTask& t) {
     if (unavailable_) return std::nullopt;
-    char* p = begin_item(Kind::accepted, task_bytes(t));
+    char* p = begin_item(k_accepted, task_bytes(t));
     buf_.advance(put_task(p, t));
     const Seq seq = next_seq_++;
     mark_live(seq);
@@ -793,7 +787,7 @@ std::optional<Journal::Seq> Journal::append_accepted(const JournalTask& t) {
 
 Journal::Seq Journal::append_attempt(Seq key, std::uint32_t attempt, std::uint32_t deaths) {
     if (!is_live(key)) return 0;
-    char* p = begin_item(Kind::attempt, 3 * k_varint_max);
+    char* p = begin_item(k_attempt, 3 * k_varint_max);
     const Seq seq = next_seq_++;
     p = put_varint(p, seq - key);
     p = put_varint(p, attempt);
@@ -803,7 +797,7 @@ Journal::Seq Journal::append_attempt(Seq key, std::uint32_t attempt, std::uint32
 
 Journal::Seq Journal::append_outcome(Seq key, const JournalOutcome& o) {
     if (!is_live(key)) return 0;
-    char* p = begin_item(Kind::outcome, 1 + 3 * k_varint_max + o.error.size());
+    char* p = begin_item(k_outcome, 1 + 3 * k_varint_max + o.error.size());
     const Seq seq = next_seq_++;
     p = put_varint(p, seq - key);
     *p++ = static_cast<char>(o.status);
@@ -814,7 +808,7 @@ Journal::Seq Journal::append_outcome(Seq key, const JournalOutcome& o) {
 
 Journal::Seq Journal::append_settled(Seq key) {
     if (!unmark_live(key, next_seq_)) return 0;
-    char* p = begin_item(Kind::settled, k_varint_max);
+    char* p = begin_item(k_settled, k_varint_max);
     const Seq seq = next_seq_++;
     buf_.advance(put_varint(p, seq - key));
     return seq;
@@ -824,7 +818,7 @@ Journal::Seq Journal::relocate(Seq key, const JournalState& state) {
     const Seq seq = next_seq_;
     if (!unmark_live(key, seq)) return key;
     const std::size_t error_bytes = state.outcome ? state.outcome->error.size() : 0;
-    char* p = begin_item(Kind::relocated, task_bytes(state.task) + 6 * k_varint_max + error_bytes);
+    char* p = begin_item(k_relocated, task_bytes(state.task) + 6 * k_varint_max + error_bytes);
     p = put_varint(p, seq - key);
     p = put_task(p, state.task);
     p = put_varint(p, state.attempt);

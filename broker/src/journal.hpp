@@ -87,12 +87,12 @@ enum class JournalIo : std::uint8_t { write, sync };
 
 struct JournalOptions {
     FsyncPolicy fsync = FsyncPolicy::batch;
-    Millis batch_interval{2};                      // batch: the longest a written record waits for its sync
-    std::uint64_t segment_bytes = 64ull << 20;     // a segment rolls once it is this big
-    std::size_t record_bytes = 64 << 10;           // appends of one kind share a record up to this body size
-    unsigned compact_percent = 25;                 // old segments whose live tasks are at most this % are compacted
-    Millis retry_interval{500};                    // unavailable: how often commit() tries the disk again
-    bool repair = false;                           // open(): cut damage instead of refusing (records after it lost)
+    Millis batch_interval{2};                   // batch: the longest a written record waits for its sync
+    std::uint64_t segment_bytes = 64ull << 20;  // a segment rolls once it is this big
+    std::size_t record_bytes = 64 << 10;        // appends of one kind share a record up to this body size
+    unsigned compact_percent = 25;              // old segments whose live tasks are at most this % are compacted
+    Millis retry_interval{500};                 // unavailable: how often commit() tries the disk again
+    bool repair = false;                        // open(): cut damage instead of refusing (records after it lost)
     // Test hook: called before each write (`bytes` is its size; lower it to
     // let only that much through) and each fdatasync. A non-zero errno
     // fails the call as the kernel would.
@@ -132,13 +132,13 @@ struct JournalState {
 
 // What open() found and did.
 struct JournalRecovery {
-    std::size_t tasks = 0;            // unsettled tasks handed to the visitor
-    std::size_t segments = 0;         // segment files read
-    std::uint64_t items = 0;          // items read
-    std::uint64_t bytes = 0;          // bytes read (after cuts)
-    std::size_t torn_tails = 0;       // torn tails cut (0 or 1)
-    std::uint64_t torn_bytes = 0;     // bytes they held
-    std::size_t repaired = 0;         // damaged places cut under `repair`
+    std::size_t tasks = 0;             // unsettled tasks handed to the visitor
+    std::size_t segments = 0;          // segment files read
+    std::uint64_t items = 0;           // items read
+    std::uint64_t bytes = 0;           // bytes read (after cuts)
+    std::size_t torn_tails = 0;        // torn tails cut (0 or 1)
+    std::uint64_t torn_bytes = 0;      // bytes they held
+    std::size_t repaired = 0;          // damaged places cut under `repair`
     std::uint64_t repaired_bytes = 0;  // bytes lost to them
     Clock::duration took{};
 };
@@ -222,13 +222,12 @@ public:
     [[nodiscard]] const JournalOptions& options() const noexcept { return options_; }
 
     struct Totals {
-        std::uint64_t commits = 0, writes = 0, syncs = 0, bytes_written = 0, rolled = 0, deleted = 0,
-                      relocated = 0, failures = 0, recoveries = 0;
+        std::uint64_t commits = 0, writes = 0, syncs = 0, bytes_written = 0, rolled = 0, deleted = 0, relocated = 0,
+                      failures = 0, recoveries = 0;
     };
     [[nodiscard]] const Totals& totals() const noexcept { return totals_; }
 
 private:
-    enum class Kind : std::uint8_t { none = 0, accepted = 1, attempt = 2, outcome = 3, settled = 4, relocated = 5 };
     struct Segment {
         Seq first = 0;
         Seq end = 0;  // one past its last item (the active segment's grows with next_seq_)
@@ -266,9 +265,9 @@ private:
     void read_segment(Recovery& rec, std::size_t i, Seq previous_end, JournalRecovery& report);
     void adopt_segments(Recovery& rec);
     void start_segment();  // a new active segment at next_seq_, its header buffered
-    // The item about to be appended goes in a record of `kind`; returns
+    // The item about to be appended goes in a record of `kind` (journal.cpp); returns
     // where to encode it, with room for `n` bytes (the caller advances buf_).
-    char* begin_item(Kind kind, std::size_t n);
+    char* begin_item(std::uint8_t kind, std::size_t n);
     void close_record() noexcept;
     char* put_task(char* p, const JournalTask& t);
     Segment* segment_of(Seq key) noexcept;
@@ -291,13 +290,13 @@ private:
     Logger log_;
     int dir_fd_ = -1;
     int lock_fd_ = -1;
-    int fd_ = -1;  // the active segment
+    int fd_ = -1;                   // the active segment
     std::deque<Segment> segments_;  // oldest first; back() is the active one
     Buffer buf_;
-    std::uint64_t base_ = 0;     // the active segment's offset of buf_[0]: its durable size
-    std::size_t written_ = 0;    // of buf_, bytes in the file (not all synced)
-    std::size_t record_at_ = 0;  // the open record's frame in buf_
-    Kind record_kind_ = Kind::none;
+    std::uint64_t base_ = 0;        // the active segment's offset of buf_[0]: its durable size
+    std::size_t written_ = 0;       // of buf_, bytes in the file (not all synced)
+    std::size_t record_at_ = 0;     // the open record's frame in buf_
+    std::uint8_t record_kind_ = 0;  // the open record's kind (journal.cpp), 0: none open
     // The open accepted/relocated record's last name, reply_to and producer (offsets in buf_).
     struct Shared {
         std::size_t at = 0, size = 0;

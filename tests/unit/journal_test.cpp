@@ -112,9 +112,8 @@ struct Owned {
         return id == b.id && name == b.name && args == b.args && reply_to == b.reply_to && producer == b.producer &&
                secret == b.secret && max_attempts == b.max_attempts && timeout_ms == b.timeout_ms &&
                detached == b.detached && retry_on_error == b.retry_on_error && attempt == b.attempt &&
-               deaths == b.deaths && has_outcome == b.has_outcome && (!has_outcome || (status == b.status &&
-                                                                                      outcome_attempt == b.outcome_attempt &&
-                                                                                      error == b.error));
+               deaths == b.deaths && has_outcome == b.has_outcome &&
+               (!has_outcome || (status == b.status && outcome_attempt == b.outcome_attempt && error == b.error));
     }
 };
 
@@ -199,7 +198,7 @@ std::vector<Owned> accept_each(Journal& j, int from, int n, Clock::time_point& n
 
 }  // namespace
 
-TEST_CASE("every record kind survives a reopen, field for field", "[unit][journal]") {
+TEST_CASE("every record kind survives a reopen, field for field", "[journal]") {
     TempDir dir;
     std::vector<Owned> tasks;
     Owned a = make_task(1);
@@ -241,7 +240,7 @@ TEST_CASE("every record kind survives a reopen, field for field", "[unit][journa
     CHECK(report.torn_tails == 0);
 }
 
-TEST_CASE("recovered tasks come back in acceptance order, settled ones gone, across sessions", "[unit][journal]") {
+TEST_CASE("recovered tasks come back in acceptance order, settled ones gone, across sessions", "[journal]") {
     TempDir dir;
     JournalOptions small = options_with(FsyncPolicy::off);
     small.segment_bytes = 4096;
@@ -271,7 +270,7 @@ TEST_CASE("recovered tasks come back in acceptance order, settled ones gone, acr
     CHECK(ids_of(recovered) == odd);
 }
 
-TEST_CASE("the durable sequence number follows the fsync policy", "[unit][journal]") {
+TEST_CASE("the durable sequence number follows the fsync policy", "[journal]") {
     TempDir dir;
     const auto t0 = Clock::now();
     SECTION("batch: the first commit after a quiet spell syncs; then at most once an interval") {
@@ -282,7 +281,7 @@ TEST_CASE("the durable sequence number follows the fsync policy", "[unit][journa
         const Seq a = j->append_accepted(make_task(1).task()).value();
         CHECK(j->durable_seq() < a);
         j->commit(t0);
-        CHECK(j->syncing());  // the sync thread has it
+        CHECK(j->syncing());                                  // the sync thread has it
         CHECK(j->next_commit() == Clock::time_point::max());  // wake_fd says when it is done
         CHECK(commit_and_wait(*j, t0) == a);
         const Seq b = j->append_accepted(make_task(2).task()).value();
@@ -310,7 +309,7 @@ TEST_CASE("the durable sequence number follows the fsync policy", "[unit][journa
     }
 }
 
-TEST_CASE("a torn tail at any byte of the last record is cut and every earlier record kept", "[unit][journal]") {
+TEST_CASE("a torn tail at any byte of the last record is cut and every earlier record kept", "[journal]") {
     TempDir dir;
     auto now = Clock::now();
     std::vector<Owned> tasks;
@@ -345,7 +344,7 @@ TEST_CASE("a torn tail at any byte of the last record is cut and every earlier r
     }
 }
 
-TEST_CASE("one flipped byte anywhere in the last record cuts that record alone", "[unit][journal]") {
+TEST_CASE("one flipped byte anywhere in the last record cuts that record alone", "[journal]") {
     TempDir dir;
     auto now = Clock::now();
     std::vector<Owned> tasks;
@@ -373,7 +372,7 @@ TEST_CASE("one flipped byte anywhere in the last record cuts that record alone",
     }
 }
 
-TEST_CASE("a last segment cut inside its header (a crash as it was made) is dropped", "[unit][journal]") {
+TEST_CASE("a last segment cut inside its header (a crash as it was made) is dropped", "[journal]") {
     TempDir dir;
     auto now = Clock::now();
     std::vector<Owned> tasks;
@@ -397,7 +396,7 @@ TEST_CASE("a last segment cut inside its header (a crash as it was made) is drop
     }
 }
 
-TEST_CASE("damage in the middle refuses to open, naming file and offset, and repair cuts it", "[unit][journal]") {
+TEST_CASE("damage in the middle refuses to open, naming file and offset, and repair cuts it", "[journal]") {
     TempDir dir;
     auto now = Clock::now();
     std::vector<Owned> tasks;
@@ -436,8 +435,7 @@ TEST_CASE("damage in the middle refuses to open, naming file and offset, and rep
     CHECK(recovered.size() == 3);
 }
 
-TEST_CASE("damage in a segment that is not the last is refused; repair keeps the later segments",
-          "[unit][journal]") {
+TEST_CASE("damage in a segment that is not the last is refused, and repair keeps the later segments", "[journal]") {
     TempDir dir;
     auto now = Clock::now();
     std::vector<Owned> first, second;
@@ -470,7 +468,7 @@ TEST_CASE("damage in a segment that is not the last is refused; repair keeps the
           std::vector<std::string>{first[0].id, first[1].id, second[0].id, second[1].id, second[2].id});
 }
 
-TEST_CASE("a segment of a newer format version is refused, never read", "[unit][journal]") {
+TEST_CASE("a segment of a newer format version is refused, never read", "[journal]") {
     TempDir dir;
     auto now = Clock::now();
     {
@@ -490,13 +488,13 @@ TEST_CASE("a segment of a newer format version is refused, never read", "[unit][
     CHECK(read_file(file) == bytes);
 }
 
-TEST_CASE("a journal in use by another process is refused", "[unit][journal]") {
+TEST_CASE("a journal in use by another process is refused", "[journal]") {
     TempDir dir;
     auto j = open_journal(dir.str(), options_with(), nullptr);
     CHECK_THROWS_WITH(open_journal(dir.str(), options_with(), nullptr), Catch::Contains("in use"));
 }
 
-TEST_CASE("segments roll, and a closed segment whose tasks are all settled is deleted", "[unit][journal]") {
+TEST_CASE("segments roll, and a closed segment whose tasks are all settled is deleted", "[journal]") {
     TempDir dir;
     JournalOptions o = options_with(FsyncPolicy::off);
     o.segment_bytes = 4096;
@@ -523,8 +521,7 @@ TEST_CASE("segments roll, and a closed segment whose tasks are all settled is de
     CHECK(j->bytes_on_disk() == fs::file_size(segment_files(dir.str()).at(0)));
 }
 
-TEST_CASE("compaction keeps the journal under 512 KiB over 200,000 steady accept and settle cycles",
-          "[unit][journal]") {
+TEST_CASE("compaction keeps the journal under 512 KiB over 200,000 steady accept and settle cycles", "[journal]") {
     TempDir dir;
     JournalOptions o = options_with(FsyncPolicy::off);
     o.segment_bytes = 64 << 10;
@@ -570,8 +567,8 @@ TEST_CASE("compaction keeps the journal under 512 KiB over 200,000 steady accept
         if (i > 20'000) max_bytes = std::max(max_bytes, j->bytes_on_disk());
     }
     j->commit(now += 1ms);
-    INFO("max bytes on disk " << max_bytes << ", written " << j->totals().bytes_written << ", relocated "
-                              << relocated << ", segments deleted " << j->totals().deleted);
+    INFO("max bytes on disk " << max_bytes << ", written " << j->totals().bytes_written << ", relocated " << relocated
+                              << ", segments deleted " << j->totals().deleted);
     CHECK(max_bytes < 512u << 10);
     CHECK(j->totals().bytes_written > 10u << 20);
     CHECK(relocated > 0);
@@ -592,7 +589,7 @@ TEST_CASE("compaction keeps the journal under 512 KiB over 200,000 steady accept
 }
 
 TEST_CASE("a crash between a compaction's rewrite and the old segment's deletion recovers each task once",
-          "[unit][journal]") {
+          "[journal]") {
     TempDir dir;
     JournalOptions o = options_with(FsyncPolicy::off);
     o.segment_bytes = 2048;
@@ -673,8 +670,8 @@ struct FullDisk {
 
 }  // namespace
 
-TEST_CASE("a full disk makes the journal unavailable; nothing durable is lost or doubled when space returns",
-          "[unit][journal]") {
+TEST_CASE("a full disk makes the journal unavailable, and nothing durable is lost or doubled when space returns",
+          "[journal]") {
     TempDir dir;
     FullDisk disk;
     JournalOptions o = options_with(FsyncPolicy::batch);
@@ -692,12 +689,8 @@ TEST_CASE("a full disk makes the journal unavailable; nothing durable is lost or
         const Seq a_durable = commit_and_wait(*j, now += 10ms);
         CHECK(a_durable == j->last_seq());
 
-        SECTION("a write that fails half way") {
-            disk.allowed = 700;
-        }
-        SECTION("a write that fails at once") {
-            disk.allowed = 0;
-        }
+        SECTION("a write that fails half way") { disk.allowed = 700; }
+        SECTION("a write that fails at once") { disk.allowed = 0; }
         SECTION("a sync that fails after the write went through") {
             disk.err = 0;
             disk.sync_err = EIO;
@@ -715,7 +708,7 @@ TEST_CASE("a full disk makes the journal unavailable; nothing durable is lost or
         CHECK_FALSE(j->append_accepted(make_task(999).task()).has_value());  // SUBMIT is rejected
         for (int i = 10; i < 20; ++i) j->append_settled(a[i].key);           // settling goes on
         CHECK(j->next_commit() == now + 100ms);
-        CHECK(j->commit(now += 10ms) == a_durable);  // before the retry interval: not tried
+        CHECK(j->commit(now += 10ms) == a_durable);   // before the retry interval: not tried
         CHECK(j->commit(now += 100ms) == a_durable);  // tried: still full
         CHECK_FALSE(j->available());
 
@@ -737,7 +730,7 @@ TEST_CASE("a full disk makes the journal unavailable; nothing durable is lost or
     CHECK(ids_of(recovered) == ids_of(kept));
 }
 
-TEST_CASE("a full disk at a segment roll recovers too", "[unit][journal]") {
+TEST_CASE("a full disk at a segment roll recovers too", "[journal]") {
     TempDir dir;
     FullDisk disk;
     JournalOptions o = options_with(FsyncPolicy::always);
@@ -791,12 +784,12 @@ TEST_CASE("journal throughput and bytes per task, by fsync policy", "[.bench][jo
         }
         j->flush(Clock::now());
         const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-        std::printf("journal %-6s: %.2f M tasks/s accepted and settled (%.2f M appends/s), %.1f bytes/task written, "
-                    "%.1f bytes/task queued, %llu syncs\n",
-                    drover::fsync_policy_name(p), k_tasks / s / 1e6, 2 * k_tasks / s / 1e6,
-                    static_cast<double>(j->totals().bytes_written) / k_tasks,
-                    static_cast<double>(queued_bytes - 32) / k_batch,
-                    static_cast<unsigned long long>(j->totals().syncs));
+        std::printf(
+            "journal %-6s: %.2f M tasks/s accepted and settled (%.2f M appends/s), %.1f bytes/task written, "
+            "%.1f bytes/task queued, %llu syncs\n",
+            drover::fsync_policy_name(p), k_tasks / s / 1e6, 2 * k_tasks / s / 1e6,
+            static_cast<double>(j->totals().bytes_written) / k_tasks, static_cast<double>(queued_bytes - 32) / k_batch,
+            static_cast<unsigned long long>(j->totals().syncs));
     }
     TempDir dir;
     {
@@ -812,8 +805,7 @@ TEST_CASE("journal throughput and bytes per task, by fsync policy", "[.bench][jo
         }
         j->commit(Clock::now());
         std::printf("journal: %d queued tasks take %.1f MB, %.1f bytes/task\n", k_tasks,
-                    static_cast<double>(j->bytes_on_disk()) / 1e6,
-                    static_cast<double>(j->bytes_on_disk()) / k_tasks);
+                    static_cast<double>(j->bytes_on_disk()) / 1e6, static_cast<double>(j->bytes_on_disk()) / k_tasks);
     }
     std::size_t n = 0;
     JournalRecovery report;
