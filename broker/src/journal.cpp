@@ -37,8 +37,8 @@ constexpr std::string_view k_suffix = ".drj";
 constexpr std::uint8_t k_detached = 1, k_retry_on_error = 2, k_has_name = 4, k_has_reply_to = 8, k_has_producer = 16;
 constexpr std::uint8_t k_task_flags = 31;
 // Record kinds (journal.hpp)
-constexpr std::uint8_t k_accepted = 1, k_attempt = 2, k_outcome = 3, k_settled = 4, k_relocated = 5;
-constexpr std::uint8_t k_last_kind = k_relocated;
+constexpr std::uint8_t k_accepted = 1, k_attempt = 2, k_outcome = 3, k_settled = 4, k_relocated = 5, k_synced = 6;
+constexpr std::uint8_t k_last_kind = k_synced;
 constexpr std::uint32_t k_no_task = 0xffffffff;
 // Bytes the search for good records after a bad one may checksum before
 // giving up (and calling it damage: refusing is the safe side).
@@ -122,7 +122,8 @@ struct Reader {
 };
 
 // One decoded item: for accepted and relocated ones, `seq` is the new key
-// and `key` (relocated) the old; for the others `key` names the task.
+// and `key` (relocated) the old; for a synced one `key` is the offset; for
+// the others `key` names the task.
 struct Item {
     std::uint8_t kind = 0;
     Seq seq = 0;
@@ -160,7 +161,8 @@ bool read_outcome(Reader& r, JournalOutcome& o) {
 }
 
 // Decodes a record's body, calling apply(const Item&) per item; the first
-// takes sequence number `seq`. Returns the item count, or -1 if malformed.
+// takes sequence number `seq`. Returns the sequence numbers its items take
+// (synced items take none), or -1 if malformed.
 template <class Apply>
 std::int64_t decode_record(const char* body, std::size_t n, Seq seq, Apply&& apply) {
     Reader r{body, body + n};
@@ -173,6 +175,12 @@ std::int64_t decode_record(const char* body, std::size_t n, Seq seq, Apply&& app
     for (; r.p != r.end; ++count, ++seq) {
         item.seq = seq;
         item.key = seq;
+        if (kind == k_synced) {
+            item.key = r.varint();
+            if (!r.ok) return -1;
+            apply(static_cast<const Item&>(item));
+            continue;
+        }
         if (kind != k_accepted) {
             const std::uint64_t back = r.varint();
             if (back == 0 || back >= seq) return -1;
@@ -199,7 +207,7 @@ std::int64_t decode_record(const char* body, std::size_t n, Seq seq, Apply&& app
         if (!ok || !r.ok) return -1;
         apply(static_cast<const Item&>(item));
     }
-    return count;
+    return kind == k_synced ? 0 : count;
 }
 
 std::string segment_name(Seq first) {
@@ -380,6 +388,7 @@ struct Journal::Recovery {
         std::size_t size = 0;
         std::size_t cut = 0;  // bytes kept
         std::uint64_t tasks = 0;
+        std::uint64_t synced = 0;  // the largest offset a synced item says was synced
     };
     struct Task {
         Seq key = 0;
@@ -415,6 +424,7 @@ struct Journal::Recovery {
     }
     void apply(const Item& item) {
         switch (item.kind) {
+            case k_synced: return;
             case k_accepted:
                 place(item.seq, static_cast<std::uint32_t>(tasks.size()));
                 tasks.push_back(Task{item.seq, item.state, true});
@@ -463,20 +473,29 @@ bool good_record_at(const char* d, std::size_t size, std::size_t at, std::uint64
     return decode_record(d + at + k_frame_bytes, n, std::numeric_limits<Seq>::max(), [](const Item&) {}) >= 0;
 }
 
-// Whether any good record starts after the bad one at `bad` (so the damage
-// is not a torn tail). Past the search budget, assumes one does.
-bool good_record_after(const char* d, std::size_t size, std::size_t bad) {
-    std::uint64_t budget = k_scan_budget;
-    if (size - bad >= k_frame_bytes) {  // where the bad frame says the next one starts
-        const std::uint64_t next = bad + k_frame_bytes + std::uint64_t{load_u32(d + bad)};
-        if (next > bad + k_frame_bytes && next < size && good_record_at(d, size, next, budget)) return true;
+// The largest offset that synced items in good records after the bad one
+// at `bad` say was synced (0: none). Past the search budget, the largest offset.
+std::uint64_t synced_after(const char* d, std::size_t size, std::size_t bad) {
+    std::uint64_t budget = k_scan_budget, synced = 0;
+    const auto note = [&synced](const Item& item) {
+        if (item.kind == k_synced) synced = std::max(synced, item.key);
+    };
+    for (std::size_t at = bad + 1; at + k_frame_bytes < size;) {
+        if (!good_record_at(d, size, at, budget)) {
+            if (budget == 0) return std::numeric_limits<std::uint64_t>::max();
+            ++at;
+            continue;
+        }
+        const std::uint32_t n = load_u32(d + at);
+        decode_record(d + at + k_frame_bytes, n, std::numeric_limits<Seq>::max(), note);
+        at += k_frame_bytes + n;
     }
-    for (std::size_t at = bad + 1; at + k_frame_bytes < size; ++at) {
-        if (good_record_at(d, size, at, budget)) return true;
-        if (budget == 0) return true;
-    }
-    return false;
+    return synced;
 }
+
+}  // namespace
+
+namespace {
 
 // Why a segment's header is bad, or "". Throws for a newer format version.
 std::string check_header(const std::string& path, const char* d, std::size_t size, Seq first, Seq previous_end) {
@@ -529,6 +548,7 @@ void Journal::read_segment(Recovery& rec, std::size_t i, Seq previous_end, Journ
         const std::uint32_t n = load_u32(f.data + at);
         const auto count = decode_record(f.data + at + k_frame_bytes, n, seq, [&](const Item& item) {
             if (item.kind == k_accepted || item.kind == k_relocated) ++f.tasks;
+            if (item.kind == k_synced) f.synced = std::max(f.synced, item.key);
             rec.apply(item);
         });
         seq += static_cast<Seq>(count);
@@ -539,9 +559,15 @@ void Journal::read_segment(Recovery& rec, std::size_t i, Seq previous_end, Journ
     f.end = seq;
     report.bytes += at;
     if (why.empty()) return;
+    // A power loss can tear the bytes written since the last sync anywhere
+    // (the disk may keep later pages and lose earlier ones): damage there is
+    // a torn tail, and what follows it was never acknowledged. Damage the
+    // journal had synced past (a synced item says so), or in a segment
+    // closed (synced) before the last, is not.
     const std::size_t lost = f.size - at;
     const bool last = i + 1 == rec.files.size();
-    if (last && !good_record_after(f.data, f.size, at)) {
+    const std::uint64_t synced = last ? std::max(f.synced, synced_after(f.data, f.size, at)) : 0;
+    if (last && synced <= at) {
         log_->warn("journal.torn_tail file={} offset={} cut_bytes={} why=\"{}\"", f.path, at, lost, why);
         ++report.torn_tails;
         report.torn_bytes += lost;
@@ -551,8 +577,9 @@ void Journal::read_segment(Recovery& rec, std::size_t i, Seq previous_end, Journ
         report.repaired_bytes += lost;
     } else {
         throw std::runtime_error("journal damaged: " + f.path + " at offset " + std::to_string(at) + ": " + why +
-                                 (last ? "; good records follow it, so it is not a torn tail"
-                                       : "; it is not the last segment, so it is not a torn tail") +
+                                 (last ? "; the journal had synced past it (through offset " + std::to_string(synced) +
+                                             "), so it is not a torn tail"
+                                       : std::string("; it is not the last segment, so it is not a torn tail")) +
                                  ". Start with " + std::string(k_journal_repair_flag) + " to cut the file at offset " +
                                  std::to_string(at) + ", losing the " + std::to_string(lost) +
                                  " bytes after it: tasks accepted there are lost, tasks settled there may run again");
@@ -650,7 +677,7 @@ std::unique_ptr<Journal> Journal::open(const std::string& dir, JournalOptions op
     if (!j->write_pending(now) || !j->make_durable(now))
         throw std::runtime_error("journal: cannot write " + j->segment_path(j->segments_.back().first) + ": " +
                                  j->error_);
-    j->last_sync_ = {};  // the first batch commit syncs at once
+    j->last_sync_ = Clock::time_point::min();  // the first batch commit syncs at once
     if (j->options_.fsync == FsyncPolicy::batch) j->syncer_ = std::make_unique<Syncer>(j->dir_fd_, j->options_.fault);
     j->delete_settled_segments();
     j->plan_relocation();
@@ -683,6 +710,8 @@ void Journal::start_segment() {
     fd_ = ::open(segment_path(next_seq_).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd_ < 0) fail("open", errno, Clock::now());
     dir_sync_pending_ = true;
+    synced_through_ = 0;
+    synced_due_ = false;
 }
 
 // Appending ----------------------------------------------------------------------
@@ -814,6 +843,12 @@ Journal::Seq Journal::append_settled(Seq key) {
     return seq;
 }
 
+void Journal::append_synced() {
+    char* p = begin_item(k_synced, k_varint_max);
+    buf_.advance(put_varint(p, synced_through_));
+    synced_due_ = false;
+}
+
 Journal::Seq Journal::relocate(Seq key, const JournalState& state) {
     const Seq seq = next_seq_;
     if (!unmark_live(key, seq)) return key;
@@ -846,6 +881,10 @@ Journal::Seq Journal::commit(Clock::time_point now) {
         if (now >= next_retry_) retry(now);
         return durable_seq_;
     }
+    if (synced_due_ && buf_.size() > written_) {  // only with other records: an idle journal writes nothing
+        append_synced();
+        close_record();
+    }
     if (!write_pending(now)) return durable_seq_;
     if (base_ + written_ >= options_.segment_bytes) {
         if (!make_durable(now)) return durable_seq_;
@@ -853,7 +892,8 @@ Journal::Seq Journal::commit(Clock::time_point now) {
     } else if (written_seq_ > asked_seq_ || dir_sync_pending_) {
         if (options_.fsync != FsyncPolicy::batch) {
             make_durable(now);
-        } else if (!sync_in_flight_ && now - last_sync_ >= options_.batch_interval) {
+        } else if (!sync_in_flight_ &&
+                   (last_sync_ == Clock::time_point::min() || now - last_sync_ >= options_.batch_interval)) {
             ask_sync(now);
         }
     }
@@ -865,7 +905,12 @@ Journal::Seq Journal::commit(Clock::time_point now) {
 Journal::Seq Journal::flush(Clock::time_point now) {
     close_record();
     drain_sync(now);
-    if (!unavailable_ && write_pending(now)) make_durable(now);
+    if (unavailable_ || !write_pending(now) || !make_durable(now)) return durable_seq_;
+    if (synced_due_) {  // so that damage in what a clean stop synced is never taken for a torn tail
+        append_synced();
+        close_record();
+        if (write_pending(now)) make_durable(now);
+    }
     return durable_seq_;
 }
 
@@ -897,6 +942,8 @@ void Journal::collect_sync(Clock::time_point now) {
         return;
     }
     durable_seq_ = std::max(durable_seq_, done->ask.seq);
+    synced_through_ = done->ask.offset;
+    synced_due_ = true;
     if (done->ask.offset > base_) {  // no record is open here: nothing in buf_ points at those bytes
         const auto n = static_cast<std::size_t>(done->ask.offset - base_);
         buf_.erase_front(n);
@@ -966,6 +1013,10 @@ bool Journal::make_durable(Clock::time_point now) {
     base_ += written_;
     buf_.clear();
     written_ = 0;
+    if (options_.fsync != FsyncPolicy::off) {
+        synced_through_ = base_;
+        synced_due_ = true;
+    }
     return true;
 }
 

@@ -11,8 +11,10 @@
 //
 // Open() reads the segments back and hands every task not yet settled to
 // the caller (its task, attempts, deaths and pending outcome), in
-// acceptance order. A torn tail is cut; damage anywhere else refuses to
-// open unless `repair` is set.
+// acceptance order. A torn tail is cut: in the last segment, damage past
+// the last offset a synced item vouches for, and all after it (a power
+// loss can tear unsynced bytes anywhere, not only at the end). Damage
+// anywhere else refuses to open unless `repair` is set.
 //
 // Disk stays bounded: a segment rolls past segment_bytes; a closed
 // segment is deleted once its tasks are all settled (oldest first, so a
@@ -37,8 +39,8 @@
 //     header (32 bytes): "DROVERJ\n", u32 version, u32 header size (32),
 //                        u64 first seq, u32 0, u32 crc32 of the 28 before
 //     records:  u32 n, u32 crc32(body), body (n bytes) = u8 kind, items...
-//   Each item takes the next sequence number (the header's first seq, then
-//   + 1 an item). Consecutive appends of one kind share a record up to
+//   Each item but a synced one takes the next sequence number (the
+//   header's first seq, then + 1 an item). Consecutive appends of one kind share a record up to
 //   record_bytes. A key is the sequence number of the task's accepted or
 //   relocated item; other items name it as seq - key (varint).
 //   kind 1 accepted   item = task
@@ -48,6 +50,8 @@
 //   kind 5 relocated  item = varint back (the old key), task, varint attempt,
 //                            varint deaths, u8 has outcome, [u8 status,
 //                            varint attempt, str error]
+//   kind 6 synced     item = varint offset: this segment was synced through
+//                            it (written with the next records after a sync)
 //   task = u8 flags (1 detached, 2 retry_on_error, 4 name, 8 reply_to,
 //          16 producer: present, else the previous item's in this record),
 //          varint max_attempts, varint timeout_ms, str id, [str name],
@@ -269,6 +273,7 @@ private:
     // where to encode it, with room for `n` bytes (the caller advances buf_).
     char* begin_item(std::uint8_t kind, std::size_t n);
     void close_record() noexcept;
+    void append_synced();  // a synced item: the segment is on disk through synced_through_
     char* put_task(char* p, const JournalTask& t);
     Segment* segment_of(Seq key) noexcept;
     bool is_live(Seq key) noexcept;
@@ -313,7 +318,10 @@ private:
     Seq relocation_issued_ = 0;
     bool unavailable_ = false;
     bool dir_sync_pending_ = false;
-    bool truncate_pending_ = false;  // a failed write or sync: cut the file back to base_ before writing again
+    bool truncate_pending_ = false;
+    std::uint64_t synced_through_ = 0;  // the active segment is synced through this offset
+    bool synced_due_ = false;  // ... and no synced item says so yet  // a failed write or sync: cut the file back to
+                               // base_ before writing again
     std::string error_;
     Clock::time_point last_sync_{};
     Clock::time_point next_retry_{};

@@ -314,8 +314,8 @@ TEST_CASE("a torn tail at any byte of the last record is cut and every earlier r
     auto now = Clock::now();
     std::vector<Owned> tasks;
     std::uint64_t last_record_at = 0;
-    {
-        auto j = open_journal(dir.str(), options_with(), nullptr);
+    {  // `off` writes no synced items: the last commit is the one task's record
+        auto j = open_journal(dir.str(), options_with(FsyncPolicy::off), nullptr);
         tasks = accept_each(*j, 0, 5, now);
         last_record_at = j->bytes_on_disk();
         auto more = accept_each(*j, 5, 1, now);
@@ -350,7 +350,7 @@ TEST_CASE("one flipped byte anywhere in the last record cuts that record alone",
     std::vector<Owned> tasks;
     std::uint64_t last_record_at = 0;
     {
-        auto j = open_journal(dir.str(), options_with(), nullptr);
+        auto j = open_journal(dir.str(), options_with(FsyncPolicy::off), nullptr);
         tasks = accept_each(*j, 0, 5, now);
         last_record_at = j->bytes_on_disk();
         accept_each(*j, 5, 1, now);
@@ -410,7 +410,9 @@ TEST_CASE("damage in the middle refuses to open, naming file and offset, and rep
     }
     const auto file = segment_files(dir.str()).at(0);
     std::string bytes = read_file(file);
-    bytes[damaged_at + 12] = static_cast<char>(bytes[damaged_at + 12] ^ 1);  // inside the 4th task's record
+    // The checksum of the first record the 4th commit wrote; later commits
+    // say the journal synced past it.
+    bytes[damaged_at + 4] = static_cast<char>(bytes[damaged_at + 4] ^ 1);
     write_file(file, bytes);
     try {
         open_journal(dir.str(), options_with(), nullptr);
@@ -420,6 +422,7 @@ TEST_CASE("damage in the middle refuses to open, naming file and offset, and rep
         CHECK_THAT(what, Catch::Contains(file.string()));
         CHECK_THAT(what, Catch::Contains("offset " + std::to_string(damaged_at)));
         CHECK_THAT(what, Catch::Contains("checksum"));
+        CHECK_THAT(what, Catch::Contains("synced past it"));
         CHECK_THAT(what, Catch::Contains("--journal-repair"));
     }
     CHECK(read_file(file) == bytes);  // refused: nothing touched
@@ -435,13 +438,48 @@ TEST_CASE("damage in the middle refuses to open, naming file and offset, and rep
     CHECK(recovered.size() == 3);
 }
 
+TEST_CASE("damage in what was never synced, good records after it, is a torn tail: a power loss makes such holes",
+          "[journal]") {
+    TempDir dir, copy;
+    JournalOptions o = options_with(FsyncPolicy::batch);
+    o.batch_interval = std::chrono::hours(1);  // the first commit syncs, no later one
+    auto now = Clock::now();
+    std::vector<Owned> tasks;
+    std::vector<std::uint64_t> at;  // where each task's commit starts
+    {
+        auto j = open_journal(dir.str(), o, nullptr);
+        for (int i = 0; i < 6; ++i) {
+            at.push_back(j->bytes_on_disk());
+            auto one = accept_each(*j, i, 1, now);
+            tasks.push_back(one[0]);
+        }
+        CHECK(j->durable_seq() == tasks[0].key);
+        // The disk as a power loss may leave it: all written, the 3rd commit torn.
+        const auto file = segment_files(dir.str()).at(0);
+        std::string bytes = read_file(file);
+        bytes[at[2] + 20] = static_cast<char>(bytes[at[2] + 20] ^ 0x10);
+        write_file(copy.path / file.filename(), bytes);
+        at.push_back(bytes.size());
+    }
+    std::vector<Owned> recovered;
+    JournalRecovery report;
+    auto j = open_journal(copy.str(), o, &recovered, &report);
+    CHECK(ids_of(recovered) == ids_of(std::vector<Owned>(tasks.begin(), tasks.begin() + 2)));
+    CHECK(report.torn_tails == 1);
+    CHECK(report.torn_bytes == at.back() - at[2]);
+}
+
 TEST_CASE("damage in a segment that is not the last is refused, and repair keeps the later segments", "[journal]") {
     TempDir dir;
     auto now = Clock::now();
     std::vector<Owned> first, second;
+    std::uint64_t third_at = 0;
     {
         auto j = open_journal(dir.str(), options_with(), nullptr);
-        first = accept_each(*j, 0, 3, now);
+        first = accept_each(*j, 0, 2, now);
+        third_at = j->bytes_on_disk();
+        auto more = accept_each(*j, 2, 1, now);
+        first.push_back(more[0]);
     }
     {  // a second session writes a second segment
         auto j = open_journal(dir.str(), options_with(), nullptr);
@@ -450,8 +488,7 @@ TEST_CASE("damage in a segment that is not the last is refused, and repair keeps
     const auto files = segment_files(dir.str());
     REQUIRE(files.size() == 2);
     std::string bytes = read_file(files[0]);
-    const std::size_t at = bytes.size() - 3;  // the last record of the first segment
-    bytes[at] = static_cast<char>(bytes[at] ^ 0x40);
+    bytes[third_at + 4] = static_cast<char>(bytes[third_at + 4] ^ 0x40);  // the 3rd commit's first checksum
     write_file(files[0], bytes);
     try {
         open_journal(dir.str(), options_with(), nullptr);
