@@ -40,9 +40,9 @@
 //                        u64 first seq, u32 0, u32 crc32 of the 28 before
 //     records:  u32 n, u32 crc32(body), body (n bytes) = u8 kind, items...
 //   Each item but a synced one takes the next sequence number (the
-//   header's first seq, then + 1 an item). Consecutive appends of one kind share a record up to
-//   record_bytes. A key is the sequence number of the task's accepted or
-//   relocated item; other items name it as seq - key (varint).
+//   header's first seq, then + 1 an item). Consecutive appends of one kind
+//   share a record up to record_bytes. A key is the sequence number of the
+//   task's accepted or relocated item; other items name it as seq - key.
 //   kind 1 accepted   item = task
 //   kind 2 attempt    item = varint back, varint attempt, varint deaths
 //   kind 3 outcome    item = varint back, u8 status, varint attempt, str error
@@ -94,9 +94,11 @@ struct JournalOptions {
     Millis batch_interval{2};                   // batch: the longest a written record waits for its sync
     std::uint64_t segment_bytes = 64ull << 20;  // a segment rolls once it is this big
     std::size_t record_bytes = 64 << 10;        // appends of one kind share a record up to this body size
-    unsigned compact_percent = 25;              // old segments whose live tasks are at most this % are compacted
-    Millis retry_interval{500};                 // unavailable: how often commit() tries the disk again
-    bool repair = false;                        // open(): cut damage instead of refusing (records after it lost)
+    // The oldest closed segments are compacted once their live tasks are at
+    // most this % of the tasks written in them.
+    unsigned compact_percent = 25;
+    Millis retry_interval{500};  // unavailable: how often commit() tries the disk again
+    bool repair = false;         // open(): cut damage instead of refusing (records after it lost)
     // Test hook: called before each write (`bytes` is its size; lower it to
     // let only that much through) and each fdatasync. A non-zero errno
     // fails the call as the kernel would.
