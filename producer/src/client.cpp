@@ -167,7 +167,7 @@ void ClientImpl::wait_for_room(std::unique_lock<std::mutex>& lock) {
     if (stopping_) throw std::runtime_error("client is closing");
 }
 
-Pending& ClientImpl::add_task(std::string name, std::string args, ResultCallback done, TaskOptions& options,
+Pending& ClientImpl::add_task(std::string&& name, std::string&& args, ResultCallback&& done, TaskOptions& options,
                               SinkAddress& elsewhere, std::uint64_t& seq) {
     const bool goes_elsewhere = !options.reply_to.empty();
     Pending& p = pending_.add(std::move(options.id), goes_elsewhere, seq);

@@ -90,7 +90,7 @@ private:
     void wait_for_room(std::unique_lock<std::mutex>& lock);
     // A new pending task, with mutex_ held; `elsewhere`: its other sink
     // (empty: this client's), its reply_to taken. Returns it, its number in `seq`.
-    Pending& add_task(std::string name, std::string args, ResultCallback done, TaskOptions& options,
+    Pending& add_task(std::string&& name, std::string&& args, ResultCallback&& done, TaskOptions& options,
                       SinkAddress& elsewhere, std::uint64_t& seq);
     // Sends the lone task `p` on the callers' own socket; called with mutex_
     // held in `lock`. Returns true if it went (mutex_ then released); false
