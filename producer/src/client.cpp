@@ -137,6 +137,37 @@ void ClientImpl::wake() {
     [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
 }
 
+// The steps of submit_packed, inline: each task takes them.
+inline void ClientImpl::wait_for_room(std::unique_lock<std::mutex>& lock) {
+    room_.wait(lock, [&] { return has_room() || stopping_; });
+    if (stopping_) throw std::runtime_error("client is closing");
+}
+
+inline Pending& ClientImpl::add_task(std::string&& name, std::string&& args, ResultCallback&& done,
+                                     TaskOptions& options, SinkAddress& elsewhere, std::uint64_t& seq) {
+    const bool goes_elsewhere = !options.reply_to.empty();
+    Pending& p = pending_.add(std::move(options.id), goes_elsewhere, seq);
+    p.task.name = std::move(name);
+    p.task.args = std::move(args);
+    p.task.max_attempts = options.max_attempts.value_or(options_.max_attempts);
+    p.task.timeout_ms = options.timeout_ms;
+    p.task.retry_on_error = options.retry_on_error;
+    if (goes_elsewhere) p.task.reply_to = std::move(elsewhere.reply_to);  // else reply_to_, added when sent
+    // Only this client, the broker and the task's sink can know it: the
+    // sink drops outcomes whose token it does not prove (internal/proof.hpp).
+    task_secret_into(goes_elsewhere ? elsewhere.key : sink_key_, p.task.id, p.task.secret);
+    p.task.detached = goes_elsewhere;
+    p.done = std::move(done);
+    return p;
+}
+
+inline void ClientImpl::hand_to_io_thread(std::unique_lock<std::mutex>& lock, std::uint64_t seq) {
+    const bool first = inbox_.empty();
+    inbox_.push_back(seq);
+    lock.unlock();
+    if (first) wake();
+}
+
 std::string ClientImpl::submit_packed(std::string name, std::string args, ResultCallback done, TaskOptions options) {
     check_fits(name, args, options_.max_message_bytes);
     std::unique_lock lock(mutex_);
@@ -162,29 +193,6 @@ std::string ClientImpl::submit_packed(std::string name, std::string args, Result
     return id;
 }
 
-void ClientImpl::wait_for_room(std::unique_lock<std::mutex>& lock) {
-    room_.wait(lock, [&] { return has_room() || stopping_; });
-    if (stopping_) throw std::runtime_error("client is closing");
-}
-
-Pending& ClientImpl::add_task(std::string&& name, std::string&& args, ResultCallback&& done, TaskOptions& options,
-                              SinkAddress& elsewhere, std::uint64_t& seq) {
-    const bool goes_elsewhere = !options.reply_to.empty();
-    Pending& p = pending_.add(std::move(options.id), goes_elsewhere, seq);
-    p.task.name = std::move(name);
-    p.task.args = std::move(args);
-    p.task.max_attempts = options.max_attempts.value_or(options_.max_attempts);
-    p.task.timeout_ms = options.timeout_ms;
-    p.task.retry_on_error = options.retry_on_error;
-    if (goes_elsewhere) p.task.reply_to = std::move(elsewhere.reply_to);  // else reply_to_, added when sent
-    // Only this client, the broker and the task's sink can know it: the
-    // sink drops outcomes whose token it does not prove (internal/proof.hpp).
-    task_secret_into(goes_elsewhere ? elsewhere.key : sink_key_, p.task.id, p.task.secret);
-    p.task.detached = goes_elsewhere;
-    p.done = std::move(done);
-    return p;
-}
-
 bool ClientImpl::send_directly(std::unique_lock<std::mutex>& lock, const Pending& p) {
     const proto::TaskRef ref = wire_ref(p);
     auto body = proto::encode_message(&ref, 1);
@@ -202,13 +210,6 @@ bool ClientImpl::send_directly(std::unique_lock<std::mutex>& lock, const Pending
     }
     lock.lock();  // full, failed or closed: the I/O thread sends it
     return false;
-}
-
-void ClientImpl::hand_to_io_thread(std::unique_lock<std::mutex>& lock, std::uint64_t seq) {
-    const bool first = inbox_.empty();
-    inbox_.push_back(seq);
-    lock.unlock();
-    if (first) wake();
 }
 
 void ClientImpl::wait_all() {

@@ -85,7 +85,7 @@ public:
 
     // A new entry, its number in `seq`, its id `id` (the caller's: not
     // pending, find() first) or, when `id` is empty, the own id of `seq`.
-    Pending& add(std::string id, bool elsewhere, std::uint64_t& seq) {
+    Pending& add(std::string&& id, bool elsewhere, std::uint64_t& seq) {
         const bool named = !id.empty();
         // A caller's id of our own form: its number is never given to another task.
         if (named) table_.skip_to(own_seq(id));
