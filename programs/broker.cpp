@@ -9,6 +9,59 @@
 #include "process.hpp"
 #include "security_cli.hpp"
 
+namespace {
+
+// `drover-broker status`: prints the STATUS_REPLY of the broker at `broker`
+// as JSON. Returns the exit status.
+int print_status(zmq::context_t& ctx, const std::string& broker, int timeout_ms,
+                 const drover::SecurityOptions& security) {
+    std::shared_ptr<drover::Security> sec;
+    try {
+        sec = drover::make_security(security, drover::Role::producer, drover::make_logger("broker", "warn"));
+    } catch (const std::exception& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 2;
+    }
+    auto doc = drover::fetch_status(ctx, broker, drover::Millis(timeout_ms), sec.get());
+    if (!doc) {
+        std::cerr << "drover-broker: no answer from " << broker << " within " << timeout_ms << " ms\n";
+        return 1;
+    }
+    std::cout << doc->dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return 0;
+}
+
+// Runs the broker until SIGINT or SIGTERM. Returns the exit status.
+int run_broker(zmq::context_t& ctx, drover::BrokerConfig& config, const std::string& log_level,
+               const drover::SecurityOptions& security) {
+    try {
+        auto log = drover::make_logger("broker", log_level);
+        drover::StopSource stop;
+        drover::stop_on_signals(stop);
+        drover::ignore_hangup();
+        config.security = drover::make_security(security, drover::Role::broker, log);
+        if (config.security) config.security->reload_on_sighup();
+        drover::Broker broker(ctx, config, log);
+        broker.bind();
+        broker.run(stop);
+        return 0;
+    } catch (const drover::SecurityError& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 2;
+    } catch (const drover::BindError& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 2;
+    } catch (const zmq::error_t& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 1;
+    } catch (const std::exception& e) {
+        std::cerr << "drover-broker: " << e.what() << "\n";
+        return 1;
+    }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
     drover::exec_without_thread_cache(argv);
     drover::tune_allocator(/*one_arena=*/true);
@@ -54,46 +107,9 @@ int main(int argc, char** argv) {
     }
     config.heartbeat = drover::Millis(heartbeat_ms);
     zmq::context_t ctx;
-    if (*status) {
-        std::shared_ptr<drover::Security> sec;
-        try {
-            if (!status_security.enabled()) status_security = security;  // "--security DIR status" works too
-            sec = drover::make_security(status_security, drover::Role::producer, drover::make_logger("broker", "warn"));
-        } catch (const std::exception& e) {
-            std::cerr << "drover-broker: " << e.what() << "\n";
-            return 2;
-        }
-        auto doc = drover::fetch_status(ctx, status_broker, drover::Millis(status_timeout_ms), sec.get());
-        if (!doc) {
-            std::cerr << "drover-broker: no answer from " << status_broker << " within " << status_timeout_ms
-                      << " ms\n";
-            return 1;
-        }
-        std::cout << doc->dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-        return 0;
-    }
-    try {
-        auto log = drover::make_logger("broker", log_level);
-        drover::StopSource stop;
-        drover::stop_on_signals(stop);
-        drover::ignore_hangup();
-        config.security = drover::make_security(security, drover::Role::broker, log);
-        if (config.security) config.security->reload_on_sighup();
-        drover::Broker broker(ctx, config, log);
-        broker.bind();
-        broker.run(stop);
-        return 0;
-    } catch (const drover::SecurityError& e) {
-        std::cerr << "drover-broker: " << e.what() << "\n";
-        return 2;
-    } catch (const drover::BindError& e) {
-        std::cerr << "drover-broker: " << e.what() << "\n";
-        return 2;
-    } catch (const zmq::error_t& e) {
-        std::cerr << "drover-broker: " << e.what() << "\n";
-        return 1;
-    } catch (const std::exception& e) {
-        std::cerr << "drover-broker: " << e.what() << "\n";
-        return 1;
-    }
+    // "--security DIR status" works too.
+    if (*status)
+        return print_status(ctx, status_broker, status_timeout_ms,
+                            status_security.enabled() ? status_security : security);
+    return run_broker(ctx, config, log_level, security);
 }

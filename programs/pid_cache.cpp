@@ -1,11 +1,11 @@
 // getpid() answered from memory, for drover's executables (drover-broker,
 // drover-worker, drover-producer, drover-sink; and the unit tests, which
-// test it) and for no library user's program.
+// test it: tests/unit/pid_cache_test.cpp) and for no library user's program.
 //
-// libzmq asks getpid() at every signal between its threads (its check for a
-// fork, in signaler_t), and glibc stopped caching the pid in 2.25: each call
-// is a system call, 1.1 us on a machine with page-table isolation, and a
-// round trip through broker and worker made 36 of them (performance.md).
+// Why: libzmq asks getpid() at every signal between its threads (its check
+// for a fork, in signaler_t), and glibc (2.25 on) does not cache the pid, so
+// each call is a system call, many on a task's round trip through broker
+// and worker (drover-bench W2 measures that round trip).
 // This definition in the executable takes the place of glibc's for every
 // library it loads. It holds its value across threads and is cleared in the
 // child of a fork (pthread_atfork), the only way drover starts a process

@@ -1,3 +1,4 @@
+// Process-wide allocator settings (process.hpp says why).
 #include "process.hpp"
 
 #include <malloc.h>
@@ -9,13 +10,10 @@
 namespace drover {
 
 void tune_allocator(bool one_arena) {
-    // Above the largest batch (k_batch_bytes = 1 MiB, messages up to 16 MiB):
-    // 32 MiB is glibc's upper bound for the mmap threshold on 64-bit.
+    // Above the largest batch (k_batch_bytes): 32 MiB is glibc's upper bound
+    // for the mmap threshold on 64-bit.
     ::mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
     ::mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
-    // Another thread's arena (libzmq's I/O thread) is never given back:
-    // malloc_trim trims only the main arena's top, and a drained broker kept
-    // 5 MiB resident there.
     if (one_arena) ::mallopt(M_ARENA_MAX, 1);
 }
 

@@ -142,6 +142,12 @@ nlohmann::json parse_arg(const std::string& text) {
     }
 }
 
+// --timing: "timing: tasks=N wall_ms=T" on stderr.
+void print_timing(std::size_t tasks, Clock::time_point start) {
+    std::cerr << "timing: tasks=" << tasks
+              << " wall_ms=" << std::chrono::duration<double, std::milli>(Clock::now() - start).count() << "\n";
+}
+
 // Runs tasks one after another on this thread: the single-threaded baseline.
 int run_inline(const Settings& s, const Registry& registry) {
     const auto start = Clock::now();
@@ -166,9 +172,7 @@ int run_inline(const Settings& s, const Registry& registry) {
         }
     }
     std::cout.flush();
-    if (s.timing)
-        std::cerr << "timing: tasks=" << s.map_args.size()
-                  << " wall_ms=" << std::chrono::duration<double, std::milli>(Clock::now() - start).count() << "\n";
+    if (s.timing) print_timing(s.map_args.size(), start);
     return failures == 0 ? 0 : 1;
 }
 
@@ -176,6 +180,15 @@ int run_inline(const Settings& s, const Registry& registry) {
 void report_forged(const Client& client) {
     if (const auto n = client.forged_dropped())
         std::cerr << "drover-producer: dropped " << n << " forged outcomes (without their attempt's token)\n";
+}
+
+// After a stop request: CANCEL what the broker still queues of ours, and
+// give it time to leave (the caller then ends the process: pending
+// callbacks refer to its frame).
+void cancel_unfinished(Client& client) {
+    std::cerr << "drover-producer: interrupted: cancelling " << client.unfinished() << " unfinished tasks\n";
+    client.cancel_all();
+    std::this_thread::sleep_for(Millis(200));  // let CANCEL reach the broker
 }
 
 int run_map(Client& client, const Settings& s, const StopSource& stop) {
@@ -201,11 +214,8 @@ int run_map(Client& client, const Settings& s, const StopSource& stop) {
         auto f = promises[i].get_future();
         while (f.wait_for(Millis(20)) != std::future_status::ready) {
             if (stop.stop_requested()) {
-                std::cerr << "drover-producer: interrupted: cancelling " << client.unfinished()
-                          << " unfinished tasks\n";
-                client.cancel_all();
-                std::this_thread::sleep_for(Millis(200));  // let CANCEL reach the broker
-                std::_Exit(130);                           // pending callbacks refer to this frame
+                cancel_unfinished(client);
+                std::_Exit(130);
             }
         }
         auto r = f.get();
@@ -220,97 +230,89 @@ int run_map(Client& client, const Settings& s, const StopSource& stop) {
     }
     std::cout.flush();
     report_forged(client);
-    if (s.timing)
-        std::cerr << "timing: tasks=" << s.map_args.size()
-                  << " wall_ms=" << std::chrono::duration<double, std::milli>(Clock::now() - start).count() << "\n";
+    if (s.timing) print_timing(s.map_args.size(), start);
     return failures == 0 ? 0 : 1;
 }
 
-int run_submit(Client& client, const Settings& s, const StopSource& stop) {
+// What `submit` shares with the client's callbacks (on its I/O thread):
+// the counters Progress shows, and stdout.
+struct SubmitOutput {
     std::atomic<std::size_t> total{0}, done{0}, failed{0};
-    std::mutex out_mutex;
-    Progress progress(total, done, failed);
-    const auto print = [&](const nlohmann::json& line) {
-        std::lock_guard lock(out_mutex);
+    std::mutex mutex;
+
+    void print(const nlohmann::json& line) {
+        std::lock_guard lock(mutex);
         std::cout << to_line(line) << "\n";
-    };
+    }
+    void flush() {
+        std::lock_guard lock(mutex);
+        std::cout.flush();
+    }
+};
+
+// Submits the task of input line `line_no`, or prints why it cannot go.
+void submit_line(Client& client, const Settings& s, const std::string& line, std::size_t line_no, SubmitOutput& out) {
+    std::string error;
+    auto t = parse_task_line(line, error);
+    if (!t) {
+        ++out.failed;
+        out.print({{"line", line_no}, {"status", "rejected"}, {"error", error}});
+        std::cerr << "drover-producer: line " << line_no << ": " << error << "\n";
+        return;
+    }
+    if (t->options.timeout_ms == 0) t->options.timeout_ms = s.timeout_ms;
+    if (s.retry_on_error) t->options.retry_on_error = true;
+    t->options.reply_to = s.reply_to;
+    // The other sink sees only wire ids: it gets the line's own id (a
+    // number as its JSON text, "42"), so that its reader can match it.
+    if (!s.reply_to.empty() && (t->id.is_string() || t->id.is_number()))
+        t->options.id = t->id.is_string() ? t->id.get<std::string>() : t->id.dump();
+    ++out.total;
+    try {
+        client.submit_packed(
+            t->task, std::move(t->args),
+            [&out, id = t->id](Result&& r) {
+                if (!r.ok() && !r.accepted_only) ++out.failed;
+                ++out.done;
+                out.print(result_to_json(r, id));
+            },
+            t->options);
+    } catch (const std::invalid_argument& e) {
+        --out.total;
+        ++out.failed;
+        nlohmann::json rejected = {{"line", line_no}, {"status", "rejected"}, {"error", e.what()}};
+        if (!t->id.is_null()) rejected["id"] = t->id;
+        out.print(rejected);
+        std::cerr << "drover-producer: line " << line_no << ": " << e.what() << "\n";
+    }
+}
+
+int run_submit(Client& client, const Settings& s, const StopSource& stop) {
+    SubmitOutput out;
+    Progress progress(out.total, out.done, out.failed);
     const auto start = Clock::now();
     std::string line;
     std::size_t line_no = 0;
     LineReader input(STDIN_FILENO);
     while (input.next(line, stop)) {
         ++line_no;
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        std::string error;
-        auto t = parse_task_line(line, error);
-        if (!t) {
-            ++failed;
-            print({{"line", line_no}, {"status", "rejected"}, {"error", error}});
-            std::cerr << "drover-producer: line " << line_no << ": " << error << "\n";
-            continue;
-        }
-        if (t->options.timeout_ms == 0) t->options.timeout_ms = s.timeout_ms;
-        if (s.retry_on_error) t->options.retry_on_error = true;
-        t->options.reply_to = s.reply_to;
-        // The other sink sees only wire ids: give it the line's own id (a
-        // number as its JSON text, "42"; it was an internal id the sink's
-        // reader could not match to its line).
-        if (!s.reply_to.empty() && (t->id.is_string() || t->id.is_number()))
-            t->options.id = t->id.is_string() ? t->id.get<std::string>() : t->id.dump();
-        ++total;
-        try {
-            client.submit_packed(
-                t->task, std::move(t->args),
-                [&, id = t->id](Result&& r) {
-                    if (!r.ok() && !r.accepted_only) ++failed;
-                    ++done;
-                    print(result_to_json(r, id));
-                },
-                t->options);
-        } catch (const std::invalid_argument& e) {
-            --total;
-            ++failed;
-            nlohmann::json rejected = {{"line", line_no}, {"status", "rejected"}, {"error", e.what()}};
-            if (!t->id.is_null()) rejected["id"] = t->id;
-            print(rejected);
-            std::cerr << "drover-producer: line " << line_no << ": " << e.what() << "\n";
-        }
+        if (line.find_first_not_of(" \t\r") != std::string::npos) submit_line(client, s, line, line_no, out);
     }
-    // Woken by the last outcome (polling every 5 ms ended a run up to 5 ms
-    // late); Ctrl-C is seen within 100 ms.
+    // Woken by the last outcome; a stop request is seen within 100 ms.
     while (!stop.stop_requested() && !client.wait_all_for(Millis(100))) {}
     if (stop.stop_requested()) {
-        std::cerr << "drover-producer: interrupted: cancelling " << client.unfinished() << " unfinished tasks\n";
-        client.cancel_all();
-        std::this_thread::sleep_for(Millis(200));  // let CANCEL reach the broker
-        {
-            std::lock_guard lock(out_mutex);
-            std::cout.flush();
-        }
-        std::_Exit(130);  // pending callbacks refer to this frame
+        cancel_unfinished(client);
+        out.flush();
+        std::_Exit(130);
     }
-    {
-        std::lock_guard lock(out_mutex);
-        std::cout.flush();
-    }
+    out.flush();
     report_forged(client);
-    if (s.timing)
-        std::cerr << "timing: tasks=" << total.load()
-                  << " wall_ms=" << std::chrono::duration<double, std::milli>(Clock::now() - start).count() << "\n";
-    return failed.load() == 0 ? 0 : 1;
+    if (s.timing) print_timing(out.total.load(), start);
+    return out.failed.load() == 0 ? 0 : 1;
 }
 
-}  // namespace
-
-int producer_main(int argc, char** argv, const Registry& registry) {
-    tune_allocator();
-    Settings s;
-    CLI::App app{
-        "drover-producer: submits tasks to a drover broker and prints their results.\n"
-        "  submit           task JSON lines on stdin -> result JSON lines on stdout\n"
-        "  map TASK ARG...  runs TASK once per ARG (JSON or a plain string), results in order"};
-    app.require_subcommand(1);
-    app.fallthrough();  // flags such as --broker and --security may follow the subcommand too
+// --broker, --local, --inline and what goes with them: where the tasks run.
+void add_where_options(CLI::App& app, Settings& s) {
     auto* where = app.add_option_group("where the work runs");
     where->add_option("--broker", s.broker, "the broker's frontend endpoint (default tcp://127.0.0.1:5555)");
     where->add_option("--local", s.local, "start an embedded broker and N workers instead of --broker")
@@ -321,6 +323,10 @@ int producer_main(int argc, char** argv, const Registry& registry) {
         ->capture_default_str()
         ->check(CLI::IsMember({"threads", "processes"}));
     app.add_option("--worker-exe", s.worker_exe, "with --local --pool processes: the worker program");
+}
+
+// The client's flags, and the defaults of the run's tasks.
+void add_client_options(CLI::App& app, Settings& s) {
     app.add_option("--sink", s.client.sink, "where to bind the result sink (default: an ephemeral port)");
     app.add_option("--sink-advertise", s.client.sink_advertise, "the sink endpoint given to workers as reply_to");
     app.add_option("--window", s.client.window, "unfinished tasks before submitting pauses")
@@ -349,6 +355,103 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     add_log_level_option(app, s.log_level, " (default warn)");
     add_max_message_bytes_option(app, s.client.max_message_bytes, "largest message sent or accepted");
     add_security_options(app, s.security, Role::producer);
+}
+
+// Throws: std::invalid_argument unless --reply-to names a sink with its key.
+void check_reply_to(const std::string& reply_to) {
+    const auto address = split_sink_address(reply_to);
+    check_endpoint(split_keyed_endpoint(address.reply_to).endpoint, "--reply-to");
+    if (address.key.empty())
+        throw std::invalid_argument(std::string("--reply-to ") + reply_to +
+                                    (address.malformed_key ? ": its secret= is not 32 hex digits"
+                                                           : ": no sink key: give the address drover-sink printed, "
+                                                             "with its ?secret=HEX (it proves the results that reach "
+                                                             "that sink)"));
+}
+
+// Fills in --broker's default and checks what the parser cannot. Throws:
+// std::invalid_argument with the reason.
+void check_settings(Settings& s, bool map) {
+    if (s.broker.empty() && s.local == 0 && !s.inline_run) s.broker = "tcp://127.0.0.1:5555";
+    if (!s.broker.empty()) check_endpoint(s.broker, "--broker", /*inproc_ok=*/false);
+    if (!s.client.sink.empty()) check_endpoint(s.client.sink, "--sink");
+    if (!s.reply_to.empty()) check_reply_to(s.reply_to);
+    if (s.inline_run && !map) throw std::invalid_argument("--inline: only map runs inline");
+    // Packing one would recurse that deep; its argument list is a level more.
+    for (const auto& a : s.map_args)
+        if (!json_within_depth_limit(a, k_max_data_depth - 1))
+            throw std::invalid_argument("a map argument nested deeper than " + std::to_string(k_max_data_depth - 1) +
+                                        " levels (limit: its argument list makes " + std::to_string(k_max_data_depth) +
+                                        ")");
+}
+
+// --local: a broker and workers in (or under) this process, the client's
+// broker and sink set to theirs; without it, nullptr and --broker.
+std::unique_ptr<LocalCluster> start_local(zmq::context_t& ctx, Settings& s, const Registry& registry,
+                                          const Logger& log) {
+    if (s.local == 0) {
+        s.client.broker = s.broker;
+        return nullptr;
+    }
+    LocalClusterOptions lo;
+    lo.workers = s.local;
+    lo.pool = s.pool;
+    lo.worker_exe = s.worker_exe;
+    auto cluster = std::make_unique<LocalCluster>(ctx, registry, lo, log);
+    s.client.broker = cluster->frontend();
+    if (s.client.sink.empty()) s.client.sink = cluster->sink_endpoint();
+    return cluster;
+}
+
+// --wait-workers timed out: says which, no broker there or a broker with too few workers.
+void report_missing_workers(zmq::context_t& ctx, const Settings& s) {
+    const auto status = fetch_status(ctx, s.client.broker, Millis(1000), s.client.security.get());
+    if (!status)
+        std::cerr << "drover-producer: no answer from a broker at " << s.client.broker << " in " << s.wait_timeout_ms
+                  << " ms (is it running there, and, with --security, does this producer have the fleet's keys?)\n";
+    else
+        std::cerr << "drover-producer: " << (*status)["workers"].size() << " of " << s.wait_workers << " workers at "
+                  << s.client.broker << " after " << s.wait_timeout_ms << " ms\n";
+}
+
+// Runs `submit` or `map` through a Client. Returns the exit status. Throws:
+// SecurityError, zmq::error_t (a sink that cannot be bound), std::exception.
+int run_client(Settings& s, bool map, const Registry& registry) {
+    auto log = make_logger("producer", s.log_level.empty() && !std::getenv("SPDLOG_LEVEL") ? "warn" : s.log_level);
+    StopSource stop;
+    stop_on_signals(stop);
+    s.client.security = make_security(s.security, Role::producer, log);
+    if (s.client.security) s.client.security->reload_on_sighup();
+    // A --reply-to sink without a key is taken to use this producer's key pair (as drover-sink does by default).
+    if (!s.reply_to.empty()) {
+        const auto address = split_sink_address(s.reply_to);
+        s.reply_to = sink_address(with_sink_key(address.reply_to, s.client.security.get()), address.key);
+    }
+    zmq::context_t ctx;
+    const auto cluster = start_local(ctx, s, registry, log);
+    s.client.heartbeat = Millis(s.heartbeat_ms);
+    s.client.queue_full_wait = Millis(s.queue_full_wait_ms);
+    Client client(ctx, s.client, log);
+    if (s.wait_workers > 0 && !client.wait_for_workers(s.wait_workers, Millis(s.wait_timeout_ms))) {
+        report_missing_workers(ctx, s);
+        return 1;
+    }
+    return map ? run_map(client, s, stop) : run_submit(client, s, stop);
+}
+
+}  // namespace
+
+int producer_main(int argc, char** argv, const Registry& registry) {
+    tune_allocator();
+    Settings s;
+    CLI::App app{
+        "drover-producer: submits tasks to a drover broker and prints their results.\n"
+        "  submit           task JSON lines on stdin -> result JSON lines on stdout\n"
+        "  map TASK ARG...  runs TASK once per ARG (JSON or a plain string), results in order"};
+    app.require_subcommand(1);
+    app.fallthrough();  // flags such as --broker and --security may follow the subcommand too
+    add_where_options(app, s);
+    add_client_options(app, s);
     auto* submit = app.add_subcommand("submit", "read task JSON lines from stdin, write result JSON lines to stdout");
     submit->add_option("--reply-to", s.reply_to, "send results to this sink (e.g. a drover-sink) instead");
     auto* map = app.add_subcommand("map", "run TASK once per ARG and print the results in order");
@@ -356,26 +459,7 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     map->add_option("args", s.map_args, "one argument per task (JSON, or a plain string)");
     try {
         app.parse(argc, argv);
-        if (s.broker.empty() && s.local == 0 && !s.inline_run) s.broker = "tcp://127.0.0.1:5555";
-        if (!s.broker.empty()) check_endpoint(s.broker, "--broker", /*inproc_ok=*/false);
-        if (!s.client.sink.empty()) check_endpoint(s.client.sink, "--sink");
-        if (!s.reply_to.empty()) {
-            const auto address = split_sink_address(s.reply_to);
-            check_endpoint(split_keyed_endpoint(address.reply_to).endpoint, "--reply-to");
-            if (address.key.empty())
-                throw std::invalid_argument(std::string("--reply-to ") + s.reply_to +
-                                            (address.malformed_key
-                                                 ? ": its secret= is not 32 hex digits"
-                                                 : ": no sink key: give the address drover-sink printed, with its "
-                                                   "?secret=HEX (it proves the results that reach that sink)"));
-        }
-        if (s.inline_run && !*map) throw std::invalid_argument("--inline: only map runs inline");
-        // Packing one would recurse that deep; its argument list is a level more.
-        for (const auto& a : s.map_args)
-            if (!json_within_depth_limit(a, k_max_data_depth - 1))
-                throw std::invalid_argument(
-                    "a map argument nested deeper than " + std::to_string(k_max_data_depth - 1) +
-                    " levels (limit: its argument list makes " + std::to_string(k_max_data_depth) + ")");
+        check_settings(s, static_cast<bool>(*map));
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? 0 : 2;
     } catch (const std::invalid_argument& e) {
@@ -384,49 +468,7 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     }
     if (s.inline_run) return run_inline(s, registry);
     try {
-        auto log = make_logger("producer", s.log_level.empty() && !std::getenv("SPDLOG_LEVEL") ? "warn" : s.log_level);
-        StopSource stop;
-        stop_on_signals(stop);
-        s.client.security = make_security(s.security, Role::producer, log);
-        if (s.client.security) s.client.security->reload_on_sighup();
-        // A --reply-to sink without a key is taken to use this producer's key pair (as drover-sink does by default).
-        if (!s.reply_to.empty()) {
-            const auto address = split_sink_address(s.reply_to);
-            s.reply_to = sink_address(with_sink_key(address.reply_to, s.client.security.get()), address.key);
-        }
-        zmq::context_t ctx;
-        std::unique_ptr<LocalCluster> cluster;
-        if (s.local > 0) {
-            LocalClusterOptions lo;
-            lo.workers = s.local;
-            lo.pool = s.pool;
-            lo.worker_exe = s.worker_exe;
-            cluster = std::make_unique<LocalCluster>(ctx, registry, lo, log);
-            s.client.broker = cluster->frontend();
-            if (s.client.sink.empty()) s.client.sink = cluster->sink_endpoint();
-        } else {
-            s.client.broker = s.broker;
-        }
-        s.client.heartbeat = Millis(s.heartbeat_ms);
-        s.client.queue_full_wait = Millis(s.queue_full_wait_ms);
-        int rc;
-        {
-            Client client(ctx, s.client, log);
-            if (s.wait_workers > 0 && !client.wait_for_workers(s.wait_workers, Millis(s.wait_timeout_ms))) {
-                // Say which: no broker there, or a broker with too few workers.
-                const auto status = fetch_status(ctx, s.client.broker, Millis(1000), s.client.security.get());
-                if (!status)
-                    std::cerr << "drover-producer: no answer from a broker at " << s.client.broker << " in "
-                              << s.wait_timeout_ms << " ms (is it running there, and, with --security, does this "
-                              << "producer have the fleet's keys?)\n";
-                else
-                    std::cerr << "drover-producer: " << (*status)["workers"].size() << " of " << s.wait_workers
-                              << " workers at " << s.client.broker << " after " << s.wait_timeout_ms << " ms\n";
-                return 1;
-            }
-            rc = *map ? run_map(client, s, stop) : run_submit(client, s, stop);
-        }
-        return rc;
+        return run_client(s, static_cast<bool>(*map), registry);
     } catch (const SecurityError& e) {
         std::cerr << "drover-producer: " << e.what() << "\n";
         return 2;

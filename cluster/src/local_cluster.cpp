@@ -47,59 +47,67 @@ LocalCluster::LocalCluster(zmq::context_t& ctx, const Registry& registry, LocalC
         broker_ = std::make_unique<Broker>(ctx, bc, log_);
         broker_->bind();
         broker_thread_ = std::thread([this] { broker_->run(broker_stop_); });
-
-        if (options_.pool == "threads") {
-            WorkerOptions wo;
-            wo.broker = broker_->backend_endpoint();
-            wo.pool = "threads";
-            wo.concurrency = options_.workers;
-            wo.prefetch = options_.prefetch;
-            worker_ = std::make_unique<Worker>(ctx, registry, wo, log_);
-            worker_thread_ = std::thread([this] { (void)worker_->run(worker_stop_); });
-        } else {
-            const auto exe = options_.worker_exe.empty() ? sibling_executable("drover-worker") : options_.worker_exe;
-            std::vector<std::string> args{exe,
-                                          "--broker",
-                                          broker_->backend_endpoint(),
-                                          "--pool",
-                                          "processes",
-                                          "-c",
-                                          std::to_string(options_.workers),
-                                          "--prefetch",
-                                          std::to_string(options_.prefetch),
-                                          "--log-level",
-                                          log_->level() <= spdlog::level::debug ? "debug" : "warn"};
-            std::vector<char*> argv;
-            for (auto& a : args) argv.push_back(a.data());
-            argv.push_back(nullptr);
-            const pid_t parent = ::getpid();
-            child_ = ::fork();
-            if (child_ == 0) {
-                ::setpgid(0, 0);
-                ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-                if (::getppid() != parent) ::_exit(1);
-                ::execvp(argv[0], argv.data());
-                ::_exit(127);
-            }
-            if (child_ < 0) throw std::runtime_error("cannot fork the worker process");
-        }
-        const auto deadline = Clock::now() + std::chrono::seconds(10);
-        while (broker_->live_workers() < (options_.pool == "threads" ? 1u : options_.workers)) {
-            if (child_ > 0) {
-                int status = 0;
-                if (::waitpid(child_, &status, WNOHANG) == child_) {
-                    child_ = -1;
-                    throw std::runtime_error("the worker process exited at start (is drover-worker installed?)");
-                }
-            }
-            if (Clock::now() > deadline) throw std::runtime_error("local workers did not register within 10 s");
-            std::this_thread::sleep_for(Millis(2));
-        }
+        if (options_.pool == "threads") start_worker_thread(ctx, registry);
+        else start_worker_process();
+        wait_for_workers();
     } catch (...) {
         stop_all();  // the destructor will not run: join threads, reap the child
         throw;
     }
     log_->info("local.ready pool={} workers={}", options_.pool, options_.workers);
+}
+
+void LocalCluster::start_worker_thread(zmq::context_t& ctx, const Registry& registry) {
+    WorkerOptions wo;
+    wo.broker = broker_->backend_endpoint();
+    wo.pool = "threads";
+    wo.concurrency = options_.workers;
+    wo.prefetch = options_.prefetch;
+    worker_ = std::make_unique<Worker>(ctx, registry, wo, log_);
+    worker_thread_ = std::thread([this] { (void)worker_->run(worker_stop_); });
+}
+
+void LocalCluster::start_worker_process() {
+    const auto exe = options_.worker_exe.empty() ? sibling_executable("drover-worker") : options_.worker_exe;
+    std::vector<std::string> args{exe,
+                                  "--broker",
+                                  broker_->backend_endpoint(),
+                                  "--pool",
+                                  "processes",
+                                  "-c",
+                                  std::to_string(options_.workers),
+                                  "--prefetch",
+                                  std::to_string(options_.prefetch),
+                                  "--log-level",
+                                  log_->level() <= spdlog::level::debug ? "debug" : "warn"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const pid_t parent = ::getpid();
+    child_ = ::fork();
+    if (child_ == 0) {
+        ::setpgid(0, 0);
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (::getppid() != parent) ::_exit(1);
+        ::execvp(argv[0], argv.data());
+        ::_exit(127);
+    }
+    if (child_ < 0) throw std::runtime_error("cannot fork the worker process");
+}
+
+void LocalCluster::wait_for_workers() {
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (broker_->live_workers() < (options_.pool == "threads" ? 1u : options_.workers)) {
+        if (child_ > 0) {
+            int status = 0;
+            if (::waitpid(child_, &status, WNOHANG) == child_) {
+                child_ = -1;
+                throw std::runtime_error("the worker process exited at start (is drover-worker installed?)");
+            }
+        }
+        if (Clock::now() > deadline) throw std::runtime_error("local workers did not register within 10 s");
+        std::this_thread::sleep_for(Millis(2));
+    }
 }
 
 std::string LocalCluster::sink_endpoint() const {

@@ -1,3 +1,4 @@
+// Giving free heap memory back: the thread cache flushed, then malloc_trim.
 #include "internal/memory.hpp"
 
 #include <malloc.h>
@@ -15,7 +16,8 @@ constexpr std::size_t k_cache_bins = 64;
 constexpr std::size_t k_cache_count = 7;
 
 // The cached chunks of a thread that held a backlog lie all over the heap,
-// each pinning its page (2 MiB of a drained broker's RSS). Takes them out,
+// each pinning its page (the broker's RSS after a drain: drover-bench W4,
+// tests/adversarial/memory_test.cpp). Takes them out,
 // fills the cache with fresh chunks (cut next to each other from free
 // memory), and frees the old ones behind them, so that they reach the bins
 // that malloc_trim gives back.

@@ -15,12 +15,11 @@ namespace drover::proto {
 
 namespace {
 
-// msgpack's packer writes into anything with write(). It writes each
-// header and each body separately, a few bytes at a time: std::string::append
-// (out of line, with its checks) was 12 % of the producer's instructions in
-// W1 (callgrind). This writes into spare room, which it grows without zeroing
-// it (std::string::resize zeroed every byte it added: 15 % of the samples of
-// W6 over inproc, perf), and hands its bytes to a ZeroMQ message without a
+// msgpack's packer writes into anything with write(), each header and each
+// body separately, a few bytes at a time. This writes into spare room that
+// it grows without zeroing, where std::string's append is out of line and
+// its resize zeroes every byte it adds (both show in profiles of
+// drover-bench W1 and W6), and hands its bytes to a ZeroMQ message without a
 // copy, or copies them into a string.
 class StringBuffer {
 public:
@@ -69,10 +68,8 @@ using Packer = msgpack::packer<StringBuffer>;
 
 // About the size of a batch's encoding, for StringBuffer::reserve: each
 // item's `item_size`, and the shared field once (an item's own where it
-// differs from the first's). Not a bound: a larger encoding grows the
-// buffer. (A bound was 3-4 times the size of small tasks, and when the
-// buffer was a std::string every reserved byte was zeroed first: that
-// zeroing was 4 % of the producer's instructions, callgrind, W1.)
+// differs from the first's). Not a bound, which would be several times the
+// size of small tasks: a larger encoding grows the buffer.
 template <class T, class Field, class ItemSize>
 std::size_t encoded_size_hint(const T* items, std::size_t count, Field field, ItemSize&& item_size) {
     std::size_t bytes = 32;
@@ -268,15 +265,14 @@ Decoded<T> decode_body(std::string_view body, std::size_t max_depth, F&& f) noex
     }
 }
 
-// Decoding bodies without building a msgpack::object tree: msgpack-c's
-// unpacking into objects was the largest cost in the producer (callgrind,
-// W1: 15 % of its instructions, and the zone allocations on top). The same
-// rules in two
-// passes: the first walks the whole body as msgpack-c would, with the same
-// limits and the same errors (a cut or an invalid byte is bad_body, a
-// container claiming more elements than the body has bytes or nested deeper
-// than the limit is too_deep, bytes after the value are trailing_bytes);
-// the second reads the fields from a body known to be well formed.
+// Decoding bodies without building a msgpack::object tree, whose nodes and
+// zone allocations would be the producer's largest cost (profile of
+// drover-bench W1). The same rules in two passes: the first walks the whole
+// body as msgpack-c would, with the same limits and the same errors (a cut
+// or an invalid byte is bad_body, a container claiming more elements than
+// the body has bytes or nested deeper than the limit is too_deep, bytes
+// after the value are trailing_bytes); the second reads the fields from a
+// body known to be well formed.
 class Cursor {
 public:
     // `unchecked`: pass 2 without pass 1, for the one-pass attempt of
@@ -513,7 +509,7 @@ bool named(std::string_view k, const char (&name)[N]) {
 // that pass does not take goes through both passes: checked (pass 1), then
 // read (pass 2), which give msgpack-c's verdict on its form. The one pass
 // takes only what the two take, with the same values, and saves walking
-// each body twice (about 230 instructions a task on each of its hops).
+// each body twice on each of its hops.
 template <class T, class F>
 Decoded<T> decode_checked(std::string_view body, F&& f) noexcept {
     try {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -133,6 +134,77 @@ std::optional<std::string> failure_reason(std::uint16_t event, std::uint32_t val
     }
     return std::nullopt;  // AUTH: the ZAP handler has logged the key
 }
+
+// The monitors of server sockets under Security::watch: their handshake
+// failures, logged at most once per k_failure_log_period per socket and
+// reason. Owned by the security service thread.
+class HandshakeMonitors {
+public:
+    explicit HandshakeMonitors(const Logger& log) : log_(log) {}
+
+    // Connects to the monitor endpoints of sockets newly watched.
+    void open(zmq::context_t& ctx, const std::vector<std::pair<std::string, Domain>>& fresh) {
+        for (const auto& [endpoint, domain] : fresh) {
+            zmq::socket_t pair(ctx, zmq::socket_type::pair);
+            pair.set(zmq::sockopt::linger, 0);
+            // libzmq 4.3 blocks the watched socket's I/O thread on an
+            // event its reader cannot take: never let this pipe fill.
+            pair.set(zmq::sockopt::rcvhwm, 0);
+            pair.connect(endpoint);
+            monitors_.push_back({std::move(pair), domain});
+        }
+    }
+
+    // Appends a poll item per monitor, in order.
+    void add_items(std::vector<zmq::pollitem_t>& items) {
+        for (auto& m : monitors_) items.push_back({m.socket.handle(), 0, ZMQ_POLLIN, 0});
+    }
+
+    // Reads every monitor whose item (the first at items[first]) is ready.
+    void read_ready(const std::vector<zmq::pollitem_t>& items, std::size_t first) {
+        for (std::size_t i = 0; i < monitors_.size() && first + i < items.size(); ++i)
+            if (items[first + i].revents & ZMQ_POLLIN) read(monitors_[i]);
+    }
+
+private:
+    struct Monitor {
+        zmq::socket_t socket;
+        Domain domain;
+    };
+    struct Failures {
+        std::uint64_t unlogged = 0;
+        Clock::time_point last_log{};
+    };
+
+    void read(Monitor& m) {
+        std::vector<zmq::message_t> frames;
+        while (zmq::recv_multipart(m.socket, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+            if (frames.size() == 2 && frames[0].size() >= 6) {
+                std::uint16_t event = 0;
+                std::uint32_t value = 0;
+                std::memcpy(&event, frames[0].data(), sizeof event);
+                std::memcpy(&value, static_cast<const char*>(frames[0].data()) + 2, sizeof value);
+                if (auto reason = failure_reason(event, value)) count(m.domain, *reason);
+            }
+            frames.clear();
+        }
+    }
+
+    void count(Domain domain, const std::string& reason) {
+        auto& f = failures_[{domain, reason}];
+        ++f.unlogged;
+        const auto now = Clock::now();
+        if (f.last_log != Clock::time_point{} && now - f.last_log < k_failure_log_period) return;
+        log_->warn("security.handshake_failed socket={} reason=\"{}\" n={} (logged at most once a minute per reason)",
+                   socket_label(domain), reason, f.unlogged);
+        f.unlogged = 0;
+        f.last_log = now;
+    }
+
+    const Logger& log_;
+    std::vector<Monitor> monitors_;
+    std::map<std::pair<Domain, std::string>, Failures> failures_;
+};
 
 void set_keepalive(zmq::socket_t& s) {
     // Half-open connections (a peer host gone without a FIN) are closed in ~1 min.
@@ -458,24 +530,15 @@ void Security::watch(zmq::socket_t& s, Domain domain) {
 }
 
 void Security::service_loop(zmq::context_t& ctx, zmq::socket_t& zap) {
-    struct Monitor {
-        zmq::socket_t socket;
-        Domain domain;
-    };
-    std::vector<Monitor> monitors;
-    struct Failures {
-        std::uint64_t unlogged = 0;
-        Clock::time_point last_log{};
-    };
-    std::map<std::pair<Domain, std::string>, Failures> failures;
-
+    HandshakeMonitors monitors(log_);
+    std::vector<zmq::pollitem_t> items;
     while (!stopping_) {
-        std::vector<zmq::pollitem_t> items = {
+        items = {
             {zap.handle(), 0, ZMQ_POLLIN, 0},
             {nullptr, wake_fd_, ZMQ_POLLIN, 0},
             {nullptr, hup_fd_, ZMQ_POLLIN, 0},
         };
-        for (auto& m : monitors) items.push_back({m.socket.handle(), 0, ZMQ_POLLIN, 0});
+        monitors.add_items(items);
         drover::poll(items.data(), items.size(), Millis(-1));
         if (items[1].revents & ZMQ_POLLIN) {
             std::uint64_t n;
@@ -485,15 +548,7 @@ void Security::service_loop(zmq::context_t& ctx, zmq::socket_t& zap) {
                 std::lock_guard lock(mutex_);
                 fresh.swap(new_monitors_);
             }
-            for (auto& [endpoint, domain] : fresh) {
-                zmq::socket_t pair(ctx, zmq::socket_type::pair);
-                pair.set(zmq::sockopt::linger, 0);
-                // libzmq 4.3 blocks the watched socket's I/O thread on an
-                // event its reader cannot take: never let this pipe fill.
-                pair.set(zmq::sockopt::rcvhwm, 0);
-                pair.connect(endpoint);
-                monitors.push_back({std::move(pair), domain});
-            }
+            monitors.open(ctx, fresh);
         }
         if (items[2].revents & ZMQ_POLLIN) {
             std::uint64_t n;
@@ -502,32 +557,7 @@ void Security::service_loop(zmq::context_t& ctx, zmq::socket_t& zap) {
             reload();
         }
         if (items[0].revents & ZMQ_POLLIN) answer_zap(zap);
-        for (std::size_t i = 0; i < monitors.size() && 3 + i < items.size(); ++i) {
-            if (!(items[3 + i].revents & ZMQ_POLLIN)) continue;
-            std::vector<zmq::message_t> frames;
-            while (zmq::recv_multipart(monitors[i].socket, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
-                if (frames.size() == 2 && frames[0].size() >= 6) {
-                    std::uint16_t event = 0;
-                    std::uint32_t value = 0;
-                    std::memcpy(&event, frames[0].data(), sizeof event);
-                    std::memcpy(&value, static_cast<const char*>(frames[0].data()) + 2, sizeof value);
-                    if (auto reason = failure_reason(event, value)) {
-                        auto& f = failures[{monitors[i].domain, *reason}];
-                        ++f.unlogged;
-                        const auto now = Clock::now();
-                        if (f.last_log == Clock::time_point{} || now - f.last_log >= k_failure_log_period) {
-                            log_->warn(
-                                "security.handshake_failed socket={} reason=\"{}\" n={} (logged at most once a "
-                                "minute per reason)",
-                                socket_label(monitors[i].domain), *reason, f.unlogged);
-                            f.unlogged = 0;
-                            f.last_log = now;
-                        }
-                    }
-                }
-                frames.clear();
-            }
-        }
+        monitors.read_ready(items, 3);
     }
 }
 

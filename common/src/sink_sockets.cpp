@@ -1,3 +1,4 @@
+// PUSH sockets to sinks, one per endpoint; past the capacity the least recently used closes.
 #include "internal/sink_sockets.hpp"
 
 namespace drover {

@@ -1,20 +1,24 @@
-// The client's insides: its I/O thread, window and sockets (Client's pimpl).
+// The client's insides (Client's pimpl): its callers' side and its I/O thread.
 #pragma once
+
+// Callers submit and wait on any thread (client.cpp); one I/O thread talks
+// to the broker and reads the sink: its loop and the broker's messages
+// (client_loop.cpp), what it sends the broker (SUBMIT batches, the
+// queue_full back-off, SETTLE, resends: client_broker.cpp), and the outcomes
+// it checks, settles and delivers (client_outcomes.cpp). The two sides meet
+// in the members under mutex_; members below are grouped by who owns them.
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
-#include <future>
+#include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
-#include <tuple>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
-#include <msgpack.hpp>
 #include <zmq.hpp>
 
 #include "drover/client/client.hpp"
@@ -22,9 +26,8 @@
 #include "drover/common/protocol.hpp"
 #include "drover/common/security.hpp"
 #include "internal/net.hpp"
-#include "internal/proof.hpp"
-#include "internal/unpack.hpp"
-#include "seq_table.hpp"
+#include "internal/stall.hpp"
+#include "pending_tasks.hpp"
 
 namespace drover {
 
@@ -61,114 +64,182 @@ public:
     // Outcomes dropped because their token did not prove them (forged).
     [[nodiscard]] std::uint64_t forged_dropped() const { return forged_.load(); }
     // Results nested past k_max_data_depth, delivered as errors naming the
-    // limit (drover/unpack.hpp): reading them would recurse that deep.
+    // limit (drover/common/limits.hpp): reading them would recurse that deep.
     [[nodiscard]] std::uint64_t too_deep_results() const { return too_deep_.load(); }
     // Lone tasks their callers sent themselves, not through the I/O thread.
     [[nodiscard]] std::uint64_t submitted_directly() const { return submitted_directly_.load(); }
 
 private:
-    // What a SUBMIT carries of a task, kept until its outcome: no more than
-    // that (the I/O thread walks thousands of these a second).
-    struct Submitted {
-        std::string id, name, args;
-        std::string reply_to;  // "" for this client's sink (reply_to_, added when sent)
-        std::uint32_t max_attempts = proto::k_default_max_attempts;
-        std::uint32_t timeout_ms = 0;
-        bool detached = false;
-        bool retry_on_error = false;
-        char secret[k_secret_bytes] = {};  // task_secret of id under its sink's key
-    };
-    struct Pending {
-        Submitted task;
-        ResultCallback done;
-        bool accepted = false;   // kept for tasks that go elsewhere only: the others end at their result
-        bool elsewhere = false;  // outcome goes to another sink
-        bool named = false;      // its id was chosen by the caller (in named_)
-    };
-    struct Found {
-        std::uint64_t seq = 0;
-        Pending* pending = nullptr;
-    };
+    // Ids a SETTLE carries at most.
+    static constexpr std::size_t k_settle_batch = 4096;
+    // SETTLE waits up to this long for more ids: it carries no task (it lets
+    // the broker forget finished ones), and one a result would wake the broker
+    // and two I/O threads a task (drover-bench W3). Over tcp and ipc it waits
+    // even with no task left in flight, so that the producer's next SUBMIT
+    // does not follow it through the same threads (drover-bench W2); over
+    // inproc the last one's goes at once: it wakes only the broker's thread,
+    // which is then awake for the next SUBMIT (W2 with --transports inproc).
+    static constexpr Millis k_settle_delay{10};
 
-    void io_loop();
+    using Found = PendingTasks::Found;
+    using Ready = std::vector<std::pair<ResultCallback, Result>>;  // outcomes whose callbacks are to run
+
+    // --- callers' side (client.cpp) ---
+    // With mutex_ held in `lock`: waits for room in the window. Throws:
+    // std::runtime_error once the client is closing.
+    void wait_for_room(std::unique_lock<std::mutex>& lock);
+    // A new pending task, with mutex_ held; `elsewhere`: its other sink
+    // (empty: this client's), its reply_to taken. Returns it, its number in `seq`.
+    Pending& add_task(std::string&& name, std::string&& args, ResultCallback&& done, TaskOptions& options,
+                      SinkAddress& elsewhere, std::uint64_t& seq);
+    // Sends the lone task `p` on the callers' own socket; called with mutex_
+    // held in `lock`. Returns true if it went (mutex_ then released); false
+    // with mutex_ held again (the I/O thread is to send it).
+    bool send_directly(std::unique_lock<std::mutex>& lock, const Pending& p);
+    // Hands task `seq` to the I/O thread, releasing mutex_.
+    void hand_to_io_thread(std::unique_lock<std::mutex>& lock, std::uint64_t seq);
+    // Wakes the I/O thread from its poll (any thread).
+    void wake();
     // Every task has its outcome and every callback has returned (mutex_ held).
     [[nodiscard]] bool all_finished() const { return pending_.empty() && delivering_ == 0; }
-    void connect_broker();
-    void connect_submit();
+    // The window has room for a task (mutex_ held): SETTLEs not sent count,
+    // as the broker holds those tasks until it reads them.
+    [[nodiscard]] bool has_room() const { return pending_.size() + settle_.size() < options_.window; }
     // A pending task as a SUBMIT carries it (views into `p`; its attempt,
     // which SUBMIT ignores, 0).
-    [[nodiscard]] proto::TaskRef wire_ref(const Pending& p) const;
-    // What is left unsent after send_unsent(), and why.
-    enum class Unsent { none, socket_full, no_room, backing_off };
-    Unsent send_unsent();
-    void send_settle();
-    [[nodiscard]] Clock::time_point settle_due() const;  // when settle_ must leave
+    [[nodiscard]] proto::TaskRef wire_ref(const Pending& p) const {
+        const Submitted& t = p.task;
+        return proto::TaskRef{
+            t.id,         t.name,     t.args,           p.elsewhere ? t.reply_to : reply_to_,        0, t.max_attempts,
+            t.timeout_ms, t.detached, t.retry_on_error, std::string_view(t.secret, sizeof t.secret), 0};
+    }
+
+    // --- the I/O thread's loop (client_loop.cpp) ---
+    void io_loop();
+    // Moves submitted tasks to unsent_ and sends the CANCELs asked for.
+    // Returns false once the client is stopping; `has_named`: whether a
+    // pending task has an id its caller chose.
+    bool take_requests(bool& has_named);
+    enum class Unsent { none, socket_full, no_room, backing_off };  // what send_unsent() left, and why
+    // Polls the sink, the broker and the wake fd until input, the next
+    // heartbeat or SETTLE, or (for what is left unsent) a retry is due.
+    void wait_for_input(Unsent unsent);
+    void drain_sink();
+    void drain_broker();
     void on_broker_message(std::vector<zmq::message_t>& frames);
-    void on_results(std::string_view body);
+    void on_accepted(std::string_view body);
+    void on_rejected(std::string_view body);
+    void on_heartbeat(std::string_view body);
+    // RESULT through the broker, from workers that cannot reach the sink.
+    void on_relayed_results(std::string_view body);
+    // This process was stopped for `stall`: the broker's silence meanwhile
+    // is not the broker's.
+    void after_stall(Clock::duration stall, Clock::time_point now);
+    // Once a heartbeat period: HEARTBEAT, expiries, and a reconnect after
+    // the broker's silence.
+    void on_tick(Clock::time_point now);
+    void reconnect(Clock::time_point now);
+    // The last SETTLE, CANCEL and BYE as the I/O thread ends.
+    void say_goodbye();
+
+    // --- what the I/O thread sends the broker (client_broker.cpp) ---
+    void connect_broker();
+    void connect_submit();
+    // Sends what unsent_ holds, in batches, as far as the socket and the
+    // broker's room allow.
+    Unsent send_unsent();
+    // How many more tasks the broker may hold of ours (mutex_ held).
+    [[nodiscard]] std::size_t submit_budget() const;
+    // Tasks sent and not refused, or finished and not yet settled: what
+    // the broker holds of this client's, as far as it knows (mutex_ held).
+    [[nodiscard]] std::size_t at_broker() const;
     // The broker refused these tasks with queue_full: they go back to be
     // sent again (or end rejected past queue_full_wait); the client narrows
     // what it keeps at the broker and backs off.
     void hold_back(const std::vector<std::string>& ids);
     // The broker took or finished a task of ours: no back-off, not stalled.
     void made_room();
+    // `n` outcomes came: after a queue_full, one task more at the broker a
+    // round trip, back to no limit once the window fits.
+    void widen_broker_room(std::size_t n);
     // Once the broker has been refusing for queue_full_wait with no
     // progress, ends every task not sent (`rejected: queue_full`).
     void expire_refused(Clock::time_point now);
     void end_refused(std::vector<std::pair<std::string, std::string>>& expired);  // (id, task name)
-    // Tasks sent and not refused, or finished and not yet settled: what
-    // the broker holds of this client's, as far as it knows (mutex_ held).
-    [[nodiscard]] std::size_t at_broker() const;
-    void finish(const std::string& id, Result&& r);
-    void deliver(std::vector<std::pair<ResultCallback, Result>>& ready);
-    // The unfinished task with this id, if any. Called with mutex_ held.
-    Found find_pending(std::string_view id);
-    void erase_pending(const Found& f);
-    [[nodiscard]] std::string own_id(std::uint64_t seq) const;
-    [[nodiscard]] std::uint64_t own_seq(std::string_view id) const;  // 0: not of our own form
-    void wake();
+    // The broker may know none of our tasks: every one without an outcome
+    // goes again, under its id, in the order submitted (mutex_ held).
     void resend_unfinished();
+    [[nodiscard]] Clock::time_point settle_due() const;  // when settle_ must leave
+    void send_settle();
     // After a reconnect: the SETTLEs the broker may not have read (the new
     // connection takes over the old one, with what was unread on it) go again.
     void settle_again();
+    // A HEARTBEAT leaves: the settled ids the broker has read by now (it
+    // answered the previous one) are no longer kept for settle_again().
+    void forget_read_settles(Clock::time_point now);
 
+    // --- the outcomes (client_outcomes.cpp) ---
+    void on_results(std::string_view body);
+    // What became of an outcome: dropped as forged; its task sent again (the
+    // broker took this producer for gone); ignored; settled as a duplicate;
+    // settled, with its task's callback and Result added to `ready`.
+    enum class Taken { forged, resubmitted, ignored, duplicate, ready };
+    // One outcome of a RESULT, with mutex_ held.
+    Taken take_outcome(const proto::OutcomeView& o, Ready& ready);
+    // Whether the outcome's token proves it, for the pending task `f` (if any).
+    [[nodiscard]] bool proven(const proto::OutcomeView& o, const Found& f) const;
+    void finish(const std::string& id, Result&& r);
+    // Runs the callbacks of outcomes taken from pending_ (and counted in
+    // delivering_) by the caller, without the lock.
+    void deliver(Ready& ready);
+
+    // --- set at construction, read-only after ---
     zmq::context_t& ctx_;
     ClientOptions options_;
     Logger log_;
-    std::string session_;
     std::string route_;     // the routing id's random part (secret: see new_route)
     std::string sink_key_;  // this client's sink key: its tasks' secrets derive from it
     std::string reply_to_;
     std::string sink_ipc_path_;
-    zmq::socket_t sink_;
-    // Results from a worker key taken off the allow-list are dropped.
-    PeerGuard sink_guard_{options_.security.get(), Domain::sink, log_};
-    std::unique_ptr<zmq::socket_t> broker_;
-    // Callers send SUBMIT here themselves while nothing waits for the I/O
-    // thread (send-only: the broker answers on broker_).
+    bool settle_last_at_once_ = false;  // the broker is in this process (inproc://): see k_settle_delay
+    int wake_fd_ = -1;
+
+    // --- the callers' own connection: they send SUBMIT there themselves
+    // while nothing waits for the I/O thread (send-only: the broker answers
+    // on broker_) ---
     std::mutex submit_mutex_;
     std::unique_ptr<zmq::socket_t> submit_socket_;
     bool submit_closed_ = false;  // the destructor closed it: not opened again
     std::atomic<std::uint64_t> submitted_directly_{0};
-    int wake_fd_ = -1;
 
+    // --- shared by callers and the I/O thread, under mutex_ ---
     mutable std::mutex mutex_;
     std::condition_variable room_;      // window has room / all done
+    PendingTasks pending_;              // unfinished tasks
     std::size_t delivering_ = 0;        // outcomes taken from pending_ whose callback has not returned
     std::vector<std::uint64_t> inbox_;  // submitted, not yet handed to the I/O thread
-    // Unfinished tasks by their number: an id of our own form ("<session>.<n>")
-    // carries it, so finding a task costs no hashing (seq_table.hpp). A task
-    // whose id the caller chose is found through named_.
-    SeqTable<Pending> pending_;
-    std::unordered_map<std::string, std::uint64_t> named_;
-    // Tasks in pending_ whose outcome goes elsewhere: while there are none,
-    // ACCEPTED needs no look-up (one decode and one find a task saved).
-    std::atomic<std::size_t> elsewhere_pending_{0};
     std::vector<std::string> cancel_requests_;
     bool stopping_ = false;
-    std::atomic<bool> broker_heard_{false};  // the broker answered on broker_ since it was connected
+    // Ids whose SETTLE has not left: written by the I/O thread under mutex_
+    // (submitters count them in the window).
+    std::vector<std::string> settle_;
 
-    // I/O thread only.
-    std::vector<std::uint64_t> unsent_;
+    // --- read by any thread ---
+    std::atomic<bool> broker_heard_{false};  // the broker answered on broker_ since it was connected
+    std::atomic<std::uint64_t> duplicates_{0};
+    std::atomic<std::uint64_t> forged_{0};
+    std::atomic<std::uint64_t> too_deep_{0};
+
+    // --- I/O thread only ---
+    zmq::socket_t sink_;
+    // Results from a worker key taken off the allow-list are dropped.
+    PeerGuard sink_guard_{options_.security.get(), Domain::sink, log_};
+    std::unique_ptr<zmq::socket_t> broker_;
+    Poller poller_;
+    StallMeter stall_meter_{options_.heartbeat};
+    std::vector<zmq::message_t> frames_;  // the message being read
+    Clock::time_point next_heartbeat_ = Clock::now();
+    std::vector<std::uint64_t> unsent_;  // tasks to send, in order (read under mutex_ by at_broker)
     // After a queue_full: tasks kept at the broker at most (SIZE_MAX: no
     // limit), results towards its next increase, and the back-off (nothing
     // is sent before resend_at_; `backoff_` doubles while refusals come
@@ -179,12 +250,9 @@ private:
     Clock::time_point resend_at_{};
     Clock::time_point stalled_since_{};  // the first queue_full since the broker last made room ({}: none)
     bool refused_logged_ = false;
-    std::uint64_t last_at_tick_ = 0;  // pending_.last() at the last heartbeat tick
-    std::vector<std::string> settle_;
     std::uint32_t settle_timed_out_ = 0;  // timeouts among settle_
     Clock::time_point settle_since_{};    // when the oldest id in settle_ came
     bool settle_now_ = false;             // settle_ holds the last task in flight
-    bool settle_last_at_once_ = false;    // the broker is in this process (inproc://): see k_settle_delay
     Clock::time_point last_from_broker_{};
     // Settled tasks of our own ids (never given twice, so settling one again
     // is harmless) that the broker may not have read yet: since the last
@@ -193,9 +261,7 @@ private:
     Clock::time_point heartbeat_sent_{}, heartbeat_answered_{};
     std::string broker_instance_;
     bool results_via_broker_ = false;  // logged once
-    std::atomic<std::uint64_t> duplicates_{0};
-    std::atomic<std::uint64_t> forged_{0};
-    std::atomic<std::uint64_t> too_deep_{0};
+
     std::thread io_;
 };
 

@@ -38,6 +38,58 @@ bool json_within_depth_limit(std::string_view text, std::size_t max_depth) noexc
     return true;
 }
 
+namespace {
+
+// The fields of a task line.
+constexpr std::array<std::string_view, 6> k_fields{"task",         "args",       "id",
+                                                   "max_attempts", "timeout_ms", "retry_on_error"};
+
+// Why the task line `j` has a field it should not, or "" if it has none:
+// a misspelt field ("max_attempt") would otherwise be dropped without a
+// word, and the task run with settings its author did not mean.
+std::string unknown_field(const nlohmann::json& j) {
+    for (const auto& item : j.items()) {
+        if (std::find(k_fields.begin(), k_fields.end(), item.key()) != k_fields.end()) continue;
+        std::string error = "unknown field \"" + item.key() + "\" (a task line has";
+        for (const auto f : k_fields) error.append(f == k_fields.front() ? " " : ", ").append(f);
+        return error + ")";
+    }
+    return {};
+}
+
+// Reads max_attempts, timeout_ms and retry_on_error of the task line `j`
+// into `o`. Returns false, with `error` set, for a value of the wrong kind.
+bool read_task_options(const nlohmann::json& j, TaskOptions& o, std::string& error) {
+    for (const char* key : {"max_attempts", "timeout_ms"}) {
+        auto it = j.find(key);
+        if (it == j.end()) continue;
+        if (!it->is_number_unsigned() || it->get<std::uint64_t>() > 0xffffffffu) {
+            error = std::string("\"") + key + "\" must be a non-negative integer";
+            return false;
+        }
+        const auto v = static_cast<std::uint32_t>(it->get<std::uint64_t>());
+        if (std::string(key) == "max_attempts") {
+            if (v == 0) {
+                error = "\"max_attempts\" must be at least 1";
+                return false;
+            }
+            o.max_attempts = v;
+        } else {
+            o.timeout_ms = v;
+        }
+    }
+    if (auto it = j.find("retry_on_error"); it != j.end()) {
+        if (!it->is_boolean()) {
+            error = "\"retry_on_error\" must be true or false";
+            return false;
+        }
+        o.retry_on_error = it->get<bool>();
+    }
+    return true;
+}
+
+}  // namespace
+
 std::optional<TaskLine> parse_task_line(const std::string& line, std::string& error) {
     if (!json_within_depth_limit(line)) {
         error = too_deep_message("task line");
@@ -54,15 +106,8 @@ std::optional<TaskLine> parse_task_line(const std::string& line, std::string& er
         error = "a task line must be a JSON object like {\"task\":\"hello\",\"args\":[\"world\"]}";
         return std::nullopt;
     }
-    // A misspelt field ("max_attempt") would otherwise be dropped without a
-    // word, and the task run with settings its author did not mean.
-    static constexpr std::array<std::string_view, 6> k_fields{"task",         "args",       "id",
-                                                              "max_attempts", "timeout_ms", "retry_on_error"};
-    for (const auto& item : j.items()) {
-        if (std::find(k_fields.begin(), k_fields.end(), item.key()) != k_fields.end()) continue;
-        error = "unknown field \"" + item.key() + "\" (a task line has";
-        for (const auto f : k_fields) error.append(f == k_fields.front() ? " " : ", ").append(f);
-        error += ")";
+    if (auto unknown = unknown_field(j); !unknown.empty()) {
+        error = std::move(unknown);
         return std::nullopt;
     }
     TaskLine t;
@@ -75,31 +120,7 @@ std::optional<TaskLine> parse_task_line(const std::string& line, std::string& er
     t.task = task->get<std::string>();
     auto args = j.find("args");
     t.args = json_to_msgpack(args == j.end() ? nlohmann::json::array() : *args);
-    for (const char* key : {"max_attempts", "timeout_ms"}) {
-        auto it = j.find(key);
-        if (it == j.end()) continue;
-        if (!it->is_number_unsigned() || it->get<std::uint64_t>() > 0xffffffffu) {
-            error = std::string("\"") + key + "\" must be a non-negative integer";
-            return std::nullopt;
-        }
-        const auto v = static_cast<std::uint32_t>(it->get<std::uint64_t>());
-        if (std::string(key) == "max_attempts") {
-            if (v == 0) {
-                error = "\"max_attempts\" must be at least 1";
-                return std::nullopt;
-            }
-            t.options.max_attempts = v;
-        } else {
-            t.options.timeout_ms = v;
-        }
-    }
-    if (auto it = j.find("retry_on_error"); it != j.end()) {
-        if (!it->is_boolean()) {
-            error = "\"retry_on_error\" must be true or false";
-            return std::nullopt;
-        }
-        t.options.retry_on_error = it->get<bool>();
-    }
+    if (!read_task_options(j, t.options, error)) return std::nullopt;
     return t;
 }
 

@@ -33,7 +33,6 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
                       const std::function<void(proto::Outcome&&)>& on_outcome) {
     std::size_t delivered = 0;
     proto::Settle settle;
-    std::vector<zmq::message_t> frames;
     auto next_heartbeat = Clock::now();
     while (!stop.stop_requested() && (expect == 0 || delivered < expect)) {
         zmq::pollitem_t items[] = {
@@ -47,63 +46,7 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
             zmq::message_t m;
             while (broker_.recv(m, zmq::recv_flags::dontwait)) {}  // heartbeats and BYE: nothing to do
         }
-        if (items[0].revents & ZMQ_POLLIN) {
-            for (DrainBudget budget(1024); budget.more();) {
-                frames.clear();
-                if (!zmq::recv_multipart(pull_, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
-                if (!guard_.admit(frames.back())) continue;
-                if (frames.size() != 2) {
-                    ++dropped_;
-                    log_->warn("sink.dropped reason=bad_frames");
-                    continue;
-                }
-                auto cmd = proto::parse_header(frames[0]);
-                if (!cmd || *cmd != proto::Command::result) {
-                    ++dropped_;
-                    log_->warn("sink.dropped reason={}", cmd ? "unexpected" : proto::decode_error_name(cmd.error()));
-                    continue;
-                }
-                auto m = proto::decode_results(proto::view(frames[1]));
-                if (!m) {
-                    ++dropped_;
-                    log_->warn("sink.dropped reason={}", proto::decode_error_name(m.error()));
-                    continue;
-                }
-                for (auto& o : m->results) {
-                    char secret[k_secret_bytes];
-                    task_secret_into(options_.key, o.id, secret);
-                    const std::string_view sv(secret, sizeof secret);
-                    if (!genuine(sv, o.attempt, o.worker == "broker", o.token)) {
-                        // Neither the broker nor a worker given that attempt:
-                        // not delivered, not settled.
-                        if (forged_++ % 10000 == 0)
-                            log_->warn(
-                                "sink.dropped reason=forged id={} worker={} forged={} (an outcome without its "
-                                "attempt's token; logged every 10000)",
-                                o.id, o.worker, forged_);
-                        ++dropped_;
-                        continue;
-                    }
-                    settle.ids.push_back(o.id);
-                    settle.proofs.push_back(settle_proof(sv));
-                    if (!seen_.insert(o.id).second) {
-                        ++duplicates_;
-                        continue;
-                    }
-                    settle.timed_out += o.status == proto::Status::timeout;
-                    if (o.status == proto::Status::ok && !within_depth_limit(o.result)) {
-                        ++too_deep_;
-                        log_->warn("sink.result_too_deep id={} worker={} limit={} (delivered as an error)", o.id,
-                                   o.worker, k_max_data_depth);
-                        o.status = proto::Status::error;
-                        o.error = too_deep_message("result");
-                        o.result.clear();
-                    }
-                    ++delivered;
-                    on_outcome(std::move(o));
-                }
-            }
-        }
+        if (items[0].revents & ZMQ_POLLIN) delivered += drain_results(settle, on_outcome);
         if (!settle.ids.empty()) {
             (void)send_message(broker_, proto::Command::settle, proto::encode(settle));
             settle = {};
@@ -116,6 +59,77 @@ std::size_t Sink::run(const StopSource& stop, std::size_t expect,
     log_->info("sink.done delivered={} duplicates={} dropped={} forged={} too_deep={}", delivered, duplicates_,
                dropped_, forged_, too_deep_);
     return delivered;
+}
+
+std::size_t Sink::drain_results(proto::Settle& settle, const std::function<void(proto::Outcome&&)>& on_outcome) {
+    std::size_t delivered = 0;
+    for (DrainBudget budget(1024); budget.more();) {
+        frames_.clear();
+        if (!zmq::recv_multipart(pull_, std::back_inserter(frames_), zmq::recv_flags::dontwait)) break;
+        if (!guard_.admit(frames_.back())) continue;
+        auto m = read_results();
+        if (!m) continue;
+        for (auto& o : m->results) {
+            if (!take(o, settle)) continue;
+            ++delivered;
+            on_outcome(std::move(o));
+        }
+    }
+    return delivered;
+}
+
+std::optional<proto::Results> Sink::read_results() {
+    if (frames_.size() != 2) {
+        ++dropped_;
+        log_->warn("sink.dropped reason=bad_frames");
+        return std::nullopt;
+    }
+    auto cmd = proto::parse_header(frames_[0]);
+    if (!cmd || *cmd != proto::Command::result) {
+        ++dropped_;
+        log_->warn("sink.dropped reason={}", cmd ? "unexpected" : proto::decode_error_name(cmd.error()));
+        return std::nullopt;
+    }
+    auto m = proto::decode_results(proto::view(frames_[1]));
+    if (!m) {
+        ++dropped_;
+        log_->warn("sink.dropped reason={}", proto::decode_error_name(m.error()));
+        return std::nullopt;
+    }
+    return std::move(*m);
+}
+
+bool Sink::take(proto::Outcome& o, proto::Settle& settle) {
+    char secret[k_secret_bytes];
+    task_secret_into(options_.key, o.id, secret);
+    const std::string_view sv(secret, sizeof secret);
+    if (!genuine(sv, o.attempt, o.worker == "broker", o.token)) {
+        // Neither the broker nor a worker given that attempt: not delivered,
+        // not settled.
+        if (forged_++ % 10000 == 0)
+            log_->warn(
+                "sink.dropped reason=forged id={} worker={} forged={} (an outcome without its attempt's token; "
+                "logged every 10000)",
+                o.id, o.worker, forged_);
+        ++dropped_;
+        return false;
+    }
+    settle.ids.push_back(o.id);
+    settle.proofs.push_back(settle_proof(sv));
+    if (!seen_.insert(o.id).second) {
+        ++duplicates_;
+        return false;
+    }
+    settle.timed_out += o.status == proto::Status::timeout;
+    if (o.status == proto::Status::ok && !within_depth_limit(o.result)) {
+        ++too_deep_;
+        log_->warn("sink.result_too_deep id={} worker={} limit={} (delivered as an error)", o.id, o.worker,
+                   k_max_data_depth);
+        o.status = proto::Status::error;
+        o.error = too_deep_message("result");
+        o.result.clear();
+    }
+    return true;
 }
 
 }  // namespace drover

@@ -55,8 +55,8 @@ std::size_t wire_size(const T& t) {
 enum class SendStatus { sent, would_block, unreachable };
 
 // A message body. One of k_zero_copy_from bytes or more takes the string's
-// buffer instead of a copy of it: a 64 KiB task was copied once more at
-// each of its three sends (W6, performance.md).
+// buffer instead of a copy of it, a copy saved at each of a large task's
+// three sends (drover-bench W6).
 inline constexpr std::size_t k_zero_copy_from = 8192;
 [[nodiscard]] zmq::message_t body_message(std::string&& body);
 
@@ -109,12 +109,14 @@ void check_endpoint(const std::string& ep, const std::string& flag, bool inproc_
 int poll(zmq::pollitem_t* items, std::size_t count, Millis timeout);
 
 // Waits for input on ZeroMQ sockets and plain fds with one poll(2) a sleep.
+// Single-threaded: it belongs to the loop that owns the sockets.
 //
-// zmq::poll asks every socket for its events (ZMQ_EVENTS) before it sleeps
-// and again after: a getpid(2) and a poll(2) each time for a socket with
-// nothing new, over a microsecond apiece on a machine with page-table
-// isolation. A drover loop watches three inputs, so each wake-up cost it
-// 17-21 system calls where a blocking recv costs 3 (performance.md). A
+// Why not zmq::poll or cppzmq's zmq::poller_t (zmq_poller_wait): both ask
+// every socket for its events (ZMQ_EVENTS) before they sleep and again
+// after, and for a socket with nothing new each ask costs libzmq a
+// getpid(2) and a poll(2): system calls at every wake-up of drover's loops,
+// which watch three inputs each (docs/design.md, "ZeroMQ facts that shape
+// this design"; drover-bench W2 measures the round trip they add to). A
 // Poller asks a socket only when it may hold input that its fd (ZMQ_FD)
 // would not announce:
 // - a socket whose last receive found nothing (drained()) stays quiet until

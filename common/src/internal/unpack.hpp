@@ -38,8 +38,8 @@ struct UnpackError : std::runtime_error {
 // be nested (msgpack-c's depth limit, empty ones included).
 //
 // msgpack::unpack builds the same tree, but allocates its parser's two
-// stacks on the heap every call: a worker's task arguments are unpacked once
-// a task, and on small tasks those allocations were a tenth of the worker.
+// stacks on the heap every call, and a worker unpacks each task's arguments
+// (a cost that shows with small tasks: drover-bench W1).
 // Recurses once a level: max_depth bounds its stack.
 // Throws: UnpackError for bytes that are not one valid value within the
 // limits (truncated, trailing bytes, 0xc1, too deep).

@@ -43,6 +43,13 @@ public:
     [[nodiscard]] std::string sink_endpoint() const;
 
 private:
+    // pool "threads": one Worker with options_.workers executor threads, on a thread.
+    void start_worker_thread(zmq::context_t& ctx, const Registry& registry);
+    // pool "processes": a drover-worker supervisor as a child process.
+    void start_worker_process();
+    // Throws: std::runtime_error if the workers have not registered within
+    // 10 s, or the worker process exited.
+    void wait_for_workers();
     void stop_all();
 
     LocalClusterOptions options_;

@@ -4,18 +4,9 @@
 // DRV4 — drover protocol, version 4
 // ==================================
 //
-// Every task carries a secret from its producer to the broker; each DISPATCH
-// carries a per-attempt token that the worker returns in its outcome, and
-// brokers and sinks drop outcomes whose token is wrong (drover/proof.hpp).
-// A malformed task in a SUBMIT is rejected alone. A producer whose routing id
-// is "P" and 8 characters may send SUBMIT on a second connection whose
-// routing id has "S" for that "P"; the broker takes those tasks as the
-// producer's and answers on the producer's connection. A batch names the
-// reply_to (SUBMIT, DISPATCH) or worker (RESULT) its items share once, and
-// items leave out fields at their defaults.
-// Peers of different versions refuse each other's messages (wrong_version
-// here, bad_header in DRV1; logged once per peer): upgrade a fleet's
-// broker, workers and producers together.
+// Peers of different versions refuse each other's messages (wrong_version,
+// logged once per peer): upgrade a fleet's broker, workers and producers
+// together.
 //
 // Every message is two frames after the ROUTER identity (if any):
 //
@@ -187,8 +178,8 @@
 // k_default_max_attempts (drover/common/retry.hpp) for max_attempts;
 // encoders leave out fields at their defaults. A batch's
 // reply_to (SUBMIT, DISPATCH) or worker (RESULT) is that of every task or
-// outcome in it that does not name its own: per task, these 20-odd bytes and
-// their key were most of a small task's size on the wire.
+// outcome in it that does not name its own, so that a small task stays small
+// on the wire.
 //
 // Decoding is bounded: a container may not claim more elements than the
 // frame has bytes, nesting is limited to k_max_depth, and bytes left after
@@ -318,7 +309,7 @@ struct Task {
     std::string reply_to;
     bool detached = false;        // outcome goes to a standalone sink: keep it if the producer goes
     bool retry_on_error = false;  // an error is retried, with back-off, while attempts remain
-    TaskSecret secret;            // SUBMIT: k_secret_bytes (drover/proof.hpp)
+    TaskSecret secret;            // SUBMIT: k_secret_bytes (docs/security.md)
     std::uint64_t token = 0;      // DISPATCH: this attempt's token
     bool start = false;           // DISPATCH: sent on one of the worker's start credits (Ready::starts)
     // decode_submit only, never on the wire: why the task is malformed

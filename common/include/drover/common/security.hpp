@@ -15,7 +15,7 @@
 // called from any thread. PeerGuard belongs to the thread of its socket.
 //
 // Plain mode: with no Security (nullptr), or on an ipc:// or inproc://
-// endpoint, sockets are plain ZeroMQ, as before.
+// endpoint, sockets are plain ZeroMQ.
 
 #include <atomic>
 #include <cstdint>

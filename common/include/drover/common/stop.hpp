@@ -27,9 +27,9 @@ private:
 // Routes SIGINT and SIGTERM to `stop` for the rest of the process's life.
 void stop_on_signals(StopSource& stop);
 
-// A daemon (broker, worker, sink) survives SIGHUP: it ended them silently
-// (status 129) where nothing was there to reload. With --security the
-// reload handler (Security::reload_on_sighup) replaces this.
+// Ignores SIGHUP, whose default action would end a daemon (broker, worker,
+// sink) that has nothing to reload. With --security the reload handler
+// (Security::reload_on_sighup) replaces this.
 void ignore_hangup();
 
 // fork() for a child that will exec at once. SIGINT and SIGTERM are blocked

@@ -73,7 +73,7 @@ struct TaskOptions {
     std::string id;
     // Deliver the outcome to another sink (e.g. drover-sink), given by the
     // address it printed, with its key ("tcp://HOST:PORT?secret=HEX"; the
-    // key stays here: drover/proof.hpp). The client's part then ends at
+    // key stays here: docs/security.md). The client's part then ends at
     // ACCEPTED: the result has status ok and `accepted_only`.
     std::string reply_to;
 };
@@ -108,8 +108,8 @@ using ResultCallback = std::function<void(Result&&)>;
 
 namespace detail {
 // msgpack's packer writes into anything with write(): straight into the
-// string (a few arguments fit in its own bytes, with no allocation at all;
-// an sbuffer allocated 8 KiB for every task, then copied).
+// string, whose own bytes hold a few arguments without an allocation (an
+// sbuffer would allocate 8 KiB a task, then be copied).
 struct AppendTo {
     std::string& out;
     void write(const char* p, std::size_t n) { out.append(p, n); }
@@ -181,7 +181,7 @@ public:
     // Outcomes dropped because their token did not prove them (forged).
     [[nodiscard]] std::uint64_t forged_dropped() const;
     // Results nested past k_max_data_depth, delivered as errors naming the
-    // limit (drover/unpack.hpp): reading them would recurse that deep.
+    // limit (drover/common/limits.hpp): reading them would recurse that deep.
     [[nodiscard]] std::uint64_t too_deep_results() const;
     // Lone tasks their callers sent themselves, not through the I/O thread.
     [[nodiscard]] std::uint64_t submitted_directly() const;

@@ -8,8 +8,10 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include <zmq.hpp>
 
@@ -42,13 +44,13 @@ public:
 
     // The sink's address for producers: the bound endpoint, connectable
     // ("tcp://*:*" becomes a real port), with the CURVE key under security
-    // and the sink's key ("tcp://HOST:PORT?curve=KEY&secret=HEX"; drover/proof.hpp).
+    // and the sink's key ("tcp://HOST:PORT?curve=KEY&secret=HEX"; docs/security.md).
     [[nodiscard]] const std::string& endpoint() const { return endpoint_; }
 
     // Delivers each new outcome to `on_outcome` until `stop` is requested or
     // `expect` outcomes (0: no limit) have arrived. Returns how many arrived.
     // An ok outcome whose result nests past k_max_data_depth is delivered as
-    // an error naming the limit (drover/unpack.hpp): its reader would recurse
+    // an error naming the limit (drover/common/limits.hpp): its reader would recurse
     // that deep.
     std::size_t run(const StopSource& stop, std::size_t expect,
                     const std::function<void(proto::Outcome&&)>& on_outcome);
@@ -59,6 +61,15 @@ public:
     [[nodiscard]] std::uint64_t too_deep() const { return too_deep_; }  // results delivered as errors
 
 private:
+    // Reads what the PULL socket holds (up to a drain budget): returns the
+    // outcomes delivered to `on_outcome`; their ids go into `settle`.
+    std::size_t drain_results(proto::Settle& settle, const std::function<void(proto::Outcome&&)>& on_outcome);
+    // The outcomes of the message in frames_; nullopt for a malformed one (counted, logged).
+    std::optional<proto::Results> read_results();
+    // Whether `o` is to be delivered: proven by its token and new. A proven
+    // outcome is settled; one nested too deep becomes an error.
+    bool take(proto::Outcome& o, proto::Settle& settle);
+
     zmq::context_t& ctx_;
     SinkOptions options_;
     Logger log_;
@@ -66,6 +77,7 @@ private:
     PeerGuard guard_;  // results from a worker key taken off the allow-list are dropped
     zmq::socket_t broker_;
     std::string endpoint_;
+    std::vector<zmq::message_t> frames_;  // the message being read
     std::unordered_set<std::string> seen_;
     std::uint64_t duplicates_ = 0;
     std::uint64_t dropped_ = 0;
