@@ -15,8 +15,7 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
-#include "../e2e/process.hpp"
-#include "drover/broker/broker.hpp"
+#include "../e2e/cluster_fixture.hpp"
 #include "drover/client/status.hpp"
 #include "drover/common/protocol.hpp"
 #include "raw_peer.hpp"
@@ -54,14 +53,7 @@ public:
 
 private:
     void hello() {
-        proto::Hello h;
-        h.worker = "deep-w";
-        h.host = "outsider";
-        h.pid = 1;
-        h.pool = "solo";
-        h.slots = 1;
-        h.tasks = {"deep"};
-        (void)peer_.send(proto::Command::hello, proto::encode(h));
+        (void)peer_.send(proto::Command::hello, proto::encode(solo_hello("deep-w", "outsider", {"deep"})));
         (void)peer_.send(proto::Command::ready, proto::encode(proto::Ready{100, 100, {}}));
     }
 
@@ -106,6 +98,9 @@ std::string hello_lines(const std::string& prefix, int count) {
     return text;
 }
 
+// The task line of "deep" with id `id`, the one DeepWorker answers.
+std::string deep_line(const std::string& id) { return R"({"id":")" + id + R"(","task":"deep","args":[]})" + "\n"; }
+
 // Waits until the JSON-lines file at `path` has at least `n` lines; returns them.
 std::vector<json> wait_lines(const std::string& path, std::size_t n, std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -147,39 +142,34 @@ TEST_CASE(
     "[adversarial][depth]") {
     TempDir dir;
     BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend}, dir.file("worker.log"));
+    Process worker = start_worker(dir, broker.backend, "worker.log");
     zmq::context_t ctx;
     DeepWorker deep(ctx, broker.backend);
     REQUIRE(wait_for_workers(broker.frontend, 2, 20s));
-    Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--endpoint-file",
-                  dir.file("sink.ep")},
-                 dir.file("sink.jsonl"));
-    const auto sink_ep = wait_line_file(dir.file("sink.ep"), 10s);
-    REQUIRE(!sink_ep.empty());
+    SinkProcess sink(dir, broker.frontend);
+    const auto sink_ep = sink.address(10s);
+    // Submits the task lines `tasks` through dir/`name`.jsonl with `args` after "submit".
+    const auto submit = [&](const std::string& name, const std::string& tasks, const std::vector<std::string>& args,
+                            const std::string& out) {
+        write_file(dir.file(name + ".jsonl"), tasks);
+        return start_producer(dir, broker.frontend, concat({"submit"}, args), out, name + ".jsonl");
+    };
 
     // To drover-sink: one deep task among ten good ones.
-    write_file(dir.file("to-sink.jsonl"), hello_lines("a", 5) +
-                                              R"({"id":"deep-a","task":"deep","args":[]})"
-                                              "\n" +
-                                              hello_lines("b", 5));
-    Process to_sink({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},
-                    dir.file("accepted.jsonl"), dir.file("to-sink.jsonl"));
+    Process to_sink = submit("to-sink", hello_lines("a", 5) + deep_line("deep-a") + hello_lines("b", 5),
+                             {"--reply-to", sink_ep}, "accepted.jsonl");
     REQUIRE(deep.answered(1, 60s));
     REQUIRE(to_sink.wait(60s) == 0);
-    auto lines = by_id(wait_lines(dir.file("sink.jsonl"), 11, 60s));
-    INFO(read_file(dir.file("sink.jsonl.err")));
+    auto lines = by_id(wait_lines(sink.out_path(), 11, 60s));
+    INFO(sink.log());
     REQUIRE(sink.running());
     REQUIRE(lines.size() == 11);
     check_deep_error(lines["deep-a"]);
     check_others_ok(lines, "deep-a");
 
     // To a live producer: the same, its outcomes on its own stdout.
-    write_file(dir.file("live.jsonl"), hello_lines("c", 5) +
-                                           R"({"id":"deep-c","task":"deep","args":[]})"
-                                           "\n" +
-                                           hello_lines("d", 5));
-    Process live({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("live-out.jsonl"),
-                 dir.file("live.jsonl"));
+    Process live =
+        submit("live", hello_lines("c", 5) + deep_line("deep-c") + hello_lines("d", 5), {}, "live-out.jsonl");
     REQUIRE(deep.answered(2, 60s));
     const auto rc = live.wait(60s);
     INFO("exit status " << rc.value_or(-1));
@@ -191,19 +181,16 @@ TEST_CASE(
     check_others_ok(lines, "deep-c");
 
     // Later tasks still flow to the sink, another deep one among them.
-    write_file(dir.file("later.jsonl"), R"({"id":"deep-e","task":"deep","args":[]})"
-                                        "\n" +
-                                            hello_lines("e", 10));
-    Process later({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},
-                  dir.file("accepted-later.jsonl"), dir.file("later.jsonl"));
+    Process later =
+        submit("later", deep_line("deep-e") + hello_lines("e", 10), {"--reply-to", sink_ep}, "accepted-later.jsonl");
     REQUIRE(deep.answered(3, 60s));
     REQUIRE(later.wait(60s) == 0);
-    lines = by_id(wait_lines(dir.file("sink.jsonl"), 22, 60s));
+    lines = by_id(wait_lines(sink.out_path(), 22, 60s));
     REQUIRE(sink.running());
     REQUIRE(lines.size() == 22);
     check_deep_error(lines["deep-e"]);
     CHECK(lines["e9"]["status"] == "ok");
-    CHECK(read_file(dir.file("sink.jsonl.err")).find("sink.result_too_deep") != std::string::npos);
+    CHECK(sink.log().find("sink.result_too_deep") != std::string::npos);
     CHECK(broker.process->running());
 }
 
@@ -211,15 +198,14 @@ TEST_CASE("drover-producer submit rejects a task line nested 100,000 deep and ru
           "[adversarial][depth]") {
     TempDir dir;
     BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend}, dir.file("worker.log"));
+    Process worker = start_worker(dir, broker.backend, "worker.log");
     REQUIRE(wait_for_workers(broker.frontend, 1, 20s));
     const auto nested = [](std::size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); };
     // Line 6 is 100,000 deep; line 7 is 256 deep with its own object, the most allowed.
     write_file(dir.file("tasks.jsonl"), hello_lines("a", 5) + R"({"id":"deep","task":"echo","args":[)" +
                                             nested(100000) + "]}\n" + R"({"id":"edge","task":"echo","args":)" +
                                             nested(255) + "}\n" + hello_lines("b", 5));
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
-                     dir.file("tasks.jsonl"));
+    Process producer = start_producer(dir, broker.frontend, {"submit"}, "out.jsonl", "tasks.jsonl");
     const auto rc = producer.wait(60s);
     INFO("exit status " << rc.value_or(-1));
     INFO(read_file(dir.file("out.jsonl.err")));

@@ -15,9 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
-#include "../e2e/process.hpp"
-#include "drover/broker/broker.hpp"
-#include "drover/client/status.hpp"
+#include "../e2e/cluster_fixture.hpp"
 #include "drover/common/protocol.hpp"
 #include "internal/proof.hpp"
 #include "raw_peer.hpp"
@@ -50,17 +48,6 @@ std::string forged_results(const std::string& prefix, int n, const std::string& 
     return proto::encode(r);
 }
 
-std::uint64_t dropped_count(const json& status, const std::string& reason) {
-    return status["dropped"].contains(reason) ? status["dropped"][reason].get<std::uint64_t>() : 0;
-}
-
-json status_of(const std::string& frontend) {
-    zmq::context_t ctx;
-    auto s = drover::fetch_status(ctx, frontend, 3000ms);
-    REQUIRE(s);
-    return *s;
-}
-
 // Waits until the broker has accepted `n` tasks in all.
 void wait_submitted(const std::string& frontend, std::uint64_t n) {
     REQUIRE(wait_status(
@@ -69,21 +56,15 @@ void wait_submitted(const std::string& frontend, std::uint64_t n) {
 
 }  // namespace
 
-TEST_CASE("a RESULT for an attempt its sender was never given ends nothing, at the broker or at a sink",
-          "[adversarial][forgery]") {
-    TempDir dir;
-    BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend}, dir.file("worker.log"));
-    Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect", "30",
-                  "--endpoint-file", dir.file("sink.ep")},
-                 dir.file("sink.jsonl"));
-    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-    const auto sink_address = wait_line_file(dir.file("sink.ep"), 5s);
-    REQUIRE(!sink_address.empty());
+TEST_CASE_METHOD(BrokerAndWorker,
+                 "a RESULT for an attempt its sender was never given ends nothing, at the broker or at a sink",
+                 "[adversarial][forgery]") {
+    SinkProcess sink(dir, broker.frontend, {"--expect", "30"});
+    const auto sink_address = sink.address();
     // 30 detached tasks of 100 ms on one solo worker: most wait in the queue.
     write_tasks(dir.file("tasks.jsonl"), 30, "sleep_ms", json::array({100}), "job-");
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_address},
-                     dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));
+    Process producer =
+        start_producer(dir, broker.frontend, {"submit", "--reply-to", sink_address}, "accepted.jsonl", "tasks.jsonl");
     REQUIRE(producer.wait(30s) == 0);
 
     const auto body = forged_results("job-", 30, "sleep_ms");
@@ -93,14 +74,7 @@ TEST_CASE("a RESULT for an attempt its sender was never given ends nothing, at t
     REQUIRE(stranger.send(Command::result, body));
     // A registered worker for the same task name that was dispatched none of them.
     RawPeer registered(ctx, zmq::socket_type::dealer, broker.backend);
-    proto::Hello hello;
-    hello.worker = "evil";
-    hello.host = "evil";
-    hello.pid = 1;
-    hello.pool = "solo";
-    hello.slots = 1;
-    hello.tasks = {"sleep_ms"};
-    REQUIRE(registered.send(Command::hello, proto::encode(hello)));
+    REQUIRE(registered.send(Command::hello, proto::encode(solo_hello("evil", "evil", {"sleep_ms"}))));
     REQUIRE(wait_for_workers(broker.frontend, 2, 10s));
     REQUIRE(registered.send(Command::result, body));
     // And pushed straight at the sink's PULL socket.
@@ -108,7 +82,7 @@ TEST_CASE("a RESULT for an attempt its sender was never given ends nothing, at t
     REQUIRE(push.send(Command::result, body));
 
     REQUIRE(sink.wait(60s) == 0);
-    const auto lines = read_json_lines(dir.file("sink.jsonl"));
+    const auto lines = read_json_lines(sink.out_path());
     REQUIRE(lines.size() == 30);
     std::set<std::string> ids;
     for (const auto& l : lines) {
@@ -119,25 +93,21 @@ TEST_CASE("a RESULT for an attempt its sender was never given ends nothing, at t
         ids.insert(l["id"].get<std::string>());
     }
     CHECK(ids.size() == 30);
-    const auto status = status_of(broker.frontend);
+    const auto status = require_status(broker.frontend, 3000ms);
     INFO(status.dump());
     CHECK(dropped_count(status, "forged_result") >= 60);  // both backend peers, 30 each
-    const auto sink_log = read_file(dir.file("sink.jsonl.err"));
+    const auto sink_log = sink.log();
     INFO(sink_log);
     CHECK(sink_log.find("sink.dropped reason=forged") != std::string::npos);
     CHECK(sink_log.find("forged=30") != std::string::npos);
 }
 
-TEST_CASE("a live producer's tasks cannot be ended by a forged RESULT at the broker or at its own sink",
-          "[adversarial][forgery]") {
-    TempDir dir;
-    BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend}, dir.file("worker.log"));
-    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+TEST_CASE_METHOD(BrokerAndWorker,
+                 "a live producer's tasks cannot be ended by a forged RESULT at the broker or at its own sink",
+                 "[adversarial][forgery]") {
     const auto sink_ep = "tcp://127.0.0.1:" + std::to_string(free_tcp_port());
     write_tasks(dir.file("tasks.jsonl"), 30, "sleep_ms", json::array({100}), "t");
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--sink", sink_ep, "submit"},
-                     dir.file("out.jsonl"), dir.file("tasks.jsonl"));
+    Process producer = start_producer(dir, broker.frontend, {"--sink", sink_ep, "submit"}, "out.jsonl", "tasks.jsonl");
     wait_submitted(broker.frontend, 30);
 
     const auto body = forged_results("t", 30, "sleep_ms");
@@ -158,31 +128,22 @@ TEST_CASE("a live producer's tasks cannot be ended by a forged RESULT at the bro
     const auto err = read_file(dir.file("out.jsonl.err"));
     INFO(err);
     CHECK(err.find("forged outcomes") != std::string::npos);
-    CHECK(dropped_count(status_of(broker.frontend), "forged_result") >= 30);
+    CHECK(dropped_count(require_status(broker.frontend, 3000ms), "forged_result") >= 30);
 }
 
-TEST_CASE("SETTLE and CANCEL from a producer that did not submit the tasks are refused, and colliding ids rejected",
-          "[adversarial][ownership]") {
-    TempDir dir;
-    BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend}, dir.file("worker.log"));
-    Process sink_a({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect", "30",
-                    "--endpoint-file", dir.file("a.ep")},
-                   dir.file("a.jsonl"));
-    Process sink_b({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--endpoint-file",
-                    dir.file("b.ep")},
-                   dir.file("b.jsonl"));
-    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-    const auto a = wait_line_file(dir.file("a.ep"), 5s), b = wait_line_file(dir.file("b.ep"), 5s);
-    REQUIRE((!a.empty() && !b.empty()));
+TEST_CASE_METHOD(
+    BrokerAndWorker,
+    "SETTLE and CANCEL from a producer that did not submit the tasks are refused, and colliding ids rejected",
+    "[adversarial][ownership]") {
+    SinkProcess sink_a(dir, broker.frontend, {"--expect", "30"}, "a");
+    SinkProcess sink_b(dir, broker.frontend, {}, "b");
+    const auto a = sink_a.address(), b = sink_b.address();
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 30, "sleep_ms", json::array({100}), "job-");
-    Process first({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", a},
-                  dir.file("first.jsonl"), dir.file("tasks.jsonl"));
+    Process first = start_producer(dir, broker.frontend, {"submit", "--reply-to", a}, "first.jsonl", "tasks.jsonl");
     REQUIRE(first.wait(30s) == 0);
 
     // Another producer submits the same ids for its own sink while A's run.
-    Process second({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", b},
-                   dir.file("second.jsonl"), dir.file("tasks.jsonl"));
+    Process second = start_producer(dir, broker.frontend, {"submit", "--reply-to", b}, "second.jsonl", "tasks.jsonl");
     REQUIRE(second.wait(30s).has_value());
     const auto second_lines = read_json_lines(dir.file("second.jsonl"));
     CHECK(second_lines.size() == 30);
@@ -207,14 +168,8 @@ TEST_CASE("SETTLE and CANCEL from a producer that did not submit the tasks are r
     REQUIRE(thief.send(Command::cancel, proto::encode(proto::Ids{id_list})));
 
     REQUIRE(sink_a.wait(60s) == 0);
-    std::set<std::string> got;
-    for (const auto& l : read_json_lines(dir.file("a.jsonl"))) {
-        INFO(l.dump());
-        CHECK(l["status"] == "ok");
-        got.insert(l["id"].get<std::string>());
-    }
-    CHECK(got == ids);
-    const auto status = status_of(broker.frontend);
+    CHECK(ok_ids(sink_a.out_path()) == ids);
+    const auto status = require_status(broker.frontend, 3000ms);
     INFO(status.dump());
     CHECK(dropped_count(status, "not_owner") >= 1);
     // B's accepted ones (if any) reach B; none is lost.
@@ -222,20 +177,15 @@ TEST_CASE("SETTLE and CANCEL from a producer that did not submit the tasks are r
         REQUIRE(wait_status(
             broker.frontend, [](const json& s) { return s["held"].get<std::uint64_t>() == 0; }, 30s));
         std::this_thread::sleep_for(300ms);
-        CHECK(read_json_lines(dir.file("b.jsonl")).size() == accepted);
+        CHECK(read_json_lines(sink_b.out_path()).size() == accepted);
     }
 }
 
-TEST_CASE("a SUBMIT with malformed tasks rejects each alone, naming its field, and accepts the rest",
-          "[adversarial][submit]") {
-    TempDir dir;
-    BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend}, dir.file("worker.log"));
-    Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect", "2",
-                  "--endpoint-file", dir.file("sink.ep")},
-                 dir.file("sink.jsonl"));
-    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-    const auto address = drover::split_sink_address(wait_line_file(dir.file("sink.ep"), 5s));
+TEST_CASE_METHOD(BrokerAndWorker,
+                 "a SUBMIT with malformed tasks rejects each alone, naming its field, and accepts the rest",
+                 "[adversarial][submit]") {
+    SinkProcess sink(dir, broker.frontend, {"--expect", "2"});
+    const auto address = drover::split_sink_address(sink.address());
     REQUIRE(address.key.size() == drover::k_secret_bytes);
 
     // Written by hand: the project's encoder cannot make these mistakes.
@@ -313,11 +263,6 @@ TEST_CASE("a SUBMIT with malformed tasks rejects each alone, naming its field, a
     for (const auto& [id, reason] : rejected) CHECK(reason.rfind("invalid: ", 0) == 0);
 
     REQUIRE(sink.wait(30s) == 0);
-    std::set<std::string> done;
-    for (const auto& l : read_json_lines(dir.file("sink.jsonl"))) {
-        CHECK(l["status"] == "ok");
-        done.insert(l["id"].get<std::string>());
-    }
-    CHECK(done == std::set<std::string>{"good-1", "good-2"});
+    CHECK(ok_ids(sink.out_path()) == std::set<std::string>{"good-1", "good-2"});
     CHECK(broker.process->running());
 }

@@ -6,7 +6,7 @@
 #include <map>
 #include <thread>
 
-#include "../e2e/process.hpp"
+#include "../e2e/cluster_fixture.hpp"
 
 using namespace drover::test;
 using nlohmann::json;
@@ -17,8 +17,8 @@ TEST_CASE("a task that finished past its timeout_ms while its worker was paused 
     TempDir dir;
     BrokerProcess broker(dir);  // 1 s heartbeats x 3: the pause below stays within the liveness window
     constexpr int k_tasks = 16;
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "threads", "-c", std::to_string(k_tasks)},
-                   dir.file("worker.log"));
+    Process worker =
+        start_worker(dir, broker.backend, "worker.log", {"--pool", "threads", "-c", std::to_string(k_tasks)});
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
     std::string lines;
     for (int i = 0; i < k_tasks; ++i)
@@ -30,8 +30,7 @@ TEST_CASE("a task that finished past its timeout_ms while its worker was paused 
                      .dump() +
                  "\n";
     write_file(dir.file("tasks.jsonl"), lines);
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
-                     dir.file("tasks.jsonl"));
+    Process producer = start_producer(dir, broker.frontend, {"submit"}, "out.jsonl", "tasks.jsonl");
     REQUIRE(wait_status(
         broker.frontend, [](const json& s) { return s.value("in_flight", 0) == k_tasks; }, 10s));
     std::this_thread::sleep_for(100ms);  // every executor has started its task

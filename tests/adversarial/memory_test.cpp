@@ -1,6 +1,7 @@
 // Adversarial: one frontend client tries to grow the broker's memory without
 // bound (unique names, repeated ids, unread replies), and a producer's window
 // against --max-queued (issue 18, items 6 and 7).
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <set>
@@ -11,9 +12,7 @@
 #include <catch2/catch.hpp>
 #include <zmq.hpp>
 
-#include "../e2e/process.hpp"
-#include "drover/broker/broker.hpp"
-#include "drover/client/status.hpp"
+#include "../e2e/cluster_fixture.hpp"
 #include "drover/common/protocol.hpp"
 #include "raw_peer.hpp"
 
@@ -80,11 +79,6 @@ private:
     std::thread thread_;
 };
 
-std::uint64_t dropped_count(const nlohmann::json& status, const std::string& reason) {
-    const auto& d = status["dropped"];
-    return d.contains(reason) ? d[reason].get<std::uint64_t>() : 0;
-}
-
 // Waits until the broker holds no task, then a few heartbeats for it to give
 // its memory back; returns its RSS then.
 std::size_t idle_rss_kib(const BrokerProcess& broker) {
@@ -148,8 +142,7 @@ TEST_CASE("a client that never reads cannot grow the broker by submitting the sa
     // A live worker, so that a task whose name it does not run ends at once
     // ("unknown task"): its outcome waits at the broker for a SETTLE that
     // never comes, and each submit of its id again is answered.
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "solo", "--heartbeat-ms", "200"},
-                   dir.file("worker.log"));
+    Process worker = start_worker(dir, broker.backend, "worker.log", {"--pool", "solo", "--heartbeat-ms", "200"});
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
     const auto before = idle_rss_kib(broker);
     REQUIRE(before > 0);
@@ -218,60 +211,45 @@ TEST_CASE("100,000 STATUS requests from a client that never reads hold a bounded
 namespace {
 
 // Runs `count` echo tasks through drover-producer with `window` against a
-// broker with --max-queued `max_queued` and two workers; returns the output lines.
-std::vector<nlohmann::json> run_window(const TempDir& dir, int count, int window, int max_queued,
-                                       nlohmann::json* status) {
+// broker with --max-queued `max_queued` and two workers; CHECKs that every
+// one ended ok, none rejected. Returns the broker's totals after.
+nlohmann::json run_window(int count, int window, int max_queued) {
+    TempDir dir;
     BrokerProcess broker(dir, {"--max-queued", std::to_string(max_queued)});
-    Process w1({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "threads", "-c", "2"}, dir.file("w1.log"));
-    Process w2({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "threads", "-c", "2"}, dir.file("w2.log"));
+    const auto workers = start_workers(dir, broker.backend, 2, {"--pool", "threads", "-c", "2"});
     REQUIRE(wait_for_workers(broker.frontend, 2, 10s));
     (void)write_tasks(dir.file("tasks.jsonl"), count, "echo", {1});
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--window", std::to_string(window), "submit"},
-                     dir.file("out.jsonl"), dir.file("tasks.jsonl"));
+    Process producer = start_producer(dir, broker.frontend, {"--window", std::to_string(window), "submit"}, "out.jsonl",
+                                      "tasks.jsonl");
     const auto code = producer.wait(120s);
     REQUIRE(code.has_value());
     CHECK(*code == 0);
-    zmq::context_t ctx;
-    auto s = drover::fetch_status(ctx, broker.frontend, 5000ms);
-    REQUIRE(s);
-    *status = *s;
-    return read_json_lines(dir.file("out.jsonl"));
+    const auto totals = require_status(broker.frontend, 5000ms)["totals"];
+    std::size_t ok = 0, rejected = 0;
+    for (const auto& l : read_json_lines(dir.file("out.jsonl"))) {
+        ok += l["status"] == "ok";
+        rejected += l["status"] == "rejected";
+    }
+    INFO("ok " << ok << " rejected " << rejected << " broker totals " << totals.dump());
+    CHECK(rejected == 0);
+    CHECK(ok == static_cast<std::size_t>(count));
+    return totals;
 }
 
 }  // namespace
 
 TEST_CASE("a producer whose window fits under --max-queued is never rejected for queue_full", "[adversarial]") {
-    TempDir dir;
-    nlohmann::json status;
-    constexpr int n = 20'000;
-    const auto lines = run_window(dir, n, 500, 1000, &status);
-    std::size_t ok = 0, rejected = 0;
-    for (const auto& l : lines) {
-        ok += l["status"] == "ok";
-        rejected += l["status"] == "rejected";
-    }
-    INFO("ok " << ok << " rejected " << rejected << " broker totals " << status["totals"].dump());
-    CHECK(rejected == 0);
-    CHECK(ok == n);
-    CHECK(status["totals"]["rejected"] == 0);
+    const auto totals = run_window(20'000, 500, 1000);
+    INFO("broker totals " << totals.dump());
+    CHECK(totals["rejected"] == 0);
 }
 
 TEST_CASE("a producer whose window does not fit backs off instead of being rejected thousands of times",
           "[adversarial]") {
-    TempDir dir;
-    nlohmann::json status;
-    constexpr int n = 20'000;
-    const auto lines = run_window(dir, n, 5000, 1000, &status);
-    std::size_t ok = 0, rejected = 0;
-    for (const auto& l : lines) {
-        ok += l["status"] == "ok";
-        rejected += l["status"] == "rejected";
-    }
-    INFO("ok " << ok << " rejected " << rejected << " broker totals " << status["totals"].dump());
-    CHECK(rejected == 0);
-    CHECK(ok == n);
+    const auto totals = run_window(20'000, 5000, 1000);
+    INFO("broker totals " << totals.dump());
     // The broker refuses the first window that does not fit (up to 4,000);
     // then the client keeps to what it took. Without the back-off each
     // refusal made room for more, refused in turn: about half of all tasks.
-    CHECK(status["totals"]["rejected"].get<std::uint64_t>() < 5000);
+    CHECK(totals["rejected"].get<std::uint64_t>() < 5000);
 }

@@ -7,7 +7,7 @@
 #include <map>
 #include <set>
 
-#include "../e2e/process.hpp"
+#include "../e2e/cluster_fixture.hpp"
 
 using namespace drover::test;
 using nlohmann::json;
@@ -25,8 +25,7 @@ struct Run {
 
 // Submits `tasks` with drover-producer and reads its outcomes; every one must be ok.
 Run submit(const TempDir& dir, const BrokerProcess& broker, const std::string& name) {
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file(name + ".out"),
-                     dir.file(name + ".jsonl"));
+    Process producer = start_producer(dir, broker.frontend, {"submit"}, name + ".out", name + ".jsonl");
     const auto rc = producer.wait(120s);
     INFO(read_file(dir.file(name + ".out.err")));
     REQUIRE(rc == 0);
@@ -40,16 +39,25 @@ Run submit(const TempDir& dir, const BrokerProcess& broker, const std::string& n
     return run;
 }
 
+// The workers that ran `run`'s tasks; CHECKs that each task is one of `ids`.
+std::set<std::string> workers_used(const Run& run, const std::set<std::string>& ids) {
+    std::set<std::string> used;
+    for (const auto& [id, worker] : run.worker_of) {
+        INFO(id << " ran on " << worker);
+        CHECK(ids.count(id) == 1);
+        used.insert(worker);
+    }
+    return used;
+}
+
 }  // namespace
 
 // Four solo workers, registered and ready.
-std::vector<std::unique_ptr<Process>> start_workers(const TempDir& dir, const BrokerProcess& broker) {
-    std::vector<std::unique_ptr<Process>> workers;
+std::vector<Process> start_solo_workers(const TempDir& dir, const BrokerProcess& broker) {
+    std::vector<Process> workers;
     for (int i = 0; i < k_workers; ++i)
-        workers.push_back(
-            std::make_unique<Process>(std::vector<std::string>{DROVER_WORKER_EXE, "--broker", broker.backend, "--pool",
-                                                               "solo", "--id", "w" + std::to_string(i)},
-                                      dir.file("worker" + std::to_string(i) + ".log")));
+        workers.push_back(start_worker(dir, broker.backend, "worker" + std::to_string(i) + ".log",
+                                       {"--pool", "solo", "--id", "w" + std::to_string(i)}));
     REQUIRE(wait_for_workers(broker.frontend, k_workers, 20s));
     return workers;
 }
@@ -57,7 +65,7 @@ std::vector<std::unique_ptr<Process>> start_workers(const TempDir& dir, const Br
 TEST_CASE("long tasks after a burst of quick ones each start on a worker of their own", "[adversarial]") {
     TempDir dir;
     BrokerProcess broker(dir);
-    const auto workers = start_workers(dir, broker);
+    const auto workers = start_solo_workers(dir, broker);
 
     const auto echo_ids = write_tasks(dir.file("burst.jsonl"), k_burst, "echo", json::array({1}), "e");
     const auto burst = submit(dir, broker, "burst");
@@ -72,12 +80,7 @@ TEST_CASE("long tasks after a burst of quick ones each start on a worker of thei
                                      json::array({500}), prefix);
         const auto run = submit(dir, broker, "long" + std::to_string(round));
         REQUIRE(run.lines == ids.size());
-        std::set<std::string> used;
-        for (const auto& [id, worker] : run.worker_of) {
-            INFO(id << " ran on " << worker);
-            CHECK(ids.count(id) == 1);
-            used.insert(worker);
-        }
+        const auto used = workers_used(run, ids);
         INFO("round " << round);
         CHECK(used.size() == static_cast<std::size_t>(k_workers));
     }
@@ -86,7 +89,7 @@ TEST_CASE("long tasks after a burst of quick ones each start on a worker of thei
 TEST_CASE("long calls of a task known for quick ones do not stay queued on one worker", "[adversarial]") {
     TempDir dir;
     BrokerProcess broker(dir);
-    const auto workers = start_workers(dir, broker);
+    const auto workers = start_solo_workers(dir, broker);
     // Long calls first (each worker learns the name as long), then quick
     // ones: the broker takes it for short again and fills the workers'
     // prefetch with it.
@@ -97,12 +100,7 @@ TEST_CASE("long calls of a task known for quick ones do not stay queued on one w
     const auto ids = write_tasks(dir.file("long.jsonl"), k_workers, "sleep_ms", json::array({1000}), "s");
     const auto run = submit(dir, broker, "long");
     REQUIRE(run.lines == ids.size());
-    std::set<std::string> used;
-    for (const auto& [id, worker] : run.worker_of) {
-        INFO(id << " ran on " << worker);
-        CHECK(ids.count(id) == 1);
-        used.insert(worker);
-    }
+    const auto used = workers_used(run, ids);
     // The first may queue them on one worker; that worker gives back what it
     // has not started once its task has run a while, and they run elsewhere.
     CHECK(used.size() == static_cast<std::size_t>(k_workers));

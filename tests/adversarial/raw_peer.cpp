@@ -32,4 +32,15 @@ std::optional<std::pair<proto::Command, std::string>> RawPeer::receive(std::chro
     return std::make_pair(*cmd, frames.size() > 1 ? frames[1].to_string() : std::string{});
 }
 
+proto::Hello solo_hello(const std::string& worker, const std::string& host, std::vector<std::string> tasks) {
+    proto::Hello hello;
+    hello.worker = worker;
+    hello.host = host;
+    hello.pid = 1;
+    hello.pool = "solo";
+    hello.slots = 1;
+    hello.tasks = std::move(tasks);
+    return hello;
+}
+
 }  // namespace drover::test

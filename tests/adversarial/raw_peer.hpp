@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include <zmq.hpp>
 
@@ -30,5 +31,8 @@ public:
 
     zmq::socket_t socket;
 };
+
+// The HELLO of a solo worker with one slot, pid 1, that runs `tasks`.
+proto::Hello solo_hello(const std::string& worker, const std::string& host, std::vector<std::string> tasks);
 
 }  // namespace drover::test

@@ -15,12 +15,11 @@
 
 #include <zmq.hpp>
 
-#include "drover/broker/broker.hpp"
+#include "cluster_fixture.hpp"
 #include "drover/client/status.hpp"
 #include "drover/common/protocol.hpp"
 #include "internal/net.hpp"
 #include "internal/proof.hpp"
-#include "process.hpp"
 
 using namespace drover::test;
 using nlohmann::json;
@@ -32,52 +31,34 @@ constexpr std::int64_t k_n = 100000;
 
 // Writes `count` sum_random task lines with ids "t<i>"; returns the ids.
 std::set<std::string> write_sum_tasks(const std::string& path, int count) {
-    std::string text;
-    std::set<std::string> ids;
-    for (int i = 0; i < count; ++i) {
-        const auto id = "t" + std::to_string(i);
-        ids.insert(id);
-        text += json{{"id", id}, {"task", "sum_random"}, {"args", {k_n}}}.dump() + "\n";
-    }
-    write_file(path, text);
-    return ids;
+    return write_tasks(path, count, "sum_random", {k_n});
 }
 
-// The ledger: exactly one outcome per submitted id, none for other ids, all
-// ok with a sum in [n, 100n]. Returns the workers that did the work.
-std::set<std::string> check_sum_ledger(const std::vector<json>& lines, const std::set<std::string>& ids) {
-    std::map<std::string, int> seen;
+// The ledger of sum_random outcomes at `path`: every id once, all ok with a
+// sum in [n, 100n]. Returns the workers that did the work.
+std::set<std::string> check_sum_ledger(const std::string& path, const std::set<std::string>& ids) {
     std::set<std::string> workers;
-    for (const auto& l : lines) {
+    for (const auto& [id, l] : ok_ledger(path, ids)) {
         INFO(l.dump());
-        REQUIRE(l["status"] == "ok");
-        const auto id = l["id"].get<std::string>();
-        REQUIRE(ids.count(id) == 1);
-        ++seen[id];
         const auto sum = l["result"].get<std::int64_t>();
         CHECK(sum >= k_n);
         CHECK(sum <= 100 * k_n);
         workers.insert(l["worker"].get<std::string>());
     }
-    CHECK(seen.size() == ids.size());
-    for (const auto& [id, n] : seen) CHECK(n == 1);
     return workers;
 }
 
 void run_pool_form(const std::vector<std::string>& worker_args, std::size_t expect_workers) {
     TempDir dir;
     BrokerProcess broker(dir);
-    std::vector<std::string> argv{DROVER_WORKER_EXE, "--broker", broker.backend};
-    argv.insert(argv.end(), worker_args.begin(), worker_args.end());
-    Process worker(argv, dir.file("worker.log"));
+    Process worker = start_worker(dir, broker.backend, "worker.log", worker_args);
     REQUIRE(wait_for_workers(broker.frontend, expect_workers, 10s));
     const auto ids = write_sum_tasks(dir.file("tasks.jsonl"), 1000);
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("results.jsonl"),
-                     dir.file("tasks.jsonl"));
+    Process producer = start_producer(dir, broker.frontend, {"submit"}, "results.jsonl", "tasks.jsonl");
     const auto rc = producer.wait(60s);
     INFO(read_file(dir.file("results.jsonl.err")));
     REQUIRE(rc == 0);
-    const auto workers = check_sum_ledger(read_json_lines(dir.file("results.jsonl")), ids);
+    const auto workers = check_sum_ledger(dir.file("results.jsonl"), ids);
     CHECK(workers.size() >= std::min<std::size_t>(expect_workers, 2));
 }
 
@@ -104,6 +85,27 @@ void send_garbage(zmq::socket_t& s) {
                    i + 1 < m.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
 }
+
+// DEALERs on a broker's frontend and backend and a PUSH to a sink's PULL
+// socket (linger 2 s), for send_garbage on all three.
+struct GarbageSenders {
+    GarbageSenders(zmq::context_t& ctx, const BrokerProcess& broker, const std::string& sink_pull)
+        : front(ctx, zmq::socket_type::dealer), back(ctx, zmq::socket_type::dealer), push(ctx, zmq::socket_type::push) {
+        for (auto* s : {&front, &back, &push}) s->set(zmq::sockopt::linger, 2000);
+        front.connect(broker.frontend);
+        back.connect(broker.backend);
+        push.connect(sink_pull);
+    }
+    // `rounds` x send_garbage on each socket.
+    void send(int rounds) {
+        for (int i = 0; i < rounds; ++i) {
+            send_garbage(front);
+            send_garbage(back);
+            send_garbage(push);
+        }
+    }
+    zmq::socket_t front, back, push;
+};
 
 long rss_kib(pid_t pid) {
     std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
@@ -148,22 +150,17 @@ TEST_CASE("broker and workers over ipc compute 1,000 tasks", "[e2e]") {
     TempDir dir;
     const auto front = "ipc://" + dir.file("front"), back = "ipc://" + dir.file("back");
     Process broker({DROVER_BROKER_EXE, "--frontend", front, "--backend", back}, dir.file("broker.log"));
-    Process w1({DROVER_WORKER_EXE, "--broker", back}, dir.file("w1.log"));
-    Process w2({DROVER_WORKER_EXE, "--broker", back}, dir.file("w2.log"));
+    const auto worker_processes = start_workers(dir, back, 2);
     REQUIRE(wait_for_workers(front, 2, 10s));
     const auto ids = write_sum_tasks(dir.file("tasks.jsonl"), 1000);
-    Process producer({DROVER_PRODUCER_EXE, "--broker", front, "submit"}, dir.file("results.jsonl"),
-                     dir.file("tasks.jsonl"));
+    Process producer = start_producer(dir, front, {"submit"}, "results.jsonl", "tasks.jsonl");
     REQUIRE(producer.wait(60s) == 0);
-    const auto workers = check_sum_ledger(read_json_lines(dir.file("results.jsonl")), ids);
+    const auto workers = check_sum_ledger(dir.file("results.jsonl"), ids);
     CHECK(workers.size() == 2);
 }
 
-TEST_CASE("an unknown task and a task that throws end as errors and the worker goes on", "[e2e]") {
-    TempDir dir;
-    BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend}, dir.file("worker.log"));
-    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+TEST_CASE_METHOD(BrokerAndWorker, "an unknown task and a task that throws end as errors and the worker goes on",
+                 "[e2e]") {
     write_file(dir.file("tasks.jsonl"),
                "{\"id\":1,\"task\":\"no_such_task\",\"args\":[]}\n"
                "{\"id\":2,\"task\":\"fail\",\"args\":[\"boom\"]}\n"
@@ -171,8 +168,7 @@ TEST_CASE("an unknown task and a task that throws end as errors and the worker g
                "this line is not json\n"
                "{\"id\":4,\"task\":\"sum_random\",\"args\":[\"not a number\"]}\n"
                "{\"id\":5,\"task\":\"hello\",\"args\":[\"x\"],\"max_attempt\":2}\n");
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
-                     dir.file("tasks.jsonl"));
+    Process producer = start_producer(dir, broker.frontend, {"submit"}, "out.jsonl", "tasks.jsonl");
     REQUIRE(producer.wait(30s) == 1);  // not every task ended ok
     std::map<std::string, json> by_id;
     for (auto& l : read_json_lines(dir.file("out.jsonl")))
@@ -192,64 +188,42 @@ TEST_CASE("an unknown task and a task that throws end as errors and the worker g
     CHECK(worker.running());
 }
 
-TEST_CASE("garbage sent to the broker's frontend and backend and to a sink leaves each serving", "[e2e]") {
-    TempDir dir;
-    BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend}, dir.file("worker.log"));
-    Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect", "20",
-                  "--endpoint-file", dir.file("sink.ep")},
-                 dir.file("sink.jsonl"));
-    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-    const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
-    REQUIRE(!sink_ep.empty());
+TEST_CASE_METHOD(BrokerAndWorker, "garbage sent to the broker's frontend and backend and to a sink leaves each serving",
+                 "[e2e]") {
+    SinkProcess sink(dir, broker.frontend, {"--expect", "20"});
+    const auto sink_ep = sink.address();
     {
         zmq::context_t ctx;
-        zmq::socket_t front(ctx, zmq::socket_type::dealer), back(ctx, zmq::socket_type::dealer),
-            push(ctx, zmq::socket_type::push);
-        for (auto* s : {&front, &back, &push}) s->set(zmq::sockopt::linger, 2000);
-        front.connect(broker.frontend);
-        back.connect(broker.backend);
-        push.connect(drover::split_sink_address(sink_ep).reply_to);
-        send_garbage(front);
-        send_garbage(back);
-        send_garbage(push);
+        GarbageSenders(ctx, broker, drover::split_sink_address(sink_ep).reply_to).send(1);
     }
     std::this_thread::sleep_for(300ms);
     REQUIRE(broker.process->running());
     REQUIRE(sink.running());
     // Everything still works: 20 tasks through the broker to the sink.
     const auto ids = write_sum_tasks(dir.file("tasks.jsonl"), 20);
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},
-                     dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));
+    Process producer =
+        start_producer(dir, broker.frontend, {"submit", "--reply-to", sink_ep}, "accepted.jsonl", "tasks.jsonl");
     REQUIRE(producer.wait(30s) == 0);
     REQUIRE(sink.wait(30s) == 0);
-    auto lines = read_json_lines(dir.file("sink.jsonl"));
+    auto lines = read_json_lines(sink.out_path());
     CHECK(lines.size() == 20);
     for (auto& l : lines) CHECK(l["status"] == "ok");
-    zmq::context_t ctx;
-    auto status = drover::fetch_status(ctx, broker.frontend, 2000ms);
-    REQUIRE(status);
-    std::uint64_t dropped = 0;
-    for (auto& [reason, n] : (*status)["dropped"].items()) dropped += n.get<std::uint64_t>();
-    CHECK(dropped >= 18);  // 11 messages on each socket, a few may merge into one bad frame set
+    const auto status = require_status(broker.frontend, 2000ms);
+    CHECK(dropped_total(status) >= 18);  // 11 messages on each socket, a few may merge into one bad frame set
     // A peer of the previous release (DRV2) is named as such, in STATUS and in the log.
-    REQUIRE((*status)["dropped"].contains("wrong_version"));
-    CHECK((*status)["dropped"]["wrong_version"].get<int>() >= 2);  // frontend and backend
+    REQUIRE(status["dropped"].contains("wrong_version"));
+    CHECK(status["dropped"]["wrong_version"].get<int>() >= 2);  // frontend and backend
     CHECK(read_file(dir.file("broker.log.err")).find("a peer of another drover release") != std::string::npos);
-    CHECK((*status)["totals"]["settled"] == 20);
+    CHECK(status["totals"]["settled"] == 20);
 }
 
 TEST_CASE("drover-sink collects results of tasks submitted with --reply-to", "[e2e]") {
     TempDir dir;
     BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "threads", "-c", "2"},
-                   dir.file("worker.log"));
-    Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect", "103",
-                  "--endpoint-file", dir.file("sink.ep")},
-                 dir.file("sink.jsonl"));
+    Process worker = start_worker(dir, broker.backend, "worker.log", {"--pool", "threads", "-c", "2"});
+    SinkProcess sink(dir, broker.frontend, {"--expect", "103"});
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-    const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
-    REQUIRE(!sink_ep.empty());
+    const auto sink_ep = sink.address();
     auto ids = write_sum_tasks(dir.file("tasks.jsonl"), 100);
     // Number ids reach the sink as their text (they were internal ids there).
     std::string more = read_file(dir.file("tasks.jsonl"));
@@ -258,17 +232,12 @@ TEST_CASE("drover-sink collects results of tasks submitted with --reply-to", "[e
         ids.insert(std::to_string(id));
     }
     write_file(dir.file("tasks.jsonl"), more);
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},
-                     dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));
+    Process producer =
+        start_producer(dir, broker.frontend, {"submit", "--reply-to", sink_ep}, "accepted.jsonl", "tasks.jsonl");
     REQUIRE(producer.wait(30s) == 0);
     for (auto& l : read_json_lines(dir.file("accepted.jsonl"))) CHECK(l["status"] == "accepted");
     REQUIRE(sink.wait(30s) == 0);
-    std::set<std::string> got;
-    for (auto& l : read_json_lines(dir.file("sink.jsonl"))) {
-        CHECK(l["status"] == "ok");
-        got.insert(l["id"].get<std::string>());
-    }
-    CHECK(got == ids);
+    CHECK(ok_ids(sink.out_path()) == ids);
 }
 
 TEST_CASE("map with --local threads and --local processes prints results in order", "[e2e]") {
@@ -327,8 +296,7 @@ TEST_CASE("every executable answers --help with status 0", "[e2e]") {
 TEST_CASE("SIGTERM stops broker and worker cleanly with status 0", "[e2e]") {
     TempDir dir;
     BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "processes", "-c", "2"},
-                   dir.file("worker.log"));
+    Process worker = start_worker(dir, broker.backend, "worker.log", {"--pool", "processes", "-c", "2"});
     REQUIRE(wait_for_workers(broker.frontend, 2, 10s));
     worker.signal(SIGTERM);
     CHECK(worker.wait(10s) == 0);
@@ -375,19 +343,15 @@ TEST_CASE("SIGHUP without --security leaves broker, worker and sink serving", "[
     // It ended them at once with status 129 and no word in the logs.
     TempDir dir;
     BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "solo"}, dir.file("worker.log"));
-    Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--endpoint-file",
-                  dir.file("sink.ep")},
-                 dir.file("sink.log"));
+    Process worker = start_worker(dir, broker.backend, "worker.log", {"--pool", "solo"});
+    SinkProcess sink(dir, broker.frontend);
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (read_file(dir.file("sink.ep")).empty() && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(20ms);
-    REQUIRE(!read_file(dir.file("sink.ep")).empty());
-    for (Process* p : {broker.process.get(), &worker, &sink}) p->signal(SIGHUP);
+    (void)sink.address(10s);
+    const std::vector<Process*> all{broker.process.get(), &worker, &sink};
+    for (Process* p : all) p->signal(SIGHUP);
     std::this_thread::sleep_for(300ms);
-    for (Process* p : {broker.process.get(), &worker, &sink}) CHECK(p->running());
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "map", "hello", "hup"}, dir.file("out.txt"));
+    for (Process* p : all) CHECK(p->running());
+    Process producer = start_producer(dir, broker.frontend, {"map", "hello", "hup"}, "out.txt");
     CHECK(producer.wait(30s) == 0);
     CHECK(read_file(dir.file("out.txt")) == "\"Hello, hup!\"\n");
     worker.signal(SIGTERM);
@@ -401,41 +365,25 @@ TEST_CASE("a flood of bad messages and oversized ones leaves broker memory flat 
     // Short heartbeats: the broker trims its heap on the first tick after
     // traffic, and says so at debug level.
     BrokerProcess broker(dir, {"--max-message-bytes", "65536", "--heartbeat-ms", "100", "--log-level", "debug"});
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--heartbeat-ms", "100"}, dir.file("worker.log"));
+    Process worker = start_worker(dir, broker.backend, "worker.log", {"--heartbeat-ms", "100"});
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
     // A producer whose own sink listens on a known port, waiting for its input.
     const auto sink_ep = "tcp://127.0.0.1:" + std::to_string(free_tcp_port());
     const auto fifo = dir.file("stdin.fifo");
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--sink", sink_ep, "submit"},
-                     dir.file("out.jsonl"), fifo);
+    Process producer = start_producer(dir, broker.frontend, {"--sink", sink_ep, "submit"}, "out.jsonl", "stdin.fifo");
     const int writer = ::open(fifo.c_str(), O_WRONLY);
     REQUIRE(writer >= 0);
 
     zmq::context_t ctx;
-    zmq::socket_t front(ctx, zmq::socket_type::dealer), back(ctx, zmq::socket_type::dealer),
-        push(ctx, zmq::socket_type::push);
-    for (auto* s : {&front, &back, &push}) s->set(zmq::sockopt::linger, 2000);
-    front.connect(broker.frontend);
-    back.connect(broker.backend);
-    push.connect(sink_ep);
-    const auto flood = [&](int rounds) {
-        for (int i = 0; i < rounds; ++i) {
-            send_garbage(front);
-            send_garbage(back);
-            send_garbage(push);
-        }
-    };
+    GarbageSenders garbage(ctx, broker, sink_ep);
     zmq::context_t status_ctx;
     std::optional<json> status;
     // Waits until the broker has read `total` bad messages.
     const auto wait_dropped = [&](std::uint64_t total) {
         for (int i = 0; i < 200; ++i) {
             status = drover::fetch_status(status_ctx, broker.frontend, 2000ms);
-            std::uint64_t dropped = 0;
-            if (status)
-                for (auto& [reason, n] : (*status)["dropped"].items()) dropped += n.get<std::uint64_t>();
-            if (dropped >= total) return;
+            if (status && dropped_total(*status) >= total) return;
             std::this_thread::sleep_for(50ms);
         }
     };
@@ -444,7 +392,7 @@ TEST_CASE("a flood of bad messages and oversized ones leaves broker memory flat 
     std::uint64_t rounds = 0;
     const auto paced_flood = [&](int n) {
         for (int i = 0; i < n; i += 200) {
-            flood(200);
+            garbage.send(200);
             rounds += 200;
             wait_dropped(rounds * 2 * 10);
         }
@@ -497,16 +445,12 @@ TEST_CASE("a broker that queued and drained 200,000 tasks gives its memory back"
 
     constexpr int n = 200000;
     const auto ids = write_tasks(dir.file("tasks.jsonl"), n, "echo", json::array({7}));
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--window", std::to_string(n), "submit"},
-                     dir.file("out.jsonl"), dir.file("tasks.jsonl"));
+    Process producer =
+        start_producer(dir, broker.frontend, {"--window", std::to_string(n), "submit"}, "out.jsonl", "tasks.jsonl");
     REQUIRE(wait_status(
         broker.frontend, [&](const json& s) { return s["queued"] == n; }, 60s));
     const long queued = rss_kib(pid);
-    std::vector<std::unique_ptr<Process>> workers;
-    for (int i = 0; i < 2; ++i)
-        workers.push_back(
-            std::make_unique<Process>(std::vector<std::string>{DROVER_WORKER_EXE, "--broker", broker.backend},
-                                      dir.file("worker" + std::to_string(i) + ".log")));
+    const auto workers = start_workers(dir, broker.backend, 2, {}, "worker", 0);
     REQUIRE(producer.wait(120s) == 0);
     REQUIRE(read_json_lines(dir.file("out.jsonl")).size() == ids.size());
     REQUIRE(wait_status(

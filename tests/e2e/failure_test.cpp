@@ -11,11 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <zmq.hpp>
-
-#include "drover/broker/broker.hpp"
-#include "drover/client/status.hpp"
-#include "process.hpp"
+#include "cluster_fixture.hpp"
 
 using namespace drover::test;
 using nlohmann::json;
@@ -23,27 +19,31 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Short heartbeats keep these tests quick: 200 ms x 3.
-const std::vector<std::string> k_fast = {"--heartbeat-ms", "200", "--liveness", "3"};
+// Short heartbeats keep these tests quick.
+const auto& k_fast = k_fast_heartbeats;
 
-std::vector<std::string> cat(std::vector<std::string> a, const std::vector<std::string>& b) {
-    a.insert(a.end(), b.begin(), b.end());
-    return a;
+// drover-producer `options`... submit, tasks from dir/tasks.jsonl, outcomes to dir/out.jsonl.
+Process submit(const TempDir& dir, const std::string& frontend, const std::vector<std::string>& options = {}) {
+    return start_producer(dir, frontend, concat(options, {"submit"}), "out.jsonl", "tasks.jsonl");
 }
 
-// Every id exactly once, nothing else. Returns outcomes by id.
-std::map<std::string, json> ledger(const std::string& path, const std::set<std::string>& ids) {
-    std::map<std::string, json> by_id;
-    for (auto& l : read_json_lines(path)) {
-        INFO(l.dump());
-        const auto id = l["id"].get<std::string>();
-        CHECK(ids.count(id) == 1);
-        CHECK(by_id.count(id) == 0);
-        by_id[id] = l;
+// A broker and a worker of one slot in `pool`, registered; then the task
+// lines `tasks` submitted, the producer REQUIREd to exit with 1 (one task did
+// not end ok) within `timeout`.
+struct OneSlotRun {
+    OneSlotRun(const std::string& pool, const std::string& tasks, std::chrono::milliseconds timeout)
+        : broker(dir), worker(start_worker(dir, broker.backend, "worker.log", {"--pool", pool, "-c", "1"})) {
+        REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+        write_file(dir.file("tasks.jsonl"), tasks);
+        const auto start = std::chrono::steady_clock::now();
+        REQUIRE(submit(dir, broker.frontend).wait(timeout) == 1);
+        took = std::chrono::steady_clock::now() - start;
     }
-    CHECK(by_id.size() == ids.size());
-    return by_id;
-}
+    TempDir dir;
+    BrokerProcess broker;
+    Process worker;
+    std::chrono::steady_clock::duration took{};  // from the producer's start to its exit
+};
 
 }  // namespace
 
@@ -52,24 +52,18 @@ TEST_CASE("a solo or threads worker killed mid-task: its tasks run again and eac
         INFO(pool);
         TempDir dir;
         BrokerProcess broker(dir, k_fast);
-        auto victim = std::make_unique<Process>(
-            cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", pool, "-c", "2"}, k_fast),
-            dir.file("victim.log"));
+        Process victim = start_worker(dir, broker.backend, "victim.log", concat({"--pool", pool, "-c", "2"}, k_fast));
         REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-        Process survivor(cat({DROVER_WORKER_EXE, "--broker", broker.backend}, k_fast), dir.file("survivor.log"));
+        Process survivor = start_worker(dir, broker.backend, "survivor.log", k_fast);
         REQUIRE(wait_for_workers(broker.frontend, 2, 10s));
         const auto ids = write_tasks(dir.file("tasks.jsonl"), 40, "sleep_ms", {50});
-        Process producer(cat({DROVER_PRODUCER_EXE, "--broker", broker.frontend}, cat(k_fast, {"submit"})),
-                         dir.file("out.jsonl"), dir.file("tasks.jsonl"));
+        Process producer = submit(dir, broker.frontend, k_fast);
         std::this_thread::sleep_for(300ms);
-        victim->signal(SIGKILL);
+        victim.signal(SIGKILL);
         REQUIRE(producer.wait(60s) == 0);
-        auto by_id = ledger(dir.file("out.jsonl"), ids);
         int retried = 0;
-        for (auto& [id, l] : by_id) {
-            CHECK(l["status"] == "ok");
+        for (auto& [id, l] : ok_ledger(dir.file("out.jsonl"), ids))
             if (l["attempts"].get<int>() > 1) ++retried;
-        }
         CHECK(retried >= 1);
     }
 }
@@ -77,18 +71,15 @@ TEST_CASE("a solo or threads worker killed mid-task: its tasks run again and eac
 TEST_CASE("a processes child killed mid-task: the supervisor reports it and a new child takes over", "[e2e]") {
     TempDir dir;
     BrokerProcess broker(dir);  // default 1 s heartbeats: the supervisor's report must be faster
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "processes", "-c", "2"},
-                   dir.file("worker.log"));
+    Process worker = start_worker(dir, broker.backend, "worker.log", {"--pool", "processes", "-c", "2"});
     REQUIRE(wait_for_workers(broker.frontend, 2, 10s));
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 20, "sleep_ms", {100});
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
-                     dir.file("tasks.jsonl"));
+    Process producer = submit(dir, broker.frontend);
     std::this_thread::sleep_for(250ms);
     // Kill one child (the supervisor's children are in their own process group).
     REQUIRE(std::system(("pkill -KILL -n -P " + std::to_string(worker.pid())).c_str()) == 0);
     REQUIRE(producer.wait(60s) == 0);
-    auto by_id = ledger(dir.file("out.jsonl"), ids);
-    for (auto& [id, l] : by_id) CHECK(l["status"] == "ok");
+    ok_ledger(dir.file("out.jsonl"), ids);
     CHECK(read_file(dir.file("worker.log.err")).find("supervisor.child_died") != std::string::npos);
     CHECK(wait_for_workers(broker.frontend, 2, 10s));  // the child was replaced
 }
@@ -96,14 +87,12 @@ TEST_CASE("a processes child killed mid-task: the supervisor reports it and a ne
 TEST_CASE("a poison task is reported lost after max_attempts while the other tasks complete", "[e2e]") {
     TempDir dir;
     BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "processes", "-c", "2"},
-                   dir.file("worker.log"));
+    Process worker = start_worker(dir, broker.backend, "worker.log", {"--pool", "processes", "-c", "2"});
     REQUIRE(wait_for_workers(broker.frontend, 2, 10s));
     auto ids = write_tasks(dir.file("tasks.jsonl"), 1, "crash", json::array(), "poison");
     auto good = write_tasks(dir.file("tasks.jsonl"), 50, "sum_random", {10000});
     ids.insert(good.begin(), good.end());
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
-                     dir.file("tasks.jsonl"));
+    Process producer = submit(dir, broker.frontend);
     REQUIRE(producer.wait(60s) == 1);  // one task did not end ok
     auto by_id = ledger(dir.file("out.jsonl"), ids);
     CHECK(by_id["poison0"]["status"] == "lost");
@@ -117,35 +106,32 @@ TEST_CASE("with every worker gone, tasks wait and complete when a worker comes b
     TempDir dir;
     BrokerProcess broker(dir, k_fast);
     {
-        Process first(cat({DROVER_WORKER_EXE, "--broker", broker.backend}, k_fast), dir.file("w1.log"));
+        Process first = start_worker(dir, broker.backend, "w1.log", k_fast);
         REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
     }  // killed
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 100, "sum_random", {10000});
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
-                     dir.file("tasks.jsonl"));
+    Process producer = submit(dir, broker.frontend);
     CHECK(!producer.wait(1500ms));  // waiting: no worker
-    Process second(cat({DROVER_WORKER_EXE, "--broker", broker.backend}, k_fast), dir.file("w2.log"));
+    Process second = start_worker(dir, broker.backend, "w2.log", k_fast);
     REQUIRE(producer.wait(60s) == 0);
-    for (auto& [id, l] : ledger(dir.file("out.jsonl"), ids)) CHECK(l["status"] == "ok");
+    ok_ledger(dir.file("out.jsonl"), ids);
 }
 
 TEST_CASE("a frozen worker is declared dead, its tasks rerun, and it registers again when it wakes", "[e2e]") {
     TempDir dir;
     BrokerProcess broker(dir, k_fast);
-    Process frozen(cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "frozen"}, k_fast),
-                   dir.file("frozen.log"));
+    Process frozen = start_worker(dir, broker.backend, "frozen.log", concat({"--id", "frozen"}, k_fast));
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-    Process other(cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "other"}, k_fast), dir.file("other.log"));
+    Process other = start_worker(dir, broker.backend, "other.log", concat({"--id", "other"}, k_fast));
     REQUIRE(wait_for_workers(broker.frontend, 2, 10s));
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 30, "sleep_ms", {50});
-    Process producer(cat({DROVER_PRODUCER_EXE, "--broker", broker.frontend}, cat(k_fast, {"submit"})),
-                     dir.file("out.jsonl"), dir.file("tasks.jsonl"));
+    Process producer = submit(dir, broker.frontend, k_fast);
     std::this_thread::sleep_for(150ms);
     frozen.signal(SIGSTOP);
     std::this_thread::sleep_for(1500ms);  // well past 200 ms x 3
     frozen.signal(SIGCONT);
     REQUIRE(producer.wait(60s) == 0);
-    for (auto& [id, l] : ledger(dir.file("out.jsonl"), ids)) CHECK(l["status"] == "ok");
+    ok_ledger(dir.file("out.jsonl"), ids);
     CHECK(wait_for_workers(broker.frontend, 2, 5s));  // HELLO again after RESET
     // It registered again: told by the broker (RESET) or on noticing the silence itself.
     const auto log = read_file(dir.file("frozen.log.err"));
@@ -156,68 +142,55 @@ TEST_CASE("a broker killed and restarted under load: every task still ends with 
     TempDir dir;
     const auto front = "ipc://" + dir.file("front"), back = "ipc://" + dir.file("back");
     const std::vector<std::string> broker_argv =
-        cat({DROVER_BROKER_EXE, "--frontend", front, "--backend", back}, k_fast);
+        concat({DROVER_BROKER_EXE, "--frontend", front, "--backend", back}, k_fast);
     auto broker = std::make_unique<Process>(broker_argv, dir.file("broker1.log"));
-    Process worker(cat({DROVER_WORKER_EXE, "--broker", back, "--pool", "threads", "-c", "2"}, k_fast),
-                   dir.file("worker.log"));
+    Process worker = start_worker(dir, back, "worker.log", concat({"--pool", "threads", "-c", "2"}, k_fast));
     REQUIRE(wait_for_workers(front, 1, 10s));
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 200, "sleep_ms", {10});
-    Process producer(cat({DROVER_PRODUCER_EXE, "--broker", front}, cat(k_fast, {"submit"})), dir.file("out.jsonl"),
-                     dir.file("tasks.jsonl"));
+    Process producer = submit(dir, front, k_fast);
     std::this_thread::sleep_for(300ms);
     broker.reset();  // kill -9
     std::this_thread::sleep_for(500ms);
     broker = std::make_unique<Process>(broker_argv, dir.file("broker2.log"));
     REQUIRE(producer.wait(90s) == 0);
-    for (auto& [id, l] : ledger(dir.file("out.jsonl"), ids)) CHECK(l["status"] == "ok");
+    ok_ledger(dir.file("out.jsonl"), ids);
 }
 
 TEST_CASE("a task past its timeout_ms ends as timeout at the deadline and the next task runs", "[e2e]") {
     for (const char* pool : {"solo", "threads"}) {
         INFO(pool);
-        TempDir dir;
-        BrokerProcess broker(dir);
-        Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", pool, "-c", "1"},
-                       dir.file("worker.log"));
-        REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-        write_file(dir.file("tasks.jsonl"),
-                   "{\"id\":\"slow\",\"task\":\"sleep_ms\",\"args\":[1500],\"timeout_ms\":200,\"max_attempts\":1}\n"
-                   "{\"id\":\"next\",\"task\":\"sleep_ms\",\"args\":[1],\"timeout_ms\":5000}\n");
-        const auto start = std::chrono::steady_clock::now();
-        Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
-                         dir.file("tasks.jsonl"));
-        REQUIRE(producer.wait(30s) == 1);  // one task did not end ok
-        auto by_id = ledger(dir.file("out.jsonl"), {"slow", "next"});
+        const OneSlotRun run(
+            pool,
+            "{\"id\":\"slow\",\"task\":\"sleep_ms\",\"args\":[1500],\"timeout_ms\":200,\"max_attempts\":1}\n"
+            "{\"id\":\"next\",\"task\":\"sleep_ms\",\"args\":[1],\"timeout_ms\":5000}\n",
+            30s);
+        auto by_id = ledger(run.dir.file("out.jsonl"), {"slow", "next"});
         CHECK(by_id["slow"]["status"] == "timeout");
         CHECK(by_id["slow"]["error"] == "timed out after 200 ms");
         CHECK(by_id["next"]["status"] == "ok");
         // The one slot stays busy until the slow function returns, so "next"
         // (of the same name, so queued after it) ran after it: the run took
         // at least the full 1.5 s.
-        CHECK(std::chrono::steady_clock::now() - start >= 1400ms);
+        CHECK(run.took >= 1400ms);
     }
 }
 
 TEST_CASE("a producer that vanishes has its queued tasks cancelled, but detached tasks live on", "[e2e]") {
     TempDir dir;
     BrokerProcess broker(dir, k_fast);
-    Process worker(cat({DROVER_WORKER_EXE, "--broker", broker.backend}, k_fast), dir.file("worker.log"));
+    Process worker = start_worker(dir, broker.backend, "worker.log", k_fast);
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-    Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect", "10",
-                  "--endpoint-file", dir.file("sink.ep")},
-                 dir.file("sink.jsonl"));
-    const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
-    REQUIRE(!sink_ep.empty());
+    SinkProcess sink(dir, broker.frontend, {"--expect", "10"});
+    const auto sink_ep = sink.address();
     // 10 detached tasks for the standalone sink; their producer exits at once.
     write_tasks(dir.file("detached.jsonl"), 10, "sleep_ms", {100}, "d");
-    Process detached({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep},
-                     dir.file("accepted.jsonl"), dir.file("detached.jsonl"));
+    Process detached =
+        start_producer(dir, broker.frontend, {"submit", "--reply-to", sink_ep}, "accepted.jsonl", "detached.jsonl");
     REQUIRE(detached.wait(10s) == 0);
     // 100 tasks whose producer is then killed: they cannot reach anyone.
     write_tasks(dir.file("doomed.jsonl"), 100, "sleep_ms", {100}, "x");
     {
-        Process doomed({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("doomed.out"),
-                       dir.file("doomed.jsonl"));
+        Process doomed = start_producer(dir, broker.frontend, {"submit"}, "doomed.out", "doomed.jsonl");
         std::this_thread::sleep_for(300ms);
     }  // kill -9
     // Gone after max(0.6 s, 3 s) of silence.
@@ -227,35 +200,27 @@ TEST_CASE("a producer that vanishes has its queued tasks cancelled, but detached
     CHECK((*status)["totals"]["cancelled"].get<int>() >= 50);
     CHECK((*status)["queued"] == 0);
     REQUIRE(sink.wait(30s) == 0);  // every detached task reached the sink
-    auto lines = read_json_lines(dir.file("sink.jsonl"));
+    auto lines = read_json_lines(sink.out_path());
     CHECK(lines.size() == 10);
     for (auto& l : lines) CHECK(l["status"] == "ok");
 }
 
 TEST_CASE("a processes child past its timeout is replaced, and the next task runs at once", "[e2e]") {
-    TempDir dir;
-    BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "processes", "-c", "1"},
-                   dir.file("worker.log"));
-    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
     // Two attempts of 300 ms each, for a task that would sleep 30 s.
-    write_file(dir.file("tasks.jsonl"),
-               "{\"id\":\"slow\",\"task\":\"sleep_ms\",\"args\":[30000],\"timeout_ms\":300,\"max_attempts\":2}\n"
-               "{\"id\":\"next\",\"task\":\"hello\",\"args\":[\"x\"]}\n");
-    const auto start = std::chrono::steady_clock::now();
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
-                     dir.file("tasks.jsonl"));
-    REQUIRE(producer.wait(60s) == 1);  // one task did not end ok
+    OneSlotRun run("processes",
+                   "{\"id\":\"slow\",\"task\":\"sleep_ms\",\"args\":[30000],\"timeout_ms\":300,\"max_attempts\":2}\n"
+                   "{\"id\":\"next\",\"task\":\"hello\",\"args\":[\"x\"]}\n",
+                   60s);
     // Far less than one 30 s sleep: the child running it was replaced each time.
-    CHECK(std::chrono::steady_clock::now() - start < 20s);
-    auto by_id = ledger(dir.file("out.jsonl"), {"slow", "next"});
+    CHECK(run.took < 20s);
+    auto by_id = ledger(run.dir.file("out.jsonl"), {"slow", "next"});
     CHECK(by_id["slow"]["status"] == "timeout");
     CHECK(by_id["slow"]["attempts"] == 2);
     CHECK(by_id["next"]["status"] == "ok");
 
     auto status = wait_status(  // until the second replacement registers
-        broker.frontend, [](const json& st) { return st["workers"].size() == 1 && st["workers"][0]["restarts"] == 2; },
-        10s);
+        run.broker.frontend,
+        [](const json& st) { return st["workers"].size() == 1 && st["workers"][0]["restarts"] == 2; }, 10s);
     REQUIRE(status);
     INFO(status->dump());
     REQUIRE((*status)["workers"].size() == 1);
@@ -263,21 +228,19 @@ TEST_CASE("a processes child past its timeout is replaced, and the next task run
     CHECK((*status)["totals"]["retried"] == 1);
     CHECK((*status)["totals"]["timed_out"] == 1);
     CHECK((*status)["held"] == 0);
-    CHECK(worker.running());
+    CHECK(run.worker.running());
 }
 
 TEST_CASE("errors are final unless retry_on_error, which retries them with back-off up to max_attempts", "[e2e]") {
     TempDir dir;
     BrokerProcess broker(dir);
-    Process worker({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "solo"}, dir.file("worker.log"));
+    Process worker = start_worker(dir, broker.backend, "worker.log", {"--pool", "solo"});
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
     write_file(dir.file("tasks.jsonl"),
                "{\"id\":\"flaky\",\"task\":\"fail_times\",\"args\":[\"a\",2],\"retry_on_error\":true}\n"
                "{\"id\":\"hopeless\",\"task\":\"fail\",\"args\":[\"no\"],\"retry_on_error\":true,\"max_attempts\":2}\n"
                "{\"id\":\"plain\",\"task\":\"fail_times\",\"args\":[\"b\",1]}\n");
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
-                     dir.file("tasks.jsonl"));
-    REQUIRE(producer.wait(30s) == 1);
+    REQUIRE(submit(dir, broker.frontend).wait(30s) == 1);
     auto by_id = ledger(dir.file("out.jsonl"), {"flaky", "hopeless", "plain"});
     CHECK(by_id["flaky"]["status"] == "ok");
     CHECK(by_id["flaky"]["result"] == 3);  // failed twice, then ran
@@ -287,32 +250,25 @@ TEST_CASE("errors are final unless retry_on_error, which retries them with back-
     CHECK(by_id["hopeless"]["attempts"] == 2);
     CHECK(by_id["plain"]["status"] == "error");  // an error without retry_on_error is final
     CHECK(by_id["plain"]["attempts"] == 1);
-    zmq::context_t ctx;
-    auto status = drover::fetch_status(ctx, broker.frontend, 5000ms);
-    REQUIRE(status);
-    CHECK((*status)["totals"]["retried"] == 3);
+    CHECK(require_status(broker.frontend, 5000ms)["totals"]["retried"] == 3);
 }
 
 TEST_CASE("a stopped sink: workers give up waiting, the broker stays bounded, and all arrives once it reads again",
           "[e2e]") {
     TempDir dir;
     // The broker holds up to 1,000 tasks: more results than the worker's and the kernel's buffers hold.
-    BrokerProcess broker(dir, cat({"--max-queued", "1000"}, k_fast));
-    Process worker(cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "solo"}, k_fast),
-                   dir.file("worker.log"));
+    BrokerProcess broker(dir, concat({"--max-queued", "1000"}, k_fast));
+    Process worker = start_worker(dir, broker.backend, "worker.log", concat({"--pool", "solo"}, k_fast));
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
-    Process sink({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--endpoint-file",
-                  dir.file("sink.ep")},
-                 dir.file("sink.jsonl"));
-    const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
-    REQUIRE(!sink_ep.empty());
+    SinkProcess sink(dir, broker.frontend);
+    const auto sink_ep = sink.address();
     sink.signal(SIGSTOP);
     // 1,500 results of 32 KiB: more than the worker's and the kernel's buffers hold.
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 1500, "echo", {std::string(32 * 1024, 'x')});
     // The producer holds back what the broker refuses (queue_full), for a second, then gives up on it.
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--queue-full-wait-ms", "1000", "submit",
-                      "--reply-to", sink_ep},
-                     dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));
+    Process producer =
+        start_producer(dir, broker.frontend, {"--queue-full-wait-ms", "1000", "submit", "--reply-to", sink_ep},
+                       "accepted.jsonl", "tasks.jsonl");
     REQUIRE(producer.wait(60s).has_value());
     std::set<std::string> accepted, rejected;
     for (auto& l : read_json_lines(dir.file("accepted.jsonl"))) {
@@ -327,10 +283,7 @@ TEST_CASE("a stopped sink: workers give up waiting, the broker stays bounded, an
     }
     CHECK(accepted.size() + rejected.size() == ids.size());
     CHECK(!rejected.empty());  // the broker refused what it could not hold
-    zmq::context_t ctx;
-    auto status = drover::fetch_status(ctx, broker.frontend, 5000ms);
-    REQUIRE(status);
-    CHECK((*status)["held"].get<int>() <= 1000);
+    CHECK(require_status(broker.frontend, 5000ms)["held"].get<int>() <= 1000);
     // Past 10 x liveness the worker stops waiting for the sink and hands its batch back.
     for (int i = 0; i < 150 && read_file(dir.file("worker.log.err")).find("worker.sink_stalled") == std::string::npos;
          ++i)
@@ -339,7 +292,7 @@ TEST_CASE("a stopped sink: workers give up waiting, the broker stays bounded, an
     sink.signal(SIGCONT);
     std::vector<json> got;
     for (int i = 0; i < 600; ++i) {
-        got = read_json_lines(dir.file("sink.jsonl"));
+        got = read_json_lines(sink.out_path());
         if (got.size() >= accepted.size()) break;
         std::this_thread::sleep_for(100ms);
     }
@@ -360,7 +313,7 @@ TEST_CASE("Ctrl-C on a producer waiting for input exits at once", "[e2e]") {
     BrokerProcess broker(dir);
     const auto fifo = dir.file("stdin.fifo");
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"), fifo);
+    Process producer = start_producer(dir, broker.frontend, {"submit"}, "out.jsonl", "stdin.fifo");
     const int writer = ::open(fifo.c_str(), O_WRONLY);  // held open: the producer waits for a line
     REQUIRE(writer >= 0);
     std::this_thread::sleep_for(300ms);
@@ -373,39 +326,33 @@ TEST_CASE("Ctrl-C on a producer cancels its queued tasks at the broker before it
     TempDir dir;
     BrokerProcess broker(dir);  // no worker: every task stays queued
     write_tasks(dir.file("tasks.jsonl"), 100, "sleep_ms", {10});
-    Process producer({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("out.jsonl"),
-                     dir.file("tasks.jsonl"));
+    Process producer = submit(dir, broker.frontend);
     auto status = wait_status(
         broker.frontend, [](const json& st) { return st["queued"] == 100; }, 5s);
     REQUIRE(status);
     REQUIRE((*status)["queued"] == 100);
     producer.signal(SIGINT);
     CHECK(producer.wait(5s) == 130);
-    zmq::context_t ctx;
-    status = drover::fetch_status(ctx, broker.frontend, 1000ms);
-    REQUIRE(status);
-    CHECK((*status)["queued"] == 0);
-    CHECK((*status)["totals"]["cancelled"] == 100);
+    const auto after = require_status(broker.frontend, 1000ms);
+    CHECK(after["queued"] == 0);
+    CHECK(after["totals"]["cancelled"] == 100);
 }
 
 TEST_CASE("a sink the workers cannot reach: results come through the broker, each once, and the producer says why",
           "[e2e]") {
     TempDir dir;
     BrokerProcess broker(dir, k_fast);
-    Process threads(cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "threads", "-c", "2"}, k_fast),
-                    dir.file("threads.log"));
-    Process processes(cat({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "processes", "-c", "2"}, k_fast),
-                      dir.file("processes.log"));
+    Process threads =
+        start_worker(dir, broker.backend, "threads.log", concat({"--pool", "threads", "-c", "2"}, k_fast));
+    Process processes =
+        start_worker(dir, broker.backend, "processes.log", concat({"--pool", "processes", "-c", "2"}, k_fast));
     REQUIRE(wait_for_workers(broker.frontend, 3, 10s));
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 500, "echo", {7});
     // The sink binds where the workers could reach it, but advertises a port
     // where nothing listens: as for a producer behind NAT.
     const auto nowhere = "tcp://127.0.0.1:" + std::to_string(free_tcp_port());
-    Process producer(
-        cat({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--sink-advertise", nowhere}, cat(k_fast, {"submit"})),
-        dir.file("out.jsonl"), dir.file("tasks.jsonl"));
-    REQUIRE(producer.wait(60s) == 0);
-    for (auto& [id, l] : ledger(dir.file("out.jsonl"), ids)) CHECK(l["status"] == "ok");
+    REQUIRE(submit(dir, broker.frontend, concat({"--sink-advertise", nowhere}, k_fast)).wait(60s) == 0);
+    ok_ledger(dir.file("out.jsonl"), ids);
     CHECK(read_file(dir.file("out.jsonl.err")).find("client.results_via_broker") != std::string::npos);
     const auto status = wait_status(
         broker.frontend, [](const json& s) { return s["held"] == 0; }, 10s);

@@ -32,11 +32,6 @@ constexpr int k_frontend_port = 5555, k_backend_port = 5556;
 // Short heartbeats (200 ms x 3) where a test waits for a death.
 const std::vector<std::string> k_fast = {"--heartbeat-ms", "200", "--liveness", "3"};
 
-std::vector<std::string> cat(std::vector<std::string> a, const std::vector<std::string>& b) {
-    a.insert(a.end(), b.begin(), b.end());
-    return a;
-}
-
 // Creates the network or, where namespaces are refused, WARNs the skip and
 // returns from the test (Catch2 2.13 has no SKIP).
 #define MULTIHOST_NETWORK(var, hosts)                                   \
@@ -74,11 +69,11 @@ public:
         frontend_ = net_.host(h).endpoint(k_frontend_port);
         backend_ = net_.host(h).endpoint(k_backend_port);
         const auto ep_file = dir.file("broker.json");
-        broker = net_.host(h).run(
-            cat(cat({DROVER_BROKER_EXE, "--frontend", frontend_, "--backend", backend_, "--endpoints-file", ep_file},
-                    security()),
-                extra),
-            dir.file("broker.log"));
+        broker = net_.host(h).run(concat(concat({DROVER_BROKER_EXE, "--frontend", frontend_, "--backend", backend_,
+                                                 "--endpoints-file", ep_file},
+                                                security()),
+                                         extra),
+                                  dir.file("broker.log"));
         if (!wait_json_file(ep_file, 10s))
             throw std::runtime_error("broker did not start: " + read_file(dir.file("broker.log.err")));
     }
@@ -87,27 +82,29 @@ public:
     std::unique_ptr<Process> worker(std::size_t h, const std::string& pool, int count,
                                     const std::vector<std::string>& extra = {}, const std::string& broker_ep = {}) {
         const auto log = dir.file("worker-" + host_name(h) + "-" + std::to_string(++started_) + ".log");
-        return net_.host(h).run(cat(cat({DROVER_WORKER_EXE, "--broker", broker_ep.empty() ? backend_ : broker_ep,
-                                         "--pool", pool, "-c", std::to_string(count), "--host-name", host_name(h)},
-                                        security()),
-                                    extra),
-                                log);
+        return net_.host(h).run(
+            concat(concat({DROVER_WORKER_EXE, "--broker", broker_ep.empty() ? backend_ : broker_ep, "--pool", pool,
+                           "-c", std::to_string(count), "--host-name", host_name(h)},
+                          security()),
+                   extra),
+            log);
     }
 
     // drover-producer submit on host `h`: tasks from `tasks`, outcomes to `out`.
     std::unique_ptr<Process> producer(std::size_t h, const std::string& tasks, const std::string& out,
                                       const std::vector<std::string>& extra = {}) {
         return net_.host(h).run(
-            cat(cat(cat({DROVER_PRODUCER_EXE, "--broker", frontend_}, security()), extra), {"submit"}), out, tasks);
+            concat(concat(concat({DROVER_PRODUCER_EXE, "--broker", frontend_}, security()), extra), {"submit"}), out,
+            tasks);
     }
 
     // One STATUS, asked from the broker's host (drover-broker status).
     std::optional<json> status() const {
         std::string out;
-        const int rc =
-            net_.host(broker_host_)
-                .exec_rc(cat({DROVER_BROKER_EXE, "status", "--broker", frontend_, "--timeout-ms", "1000"}, security()),
-                         &out, 5s);
+        const int rc = net_.host(broker_host_)
+                           .exec_rc(concat({DROVER_BROKER_EXE, "status", "--broker", frontend_, "--timeout-ms", "1000"},
+                                           security()),
+                                    &out, 5s);
         if (rc != 0) return std::nullopt;
         try {
             return json::parse(out);
@@ -301,7 +298,7 @@ void unreachable_sink(bool secure) {
     REQUIRE(fleet.wait_status([](const json& s) { return s["workers"].size() >= 3; }, 15s));
     const auto ids = write_tasks(fleet.dir.file("tasks.jsonl"), 300, "sum_random", {20000});
     auto producer = fleet.producer(B, fleet.dir.file("tasks.jsonl"), fleet.dir.file("out.jsonl"),
-                                   cat({"--sink", "tcp://127.0.0.1:7000"}, k_fast));
+                                   concat({"--sink", "tcp://127.0.0.1:7000"}, k_fast));
     const auto rc = producer->wait(60s);
     const auto err = read_file(fleet.dir.file("out.jsonl.err"));
     INFO(err);
@@ -495,20 +492,20 @@ void remote_workers_script(bool secure) {
         const auto bad_hosts = fleet.dir.file("bad-hosts.txt");
         write_file(bad_hosts, net.host(C).name() + " fibers 2\n");
         std::string out;
-        const int rc = run_command_rc(
-            cat({"/bin/bash", script, bad_hosts, "--broker", fleet.backend(), "--via", "ip netns exec", "--remote-bin",
-                 DROVER_WORKER_EXE, "--run-dir", fleet.dir.file("bad-run"), "--log-dir", fleet.dir.path()},
-                fleet.security()),
-            &out);
+        const int rc = run_command_rc(concat({"/bin/bash", script, bad_hosts, "--broker", fleet.backend(), "--via",
+                                              "ip netns exec", "--remote-bin", DROVER_WORKER_EXE, "--run-dir",
+                                              fleet.dir.file("bad-run"), "--log-dir", fleet.dir.path()},
+                                             fleet.security()),
+                                      &out);
         INFO(out);
         CHECK(rc == 1);
         CHECK(out.find("exited at once") != std::string::npos);
         CHECK(out.find("not in {solo") != std::string::npos);  // the worker's own message, from its log
     }
     const auto started =
-        run_command(cat({"/bin/bash", script, hosts_file, "--broker", fleet.backend(), "--via", "ip netns exec",
-                         "--remote-bin", DROVER_WORKER_EXE, "--run-dir", run_dir, "--log-dir", fleet.dir.path()},
-                        fleet.security()));
+        run_command(concat({"/bin/bash", script, hosts_file, "--broker", fleet.backend(), "--via", "ip netns exec",
+                            "--remote-bin", DROVER_WORKER_EXE, "--run-dir", run_dir, "--log-dir", fleet.dir.path()},
+                           fleet.security()));
     INFO(started);
     // With --via the script names each worker after its hosts-file host.
     const auto c_name = net.host(C).name(), d_name = net.host(D).name();

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,6 +43,9 @@ Process::Process(std::vector<std::string> argv, std::string out_path, std::strin
     }
     ::setpgid(pid_, pid_);
 }
+
+Process::Process(Process&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)), status_(std::exchange(other.status_, std::nullopt)) {}
 
 Process::~Process() {
     if (pid_ > 0) {

@@ -24,6 +24,9 @@ public:
     ~Process();
     Process(const Process&) = delete;
     Process& operator=(const Process&) = delete;
+    // The moved-from object owns no process.
+    Process(Process&& other) noexcept;
+    Process& operator=(Process&&) = delete;
 
     [[nodiscard]] pid_t pid() const { return pid_; }
     void signal(int sig) const;
@@ -79,6 +82,12 @@ bool wait_for_workers(const std::string& frontend, std::size_t n, std::chrono::m
 // drover-producer submit to `path`; returns their ids.
 std::set<std::string> write_tasks(const std::string& path, int count, const std::string& task,
                                   const nlohmann::json& args, const std::string& prefix = "t");
+
+// `a` followed by `b`: two argument lists joined.
+inline std::vector<std::string> concat(std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+}
 
 // A loopback tcp port free a moment ago (nothing listens on it now).
 int free_tcp_port();

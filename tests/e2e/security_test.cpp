@@ -22,13 +22,12 @@
 
 #include <zmq.hpp>
 
-#include "drover/broker/broker.hpp"
+#include "cluster_fixture.hpp"
 #include "drover/client/client.hpp"
 #include "drover/client/status.hpp"
 #include "drover/common/protocol.hpp"
 #include "drover/common/security.hpp"
 #include "internal/proof.hpp"
-#include "process.hpp"
 
 using namespace drover::test;
 using nlohmann::json;
@@ -36,11 +35,6 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-std::vector<std::string> cat_args(std::vector<std::string> a, const std::vector<std::string>& b) {
-    a.insert(a.end(), b.begin(), b.end());
-    return a;
-}
 
 // A fleet directory made the way a user makes one.
 std::string make_fleet(const TempDir& dir) {
@@ -81,19 +75,26 @@ struct Admin {
     std::shared_ptr<drover::Security> security;
 };
 
-// Every id exactly once and ok, nothing else. Returns results by id.
-std::map<std::string, json> clean_ledger(const std::vector<json>& lines, const std::set<std::string>& ids) {
-    std::map<std::string, json> by_id;
-    for (const auto& l : lines) {
-        INFO(l.dump());
-        CHECK(l["status"] == "ok");
-        const auto id = l["id"].get<std::string>();
-        CHECK(ids.count(id) == 1);
-        CHECK(by_id.count(id) == 0);
-        by_id[id] = l;
-    }
-    CHECK(by_id.size() == ids.size());
-    return by_id;
+// For TEST_CASE_METHOD: a fleet made with drover-keygen and a broker started
+// with --security on it.
+struct SecureBroker {
+    SecureBroker() : fleet(make_fleet(dir)), sec{"--security", fleet}, broker(dir, sec) {}
+    TempDir dir;
+    const std::string fleet;
+    const std::vector<std::string> sec;  // the option that puts a program in the fleet
+    BrokerProcess broker;
+};
+
+// SecureBroker, and a key pair stranger.key / stranger.key_secret in its
+// directory, outside the fleet.
+struct SecureBrokerAndStranger : SecureBroker {
+    SecureBrokerAndStranger() { make_key(dir, dir.path(), "stranger"); }
+};
+
+// drover-producer submit with `sec`: tasks from dir/`in`, outcomes to dir/`out`.
+Process submit(const TempDir& dir, const std::string& frontend, const std::vector<std::string>& sec,
+               const std::string& in = "tasks.jsonl", const std::string& out = "results.jsonl") {
+    return start_producer(dir, frontend, concat({"submit"}, sec), out, in);
 }
 
 std::size_t count_of(const std::string& text, const std::string& what) {
@@ -164,42 +165,34 @@ std::string zmtp_command(const std::string& body) {
 
 }  // namespace
 
-TEST_CASE("with security on, 1,000 tasks and a drover-sink's 100 complete with a clean ledger", "[e2e][security]") {
-    TempDir dir;
-    const auto fleet = make_fleet(dir);
-    const std::vector<std::string> sec = {"--security", fleet};
-    BrokerProcess broker(dir, sec);
-    Process solo(cat_args({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "solo"}, sec), dir.file("w1.log"));
-    Process pool(cat_args({DROVER_WORKER_EXE, "--broker", broker.backend, "--pool", "processes", "-c", "2"}, sec),
-                 dir.file("w2.log"));
+TEST_CASE_METHOD(SecureBroker, "with security on, 1,000 tasks and a drover-sink's 100 complete with a clean ledger",
+                 "[e2e][security]") {
+    Process solo = start_worker(dir, broker.backend, "w1.log", concat({"--id", "solo"}, sec));
+    Process pool = start_worker(dir, broker.backend, "w2.log", concat({"--pool", "processes", "-c", "2"}, sec));
     Admin admin(fleet);
     REQUIRE(admin.wait_for_workers(broker.frontend, 3, 10s));
 
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 1000, "sum_random", json::array({10000}));
-    Process producer(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, sec),
-                     dir.file("results.jsonl"), dir.file("tasks.jsonl"));
+    Process producer = submit(dir, broker.frontend, sec);
 
     // A standalone sink: its endpoint file names its key, workers use it.
-    Process sink(cat_args({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect",
-                           "100", "--endpoint-file", dir.file("sink.ep")},
-                          sec),
-                 dir.file("sink.jsonl"));
-    const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
+    SinkProcess sink(dir, broker.frontend, concat({"--expect", "100"}, sec));
+    const auto sink_ep = sink.address();
     REQUIRE(sink_ep.find("?curve=" + public_key(fleet + "/producer.key")) != std::string::npos);
     const auto sink_ids = write_tasks(dir.file("sink-tasks.jsonl"), 100, "hello", json::array({"x"}), "s");
-    Process detached(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep}, sec),
-                     dir.file("accepted.jsonl"), dir.file("sink-tasks.jsonl"));
+    Process detached = start_producer(dir, broker.frontend, concat({"submit", "--reply-to", sink_ep}, sec),
+                                      "accepted.jsonl", "sink-tasks.jsonl");
 
     const auto rc = producer.wait(60s);
     INFO(read_file(dir.file("results.jsonl.err")));
     REQUIRE(rc == 0);
-    const auto results = clean_ledger(read_json_lines(dir.file("results.jsonl")), ids);
+    const auto results = ok_ledger(dir.file("results.jsonl"), ids);
     std::set<std::string> workers;
     for (const auto& [id, r] : results) workers.insert(r["worker"].get<std::string>());
     CHECK(workers.size() >= 2);
     REQUIRE(detached.wait(30s) == 0);
     REQUIRE(sink.wait(30s) == 0);
-    clean_ledger(read_json_lines(dir.file("sink.jsonl")), sink_ids);
+    ok_ledger(dir.file("sink.jsonl"), sink_ids);
 
     auto status = admin.status(broker.frontend);
     REQUIRE(status);
@@ -212,34 +205,28 @@ TEST_CASE("with security on, 1,000 tasks and a drover-sink's 100 complete with a
     CHECK(broker_log(dir).find("security.rejected") == std::string::npos);
 }
 
-TEST_CASE("producers without CURVE, with an unknown key or the wrong server key get zero tasks in", "[e2e][security]") {
-    TempDir dir;
-    const auto fleet = make_fleet(dir);
-    make_key(dir, dir.path(), "stranger");
-    const std::vector<std::string> sec = {"--security", fleet};
-    BrokerProcess broker(dir, sec);
-    Process worker(cat_args({DROVER_WORKER_EXE, "--broker", broker.backend}, sec), dir.file("worker.log"));
+TEST_CASE_METHOD(SecureBrokerAndStranger,
+                 "producers without CURVE, with an unknown key or the wrong server key get zero tasks in",
+                 "[e2e][security]") {
+    Process worker = start_worker(dir, broker.backend, "worker.log", sec);
     Admin admin(fleet);
     REQUIRE(admin.wait_for_workers(broker.frontend, 1, 10s));
     write_tasks(dir.file("bad.jsonl"), 10, "hello", json::array({"intruder"}), "bad");
 
-    Process plain({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, dir.file("plain.out"),
-                  dir.file("bad.jsonl"));
-    Process unknown(
-        {DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--curve-secret", dir.file("stranger.key_secret"),
-         "--curve-server-public", fleet + "/broker.key", "--allow-workers", fleet + "/allow/workers", "submit"},
-        dir.file("unknown.out"), dir.file("bad.jsonl"));
-    Process wrong_server(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "--curve-server-public",
-                                   dir.file("stranger.key"), "submit"},
-                                  sec),
-                         dir.file("wrong.out"), dir.file("bad.jsonl"));
+    Process plain = submit(dir, broker.frontend, {}, "bad.jsonl", "plain.out");
+    Process unknown = start_producer(dir, broker.frontend,
+                                     {"--curve-secret", dir.file("stranger.key_secret"), "--curve-server-public",
+                                      fleet + "/broker.key", "--allow-workers", fleet + "/allow/workers", "submit"},
+                                     "unknown.out", "bad.jsonl");
+    Process wrong_server =
+        start_producer(dir, broker.frontend, concat({"--curve-server-public", dir.file("stranger.key"), "submit"}, sec),
+                       "wrong.out", "bad.jsonl");
 
     // Meanwhile a legitimate producer is not disturbed.
     const auto ids = write_tasks(dir.file("good.jsonl"), 200, "hello", json::array({"friend"}));
-    Process good(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, sec), dir.file("good.out"),
-                 dir.file("good.jsonl"));
+    Process good = submit(dir, broker.frontend, sec, "good.jsonl", "good.out");
     REQUIRE(good.wait(30s) == 0);
-    clean_ledger(read_json_lines(dir.file("good.out")), ids);
+    ok_ledger(dir.file("good.out"), ids);
 
     // The others keep trying (their clients reconnect) and get nowhere.
     std::this_thread::sleep_for(2500ms);
@@ -266,33 +253,26 @@ TEST_CASE("producers without CURVE, with an unknown key or the wrong server key 
     CHECK(log.find("reason=\"cryptographic") != std::string::npos);
 }
 
-TEST_CASE("workers without CURVE, with an unknown key or the wrong server key never receive a task",
-          "[e2e][security]") {
-    TempDir dir;
-    const auto fleet = make_fleet(dir);
-    make_key(dir, dir.path(), "stranger");
-    const std::vector<std::string> sec = {"--security", fleet};
-    BrokerProcess broker(dir, sec);
-    Process plain({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "plain"}, dir.file("plain.log"));
-    Process unknown({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "unknown", "--curve-secret",
-                     dir.file("stranger.key_secret"), "--curve-server-public", fleet + "/broker.key"},
-                    dir.file("unknown.log"));
-    Process wrong_server(cat_args({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "wrong",
-                                   "--curve-server-public", dir.file("stranger.key")},
-                                  sec),
-                         dir.file("wrong.log"));
-    Process good(
-        cat_args({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "good", "--pool", "threads", "-c", "2"}, sec),
-        dir.file("good.log"));
+TEST_CASE_METHOD(SecureBrokerAndStranger,
+                 "workers without CURVE, with an unknown key or the wrong server key never receive a task",
+                 "[e2e][security]") {
+    Process plain = start_worker(dir, broker.backend, "plain.log", {"--id", "plain"});
+    Process unknown = start_worker(dir, broker.backend, "unknown.log",
+                                   {"--id", "unknown", "--curve-secret", dir.file("stranger.key_secret"),
+                                    "--curve-server-public", fleet + "/broker.key"});
+    Process wrong_server =
+        start_worker(dir, broker.backend, "wrong.log",
+                     concat({"--id", "wrong", "--curve-server-public", dir.file("stranger.key")}, sec));
+    Process good =
+        start_worker(dir, broker.backend, "good.log", concat({"--id", "good", "--pool", "threads", "-c", "2"}, sec));
     Admin admin(fleet);
     REQUIRE(admin.wait_for_workers(broker.frontend, 1, 10s));
     std::this_thread::sleep_for(1s);  // time for the others to try (and try again)
 
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 300, "hello", json::array({"x"}));
-    Process producer(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, sec),
-                     dir.file("results.jsonl"), dir.file("tasks.jsonl"));
+    Process producer = submit(dir, broker.frontend, sec);
     REQUIRE(producer.wait(30s) == 0);
-    for (const auto& [id, r] : clean_ledger(read_json_lines(dir.file("results.jsonl")), ids))
+    for (const auto& [id, r] : ok_ledger(dir.file("results.jsonl"), ids))
         CHECK(r["worker"].get<std::string>().rfind("good", 0) == 0);
 
     auto status = admin.status(broker.frontend);
@@ -311,20 +291,13 @@ TEST_CASE("workers without CURVE, with an unknown key or the wrong server key ne
     CHECK(log.find("worker.joined id=wrong") == std::string::npos);
 }
 
-TEST_CASE("a sink takes results only from allowed workers and the broker", "[e2e][security]") {
-    TempDir dir;
-    const auto fleet = make_fleet(dir);
-    make_key(dir, dir.path(), "stranger");
-    const std::vector<std::string> sec = {"--security", fleet};
-    BrokerProcess broker(dir, sec);
-    Process worker(cat_args({DROVER_WORKER_EXE, "--broker", broker.backend}, sec), dir.file("worker.log"));
-    Process sink(cat_args({DROVER_SINK_EXE, "--bind", "tcp://127.0.0.1:*", "--broker", broker.frontend, "--expect", "2",
-                           "--endpoint-file", dir.file("sink.ep")},
-                          sec),
-                 dir.file("sink.jsonl"));
+TEST_CASE_METHOD(SecureBrokerAndStranger, "a sink takes results only from allowed workers and the broker",
+                 "[e2e][security]") {
+    Process worker = start_worker(dir, broker.backend, "worker.log", sec);
+    SinkProcess sink(dir, broker.frontend, concat({"--expect", "2"}, sec));
     Admin admin(fleet);
     REQUIRE(admin.wait_for_workers(broker.frontend, 1, 10s));
-    const auto sink_ep = wait_line_file(dir.file("sink.ep"), 5s);
+    const auto sink_ep = sink.address();
     const auto keyed = drover::split_keyed_endpoint(drover::split_sink_address(sink_ep).reply_to);
     REQUIRE(keyed.server_key == public_key(fleet + "/producer.key"));
 
@@ -358,8 +331,8 @@ TEST_CASE("a sink takes results only from allowed workers and the broker", "[e2e
     write_file(dir.file("tasks.jsonl"),
                "{\"id\":\"real\",\"task\":\"hello\",\"args\":[\"x\"]}\n"
                "{\"id\":\"typo\",\"task\":\"helo\",\"args\":[\"x\"]}\n");
-    Process producer(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit", "--reply-to", sink_ep}, sec),
-                     dir.file("accepted.jsonl"), dir.file("tasks.jsonl"));
+    Process producer =
+        submit(dir, broker.frontend, concat({"--reply-to", sink_ep}, sec), "tasks.jsonl", "accepted.jsonl");
     REQUIRE(producer.wait(30s) == 0);
     REQUIRE(sink.wait(30s) == 0);
     std::map<std::string, json> got;
@@ -385,18 +358,17 @@ TEST_CASE("a worker key taken off the allow-list with SIGHUP loses its session a
     std::filesystem::copy_file(dir.file("w2.key"), allow + "/w2.key");
     const std::vector<std::string> sec = {"--security", fleet, "--allow-workers", allow};
     BrokerProcess broker(dir, sec);
-    Process w1({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "w1", "--security", fleet, "--curve-secret",
-                dir.file("w1.key_secret")},
-               dir.file("w1.log"));
-    Process w2({DROVER_WORKER_EXE, "--broker", broker.backend, "--id", "w2", "--security", fleet, "--curve-secret",
-                dir.file("w2.key_secret")},
-               dir.file("w2.log"));
+    const auto keyed_worker = [&](const std::string& name) {
+        return start_worker(dir, broker.backend, name + ".log",
+                            {"--id", name, "--security", fleet, "--curve-secret", dir.file(name + ".key_secret")});
+    };
+    Process w1 = keyed_worker("w1");
+    Process w2 = keyed_worker("w2");
     Admin admin(fleet);
     REQUIRE(admin.wait_for_workers(broker.frontend, 2, 10s));
 
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 40, "sleep_ms", json::array({100}));
-    Process producer(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, sec),
-                     dir.file("results.jsonl"), dir.file("tasks.jsonl"));
+    Process producer = submit(dir, broker.frontend, sec);
     // Tasks w1 has finished, as the broker counts them.
     const auto w1_done = [&]() -> std::optional<int> {
         auto status = admin.status(broker.frontend);
@@ -429,8 +401,7 @@ TEST_CASE("a worker key taken off the allow-list with SIGHUP loses its session a
 
     REQUIRE(producer.wait(30s) == 0);
     std::size_t from_w1 = 0;
-    for (const auto& [id, r] : clean_ledger(read_json_lines(dir.file("results.jsonl")), ids))
-        from_w1 += r["worker"] == "w1";
+    for (const auto& [id, r] : ok_ledger(dir.file("results.jsonl"), ids)) from_w1 += r["worker"] == "w1";
     // After those it had done, w1 finished at most what it held (one running,
     // one prefetched) and one that ended while the signal was on its way.
     CHECK(from_w1 <= static_cast<std::size_t>(*done_at_revoke) + 3);
@@ -454,9 +425,8 @@ TEST_CASE(
     TempDir dir;
     const auto fleet = make_fleet(dir);
     const std::vector<std::string> sec = {"--security", fleet};
-    BrokerProcess broker(dir, cat_args(sec, {"--handshake-ms", "2000"}));
-    Process w1(cat_args({DROVER_WORKER_EXE, "--broker", broker.backend}, sec), dir.file("w1.log"));
-    Process w2(cat_args({DROVER_WORKER_EXE, "--broker", broker.backend}, sec), dir.file("w2.log"));
+    BrokerProcess broker(dir, concat(sec, {"--handshake-ms", "2000"}));
+    const auto workers = start_workers(dir, broker.backend, 2, sec);
     Admin admin(fleet);
     REQUIRE(admin.wait_for_workers(broker.frontend, 2, 10s));
 
@@ -469,10 +439,9 @@ TEST_CASE(
         idle.emplace_back(fd, Clock::now());
     }
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 10000, "echo", json::array({1}));
-    Process producer(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, sec),
-                     dir.file("results.jsonl"), dir.file("tasks.jsonl"));
+    Process producer = submit(dir, broker.frontend, sec);
     REQUIRE(producer.wait(30s) == 0);
-    clean_ledger(read_json_lines(dir.file("results.jsonl")), ids);
+    ok_ledger(dir.file("results.jsonl"), ids);
 
     std::size_t late = 0, open = 0;
     for (const auto& [fd, opened] : idle) {
@@ -487,12 +456,9 @@ TEST_CASE(
     CHECK(broker_log(dir).find("reason=\"timeout") != std::string::npos);
 }
 
-TEST_CASE("raw bytes and a malformed CURVE HELLO are refused and deliver nothing", "[e2e][security]") {
-    TempDir dir;
-    const auto fleet = make_fleet(dir);
-    const std::vector<std::string> sec = {"--security", fleet};
-    BrokerProcess broker(dir, sec);
-    Process worker(cat_args({DROVER_WORKER_EXE, "--broker", broker.backend}, sec), dir.file("worker.log"));
+TEST_CASE_METHOD(SecureBroker, "raw bytes and a malformed CURVE HELLO are refused and deliver nothing",
+                 "[e2e][security]") {
+    Process worker = start_worker(dir, broker.backend, "worker.log", sec);
     Admin admin(fleet);
     REQUIRE(admin.wait_for_workers(broker.frontend, 1, 10s));
 
@@ -536,10 +502,9 @@ TEST_CASE("raw bytes and a malformed CURVE HELLO are refused and deliver nothing
     CHECK(log.find("reason=\"malformed_handshake") != std::string::npos);
     // And the broker still serves.
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 10, "hello", json::array({"x"}));
-    Process producer(cat_args({DROVER_PRODUCER_EXE, "--broker", broker.frontend, "submit"}, sec),
-                     dir.file("results.jsonl"), dir.file("tasks.jsonl"));
+    Process producer = submit(dir, broker.frontend, sec);
     REQUIRE(producer.wait(30s) == 0);
-    clean_ledger(read_json_lines(dir.file("results.jsonl")), ids);
+    ok_ledger(dir.file("results.jsonl"), ids);
 }
 
 TEST_CASE("drover-keygen writes a 0600 secret, and a secret others may read is refused with a clear error",
@@ -613,8 +578,8 @@ TEST_CASE("CURVE overhead on a W1-like run", "[.curve-bench]") {
             // bound by CPU (where CURVE costs), not by credit round trips.
             const std::vector<std::string> worker = {DROVER_WORKER_EXE, "--broker", broker.backend, "--prefetch",
                                                      "1000"};
-            Process w1(cat_args(worker, sec), run.file("w1.log"));
-            Process w2(cat_args(worker, sec), run.file("w2.log"));
+            Process w1(concat(worker, sec), run.file("w1.log"));
+            Process w2(concat(worker, sec), run.file("w2.log"));
             zmq::context_t ctx;
             drover::ClientOptions o;
             o.broker = broker.frontend;

@@ -47,6 +47,15 @@ std::optional<std::vector<zmq::message_t>> receive(zmq::socket_t& s, std::chrono
     return frames;
 }
 
+// A ROUTER for the workers' domain, CURVE with `broker`'s keys, bound on an
+// ephemeral loopback port (linger 0).
+zmq::socket_t workers_server(zmq::context_t& ctx, const std::shared_ptr<Security>& broker) {
+    zmq::socket_t server(ctx, zmq::socket_type::router);
+    server.set(zmq::sockopt::linger, 0);
+    bind_server(ctx, server, broker.get(), Domain::workers, "tcp://127.0.0.1:*");
+    return server;
+}
+
 zmq::socket_t client(zmq::context_t& ctx, const Security& security, const std::string& endpoint) {
     zmq::socket_t c(ctx, zmq::socket_type::dealer);
     c.set(zmq::sockopt::linger, 0);
@@ -60,9 +69,7 @@ TEST_CASE("an allowed key gets in under its name, another is refused", "[integra
     Fleet fleet;
     zmq::context_t ctx;
     auto broker = fleet.load(Role::broker);
-    zmq::socket_t server(ctx, zmq::socket_type::router);
-    server.set(zmq::sockopt::linger, 0);
-    bind_server(ctx, server, broker.get(), Domain::workers, "tcp://127.0.0.1:*");
+    auto server = workers_server(ctx, broker);
     const auto endpoint = last_endpoint(server);
     const auto worker = fleet.load(Role::worker);
 
@@ -104,9 +111,7 @@ TEST_CASE("PeerGuard drops the messages of a key removed from the allow-list, an
     fs::copy_file(fleet.dir + "/w2.key", allow + "/w2.key");
     zmq::context_t ctx;
     auto broker = fleet.load(Role::broker);
-    zmq::socket_t server(ctx, zmq::socket_type::router);
-    server.set(zmq::sockopt::linger, 0);
-    bind_server(ctx, server, broker.get(), Domain::workers, "tcp://127.0.0.1:*");
+    auto server = workers_server(ctx, broker);
     const auto endpoint = last_endpoint(server);
     PeerGuard guard(broker.get(), Domain::workers, null_logger());
 
