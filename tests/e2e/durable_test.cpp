@@ -306,7 +306,8 @@ TEST_CASE("durable: a journal cut in its last record starts; damage in the middl
     {
         // A copy, damaged in the middle (a byte of the first record's body).
         std::filesystem::copy(broker.journal(), dir.file("damaged"));
-        const std::string damaged_segment = dir.file("damaged") + "/" + std::filesystem::path(segment).filename().string();
+        const std::string damaged_segment =
+            dir.file("damaged") + "/" + std::filesystem::path(segment).filename().string();
         std::fstream f(damaged_segment, std::ios::in | std::ios::out | std::ios::binary);
         f.seekp(static_cast<std::streamoff>(records[0] + 12));
         f.put('\x5a' ^ read_file(damaged_segment)[records[0] + 12]);
@@ -330,7 +331,8 @@ TEST_CASE("durable: a journal cut in its last record starts; damage in the middl
     INFO("cut at " << cut << " of " << size << ", last record at " << records.back());
     std::filesystem::resize_file(segment, cut);
     REQUIRE(broker.start());
-    const auto status = wait_status(broker.frontend(), [](const json&) { return true; }, 5s);
+    const auto status = wait_status(
+        broker.frontend(), [](const json&) { return true; }, 5s);
     REQUIRE(status);
     CHECK((*status)["journal"]["torn_tails"] == 1);
     CHECK((*status)["journal"]["recovered"].get<int>() >= 100);
