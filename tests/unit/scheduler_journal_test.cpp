@@ -91,7 +91,7 @@ void die_once(Scheduler& s, const std::string& worker, std::vector<FinalOutcome>
 
 }  // namespace
 
-TEST_CASE("restore() rebuilds queued tasks, deaths and broker-made outcomes; settled tasks stay gone",
+TEST_CASE("restore() rebuilds queued tasks, deaths and broker-made outcomes, and settled tasks stay gone",
           "[scheduler][journal]") {
     TempDir dir;
     std::vector<FinalOutcome> finals;
@@ -110,7 +110,7 @@ TEST_CASE("restore() rebuilds queued tasks, deaths and broker-made outcomes; set
     }
     Scheduler s;
     auto j = reopen(dir, s, finals);
-    CHECK(s.task_count() == 3);   // a, ccc (its outcome unsettled), dddd
+    CHECK(s.task_count() == 3);    // a, ccc (its outcome unsettled), dddd
     CHECK(s.queued_count() == 2);  // a, dddd
     REQUIRE(finals.size() == 1);
     CHECK(finals[0].outcome.id == "ccc");
