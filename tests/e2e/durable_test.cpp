@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -36,12 +37,16 @@ std::vector<std::string> cat(std::vector<std::string> a, const std::vector<std::
 // again on the same ports and journal as often as a test likes.
 class DurableBroker {
 public:
-    DurableBroker(const TempDir& dir, std::vector<std::string> extra = {})
-        : dir_(dir), extra_(std::move(extra)), port_(free_tcp_port()), backend_port_(free_tcp_port()) {}
+    DurableBroker(const TempDir& dir, std::vector<std::string> extra = {}, std::string journal = {})
+        : dir_(dir),
+          extra_(std::move(extra)),
+          journal_(journal.empty() ? dir.file("journal") : std::move(journal)),
+          port_(free_tcp_port()),
+          backend_port_(free_tcp_port()) {}
 
     [[nodiscard]] std::string frontend() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
     [[nodiscard]] std::string backend() const { return "tcp://127.0.0.1:" + std::to_string(backend_port_); }
-    [[nodiscard]] std::string journal() const { return dir_.file("journal"); }
+    [[nodiscard]] const std::string& journal() const { return journal_; }
     [[nodiscard]] std::string log() const { return dir_.file("broker" + std::to_string(starts_) + ".log.err"); }
     Process& process() { return *process_; }
 
@@ -63,6 +68,7 @@ public:
 private:
     const TempDir& dir_;
     std::vector<std::string> extra_;
+    std::string journal_;
     int port_, backend_port_;
     int starts_ = 0;
     std::unique_ptr<Process> process_;
@@ -341,4 +347,50 @@ TEST_CASE("durable: a journal cut in its last record starts; damage in the middl
     std::set<std::string> known = a_ids;
     for (const auto& id : accepted_ids(dir.file("b.out"))) known.insert(id);
     sink_ledger(dir.file("sink.jsonl"), known);
+}
+
+TEST_CASE("durable: a full disk rejects new tasks journal_unavailable, loses none, and recovers", "[e2e]") {
+    TempDir dir;
+    const std::string fs_dir = dir.file("fs");
+    std::filesystem::create_directory(fs_dir);
+    if (::geteuid() != 0 || std::system(("mount -t tmpfs -o size=4m tmpfs " + fs_dir + " 2>/dev/null").c_str()) != 0) {
+        WARN("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    struct Unmount {
+        std::string path;
+        ~Unmount() { (void)std::system(("umount " + path).c_str()); }
+    } unmount{fs_dir};
+    DurableBroker broker(dir, {}, fs_dir + "/journal");
+    REQUIRE(broker.start());
+    std::string sink_address;
+    auto sink = start_sink(dir, broker.frontend(), 0, sink_address);
+    // Fill the disk to the last byte.
+    (void)std::system(("dd if=/dev/zero of=" + fs_dir + "/filler bs=4k 2>/dev/null").c_str());
+    const auto before = write_tasks(dir.file("first.jsonl"), 200, "sleep_ms", {1}, "f");
+    auto first = submit(dir, broker.frontend(), dir.file("first.jsonl"), sink_address, "first.out");
+    const auto down = wait_status(
+        broker.frontend(), [](const json& st) { return !st["journal"]["available"].get<bool>(); }, 10s);
+    REQUIRE(down);
+    REQUIRE(!(*down)["journal"]["available"].get<bool>());
+    write_tasks(dir.file("second.jsonl"), 50, "sleep_ms", {1}, "s");
+    auto second = submit(dir, broker.frontend(), dir.file("second.jsonl"), sink_address, "second.out");
+    (void)second->wait(20s);
+    const auto second_out = read_json_lines(dir.file("second.out"));
+    CHECK(second_out.size() == 50);
+    for (const auto& l : second_out) {
+        INFO(l.dump());
+        CHECK(l["status"] == "rejected");
+        CHECK(l.dump().find("journal_unavailable") != std::string::npos);
+    }
+    CHECK(first->running());  // its ACCEPTED waits for the disk
+    std::filesystem::remove(fs_dir + "/filler");
+    REQUIRE(first->wait(20s) == 0);
+    const auto accepted = accepted_ids(dir.file("first.out"));
+    CHECK(accepted.size() == 200);
+    auto worker = start_worker(dir, broker.backend(), "worker", {"-c", "4"});
+    CHECK(wait_sink(dir.file("sink.jsonl"), accepted, 30s));
+    std::set<std::string> known = before;
+    CHECK(sink_ledger(dir.file("sink.jsonl"), known).size() == accepted.size());
+    CHECK(read_file(broker.log()).find("broker.journal_available") != std::string::npos);
 }
