@@ -225,7 +225,7 @@ TEST_CASE("durable: kill -9 of the broker at random moments under a stream of de
     CHECK(accepted.size() >= k_chunk);  // the test did stress something
 }
 
-TEST_CASE("durable: SIGTERM and restart keep the queued tasks; without a journal the loss is said", "[e2e]") {
+TEST_CASE("durable: SIGTERM and restart keep the queued tasks, and without a journal the loss is said", "[e2e]") {
     TempDir dir;
     DurableBroker broker(dir);
     REQUIRE(broker.start());
@@ -289,7 +289,7 @@ TEST_CASE("durable: a poison task keeps its deaths across broker restarts and en
     CHECK(by_id.at("poison0")["error"] == "worker died 3 times");
 }
 
-TEST_CASE("durable: a journal cut in its last record starts; damage in the middle is refused", "[e2e]") {
+TEST_CASE("durable: a journal cut in its last record starts, and damage in the middle is refused", "[e2e]") {
     TempDir dir;
     DurableBroker broker(dir);
     REQUIRE(broker.start());
