@@ -67,9 +67,11 @@ void BrokerImpl::commit_journal(Clock::time_point now) {
 
 void BrokerImpl::close_journal() {
     if (!journal_) {
-        if (scheduler_.task_count() > 0)
-            log_->warn("broker.tasks_lost n={} (no --journal: the tasks this broker still held are lost with it)",
-                       scheduler_.task_count());
+        if (const auto detached = scheduler_.detached_count(); detached > 0)
+            log_->warn(
+                "broker.tasks_lost detached={} held={} (no --journal: the detached tasks this broker still held are "
+                "lost with it; live producers resend their own)",
+                detached, scheduler_.task_count());
         return;
     }
     const auto durable = journal_->flush(Clock::now());

@@ -102,7 +102,9 @@ public:
     // "journal_unavailable"), deaths and retries, broker-made outcomes and
     // every task freed. nullptr (the default): tasks live in memory only.
     // The journal must outlive the Scheduler or be unset first.
-    void set_journal(Journal* journal) { journal_ = journal; }
+    // Keys restore() dropped (an id restored twice: the later task wins) are
+    // settled in it here.
+    void set_journal(Journal* journal);
     // Recovery: takes back a task the journal held unsettled (Journal::open's
     // visitor), without journaling it again. Queued again, its attempts and
     // deaths kept; one with a broker-made outcome is ended with it, to be
@@ -245,6 +247,8 @@ public:
     [[nodiscard]] std::vector<std::string> worker_identities() const;
     [[nodiscard]] std::size_t worker_count() const { return workers_.size(); }
     [[nodiscard]] std::size_t task_count() const { return tasks_.size(); }
+    // Detached tasks held: a scan of every task (for a stop, not a hot path).
+    [[nodiscard]] std::size_t detached_count() const;
     [[nodiscard]] std::size_t queued_count() const { return queued_; }
     // Tasks the max_queued bound counts: queued, running, waiting to retry.
     [[nodiscard]] std::size_t active_count() const { return queued_ + held_total_ + retrying_; }
@@ -387,6 +391,7 @@ private:
     std::uint64_t dispatch_seq_ = 0;
     Totals totals_;
     Journal* journal_ = nullptr;
+    std::vector<std::uint64_t> dropped_keys_;  // restore(): journal keys to settle once set_journal() is called
 };
 
 }  // namespace drover

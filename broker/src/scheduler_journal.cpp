@@ -22,7 +22,10 @@ std::optional<FinalOutcome> Scheduler::restore(std::uint64_t key, const JournalS
     t.secret = j.secret;
     t.secret.make_full();
     const auto id_hash = tasks_.hash(t.id);
-    if (TaskEntry* known = tasks_.find(t.id, id_hash)) free_entry(*known, id_hash);  // a later acceptance wins
+    if (TaskEntry* known = tasks_.find(t.id, id_hash)) {  // a later acceptance wins
+        dropped_keys_.push_back(known->journal_key);
+        free_entry(*known, id_hash);
+    }
     SubmitContext ctx;
     ctx.producer = strings_.acquire(j.producer);
     TaskEntry& e = new_entry(std::move(t), j.reply_to, ctx, id_hash);
@@ -43,6 +46,19 @@ std::optional<FinalOutcome> Scheduler::restore(std::uint64_t key, const JournalS
     e.report_sends = 1;
     reported_now_.push_back(SlotRef{e.slot, e.gen});
     return e.reported->final;
+}
+
+void Scheduler::set_journal(Journal* journal) {
+    journal_ = journal;
+    if (!journal_) return;
+    for (const auto key : dropped_keys_) journal_->append_settled(key);
+    dropped_keys_.clear();
+}
+
+std::size_t Scheduler::detached_count() const {
+    std::size_t n = 0;
+    for (const auto& e : tasks_.slots()) n += e.state != TaskState::free && e.detached;
+    return n;
 }
 
 JournalState Scheduler::journal_state(const TaskEntry& e) const {

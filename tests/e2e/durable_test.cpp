@@ -254,7 +254,7 @@ TEST_CASE("durable: SIGTERM and restart keep the queued tasks, and without a jou
     REQUIRE(memory.process->wait(10s) == 0);
     const auto log = read_file(plain.file("broker.log.err"));
     CHECK(log.find("broker.memory_only") != std::string::npos);
-    CHECK(log.find("broker.tasks_lost n=20") != std::string::npos);
+    CHECK(log.find("broker.tasks_lost detached=20") != std::string::npos);
 }
 
 TEST_CASE("durable: a poison task keeps its deaths across broker restarts and ends lost", "[e2e]") {
