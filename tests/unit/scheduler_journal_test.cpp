@@ -179,3 +179,47 @@ TEST_CASE("relocate_journal() gives live tasks new keys that a reopen restores",
     CHECK(finals[0].outcome.id == "bb");
     s.set_journal(nullptr);
 }
+
+TEST_CASE("a steady run with a few long-lived tasks keeps the journal small through relocation",
+          "[scheduler][journal]") {
+    TempDir dir;
+    JournalOptions o = sync_always();
+    o.segment_bytes = 4096;
+    std::size_t relocations = 0;
+    {
+        auto j = Journal::open(dir.path.string(), o, [](Journal::Seq, const JournalState&) {});
+        Scheduler s;
+        s.set_journal(j.get());
+        for (int round = 0; round < 400; ++round) {
+            // 20 short tasks settled at once, and one that lives 10 rounds.
+            std::vector<proto::Task> tasks;
+            std::vector<std::string> ids;
+            for (int i = 0; i < 20; ++i) {
+                ids.push_back("r" + std::to_string(round) + "-" + std::to_string(i));
+                tasks.push_back(make_task(ids.back()));
+            }
+            tasks.push_back(make_task("long" + std::to_string(round)));
+            REQUIRE(s.submit("P1", std::move(tasks), t0).accepted == 21);
+            if (round >= 10) ids.push_back("long" + std::to_string(round - 10));
+            REQUIRE(s.settle("P1", ids) == 0);
+            j->commit(t0);
+            if (const auto below = j->take_relocation()) {
+                s.relocate_journal(below);
+                ++relocations;
+            }
+        }
+        j->commit(t0);
+        CHECK(relocations > 0);
+        CHECK(j->live_tasks() == 10);
+        CHECK(j->totals().bytes_written > 64 * 4096);  // the run wrote many segments' worth
+        CHECK(j->bytes_on_disk() < 16 * 4096);
+        CHECK(j->segment_count() < 16);
+        s.set_journal(nullptr);
+    }
+    Scheduler s;
+    std::vector<FinalOutcome> finals;
+    auto j = reopen(dir, s, finals);
+    CHECK(s.task_count() == 10);
+    for (int round = 390; round < 400; ++round) CHECK(s.route_of("long" + std::to_string(round)));
+    s.set_journal(nullptr);
+}
