@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # Starts a drover broker in the background, or stops it.
-#   scripts/start-broker.sh [--run-dir DIR] [drover-broker flags...]
+#   scripts/start-broker.sh [--run-dir DIR] [--no-journal] [drover-broker flags...]
 #   scripts/start-broker.sh stop [--run-dir DIR]
+# Accepted tasks are journaled in DIR/journal (they survive a crash and a
+# restart) unless --no-journal or a --journal of your own is given.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 run_dir="${DROVER_RUN_DIR:-/tmp/drover-run}"
 bin="${DROVER_BIN:-$root/build/bin}"
-usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; echo "PID and log: \$DROVER_RUN_DIR (default /tmp/drover-run)/broker.{pid,log}"; }
+usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; echo "PID and log: \$DROVER_RUN_DIR (default /tmp/drover-run)/broker.{pid,log}"; }
 cmd=start
 [[ "${1:-}" == "stop" ]] && { cmd=stop; shift; }
 args=()
+journal=1
 while (($#)); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --run-dir) run_dir="$2"; shift 2 ;;
+    --no-journal) journal=0; shift ;;
+    --journal|--journal=*) journal=0; args+=("$1"); shift ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -39,6 +44,7 @@ fi
 exe="$bin/drover-broker"
 [[ -x $exe ]] || exe="$(command -v drover-broker)" || { echo "start-broker.sh: drover-broker not found; run scripts/build.sh" >&2; exit 1; }
 rm -f "$run_dir/broker.json"
+((journal)) && args=(--journal "$run_dir/journal" "${args[@]}")
 "$exe" --endpoints-file "$run_dir/broker.json" "${args[@]}" >"$run_dir/broker.log" 2>&1 &
 echo $! >"$pidfile"
 for _ in $(seq 100); do [[ -s "$run_dir/broker.json" ]] && break; kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.05; done

@@ -175,6 +175,7 @@ public:
                      std::to_string(cores) + " cores: other processes compete for the CPU, figures will be noisy");
         for (const auto& t : o_.transports) baselines(t);
         for (const auto& t : o_.transports) drover_on(t);
+        if (want("W8")) journaled();
         if (want("W3")) {
             seed_ceiling();
             for (const auto& t : o_.transports) {
@@ -576,6 +577,48 @@ private:
             }
             std::this_thread::sleep_for(Millis(200));  // STATUS walks every held task
         }
+    }
+
+    // W8: W1 over tcp with the broker's journal (--journal, --fsync batch;
+    // and --fsync always, printed without a target), against a W1 measured
+    // next to it in each repetition, as W5 is.
+    void journaled() {
+        auto w1 = figure("W1 throughput tcp [next to W8]", "tasks/s");
+        w1.note = "W1 without a journal, each repetition right before W8's: the baseline of the next rows";
+        auto batch = figure("W8 journal fsync batch tcp", "tasks/s", w1.key, Target::ratio_at_least(0.5));
+        auto always = figure("W8 journal fsync always tcp", "tasks/s", w1.key);
+        measure({&w1, &batch, &always}, [&] {
+            Transport transport("tcp", dir_.path());
+            zmq::context_t ctx;
+            const auto rate = [&](Client& c, DroverCluster& cluster) {
+                const double r = static_cast<double>(o_.tasks) / run_tasks(c, "echo", echo_args, o_.tasks, o_.window);
+                cluster.wait_settled(k_settle_timeout);
+                return r;
+            };
+            const auto warm = [&](Client& c, DroverCluster& cluster) {
+                (void)run_tasks(c, "echo", echo_args, std::min<std::size_t>(o_.tasks / 10 + 1, 20000), o_.window);
+                cluster.wait_settled(k_settle_timeout);
+            };
+            progress("W8: starting three clusters: no journal, --fsync batch, --fsync always");
+            DroverCluster plain(env_, ctx, transport, {});
+            Client plain_client(ctx, plain.client_options(o_.window), client_log_);
+            ClusterSpec spec;
+            spec.broker_args = {"--journal", dir_.file("journal-batch"), "--fsync", "batch"};
+            DroverCluster batched(env_, ctx, transport, spec);
+            Client batch_client(ctx, batched.client_options(o_.window), client_log_);
+            spec.broker_args = {"--journal", dir_.file("journal-always"), "--fsync", "always"};
+            DroverCluster synced(env_, ctx, transport, spec);
+            Client always_client(ctx, synced.client_options(o_.window), client_log_);
+            warm(plain_client, plain);
+            warm(batch_client, batched);
+            warm(always_client, synced);
+            progress("W8: " + std::to_string(o_.reps) + " x " + with_commas(o_.tasks) + " echo tasks on each");
+            for (unsigned r = 0; r < o_.reps; ++r) {
+                w1.samples.push_back(rate(plain_client, plain));
+                batch.samples.push_back(rate(batch_client, batched));
+                always.samples.push_back(rate(always_client, synced));
+            }
+        });
     }
 
     // W5: W1 with many solo worker processes over tcp, against a W1

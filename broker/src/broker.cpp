@@ -72,6 +72,7 @@ BrokerImpl::BrokerImpl(zmq::context_t& ctx, BrokerConfig config, Logger log)
 BrokerImpl::~BrokerImpl() = default;
 
 void BrokerImpl::bind() {
+    open_journal();
     const auto bind_one = [&](zmq::socket_t& s, Domain domain, const std::string& ep, const char* flag) {
         try {
             bind_server(ctx_, s, config_.security.get(), domain, ep);
@@ -103,9 +104,12 @@ void BrokerImpl::run(const StopSource& stop) {
     poller.watch(k_frontend, frontend_, Poller::Use::send_and_receive);
     poller.watch(k_backend, backend_, Poller::Use::send_and_receive);
     poller.watch(2, stop.fd());
+    if (journal_ && journal_->wake_fd() >= 0) poller.watch(3, journal_->wake_fd());
     stall_meter_ = StallMeter(config_.heartbeat);
     while (!stop.stop_requested()) {
-        auto wait = std::chrono::duration_cast<Millis>(std::min(next_tick_, next_retry_) - Clock::now()) + Millis(1);
+        auto until = std::min(next_tick_, next_retry_);
+        if (journal_) until = std::min(until, journal_->next_commit());
+        auto wait = std::chrono::duration_cast<Millis>(until - Clock::now()) + Millis(1);
         if (wait.count() < 0) wait = Millis(0);
         stall_meter_.will_wait(wait);
         poller.wait(wait);
@@ -126,6 +130,7 @@ void BrokerImpl::run(const StopSource& stop) {
         if (drained || Clock::now() - last_stall_ > config_.heartbeat * config_.liveness) catching_up_ = false;
         if (Clock::now() >= next_retry_) next_retry_ = scheduler_.release_retries(Clock::now());
         dispatch_ready_tasks();
+        if (journal_) commit_journal(Clock::now());
         flush_replies();
         flush_outcomes();
         const auto now = Clock::now();
@@ -133,6 +138,7 @@ void BrokerImpl::run(const StopSource& stop) {
         if (now >= next_tick_) tick(now);
     }
     log_->info("broker.stopping workers={} held={}", scheduler_.worker_count(), scheduler_.task_count());
+    close_journal();
     for (const auto& w : scheduler_.worker_identities()) (void)send_to(backend_, w, proto::Command::bye);
     for (const auto& [p, seen] : producers_) (void)send_to(frontend_, p, proto::Command::bye);
 }
@@ -274,6 +280,7 @@ nlohmann::json BrokerImpl::status_json(Clock::time_point now) const {
     doc["frontend"] = frontend_ep_;
     doc["backend"] = backend_ep_;
     doc["pid"] = ::getpid();
+    doc["journal"] = journal_status();
     return doc;
 }
 

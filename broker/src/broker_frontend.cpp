@@ -91,7 +91,10 @@ void BrokerImpl::producer_submit(const std::string& peer, std::string_view body,
     producers_[producer] = now;
     auto result = scheduler_.submit(producer, std::move(m->tasks), now, reply_to);
     report(std::move(result.finals));
-    if (!result.acknowledged.empty()) keep_reply(producer, accepted_[producer], result.acknowledged);
+    if (!result.acknowledged.empty()) {
+        if (journal_) hold_accepted(producer, std::move(result.acknowledged));
+        else keep_reply(producer, accepted_[producer], result.acknowledged);
+    }
     for (auto& [reason, ids] : result.rejected) {
         log_->debug("broker.rejected n={} reason={}", ids.size(), reason);
         keep_reply(producer, rejected_[producer][reason], ids);

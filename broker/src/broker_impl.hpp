@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -18,6 +19,7 @@
 #include "internal/net.hpp"
 #include "internal/sink_sockets.hpp"
 #include "internal/stall.hpp"
+#include "journal.hpp"
 #include "scheduler.hpp"
 
 namespace drover {
@@ -98,6 +100,19 @@ private:
     // producers (or, detached, to their sinks); what cannot go runs again.
     void forward_results(const std::string& worker, std::vector<proto::Outcome>&& results);
 
+    // The journal (broker_journal.cpp).
+    // Opens the journal and restores its unsettled tasks; without one, says
+    // that tasks live in memory only. Throws as Broker::bind().
+    void open_journal();
+    // Once a loop turn: commits what was appended, releases the ACCEPTED
+    // replies now durable, relocates the tasks compaction asks for.
+    void commit_journal(Clock::time_point now);
+    // Holds the ACCEPTED ids of a SUBMIT until its records are durable.
+    void hold_accepted(const std::string& producer, std::vector<std::string>&& ids);
+    // At stop: flushes the journal, or warns how many tasks memory held.
+    void close_journal();
+    [[nodiscard]] nlohmann::json journal_status() const;
+
     // Time (broker.cpp).
     void tick(Clock::time_point now);
     // Ends workers and producers silent past their window, and resends broker-made outcomes due again.
@@ -137,6 +152,16 @@ private:
     bool catching_up_ = false;        // stalled, and input may still wait: no peer is judged yet (a window at most)
     Clock::time_point last_stall_{};  // when the last stall was noticed
     Clock::time_point next_retry_ = Clock::time_point::max();  // the next retry back-off to end
+
+    std::unique_ptr<Journal> journal_;  // nullptr: no --journal
+    JournalRecovery recovery_;          // what opening it found
+    // ACCEPTED ids waiting for their SUBMIT's last record (seq) to be durable, oldest first.
+    struct HeldAccepted {
+        Journal::Seq seq;
+        std::string producer;
+        std::vector<std::string> ids;
+    };
+    std::deque<HeldAccepted> held_accepted_;
 };
 
 }  // namespace drover

@@ -50,6 +50,7 @@ TaskEntry& Scheduler::new_entry(proto::Task&& t, std::string_view reply_to, Subm
     e.deaths = 0;
     e.report_sends = 0;
     e.dispatch_seq = 0;
+    e.journal_key = 0;
     e.state = TaskState::ended;  // the caller queues or ends it
     e.detached = t.detached;
     e.retry_on_error = t.retry_on_error;
@@ -62,6 +63,8 @@ void Scheduler::free_entry(TaskEntry& e, std::uint32_t id_hash) {
     if (e.state == TaskState::queued) unmark_queued(e);
     if (e.state == TaskState::held) release_held(e);
     leave_retry(e);
+    if (journal_ && e.journal_key) journal_->append_settled(e.journal_key);
+    e.journal_key = 0;
     strings_.release(e.reply_to);
     strings_.release(e.producer);
     names_.release(e.name);
@@ -170,7 +173,10 @@ void Scheduler::submit_new(proto::Task&& t, std::string_view reply_to, SubmitCon
     }
     if (!workers_.empty() && !ctx.name_known) {
         if (tasks_.size() >= limits_.max_held) return reject(out, "queue_full", t.id);  // its outcome would wait
+        const std::uint64_t key = journal_ ? journal_accepted(t, reply_to, ctx, out) : 0;
+        if (journal_ && !key) return;
         TaskEntry& e = new_entry(std::move(t), reply_to, ctx, id_hash);
+        e.journal_key = key;
         out.finals.push_back(
             end_task(e, proto::Status::error, "unknown task '" + names_[e.name] + "': no worker runs it"));
         accept(out, e.detached, e.id);
@@ -178,11 +184,21 @@ void Scheduler::submit_new(proto::Task&& t, std::string_view reply_to, SubmitCon
         return;
     }
     if (full() || tasks_.size() >= limits_.max_held) return reject(out, "queue_full", t.id);
+    const std::uint64_t key = journal_ ? journal_accepted(t, reply_to, ctx, out) : 0;
+    if (journal_ && !key) return;
     TaskEntry& e = new_entry(std::move(t), reply_to, ctx, id_hash);
+    e.journal_key = key;
     mark_queued(e);
     push_queued(e, false);
     ++totals_.accepted;
     accept(out, e.detached, e.id);
+}
+
+std::uint64_t Scheduler::journal_accepted(proto::Task& t, std::string_view reply_to, const SubmitContext& ctx,
+                                          Submitted& out) {
+    const auto key = journal_->append_accepted(JournalTask::of(t, strings_[ctx.producer], reply_to));
+    if (!key) reject(out, "journal_unavailable", t.id);  // never accepted and lost
+    return key.value_or(0);
 }
 
 // Settling and cancelling -------------------------------------------------------

@@ -30,6 +30,7 @@
 #include "drover/common/protocol.hpp"
 #include "drover/common/retry.hpp"
 #include "interned.hpp"
+#include "journal.hpp"
 #include "name_table.hpp"
 #include "ring_queue.hpp"
 #include "task_table.hpp"
@@ -95,6 +96,23 @@ public:
     // A task with no reply_to of its own takes `batch_reply_to` (its SUBMIT's).
     Submitted submit(const std::string& producer, std::vector<proto::Task>&& tasks, Clock::time_point now,
                      std::string_view batch_reply_to = {});
+
+    // Journals every change recovery needs (journal.hpp) from now on:
+    // accepted tasks (a task the journal cannot take is rejected
+    // "journal_unavailable"), deaths and retries, broker-made outcomes and
+    // every task freed. nullptr (the default): tasks live in memory only.
+    // The journal must outlive the Scheduler or be unset first.
+    // Keys restore() dropped (an id restored twice: the later task wins) are
+    // settled in it here.
+    void set_journal(Journal* journal);
+    // Recovery: takes back a task the journal held unsettled (Journal::open's
+    // visitor), without journaling it again. Queued again, its attempts and
+    // deaths kept; one with a broker-made outcome is ended with it, to be
+    // sent until settled: that outcome is returned, to send now.
+    std::optional<FinalOutcome> restore(std::uint64_t key, const JournalState& state);
+    // Compaction: rewrites every task whose journal key is below `below`
+    // into the journal (Journal::relocate) and keeps its new key.
+    void relocate_journal(std::uint64_t below);
 
     // Registers (or re-registers) a worker. Tasks held under an earlier
     // registration of the same identity, or of the same HELLO id over
@@ -229,6 +247,8 @@ public:
     [[nodiscard]] std::vector<std::string> worker_identities() const;
     [[nodiscard]] std::size_t worker_count() const { return workers_.size(); }
     [[nodiscard]] std::size_t task_count() const { return tasks_.size(); }
+    // Detached tasks held: a scan of every task (for a stop, not a hot path).
+    [[nodiscard]] std::size_t detached_count() const;
     [[nodiscard]] std::size_t queued_count() const { return queued_; }
     // Tasks the max_queued bound counts: queued, running, waiting to retry.
     [[nodiscard]] std::size_t active_count() const { return queued_ + held_total_ + retrying_; }
@@ -287,6 +307,11 @@ private:
     void submit_again(TaskEntry& known, proto::Task& t, const std::string& producer, Clock::time_point now,
                       Submitted& out);
     void reject(Submitted& out, std::string reason, std::string& id);
+    // Journals `t`'s acceptance; its key, or 0 (and `t` rejected) when the
+    // journal cannot take it. Only called with a journal set.
+    std::uint64_t journal_accepted(proto::Task& t, std::string_view reply_to, const SubmitContext& ctx, Submitted& out);
+    // A task's state as the journal keeps it (views into `e` and the tables).
+    [[nodiscard]] JournalState journal_state(const TaskEntry& e) const;
     TaskEntry& new_entry(proto::Task&& t, std::string_view reply_to, SubmitContext& ctx, std::uint32_t id_hash);
     void free_entry(TaskEntry& e) { free_entry(e, tasks_.hash(e.id)); }
     void free_entry(TaskEntry& e, std::uint32_t id_hash);
@@ -365,6 +390,8 @@ private:
     std::uint64_t serve_seq_ = 0;
     std::uint64_t dispatch_seq_ = 0;
     Totals totals_;
+    Journal* journal_ = nullptr;
+    std::vector<std::uint64_t> dropped_keys_;  // restore(): journal keys to settle once set_journal() is called
 };
 
 }  // namespace drover

@@ -43,6 +43,7 @@ std::optional<std::vector<FinalOutcome>> Scheduler::retry(const std::string& ide
         }
         e->state = TaskState::waiting_retry;
         ++retrying_;
+        if (journal_ && e->journal_key) journal_->append_attempt(e->journal_key, e->attempt, e->deaths);
         retries_.emplace(now + next.after, pack_ref(e->slot, e->gen));
         ++totals_.retried;
     }
@@ -86,6 +87,10 @@ FinalOutcome Scheduler::end_task(TaskEntry& e, proto::Status status, std::string
         std::make_unique<scheduling::Report>(scheduling::Report{final_outcome(e, status, std::move(error)), {}});
     e.report_sends = 1;
     reported_now_.push_back(SlotRef{e.slot, e.gen});
+    if (journal_ && e.journal_key) {
+        const auto& o = e.reported->final.outcome;
+        journal_->append_outcome(e.journal_key, JournalOutcome{o.status, o.attempt, o.error});
+    }
     return e.reported->final;
 }
 

@@ -121,6 +121,7 @@ std::vector<FinalOutcome> Scheduler::remove_worker_slot(std::uint32_t wslot, boo
         if (blamed) {
             --may_run;
             ++e->deaths;
+            if (journal_ && e->journal_key) journal_->append_attempt(e->journal_key, e->attempt, e->deaths);
         }
         if (blamed && !next_attempt(AttemptEnd::died, {e->attempt, e->max_attempts, e->deaths}).again) {
             finals.push_back(

@@ -72,6 +72,7 @@ struct TaskEntry {
     std::string args;
     std::unique_ptr<Report> reported;
     std::uint64_t dispatch_seq = 0;
+    std::uint64_t journal_key = 0;  // its key in the broker's Journal (journal.hpp); 0: none
     std::uint32_t name = 0;         // NameTable id
     std::uint32_t reply_to = 0;     // Interned id
     std::uint32_t producer = 0;     // Interned id

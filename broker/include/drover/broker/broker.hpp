@@ -32,6 +32,11 @@ struct BrokerConfig {
     std::int64_t max_message_bytes = k_default_max_message_bytes;
     std::string endpoints_file;          // if set, written as JSON once bound
     std::shared_ptr<Security> security;  // CurveZMQ on tcp; nullptr: plain
+    // The journal's directory: accepted tasks are on disk before ACCEPTED,
+    // and bind() recovers those it holds. "": tasks live in memory only.
+    std::string journal_dir;
+    std::string fsync = "batch";  // the journal's fsync policy: always, batch or off
+    bool journal_repair = false;  // cut damage in the journal instead of refusing to start
 };
 
 class BrokerImpl;
@@ -43,8 +48,11 @@ public:
     Broker(const Broker&) = delete;
     Broker& operator=(const Broker&) = delete;
 
-    // Binds frontend and backend. Throws: zmq::error_t (address in use, bad
-    // endpoint), std::runtime_error if the endpoints file cannot be written.
+    // Recovers the journal's tasks (if journal_dir is set), then binds
+    // frontend and backend. Throws: zmq::error_t (address in use, bad
+    // endpoint), std::runtime_error if the endpoints file cannot be written
+    // or the journal cannot be opened (damaged: the message names the file,
+    // offset and repair flag), std::invalid_argument for a bad fsync policy.
     void bind();
 
     // Serves until `stop` is requested, then says BYE to its peers.
