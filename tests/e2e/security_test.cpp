@@ -467,7 +467,7 @@ TEST_CASE_METHOD(SecureBroker, "raw bytes and a malformed CURVE HELLO are refuse
         // Not ZMTP at all: a DRV4 SUBMIT written straight on the socket.
         int fd = tcp_connect(port_of(endpoint));
         REQUIRE(fd >= 0);
-        send_all(fd, std::string("\x01\x00DRV4\x10\x81\xa5tasks\x90", 16) + std::string(200, 'x'));
+        send_all(fd, std::string("\x01\0DRV4\x10\x81\xa5tasks\x90", 15) + std::string(200, 'x'));
         CHECK(wait_closed(fd, Clock::now() + 1500ms));
         ::close(fd);
 
