@@ -247,7 +247,8 @@ void check_message(const std::vector<std::string_view>& frames) {
         case Command::accepted:
         case Command::retry:
         case Command::give_back:
-        case Command::cancel: return check_decoder(body, decode_ids);
+        case Command::cancel:
+        case Command::settled: return check_decoder(body, decode_ids);
         case Command::settle: return check_decoder(body, decode_settle);
         case Command::rejected: return check_decoder(body, decode_rejected);
         case Command::result: return check_decoder(body, decode_results);

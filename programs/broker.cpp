@@ -60,6 +60,24 @@ int run_broker(zmq::context_t& ctx, drover::BrokerConfig& config, const std::str
     }
 }
 
+// --journal and the flags that tune it.
+void add_journal_options(CLI::App& app, drover::BrokerConfig& config) {
+    app.add_option("--journal", config.journal_dir,
+                   "keep accepted tasks in a journal in this directory: they survive a crash and a restart "
+                   "(default: in memory only)");
+    app.add_option("--fsync", config.fsync,
+                   "journal sync policy: always (every commit), batch (a group at least every few ms), off "
+                   "(survives the broker's crash, not the machine's)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"always", "batch", "off"}));
+    app.add_option("--journal-segment-mib", config.journal_segment_mib,
+                   "journal segment size: a segment rolls past it, and one whose tasks are all settled is deleted")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 4096));
+    app.add_flag("--journal-repair", config.journal_repair,
+                 "start from a damaged journal: cut the damage (the records after it are lost)");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -88,16 +106,7 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 1000));
     drover::add_max_message_bytes_option(app, config.max_message_bytes);
     app.add_option("--endpoints-file", config.endpoints_file, "write the bound endpoints here as JSON");
-    app.add_option("--journal", config.journal_dir,
-                   "keep accepted tasks in a journal in this directory: they survive a crash and a restart "
-                   "(default: in memory only)");
-    app.add_option("--fsync", config.fsync,
-                   "journal sync policy: always (every commit), batch (a group at least every few ms), off "
-                   "(survives the broker's crash, not the machine's)")
-        ->capture_default_str()
-        ->check(CLI::IsMember({"always", "batch", "off"}));
-    app.add_flag("--journal-repair", config.journal_repair,
-                 "start from a damaged journal: cut the damage (the records after it are lost)");
+    add_journal_options(app, config);
     drover::add_log_level_option(app, log_level, " (default: $SPDLOG_LEVEL or info)");
     drover::add_security_options(app, security, drover::Role::broker);
     auto* status = app.add_subcommand("status", "print a running broker's queues, workers and totals as JSON");

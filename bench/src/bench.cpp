@@ -3,11 +3,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -175,7 +177,10 @@ public:
                      std::to_string(cores) + " cores: other processes compete for the CPU, figures will be noisy");
         for (const auto& t : o_.transports) baselines(t);
         for (const auto& t : o_.transports) drover_on(t);
-        if (want("W8")) journaled();
+        if (want("W8")) {
+            journaled();
+            recovery();
+        }
         if (want("W3")) {
             seed_ceiling();
             for (const auto& t : o_.transports) {
@@ -617,6 +622,54 @@ private:
                 w1.samples.push_back(rate(plain_client, plain));
                 batch.samples.push_back(rate(batch_client, batched));
                 always.samples.push_back(rate(always_client, synced));
+            }
+        });
+    }
+
+    // W8 recovery: queue_tasks echo tasks queued at a broker with a journal
+    // (--fsync batch) and no worker; its journal's bytes per task; kill -9;
+    // the time a broker started on that journal takes until it answers
+    // STATUS (it recovers before it binds), and the recovery it reports.
+    void recovery() {
+        const auto q = o_.queue_tasks;
+        auto serving = figure("W8 recovery of " + with_commas(q) + " queued tasks: start to serving", "ms", {},
+                              Target::value_at_most(5000));
+        serving.note = "from the broker's start to its first STATUS answer, the tasks rebuilt from the journal";
+        auto rebuilt = figure("W8 recovery of " + with_commas(q) + " queued tasks: journal read", "ms");
+        rebuilt.note = "recovery_ms in the broker's STATUS: reading the journal and queueing the tasks";
+        auto per_task = figure("W8 journal bytes per queued task", "B/task");
+        per_task.note = "the journal's bytes on disk / tasks queued (echo tasks, 8-byte ids)";
+        measure({&serving, &rebuilt, &per_task}, [&] {
+            for (unsigned r = 0; r < o_.reps; ++r) {
+                const std::string journal = dir_.file("journal-recovery-" + std::to_string(r));
+                Transport transport("tcp", dir_.path());
+                zmq::context_t ctx;
+                ClusterSpec spec;
+                spec.attach_workers = false;
+                spec.broker_args = {"--journal", journal, "--max-queued", std::to_string(q * 2 + 1000)};
+                progress("W8 recovery, repetition " + std::to_string(r + 1) + ": queueing " + with_commas(q) +
+                         " echo tasks with no worker");
+                auto first = std::make_unique<DroverCluster>(env_, ctx, transport, spec);
+                {
+                    Client client(ctx, first->client_options(q), client_log_);
+                    Batch batch(client, q);
+                    for (std::size_t i = 0; i < q; ++i) batch.submit("echo", echo_args(i));
+                    wait_queued(*first, q);
+                    const auto bytes = first->status()["journal"]["bytes"].get<double>();
+                    per_task.samples.push_back(bytes / static_cast<double>(q));
+                    ::kill(first->broker_pid(), SIGKILL);  // before the client cancels its tasks
+                    first.reset();
+                }
+                progress("W8 recovery: starting a broker on that journal");
+                const auto t0 = SteadyClock::now();
+                DroverCluster second(env_, ctx, transport, spec);
+                const auto status = second.status();
+                serving.samples.push_back(seconds_since(t0) * 1000.0);
+                const auto recovered = status["journal"]["recovered"].get<std::size_t>();
+                if (recovered != q)
+                    throw std::runtime_error("W8 recovery: the broker recovered " + std::to_string(recovered) +
+                                             " tasks of " + std::to_string(q));
+                rebuilt.samples.push_back(status["journal"]["recovery_ms"].get<double>());
             }
         });
     }

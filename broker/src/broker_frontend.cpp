@@ -53,8 +53,10 @@ void BrokerImpl::handle_frontend(const std::string& peer, proto::Command c, std:
             auto m = proto::decode_settle(body);
             if (!m) return drop(peer, "frontend", m.error());
             std::string first;
-            const auto refused = scheduler_.settle(producer_of(peer), m->ids, m->proofs, &first);
+            IdsByProducer detached;
+            const auto refused = scheduler_.settle(producer_of(peer), m->ids, m->proofs, &first, &detached);
             if (refused > 0) refuse(peer, "settle", refused, !m->proofs.empty(), first);
+            tell_settled(detached);
             scheduler_.totals().timed_out += m->timed_out;
             return;
         }
@@ -114,6 +116,15 @@ void BrokerImpl::forget_producer(const std::string& peer) {
     producers_.erase(peer);
     accepted_.erase(peer);
     rejected_.erase(peer);
+    settled_.erase(peer);
+}
+
+void BrokerImpl::tell_settled(IdsByProducer& detached) {
+    // A producer that is gone keeps nothing to resend; one that does not
+    // read loses notices past the limit and resends those tasks after a
+    // restart, which their sink drops as duplicates.
+    for (auto& [producer, ids] : detached)
+        if (producers_.count(producer)) keep_reply(producer, settled_[producer], ids);
 }
 
 void BrokerImpl::reply(const std::string& peer, proto::Command c, std::string_view body) {
@@ -125,6 +136,7 @@ void BrokerImpl::keep_reply(const std::string& producer, std::vector<std::string
     std::size_t held = 0;
     for (const auto& [reason, r] : rejected_[producer]) held += r.size();
     held += accepted_[producer].size();
+    if (const auto it = settled_.find(producer); it != settled_.end()) held += it->second.size();
     const std::size_t room = k_max_unsent_reply_ids - std::min(held, k_max_unsent_reply_ids);
     const std::size_t n = std::min(room, ids.size());
     kept.insert(kept.end(), std::make_move_iterator(ids.begin()),
@@ -146,6 +158,11 @@ void BrokerImpl::flush_replies() {
         if (ids.empty()) continue;
         (void)send_ids(frontend_, peer, proto::Command::accepted, ids,
                        [](std::vector<std::string>& batch) { return proto::encode(proto::Ids{std::move(batch)}); });
+    }
+    for (auto it = settled_.begin(); it != settled_.end();) {
+        (void)send_ids(frontend_, it->first, proto::Command::settled, it->second,
+                       [](std::vector<std::string>& batch) { return proto::encode(proto::Ids{std::move(batch)}); });
+        it = it->second.empty() ? settled_.erase(it) : std::next(it);
     }
     for (auto it = rejected_.begin(); it != rejected_.end();) {
         auto& by_reason = it->second;

@@ -76,6 +76,8 @@ private:
     void keep_reply(const std::string& producer, std::vector<std::string>& kept, std::vector<std::string>& ids);
     [[nodiscard]] static std::string producer_of(const std::string& peer);  // a SUBMIT's sender's producer
     void forget_producer(const std::string& peer);
+    // Keeps SETTLED notices for the connected producers of `detached`.
+    void tell_settled(IdsByProducer& detached);
 
     // Workers (broker_backend.cpp).
     void handle_backend(const std::string& peer, proto::Command c, std::string_view body);
@@ -138,6 +140,7 @@ private:
     // Replies gathered while draining input, sent once the loop is idle
     // (and kept while their producer cannot take them).
     std::unordered_map<std::string, std::vector<std::string>> accepted_;
+    IdsByProducer settled_;  // SETTLED ids for producers of detached tasks
     std::unordered_map<std::string, std::map<std::string, std::vector<std::string>>> rejected_;
     std::unordered_map<std::string, std::vector<proto::Outcome>> outcomes_;  // by sink endpoint
 

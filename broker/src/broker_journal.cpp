@@ -17,6 +17,7 @@ void BrokerImpl::open_journal() {
     if (!policy) throw std::invalid_argument("--fsync: expected always, batch or off, got '" + config_.fsync + "'");
     JournalOptions options;
     options.fsync = *policy;
+    options.segment_bytes = std::uint64_t{config_.journal_segment_mib} << 20;
     options.repair = config_.journal_repair;
     std::vector<FinalOutcome> finals;
     const auto now = Clock::now();

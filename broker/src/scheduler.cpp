@@ -204,7 +204,8 @@ std::uint64_t Scheduler::journal_accepted(proto::Task& t, std::string_view reply
 // Settling and cancelling -------------------------------------------------------
 
 std::size_t Scheduler::settle(std::string_view producer, const std::vector<std::string>& ids,
-                              const std::vector<std::uint64_t>& proofs, std::string* first_refused) {
+                              const std::vector<std::uint64_t>& proofs, std::string* first_refused,
+                              IdsByProducer* detached) {
     std::size_t refused = 0;
     const bool proven = !proofs.empty() && proofs.size() == ids.size();
     // Interned once: each id's owner is then one comparison of indexes.
@@ -220,6 +221,7 @@ std::size_t Scheduler::settle(std::string_view producer, const std::vector<std::
             continue;
         }
         if (e->state == TaskState::held) ++workers_[e->worker].done;
+        if (e->detached && detached) (*detached)[strings_[e->producer]].push_back(ids[i]);
         free_entry(*e, hashes[i]);  // a queue slot or timer naming it is skipped lazily
         ++totals_.settled;
     }

@@ -20,6 +20,7 @@
 #include <queue>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -37,6 +38,9 @@
 #include "worker_table.hpp"
 
 namespace drover {
+
+// Task ids grouped by the producer that submitted them.
+using IdsByProducer = std::unordered_map<std::string, std::vector<std::string>>;
 
 struct SchedulerLimits {
     // Tasks queued, running (dispatched, not yet settled) or waiting out a
@@ -211,9 +215,11 @@ public:
     // only the tasks `producer` submitted are forgotten; with them (one per
     // id, a standalone sink's), those whose settle_proof matches. Returns
     // how many held ids it refused (they stay), and the first of them in
-    // `first_refused` (if given).
+    // `first_refused` (if given). The ids of detached tasks it forgot are
+    // added to `detached` (if given) under their producer.
     std::size_t settle(std::string_view producer, const std::vector<std::string>& ids,
-                       const std::vector<std::uint64_t>& proofs = {}, std::string* first_refused = nullptr);
+                       const std::vector<std::uint64_t>& proofs = {}, std::string* first_refused = nullptr,
+                       IdsByProducer* detached = nullptr);
 
     // A producer went silent: its tasks are cancelled (their sink is gone
     // with it), except detached ones, whose sink is standalone. Running

@@ -744,6 +744,7 @@ const char* command_name(Command c) noexcept {
         case Command::cancel: return "CANCEL";
         case Command::status: return "STATUS";
         case Command::status_reply: return "STATUS_REPLY";
+        case Command::settled: return "SETTLED";
         case Command::result: return "RESULT";
     }
     return "?";

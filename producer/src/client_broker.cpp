@@ -161,15 +161,29 @@ void ClientImpl::end_refused(std::vector<std::pair<std::string, std::string>>& e
     }
 }
 
-void ClientImpl::resend_unfinished() {
+void ClientImpl::resend_unfinished(bool restarted) {
     unsent_.clear();
     broker_room_ = SIZE_MAX;  // another broker, or the same one after a break: its queue is news
     made_room();
     resend_at_ = {};
+    if (restarted) pend_kept_detached();
     pending_.for_each([&](std::uint64_t seq, const Pending& p) {
         if (!p.elsewhere || !p.accepted) unsent_.push_back(seq);
     });
     std::sort(unsent_.begin(), unsent_.end());
+}
+
+void ClientImpl::pend_kept_detached() {
+    // Pending again without a callback: their ACCEPTED moves them back to
+    // detached_kept_, a queue_full holds them back as any task.
+    for (auto& [id, task] : detached_kept_) {
+        if (pending_.find(id).pending) continue;  // submitted again by its caller meanwhile
+        std::uint64_t seq = 0;
+        Pending& p = pending_.add(std::string(id), true, seq);
+        p.task = std::move(task);  // the same id
+        p.again = true;
+    }
+    detached_kept_.clear();
 }
 
 Clock::time_point ClientImpl::settle_due() const {

@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -128,6 +129,8 @@ private:
     void drain_broker();
     void on_broker_message(std::vector<zmq::message_t>& frames);
     void on_accepted(std::string_view body);
+    // SETTLED: the sink of these detached tasks has their outcome.
+    void on_settled(std::string_view body);
     void on_rejected(std::string_view body);
     void on_heartbeat(std::string_view body);
     // RESULT through the broker, from workers that cannot reach the sink.
@@ -167,8 +170,12 @@ private:
     void expire_refused(Clock::time_point now);
     void end_refused(std::vector<std::pair<std::string, std::string>>& expired);  // (id, task name)
     // The broker may know none of our tasks: every one without an outcome
-    // goes again, under its id, in the order submitted (mutex_ held).
-    void resend_unfinished();
+    // goes again, under its id, in the order submitted (mutex_ held). With
+    // `restarted` (another broker instance), so do the detached tasks it
+    // accepted whose sink has not settled them (detached_kept_).
+    void resend_unfinished(bool restarted = false);
+    // Moves detached_kept_ into pending_ (mutex_ held).
+    void pend_kept_detached();
     [[nodiscard]] Clock::time_point settle_due() const;  // when settle_ must leave
     void send_settle();
     // After a reconnect: the SETTLEs the broker may not have read (the new
@@ -260,6 +267,10 @@ private:
     std::vector<std::uint64_t> settled_recent_, settled_older_;
     Clock::time_point heartbeat_sent_{}, heartbeat_answered_{};
     std::string broker_instance_;
+    // Detached tasks the broker accepted and their sink has not settled
+    // (SETTLED), by id: a broker that restarts without a journal has lost
+    // them, so they go again.
+    std::unordered_map<std::string, Submitted> detached_kept_;
     bool results_via_broker_ = false;  // logged once
 
     std::thread io_;

@@ -152,6 +152,7 @@ void ClientImpl::on_broker_message(std::vector<zmq::message_t>& frames) {
     const std::string_view body = frames.size() == 2 ? proto::view(frames[1]) : std::string_view{};
     switch (*cmd) {
         case proto::Command::accepted: return on_accepted(body);
+        case proto::Command::settled: return on_settled(body);
         case proto::Command::rejected: return on_rejected(body);
         case proto::Command::heartbeat: return on_heartbeat(body);
         case proto::Command::result: return on_relayed_results(body);
@@ -177,6 +178,7 @@ void ClientImpl::on_accepted(std::string_view body) {
             if (!p) continue;
             p->accepted = true;
             if (p->elsewhere) {
+                detached_kept_.insert_or_assign(id, p->task);  // until its sink settles it
                 Result r;
                 r.id = id;
                 r.task = p->task.name;
@@ -200,19 +202,31 @@ void ClientImpl::on_rejected(std::string_view body) {
         r.error = m->reason;
         {
             std::lock_guard lock(mutex_);
-            if (const Pending* p = pending_.find(id).pending) r.task = p->task.name;
+            const Pending* p = pending_.find(id).pending;
+            if (!p) continue;
+            r.task = p->task.name;
+            if (p->again)
+                log_->warn("client.resend_rejected id={} reason={} (its outcome will not reach its sink)", id,
+                           m->reason);
         }
         finish(id, std::move(r));
     }
+}
+
+void ClientImpl::on_settled(std::string_view body) {
+    auto m = proto::decode_ids(body);
+    if (!m) return;
+    for (const auto& id : m->ids) detached_kept_.erase(id);
 }
 
 void ClientImpl::on_heartbeat(std::string_view body) {
     auto instance = proto::decode_heartbeat(body);
     if (!instance || instance->empty()) return;
     if (!broker_instance_.empty() && *instance != broker_instance_) {
-        log_->warn("client.broker_restarted resending unfinished tasks");
+        log_->warn("client.broker_restarted resending unfinished tasks, {} of them detached and not yet settled",
+                   detached_kept_.size());
         std::lock_guard lock(mutex_);
-        resend_unfinished();
+        resend_unfinished(true);
     }
     broker_instance_ = *instance;
     heartbeat_answered_ = Clock::now();

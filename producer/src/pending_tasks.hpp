@@ -64,6 +64,7 @@ struct Pending {
     bool accepted = false;   // kept for tasks that go elsewhere only: the others end at their result
     bool elsewhere = false;  // outcome goes to another sink
     bool named = false;      // its id was chosen by the caller
+    bool again = false;      // accepted before, sent again after a broker restart (no callback)
 };
 
 // The unfinished tasks by their number. An id of the client's own form,

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -11,12 +12,15 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <set>
 #include <thread>
 
 #include <unistd.h>
+#include <zmq.hpp>
 
+#include "drover/client/client.hpp"
 #include "process.hpp"
 
 using namespace drover::test;
@@ -37,6 +41,7 @@ std::vector<std::string> cat(std::vector<std::string> a, const std::vector<std::
 // again on the same ports and journal as often as a test likes.
 class DurableBroker {
 public:
+    // `journal` "none": the broker keeps its tasks in memory only.
     DurableBroker(const TempDir& dir, std::vector<std::string> extra = {}, std::string journal = {})
         : dir_(dir),
           extra_(std::move(extra)),
@@ -55,8 +60,9 @@ public:
         ++starts_;
         std::remove(dir_.file("broker.json").c_str());
         auto argv = cat({DROVER_BROKER_EXE, "--frontend", frontend(), "--backend", backend(), "--endpoints-file",
-                         dir_.file("broker.json"), "--journal", journal()},
+                         dir_.file("broker.json")},
                         cat(k_fast, extra_));
+        if (journal_ != "none") argv = cat(argv, {"--journal", journal_});
         process_ = std::make_unique<Process>(argv, dir_.file("broker" + std::to_string(starts_) + ".log"));
         return wait_json_file(dir_.file("broker.json"), 10s).has_value();
     }
@@ -223,6 +229,106 @@ TEST_CASE("durable: kill -9 of the broker at random moments under a stream of de
     CHECK(all);
     CHECK(missing == 0);
     CHECK(accepted.size() >= k_chunk);  // the test did stress something
+}
+
+TEST_CASE("durable: a live producer's detached and attached tasks survive a kill -9 of the broker", "[e2e]") {
+    // One in-process client submits 300 attached and 300 detached tasks
+    // (to a drover-sink), the broker is killed mid-stream and started again
+    // on the same ports. Without a journal only the producer can bring the
+    // detached tasks back: it keeps each accepted one until its sink settles it.
+    const std::string journal = GENERATE(as<std::string>{}, "none", "");
+    CAPTURE(journal);
+    constexpr int k_each = 300;
+    TempDir dir;
+    DurableBroker broker(dir, {}, journal);
+    REQUIRE(broker.start());
+    std::string sink_address;
+    auto sink = start_sink(dir, broker.frontend(), k_each, sink_address);
+    REQUIRE(!sink_address.empty());
+    auto worker = start_worker(dir, broker.backend(), "worker", {"-c", "4"});
+    REQUIRE(wait_for_workers(broker.frontend(), 1, 10s));
+
+    zmq::context_t ctx;
+    drover::ClientOptions o;
+    o.broker = broker.frontend();
+    o.heartbeat = 200ms;
+    o.liveness = 3;
+    drover::Client client(ctx, o);
+    std::mutex mu;
+    std::map<std::string, std::vector<drover::Result>> ends;  // id -> outcomes delivered
+    std::set<std::string> detached;
+    for (int i = 0; i < k_each; ++i) {
+        const auto keep = [&](drover::Result&& r) {
+            std::lock_guard lock(mu);
+            ends[r.id].push_back(std::move(r));
+        };
+        drover::TaskOptions d;
+        d.id = "d-" + std::to_string(i);
+        d.reply_to = sink_address;
+        detached.insert(d.id);
+        client.submit_packed("sleep_ms", drover::pack_args(10), keep, d);
+        client.submit_packed("sleep_ms", drover::pack_args(10), keep);
+    }
+    std::this_thread::sleep_for(300ms);  // 600 tasks of 10 ms on 4 slots take 1.5 s: most are queued
+    broker.kill9();
+    std::this_thread::sleep_for(300ms);
+    REQUIRE(broker.start());
+    REQUIRE(client.wait_all_for(30s));
+    REQUIRE(sink->wait(30s) == 0);  // --expect: every detached id once
+
+    std::lock_guard lock(mu);
+    CHECK(ends.size() == 2 * k_each);
+    for (const auto& [id, rs] : ends) {
+        INFO(id);
+        REQUIRE(rs.size() == 1);  // one outcome (ACCEPTED for a detached task) per task
+        CHECK(rs[0].ok());
+        CHECK(rs[0].accepted_only == (detached.count(id) == 1));
+    }
+    const auto by_id = sink_ledger(dir.file("sink.jsonl"), detached);
+    CHECK(by_id.size() == detached.size());
+    for (const auto& [id, l] : by_id) CHECK(l["status"] == "ok");
+    if (journal == "none")
+        CHECK(read_file(broker.log()).find("recovered=") == std::string::npos);  // the producer brought them back
+}
+
+TEST_CASE("durable: a steady stream keeps the journal within 4 segments of 1 MiB", "[e2e]") {
+    // 200,000 echo tasks (about 10 MiB of journal) through a broker whose
+    // segments roll at 1 MiB: settled segments go as they close, so the
+    // journal's size, sampled through the run, stays under 4 MiB.
+    constexpr int k_tasks = 200'000;
+    constexpr std::uintmax_t k_bound = 4u << 20;
+    TempDir dir;
+    DurableBroker broker(dir, {"--journal-segment-mib", "1"});
+    REQUIRE(broker.start());
+    auto worker = start_worker(dir, broker.backend(), "worker", {"-c", "2"});
+    REQUIRE(wait_for_workers(broker.frontend(), 1, 10s));
+    zmq::context_t ctx;
+    drover::ClientOptions o;
+    o.broker = broker.frontend();
+    o.window = 2000;
+    drover::Client client(ctx, o);
+    std::atomic<int> ok{0};
+    std::set<std::string> segments;  // every segment file seen
+    std::uintmax_t largest = 0;
+    const auto sample = [&] {
+        std::uintmax_t bytes = 0;
+        for (const auto& f : std::filesystem::directory_iterator(broker.journal())) {
+            if (f.path().extension() != ".drj") continue;
+            segments.insert(f.path().filename().string());
+            bytes += f.file_size();
+        }
+        largest = std::max(largest, bytes);
+    };
+    for (int i = 0; i < k_tasks; ++i) {
+        client.submit_packed("echo", drover::pack_args(i), [&](drover::Result&& r) { ok += r.ok(); });
+        if (i % 5000 == 0) sample();
+    }
+    REQUIRE(client.wait_all_for(120s));
+    sample();
+    CHECK(ok == k_tasks);
+    WARN("journal: " << segments.size() << " segments of 1 MiB written, at most " << largest << " bytes on disk");
+    CHECK(segments.size() >= 6);  // the run did fill segments
+    CHECK(largest < k_bound);
 }
 
 TEST_CASE("durable: SIGTERM and restart keep the queued tasks, and without a journal the loss is said", "[e2e]") {

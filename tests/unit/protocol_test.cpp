@@ -123,7 +123,7 @@ const std::vector<NamedDecoder>& decoders_with_fields() {
 TEST_CASE("make_header writes DRV4 and the command byte, and parse_header reads it back", "[protocol][header]") {
     for (auto c : {Command::hello, Command::ready, Command::dispatch, Command::heartbeat, Command::bye, Command::reset,
                    Command::lost, Command::submit, Command::accepted, Command::rejected, Command::settle,
-                   Command::cancel, Command::status, Command::status_reply, Command::result}) {
+                   Command::cancel, Command::status, Command::status_reply, Command::settled, Command::result}) {
         CAPTURE(command_name(c));
         const auto h = make_header(c);
         REQUIRE(h.size() == k_header_size);
@@ -180,7 +180,7 @@ TEST_CASE("parse_header tells another version of the protocol apart", "[protocol
 }
 
 TEST_CASE("parse_header rejects an unknown command byte", "[protocol][header]") {
-    for (std::uint8_t c : {std::uint8_t{0x00}, std::uint8_t{0x09}, std::uint8_t{0x0f}, std::uint8_t{0x17},
+    for (std::uint8_t c : {std::uint8_t{0x00}, std::uint8_t{0x09}, std::uint8_t{0x0f}, std::uint8_t{0x18},
                            std::uint8_t{0x21}, std::uint8_t{0xff}}) {
         CAPTURE(static_cast<int>(c));
         const auto h = header_bytes("DRV4", c);

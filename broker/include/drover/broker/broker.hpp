@@ -37,6 +37,8 @@ struct BrokerConfig {
     std::string journal_dir;
     std::string fsync = "batch";  // the journal's fsync policy: always, batch or off
     bool journal_repair = false;  // cut damage in the journal instead of refusing to start
+    // A journal segment rolls past this size; disk use is a few segments at a steady load.
+    std::uint32_t journal_segment_mib = 64;
 };
 
 class BrokerImpl;

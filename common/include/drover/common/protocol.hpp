@@ -228,6 +228,9 @@ enum class Command : std::uint8_t {
     cancel = 0x14,
     status = 0x15,
     status_reply = 0x16,
+    // broker -> producer: ids of its detached tasks that their sink settled
+    // (body as ACCEPTED's); the producer stops keeping them for a resend.
+    settled = 0x17,
     result = 0x20,
 };
 
