@@ -380,6 +380,25 @@ TEST_CASE("Only tasks whose outcome goes elsewhere are acknowledged with ACCEPTE
     CHECK(sub.acknowledged == std::vector<std::string>{"t2"});
 }
 
+TEST_CASE("Settle names the detached tasks it forgot, under their producer", "[scheduler]") {
+    Scheduler s;
+    auto d1 = make_task("d1");
+    d1.detached = true;
+    auto d2 = make_task("d2");
+    d2.detached = true;
+    REQUIRE(s.submit("P", tasks_of({d1, make_task("a1")}), t0).accepted == 2);
+    REQUIRE(s.submit("Q", tasks_of({d2}), t0).accepted == 1);
+    drover::IdsByProducer detached;
+    const drover::IdsByProducer p_d1{{"P", {"d1"}}}, q_d2{{"Q", {"d2"}}};
+    REQUIRE(s.settle("P", {"d1", "a1", "nope"}, {}, nullptr, &detached) == 0);
+    CHECK(detached == p_d1);  // an attached task's outcome told its producer already
+    detached.clear();
+    CHECK(s.settle("P", {"d2"}, {}, nullptr, &detached) == 1);  // not P's: refused, not named
+    CHECK(detached.empty());
+    REQUIRE(s.settle("Q", {"d2"}, {}, nullptr, &detached) == 0);
+    CHECK(detached == q_d2);
+}
+
 TEST_CASE("Settle forgets the task and counts it done for its worker", "[scheduler]") {
     Scheduler s;
     add_worker(s, "A", 2);
