@@ -84,6 +84,7 @@ struct Settings {
     bool retry_on_error = false;
     std::size_t wait_workers = 0;
     int wait_timeout_ms = 30000;
+    int connect_timeout_ms = 10000;  // 0: wait for the broker for ever
     bool timing = false;
     std::string log_level;
     std::string reply_to;  // submit
@@ -349,6 +350,10 @@ void add_client_options(CLI::App& app, Settings& s) {
     app.add_option("--liveness", s.client.liveness, "missed heartbeats before the broker is presumed gone")
         ->capture_default_str()
         ->check(CLI::Range(1, 1000));
+    app.add_option("--connect-timeout-ms,--connect-timeout", s.connect_timeout_ms,
+                   "give up (exit 1) if no broker answers at --broker within this (0: wait for ever)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
     app.add_option("--wait-workers", s.wait_workers, "wait until the broker has N workers before submitting");
     app.add_option("--wait-timeout-ms", s.wait_timeout_ms, "how long --wait-workers waits")->capture_default_str();
     app.add_flag("--timing", s.timing, "print 'timing: tasks=N wall_ms=T' on stderr at the end");
@@ -432,6 +437,12 @@ int run_client(Settings& s, bool map, const Registry& registry) {
     s.client.heartbeat = Millis(s.heartbeat_ms);
     s.client.queue_full_wait = Millis(s.queue_full_wait_ms);
     Client client(ctx, s.client, log);
+    if (!cluster && s.connect_timeout_ms > 0 && !client.wait_connected(Millis(s.connect_timeout_ms))) {
+        std::cerr << "drover-producer: no broker answered at " << s.client.broker << " in " << s.connect_timeout_ms
+                  << " ms (is it running there, and reachable? with --security, does this producer have the "
+                     "fleet's keys, and is its key on the broker's allow-list?)\n";
+        return 1;
+    }
     if (s.wait_workers > 0 && !client.wait_for_workers(s.wait_workers, Millis(s.wait_timeout_ms))) {
         report_missing_workers(ctx, s);
         return 1;

@@ -247,6 +247,15 @@ bool ClientImpl::wait_for_workers(std::size_t n, Millis timeout) {
     return false;
 }
 
+bool ClientImpl::wait_connected(Millis timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (!broker_heard_.load(std::memory_order_relaxed)) {
+        if (Clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(Millis(5));
+    }
+    return true;
+}
+
 Client::Client(zmq::context_t& ctx, ClientOptions options, Logger log)
     : impl_(std::make_unique<ClientImpl>(ctx, std::move(options), std::move(log))) {}
 Client::~Client() = default;
@@ -257,6 +266,7 @@ void Client::wait_all() { impl_->wait_all(); }
 bool Client::wait_all_for(Millis timeout) { return impl_->wait_all_for(timeout); }
 void Client::cancel_all() { impl_->cancel_all(); }
 bool Client::wait_for_workers(std::size_t n, Millis timeout) { return impl_->wait_for_workers(n, timeout); }
+bool Client::wait_connected(Millis timeout) { return impl_->wait_connected(timeout); }
 const std::string& Client::reply_to() const { return impl_->reply_to(); }
 std::size_t Client::unfinished() const { return impl_->unfinished(); }
 std::uint64_t Client::duplicates_dropped() const { return impl_->duplicates_dropped(); }

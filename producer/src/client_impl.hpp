@@ -58,6 +58,7 @@ public:
 
     // Waits until the broker reports at least `n` workers. Returns false on timeout.
     bool wait_for_workers(std::size_t n, Millis timeout);
+    bool wait_connected(Millis timeout);
 
     [[nodiscard]] const std::string& reply_to() const { return reply_to_; }
     [[nodiscard]] std::size_t unfinished() const;

@@ -308,6 +308,35 @@ TEST_CASE("a stopped sink: workers give up waiting, the broker stays bounded, an
     for (auto& [id, n] : seen) CHECK(n == 1);
 }
 
+TEST_CASE("a producer pointed where no broker answers gives up after --connect-timeout-ms, saying so", "[e2e]") {
+    TempDir dir;
+    const std::string nowhere = "tcp://127.0.0.1:" + std::to_string(free_tcp_port());
+    for (const auto& command :
+         {std::vector<std::string>{"map", "echo", "1", "2"}, std::vector<std::string>{"submit"}}) {
+        CAPTURE(command[0]);
+        write_tasks(dir.file("tasks.jsonl"), 3, "echo", {1});
+        auto args = concat({"--connect-timeout-ms", "400"}, command);
+        const auto t0 = std::chrono::steady_clock::now();
+        Process producer = start_producer(dir, nowhere, args, "out.jsonl", "tasks.jsonl");
+        CHECK(producer.wait(10s) == 1);
+        CHECK(std::chrono::steady_clock::now() - t0 >= 400ms);
+        CHECK(read_file(dir.file("out.jsonl.err")).find("no broker answered at " + nowhere + " in 400 ms") !=
+              std::string::npos);
+        CHECK(read_file(dir.file("out.jsonl")).empty());  // nothing printed as if it ran
+    }
+    // A broker that comes up within the timeout is waited for.
+    const std::string later = "tcp://127.0.0.1:" + std::to_string(free_tcp_port());
+    Process producer = start_producer(dir, later, {"--connect-timeout-ms", "10000", "map", "echo", "7"}, "late.jsonl");
+    std::this_thread::sleep_for(500ms);
+    const std::string backend = "tcp://127.0.0.1:" + std::to_string(free_tcp_port());
+    Process broker({DROVER_BROKER_EXE, "--frontend", later, "--backend", backend}, dir.file("broker.log"));
+    Process worker({DROVER_WORKER_EXE, "--broker", backend}, dir.file("worker.log"));
+    CHECK(producer.wait(20s) == 0);
+    const auto out = read_json_lines(dir.file("late.jsonl"));
+    REQUIRE(out.size() == 1);
+    CHECK(out[0] == 7);  // map prints each result
+}
+
 TEST_CASE("Ctrl-C on a producer waiting for input exits at once", "[e2e]") {
     TempDir dir;
     BrokerProcess broker(dir);

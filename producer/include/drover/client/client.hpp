@@ -174,6 +174,10 @@ public:
 
     // Waits until the broker reports at least `n` workers. Returns false on timeout.
     bool wait_for_workers(std::size_t n, Millis timeout);
+    // Waits until the broker has answered this client once (it sends a
+    // HEARTBEAT as it starts). Returns false if no answer came in `timeout`:
+    // no broker there, or (with security) one that does not take its keys.
+    bool wait_connected(Millis timeout);
 
     [[nodiscard]] const std::string& reply_to() const;
     [[nodiscard]] std::size_t unfinished() const;
