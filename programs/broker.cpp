@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
     app.add_flag("--journal-repair", config.journal_repair,
                  "start from a damaged journal: cut the damage (the records after it are lost)");
     drover::add_log_level_option(app, log_level, " (default: $SPDLOG_LEVEL or info)");
+    drover::add_version_flag(app, "drover-broker");
     drover::add_security_options(app, security, drover::Role::broker);
     auto* status = app.add_subcommand("status", "print a running broker's queues, workers and totals as JSON");
     status->add_option("--broker", status_broker, "the broker's frontend endpoint")->capture_default_str();
