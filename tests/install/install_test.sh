@@ -49,6 +49,16 @@ mkdir -p "$work/pc-build"
 (cd "$work/pc-build" && make -f "$src/examples/Makefile" "${cxx[@]}" CXXFLAGS=-O1 >"$work/pc-build.log" 2>&1) ||
   { cat "$work/pc-build.log" >&2; fail "building examples/ with pkg-config"; }
 
+echo "== drover as a subdirectory of another project: tests, bench and fuzz default OFF"
+mkdir -p "$work/outer"
+printf 'cmake_minimum_required(VERSION 3.20)\nproject(outer LANGUAGES CXX)\nadd_subdirectory("%s" drover)\n' "$src" \
+  >"$work/outer/CMakeLists.txt"
+cmake -S "$work/outer" -B "$work/outer/build" >"$work/outer.log" 2>&1 || { cat "$work/outer.log" >&2; fail "configuring outer"; }
+for option in DROVER_BUILD_TESTS DROVER_BUILD_BENCH DROVER_FUZZ; do
+  grep -qx "$option:BOOL=OFF" "$work/outer/build/CMakeCache.txt" || fail "$option is not OFF in a subdirectory"
+done
+[[ ! -d "$work/outer/build/drover/tests" ]] || fail "tests configured in a subdirectory"
+
 expected="rectangle area=12 perimeter=14 square=no
 rectangle area=6.25 perimeter=10 square=yes
 collatz 1 0
