@@ -108,6 +108,7 @@ int main(int argc, char** argv) {
     app.add_option("--endpoints-file", config.endpoints_file, "write the bound endpoints here as JSON");
     add_journal_options(app, config);
     drover::add_log_level_option(app, log_level, " (default: $SPDLOG_LEVEL or info)");
+    drover::add_version_flag(app, "drover-broker");
     drover::add_security_options(app, security, drover::Role::broker);
     auto* status = app.add_subcommand("status", "print a running broker's queues, workers and totals as JSON");
     status->add_option("--broker", status_broker, "the broker's frontend endpoint")->capture_default_str();

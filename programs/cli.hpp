@@ -9,6 +9,8 @@
 #include <CLI/CLI.hpp>
 
 #include "drover/common/logging.hpp"
+#include "drover/common/protocol.hpp"
+#include "drover/common/version.hpp"
 #include "internal/net.hpp"
 
 namespace drover {
@@ -26,6 +28,14 @@ inline CLI::Option* add_max_message_bytes_option(CLI::App& app, std::int64_t& by
     return app.add_option("--max-message-bytes", bytes, help)
         ->capture_default_str()
         ->check(CLI::Range(k_min_max_message_bytes, std::int64_t{1} << 32));
+}
+
+// --version: prints "NAME VERSION (protocol N)", N the wire protocol's version
+// (the digit of proto::k_protocol), and exits 0 from app.parse's CallForVersion.
+inline void add_version_flag(CLI::App& app, const std::string& name) {
+    const std::string protocol(proto::k_protocol.substr(3));
+    app.set_version_flag("--version", name + " " + k_version + " (protocol " + protocol + ")",
+                         "print the version and the wire protocol's version, then exit");
 }
 
 }  // namespace drover

@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli.hpp"
 #include "drover/common/security.hpp"
 
 int main(int argc, char** argv) {
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
     app.add_option("--dir", dir, "where NAME's files go")->capture_default_str();
     auto* fleet_opt = app.add_option("--fleet", fleet, "write a whole fleet directory");
     app.add_flag("--force", force, "replace existing files");
+    drover::add_version_flag(app, "drover-keygen");
     name_opt->excludes(fleet_opt);
     try {
         app.parse(argc, argv);

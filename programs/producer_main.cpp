@@ -463,6 +463,7 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     app.fallthrough();  // flags such as --broker and --security may follow the subcommand too
     add_where_options(app, s);
     add_client_options(app, s);
+    add_version_flag(app, "drover-producer");
     auto* submit = app.add_subcommand("submit", "read task JSON lines from stdin, write result JSON lines to stdout");
     submit->add_option("--reply-to", s.reply_to, "send results to this sink (e.g. a drover-sink) instead");
     auto* map = app.add_subcommand("map", "run TASK once per ARG and print the results in order");
@@ -546,6 +547,7 @@ int sink_main(int argc, char** argv) {
                    "an earlier run reach this one; default: a new key every run");
     add_log_level_option(app, log_level);
     add_max_message_bytes_option(app, options.max_message_bytes);
+    add_version_flag(app, "drover-sink");
     SecurityOptions security;
     add_security_options(app, security, Role::sink);
     try {

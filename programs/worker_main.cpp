@@ -114,6 +114,7 @@ int worker_main(int argc, char** argv, const Registry& registry) {
         "Pools: solo (one executor thread), threads (-c executor threads),\n"
         "processes (-c supervised child processes, restarted when they die)."};
     add_worker_options(app, options, f);
+    add_version_flag(app, "drover-worker");
     try {
         app.parse(argc, argv);
         check_endpoint(options.broker, "--broker", /*inproc_ok=*/false);

@@ -10,7 +10,8 @@ packages=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx
           clang libclang-rt-14-dev  # fuzz/: clang and its libFuzzer runtime (only recommended by clang)
           clang-format-14           # scripts/format.sh and the format test
           iproute2                  # multihost tests: ip netns, veth, bridge
-          python3)                  # scripts/soak.sh: the chaos driver and its ledger
+          python3                   # scripts/soak.sh: the chaos driver and its ledger
+          dpkg-dev lintian)         # the package test: cpack's dpkg-shlibdeps, then Debian's policy checks
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
