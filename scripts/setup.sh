@@ -10,7 +10,10 @@ packages=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx
           clang libclang-rt-14-dev  # fuzz/: clang and its libFuzzer runtime (only recommended by clang)
           clang-format-14           # scripts/format.sh and the format test
           iproute2                  # multihost tests: ip netns, veth, bridge
-          python3)                  # scripts/soak.sh: the chaos driver and its ledger
+          python3                   # scripts/soak.sh: the chaos driver and its ledger
+          slurm-wlm munge           # tests only (label slurm, as root): a Slurm the test starts itself
+                                    # (under systemd, apt also enables munge's and Slurm's own services)
+          systemd)                  # tests only (label systemd): systemd-analyze verify of packaging/systemd
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
