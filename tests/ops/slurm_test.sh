@@ -7,7 +7,7 @@
 #   tests/ops/slurm_test.sh SOURCE_DIR BIN_DIR
 # Exit 77 (ctest SKIP_RETURN_CODE) when not root or Slurm is not installed.
 set -euo pipefail
-src=$1 bin=$2
+src=$(cd "$1" && pwd) bin=$(cd "$2" && pwd)
 skip() { echo "SKIP: $*"; exit 77; }
 [[ $(id -u) -eq 0 ]] || skip "needs root: slurmd runs jobs as their users, and this Slurm is started by the test"
 for t in munged slurmctld slurmd sbatch scancel squeue sinfo python3; do

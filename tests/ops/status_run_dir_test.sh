@@ -4,7 +4,7 @@
 # says so and exits 2; --broker still wins.
 #   tests/ops/status_run_dir_test.sh SOURCE_DIR BIN_DIR
 set -euo pipefail
-src=$1 bin=$2
+src=$(cd "$1" && pwd) bin=$(cd "$2" && pwd)
 tmp=$(mktemp -d /tmp/drover-status.XXXXXX)
 run=$tmp/run
 cleanup() {

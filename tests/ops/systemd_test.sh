@@ -12,7 +12,7 @@
 #   tests/ops/systemd_test.sh SOURCE_DIR BIN_DIR
 # Exit 77 (ctest SKIP_RETURN_CODE) when systemd-analyze is not installed.
 set -euo pipefail
-src=$1 bin=$2
+src=$(cd "$1" && pwd) bin=$(cd "$2" && pwd)
 units=$src/packaging/systemd
 command -v systemd-analyze >/dev/null || { echo "SKIP: systemd-analyze not installed (Debian package systemd)"; exit 77; }
 tmp=$(mktemp -d /tmp/drover-systemd.XXXXXX)
@@ -97,9 +97,11 @@ DROVER_RUN_DIR=$tmp/run/drover "$bin/drover-broker" status | grep -q '"pool": "p
 [[ -d $tmp/var/lib/drover/journal ]] || fail "no journal in %S/drover/journal"
 for p in "${pids[@]}"; do kill -TERM "$p"; done  # KillMode=mixed: the main processes only
 for p in "${pids[@]}"; do
-  (sleep 15 && kill -9 "$p" 2>/dev/null) &  # TimeoutStopSec
+  (sleep 15 && kill -9 "$p") >/dev/null 2>&1 &  # TimeoutStopSec
+  watchdog=$!
   rc=0
   wait "$p" || rc=$?
+  pkill -P "$watchdog" sleep
   [[ $rc == 0 ]] || fail "pid $p exited $rc on SIGTERM (137: did not stop within 15 s)"
 done
 pids=()
