@@ -1,8 +1,8 @@
 # The Debian packages, built by `cpack -G DEB` in the build directory from
 # the install rules (cmake/install.cmake):
-#   drover_VERSION_ARCH.deb      the programs (component runtime), and the
-#                                systemd units of packaging/systemd/ if any;
-#                                Depends from dpkg-shlibdeps.
+#   drover_VERSION_ARCH.deb      the programs (component runtime) and the
+#                                services (packaging/); Depends from
+#                                dpkg-shlibdeps.
 #   drover-dev_VERSION_ARCH.deb  headers, static libraries, the CMake package
 #                                and drover.pc (component dev).
 # The programs do not need the headers nor the libraries do the programs:
@@ -54,10 +54,22 @@ foreach(pair runtime:drover dev:drover-dev)
           DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/${package} COMPONENT ${component} EXCLUDE_FROM_ALL)
 endforeach()
 
-# systemd units, if packaging/systemd/ has any: in the drover package.
-file(GLOB drover_units CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/packaging/systemd/*.service)
-if(drover_units)
-  install(FILES ${drover_units} DESTINATION lib/systemd/system COMPONENT runtime)
-endif()
+# The services, in the drover package only (not in a `cmake --install`):
+# systemd units, the drover user (sysusers.d), /etc/default/drover (a
+# conffile), a pool's example config, and the maintainer scripts that make
+# the user and tell systemd.
+set(drover_packaging ${PROJECT_SOURCE_DIR}/packaging)
+file(GLOB drover_units CONFIGURE_DEPENDS ${drover_packaging}/systemd/*.service)
+install(FILES ${drover_units} DESTINATION lib/systemd/system COMPONENT runtime EXCLUDE_FROM_ALL)
+install(FILES ${drover_packaging}/systemd/drover.sysusers DESTINATION lib/sysusers.d RENAME drover.conf
+        COMPONENT runtime EXCLUDE_FROM_ALL)
+install(FILES ${drover_packaging}/config/drover.default DESTINATION /etc/default RENAME drover COMPONENT runtime
+        EXCLUDE_FROM_ALL)
+install(FILES ${drover_packaging}/config/worker-POOL.conf DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/drover/examples
+        COMPONENT runtime EXCLUDE_FROM_ALL)
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA
+    ${drover_packaging}/debian/postinst ${drover_packaging}/debian/postrm ${drover_packaging}/debian/conffiles)
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_DEPENDS "adduser | systemd")
 
 include(CPack)

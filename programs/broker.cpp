@@ -1,5 +1,11 @@
 // drover-broker: run a broker, or ask one for its status.
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <stdexcept>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -11,9 +17,41 @@
 
 namespace {
 
+// The frontend endpoint in the endpoints file `path` (--endpoints-file), or
+// "" when there is no such file. Throws std::runtime_error naming the file
+// when it holds no "frontend" string.
+std::string frontend_in(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) return "";
+    const auto doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (!doc.is_object() || !doc.contains("frontend") || !doc["frontend"].is_string())
+        throw std::runtime_error(path + " holds no \"frontend\" endpoint");
+    return doc["frontend"].get<std::string>();
+}
+
+// The broker `status` asks when no --broker is given, and where it was
+// read: the endpoints file that scripts/start-broker.sh keeps in
+// $DROVER_RUN_DIR (only there when that is set), else in /tmp/drover-run
+// (its default), else the one drover-broker.service keeps in /run/drover.
+// Throws std::runtime_error naming the files looked at when none exists.
+std::pair<std::string, std::string> status_broker_from_run_dir() {
+    const char* run_dir = std::getenv("DROVER_RUN_DIR");
+    const std::vector<std::string> files =
+        run_dir && *run_dir ? std::vector<std::string>{std::string(run_dir) + "/broker.json"}
+                            : std::vector<std::string>{"/tmp/drover-run/broker.json", "/run/drover/broker.json"};
+    std::string looked;
+    for (const auto& f : files) {
+        if (auto ep = frontend_in(f); !ep.empty()) return {ep, f};
+        looked += (looked.empty() ? "" : ", ") + f;
+    }
+    throw std::runtime_error("no --broker given and no endpoints file found (looked for " + looked +
+                             "): give --broker tcp://HOST:PORT, the broker's frontend, or set DROVER_RUN_DIR to "
+                             "the run directory of scripts/start-broker.sh");
+}
+
 // `drover-broker status`: prints the STATUS_REPLY of the broker at `broker`
-// as JSON. Returns the exit status.
-int print_status(zmq::context_t& ctx, const std::string& broker, int timeout_ms,
+// (read from the file `from`, or "" when given) as JSON. Returns the exit status.
+int print_status(zmq::context_t& ctx, const std::string& broker, const std::string& from, int timeout_ms,
                  const drover::SecurityOptions& security) {
     std::shared_ptr<drover::Security> sec;
     try {
@@ -24,7 +62,8 @@ int print_status(zmq::context_t& ctx, const std::string& broker, int timeout_ms,
     }
     auto doc = drover::fetch_status(ctx, broker, drover::Millis(timeout_ms), sec.get());
     if (!doc) {
-        std::cerr << "drover-broker: no answer from " << broker << " within " << timeout_ms << " ms\n";
+        std::cerr << "drover-broker: no answer from " << broker << (from.empty() ? "" : " (read from " + from + ")")
+                  << " within " << timeout_ms << " ms\n";
         return 1;
     }
     std::cout << doc->dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
@@ -78,6 +117,25 @@ void add_journal_options(CLI::App& app, drover::BrokerConfig& config) {
                  "start from a damaged journal: cut the damage (the records after it are lost)");
 }
 
+// The `status` subcommand's flags.
+struct StatusCommand {
+    CLI::App* app = nullptr;
+    std::string broker;  // --broker, or the one found by status_broker_from_run_dir()
+    std::string from;    // the file `broker` was read from, or ""
+    int timeout_ms = 3000;
+    drover::SecurityOptions security;
+};
+
+// Adds `status` and its flags to `app`; `cmd` must outlive the parse.
+void add_status_command(CLI::App& app, StatusCommand& cmd) {
+    cmd.app = app.add_subcommand("status", "print a running broker's queues, workers and totals as JSON");
+    cmd.app->add_option("--broker", cmd.broker,
+                        "the broker's frontend endpoint (default: the one in $DROVER_RUN_DIR/broker.json, else "
+                        "/tmp/drover-run/broker.json, else /run/drover/broker.json)");
+    cmd.app->add_option("--timeout-ms", cmd.timeout_ms, "how long to wait for the answer")->capture_default_str();
+    drover::add_security_options(*cmd.app, cmd.security, drover::Role::producer);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -86,9 +144,8 @@ int main(int argc, char** argv) {
     drover::BrokerConfig config;
     std::string log_level;
     std::int64_t heartbeat_ms = 1000;
-    std::string status_broker = "tcp://127.0.0.1:5555";
-    int status_timeout_ms = 3000;
-    drover::SecurityOptions security, status_security;
+    drover::SecurityOptions security;
+    StatusCommand status;
 
     CLI::App app{
         "drover-broker: routes tasks from producers to workers.\n"
@@ -110,26 +167,24 @@ int main(int argc, char** argv) {
     drover::add_log_level_option(app, log_level, " (default: $SPDLOG_LEVEL or info)");
     drover::add_version_flag(app, "drover-broker");
     drover::add_security_options(app, security, drover::Role::broker);
-    auto* status = app.add_subcommand("status", "print a running broker's queues, workers and totals as JSON");
-    status->add_option("--broker", status_broker, "the broker's frontend endpoint")->capture_default_str();
-    status->add_option("--timeout-ms", status_timeout_ms, "how long to wait for the answer")->capture_default_str();
-    drover::add_security_options(*status, status_security, drover::Role::producer);
+    add_status_command(app, status);
     try {
         app.parse(argc, argv);
         drover::check_endpoint(config.frontend, "--frontend", /*inproc_ok=*/false);
         drover::check_endpoint(config.backend, "--backend", /*inproc_ok=*/false);
-        if (*status) drover::check_endpoint(status_broker, "--broker", /*inproc_ok=*/false);
+        if (*status.app && status.broker.empty()) std::tie(status.broker, status.from) = status_broker_from_run_dir();
+        if (*status.app) drover::check_endpoint(status.broker, "--broker", /*inproc_ok=*/false);
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? 0 : 2;
-    } catch (const std::invalid_argument& e) {
+    } catch (const std::exception& e) {
         std::cerr << "drover-broker: " << e.what() << "\n";
         return 2;
     }
     config.heartbeat = drover::Millis(heartbeat_ms);
     zmq::context_t ctx;
     // "--security DIR status" works too.
-    if (*status)
-        return print_status(ctx, status_broker, status_timeout_ms,
-                            status_security.enabled() ? status_security : security);
+    if (*status.app)
+        return print_status(ctx, status.broker, status.from, status.timeout_ms,
+                            status.security.enabled() ? status.security : security);
     return run_broker(ctx, config, log_level, security);
 }

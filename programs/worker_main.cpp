@@ -83,7 +83,7 @@ std::vector<std::string> child_args(const char* self, const WorkerOptions& optio
 int run(WorkerOptions& options, const Flags& f, const char* self, const Registry& registry) {
     auto log = make_logger(f.child ? "worker-child" : "worker", f.log_level);
     StopSource stop;
-    stop_on_signals(stop);
+    stop_on_signals(stop, /*once=*/f.child);  // a child's second stop is its supervisor's SIGKILL
     ignore_hangup();
     options.security = make_security(f.security, Role::worker, log);
     if (options.pool == "processes" && !f.child)

@@ -11,7 +11,12 @@ packages=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx
           clang-format-14           # scripts/format.sh and the format test
           iproute2                  # multihost tests: ip netns, veth, bridge
           python3                   # scripts/soak.sh: the chaos driver and its ledger
-          dpkg-dev lintian)         # the package test: cpack's dpkg-shlibdeps, then Debian's policy checks
+          dpkg-dev lintian          # the package test: cpack's dpkg-shlibdeps, then Debian's policy checks
+          slurm-wlm munge           # tests only (label slurm, as root): a Slurm the test starts itself
+                                    # (under systemd, apt also enables munge's and Slurm's own services)
+          systemd systemd-container # tests only (label systemd): systemd-analyze verify of packaging/systemd,
+                                    # and systemd-nspawn to boot them
+         )
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -33,7 +33,7 @@ if [[ $cmd == stop ]]; then
   else
     echo "no broker running from $run_dir"
   fi
-  rm -f "$pidfile"; exit 0
+  rm -f "$pidfile" "$run_dir/broker.json"; exit 0
 fi
 # One broker a run directory: a second start would take over its log,
 # endpoints file and pidfile, and leave the first running unseen.

@@ -13,9 +13,11 @@ namespace drover {
 
 namespace {
 std::atomic<StopSource*> g_signal_target{nullptr};
+std::atomic<bool> g_signal_once{false};
 
 extern "C" void on_stop_signal(int) {
-    if (auto* s = g_signal_target.load()) s->request();
+    auto* s = g_signal_target.load();
+    if (s && !(g_signal_once.load() && s->stop_requested())) s->request();
 }
 }  // namespace
 
@@ -49,7 +51,8 @@ void ignore_hangup() {
     ::sigaction(SIGHUP, &sa, nullptr);
 }
 
-void stop_on_signals(StopSource& stop) {
+void stop_on_signals(StopSource& stop, bool once) {
+    g_signal_once.store(once);
     g_signal_target.store(&stop);
     struct sigaction sa {};
     sa.sa_handler = on_stop_signal;

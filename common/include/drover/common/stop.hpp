@@ -25,7 +25,11 @@ private:
 };
 
 // Routes SIGINT and SIGTERM to `stop` for the rest of the process's life.
-void stop_on_signals(StopSource& stop);
+// With `once`, only the first signal is a request: for a process whose
+// stop at once comes from elsewhere (a processes pool's child, which its
+// supervisor SIGKILLs), so that one SIGTERM sent both to it and through its
+// supervisor (systemd's and Slurm's, to every process) is not two.
+void stop_on_signals(StopSource& stop, bool once = false);
 
 // Ignores SIGHUP, whose default action would end a daemon (broker, worker,
 // sink) that has nothing to reload. With --security the reload handler
