@@ -289,7 +289,8 @@ void add_map_options(CLI::App& map, MapOptions& m) {
                    "one task per ARG, the ARG its argument: a string as written (a shell's words are strings; a "
                    "task with an int, double or bool parameter converts \"42\", \"1e6\", \"true\"), or JSON if it "
                    "begins with [ { or \" (map sum '[1,2]', map hello '\"007\"'). A lone - reads tasks from stdin: "
-                   "one a line, its words (split on blanks, '...' and \"...\" quoting) the task's arguments");
+                   "one a line, its words (split on blanks, '...' and \"...\" quoting) the task's arguments")
+        ->allow_extra_args(false);  // else CLI11 splits an ARG written [a,b] into two
     map.add_option("--args-from", m.args_from, "read the tasks from this file, one a line, as for -")
         ->check(CLI::ExistingFile);
     map.add_option("--joblog", m.joblog,
