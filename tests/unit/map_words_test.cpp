@@ -29,7 +29,7 @@ TEST_CASE("a map argument that begins like JSON but is not is an error naming it
     CHECK_THROWS_WITH(map_arg("[1,", "argument 3"), Contains("argument 3") && Contains("not JSON"));
     CHECK_THROWS_WITH(map_arg("{x}", "argument 1"), Contains("argument 1"));
     CHECK_THROWS_WITH(map_arg("\"open", "argument 2"), Contains("argument 2"));
-    CHECK_THROWS_WITH(map_arg(std::string(200, '[') + std::string(200, ']'), "argument 1"), Contains("deeper"));
+    CHECK_THROWS_WITH(map_arg(std::string(300, '[') + std::string(300, ']'), "argument 1"), Contains("deeper"));
 }
 
 TEST_CASE("input lines split into words as a shell splits them, without expansions", "[unit]") {
