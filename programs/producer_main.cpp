@@ -23,6 +23,7 @@
 #include "drover/client/status.hpp"
 #include "drover/cluster/local_cluster.hpp"
 #include "internal/proof.hpp"
+#include "producer_map.hpp"
 #include "security_cli.hpp"
 
 namespace drover {
@@ -88,8 +89,7 @@ struct Settings {
     bool timing = false;
     std::string log_level;
     std::string reply_to;  // submit
-    std::string map_task;  // map
-    std::vector<std::string> map_args;
+    MapOptions map;
     SecurityOptions security;
 };
 
@@ -134,47 +134,10 @@ private:
     bool eof_ = false;
 };
 
-// A map argument is JSON when it parses as JSON, else a plain string.
-nlohmann::json parse_arg(const std::string& text) {
-    try {
-        return nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception&) {
-        return text;
-    }
-}
-
 // --timing: "timing: tasks=N wall_ms=T" on stderr.
 void print_timing(std::size_t tasks, Clock::time_point start) {
     std::cerr << "timing: tasks=" << tasks
               << " wall_ms=" << std::chrono::duration<double, std::milli>(Clock::now() - start).count() << "\n";
-}
-
-// Runs tasks one after another on this thread: the single-threaded baseline.
-int run_inline(const Settings& s, const Registry& registry) {
-    const auto start = Clock::now();
-    int failures = 0;
-    for (const auto& a : s.map_args) {
-        Result r;
-        r.task = s.map_task;
-        const auto t0 = Clock::now();
-        try {
-            r.payload = registry.run(s.map_task, json_to_msgpack(nlohmann::json::array({parse_arg(a)})));
-        } catch (const std::exception& e) {
-            r.status = proto::Status::error;
-            r.error = e.what();
-        }
-        r.elapsed_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-        if (r.ok()) {
-            std::cout << to_line(msgpack_to_json(r.payload)) << "\n";
-        } else {
-            ++failures;
-            std::cout << "null\n";
-            std::cerr << "drover-producer: " << s.map_task << "(" << a << ") failed: " << r.error << "\n";
-        }
-    }
-    std::cout.flush();
-    if (s.timing) print_timing(s.map_args.size(), start);
-    return failures == 0 ? 0 : 1;
 }
 
 // Says on stderr how many outcomes the client dropped for a wrong token.
@@ -190,49 +153,6 @@ void cancel_unfinished(Client& client) {
     std::cerr << "drover-producer: interrupted: cancelling " << client.unfinished() << " unfinished tasks\n";
     client.cancel_all();
     std::this_thread::sleep_for(Millis(200));  // let CANCEL reach the broker
-}
-
-int run_map(Client& client, const Settings& s, const StopSource& stop) {
-    std::atomic<std::size_t> total{s.map_args.size()}, done{0}, failed{0};
-    Progress progress(total, done, failed);
-    std::vector<std::promise<Result>> promises(s.map_args.size());
-    const auto start = Clock::now();
-    for (std::size_t i = 0; i < s.map_args.size(); ++i) {
-        TaskOptions o;
-        o.timeout_ms = s.timeout_ms;
-        o.retry_on_error = s.retry_on_error;
-        client.submit_packed(
-            s.map_task, json_to_msgpack(nlohmann::json::array({parse_arg(s.map_args[i])})),
-            [&, i](Result&& r) {
-                ++done;
-                if (!r.ok()) ++failed;
-                promises[i].set_value(std::move(r));
-            },
-            o);
-    }
-    int failures = 0;
-    for (std::size_t i = 0; i < promises.size(); ++i) {
-        auto f = promises[i].get_future();
-        while (f.wait_for(Millis(20)) != std::future_status::ready) {
-            if (stop.stop_requested()) {
-                cancel_unfinished(client);
-                std::_Exit(130);
-            }
-        }
-        auto r = f.get();
-        if (r.ok()) {
-            std::cout << to_line(msgpack_to_json(r.payload)) << "\n";
-        } else {
-            ++failures;
-            std::cout << "null\n";
-            std::cerr << "drover-producer: " << s.map_task << "(" << s.map_args[i] << ") "
-                      << proto::status_name(r.status) << ": " << r.error << "\n";
-        }
-    }
-    std::cout.flush();
-    report_forged(client);
-    if (s.timing) print_timing(s.map_args.size(), start);
-    return failures == 0 ? 0 : 1;
 }
 
 // What `submit` shares with the client's callbacks (on its I/O thread):
@@ -362,6 +282,29 @@ void add_client_options(CLI::App& app, Settings& s) {
     add_security_options(app, s.security, Role::producer);
 }
 
+// map's arguments and options.
+void add_map_options(CLI::App& map, MapOptions& m) {
+    map.add_option("task", m.task, "task name")->required();
+    map.add_option("args", m.args,
+                   "one task per ARG, the ARG its argument: a string as written (a shell's words are strings; a "
+                   "task with an int, double or bool parameter converts \"42\", \"1e6\", \"true\"), or JSON if it "
+                   "begins with [ { or \" (map sum '[1,2]', map hello '\"007\"'). A lone - reads tasks from stdin: "
+                   "one a line, its words (split on blanks, '...' and \"...\" quoting) the task's arguments")
+        ->allow_extra_args(false);  // else CLI11 splits an ARG written [a,b] into two
+    map.add_option("--args-from", m.args_from, "read the tasks from this file, one a line, as for -")
+        ->check(CLI::ExistingFile);
+    map.add_option("--joblog", m.joblog,
+                   "write a JSON line per finished task to FILE: id, args, status, worker, host, start, run_ms, "
+                   "exit, attempts, error");
+    map.add_flag("--resume", m.resume,
+                 "with --joblog: skip the tasks the joblog has as ok (same id, i.e. position or line, and same "
+                 "args) and append to it");
+    map.add_flag("--bar", m.bar, "show progress (done/total, rate, ETA) on stderr, a line a second if not a terminal");
+    map.add_flag("--halt-on-error", m.halt_on_error,
+                 "stop submitting after the first failure: queued tasks are cancelled, running ones end and are "
+                 "reported; exit 1");
+}
+
 // Throws: std::invalid_argument unless --reply-to names a sink with its key.
 void check_reply_to(const std::string& reply_to) {
     const auto address = split_sink_address(reply_to);
@@ -382,12 +325,7 @@ void check_settings(Settings& s, bool map) {
     if (!s.client.sink.empty()) check_endpoint(s.client.sink, "--sink");
     if (!s.reply_to.empty()) check_reply_to(s.reply_to);
     if (s.inline_run && !map) throw std::invalid_argument("--inline: only map runs inline");
-    // Packing one would recurse that deep; its argument list is a level more.
-    for (const auto& a : s.map_args)
-        if (!json_within_depth_limit(a, k_max_data_depth - 1))
-            throw std::invalid_argument("a map argument nested deeper than " + std::to_string(k_max_data_depth - 1) +
-                                        " levels (limit: its argument list makes " + std::to_string(k_max_data_depth) +
-                                        ")");
+    if (map) check_map_options(s.map);
 }
 
 // --local: a broker and workers in (or under) this process, the client's
@@ -447,7 +385,7 @@ int run_client(Settings& s, bool map, const Registry& registry) {
         report_missing_workers(ctx, s);
         return 1;
     }
-    return map ? run_map(client, s, stop) : run_submit(client, s, stop);
+    return map ? run_map(client, s.map, stop) : run_submit(client, s, stop);
 }
 
 }  // namespace
@@ -458,7 +396,7 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     CLI::App app{
         "drover-producer: submits tasks to a drover broker and prints their results.\n"
         "  submit           task JSON lines on stdin -> result JSON lines on stdout\n"
-        "  map TASK ARG...  runs TASK once per ARG (JSON or a plain string), results in order"};
+        "  map TASK ARG...  runs TASK once per ARG (a string; JSON if it begins with [ { or \"), results in order"};
     app.require_subcommand(1);
     app.fallthrough();  // flags such as --broker and --security may follow the subcommand too
     add_where_options(app, s);
@@ -467,8 +405,7 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     auto* submit = app.add_subcommand("submit", "read task JSON lines from stdin, write result JSON lines to stdout");
     submit->add_option("--reply-to", s.reply_to, "send results to this sink (e.g. a drover-sink) instead");
     auto* map = app.add_subcommand("map", "run TASK once per ARG and print the results in order");
-    map->add_option("task", s.map_task, "task name")->required();
-    map->add_option("args", s.map_args, "one argument per task (JSON, or a plain string)");
+    add_map_options(*map, s.map);
     try {
         app.parse(argc, argv);
         check_settings(s, static_cast<bool>(*map));
@@ -478,7 +415,10 @@ int producer_main(int argc, char** argv, const Registry& registry) {
         std::cerr << "drover-producer: " << e.what() << "\n";
         return 2;
     }
-    if (s.inline_run) return run_inline(s, registry);
+    s.map.timing = s.timing;
+    s.map.timeout_ms = s.timeout_ms;
+    s.map.retry_on_error = s.retry_on_error;
+    if (s.inline_run) return run_map_inline(s.map, registry);
     try {
         return run_client(s, static_cast<bool>(*map), registry);
     } catch (const SecurityError& e) {

@@ -2,7 +2,9 @@
 #include "drover/worker/registry.hpp"
 #include "internal/unpack.hpp"
 
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdint>
 #include <map>
@@ -37,6 +39,77 @@ const char* msgpack_type_name(const msgpack::object& o) {
         case msgpack::type::MAP: return "a map";
         default: return "another type";
     }
+}
+
+namespace {
+
+// `argument 2: expected an integer, got "abc"`, the text cut at 64 bytes.
+ArgumentError not_a(const char* wanted, std::string_view text, std::size_t i) {
+    std::string shown(text.substr(0, 64));
+    if (text.size() > 64) shown += "...";
+    return ArgumentError("argument " + std::to_string(i + 1) + ": expected " + wanted + ", got \"" + shown + "\"");
+}
+
+ArgumentError out_of_range(std::size_t i, std::int64_t min, std::uint64_t max) {
+    return ArgumentError("argument " + std::to_string(i + 1) + " is out of range: expected an integer from " +
+                         std::to_string(min) + " to " + std::to_string(max));
+}
+
+// The whole of `text` as T, without a sign '+' or spaces; nullopt if it is not one, `range` set if too large.
+template <class T>
+std::optional<T> parse_all(std::string_view text, bool& range) {
+    T value{};
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    range = ec == std::errc::result_out_of_range;
+    if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+    return value;
+}
+
+// "1e3" or "1000.0" for an integer parameter, as JSON's floats are taken;
+// nullopt unless `text` is a whole number. Throws: out of [min, max].
+std::optional<long double> whole_number(std::string_view text, std::size_t i, std::int64_t min, std::uint64_t max) {
+    bool range = false;
+    const auto d = parse_all<double>(text, range);
+    if (!d || *d != std::trunc(*d)) return std::nullopt;
+    if (*d < static_cast<long double>(min) || *d > static_cast<long double>(max)) throw out_of_range(i, min, max);
+    return *d;
+}
+
+}  // namespace
+
+std::int64_t string_to_int(std::string_view text, std::size_t i, std::int64_t min, std::uint64_t max) {
+    bool range = false;
+    if (const auto v = parse_all<std::int64_t>(text, range)) {
+        if (*v < min || (*v > 0 && static_cast<std::uint64_t>(*v) > max)) throw out_of_range(i, min, max);
+        return *v;
+    }
+    if (range) throw out_of_range(i, min, max);
+    if (const auto d = whole_number(text, i, min, max)) return static_cast<std::int64_t>(*d);
+    throw not_a("an integer", text, i);
+}
+
+std::uint64_t string_to_uint(std::string_view text, std::size_t i, std::uint64_t max) {
+    bool range = false;
+    if (const auto v = parse_all<std::uint64_t>(text, range)) {
+        if (*v > max) throw out_of_range(i, 0, max);
+        return *v;
+    }
+    if (range) throw out_of_range(i, 0, max);
+    // "-1" is a number, out of an unsigned parameter's range.
+    if (const auto d = whole_number(text, i, 0, max)) return static_cast<std::uint64_t>(*d);
+    throw not_a("an integer", text, i);
+}
+
+double string_to_double(std::string_view text, std::size_t i) {
+    bool range = false;
+    if (const auto v = parse_all<double>(text, range)) return *v;
+    throw not_a("a number", text, i);
+}
+
+bool string_to_bool(std::string_view text, std::size_t i) {
+    if (text == "true") return true;
+    if (text == "false") return false;
+    throw not_a("true or false", text, i);
 }
 
 }  // namespace detail

@@ -5,7 +5,9 @@
 // A task is any callable. Its arguments arrive as one msgpack array and are
 // converted to the callable's parameter types; a trailing std::optional
 // parameter may be left out. Its return value is packed with msgpack (void
-// packs nil). An exception thrown by the task becomes an `error` outcome
+// packs nil). A string argument for an integer, floating-point or bool
+// parameter is read from its text ("42", "1e6", "true"), as a shell's words
+// arrive (drover-producer map). An exception thrown by the task becomes an `error` outcome
 // with the exception's text. A Registry is filled before workers start and
 // read concurrently afterwards; it is not modified while workers run.
 //
@@ -13,6 +15,7 @@
 //   tasks.add("add", [](int a, int b) { return a + b; });
 
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <limits>
 #include <map>
@@ -100,6 +103,23 @@ const char* wanted_name() {
 }
 const char* msgpack_type_name(const msgpack::object& o);
 
+// A string argument read as a number or boolean (a shell's words are strings):
+// argument `i` (0-based) in full, or ArgumentError naming it and the text.
+std::int64_t string_to_int(std::string_view text, std::size_t i, std::int64_t min, std::uint64_t max);
+std::uint64_t string_to_uint(std::string_view text, std::size_t i, std::uint64_t max);
+double string_to_double(std::string_view text, std::size_t i);
+bool string_to_bool(std::string_view text, std::size_t i);
+
+template <class V>
+V from_string(const msgpack::object& o, std::size_t i) {
+    const std::string_view text(o.via.str.ptr, o.via.str.size);
+    if constexpr (std::is_same_v<V, bool>) return string_to_bool(text, i);
+    else if constexpr (std::is_floating_point_v<V>) return static_cast<V>(string_to_double(text, i));
+    else if constexpr (std::is_signed_v<V>)
+        return static_cast<V>(string_to_int(text, i, std::numeric_limits<V>::min(), std::numeric_limits<V>::max()));
+    else return static_cast<V>(string_to_uint(text, i, std::numeric_limits<V>::max()));
+}
+
 template <class T>
 T convert_arg(const msgpack::object* items, std::size_t count, std::size_t i, std::size_t required, std::size_t arity) {
     if (i >= count) {
@@ -109,11 +129,14 @@ T convert_arg(const msgpack::object* items, std::size_t count, std::size_t i, st
             throw ArgumentError(expected_args(required, arity) + ", got " + std::to_string(count));
         }
     }
+    using V = typename IsOptional<T>::inner;
+    // One type test, on the arguments only that are not already numbers.
+    if constexpr (std::is_arithmetic_v<V>)
+        if (items[i].type == msgpack::type::STR) return from_string<V>(items[i], i);
     try {
         return items[i].as<T>();
     } catch (const std::bad_cast&) {
         // A whole number written as 1e3 or 1000.0 in JSON arrives as a float.
-        using V = typename IsOptional<T>::inner;
         if constexpr (std::is_integral_v<V> && !std::is_same_v<V, bool>) {
             const auto type = items[i].type;
             bool whole = type == msgpack::type::POSITIVE_INTEGER || type == msgpack::type::NEGATIVE_INTEGER;
