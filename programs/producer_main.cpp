@@ -282,15 +282,29 @@ void add_client_options(CLI::App& app, Settings& s) {
     add_security_options(app, s.security, Role::producer);
 }
 
+// The ARGs given to `map`: what `app` and `map` (both with allow_extras)
+// left unparsed. Throws: CLI::ExtrasError for a word that begins with "--"
+// (a mistyped option), and for any word left without `map`.
+std::vector<std::string> words_given(const CLI::App& app, const CLI::App& map) {
+    std::vector<std::string> words = app.remaining(/*recurse=*/true);
+    if (!map && !words.empty()) throw CLI::ExtrasError(words);
+    for (const auto& w : words)
+        if (w.size() > 2 && w.compare(0, 2, "--") == 0) throw CLI::ExtrasError({w});
+    return words;
+}
+
 // map's arguments and options.
 void add_map_options(CLI::App& map, MapOptions& m) {
     map.add_option("task", m.task, "task name")->required();
-    map.add_option("args", m.args,
-                   "one task per ARG, the ARG its argument: a string as written (a shell's words are strings; a "
-                   "task with an int, double or bool parameter converts \"42\", \"1e6\", \"true\"), or JSON if it "
-                   "begins with [ { or \" (map sum '[1,2]', map hello '\"007\"'). A lone - reads tasks from stdin: "
-                   "one a line, its words (split on blanks, '...' and \"...\" quoting) the task's arguments")
-        ->allow_extra_args(false);  // else CLI11 splits an ARG written [a,b] into two
+    // The ARGs are taken verbatim from what is left after the options: as a
+    // positional vector, CLI11 would split an ARG written [a,b] into two.
+    map.allow_extras();
+    map.footer(
+        "ARGS: one task per ARG, the ARG its argument: a string as written (a shell's words are strings; a "
+        "task with an int, double or bool parameter converts \"42\", \"1e6\", \"true\"), or JSON if it "
+        "begins with [ { or \" (map sum '[1,2]', map hello '\"007\"'). A lone - reads tasks from stdin: one a "
+        "line, its words (split on blanks, '...' and \"...\" quoting) the task's arguments. An ARG that begins "
+        "with -- is taken for a mistyped option: write it as JSON ('\"--x\"').");
     map.add_option("--args-from", m.args_from, "read the tasks from this file, one a line, as for -")
         ->check(CLI::ExistingFile);
     map.add_option("--joblog", m.joblog,
@@ -398,7 +412,8 @@ int producer_main(int argc, char** argv, const Registry& registry) {
         "  submit           task JSON lines on stdin -> result JSON lines on stdout\n"
         "  map TASK ARG...  runs TASK once per ARG (a string; JSON if it begins with [ { or \"), results in order"};
     app.require_subcommand(1);
-    app.fallthrough();  // flags such as --broker and --security may follow the subcommand too
+    app.fallthrough();   // flags such as --broker and --security may follow the subcommand too
+    app.allow_extras();  // map's ARGs, taken verbatim (words_given)
     add_where_options(app, s);
     add_client_options(app, s);
     add_version_flag(app, "drover-producer");
@@ -408,6 +423,7 @@ int producer_main(int argc, char** argv, const Registry& registry) {
     add_map_options(*map, s.map);
     try {
         app.parse(argc, argv);
+        s.map.args = words_given(app, *map);
         check_settings(s, static_cast<bool>(*map));
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? 0 : 2;

@@ -37,7 +37,9 @@ std::vector<std::string> sleep_args(int n, const std::string& ms) { return std::
 
 }  // namespace
 
-TEST_CASE_METHOD(BrokerAndWorker, "map sends its words as strings, JSON only if they begin with [ { or \"", "[e2e]") {
+TEST_CASE_METHOD(BrokerAndWorker,
+                 "map sends its words as strings, JSON only if they begin with a bracket, a brace or a quote",
+                 "[e2e]") {
     Process p = start_producer(dir, broker.frontend, {"map", "echo", "007", "true", "[1,2]", "\"x\"", "-"}, "out");
     REQUIRE(p.wait(20s) == 0);
     const auto out = read_json_lines(dir.file("out"));

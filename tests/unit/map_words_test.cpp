@@ -12,7 +12,7 @@ using drover::map_arg;
 using drover::split_words;
 using Words = std::vector<std::string>;
 
-TEST_CASE("a map argument is a string unless it begins with [ { or \"", "[unit]") {
+TEST_CASE("a map argument is a string unless it begins like JSON: a bracket, a brace or a quote", "[unit]") {
     CHECK(map_arg("007", "argument 1") == "007");
     CHECK(map_arg("true", "argument 1") == "true");
     CHECK(map_arg("null", "argument 1") == "null");
