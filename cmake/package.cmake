@@ -70,6 +70,6 @@ install(FILES ${drover_packaging}/config/worker-POOL.conf DESTINATION ${CMAKE_IN
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA
     ${drover_packaging}/debian/postinst ${drover_packaging}/debian/postrm ${drover_packaging}/debian/conffiles)
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_STRICT_PERMISSION ON)
-set(CPACK_DEBIAN_RUNTIME_PACKAGE_DEPENDS "adduser | systemd")
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_DEPENDS "adduser")  # postinst, where systemd-sysusers is missing
 
 include(CPack)
