@@ -265,7 +265,10 @@ struct SubmitOutput {
     std::string buffer;
     bool waiting = false;  // for input
 
-    void print_result(const Result& r, std::string_view id_json) {
+    // Counts and prints the outcome of a task whose line had the id `id_json`.
+    void finished(const Result& r, std::string_view id_json) {
+        if (!r.ok() && !r.accepted_only) ++failed;
+        ++done;
         std::lock_guard lock(mutex);
         append_result_line(buffer, r, id_json);
         end_line();
@@ -317,14 +320,13 @@ void submit_line(Client& client, const Settings& s, const std::string& line, std
     if (!s.reply_to.empty()) t->options.id = t->id_wire;
     ++out.total;
     try {
-        client.submit_packed(
-            t->task, std::move(t->args),
-            [&out, id = t->id_json](Result&& r) {
-                if (!r.ok() && !r.accepted_only) ++out.failed;
-                ++out.done;
-                out.print_result(r, id);
-            },
-            t->options);
+        // Without an id, a callback that fits in std::function without an allocation.
+        if (t->id_json.empty())
+            client.submit_packed(
+                t->task, std::move(t->args), [&out](Result&& r) { out.finished(r, {}); }, t->options);
+        else
+            client.submit_packed(
+                t->task, std::move(t->args), [&out, id = t->id_json](Result&& r) { out.finished(r, id); }, t->options);
     } catch (const std::invalid_argument& e) {
         --out.total;
         ++out.failed;

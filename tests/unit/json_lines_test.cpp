@@ -55,18 +55,66 @@ public:
         }
     }
     std::string number() {
-        static const char* const forms[] = {
-            "0",    "-0",  "7",     "127",  "128",   "-32",   "-33",   "255",         "256",         "-128",
-            "-129", "65535", "65536", "-32768", "-32769", "4294967295", "4294967296", "-2147483648", "-2147483649",
-            "9223372036854775807", "9223372036854775808", "18446744073709551615", "18446744073709551616",
-            "-9223372036854775808", "-9223372036854775809", "1.5", "0.1", "-0.0", "1e3", "1E-3", "2.5e+10",
-            "3.4028234663852886e38", "1e300", "123456789012345678901234567890", "1.0", "1e400", "01", "1.", "-"};
+        static const char* const forms[] = {"0",
+                                            "-0",
+                                            "7",
+                                            "127",
+                                            "128",
+                                            "-32",
+                                            "-33",
+                                            "255",
+                                            "256",
+                                            "-128",
+                                            "-129",
+                                            "65535",
+                                            "65536",
+                                            "-32768",
+                                            "-32769",
+                                            "4294967295",
+                                            "4294967296",
+                                            "-2147483648",
+                                            "-2147483649",
+                                            "9223372036854775807",
+                                            "9223372036854775808",
+                                            "18446744073709551615",
+                                            "18446744073709551616",
+                                            "-9223372036854775808",
+                                            "-9223372036854775809",
+                                            "1.5",
+                                            "0.1",
+                                            "-0.0",
+                                            "1e3",
+                                            "1E-3",
+                                            "2.5e+10",
+                                            "3.4028234663852886e38",
+                                            "1e300",
+                                            "123456789012345678901234567890",
+                                            "1.0",
+                                            "1e400",
+                                            "01",
+                                            "1.",
+                                            "-"};
         return forms[pick(sizeof forms / sizeof *forms)];
     }
     std::string string() {
-        static const char* const parts[] = {"a",      "hello", "\\n",     "\\\"",    "\\\\",   "\\/",   "\\u00e9",
-                                            "\xc3\xa9", "\\u0001", "\\ud83d\\ude00", "\xf0\x9f\x98\x80", "\\b\\f\\r\\t",
-                                            "\\ud800", "\x7f",     " ",       "\\u001f", "{[\\\"]}", "\xc3"};
+        static const char* const parts[] = {"a",
+                                            "hello",
+                                            "\\n",
+                                            "\\\"",
+                                            "\\\\",
+                                            "\\/",
+                                            "\\u00e9",
+                                            "\xc3\xa9",
+                                            "\\u0001",
+                                            "\\ud83d\\ude00",
+                                            "\xf0\x9f\x98\x80",
+                                            "\\b\\f\\r\\t",
+                                            "\\ud800",
+                                            "\x7f",
+                                            " ",
+                                            "\\u001f",
+                                            "{[\\\"]}",
+                                            "\xc3"};
         std::string s = "\"";
         for (int n = pick(5); n > 0; --n) s += parts[pick(sizeof parts / sizeof *parts)];
         return s + "\"";
@@ -200,20 +248,36 @@ TEST_CASE("the hand printer of msgpack gives nlohmann's text", "[json_lines]") {
         if (t) check_same_print(t->args);
     }
     for (const std::string bytes : {
-             std::string(), std::string("\xc0"), std::string("\x82\xa1" "b\x01\xa1" "a\x02", 7),  // keys out of order
-             std::string("\x82\xa1" "a\x01\xa1" "a\x02", 7),                                   // a repeated key
-             std::string("\x81\x01\x02", 3),                                                  // a key not a string
-             std::string("\xc4\x02\x01\x02", 4),                                              // binary
-             std::string("\xd4\x01\x05", 3),                                                  // an extension
-             std::string("\xa3\xff\xfe" "a", 4),                                              // not UTF-8
-             std::string("\xa4\xed\xa0\x80" "a", 5),                                          // a surrogate
-             std::string("\xa2\xc3\xa9", 3), std::string("\xa1\x7f", 2), std::string("\xa1\x1f", 2),
-             std::string("\xca\x3d\xcc\xcc\xcd", 5),  // float 32: 0.1f
+             std::string(),
+             std::string("\xc0"),
+             std::string("\x82\xa1"
+                         "b\x01\xa1"
+                         "a\x02",
+                         7),  // keys out of order
+             std::string("\x82\xa1"
+                         "a\x01\xa1"
+                         "a\x02",
+                         7),                      // a repeated key
+             std::string("\x81\x01\x02", 3),      // a key not a string
+             std::string("\xc4\x02\x01\x02", 4),  // binary
+             std::string("\xd4\x01\x05", 3),      // an extension
+             std::string("\xa3\xff\xfe"
+                         "a",
+                         4),  // not UTF-8
+             std::string("\xa4\xed\xa0\x80"
+                         "a",
+                         5),  // a surrogate
+             std::string("\xa2\xc3\xa9", 3),
+             std::string("\xa1\x7f", 2),
+             std::string("\xa1\x1f", 2),
+             std::string("\xca\x3d\xcc\xcc\xcd", 5),      // float 32: 0.1f
              std::string("\xcb\x7f\xf0\0\0\0\0\0\0", 9),  // +inf
-             std::string("\xd3\x80\0\0\0\0\0\0\0", 9), std::string("\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 9),
-             std::string("\xd0\x80", 2), std::string("\xe0", 1),
-             std::string("\x92\x01", 2),      // truncated
-             std::string("\x01\x02", 2),      // trailing bytes
+             std::string("\xd3\x80\0\0\0\0\0\0\0", 9),
+             std::string("\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 9),
+             std::string("\xd0\x80", 2),
+             std::string("\xe0", 1),
+             std::string("\x92\x01", 2),  // truncated
+             std::string("\x01\x02", 2),  // trailing bytes
              std::string("\xc1", 1),
              std::string(300, '\x91') + "\x01",  // too deep
          })
@@ -228,7 +292,8 @@ TEST_CASE("result lines are printed as result_to_json and to_line print them", "
     r.attempts = 2;
     r.elapsed_ms = 1.23456;
     r.payload = drover::json_to_msgpack(nlohmann::json::array({1, "x", 2.5}));
-    for (const auto& id : {nlohmann::json(), nlohmann::json("my\nid"), nlohmann::json(42), nlohmann::json({{"b", 1}})}) {
+    for (const auto& id :
+         {nlohmann::json(), nlohmann::json("my\nid"), nlohmann::json(42), nlohmann::json({{"b", 1}})}) {
         for (const auto status : {drover::proto::Status::ok, drover::proto::Status::error}) {
             for (const bool accepted : {false, true}) {
                 r.status = status;
@@ -242,6 +307,5 @@ TEST_CASE("result lines are printed as result_to_json and to_line print them", "
     }
     std::string rejected;
     drover::append_rejected_line(rejected, 7, "bad \x01 line", "\"a\"");
-    CHECK(rejected ==
-          drover::to_line({{"line", 7}, {"status", "rejected"}, {"error", "bad \x01 line"}, {"id", "a"}}));
+    CHECK(rejected == drover::to_line({{"line", 7}, {"status", "rejected"}, {"error", "bad \x01 line"}, {"id", "a"}}));
 }
