@@ -33,7 +33,7 @@ set(CPACK_DEBIAN_DEV_PACKAGE_NAME drover-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 # What the installed CMake package and drover.pc find.
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
-    "libzmq3-dev, cppzmq-dev, libmsgpack-cxx-dev, libspdlog-dev, nlohmann-json3-dev, libsodium-dev, zlib1g-dev")
+    "libzmq3-dev, cppzmq-dev, libmsgpack-cxx-dev, libspdlog-dev, nlohmann-json3-dev, libsodium-dev, zlib1g-dev, libsimdjson-dev")
 set(CPACK_DEBIAN_DEV_PACKAGE_RECOMMENDS "drover (= ${PROJECT_VERSION}), cmake | pkg-config")
 set(CPACK_DEBIAN_DEV_DESCRIPTION "task system on ZeroMQ: development files
 drover runs tasks, functions registered in a worker, submitted by

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -99,27 +100,29 @@ class LineReader {
 public:
     explicit LineReader(int fd) : fd_(fd) {}
 
+    // Called with true before waiting for input that is not there yet, and
+    // with false once it is (submit flushes its results then).
+    std::function<void(bool)> on_wait;
+
     bool next(std::string& line, const StopSource& stop) {
         while (true) {
             if (stop.stop_requested()) return false;
             if (auto nl = buffer_.find('\n', scanned_); nl != std::string::npos) {
-                line.assign(buffer_, 0, nl);
-                buffer_.erase(0, nl + 1);
-                scanned_ = 0;
+                line.assign(buffer_, start_, nl - start_);
+                start_ = scanned_ = nl + 1;
                 return true;
             }
-            scanned_ = buffer_.size();
             if (eof_) {
-                if (buffer_.empty()) return false;
-                line.swap(buffer_);  // a last line without '\n'
+                if (start_ == buffer_.size()) return false;
+                line.assign(buffer_, start_);  // a last line without '\n'
                 buffer_.clear();
-                scanned_ = 0;
+                start_ = scanned_ = 0;
                 return true;
             }
-            pollfd fds[] = {{fd_, POLLIN, 0}, {stop.fd(), POLLIN, 0}};
-            if (::poll(fds, 2, -1) < 0 && errno != EINTR) return false;
-            if (fds[1].revents & POLLIN) return false;
-            if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            buffer_.erase(0, start_);  // once per read, not once per line
+            start_ = 0;
+            scanned_ = buffer_.size();
+            if (!wait_readable(stop)) return false;
             char chunk[65536];
             const auto n = ::read(fd_, chunk, sizeof chunk);
             if (n > 0) buffer_.append(chunk, static_cast<std::size_t>(n));
@@ -128,9 +131,26 @@ public:
     }
 
 private:
+    // Waits until fd_ is readable (or at its end); false on a stop request.
+    bool wait_readable(const StopSource& stop) {
+        pollfd fds[] = {{fd_, POLLIN, 0}, {stop.fd(), POLLIN, 0}};
+        while (true) {
+            int ready = on_wait ? ::poll(fds, 2, 0) : 0;
+            if (ready == 0) {
+                if (on_wait) on_wait(true);
+                ready = ::poll(fds, 2, -1);
+                if (on_wait) on_wait(false);
+            }
+            if (ready < 0 && errno != EINTR) return false;
+            if (fds[1].revents & POLLIN) return false;
+            if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) return true;
+        }
+    }
+
     int fd_;
     std::string buffer_;
-    std::size_t scanned_ = 0;  // buffer_[0, scanned_) has no '\n'
+    std::size_t start_ = 0;    // where the next line begins
+    std::size_t scanned_ = 0;  // buffer_[start_, scanned_) has no '\n'
     bool eof_ = false;
 };
 
@@ -156,18 +176,49 @@ void cancel_unfinished(Client& client) {
 }
 
 // What `submit` shares with the client's callbacks (on its I/O thread):
-// the counters Progress shows, and stdout.
+// the counters Progress shows, and stdout. Lines are written in batches of
+// k_batch bytes, and each at once while the input is waited for.
 struct SubmitOutput {
+    static constexpr std::size_t k_batch = 64 * 1024;
     std::atomic<std::size_t> total{0}, done{0}, failed{0};
     std::mutex mutex;
+    std::string buffer;
+    bool waiting = false;  // for input
 
-    void print(const nlohmann::json& line) {
+    // Counts and prints the outcome of a task whose line had the id `id_json`.
+    void finished(const Result& r, std::string_view id_json) {
+        if (!r.ok() && !r.accepted_only) ++failed;
+        ++done;
         std::lock_guard lock(mutex);
-        std::cout << to_line(line) << "\n";
+        append_result_line(buffer, r, id_json);
+        end_line();
+    }
+    void print_rejected(std::size_t line_no, std::string_view error, std::string_view id_json) {
+        std::lock_guard lock(mutex);
+        append_rejected_line(buffer, line_no, error, id_json);
+        end_line();
+    }
+    // While the input is waited for, every line is written at once.
+    void set_waiting(bool w) {
+        std::lock_guard lock(mutex);
+        waiting = w;
+        if (w) write_out();
     }
     void flush() {
         std::lock_guard lock(mutex);
-        std::cout.flush();
+        write_out();
+    }
+
+private:
+    void end_line() {
+        buffer.push_back('\n');
+        if (waiting || buffer.size() >= k_batch) write_out();
+    }
+    void write_out() {
+        if (buffer.empty()) return;
+        std::fwrite(buffer.data(), 1, buffer.size(), stdout);
+        std::fflush(stdout);
+        buffer.clear();
     }
 };
 
@@ -177,7 +228,7 @@ void submit_line(Client& client, const Settings& s, const std::string& line, std
     auto t = parse_task_line(line, error);
     if (!t) {
         ++out.failed;
-        out.print({{"line", line_no}, {"status", "rejected"}, {"error", error}});
+        out.print_rejected(line_no, error, {});
         std::cerr << "drover-producer: line " << line_no << ": " << error << "\n";
         return;
     }
@@ -186,24 +237,20 @@ void submit_line(Client& client, const Settings& s, const std::string& line, std
     t->options.reply_to = s.reply_to;
     // The other sink sees only wire ids: it gets the line's own id (a
     // number as its JSON text, "42"), so that its reader can match it.
-    if (!s.reply_to.empty() && (t->id.is_string() || t->id.is_number()))
-        t->options.id = t->id.is_string() ? t->id.get<std::string>() : t->id.dump();
+    if (!s.reply_to.empty()) t->options.id = t->id_wire;
     ++out.total;
     try {
-        client.submit_packed(
-            t->task, std::move(t->args),
-            [&out, id = t->id](Result&& r) {
-                if (!r.ok() && !r.accepted_only) ++out.failed;
-                ++out.done;
-                out.print(result_to_json(r, id));
-            },
-            t->options);
+        // Without an id, a callback that fits in std::function without an allocation.
+        if (t->id_json.empty())
+            client.submit_packed(
+                t->task, std::move(t->args), [&out](Result&& r) { out.finished(r, {}); }, t->options);
+        else
+            client.submit_packed(
+                t->task, std::move(t->args), [&out, id = t->id_json](Result&& r) { out.finished(r, id); }, t->options);
     } catch (const std::invalid_argument& e) {
         --out.total;
         ++out.failed;
-        nlohmann::json rejected = {{"line", line_no}, {"status", "rejected"}, {"error", e.what()}};
-        if (!t->id.is_null()) rejected["id"] = t->id;
-        out.print(rejected);
+        out.print_rejected(line_no, e.what(), t->id_json);
         std::cerr << "drover-producer: line " << line_no << ": " << e.what() << "\n";
     }
 }
@@ -215,12 +262,14 @@ int run_submit(Client& client, const Settings& s, const StopSource& stop) {
     std::string line;
     std::size_t line_no = 0;
     LineReader input(STDIN_FILENO);
+    input.on_wait = [&out](bool waiting) { out.set_waiting(waiting); };
     while (input.next(line, stop)) {
         ++line_no;
         if (line.find_first_not_of(" \t\r") != std::string::npos) submit_line(client, s, line, line_no, out);
     }
-    // Woken by the last outcome; a stop request is seen within 100 ms.
-    while (!stop.stop_requested() && !client.wait_all_for(Millis(100))) {}
+    // Woken by the last outcome; a stop request is seen, and the outcomes so
+    // far are written, within 50 ms.
+    while (!stop.stop_requested() && !client.wait_all_for(Millis(50))) out.flush();
     if (stop.stop_requested()) {
         cancel_unfinished(client);
         out.flush();

@@ -7,6 +7,7 @@ fi
 packages=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libboost-dev libspdlog-dev
           catch2 libcli11-dev nlohmann-json3-dev libsodium-dev
           zlib1g-dev                # the broker journal: crc32 per record
+          libsimdjson-dev           # drover-producer submit: parsing task lines (JSON lines) fast
           clang libclang-rt-14-dev  # fuzz/: clang and its libFuzzer runtime (only recommended by clang)
           clang-format-14           # scripts/format.sh and the format test
           iproute2                  # multihost tests: ip netns, veth, bridge

@@ -192,6 +192,7 @@ public:
                 }
             }
         }
+        if (want("W9")) shell_edge();
         if (want("W4")) memory();
         if (want("W5")) many_workers();
         finished_ = true;
@@ -626,6 +627,64 @@ private:
         });
     }
 
+    // W9: `drover-producer submit` of echo task lines from a file, results
+    // to a file, from its start to its exit, against W1 through the C++ API
+    // on the same cluster, measured right before it in each repetition.
+    void shell_edge() {
+        auto w1 = figure("W1 throughput tcp [next to W9]", "tasks/s");
+        w1.note = "W1 through the C++ API, each repetition right before W9's: the baseline of the next row";
+        auto w9 = figure("W9 drover-producer submit tcp", "tasks/s", w1.key, Target::ratio_at_least(0.6));
+        w9.note = "JSON lines from a file to a file, the producer's start and exit included";
+        measure({&w1, &w9}, [&] {
+            Transport transport("tcp", dir_.path());
+            zmq::context_t ctx;
+            progress("W9: starting drover-broker and 2 drover-worker --pool solo");
+            DroverCluster cluster(env_, ctx, transport, {});
+            const auto options = cluster.client_options(o_.window);
+            Client client(ctx, options, client_log_);
+            const auto lines = dir_.file("w9-lines.jsonl");
+            {
+                std::ofstream f(lines);
+                for (std::size_t i = 0; i < o_.tasks; ++i) f << R"({"task":"echo","args":[)" << i << "]}\n";
+            }
+            (void)run_tasks(client, "echo", echo_args, std::min<std::size_t>(o_.tasks / 10 + 1, 20000), o_.window);
+            cluster.wait_settled(k_settle_timeout);
+            progress("W9: " + std::to_string(o_.reps) + " x " + with_commas(o_.tasks) +
+                     " echo tasks, through the C++ API then drover-producer submit");
+            for (unsigned r = 0; r < o_.reps; ++r) {
+                w1.samples.push_back(static_cast<double>(o_.tasks) /
+                                     run_tasks(client, "echo", echo_args, o_.tasks, o_.window));
+                cluster.wait_settled(k_settle_timeout);
+                w9.samples.push_back(static_cast<double>(o_.tasks) / submit_file(options.broker, lines));
+                cluster.wait_settled(k_settle_timeout);
+            }
+        });
+    }
+
+    // Runs `drover-producer submit` on the task lines in `lines`. Returns its
+    // seconds from start to exit. Throws: std::runtime_error unless it
+    // printed one ok result per line.
+    double submit_file(const std::string& broker, const std::string& lines) {
+        const auto out = dir_.file("w9-out.jsonl");
+        const auto t0 = SteadyClock::now();
+        Child producer({"/bin/sh", "-c", "exec \"$0\" --broker \"$1\" --window \"$2\" submit < \"$3\" > \"$4\"",
+                        o_.producer_exe, broker, std::to_string(o_.window), lines, out},
+                       dir_.file("drover.log"));
+        while (producer.running()) {
+            if (SteadyClock::now() - t0 > std::chrono::minutes(5))
+                throw std::runtime_error("W9: drover-producer submit still running after 5 minutes");
+            std::this_thread::sleep_for(Millis(1));
+        }
+        const double seconds = seconds_since(t0);
+        std::ifstream f(out);
+        std::size_t n = 0, ok = 0;
+        for (std::string line; std::getline(f, line); ++n) ok += line.find(R"("status":"ok")") != std::string::npos;
+        if (n != o_.tasks || ok != o_.tasks)
+            throw std::runtime_error("W9: drover-producer submit printed " + std::to_string(n) + " lines, " +
+                                     std::to_string(ok) + " ok, of " + std::to_string(o_.tasks) + " tasks");
+        return seconds;
+    }
+
     // W8 recovery: queue_tasks echo tasks queued at a broker with a journal
     // (--fsync batch) and no worker; its journal's bytes per task; kill -9;
     // the time a broker started on that journal takes until it answers
@@ -745,6 +804,7 @@ private:
                                {"worker_args", o_.worker_args},
                                {"broker_exe", o_.broker_exe},
                                {"worker_exe", o_.worker_exe},
+                               {"producer_exe", o_.producer_exe},
                                {"smoke", o_.smoke}};
         utsname u{};
         ::uname(&u);

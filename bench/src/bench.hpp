@@ -21,10 +21,10 @@ struct BenchOptions {
     std::size_t window = 20'000;             // unfinished tasks the producer keeps (Client's default)
     std::size_t big_window = 0;              // the same for W6; 0: 8 MiB of big arguments (128 at 64 KiB)
     std::vector<std::string> transports{"tcp", "ipc", "inproc"};
-    std::set<std::string> only;  // B1..B3, W1..W7; empty: all
+    std::set<std::string> only;  // B1..B3, W1..W9; empty: all
     std::string json_path;
     std::string log_dir;  // keep logs and endpoint files here (default: a temp dir, removed)
-    std::string broker_exe, worker_exe;
+    std::string broker_exe, worker_exe, producer_exe;
     std::vector<std::string> worker_args;
     std::string log_level = "warn";  // of the drover processes started
     bool smoke = false;

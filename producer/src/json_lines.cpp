@@ -91,6 +91,11 @@ bool read_task_options(const nlohmann::json& j, TaskOptions& o, std::string& err
 }  // namespace
 
 std::optional<TaskLine> parse_task_line(const std::string& line, std::string& error) {
+    if (auto t = parse_task_line_fast(line)) return t;
+    return parse_task_line_reference(line, error);
+}
+
+std::optional<TaskLine> parse_task_line_reference(const std::string& line, std::string& error) {
     if (!json_within_depth_limit(line)) {
         error = too_deep_message("task line");
         return std::nullopt;
@@ -111,7 +116,11 @@ std::optional<TaskLine> parse_task_line(const std::string& line, std::string& er
         return std::nullopt;
     }
     TaskLine t;
-    if (j.contains("id")) t.id = j["id"];
+    if (auto id = j.find("id"); id != j.end() && !id->is_null()) {
+        t.id_json = to_line(*id);
+        if (id->is_string()) t.id_wire = id->get<std::string>();
+        else if (id->is_number()) t.id_wire = t.id_json;
+    }
     auto task = j.find("task");
     if (task == j.end() || !task->is_string() || task->get<std::string>().empty()) {
         error = "missing \"task\" (a non-empty string)";
