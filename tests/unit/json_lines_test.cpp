@@ -247,7 +247,7 @@ TEST_CASE("the hand printer of msgpack gives nlohmann's text", "[json_lines]") {
         const auto t = drover::parse_task_line_reference(R"({"task":"t","args":)" + gen.value(0) + "}", error);
         if (t) check_same_print(t->args);
     }
-    for (const std::string bytes : {
+    for (const std::string& bytes : {
              std::string(),
              std::string("\xc0"),
              std::string("\x82\xa1"
