@@ -40,10 +40,12 @@ std::vector<std::string> sleep_args(int n, const std::string& ms) { return std::
 TEST_CASE_METHOD(BrokerAndWorker,
                  "map sends its words as strings, JSON only if they begin with a bracket, a brace or a quote",
                  "[e2e]") {
-    Process p = start_producer(dir, broker.frontend, {"map", "echo", "007", "true", "[1,2]", "\"x\"", "-"}, "out");
+    Process p =
+        start_producer(dir, broker.frontend, {"map", "echo", "007", "true", "[1,2]", "[[1]]", "\"x\"", "-"}, "out");
     REQUIRE(p.wait(20s) == 0);
     const auto out = read_json_lines(dir.file("out"));
-    CHECK(out == std::vector<json>{"007", "true", json::array({1, 2}), "x", "-"});
+    // [[1]] whole: CLI11 reads [a,b] as a list of two and [[1]] as [1] where it parses ARGs itself.
+    CHECK(out == std::vector<json>{"007", "true", json::array({1, 2}), json::parse("[[1]]"), "x", "-"});
 
     // A typed task converts the string; one that does not convert says why.
     Process sum = start_producer(dir, broker.frontend, {"map", "sum_random", "1000", "abc"}, "sum");
