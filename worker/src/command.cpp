@@ -195,10 +195,10 @@ std::string describe_command(const CommandSpec& c) {
 void add_command_tasks(Registry& registry, const std::vector<CommandSpec>& commands) {
     std::set<std::string> seen;
     for (const auto& spec : commands) {
-        if (registry.contains(spec.name))
-            throw std::invalid_argument("command '" + spec.name + "' has the name of a task this worker runs already");
         if (!seen.insert(spec.name).second)
             throw std::invalid_argument("command '" + spec.name + "' is declared twice");
+        if (registry.contains(spec.name))
+            throw std::invalid_argument("command '" + spec.name + "' has the name of a task this worker runs already");
         auto c = std::make_shared<Compiled>();
         c->spec = spec;
         c->tmpl = parse_template(spec.argv);

@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -166,9 +167,36 @@ void pump(Run& r, const SpawnRequest& q, SpawnResult& res) {
     }
 }
 
+// Reaps the processes of group `pgid` (all sent SIGKILL): its leader, and
+// orphans re-parented to this process, a subreaper. Returns the leader's status.
+int reap_group(pid_t pgid) {
+    int leader = 0;
+    bool leader_reaped = false;
+    const auto until = Clock::now() + Millis(2000);
+    while (true) {
+        int status = 0;
+        const pid_t p = ::waitpid(-pgid, &status, leader_reaped ? WNOHANG : 0);
+        if (p < 0 && errno == EINTR) continue;
+        if (p == pgid) {
+            leader = status;
+            leader_reaped = true;
+            continue;
+        }
+        if (p > 0) continue;
+        // No exited child of this group now: done once no process of it is left.
+        if (!leader_reaped || ::kill(-pgid, 0) != 0 || Clock::now() >= until) return leader;
+        ::kill(-pgid, SIGKILL);
+        std::this_thread::sleep_for(Millis(1));
+    }
+}
+
 }  // namespace
 
 SpawnResult run_command(const SpawnRequest& q) {
+    // Orphans of a command's group come to this process, which reaps them:
+    // the group is empty when its task ends, not left to a slow init.
+    static const int subreaper = ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+    (void)subreaper;
     SpawnResult res;
     auto out = make_pipe(), err = make_pipe();
     std::array<Fd, 2> in;
@@ -213,8 +241,7 @@ SpawnResult run_command(const SpawnRequest& q) {
         std::lock_guard lock(live().mutex);
         live().pgids.erase(r.pid);
     }
-    int status = 0;
-    while (::waitpid(r.pid, &status, 0) < 0 && errno == EINTR) {}
+    const int status = reap_group(r.pid);
     if (WIFEXITED(status)) res.exit_code = WEXITSTATUS(status);
     else if (WIFSIGNALED(status)) res.signal = WTERMSIG(status);
     return res;
