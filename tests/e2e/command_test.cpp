@@ -104,7 +104,7 @@ TEST_CASE("command arguments are never shell syntax; exit codes, signals, missin
                         task_line("i3", "say", {"x", 42, true, 1.5}) +
                         task_line("e1", "run", {"echo bad >&2; exit 3"}) + task_line("e2", "run", {"kill -KILL $$"}) +
                         task_line("e3", "nope", json::array()) + task_line("e4", "shq", json::array()) +
-                        task_line("e5", "say", {json::array({1})}) + task_line("t1", "big", {"3000000"});
+                        task_line("e5", "say", json::array({json::array({1})})) + task_line("t1", "big", {"3000000"});
     auto out = submit(dir, broker.frontend, lines);
     REQUIRE(out.size() == 9);
     CHECK(out["i1"]["result"]["stdout"] == "; touch " + a + " $(touch " + b + ") `touch " + c + "`\n");
