@@ -188,3 +188,28 @@ TEST_CASE("a commands file is checked at start, and --list-tasks shows the comma
     auto out = submit(dir, broker.frontend, task_line("u", "up", {"hello\n"}));
     CHECK(out["u"]["result"]["stdout"] == "HELLO\n");
 }
+
+TEST_CASE("a second SIGTERM of a worker kills its commands' process groups, in every pool", "[e2e][command]") {
+    TempDir dir;
+    BrokerProcess broker(dir);
+    for (const std::string pool : {"threads", "processes"}) {
+        DYNAMIC_SECTION(pool) {
+            const auto pidfile = dir.file("pgid2." + pool);
+            auto w = start_worker(
+                dir, broker.backend, "w2." + pool + ".log",
+                {"--pool", pool, "-c", "1", "--command", "slow=sh -c 'echo $$ > \"$0\"; sleep 30 & sleep 30' {0}"});
+            REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+            write_file(dir.file("slow.jsonl"), task_line("s", "slow", {pidfile}));
+            Process producer = start_producer(dir, broker.frontend, {"submit"}, "slow.out", "slow.jsonl");
+            REQUIRE(!wait_line_file(pidfile, 10s).empty());
+            const auto pgid = std::stoi(read_file(pidfile));
+            w.signal(SIGTERM);
+            std::this_thread::sleep_for(300ms);
+            CHECK(::kill(-pgid, 0) == 0);  // the first lets it run
+            w.signal(SIGTERM);
+            CHECK(w.wait(10s).has_value());
+            CHECK(group_gone(pgid, 5s));
+            producer.signal(SIGKILL);
+        }
+    }
+}
