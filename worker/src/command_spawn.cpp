@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -101,6 +102,7 @@ bool read_some(int fd, std::string& into, std::size_t max, bool& truncated) {
 struct Run {
     pid_t pid = -1;
     Fd out, err, in;
+    Fd pidfd;  // readable when the leader exits; -1 where pidfd_open is missing (polled then)
     std::string_view input;
     bool leader_gone = false;
     std::optional<Clock::time_point> kill_at;     // SIGKILL to the group then
@@ -120,7 +122,9 @@ void write_some(Run& r) {
 }
 
 int poll_ms(const Run& r, const SpawnRequest& q, bool timed_out) {
-    auto next = Clock::now() + Millis(r.leader_gone ? 20 : 100);  // the leader's exit is polled for
+    // Without a pidfd the leader's exit is polled for: often once the pipes are closed.
+    const bool pipes_open = r.out.fd >= 0 || r.err.fd >= 0;
+    auto next = Clock::now() + Millis(r.pidfd.fd >= 0 && !r.leader_gone ? 1000 : pipes_open ? 20 : 1);
     if (q.deadline && !timed_out) next = std::min(next, *q.deadline);
     if (r.kill_at) next = std::min(next, *r.kill_at);
     const auto ms = std::chrono::duration_cast<Millis>(next - Clock::now()).count();
@@ -147,14 +151,15 @@ void pump(Run& r, const SpawnRequest& q, SpawnResult& res) {
             r.give_up_at = Clock::now() + Millis(1000);
         }
         if (r.leader_gone && ((r.out.fd < 0 && r.err.fd < 0) || Clock::now() >= *r.give_up_at)) return;
-        pollfd fds[3];
+        pollfd fds[4];
         nfds_t n = 0;
         for (int fd : {r.out.fd, r.err.fd})
             if (fd >= 0) fds[n++] = {fd, POLLIN, 0};
         if (r.in.fd >= 0) fds[n++] = {r.in.fd, POLLOUT, 0};
+        if (r.pidfd.fd >= 0 && !r.leader_gone) fds[n++] = {r.pidfd.fd, POLLIN, 0};
         if (::poll(fds, n, poll_ms(r, q, res.timed_out)) <= 0) continue;
         for (nfds_t i = 0; i < n; ++i) {
-            if (fds[i].revents == 0) continue;
+            if (fds[i].revents == 0 || fds[i].fd == r.pidfd.fd) continue;  // an exit is seen at the loop's top
             if (fds[i].fd == r.in.fd) {
                 if (fds[i].revents & (POLLERR | POLLHUP)) r.in.reset();
                 else write_some(r);
@@ -226,6 +231,7 @@ SpawnResult run_command(const SpawnRequest& q) {
         std::lock_guard lock(live().mutex);
         live().pgids.insert(r.pid);
     }
+    r.pidfd.fd = static_cast<int>(::syscall(SYS_pidfd_open, r.pid, 0));
     r.out.fd = std::exchange(out[0].fd, -1);
     r.err.fd = std::exchange(err[0].fd, -1);
     out[1].reset();
