@@ -94,7 +94,8 @@ int main(int argc, char** argv) {
         ->check(CLI::PositiveNumber);
     app.add_option("--transports", transports, "transports for B1-B3, W1-W3, W6 (W4, W5 run over tcp)")
         ->capture_default_str();
-    app.add_option("--only", only, "run only these, comma-separated: B1,B2,B3,W1,...,W9 (with what they compare with)");
+    app.add_option("--only", only,
+                   "run only these, comma-separated: B1,B2,B3,W1,...,W10 (with what they compare with)");
     app.add_option("--json", o.json_path, "also write the figures as JSON to this file");
     app.add_option("--log-dir", o.log_dir, "keep the logs of every process started here (default: removed)");
     app.add_option("--log-level", o.log_level, "log level of the drover-broker and drover-worker processes")
@@ -138,8 +139,8 @@ int main(int argc, char** argv) {
                 throw std::invalid_argument("--transports: unknown '" + t + "'");
         for (const auto& w : split(only, ',')) {
             static const std::set<std::string> known{"B1", "B2", "B3", "W1", "W2", "W3",
-                                                     "W4", "W5", "W6", "W7", "W8", "W9"};
-            if (!known.count(w)) throw std::invalid_argument("--only: unknown '" + w + "' (B1..B3, W1..W9)");
+                                                     "W4", "W5", "W6", "W7", "W8", "W9", "W10"};
+            if (!known.count(w)) throw std::invalid_argument("--only: unknown '" + w + "' (B1..B3, W1..W10)");
             o.only.insert(w);
         }
         o.worker_args = split(worker_args, ' ');

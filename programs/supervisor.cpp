@@ -86,11 +86,13 @@ private:
         if (c.pid < 0) log_->error("supervisor.spawn_failed error=\"{}\"", std::strerror(errno));
     }
 
-    // Each new stop request goes to the children: SIGTERM first, then SIGKILL.
+    // Each new stop request goes to the children: SIGTERM (finish what you
+    // hold), then k_stop_now_signal (stop at once, ending your commands'
+    // process groups), then SIGKILL.
     void pass_on_stop() {
         if (stop_.requests() <= signals_seen_) return;
         signals_seen_ = stop_.requests();
-        const int sig = signals_seen_ == 1 ? SIGTERM : SIGKILL;
+        const int sig = signals_seen_ == 1 ? SIGTERM : signals_seen_ == 2 ? k_stop_now_signal : SIGKILL;
         log_->info("supervisor.stopping signal={} children={}", ::strsignal(sig),
                    std::count_if(children_.begin(), children_.end(), [](const Child& c) { return c.pid > 0; }));
         for (auto& c : children_)

@@ -16,8 +16,8 @@ namespace drover {
 // its tasks come back without waiting for its heartbeat to expire. A child
 // that dies within a second of its start is restarted after a back-off
 // doubling from 100 ms to 5 s; one that exits k_exit_replaced at once. The
-// first stop request is passed to the children as SIGTERM, later ones as
-// SIGKILL. Runs on the calling thread; returns the exit status (0) once
+// first two stop requests are passed to the children as SIGTERM (a child
+// stops at once at its second), later ones as SIGKILL. Runs on the calling thread; returns the exit status (0) once
 // every child has exited after a stop.
 int run_supervisor(const WorkerOptions& options, const std::vector<std::string>& child_args, Logger log,
                    StopSource& stop);

@@ -1,5 +1,6 @@
 // The drover-worker command line.
 #include <algorithm>
+#include <csignal>
 #include <iostream>
 #include <thread>
 
@@ -7,6 +8,7 @@
 
 #include "cli.hpp"
 #include "drover/programs/worker_main.hpp"
+#include "drover/worker/commands.hpp"
 #include "drover/worker/worker.hpp"
 #include "process.hpp"
 #include "security_cli.hpp"
@@ -24,6 +26,8 @@ struct Flags {
     bool list_tasks = false;
     int concurrency = 0;
     SecurityOptions security;
+    std::vector<std::string> commands;  // --command NAME=TEMPLATE, as given
+    std::string commands_file;
 };
 
 void add_worker_options(CLI::App& app, WorkerOptions& options, Flags& f) {
@@ -49,7 +53,15 @@ void add_worker_options(CLI::App& app, WorkerOptions& options, Flags& f) {
     app.add_option("--id", options.id, "worker id shown in status and results (default HOST:pid)");
     add_max_message_bytes_option(app, options.max_message_bytes);
     add_log_level_option(app, f.log_level);
-    app.add_flag("--list-tasks", f.list_tasks, "print the task names this worker runs and exit");
+    app.add_option("--command", f.commands,
+                   "run a program as task NAME: 'NAME=PROGRAM ARG…', {} all arguments, {0} {1}… one each, "
+                   "none: appended (no shell; repeatable)")
+        ->allow_extra_args(false);
+    app.add_option("--commands", f.commands_file,
+                   "a JSON file of commands: name -> {\"argv\", \"timeout_ms\", \"cwd\", \"env\", \"stdin\", "
+                   "\"max_output_bytes\"}");
+    app.add_flag("--list-tasks", f.list_tasks,
+                 "print the task names this worker runs (commands with their templates) and exit");
     app.add_flag("--child", f.child, "run as a child of a processes pool (set by the supervisor)")->group("");
     app.add_option("--restarts", options.restarts, "times the supervisor restarted this child's slot")->group("");
     add_security_options(app, f.security, Role::worker);
@@ -73,6 +85,8 @@ std::vector<std::string> child_args(const char* self, const WorkerOptions& optio
     if (!f.log_level.empty()) args.insert(args.end(), {"--log-level", f.log_level});
     if (!options.host.empty()) args.insert(args.end(), {"--host-name", options.host});
     if (!options.auto_prefetch) args.insert(args.end(), {"--prefetch", std::to_string(options.prefetch)});
+    for (const auto& c : f.commands) args.insert(args.end(), {"--command", c});
+    if (!f.commands_file.empty()) args.insert(args.end(), {"--commands", f.commands_file});
     return args;
 }
 
@@ -83,7 +97,7 @@ std::vector<std::string> child_args(const char* self, const WorkerOptions& optio
 int run(WorkerOptions& options, const Flags& f, const char* self, const Registry& registry) {
     auto log = make_logger(f.child ? "worker-child" : "worker", f.log_level);
     StopSource stop;
-    stop_on_signals(stop, /*once=*/f.child);  // a child's second stop is its supervisor's SIGKILL
+    stop_on_signals(stop, /*once=*/f.child);  // a child stops at once on its supervisor's k_stop_now_signal
     ignore_hangup();
     options.security = make_security(f.security, Role::worker, log);
     if (options.pool == "processes" && !f.child)
@@ -97,8 +111,13 @@ int run(WorkerOptions& options, const Flags& f, const char* self, const Registry
     Worker worker(ctx, registry, options, log);
     switch (worker.run(stop)) {
         case Worker::Stopped::gracefully: return 0;
-        case Worker::Stopped::at_once: std::_Exit(130);
-        case Worker::Stopped::replaced: std::_Exit(k_exit_replaced);
+        case Worker::Stopped::at_once:
+            signal_running_commands(SIGKILL);  // their process groups would outlive this one
+            std::_Exit(130);
+        case Worker::Stopped::replaced:
+            // The timed-out command gets its SIGTERM and grace from the thread that runs it.
+            if (!wait_running_commands(std::chrono::seconds(3))) signal_running_commands(SIGKILL);
+            std::_Exit(k_exit_replaced);
     }
     return 0;
 }
@@ -124,8 +143,22 @@ int worker_main(int argc, char** argv, const Registry& registry) {
         std::cerr << "drover-worker: " << e.what() << "\n";
         return 2;
     }
+    Registry tasks = registry;
+    std::vector<CommandSpec> commands;
+    try {
+        for (const auto& c : f.commands) commands.push_back(parse_command_option(c));
+        if (!f.commands_file.empty()) {
+            auto more = load_commands_file(f.commands_file);
+            commands.insert(commands.end(), more.begin(), more.end());
+        }
+        add_command_tasks(tasks, commands);
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "drover-worker: " << e.what() << "\n";
+        return 2;
+    }
     if (f.list_tasks) {
         for (const auto& n : registry.names()) std::cout << n << "\n";
+        for (const auto& c : commands) std::cout << describe_command(c) << "\n";
         return 0;
     }
     options.heartbeat = Millis(f.heartbeat_ms);
@@ -133,7 +166,7 @@ int worker_main(int argc, char** argv, const Registry& registry) {
     options.concurrency =
         f.concurrency > 0 ? static_cast<unsigned>(f.concurrency) : (options.pool == "solo" ? 1u : cores);
     try {
-        return run(options, f, argv[0], registry);
+        return run(options, f, argv[0], tasks);
     } catch (const SecurityError& e) {
         std::cerr << "drover-worker: " << e.what() << "\n";
         return 2;

@@ -2,11 +2,12 @@
 # Starts N local drover workers in the background, or stops them.
 #   scripts/start-workers.sh N [--run-dir DIR] [drover-worker flags: --broker EP --pool P -c C ...]
 #   scripts/start-workers.sh stop [--run-dir DIR]
+# Every other flag goes to each worker as given, e.g. --command 'sha=sha256sum -- {}' or --commands FILE.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 run_dir="${DROVER_RUN_DIR:-/tmp/drover-run}"
 bin="${DROVER_BIN:-$root/build/bin}"
-usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; echo "PIDs and logs: \$DROVER_RUN_DIR (default /tmp/drover-run)/worker-I.{pid,log}"; }
+usage() { sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; echo "PIDs and logs: \$DROVER_RUN_DIR (default /tmp/drover-run)/worker-I.{pid,log}"; }
 [[ $# -eq 0 ]] && { usage >&2; exit 2; }
 case "$1" in -h|--help) usage; exit 0 ;; esac
 if [[ "$1" == stop ]]; then

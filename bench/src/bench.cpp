@@ -193,6 +193,7 @@ public:
             }
         }
         if (want("W9")) shell_edge();
+        if (want("W10")) commands();
         if (want("W4")) memory();
         if (want("W5")) many_workers();
         finished_ = true;
@@ -583,6 +584,64 @@ private:
             }
             std::this_thread::sleep_for(Millis(200));  // STATUS walks every held task
         }
+    }
+
+    // Seconds `shell_command` takes under /bin/sh. Throws if it fails.
+    static double timed_shell(const std::string& shell_command) {
+        const auto t0 = SteadyClock::now();
+        if (std::system(shell_command.c_str()) != 0) throw std::runtime_error("failed: " + shell_command);
+        return seconds_since(t0);
+    }
+
+    // W10: command tasks (/bin/true) on 2 slots, one drover-worker -c 2 over
+    // tcp, against xargs -P2 and GNU parallel -j2 over the same lines.
+    void commands() {
+        constexpr std::size_t n = 2000;
+        auto xargs = figure("W10 xargs -P2 -n1 /bin/true", "tasks/s");
+        xargs.note = "2,000 lines through xargs -P2 -n1 /bin/true: the machine's spawn rate on 2 slots";
+        auto parallel = figure("W10 GNU parallel -j2 /bin/true", "tasks/s");
+        auto drover = figure("W10 commands /bin/true 2 slots tcp", "tasks/s", xargs.key, Target::ratio_at_least(0.8));
+        drover.note = "2,000 command tasks true=/bin/true on one drover-worker -c 2 (threads)";
+        auto vs_parallel = figure("W10 commands /bin/true 2 slots tcp [vs parallel]", "tasks/s", parallel.key,
+                                  Target::ratio_at_least(4));
+        const bool have_parallel = std::system("parallel --version >/dev/null 2>&1") == 0;
+        measure({&xargs, &drover}, [&] {
+            const auto lines = dir_.file("w10.lines");
+            {
+                std::ofstream out(lines);
+                for (std::size_t i = 0; i < n; ++i) out << i << "\n";
+            }
+            Transport transport("tcp", dir_.path());
+            zmq::context_t ctx;
+            DroverEnv env = env_;
+            env.worker_args.insert(env.worker_args.end(), {"--command", "true=/bin/true"});
+            ClusterSpec spec;
+            spec.pool = "threads";
+            spec.workers = 2;
+            progress("W10: a drover-worker -c 2 --command true=/bin/true; " + std::to_string(o_.reps) + " x " +
+                     with_commas(n) + " tasks, each next to xargs" + (have_parallel ? " and GNU parallel" : ""));
+            DroverCluster cluster(env, ctx, transport, spec);
+            Client client(ctx, cluster.client_options(o_.window), client_log_);
+            const auto no_args = [](std::size_t) { return pack_args(); };
+            (void)run_tasks(client, "true", no_args, 200, o_.window);
+            cluster.wait_settled(k_settle_timeout);
+            for (unsigned r = 0; r < o_.reps; ++r) {
+                xargs.samples.push_back(n / timed_shell("xargs -P2 -n1 /bin/true < " + lines));
+                if (have_parallel)
+                    parallel.samples.push_back(
+                        n / timed_shell("parallel --will-cite -j2 /bin/true < " + lines + " > /dev/null"));
+                const double rate = n / run_tasks(client, "true", no_args, n, o_.window);
+                cluster.wait_settled(k_settle_timeout);
+                drover.samples.push_back(rate);
+                vs_parallel.samples.push_back(rate);
+            }
+        });
+        if (!have_parallel) {
+            progress("W10: GNU parallel is not installed (Debian package parallel): its rows are skipped");
+            return;
+        }
+        report_.add(parallel);
+        report_.add(vs_parallel);
     }
 
     // W8: W1 over tcp with the broker's journal (--journal, --fsync batch;

@@ -15,9 +15,9 @@ namespace {
 std::atomic<StopSource*> g_signal_target{nullptr};
 std::atomic<bool> g_signal_once{false};
 
-extern "C" void on_stop_signal(int) {
+extern "C" void on_stop_signal(int sig) {
     auto* s = g_signal_target.load();
-    if (s && !(g_signal_once.load() && s->stop_requested())) s->request();
+    if (s && (sig == k_stop_now_signal || !(g_signal_once.load() && s->stop_requested()))) s->request();
 }
 }  // namespace
 
@@ -60,6 +60,7 @@ void stop_on_signals(StopSource& stop, bool once) {
     sa.sa_flags = SA_RESTART;
     ::sigaction(SIGINT, &sa, nullptr);
     ::sigaction(SIGTERM, &sa, nullptr);
+    if (once) ::sigaction(k_stop_now_signal, &sa, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
 }
 

@@ -6,6 +6,7 @@
 
 #include "drover/common/retry.hpp"
 #include "internal/net.hpp"
+#include "task_context.hpp"
 
 namespace drover {
 
@@ -16,11 +17,22 @@ constexpr auto k_batch_only_below = std::chrono::microseconds(1000);  // slower 
 
 }  // namespace
 
+std::optional<Clock::time_point>& current_task_deadline() {
+    thread_local std::optional<Clock::time_point> deadline;
+    return deadline;
+}
+
 Clock::time_point run_task(const Registry& registry, const WorkerOptions& options, const Logger& log, proto::Task& task,
                            proto::Outcome& out, Clock::time_point start, bool on_io) {
+    auto& deadline = current_task_deadline();
+    deadline.reset();
+    if (task.timeout_ms > 0) deadline = start + Millis(task.timeout_ms);
     try {
         out.result = registry.run(task.name, task.args);
         out.status = proto::Status::ok;
+    } catch (const TaskTimedOut& e) {
+        out.status = proto::Status::timeout;
+        out.error = e.what();
     } catch (const std::exception& e) {
         out.status = proto::Status::error;
         out.error = e.what();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <csignal>
 
 namespace drover {
 
@@ -24,11 +25,16 @@ private:
     std::atomic<int> requests_{0};
 };
 
+// The signal a processes pool's supervisor sends its children for a second
+// stop (stop at once): a child counts SIGTERM and SIGINT once only.
+inline constexpr int k_stop_now_signal = SIGUSR2;
+
 // Routes SIGINT and SIGTERM to `stop` for the rest of the process's life.
-// With `once`, only the first signal is a request: for a process whose
-// stop at once comes from elsewhere (a processes pool's child, which its
-// supervisor SIGKILLs), so that one SIGTERM sent both to it and through its
-// supervisor (systemd's and Slurm's, to every process) is not two.
+// With `once`, only the first of them is a request, and k_stop_now_signal
+// is a request every time: for a processes pool's child, so that one
+// SIGTERM sent both to it and through its supervisor (systemd's and
+// Slurm's, to every process) is not two, while its supervisor can still
+// stop it at once (it then ends its commands' process groups).
 void stop_on_signals(StopSource& stop, bool once = false);
 
 // Ignores SIGHUP, whose default action would end a daemon (broker, worker,
