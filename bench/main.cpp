@@ -138,8 +138,8 @@ int main(int argc, char** argv) {
             if (t != "tcp" && t != "ipc" && t != "inproc")
                 throw std::invalid_argument("--transports: unknown '" + t + "'");
         for (const auto& w : split(only, ',')) {
-            static const std::set<std::string> known{"B1", "B2", "B3", "W1", "W2", "W3",
-                                                     "W4", "W5", "W6", "W7", "W8", "W9", "W10"};
+            static const std::set<std::string> known{"B1", "B2", "B3", "W1", "W2", "W3", "W4",
+                                                     "W5", "W6", "W7", "W8", "W9", "W10"};
             if (!known.count(w)) throw std::invalid_argument("--only: unknown '" + w + "' (B1..B3, W1..W10)");
             o.only.insert(w);
         }
