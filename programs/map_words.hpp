@@ -6,6 +6,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include "internal/shell_words.hpp"  // split_words: an input line's words
 
 namespace drover {
 
@@ -15,11 +16,5 @@ namespace drover {
 // Throws: std::invalid_argument if such a word is not JSON, or nests deeper
 // than a task's arguments may.
 nlohmann::json map_arg(const std::string& word, const std::string& which);
-
-// Splits an input line into words as a shell would, without expansions:
-// blanks separate words; '...' keeps everything literally; "..." keeps all
-// but \" and \\; a backslash outside quotes keeps the next character; ''
-// is an empty word. Throws: std::invalid_argument for an unclosed quote.
-std::vector<std::string> split_words(std::string_view line);
 
 }  // namespace drover

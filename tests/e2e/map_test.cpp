@@ -85,7 +85,7 @@ TEST_CASE_METHOD(BrokerAndWorker, "map - reads 10,000 tasks from stdin, a line e
     CHECK(read_json_lines(dir.file("two")) == std::vector<json>{nullptr, nullptr, "Hello, c!"});
     const auto err = read_file(dir.file("two.err"));
     CHECK_THAT(err, Catch::Contains("expected 1 argument, got 2"));
-    CHECK_THAT(err, Catch::Contains("line 2: unclosed ' quote"));
+    CHECK_THAT(err, Catch::Contains("line 2: unterminated ' quote"));
 }
 
 TEST_CASE_METHOD(BrokerAndWorker, "map --joblog --resume after Ctrl-C runs only the rest", "[e2e]") {

@@ -80,7 +80,7 @@ TEST_CASE("templates: placeholders place each argument as one element", "[comman
     CHECK_THROWS_WITH(parse_template("{} x"), Contains("placeholder"));
 }
 
-TEST_CASE("--command: NAME=TEMPLATE, and names that collide", "[command]") {
+TEST_CASE("a --command option is NAME=TEMPLATE, and names that collide are refused", "[command]") {
     const auto c = drover::parse_command_option("hash=sha256sum -- {}");
     CHECK(c.name == "hash");
     CHECK(c.argv == Words{"sha256sum", "--", "{}"});

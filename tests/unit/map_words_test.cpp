@@ -50,5 +50,5 @@ TEST_CASE("input lines split into words as a shell splits them, without expansio
 
 TEST_CASE("an unclosed quote in an input line is an error", "[unit]") {
     CHECK_THROWS_AS(split_words("'a b"), std::invalid_argument);
-    CHECK_THROWS_WITH(split_words("a \"b"), Contains("unclosed"));
+    CHECK_THROWS_WITH(split_words("a \"b"), Contains("unterminated"));
 }

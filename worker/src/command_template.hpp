@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 #include <vector>
+#include "internal/shell_words.hpp"
 
 namespace drover {
 
@@ -20,13 +21,6 @@ struct CommandTemplate {
     std::vector<TemplateWord> words;
     bool has_placeholder = false;  // without one, the arguments are appended
 };
-
-// Splits `text` into words as a POSIX shell would, without any expansion:
-// blanks separate words; '…' keeps everything literal; "…" keeps all but
-// \" \\ \$ \` literal; a backslash outside quotes takes the next character
-// literally. '' and "" make an empty word. Throws std::invalid_argument for
-// an unterminated quote or a trailing backslash.
-std::vector<std::string> split_words(std::string_view text);
 
 // Parses words into a template: a whole unquoted-or-quoted word "{}" is all
 // arguments, "{N}" is argument N. Other words (with braces or not) are literal.
