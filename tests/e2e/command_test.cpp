@@ -90,7 +90,8 @@ TEST_CASE("sha256sum of 200 files through 2 command workers matches sha256sum ru
     }
 }
 
-TEST_CASE("command arguments are never shell syntax, and exit codes, signals and missing programs map to errors", "[e2e][command]") {
+TEST_CASE("command arguments are never shell syntax, and exit codes, signals and missing programs map to errors",
+          "[e2e][command]") {
     TempDir dir;
     BrokerProcess broker(dir);
     auto w = start_worker(

@@ -7,12 +7,15 @@
 // Needs root for namespaces; without it each test WARNs "skipped: ..." and passes.
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "drover/client/client.hpp"
@@ -564,6 +567,61 @@ TEST_CASE("start-remote-workers.sh starts workers on the namespaced hosts and st
 TEST_CASE("secure: start-remote-workers.sh --security starts workers on the namespaced hosts and stop stops them all",
           "[multihost][script][security]") {
     remote_workers_script(true);
+}
+
+TEST_CASE("start-remote-workers.sh --commands on two namespaced hosts: sha256sum of 200 files as run here",
+          "[multihost][script][command]") {
+    MULTIHOST_NETWORK(net, 4);
+    Fleet fleet(net, false);
+    fleet.start_broker(A);
+    ::mkdir(fleet.dir.file("files").c_str(), 0755);
+    std::set<std::string> ids;
+    std::string lines;
+    for (int i = 0; i < 200; ++i) {
+        std::string content;
+        for (int k = 0; k <= i * 37 % 500; ++k) content += std::to_string(i * k) + (k % 7 ? " " : "\n");
+        const auto path = fleet.dir.file("files/f " + std::to_string(i) + ".txt");  // a blank in every name
+        write_file(path, content);
+        const std::string id = "f" + std::to_string(i);
+        ids.insert(id);
+        lines += json{{"id", id}, {"task", "sha"}, {"args", json::array({path})}}.dump() + "\n";
+    }
+    write_file(fleet.dir.file("tasks.jsonl"), lines);
+    write_file(fleet.dir.file("commands.json"), R"({"sha": {"argv": "sha256sum -- {0}"}})");
+    write_file(fleet.dir.file("hosts.txt"),
+               net.host(C).name() + " threads 2\n" + net.host(D).name() + " processes 2\n");
+    const std::string script = std::string(DROVER_SCRIPTS_DIR) + "/start-remote-workers.sh";
+    const auto run_dir = fleet.dir.file("run");
+    const auto started = run_command({"/bin/bash", script, fleet.dir.file("hosts.txt"), "--broker", fleet.backend(),
+                                      "--via", "ip netns exec", "--remote-bin", DROVER_WORKER_EXE, "--run-dir", run_dir,
+                                      "--log-dir", fleet.dir.path(), "--commands", fleet.dir.file("commands.json")});
+    INFO(started);
+    const auto ready = fleet.wait_status([](const json& s) { return s["workers"].size() == 3; }, 15s);
+    INFO(describe(ready));
+    REQUIRE(ready);
+
+    auto producer = fleet.producer(B, fleet.dir.file("tasks.jsonl"), fleet.dir.file("out.jsonl"));
+    const auto rc = producer->wait(60s);
+    INFO(read_file(fleet.dir.file("out.jsonl.err")));
+    REQUIRE(rc == 0);
+    const std::string local = "cd '" + fleet.dir.path() + "' && sha256sum -- files/*.txt > local.sums";
+    REQUIRE(std::system(local.c_str()) == 0);
+    std::map<std::string, std::string> sums;  // path -> hash
+    std::istringstream in(read_file(fleet.dir.file("local.sums")));
+    for (std::string line; std::getline(in, line);) sums[fleet.dir.path() + "/" + line.substr(66)] = line.substr(0, 64);
+    REQUIRE(sums.size() == 200);
+    std::set<std::string> seen, hosts;
+    for (const auto& o : read_json_lines(fleet.dir.file("out.jsonl"))) {
+        INFO(o.dump());
+        REQUIRE(o["status"] == "ok");
+        CHECK(seen.insert(o["id"].get<std::string>()).second);  // each id once
+        const std::string line = o["result"]["stdout"];
+        CHECK(sums.at(line.substr(66, line.size() - 67)) == line.substr(0, 64));
+        hosts.insert(o["worker"].get<std::string>().substr(0, o["worker"].get<std::string>().rfind(':')));
+    }
+    CHECK(seen == ids);
+    CHECK(hosts.size() == 2);  // both hosts ran some
+    (void)run_command({"/bin/bash", script, "stop", "--run-dir", run_dir});
 }
 
 // Not a namespaced test: broker, worker and producer on loopback, with the
