@@ -7,6 +7,9 @@
 #include <utility>
 #include <vector>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 
 #include "cli.hpp"
@@ -19,8 +22,14 @@ namespace {
 
 // The frontend endpoint in the endpoints file `path` (--endpoints-file), or
 // "" when there is no such file. Throws std::runtime_error naming the file
-// when it holds no "frontend" string.
+// when it holds no "frontend" string, or is not this user's or root's own.
 std::string frontend_in(const std::string& path) {
+    // In a directory others may write (/tmp), a file another user made
+    // could point status elsewhere: only the caller's or root's is read.
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) return "";
+    if (!S_ISREG(st.st_mode) || (st.st_uid != ::getuid() && st.st_uid != 0) || (st.st_mode & S_IWOTH))
+        throw std::runtime_error(path + " is not a regular file of this user's or root's: not read");
     std::ifstream in(path);
     if (!in) return "";
     const auto doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -210,7 +211,7 @@ private:
             if (!line.is_object() || line.value("status", "") != "ok" || !line.contains("id") ||
                 !line["id"].is_string())
                 continue;
-            done_.insert(key(line["id"].get<std::string>(), line["args"].dump()));
+            done_.insert(key(line["id"].get<std::string>(), to_line(line["args"])));
         }
     }
 
@@ -305,7 +306,7 @@ struct MapRun {
 
 // "sum_random("abc")": a task and its arguments, for stderr.
 std::string describe(const std::string& task, const nlohmann::json& args) {
-    auto text = args.dump();
+    auto text = to_line(args);  // an argument's bytes need not be UTF-8
     if (args.is_array()) text = text.substr(1, text.size() - 2);
     return task + "(" + text + ")";
 }
@@ -381,7 +382,7 @@ void feed(MapRun& run, MapInput& input, const StopSource& stop, Send send) {
     MapTask t;
     std::size_t skipped = 0;
     while (!run.halted && input.next(t, stop)) {
-        if (run.joblog && run.joblog->done(t.seq, t.args.dump())) {
+        if (run.joblog && run.joblog->done(t.seq, to_line(t.args))) {
             ++skipped;
             continue;
         }
@@ -413,7 +414,14 @@ int map_with(MapRun& run, const StopSource& stop, Send send) {
     const auto start = Clock::now();
     MapInput input(run.options);
     std::size_t not_run = 0;
-    std::thread printer([&] { not_run = print_in_order(run, stop); });
+    std::thread printer([&] {
+        try {
+            not_run = print_in_order(run, stop);
+        } catch (const std::exception& e) {  // nothing is to end the process uncaught on this thread
+            std::cerr << "drover-producer: map: " << e.what() << "\n";
+            std::_Exit(1);
+        }
+    });
     try {
         feed(run, input, stop, send);
     } catch (...) {

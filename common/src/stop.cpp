@@ -15,9 +15,13 @@ namespace {
 std::atomic<StopSource*> g_signal_target{nullptr};
 std::atomic<bool> g_signal_once{false};
 
+std::atomic<bool> g_signal_seen{false};  // with once: a SIGINT or SIGTERM came
+
 extern "C" void on_stop_signal(int sig) {
     auto* s = g_signal_target.load();
-    if (s && (sig == k_stop_now_signal || !(g_signal_once.load() && s->stop_requested()))) s->request();
+    if (!s) return;
+    // One exchange: two signals at once on two threads count once.
+    if (sig == k_stop_now_signal || !g_signal_once.load() || !g_signal_seen.exchange(true)) s->request();
 }
 }  // namespace
 

@@ -178,7 +178,7 @@ void ClientImpl::on_accepted(std::string_view body) {
             if (!p) continue;
             p->accepted = true;
             if (p->elsewhere) {
-                detached_kept_.insert_or_assign(id, p->task);  // until its sink settles it
+                if (!p->settled) detached_kept_.insert_or_assign(id, p->task);  // until its sink settles it
                 Result r;
                 r.id = id;
                 r.task = p->task.name;
@@ -216,7 +216,13 @@ void ClientImpl::on_rejected(std::string_view body) {
 void ClientImpl::on_settled(std::string_view body) {
     auto m = proto::decode_ids(body);
     if (!m) return;
-    for (const auto& id : m->ids) detached_kept_.erase(id);
+    std::lock_guard lock(mutex_);
+    for (const auto& id : m->ids) {
+        if (detached_kept_.erase(id) > 0) continue;
+        // A broker with a journal sends ACCEPTED once the task is on disk:
+        // its sink may have settled it before.
+        if (Pending* p = pending_.find(id).pending; p && p->elsewhere) p->settled = true;
+    }
 }
 
 void ClientImpl::on_heartbeat(std::string_view body) {

@@ -65,6 +65,7 @@ struct Pending {
     bool elsewhere = false;  // outcome goes to another sink
     bool named = false;      // its id was chosen by the caller
     bool again = false;      // accepted before, sent again after a broker restart (no callback)
+    bool settled = false;    // detached: its sink settled it before its ACCEPTED came
 };
 
 // The unfinished tasks by their number. An id of the client's own form,

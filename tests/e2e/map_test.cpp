@@ -86,6 +86,17 @@ TEST_CASE_METHOD(BrokerAndWorker, "map - reads 10,000 tasks from stdin, a line e
     const auto err = read_file(dir.file("two.err"));
     CHECK_THAT(err, Catch::Contains("expected 1 argument, got 2"));
     CHECK_THAT(err, Catch::Contains("line 2: unterminated ' quote"));
+    // Bytes that are not UTF-8 (a file name in Latin-1): printed with U+FFFD,
+    // kept in the joblog, never a crash; and a task that fails names them.
+    write_file(dir.file("latin1.txt"), "caf\xe9\n");
+    Process latin = start_producer(dir, broker.frontend, {"map", "--joblog", dir.file("latin1.log"), "echo", "-"},
+                                   "latin", "latin1.txt");
+    CHECK(latin.wait(20s) == 0);
+    CHECK(read_file(dir.file("latin")) == "\"caf\xef\xbf\xbd\"\n");
+    CHECK(read_json_lines(dir.file("latin1.log")).size() == 1);
+    Process failing = start_producer(dir, broker.frontend, {"map", "fail", "-"}, "failing", "latin1.txt");
+    CHECK(failing.wait(20s) == 1);
+    CHECK_THAT(read_file(dir.file("failing.err")), Catch::Contains("caf\xef\xbf\xbd"));
 }
 
 TEST_CASE_METHOD(BrokerAndWorker, "map --joblog --resume after Ctrl-C runs only the rest", "[e2e]") {

@@ -49,6 +49,8 @@ std::vector<std::string> string_args(const msgpack::object& args) {
                 throw ArgumentError("argument " + std::to_string(i + 1) + " is " + detail::msgpack_type_name(o) +
                                     ": a command takes strings, numbers or booleans");
         }
+        if (out.back().find('\0') != std::string::npos)  // argv would end it there, silently
+            throw ArgumentError("argument " + std::to_string(i + 1) + " holds a NUL byte, which no argv element can");
     }
     return out;
 }
@@ -203,7 +205,7 @@ void add_command_tasks(Registry& registry, const std::vector<CommandSpec>& comma
         c->spec = spec;
         c->tmpl = parse_template(spec.argv);
         if (!spec.env.empty()) c->env = merged_env(spec.env);
-        registry.add_raw(spec.name, [c](const msgpack::object& args) { return run_one(*c, args); });
+        registry.add_blocking(spec.name, [c](const msgpack::object& args) { return run_one(*c, args); });
     }
 }
 

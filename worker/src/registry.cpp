@@ -115,6 +115,13 @@ bool string_to_bool(std::string_view text, std::size_t i) {
 }  // namespace detail
 
 Registry& Registry::add_raw(std::string name, RawTask fn) {
+    blocking_.erase(name);
+    tasks_[std::move(name)] = std::move(fn);
+    return *this;
+}
+
+Registry& Registry::add_blocking(std::string name, RawTask fn) {
+    blocking_.insert(name);
     tasks_[std::move(name)] = std::move(fn);
     return *this;
 }

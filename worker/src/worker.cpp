@@ -289,6 +289,7 @@ bool WorkerImpl::run_inline(proto::Task& task, std::string_view batch_reply_to) 
     // The outcome's other paths (a deadline, a retry after an error, a
     // standalone sink) stay with the executors.
     if (task.timeout_ms > 0 || task.retry_on_error || task.detached) return false;
+    if (registry_.blocking(task.name)) return false;  // a command: an executor's
     {
         std::lock_guard lock(shared_.held.mutex);  // every executor idle, and no task waiting for one
         if (shared_.held.idle_executors < options_.concurrency || !shared_.held.queue.empty() || shared_.held.closing)

@@ -20,6 +20,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -204,8 +205,15 @@ public:
 
     // Registers a function that takes the decoded arguments and returns msgpack bytes.
     Registry& add_raw(std::string name, RawTask fn);
+    // The same for a task that may block for long (a command): it always
+    // runs on an executor, never on the worker's I/O thread.
+    Registry& add_blocking(std::string name, RawTask fn);
 
     [[nodiscard]] bool contains(std::string_view name) const;
+    // Whether task `name` was added with add_blocking (false at once while none was).
+    [[nodiscard]] bool blocking(std::string_view name) const {
+        return !blocking_.empty() && blocking_.find(name) != blocking_.end();
+    }
     [[nodiscard]] std::vector<std::string> names() const;
 
     // Runs task `name` on msgpack-encoded `args`.
@@ -216,6 +224,7 @@ public:
 
 private:
     std::map<std::string, RawTask, std::less<>> tasks_;
+    std::set<std::string, std::less<>> blocking_;
 };
 
 // Adds sum_random, hello, echo, sleep_ms, fail and crash.
