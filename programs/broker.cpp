@@ -22,13 +22,14 @@ namespace {
 
 // The frontend endpoint in the endpoints file `path` (--endpoints-file), or
 // "" when there is no such file. Throws std::runtime_error naming the file
-// when it holds no "frontend" string, or is not this user's or root's own.
-std::string frontend_in(const std::string& path) {
-    // In a directory others may write (/tmp), a file another user made
-    // could point status elsewhere: only the caller's or root's is read.
+// when it holds no "frontend" string, or, with `shared_dir` (under /tmp),
+// is not this user's or root's own.
+std::string frontend_in(const std::string& path, bool shared_dir) {
+    // In a directory every user may create (/tmp), a file another user made
+    // could point status elsewhere: there only the caller's or root's is read.
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) return "";
-    if (!S_ISREG(st.st_mode) || (st.st_uid != ::getuid() && st.st_uid != 0) || (st.st_mode & S_IWOTH))
+    if (shared_dir && (!S_ISREG(st.st_mode) || (st.st_uid != ::getuid() && st.st_uid != 0)))
         throw std::runtime_error(path + " is not a regular file of this user's or root's: not read");
     std::ifstream in(path);
     if (!in) return "";
@@ -50,7 +51,7 @@ std::pair<std::string, std::string> status_broker_from_run_dir() {
                             : std::vector<std::string>{"/tmp/drover-run/broker.json", "/run/drover/broker.json"};
     std::string looked;
     for (const auto& f : files) {
-        if (auto ep = frontend_in(f); !ep.empty()) return {ep, f};
+        if (auto ep = frontend_in(f, f.rfind("/tmp/", 0) == 0); !ep.empty()) return {ep, f};
         looked += (looked.empty() ? "" : ", ") + f;
     }
     throw std::runtime_error("no --broker given and no endpoints file found (looked for " + looked +
