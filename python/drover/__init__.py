@@ -1,0 +1,14 @@
+"""drover for Python: submit tasks to a drover broker and run tasks as drover workers.
+
+    import drover
+    with drover.Client(broker="tcp://127.0.0.1:5555") as client:
+        print(client.submit("sum_random", 1000000).result())
+
+The wire protocol is docs/protocol.md; this package speaks it with pyzmq and msgpack.
+"""
+
+from ._security import Security, SecurityError
+from ._wire import ProtocolError
+
+__version__ = "0.1.0"
+__all__ = ["Security", "SecurityError", "ProtocolError"]
