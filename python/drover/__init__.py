@@ -9,6 +9,10 @@ The wire protocol is docs/protocol.md; this package speaks it with pyzmq and msg
 
 from ._security import Security, SecurityError
 from ._wire import ProtocolError
+from .client import (BrokerUnavailable, Client, ClientClosed, TaskCancelled, TaskError, TaskFailed, TaskFuture,
+                     TaskLost, TaskRejected, TaskTimeout, as_completed, wait)
 
 __version__ = "0.1.0"
-__all__ = ["Security", "SecurityError", "ProtocolError"]
+__all__ = ["Security", "SecurityError", "ProtocolError", "Client", "TaskFuture", "TaskError", "TaskFailed",
+           "TaskTimeout", "TaskLost", "TaskCancelled", "TaskRejected", "BrokerUnavailable", "ClientClosed",
+           "as_completed", "wait"]
