@@ -17,6 +17,7 @@ import time
 
 import msgpack
 import zmq
+import zmq.utils.z85
 
 from . import _wire
 from ._wire import Command
@@ -595,7 +596,12 @@ class ClientIO:
             self._made_room(len(ready))
             deliver = self._deliver
             for e, o, worker, tid in ready:
-                deliver(e, o, worker, tid)
+                try:
+                    deliver(e, o, worker, tid)
+                except Exception:  # an outcome of odd types must not cost the others theirs
+                    self.counters["deliver_errors"] += 1
+                    self._log_once("deliver", logging.ERROR, "client.deliver_failed id=%r (logged once)", tid,
+                                   exc_info=True)
 
     def _producer_gone(self, tid, e) -> None:
         """The broker took this client for gone (it was stopped) and forgot the task: it goes again under its

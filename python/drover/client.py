@@ -25,6 +25,7 @@ import os
 import socket as _socket
 import threading
 import time
+from _thread import RLock as _RLock
 from _thread import allocate_lock as _allocate_lock
 import weakref
 from typing import Any, Iterable, Iterator
@@ -109,18 +110,19 @@ class ClientClosed(RuntimeError):
 
 
 class _FutureCondition:
-    """threading.Condition's methods that concurrent.futures.Future uses, on a
-    plain lock, its waiter list made on the first wait: a Future's Condition
-    and its deque are most of its cost, and a task's Future is mostly never
-    waited on alone (as_completed and wait() use waiter objects of their own)."""
+    """threading.Condition's methods that concurrent.futures.Future uses, on
+    the same reentrant lock (Future's repr takes it again inside set_result),
+    its waiter list made on the first wait: a Future's Condition, built in
+    Python with a deque, is most of its cost, and a task's Future is mostly
+    never waited on alone (as_completed and wait() use waiters of their own)."""
 
     __slots__ = ("_lock", "_waiters", "acquire", "release", "__enter__", "__exit__")
 
     def __init__(self):
-        lock = self._lock = _allocate_lock()
+        lock = self._lock = _RLock()
         self._waiters = None
         self.acquire, self.release = lock.acquire, lock.release
-        self.__enter__, self.__exit__ = lock.__enter__, lock.__exit__
+        self.__enter__, self.__exit__ = lock.__enter__, lock.__exit__  # slots: found by the with statement
 
     def wait(self, timeout: float | None = None) -> bool:
         waiter = _allocate_lock()
@@ -128,7 +130,7 @@ class _FutureCondition:
         if self._waiters is None:
             self._waiters = []
         self._waiters.append(waiter)
-        self._lock.release()
+        saved = self._lock._release_save()
         got = False
         try:
             if timeout is None:
@@ -137,7 +139,7 @@ class _FutureCondition:
                 got = waiter.acquire(True, timeout) if timeout > 0 else waiter.acquire(False)
             return got
         finally:
-            self._lock.acquire()
+            self._lock._acquire_restore(saved)
             if not got:
                 try:
                     self._waiters.remove(waiter)
@@ -166,9 +168,16 @@ _PENDING = concurrent.futures._base.PENDING
 
 
 class TaskFuture(concurrent.futures.Future):
-    """A task's Future. `id` is the task's id; cancel() also asks the broker
-    to drop the task if it is still queued (a running task runs on, and its
-    result is dropped)."""
+    """A task's Future. `id` is the task's id; once it is done, `attempt`
+    is the run that ended it (1 for the first), `worker` the worker that ran
+    it ("broker" for an outcome the broker made, "" for one made here) and
+    `elapsed` its run time in seconds. cancel() also asks the broker to drop
+    the task if it is still queued (a running task runs on, and its result
+    is dropped)."""
+
+    attempt = 0
+    worker = ""
+    elapsed = 0.0
 
     def __init__(self, client: "Client"):
         if _FAST_FUTURE:
@@ -542,12 +551,17 @@ class Client(ClientIO):
         if slot >= 0:
             e[E_TARGET].put(slot, o, worker, e[E_NAME], tid)
             return
+        f = e[E_TARGET]
         ok, value = _outcome_value(o, worker, e[E_NAME], tid)
+        f.attempt, f.worker = o.get("attempt", 0), worker
+        elapsed = o.get("elapsed_us", 0)
+        if type(elapsed) is int:
+            f.elapsed = elapsed / 1e6
         try:
             if ok:
-                e[E_TARGET].set_result(value)
+                f.set_result(value)
             else:
-                e[E_TARGET].set_exception(value)
+                f.set_exception(value)
         except concurrent.futures.InvalidStateError:
             pass  # its caller cancelled it
 
@@ -584,15 +598,14 @@ class Client(ClientIO):
         return not self._pending
 
     def close(self, wait: bool = True, *, cancel: bool = False, timeout: float | None = None) -> None:
-        """Stops the client: with `wait`, first waits (at most `timeout` seconds) for the unfinished tasks;
-        with `cancel` (or past the timeout), cancels them (they end TaskCancelled). Then the last SETTLE
-        and a BYE go to the broker and the I/O thread ends. submit() raises ClientClosed from the start."""
+        """Stops the client: with `wait` (and not `cancel`), first waits (at most `timeout` seconds) for
+        the unfinished tasks. Those still unfinished then end TaskCancelled ("client closed"), and the
+        broker is told to drop them (CANCEL), with the last SETTLE and a BYE; the I/O thread ends.
+        submit() raises ClientClosed from the start."""
         self._closed = True
         if not self._thread.is_alive():
             return
-        if cancel:
-            self._request_cancel(None)
-        if wait:
+        if wait and not cancel:
             self.wait_all(timeout)
         self._stopping = True
         try:
