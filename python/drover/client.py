@@ -109,20 +109,17 @@ class ClientClosed(RuntimeError):
 # Futures and map runs ----------------------------------------------------
 
 
-class _FutureCondition:
+class _FutureCondition(_RLock):
     """threading.Condition's methods that concurrent.futures.Future uses, on
-    the same reentrant lock (Future's repr takes it again inside set_result),
-    its waiter list made on the first wait: a Future's Condition, built in
-    Python with a deque, is most of its cost, and a task's Future is mostly
-    never waited on alone (as_completed and wait() use waiters of their own)."""
+    itself, a reentrant lock (Future's repr takes it again inside
+    set_result), its waiter list made on the first wait: one object, where a
+    threading.Condition, built in Python with a deque and bound methods, is
+    most of a Future's cost and of the garbage collector's work."""
 
-    __slots__ = ("_lock", "_waiters", "acquire", "release", "__enter__", "__exit__")
+    __slots__ = ("_waiters",)
 
     def __init__(self):
-        lock = self._lock = _RLock()
         self._waiters = None
-        self.acquire, self.release = lock.acquire, lock.release
-        self.__enter__, self.__exit__ = lock.__enter__, lock.__exit__  # slots: found by the with statement
 
     def wait(self, timeout: float | None = None) -> bool:
         waiter = _allocate_lock()
@@ -130,7 +127,7 @@ class _FutureCondition:
         if self._waiters is None:
             self._waiters = []
         self._waiters.append(waiter)
-        saved = self._lock._release_save()
+        saved = self._release_save()
         got = False
         try:
             if timeout is None:
@@ -139,7 +136,7 @@ class _FutureCondition:
                 got = waiter.acquire(True, timeout) if timeout > 0 else waiter.acquire(False)
             return got
         finally:
-            self._lock._acquire_restore(saved)
+            self._acquire_restore(saved)
             if not got:
                 try:
                     self._waiters.remove(waiter)
@@ -164,7 +161,8 @@ class _FutureCondition:
 # (or other) state gets Future.__init__ itself.
 _FUTURE_FIELDS = {"_condition", "_state", "_result", "_exception", "_waiters", "_done_callbacks"}
 _FAST_FUTURE = set(vars(concurrent.futures.Future())) == _FUTURE_FIELDS
-_PENDING = concurrent.futures._base.PENDING
+_PENDING, _RUNNING, _FINISHED = (concurrent.futures._base.PENDING, concurrent.futures._base.RUNNING,
+                                  concurrent.futures._base.FINISHED)
 
 
 class TaskFuture(concurrent.futures.Future):
@@ -185,11 +183,41 @@ class TaskFuture(concurrent.futures.Future):
             self._state = _PENDING
             self._result = self._exception = None
             self._waiters = []
-            self._done_callbacks = []
+            self._done_callbacks = ()  # a list once a callback comes (add_done_callback)
         else:  # pragma: no cover
             super().__init__()
         self._client = client
         self.id = ""
+
+    def _finish(self, ok: bool, value) -> None:
+        """set_result(value) if ok, else set_exception(value); nothing if the caller cancelled it
+        (Future.set_result's work, without raising for that case)."""
+        if not _FAST_FUTURE:  # pragma: no cover
+            try:
+                self.set_result(value) if ok else self.set_exception(value)
+            except concurrent.futures.InvalidStateError:
+                pass
+            return
+        with self._condition:
+            if self._state is not _PENDING and self._state is not _RUNNING:
+                return  # its caller cancelled it
+            if ok:
+                self._result = value
+            else:
+                self._exception = value
+            self._state = _FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self) if ok else waiter.add_exception(self)
+            if self._condition._waiters:
+                self._condition.notify_all()
+        if self._done_callbacks:
+            self._invoke_callbacks()
+
+    def add_done_callback(self, fn) -> None:
+        with self._condition:
+            if self._done_callbacks == ():
+                self._done_callbacks = []
+        super().add_done_callback(fn)
 
     def cancel(self) -> bool:
         if not super().cancel():
@@ -315,7 +343,7 @@ def _close_open_clients() -> None:
 
 _tls = threading.local()
 _sleep = time.sleep
-_YIELD_MASK = int(os.environ.get('DROVER_YIELD', '255'))
+_YIELD_MASK = 255  # a caller submitting without pause hands the GIL over every 256 tasks (see _add)
 
 
 def _packer():
@@ -557,13 +585,7 @@ class Client(ClientIO):
         elapsed = o.get("elapsed_us", 0)
         if type(elapsed) is int:
             f.elapsed = elapsed / 1e6
-        try:
-            if ok:
-                f.set_result(value)
-            else:
-                f.set_exception(value)
-        except concurrent.futures.InvalidStateError:
-            pass  # its caller cancelled it
+        f._finish(ok, value)
 
     # --- cancelling, waiting, closing ----------------------------------------
 
