@@ -468,7 +468,7 @@ class Client(ClientIO):
     def _add(self, name: str, args: bytes, opts: tuple, target, slot: int, tid: str | None) -> str:
         """Queues one task for the I/O thread; blocks while the window is full. Returns its id.
         Raises ClientClosed, ValueError (a caller's id still unfinished, arguments too large)."""
-        if self._closed:
+        if self._closed or self._broken:
             raise ClientClosed(self._broken or "the client is closed")
         pending = self._pending
         if len(pending) + len(self._settle) >= self._window:
