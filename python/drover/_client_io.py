@@ -537,19 +537,26 @@ class ClientIO:
                 continue
             self._on_results(frames[1])
 
-    def _on_results(self, body: bytes) -> None:
-        """A RESULT body: each outcome proven by its token, settled once, delivered once."""
+    def _read_results(self, body: bytes):
+        """(outcomes, the batch's worker) of a RESULT body; None (counted) if it is not one."""
         try:
             d = _unpackb(body, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
             results = d["results"]
-            batch_worker = d.get("worker", "")
             if type(results) is not list:
                 raise TypeError("results is not an array")
+            return results, d.get("worker", "")
         except Exception as e:
             self.counters["dropped_sink"] += 1
             self._log_once("sink_body", logging.WARNING, "client.sink_dropped reason=bad_body error=%r (counted, "
                            "logged once)", e)
+            return None
+
+    def _on_results(self, body: bytes) -> None:
+        """A RESULT body: each outcome proven by its token, settled once, delivered once."""
+        got = self._read_results(body)
+        if got is None:
             return
+        results, batch_worker = got
         pending, settle, prover = self._pending, self._settle, self._prover
         token, secret_of = prover.token, prover.secret
         if not settle:
@@ -589,19 +596,23 @@ class ClientIO:
             ready.append((e, o, worker, tid))
         if forged or bad:
             self._count_dropped(forged, bad, results)
-        if len(pending) + len(settle) >= self._window:
+        self._deliver_ready(ready)
+
+    def _deliver_ready(self, ready: list) -> None:
+        if len(self._pending) + len(self._settle) >= self._window:
             self._settle_now = True  # the window counts the outcomes to settle
-        if ready:
-            self.counters["finished"] += len(ready)
-            self._made_room(len(ready))
-            deliver = self._deliver
-            for e, o, worker, tid in ready:
-                try:
-                    deliver(e, o, worker, tid)
-                except Exception:  # an outcome of odd types must not cost the others theirs
-                    self.counters["deliver_errors"] += 1
-                    self._log_once("deliver", logging.ERROR, "client.deliver_failed id=%r (logged once)", tid,
-                                   exc_info=True)
+        if not ready:
+            return
+        self.counters["finished"] += len(ready)
+        self._made_room(len(ready))
+        deliver = self._deliver
+        for e, o, worker, tid in ready:
+            try:
+                deliver(e, o, worker, tid)
+            except Exception:  # an outcome of odd types must not cost the others theirs
+                self.counters["deliver_errors"] += 1
+                self._log_once("deliver", logging.ERROR, "client.deliver_failed id=%r (logged once)", tid,
+                               exc_info=True)
 
     def _producer_gone(self, tid, e) -> None:
         """The broker took this client for gone (it was stopped) and forgot the task: it goes again under its

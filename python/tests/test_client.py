@@ -183,6 +183,23 @@ class NoBrokerTest(unittest.TestCase):
         with self.assertRaises(drover.TaskCancelled):
             f.result(0)
 
+    def test_the_sink_address_given_to_workers(self):
+        for bind, advertise, expect in (("tcp://0.0.0.0:*", None, r"tcp://127\.0\.0\.1:\d+$"),
+                                        ("tcp://127.0.0.1:*", "10.9.8.7", r"tcp://10\.9\.8\.7:\d+$"),
+                                        (None, "tcp://sink.example:7000", r"tcp://sink\.example:7000$")):
+            c = drover.Client("tcp://127.0.0.1:1", connect_timeout=None, sink_bind=bind, advertise=advertise)
+            try:
+                self.assertRegex(c.reply_to, expect)
+            finally:
+                c.close(cancel=True)
+        c = drover.Client("tcp://127.0.0.1:1", connect_timeout=None)
+        try:
+            with self.assertRaises(OSError) as e:
+                drover.Client("tcp://127.0.0.1:1", connect_timeout=None, sink_bind=c.reply_to)
+            self.assertIn("cannot bind the sink", str(e.exception))
+        finally:
+            c.close(cancel=True)
+
     def test_a_bad_broker_address_is_refused(self):
         with self.assertRaises(ValueError):
             drover.Client("http://example.com")

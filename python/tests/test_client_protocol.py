@@ -175,7 +175,8 @@ class ProtocolTest(unittest.TestCase):
     def test_queue_full_holds_tasks_back_until_the_broker_makes_room(self):
         futures = [self.client.submit("echo", i) for i in range(3)]
         tasks = self.submitted(3)
-        self.broker.send(Command.REJECTED, msgpack.packb({"ids": [t["id"] for t in tasks[1:]], "reason": "queue_full"}))
+        refused = [t["id"] for t in tasks[1:]]
+        self.broker.send(Command.REJECTED, msgpack.packb({"ids": refused, "reason": "queue_full"}))
         self.assertIsNone(self.broker.recv(0.3))  # it keeps no more at the broker than the broker took: one
         for i in (0, 1, 2):
             push(self.client.reply_to, result_message([outcome(tasks[i], result=_wire.pack(i))]))
@@ -197,8 +198,8 @@ class ProtocolTest(unittest.TestCase):
     def test_a_broker_of_another_version_fails_everything(self):
         f = self.client.submit("echo", 1)
         self.submitted()
-        self.broker.send(Command.ERROR, msgpack.packb({"reason": "wrong_version", "detail": "DRV4", "protocol": "DRV5"}),
-                         header=b"DRV5\x7f")
+        body = msgpack.packb({"reason": "wrong_version", "detail": "DRV4", "protocol": "DRV5"})
+        self.broker.send(Command.ERROR, body, header=b"DRV5\x7f")
         with self.assertRaises(drover.TaskRejected) as e:
             f.result(5)
         self.assertIn("DRV5", e.exception.error)
