@@ -54,7 +54,7 @@ class ClientIO:
         self._liveness = liveness
         self._queue_full_wait = queue_full_wait
         self._max_message_bytes = max_message_bytes
-        self._batch_bytes = max(4096, max_message_bytes // 2)
+        self._batch_bytes = min(1 << 20, max_message_bytes // 2)  # a SUBMIT is cut past this many bytes
         self._pending: dict[str, list] = {}
         self._inbox: collections.deque[str] = collections.deque()  # new ids, from callers
         self._cancels: collections.deque = collections.deque()  # ids or map runs to cancel, from callers
@@ -133,7 +133,7 @@ class ClientIO:
         self._take_requests()
         unsent = self._send_unsent()
         wait = min(next_heartbeat, self._settle_due()) - start
-        if unsent in ("socket_full", "no_room"):
+        if unsent == "socket_full":  # room in the socket wakes no poll
             wait = min(wait, 0.001)
         elif unsent == "backing_off":
             wait = min(wait, self._resend_at - start)

@@ -474,8 +474,9 @@ class Client(ClientIO):
         if len(pending) + len(self._settle) >= self._window:
             self._wait_room()
         if len(args) + len(name) > self._max_message_bytes - 1024:
-            raise ValueError(f"task '{name}' arguments too large: {len(args)} bytes, where a message holds "
-                             f"{self._max_message_bytes} bytes at most (max_message_bytes)")
+            raise ValueError(f"task '{name}' arguments too large: {len(args)} bytes, where at most "
+                             f"{max(0, self._max_message_bytes - 1024 - len(name))} fit (max_message_bytes "
+                             f"{self._max_message_bytes}, less 1024 for the message's own fields and the name)")
         seq = next(self._seq)
         named = tid is not None
         if named:

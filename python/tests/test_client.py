@@ -35,6 +35,8 @@ class ClientTest(unittest.TestCase):
         f = c.submit("echo", b"\x00\xff")
         self.assertEqual(f.result(10), b"\x00\xff")
         self.assertTrue(f.id)
+        big = [c.submit("echo", bytes([i]) * (600 << 10)) for i in range(4)]  # SUBMITs cut at 1 MiB
+        self.assertEqual([f.result(20) for f in big], [bytes([i]) * (600 << 10) for i in range(4)])
 
     def test_many_futures_complete_with_their_own_results(self):
         futures = [self.client.submit("echo", i) for i in range(5000)]
@@ -121,6 +123,12 @@ class ClientTest(unittest.TestCase):
             c.submit("echo", 1, timeout=0)
         with self.assertRaises(TypeError):
             c.submit("echo", object())
+        small = drover.Client(self.fleet.frontend, max_message_bytes=8192)
+        with self.assertRaises(ValueError) as e:
+            small.submit("echo", b"x" * 8000)
+        self.assertIn("arguments too large", str(e.exception))
+        self.assertEqual(small.submit("echo", b"x" * 6000).result(10), b"x" * 6000)
+        small.close()
         f = c.submit("echo", 1, id="py-named-1")
         with self.assertRaises(ValueError):
             c.submit("echo", 2, id="py-named-1")
