@@ -495,6 +495,8 @@ class Client(ClientIO):
         return tid
 
     def _wait_room(self) -> None:
+        if threading.current_thread() is self._thread:
+            return  # a done-callback submitting: the I/O thread cannot wait for itself
         with self._room:
             self._room_waiters += 1
             try:
@@ -607,6 +609,8 @@ class Client(ClientIO):
     def wait_all(self, timeout: float | None = None) -> bool:
         """Waits until every submitted task has its outcome (at most `timeout` seconds). Returns whether
         they all have."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("wait_all() in a done-callback would wait for ever: callbacks run on the I/O thread")
         end = None if timeout is None else time.monotonic() + timeout
         with self._room:
             self._room_waiters += 1

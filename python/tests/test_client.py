@@ -52,6 +52,16 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(list(self.client.starmap("sum_random", [(0, 1), (0, 2)])), [0, 0])
         self.assertEqual(list(self.client.map("echo", [])), [])
 
+    def test_a_done_callback_may_submit(self):
+        follow = []
+        small = drover.Client(self.fleet.frontend, window=2)
+        first = [small.submit("echo", i) for i in range(2)]
+        for f in first:
+            f.add_done_callback(lambda f: follow.append(small.submit("echo", f.result() + 10)))
+        wait_for(lambda: len(follow) == 2, what="the callbacks' tasks")
+        self.assertEqual(sorted(f.result(10) for f in follow), [10, 11])
+        small.close()
+
     def test_an_error_raises_task_failed_with_its_text(self):
         with self.assertRaises(drover.TaskFailed) as e:
             self.client.submit("fail", "boom").result(10)
