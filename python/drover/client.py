@@ -20,14 +20,13 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import itertools
-import logging
 import os
 import socket as _socket
 import threading
 import time
+import weakref
 from _thread import RLock as _RLock
 from _thread import allocate_lock as _allocate_lock
-import weakref
 from typing import Any, Iterable, Iterator
 
 import msgpack
@@ -38,7 +37,6 @@ from ._client_io import DEFAULT_OPTS, E_NAME, E_SLOT, E_TARGET, ClientIO
 from ._security import Security
 from ._wire import Command
 
-log = logging.getLogger("drover.client")
 
 DEFAULT_BROKER = "tcp://127.0.0.1:5555"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
