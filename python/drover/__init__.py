@@ -9,6 +9,7 @@ The wire protocol is docs/protocol.md; this package speaks it with pyzmq and msg
 
 from ._security import Security, SecurityError
 from ._wire import ProtocolError
+from .worker import Worker, task
 
 __version__ = "0.1.0"
-__all__ = ["Security", "SecurityError", "ProtocolError"]
+__all__ = ["Security", "SecurityError", "ProtocolError", "Worker", "task"]
