@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
+import zmq.utils.z85
 
 ROLE_FILES = {"producer": "producer", "sink": "producer", "worker": "worker", "broker": "broker"}
 CURVE_MARKER = "?curve="
