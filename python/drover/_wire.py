@@ -96,7 +96,7 @@ def unpack(body: bytes) -> dict:
         value = msgpack.unpackb(body, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
     except msgpack.ExtraData as e:
         raise ProtocolError("trailing_bytes", str(e)) from None
-    except (ValueError, msgpack.UnpackException) as e:
+    except (ValueError, TypeError, msgpack.UnpackException) as e:  # TypeError: a map key that is an array or map
         raise ProtocolError("bad_body", str(e)) from None
     if not isinstance(value, dict):
         raise ProtocolError("bad_body", f"a body is a map, not {type(value).__name__}")

@@ -117,10 +117,9 @@ class TaskFunction:
 
     def arguments(self, args: bytes) -> list:
         """The call's arguments from msgpack bytes. Raises TaskError."""
-        if not args:
-            return []
         try:
-            value = msgpack.unpackb(args, raw=False, strict_map_key=False, unicode_errors="surrogateescape")
+            value = msgpack.unpackb(args, raw=False, strict_map_key=False, unicode_errors="surrogateescape") \
+                if args else None
         except msgpack.ExtraData:
             raise TaskError("arguments have trailing bytes") from None
         except Exception as e:  # not msgpack, nested past the decoder's limit, an unhashable map key

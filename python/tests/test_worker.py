@@ -1,11 +1,13 @@
 """A Python worker (threads and solo pools) with the C++ drover-producer as its client."""
 
+import json
 import signal
+import subprocess
 import time
 import unittest
 from pathlib import Path
 
-from cpp_producer import broker_status, finish_submit, start_submit, submit
+from cpp_producer import broker_status, finish_submit, producer_argv, start_submit, submit
 from harness import Fleet, wait_for
 
 
@@ -84,6 +86,19 @@ class ThreadsWorkerTest(unittest.TestCase):
     def test_status_shows_the_worker_and_its_task_names(self):
         workers = broker_status(self.fleet)["workers"]
         self.assertEqual([(x["pool"], x["slots"], x["restarts"]) for x in workers], [("threads", 2, 0)])
+
+
+class UnreachableSinkTest(unittest.TestCase):
+    def test_results_go_through_the_broker_when_the_sink_cannot_be_reached(self):
+        with Fleet() as fleet:
+            worker = fleet.python_worker("worker_tasks", pool="threads", concurrency=2)
+            r = subprocess.run(producer_argv(fleet, "--sink-advertise", "tcp://127.0.0.1:1", "submit"),
+                               input="".join(f'{{"id":"{i}","task":"add","args":[{i},{i}]}}\n' for i in range(30)),
+                               capture_output=True, text=True, timeout=40)
+            out = [json.loads(line) for line in r.stdout.splitlines()]
+            self.assertEqual(sorted(o["result"] for o in out), [2 * i for i in range(30)], r.stderr)
+            self.assertIn("worker.sink_unreachable", fleet.log_of(worker))
+            self.assertGreater(broker_status(fleet)["totals"]["results_forwarded"], 0)
 
 
 class StopTest(unittest.TestCase):
