@@ -85,7 +85,9 @@ def parse_header(frame: bytes) -> Command:
 
 
 def pack(body: dict) -> bytes:
-    return msgpack.packb(body, use_bin_type=True)
+    """A body's bytes. A str read by unpack() from bytes that are not UTF-8 (surrogate
+    escapes) is written back as those same bytes."""
+    return msgpack.packb(body, use_bin_type=True, unicode_errors="surrogateescape")
 
 
 def unpack(body: bytes) -> dict:

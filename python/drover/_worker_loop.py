@@ -742,7 +742,12 @@ class Runner:
             except w.ProtocolError as e:
                 self._once(e.reason, logging.WARNING, "worker.dropped reason=%s detail=%r", e.reason, e.detail)
                 continue
-            self._on_broker_message(command, frames[1] if len(frames) == 2 else b"")
+            try:
+                self._on_broker_message(command, frames[1] if len(frames) == 2 else b"")
+            except Exception:  # a message no broker sends must not end the worker
+                if "handler" not in self._logged:
+                    self._logged.add("handler")
+                    log.exception("worker.dropped reason=handler_failed command=%s", command.name)
 
     def _on_broker_message(self, command: w.Command, body: bytes) -> None:
         if command == w.Command.DISPATCH:

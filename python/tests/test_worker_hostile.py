@@ -156,8 +156,9 @@ class HostileBrokerTest(unittest.TestCase):
             self.task("junk", args=b"\xc1"), self.task("deep", name="echo", args=deep),
             self.task("trailing", args=b"\x92\x01\x02\x03"), self.task("nameless", name="no_such_task"),
             self.task("keys", name="echo", args=b"\x81\x91\x01\x01"), self.task("nowhere", reply_to="garbage://x"),
-            self.task("empty", reply_to=""), self.task("fine")])
-        out = self.broker.outcomes(6)
+            self.task("empty", reply_to=""), self.task("fine"), self.task("not utf-8 \udcff", name="echo\udcff")])
+        out = self.broker.outcomes(7)
+        self.assertEqual(out["not utf-8 \udcff"].error, "unknown task 'echo\udcff'")  # the same bytes back
         self.assertEqual(out["fine"].status, "ok")
         self.assertIn("arguments are not valid msgpack", out["junk"].error)
         self.assertIn("arguments are not valid msgpack", out["deep"].error)
