@@ -12,6 +12,7 @@ worker (worker/src) is the reference for the behaviour.
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
 import queue
@@ -288,9 +289,9 @@ class Sinks:
             s.setsockopt(zmq.IMMEDIATE, 1)
         try:
             connect_client(s, self._security, endpoint)
-        except zmq.ZMQError:
+        except Exception as e:  # a bad address, or a key that is no key: "tcp://h:p?curve=..." comes from afar
             s.close(linger=0)
-            raise
+            raise e if isinstance(e, zmq.ZMQError) else zmq.ZMQError(errno.EINVAL, f"unusable endpoint: {e}")
         return s
 
     def get(self, endpoint: str) -> Sink:
@@ -461,7 +462,7 @@ class Runner:
         self._broker: zmq.Socket | None = None
         self._sinks: Sinks | None = None
         self._executors: list[threading.Thread] = []
-        self._last_from_broker = self._next_heartbeat = self._last_connect = 0.0
+        self._last_from_broker = self._next_heartbeat = 0.0
         self._backoff = worker.heartbeat
         self._reregister = False  # an unreadable DISPATCH: register again at the next heartbeat
 
@@ -717,7 +718,7 @@ class Runner:
                                sorted(self.worker.tasks), self.restarts, self.worker.max_message_bytes,
                                self._credits.outstanding)
         self._send(w.Command.HELLO, hello)
-        self._last_from_broker = self._last_connect = time.monotonic()
+        self._last_from_broker = time.monotonic()
         self._reregister = False
         self._credits.forgot()
         self._times.forget_told()

@@ -8,7 +8,7 @@ import unittest
 import msgpack
 import zmq
 
-from drover import _wire as w
+from drover import Security, _wire as w
 from harness import Fleet
 
 TASK_NAMES = sorted(["add", "compute", "crash", "echo", "fail", "fail_times", "mark_and_sleep", "pid", "sleep_ms",
@@ -18,16 +18,24 @@ TASK_NAMES = sorted(["add", "compute", "crash", "echo", "fail", "fail_times", "m
 class FakeBroker:
     """A ROUTER the worker connects to as its broker, and a PULL sink for the outcomes."""
 
-    def __init__(self):
+    def __init__(self, security: Security | None = None):
+        """With `security` (the fleet's broker keys) both sockets are CURVE servers, and
+        sink_endpoint names the sink's key ("?curve=KEY") as a producer's reply_to does."""
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.linger = 0
-        self.router.bind("tcp://127.0.0.1:*")
-        self.endpoint = self.router.last_endpoint.decode()
         self.sink = self.ctx.socket(zmq.PULL)
         self.sink.linger = 0
+        key = ""
+        if security:  # no ZAP handler: every client with the server's key gets in
+            security.server(self.router)
+            public, secret = zmq.curve_keypair()
+            self.sink.curve_secretkey, self.sink.curve_publickey, self.sink.curve_server = secret, public, True
+            key = "?curve=" + public.decode()
+        self.router.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.router.last_endpoint.decode()
         self.sink.bind("tcp://127.0.0.1:*")
-        self.sink_endpoint = self.sink.last_endpoint.decode()
+        self.sink_endpoint = self.sink.last_endpoint.decode() + key
         self.seen: list[tuple[bytes, w.Command, bytes]] = []
 
     def close(self):
@@ -90,11 +98,12 @@ class FakeBroker:
 
 class HostileBrokerTest(unittest.TestCase):
     HEARTBEAT = 1.0  # s: this broker sends no heartbeats, so a window of silence is 3 s
+    SECURE = False
 
     def setUp(self):
-        self.fleet = Fleet(heartbeat_ms=int(self.HEARTBEAT * 1000))
+        self.fleet = Fleet(heartbeat_ms=int(self.HEARTBEAT * 1000), secure=self.SECURE)
         self.addCleanup(self.fleet.stop)
-        self.broker = FakeBroker()
+        self.broker = FakeBroker(Security.from_fleet(self.fleet.security_dir, "broker") if self.SECURE else None)
         self.addCleanup(self.broker.close)
         self.fleet.backend = self.broker.endpoint
         self.worker = self.fleet.python_worker("worker_tasks", pool="threads", concurrency=2)
@@ -198,6 +207,24 @@ class HostileBrokerTest(unittest.TestCase):
         b.expect(w.Command.HELLO, after=len(b.seen), timeout=5)
         self.assertLess(time.monotonic() - start, 3 * self.HEARTBEAT + 1.0)
         self.assertEqual(b.outcomes(1)["slow"].status, "ok")
+        self.assertAlive()
+
+
+
+class SecureHostileBrokerTest(HostileBrokerTest):
+    """The same under CURVE, where a reply_to also names its sink's key."""
+
+    SECURE = True
+
+    def test_sink_keys_that_are_no_keys(self):
+        sink = self.broker.sink_endpoint.split("?")[0]
+        self.broker.dispatch(self.ident, [
+            self.task("bad key", reply_to=sink + "?curve=short"), self.task("odd key", reply_to=sink + "?curve=\udcff"),
+            self.task("fine")])
+        self.assertEqual(self.broker.outcomes(1)["fine"].status, "ok")
+        retried = set()
+        self.broker.wait_seen(lambda c, b: c == w.Command.RETRY and retried.update(w.decode_ids(b)) is None and
+                              retried == {"bad key", "odd key"}, what="RETRY of the tasks whose sink has no key")
         self.assertAlive()
 
 
