@@ -1,6 +1,7 @@
 """A Python worker across a broker restart on the same ports: it registers again and its tasks complete."""
 
 import signal
+import time
 import unittest
 
 from cpp_producer import broker_status, finish_submit, start_submit, submit
@@ -43,6 +44,32 @@ class BrokerRestartTest(unittest.TestCase):
             wait_for(lambda: registered(fleet, 2), what="both children registered again")
             out = submit(fleet, [{"id": "after", "task": "pid"}], workers=2)
             self.assertEqual(out["after"]["status"], "ok")
+
+    def test_a_broker_that_says_bye_is_connected_to_again(self):
+        with Fleet() as fleet:
+            worker = fleet.python_worker("worker_tasks", pool="solo")
+            wait_for(lambda: registered(fleet, 1), what="the worker registered")
+            fleet.kill(fleet.broker, signal.SIGTERM)
+            fleet.broker.wait(timeout=10)
+            wait_for(lambda: "worker.broker_bye" in fleet.log_of(worker), what="the worker to see the BYE")
+            fleet.start_broker()
+            wait_for(lambda: registered(fleet, 1), what="the worker registered again")
+            self.assertEqual(submit(fleet, [{"id": "x", "task": "add", "args": [1, 2]}])["x"]["result"], 3)
+
+
+class PauseTest(unittest.TestCase):
+    def test_a_worker_paused_past_the_window_blames_itself_and_serves_again(self):
+        with Fleet() as fleet:
+            worker = fleet.python_worker("worker_tasks", pool="threads", concurrency=2)
+            wait_for(lambda: registered(fleet, 1), what="the worker registered")
+            fleet.kill(worker, signal.SIGSTOP)
+            time.sleep(4 * fleet.heartbeat_ms / 1000)  # past its liveness window: the broker drops it
+            wait_for(lambda: registered(fleet, 0), what="the broker to take the paused worker for gone")
+            fleet.kill(worker, signal.SIGCONT)
+            wait_for(lambda: "worker.stalled" in fleet.log_of(worker), what="the worker to see its own stall")
+            out = submit(fleet, [{"id": str(i), "task": "add", "args": [i, 0]} for i in range(10)])
+            self.assertEqual(sorted(o["result"] for o in out.values()), list(range(10)))
+            self.assertNotIn("worker.broker_silent", fleet.log_of(worker))  # the silence was its own
 
 
 if __name__ == "__main__":
