@@ -21,6 +21,19 @@ after the tasks are registered, so Python code runs on every core; a child
 that dies is replaced and its task runs again. `threads` runs the slots as
 threads of one process (I/O-bound tasks: the GIL lets one run Python at a
 time); `solo` runs one slot.
+
+Timeouts: a task past its `timeout_ms` runs again (RETRY) while it has
+attempts left, else ends `timeout`, at its deadline. A processes child then
+says BYE and exits, and its supervisor starts a new one at once: the task is
+really stopped. A thread cannot be stopped from outside (an asynchronous
+exception could land in the task's `finally` or with a lock held, and does
+not reach code blocked in C), so in `threads` and `solo` the function runs
+on, its slot stays busy until it returns, and its late result is dropped;
+use `processes` for tasks that may hang.
+
+What the C++ worker does and this one does not, being choices rather than
+duties of the protocol: early credits ahead of a long task's end, giving
+queued tasks back (RETURN), and running quick tasks on the I/O thread.
 """
 
 from __future__ import annotations

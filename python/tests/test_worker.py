@@ -3,10 +3,12 @@
 import json
 import signal
 import subprocess
+import threading
 import time
 import unittest
 from pathlib import Path
 
+import drover
 from cpp_producer import broker_status, finish_submit, producer_argv, start_submit, submit
 from harness import Fleet, wait_for
 
@@ -129,6 +131,24 @@ class StopTest(unittest.TestCase):
             self.assertEqual(worker.wait(timeout=5), 130, fleet.log_of(worker))
             p.kill()
             p.communicate()
+
+
+class InProcessTest(unittest.TestCase):
+    def test_run_from_a_thread_and_stop(self):
+        with Fleet() as fleet:
+            wk = drover.Worker(broker=fleet.backend, heartbeat=0.2, id="in-process")
+            wk.add("mul", lambda a, b: a * b)
+            status = []
+            t = threading.Thread(target=lambda: status.append(wk.run(pool="threads", concurrency=2)))
+            t.start()
+            try:
+                out = submit(fleet, [{"id": str(i), "task": "mul", "args": [i, 3]} for i in range(10)])
+                self.assertEqual(sorted(o["result"] for o in out.values()), [3 * i for i in range(10)])
+                self.assertTrue(out["0"]["worker"].startswith("in-process/"), out["0"])
+            finally:
+                wk.stop()
+                t.join(timeout=10)
+            self.assertEqual(status, [0])
 
 
 class SoloAndSecurityTest(unittest.TestCase):
