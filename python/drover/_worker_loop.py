@@ -25,7 +25,7 @@ import zmq
 
 from . import _wire as w
 from ._security import split_keyed_endpoint
-from .worker import TaskError, describe_error
+from .worker import ArgumentError, describe_error
 
 log = logging.getLogger("drover.worker")
 
@@ -564,12 +564,12 @@ class Runner:
             try:
                 fn = tasks.get(t.name)
                 if fn is None:
-                    raise TaskError(f"unknown task '{t.name}'")
+                    raise ArgumentError(f"unknown task '{t.name}'")
                 out.result = fn.call(t.args)
                 if len(out.result) > self._payload_limit:
-                    raise TaskError(f"result too large: {len(out.result)} bytes, where at most "
-                                    f"{self._payload_limit} fit (the worker's max_message_bytes "
-                                    f"{self.worker.max_message_bytes}, less {MESSAGE_FIELDS} for the message)")
+                    raise ArgumentError(f"result too large: {len(out.result)} bytes, where at most "
+                                        f"{self._payload_limit} fit (the worker's max_message_bytes "
+                                        f"{self.worker.max_message_bytes}, less {MESSAGE_FIELDS} for the message)")
             except BaseException as e:  # a task's SystemExit or KeyboardInterrupt ends the task, not the thread
                 out.status, out.result, out.error = "error", b"", describe_error(e)
             run.ended = time.monotonic()

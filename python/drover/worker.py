@@ -87,11 +87,12 @@ def _from_text(kind: type, text: str, index: int):
     except (ValueError, OverflowError):
         wanted = {int: "an integer", float: "a number", bool: "a boolean"}[kind]
         shown = text if len(text) <= 64 else text[:64] + "..."
-        raise TaskError(f'argument {index + 1}: expected {wanted}, got "{shown}"') from None
+        raise ArgumentError(f'argument {index + 1}: expected {wanted}, got "{shown}"') from None
 
 
-class TaskError(Exception):
-    """Arguments that do not fit a task: its outcome is `error` with this message alone."""
+class ArgumentError(Exception):
+    """Arguments that do not fit a task, or a result that cannot be sent: the outcome is `error`
+    with this message alone."""
 
 
 class TaskFunction:
@@ -129,35 +130,35 @@ class TaskFunction:
         return required, most, converters
 
     def arguments(self, args: bytes) -> list:
-        """The call's arguments from msgpack bytes. Raises TaskError."""
+        """The call's arguments from msgpack bytes. Raises ArgumentError."""
         try:
             value = msgpack.unpackb(args, raw=False, strict_map_key=False, unicode_errors="surrogateescape") \
                 if args else None
         except msgpack.ExtraData:
-            raise TaskError("arguments have trailing bytes") from None
+            raise ArgumentError("arguments have trailing bytes") from None
         except Exception as e:  # not msgpack, nested past the decoder's limit, an unhashable map key
-            raise TaskError(f"arguments are not valid msgpack: {e}") from None
+            raise ArgumentError(f"arguments are not valid msgpack: {e}") from None
         items = value if isinstance(value, list) else [] if value is None else [value]
         if len(items) < self.required or (self.most is not None and len(items) > self.most):
-            raise TaskError(f"{_expected(self.required, self.most)}, got {len(items)}")
+            raise ArgumentError(f"{_expected(self.required, self.most)}, got {len(items)}")
         for i, kind in self.converters.items():
             if i < len(items) and isinstance(items[i], str):
                 items[i] = _from_text(kind, items[i], i)
         return items
 
     def call(self, args: bytes) -> bytes:
-        """Runs the function on msgpack `args`; returns its packed result. Raises TaskError
+        """Runs the function on msgpack `args`; returns its packed result. Raises ArgumentError
         for unusable arguments or result, and whatever the function raises."""
         result = self.fn(*self.arguments(args))
         try:
             return msgpack.packb(result, use_bin_type=True, unicode_errors="surrogateescape")
         except Exception as e:
-            raise TaskError(f"result of type {type(result).__name__} cannot be packed as msgpack: {e}") from None
+            raise ArgumentError(f"result of type {type(result).__name__} cannot be packed as msgpack: {e}") from None
 
 
 def describe_error(e: BaseException) -> str:
-    """An exception as an outcome's error: "ExcType: message" (TaskError: the message alone)."""
-    if isinstance(e, TaskError):
+    """An exception as an outcome's error: "ExcType: message" (ArgumentError: the message alone)."""
+    if isinstance(e, ArgumentError):
         return str(e)
     text = str(e)
     return f"{type(e).__name__}: {text}" if text else type(e).__name__

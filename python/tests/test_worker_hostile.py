@@ -210,7 +210,6 @@ class HostileBrokerTest(unittest.TestCase):
         self.assertAlive()
 
 
-
 class SecureHostileBrokerTest(HostileBrokerTest):
     """The same under CURVE, where a reply_to also names its sink's key."""
 

@@ -7,7 +7,7 @@ import msgpack
 
 import drover
 from drover import _cli_worker, _worker_loop as loop
-from drover.worker import TaskError, TaskFunction, describe_error
+from drover.worker import ArgumentError, TaskFunction, describe_error
 
 
 def pack(v):
@@ -32,10 +32,10 @@ class ArgumentsTest(unittest.TestCase):
         self.assertEqual(msgpack.unpackb(f.call(pack([1, 2]))), 6)
         for args, message in ((pack([1]), "expected 2 to 3 arguments, got 1"),
                               (pack([1, 2, 3, 4]), "expected 2 to 3 arguments, got 4")):
-            with self.assertRaises(TaskError) as e:
+            with self.assertRaises(ArgumentError) as e:
                 f.call(args)
             self.assertEqual(str(e.exception), message)
-        with self.assertRaises(TaskError) as e:
+        with self.assertRaises(ArgumentError) as e:
             TaskFunction("one", lambda x: x).call(b"")
         self.assertEqual(str(e.exception), "expected 1 argument, got 0")
 
@@ -49,7 +49,7 @@ class ArgumentsTest(unittest.TestCase):
         for args, message in (([" 1.5", "1", "true", ""], 'argument 1: expected an integer, got " 1.5"'),
                               (["1", "x", "true", ""], 'argument 2: expected a number, got "x"'),
                               (["1", "1", "yes", ""], 'argument 3: expected a boolean, got "yes"')):
-            with self.assertRaises(TaskError) as e:
+            with self.assertRaises(ArgumentError) as e:
                 f.call(pack(args))
             self.assertEqual(str(e.exception), message)
 
@@ -57,10 +57,10 @@ class ArgumentsTest(unittest.TestCase):
         f = TaskFunction("echo", lambda *a: a[0] if a else None)
         for args, text in ((b"\xc1", "not valid msgpack"), (b"\x91\x01\x02", "trailing bytes"),
                            (b"\x91" * 5000 + b"\x01", "not valid msgpack"), (b"\x81\x91\x01\x01", "not valid msgpack")):
-            with self.assertRaises(TaskError) as e:
+            with self.assertRaises(ArgumentError) as e:
                 f.call(args)
             self.assertIn(text, str(e.exception))
-        with self.assertRaises(TaskError) as e:
+        with self.assertRaises(ArgumentError) as e:
             TaskFunction("o", lambda: object()).call(b"")
         self.assertIn("result of type object cannot be packed", str(e.exception))
 
@@ -68,7 +68,7 @@ class ArgumentsTest(unittest.TestCase):
         self.assertEqual(describe_error(ValueError("bad")), "ValueError: bad")
         self.assertEqual(describe_error(KeyError("k")), "KeyError: 'k'")
         self.assertEqual(describe_error(RuntimeError()), "RuntimeError")
-        self.assertEqual(describe_error(TaskError("expected 1 argument, got 0")), "expected 1 argument, got 0")
+        self.assertEqual(describe_error(ArgumentError("expected 1 argument, got 0")), "expected 1 argument, got 0")
 
 
 class CreditsTest(unittest.TestCase):
