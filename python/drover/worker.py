@@ -31,6 +31,11 @@ not reach code blocked in C), so in `threads` and `solo` the function runs
 on, its slot stays busy until it returns, and its late result is dropped;
 use `processes` for tasks that may hang.
 
+Each worker process talks to the broker from its own I/O thread while the
+tasks run on executor threads, so heartbeats go on during a task; a task
+that holds the GIL in C code for longer than the liveness window (3 s by
+default) silences them, and the broker runs its tasks elsewhere.
+
 What the C++ worker does and this one does not, being choices rather than
 duties of the protocol: early credits ahead of a long task's end, giving
 queued tasks back (RETURN), and running quick tasks on the I/O thread.
