@@ -62,17 +62,16 @@ class ThreadsWorkerTest(unittest.TestCase):
 
     def test_a_task_past_its_deadline_ends_timeout_after_its_attempts(self):
         start = time.monotonic()
+        out = self.outcomes([{"id": "t1", "task": "sleep_ms", "args": [2000], "timeout_ms": 200, "max_attempts": 1}])
+        # Sent at the deadline, not when the function returned (it runs on: a thread cannot be stopped).
+        self.assertLess(time.monotonic() - start, 1.6, out)
+        self.assertEqual((out["t1"]["status"], out["t1"]["error"]), ("timeout", "timed out after 200 ms"), out)
         out = self.outcomes([
-            {"id": "t1", "task": "sleep_ms", "args": [1500], "timeout_ms": 200, "max_attempts": 1},
-            {"id": "t2", "task": "sleep_ms", "args": [1500], "timeout_ms": 200, "max_attempts": 2},
+            {"id": "t2", "task": "sleep_ms", "args": [300], "timeout_ms": 100, "max_attempts": 2},
             {"id": "quick", "task": "sleep_ms", "args": [10], "timeout_ms": 5000},
         ])
-        self.assertEqual(out["t1"]["status"], "timeout", out)
-        self.assertEqual(out["t1"]["error"], "timed out after 200 ms")
         self.assertEqual((out["t2"]["status"], out["t2"]["attempts"]), ("timeout", 2), out)
         self.assertEqual(out["quick"]["status"], "ok")
-        # The timeouts were sent at their deadlines, not when the functions returned.
-        self.assertLess(time.monotonic() - start, 1.5 + 1.4, out)
 
     def test_retry_on_error_runs_the_task_again(self):
         out = self.outcomes([{"id": "r", "task": "fail_times", "args": ["r", 2], "retry_on_error": True,
