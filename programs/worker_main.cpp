@@ -107,6 +107,7 @@ int run(WorkerOptions& options, const Flags& f, const char* self, const Registry
         options.concurrency = 1;
         options.replace_on_timeout = true;
     }
+    if (!f.commands.empty() || !f.commands_file.empty()) adopt_command_orphans();  // its only children are commands
     zmq::context_t ctx;
     Worker worker(ctx, registry, options, log);
     switch (worker.run(stop)) {

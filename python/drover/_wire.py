@@ -10,12 +10,13 @@ Nothing here does I/O; everything is safe to call from any thread.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import enum
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 
 import msgpack
-import nacl.encoding
-import nacl.hash
 
 PROTOCOL = b"DRV4"
 HEADER_SIZE = 5
@@ -369,28 +370,49 @@ def encode_error(reason: str, detail: str = "", command: int | None = None) -> b
 
 # Task secrets, attempt tokens and settle proofs (docs/protocol.md) ---------
 
-_RAW = nacl.encoding.RawEncoder
+def _load_sodium() -> ctypes.CDLL:
+    """libsodium, which libzmq's CURVE already uses (Debian: libsodium23)."""
+    name = ctypes.util.find_library("sodium") or "libsodium.so.23"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError as e:
+        raise ImportError(f"drover needs libsodium ({name}): {e}; on Debian: apt-get install libsodium23") from None
+    if lib.sodium_init() < 0:
+        raise ImportError("libsodium cannot start (no entropy source?)")
+    for fn in (lib.crypto_shorthash, lib.crypto_shorthash_siphashx24):
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p]
+        fn.restype = ctypes.c_int
+    return lib
+
+
+_SODIUM = _load_sodium()
 
 
 def random_secret() -> bytes:
     """A fresh 16-byte sink key."""
-    import os
-
     return os.urandom(SECRET_BYTES)
 
 
 def task_secret(sink_key: bytes, task_id: str) -> bytes:
     """SipHashX-2-4 (128-bit) of the id's UTF-8 bytes under the sink's key."""
-    return nacl.hash.siphashx24(task_id.encode("utf-8", "surrogateescape"), key=sink_key, encoder=_RAW)
+    message = task_id.encode("utf-8", "surrogateescape")
+    out = ctypes.create_string_buffer(16)
+    key = sink_key if len(sink_key) == SECRET_BYTES else _ZERO_KEY
+    _SODIUM.crypto_shorthash_siphashx24(out, message, len(message), key)
+    return out.raw
 
 
 _ZERO_KEY = bytes(SECRET_BYTES)
 
 
 def _keyed(secret: bytes, domain: int, n: int) -> int:
+    """SipHash-2-4 of a domain byte and n (little-endian 32-bit) under a task's
+    secret; a secret of the wrong size hashes under zeros, as in C++."""
     key = secret if len(secret) == SECRET_BYTES else _ZERO_KEY
     message = bytes((domain, n & 0xFF, (n >> 8) & 0xFF, (n >> 16) & 0xFF, (n >> 24) & 0xFF))
-    return int.from_bytes(nacl.hash.siphash24(message, key=key, encoder=_RAW), "little")
+    out = ctypes.create_string_buffer(8)
+    _SODIUM.crypto_shorthash(out, message, 5, key)
+    return int.from_bytes(out.raw, "little")
 
 
 def attempt_token(secret: bytes, attempt: int) -> int:
