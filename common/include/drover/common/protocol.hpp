@@ -232,6 +232,10 @@ enum class Command : std::uint8_t {
     // (body as ACCEPTED's); the producer stops keeping them for a resend.
     settled = 0x17,
     result = 0x20,
+    // broker -> any peer: a message it could not take, and why (Error). Its
+    // header is "DRV" + any version + 0x7F in every protocol version, so a
+    // peer of another version can read it (is_error_header).
+    error = 0x7f,
 };
 
 [[nodiscard]] const char* command_name(Command c) noexcept;
@@ -370,6 +374,15 @@ struct Results {
     std::vector<Outcome> results;
 };
 
+// ERROR: why the broker did not take a message. Every version's ERROR body
+// is a map with at least `reason` and `protocol`.
+struct Error {
+    std::string reason;                   // a decode_error_name ("bad_body", "wrong_version", ...)
+    std::string detail;                   // for people: what was wrong, what to do ("" left out)
+    std::optional<std::uint8_t> command;  // the refused message's command byte, when it had one
+    std::string protocol{k_protocol};     // the version the sender speaks ("DRV4")
+};
+
 // An Outcome whose strings view the RESULT body it was read from.
 struct OutcomeView {
     std::string_view id;
@@ -421,6 +434,10 @@ private:
 // Returns the command of a header frame, or why it is not one.
 [[nodiscard]] Decoded<Command> parse_header(const void* data, std::size_t size) noexcept;
 inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept { return parse_header(m.data(), m.size()); }
+// Whether a frame is the header of an ERROR of any protocol version: 5
+// bytes, "DRV", any version byte, 0x7F. A peer never answers one.
+[[nodiscard]] bool is_error_header(const void* data, std::size_t size) noexcept;
+inline bool is_error_header(const zmq::message_t& m) noexcept { return is_error_header(m.data(), m.size()); }
 
 // Bodies ---------------------------------------------------------------
 // encode_* return the msgpack body; decode_* check limits and trailing bytes.
@@ -438,6 +455,7 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept { return 
 [[nodiscard]] std::string encode(const Results& m);
 [[nodiscard]] std::string encode(const Outcome* outcomes, std::size_t count);  // a Results body
 [[nodiscard]] zmq::message_t encode_message(const Outcome* outcomes, std::size_t count);
+[[nodiscard]] std::string encode(const Error& m);
 [[nodiscard]] std::string encode_empty();
 [[nodiscard]] std::string encode_heartbeat(std::string_view instance);
 [[nodiscard]] std::string encode_worker_heartbeat(std::uint32_t held);
@@ -461,6 +479,8 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept { return 
 // A BYE body: empty, any map, or a map with `ids`.
 [[nodiscard]] Decoded<Ids> decode_bye(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Rejected> decode_rejected(std::string_view body) noexcept;
+// An ERROR body of any version: `reason` required; the other fields optional.
+[[nodiscard]] Decoded<Error> decode_error(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Results> decode_results(std::string_view body) noexcept;
 // The same outcomes as views into `body`, valid while it is: a reader that
 // copies each field once to its own type (the Client's Result) then spends
