@@ -5,6 +5,7 @@
 #include <cmath>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -137,6 +138,13 @@ TEST_CASE("a flood of 100,000 bad messages is answered at most once a second for
     CHECK(errors >= 2);
     CHECK(errors <= 2 * (static_cast<int>(std::ceil(seconds)) + 1));
     CHECK((*read)["errors_sent"].get<int>() == errors);
+    // A second later the same peer and reason are answered again, once.
+    std::this_thread::sleep_for(1100ms);
+    for (int i = 0; i < 100; ++i) REQUIRE(flooder.send_frames({header("DRV4", 0x42), proto::encode_empty()}));
+    const auto again = flooder.receive(5s);
+    REQUIRE(again);
+    CHECK(again->first == proto::Command::error);
+    CHECK_FALSE(flooder.receive(300ms));
     // Still serving.
     REQUIRE(flooder.send(proto::Command::heartbeat));
     const auto beat = flooder.receive(5s);
