@@ -166,9 +166,11 @@ bool BrokerImpl::drain(Side side, PeerGuard& guard, Handle handle) {
         const std::string peer = id_of(frames[0]);
         // A peer whose key was revoked is told nothing: its session is closing.
         if (!guard.admit(peer, frames.back())) continue;
+        // The command byte of a "DRV" header of any version, for the ERROR.
+        const auto header = frames.size() >= 2 ? proto::view(frames[1]) : std::string_view{};
         const std::optional<std::uint8_t> command =
-            frames.size() >= 2 && frames[1].size() == proto::k_header_size
-                ? std::optional<std::uint8_t>(static_cast<const std::uint8_t*>(frames[1].data())[4])
+            header.size() == proto::k_header_size && header.substr(0, 3) == "DRV"
+                ? std::optional<std::uint8_t>(static_cast<std::uint8_t>(header[4]))
                 : std::nullopt;
         if (frames.size() >= 2 && proto::is_error_header(frames[1])) {
             // Never answered: two peers that answer ERRORs would answer each other for ever.
@@ -185,7 +187,7 @@ bool BrokerImpl::drain(Side side, PeerGuard& guard, Handle handle) {
         }
         auto cmd = proto::parse_header(frames[1]);
         if (!cmd) {
-            drop(peer, side, cmd.error(), command, proto::view(frames[1]).substr(0, 4));
+            drop(peer, side, cmd.error(), command, header.substr(0, 4));
             continue;
         }
         handle(peer, *cmd, frames.size() == 3 ? proto::view(frames[2]) : std::string_view{});

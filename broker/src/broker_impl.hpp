@@ -53,8 +53,8 @@ public:
     [[nodiscard]] std::size_t live_workers() const { return live_workers_.load(); }
 
 private:
-    // Reading (broker.cpp; the ERROR replies in broker_errors.cpp). Each returns whether it read all that waited
-    // (not stopped by its budget).
+    // Reading (broker.cpp; the ERROR replies in broker_errors.cpp). Each
+    // returns whether it read all that waited (not stopped by its budget).
     bool on_frontend();
     bool on_backend();
     // Reads up to a budget of messages from the side's socket, drops
@@ -66,8 +66,8 @@ private:
     bool count_drop(const std::string& peer, const std::string& reason, std::size_t n);
     // A message the broker does not take: counted, logged once per peer and
     // reason, and answered ERROR (answer_error). `command`: the message's
-    // command byte, when it had a header of 5 bytes; `version`: that header's
-    // first 4 bytes, for wrong_version.
+    // command byte, when it had a 5-byte "DRV" header of any version;
+    // `version`: that header's first 4 bytes, for wrong_version.
     void drop(const std::string& peer, Side side, proto::DecodeError reason,
               std::optional<std::uint8_t> command = std::nullopt, std::string_view version = {});
     void drop(const std::string& peer, Side side, proto::DecodeError reason, proto::Command command) {

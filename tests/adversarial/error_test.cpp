@@ -45,6 +45,18 @@ proto::Error one_error(zmq::context_t& ctx, const std::string& endpoint, const s
     return *error;
 }
 
+// The broker serves on: a HEARTBEAT is answered, a STATUS counts what was refused.
+void check_serving(zmq::context_t& ctx, const BrokerProcess& broker) {
+    RawPeer client(ctx, zmq::socket_type::dealer, broker.frontend);
+    REQUIRE(client.send(proto::Command::heartbeat));
+    const auto beat = client.receive(5s);
+    REQUIRE(beat);
+    CHECK(beat->first == proto::Command::heartbeat);
+    const auto status = require_status(broker.frontend, 5000ms);
+    INFO(status.dump());
+    CHECK(dropped_total(status) >= 1);
+}
+
 }  // namespace
 
 TEST_CASE("a message the broker cannot take is answered with one ERROR naming the reason, and it serves on",
@@ -84,10 +96,20 @@ TEST_CASE("a message the broker cannot take is answered with one ERROR naming th
         CHECK(e.reason == "unexpected");
         CHECK(e.detail.find("SUBMIT") != std::string::npos);
     }
+    check_serving(ctx, broker);
+}
+
+TEST_CASE("a message that is not a DRV message is answered ERROR, and an ERROR never is", "[adversarial][error]") {
+    TempDir dir;
+    BrokerProcess broker(dir);
+    zmq::context_t ctx;
     SECTION("a header that is not one, and too many frames") {
         const auto bad = one_error(ctx, broker.frontend, {"GET / HTTP/1.1", ""});
         CHECK(bad.reason == "bad_header");
         CHECK_FALSE(bad.command);
+        const auto five = one_error(ctx, broker.backend, {"HELLO", proto::encode_empty()});
+        CHECK(five.reason == "bad_header");
+        CHECK_FALSE(five.command);
         const auto frames = one_error(ctx, broker.frontend, {header(proto::Command::status), "", "", ""});
         CHECK(frames.reason == "bad_frames");
     }
@@ -98,15 +120,7 @@ TEST_CASE("a message the broker cannot take is answered with one ERROR naming th
             CHECK_FALSE(peer.receive(500ms));
         }
     }
-    // Served on: a STATUS counts what was refused, a HEARTBEAT is answered.
-    RawPeer client(ctx, zmq::socket_type::dealer, broker.frontend);
-    REQUIRE(client.send(proto::Command::heartbeat));
-    const auto beat = client.receive(5s);
-    REQUIRE(beat);
-    CHECK(beat->first == proto::Command::heartbeat);
-    const auto status = require_status(broker.frontend, 5000ms);
-    INFO(status.dump());
-    CHECK(dropped_total(status) >= 1);
+    check_serving(ctx, broker);
 }
 
 TEST_CASE("a flood of 100,000 bad messages is answered at most once a second for each reason", "[adversarial][error]") {
