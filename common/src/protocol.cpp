@@ -746,6 +746,7 @@ const char* command_name(Command c) noexcept {
         case Command::status_reply: return "STATUS_REPLY";
         case Command::settled: return "SETTLED";
         case Command::result: return "RESULT";
+        case Command::error: return "ERROR";
     }
     return "?";
 }
@@ -886,6 +887,12 @@ zmq::message_t encode_message(const TaskRef* tasks, std::size_t count) {
     return b.take_message();
 }
 
+bool is_error_header(const void* data, std::size_t size) noexcept {
+    const auto* p = static_cast<const unsigned char*>(data);
+    return size == k_header_size && std::memcmp(p, k_protocol.data(), 3) == 0 &&
+           p[4] == static_cast<unsigned char>(Command::error);
+}
+
 std::string encode(const Ids& m) {
     StringBuffer b;
     Packer pk(b);
@@ -946,6 +953,25 @@ zmq::message_t encode_message(const Outcome* outcomes, std::size_t count) {
     StringBuffer b;
     encode_into(b, outcomes, count);
     return b.take_message();
+}
+
+std::string encode(const Error& m) {
+    StringBuffer b;
+    Packer pk(b);
+    pk.pack_map(2 + !m.detail.empty() + m.command.has_value());
+    pack_key(pk, "reason");
+    pack_str(pk, m.reason);
+    if (!m.detail.empty()) {
+        pack_key(pk, "detail");
+        pack_str(pk, m.detail);
+    }
+    if (m.command) {
+        pack_key(pk, "command");
+        pk.pack(static_cast<std::uint32_t>(*m.command));
+    }
+    pack_key(pk, "protocol");
+    pack_str(pk, m.protocol);
+    return b.take();
 }
 
 std::string encode_empty() {
@@ -1169,6 +1195,31 @@ Decoded<Rejected> decode_rejected(std::string_view body) noexcept {
                 has = true;
             } else if (named(k, "reason")) {
                 m.reason = c.str();
+            } else {
+                return false;
+            }
+            return true;
+        });
+        if (!has) invalid();
+        return m;
+    });
+}
+
+Decoded<Error> decode_error(std::string_view body) noexcept {
+    return decode_checked<Error>(body, [](Cursor& c) {
+        Error m;
+        m.protocol.clear();
+        bool has = false;
+        read_fields(c, [&](std::string_view k) {
+            if (named(k, "reason")) {
+                m.reason = c.str();
+                has = true;
+            } else if (named(k, "detail")) {
+                m.detail = c.str();
+            } else if (named(k, "command")) {
+                m.command = c.uint<std::uint8_t>();
+            } else if (named(k, "protocol")) {
+                m.protocol = c.str();
             } else {
                 return false;
             }
