@@ -340,6 +340,10 @@ def decode_rejected(body: bytes) -> tuple[list[str], str]:
     return _strings(d, "ids"), _str(d, "reason")
 
 
+def encode_rejected(ids: list[str], reason: str) -> bytes:
+    return pack({"ids": list(ids), "reason": reason})
+
+
 def encode_heartbeat(instance: str | None = None, held: int | None = None) -> bytes:
     """A broker's HEARTBEAT to producers names its instance; a worker's says what it holds."""
     if instance is not None:
