@@ -626,11 +626,12 @@ private:
             (void)run_tasks(client, "true", no_args, 200, o_.window);
             cluster.wait_settled(k_settle_timeout);
             for (unsigned r = 0; r < o_.reps; ++r) {
-                xargs.samples.push_back(n / timed_shell("xargs -P2 -n1 /bin/true < " + lines));
+                const auto count = static_cast<double>(n);
+                xargs.samples.push_back(count / timed_shell("xargs -P2 -n1 /bin/true < " + lines));
                 if (have_parallel)
                     parallel.samples.push_back(
-                        n / timed_shell("parallel --will-cite -j2 /bin/true < " + lines + " > /dev/null"));
-                const double rate = n / run_tasks(client, "true", no_args, n, o_.window);
+                        count / timed_shell("parallel --will-cite -j2 /bin/true < " + lines + " > /dev/null"));
+                const double rate = count / run_tasks(client, "true", no_args, n, o_.window);
                 cluster.wait_settled(k_settle_timeout);
                 drover.samples.push_back(rate);
                 vs_parallel.samples.push_back(rate);
