@@ -2,6 +2,7 @@
 #include "supervisor.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include <poll.h>
@@ -12,6 +13,7 @@
 
 #include "internal/children.hpp"
 #include "internal/net.hpp"
+#include "internal/proof.hpp"
 
 namespace drover {
 
@@ -67,6 +69,8 @@ public:
     int run() {
         // A child that dies leaves its commands' processes to this process, not to init: kill_strays ends them.
         ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+        // The children inherit the key (fork+exec) and say it at HELLO: only this process can report them LOST.
+        ::setenv(k_lost_key_env, to_hex_text(lost_key_).c_str(), 1);
         for (auto& c : children_) start(c);
         log_->info("supervisor.started children={} broker={}", children_.size(), options_.broker);
         while (true) {
@@ -147,7 +151,7 @@ private:
             c.restart_at = Clock::now();
             return;
         }
-        (void)send_message(broker_, proto::Command::lost, proto::encode(proto::Lost{id}));
+        (void)send_message(broker_, proto::Command::lost, proto::encode(proto::Lost{id, lost_key_}));
         const bool quick = Clock::now() - c.started < std::chrono::seconds(1);
         c.backoff = quick ? std::min(std::max(c.backoff * 2, Millis(100)), Millis(5000)) : Millis(0);
         c.restart_at = Clock::now() + c.backoff;
@@ -182,6 +186,7 @@ private:
     zmq::context_t ctx_;
     zmq::socket_t broker_{ctx_, zmq::socket_type::dealer};  // LOST goes here
     std::vector<Child> children_;
+    const std::string lost_key_ = random_secret();
     int signals_seen_ = 0;
 };
 

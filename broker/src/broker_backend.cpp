@@ -44,8 +44,17 @@ void BrokerImpl::handle_backend(const std::string& peer, proto::Command c, std::
         case Command::lost: {
             auto m = proto::decode_lost(body);
             if (!m) return drop(peer, Side::backend, m.error(), c);
+            auto finals = scheduler_.remove_lost_worker(m->worker, m->key);
+            if (!finals) {
+                if (count_drop(peer, "lost_refused", 1))
+                    log_->warn(
+                        "broker.lost_refused peer={} id={} (a LOST without the key that worker's HELLO "
+                        "gave: only its own supervisor may report it; ignored, logged once per peer)",
+                        to_hex_text(peer), m->worker);
+                return;
+            }
             log_->warn("worker.lost id={} reported_by_supervisor", m->worker);
-            report(scheduler_.remove_worker_by_id(m->worker));
+            report(std::move(*finals));
             live_workers_ = scheduler_.worker_count();
             return;
         }

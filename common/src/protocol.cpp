@@ -803,7 +803,7 @@ Decoded<Command> parse_header(const void* data, std::size_t size) noexcept {
 std::string encode(const Hello& m) {
     StringBuffer b;
     Packer pk(b);
-    pk.pack_map(m.held > 0 ? 9 : 8);
+    pk.pack_map(8 + (m.held > 0) + !m.lost_key.empty());
     pack_key(pk, "worker");
     pack_str(pk, m.worker);
     pack_key(pk, "host");
@@ -823,6 +823,10 @@ std::string encode(const Hello& m) {
     if (m.held > 0) {
         pack_key(pk, "held");
         pk.pack(m.held);
+    }
+    if (!m.lost_key.empty()) {
+        pack_key(pk, "lost_key");
+        pack_bin(pk, m.lost_key);
     }
     return b.take();
 }
@@ -851,9 +855,13 @@ std::string encode(const Ready& m) {
 std::string encode(const Lost& m) {
     StringBuffer b;
     Packer pk(b);
-    pk.pack_map(1);
+    pk.pack_map(m.key.empty() ? 1 : 2);
     pack_key(pk, "worker");
     pack_str(pk, m.worker);
+    if (!m.key.empty()) {
+        pack_key(pk, "key");
+        pack_bin(pk, m.key);
+    }
     return b.take();
 }
 
@@ -1049,6 +1057,8 @@ Decoded<Hello> decode_hello(std::string_view body) noexcept {
                 h.max_message_bytes = c.uint<std::uint64_t>();
             } else if (named(k, "held")) {
                 h.held = c.uint<std::uint32_t>();
+            } else if (named(k, "lost_key")) {
+                h.lost_key = c.bin_or_str();
             } else {
                 return false;
             }
@@ -1092,6 +1102,10 @@ Decoded<Lost> decode_lost(std::string_view body) noexcept {
         Lost l;
         bool has = false;
         read_fields(c, [&](std::string_view k) {
+            if (named(k, "key")) {
+                l.key = c.bin_or_str();
+                return true;
+            }
             if (!named(k, "worker")) return false;
             l.worker = c.str();
             has = true;

@@ -73,6 +73,8 @@ class Supervisor:
         self.children = [Child() for _ in range(slots)]
         self.base_id = worker.id or worker.host
         self._signals_seen = 0
+        # The children say it at HELLO: the broker takes a LOST only from who knows it.
+        self.lost_key = os.urandom(16)
 
     def child_id(self, pid: int) -> str:
         return f"{self.base_id}:{pid}"
@@ -125,7 +127,7 @@ class Supervisor:
             self.stop.close()  # the parent's pipe
             stop = Stop()
             runner = Runner(self.worker, self.child_id(os.getpid()), "processes", 1, stop, restarts=c.restarts,
-                            replace_on_timeout=True, child=True)
+                            replace_on_timeout=True, child=True, lost_key=self.lost_key)
             status = runner.run()
         except BaseException:
             log.exception("worker.child_failed")
@@ -191,7 +193,7 @@ class Supervisor:
             s = ctx.socket(zmq.DEALER)
             try:
                 connect_client(s, self.worker.security, self.worker.broker)
-                s.send_multipart([w.header(w.Command.LOST), w.encode_lost(child_id)], flags=zmq.NOBLOCK)
+                s.send_multipart([w.header(w.Command.LOST), w.encode_lost(child_id, self.lost_key)], flags=zmq.NOBLOCK)
             except zmq.ZMQError as e:
                 log.warning("supervisor.lost_unsent id=%s error=%r", child_id, str(e))
             finally:

@@ -302,11 +302,14 @@ def decode_results(body: bytes) -> list[Outcome]:
 
 
 def encode_hello(worker: str, host: str, pid: int, pool: str, slots: int, tasks: list[str], restarts: int = 0,
-                 max_message_bytes: int = 0, held: int = 0) -> bytes:
+                 max_message_bytes: int = 0, held: int = 0, lost_key: bytes = b"") -> bytes:
+    """lost_key: a supervisor's child gives the key its supervisor's LOST will carry."""
     d = {"worker": worker, "host": host, "pid": pid, "pool": pool, "slots": slots, "tasks": list(tasks),
          "restarts": restarts, "max_message_bytes": max_message_bytes}
     if held:
         d["held"] = held
+    if lost_key:
+        d["lost_key"] = lost_key
     return pack(d)
 
 
@@ -360,8 +363,12 @@ def decode_heartbeat(body: bytes) -> dict:
     return d
 
 
-def encode_lost(worker: str) -> bytes:
-    return pack({"worker": worker})
+def encode_lost(worker: str, key: bytes = b"") -> bytes:
+    """key: the lost_key of the worker's HELLO; the broker refuses a LOST without it."""
+    d = {"worker": worker}
+    if key:
+        d["key"] = key
+    return pack(d)
 
 
 def encode_error(reason: str, detail: str = "", command: int | None = None) -> bytes:

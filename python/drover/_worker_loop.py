@@ -436,9 +436,10 @@ class Runner:
     task ran past its deadline and cannot be stopped, so the process must end)."""
 
     def __init__(self, worker, worker_id: str, pool: str, slots: int, stop: Stop, restarts: int = 0,
-                 replace_on_timeout: bool = False, child: bool = False):
+                 replace_on_timeout: bool = False, child: bool = False, lost_key: bytes = b""):
         self.worker = worker
         self.id = worker_id
+        self.lost_key = lost_key  # a pool's child: its supervisor's key for LOST, said at HELLO
         self.pool = pool
         self.slots = slots
         self.restarts = restarts
@@ -716,7 +717,7 @@ class Runner:
         self._broker = s
         hello = w.encode_hello(self.id, self.worker.host, os.getpid(), self.pool, self.slots,
                                sorted(self.worker.tasks), self.restarts, self.worker.max_message_bytes,
-                               self._credits.outstanding)
+                               self._credits.outstanding, self.lost_key)
         self._send(w.Command.HELLO, hello)
         self._last_from_broker = time.monotonic()
         self._reregister = False

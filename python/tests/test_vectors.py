@@ -41,7 +41,7 @@ def encode_again(command: w.Command, body: bytes) -> bytes:
                    w.Command.CANCEL):
         return w.encode_ids(w.decode_ids(body))
     if command == w.Command.LOST:
-        return w.encode_lost(d["worker"])
+        return w.encode_lost(d["worker"], d.get("key", b""))
     if command == w.Command.REJECTED:
         return w.encode_rejected(*w.decode_rejected(body))
     if command == w.Command.SETTLE:

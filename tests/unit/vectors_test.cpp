@@ -86,6 +86,7 @@ Json hello_json(const proto::Hello& h) {
         {"worker", h.worker}, {"host", h.host},   {"pid", h.pid},           {"pool", h.pool},
         {"slots", h.slots},   {"tasks", h.tasks}, {"restarts", h.restarts}, {"max_message_bytes", h.max_message_bytes}};
     if (h.held != 0) j["held"] = h.held;
+    if (!h.lost_key.empty()) j["lost_key"] = bin(h.lost_key);
     return j;
 }
 
@@ -175,7 +176,9 @@ Decoded decode(Command c, const std::string& body) {
             return decode_ids(body);
         case Command::lost: {
             const auto m = ok(proto::decode_lost(body));
-            return {Json{{"worker", m.worker}}, proto::encode(m)};
+            Json j{{"worker", m.worker}};
+            if (!m.key.empty()) j["key"] = bin(m.key);
+            return {j, proto::encode(m)};
         }
         case Command::settle: {
             const auto m = ok(proto::decode_settle(body));

@@ -92,14 +92,19 @@ struct Vector {
     std::optional<std::string> body;  // nullopt: the header frame alone
 };
 
+// A supervisor's key for LOST reports: 16 bytes, 0x10 to 0x1f.
+const std::string k_lost_key = "\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f";
+
 std::vector<Vector> worker_vectors() {
     std::vector<Vector> v;
     v.push_back({"hello", Command::hello,
                  proto::encode(proto::Hello{
                      "node-3:4242", "node-3", 4242, "threads", 2, {"echo", "sum_random"}, 0, 16 * 1024 * 1024, 0})});
-    v.push_back({"hello-holding", Command::hello,
-                 proto::encode(
-                     proto::Hello{"node-3:4250", "node-3", 4250, "solo", 1, {"sum_random"}, 1, 16 * 1024 * 1024, 1})});
+    // A processes-pool child registering again: it holds a task, and gives its supervisor's key for LOST.
+    v.push_back(
+        {"hello-holding", Command::hello,
+         proto::encode(proto::Hello{
+             "node-3:4250", "node-3", 4250, "processes", 1, {"sum_random"}, 1, 16 * 1024 * 1024, 1, k_lost_key})});
     v.push_back({"ready", Command::ready, proto::encode(proto::Ready{4, 2, {{"sum_random", 5'200'000}}})});
     v.push_back({"ready-plain", Command::ready, proto::encode(proto::Ready{8, 0, {}})});
     proto::Tasks dispatch;
@@ -117,7 +122,7 @@ std::vector<Vector> worker_vectors() {
     v.push_back({"bye-worker", Command::bye, proto::encode(proto::Ids{{"81234567.2"}})});
     v.push_back({"bye-empty", Command::bye, std::nullopt});
     v.push_back({"reset", Command::reset, std::nullopt});
-    v.push_back({"lost", Command::lost, proto::encode(proto::Lost{"node-3:4250"})});
+    v.push_back({"lost", Command::lost, proto::encode(proto::Lost{"node-3:4250", k_lost_key})});
     v.push_back({"retry", Command::retry, proto::encode(proto::Ids{{"81234567.2"}})});
     v.push_back({"return", Command::give_back, proto::encode(proto::Ids{{"81234567.3"}})});
     return v;

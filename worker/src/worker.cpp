@@ -165,7 +165,8 @@ void WorkerImpl::connect_to_broker() {
                        registry_.names(),
                        options_.restarts,
                        static_cast<std::uint64_t>(options_.max_message_bytes),
-                       io_.credits.outstanding()};
+                       io_.credits.outstanding(),
+                       options_.lost_key};
     (void)send_message(*io_.broker, proto::Command::hello, proto::encode(hello));
     io_.last_from_broker = Clock::now();
     io_.credits.broker_forgot();

@@ -97,6 +97,10 @@ struct Hello {
     // Tasks received under an earlier registration and still held (running,
     // queued, outcome not yet sent): a worker registering again says so.
     std::uint32_t held = 0;
+    // A supervisor's secret for this child (k_task_secret_bytes random
+    // bytes; empty: none): the broker takes a LOST of this worker only with
+    // the same key, so that no other worker key holder can evict it.
+    std::string lost_key;
 };
 
 struct Ready {
@@ -111,6 +115,7 @@ struct Ready {
 
 struct Lost {
     std::string worker;  // the dead worker's Hello::worker
+    std::string key;     // its Hello::lost_key: a LOST without the right one is refused
 };
 
 // A task's secret, held inline: 16 bytes is past std::string's small
