@@ -87,6 +87,8 @@ int main(int argc, char** argv) {
     app.add_option("--big-tasks", o.big_tasks, "W6, B1: big tasks (messages) per repetition")
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
+    app.add_option("--command-tasks", o.command_tasks, "W10: command tasks (and xargs, parallel lines) per repetition")
+        ->capture_default_str();
     app.add_option("--window", o.window, "unfinished tasks the producer keeps in W1, W5")
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
@@ -131,6 +133,7 @@ int main(int argc, char** argv) {
                 if (name == "--queue-tasks") o.queue_tasks = given.queue_tasks;
                 if (name == "--many-workers") o.many_workers = given.many_workers;
                 if (name == "--big-tasks") o.big_tasks = given.big_tasks;
+                if (name == "--command-tasks") o.command_tasks = given.command_tasks;
             }
         }
         o.transports = split(transports, ',');

@@ -5,6 +5,9 @@
 #                                dpkg-shlibdeps.
 #   drover-dev_VERSION_ARCH.deb  headers, static libraries, the CMake package
 #                                and drover.pc (component dev).
+#   python3-drover_VERSION_all.deb  the Python package `drover` (component
+#                                python), on Debian's python3-zmq and
+#                                python3-msgpack.
 # The programs do not need the headers nor the libraries do the programs:
 # a worker host installs drover alone.
 set(CPACK_GENERATOR DEB)
@@ -14,7 +17,7 @@ set(CPACK_PACKAGE_VENDOR "the drover authors")
 set(CPACK_DEBIAN_PACKAGE_MAINTAINER "drover maintainers <maintainers@users.noreply.r-seed-ad311282.example>")
 set(CPACK_STRIP_FILES ON)
 set(CPACK_DEB_COMPONENT_INSTALL ON)
-set(CPACK_COMPONENTS_ALL runtime dev)
+set(CPACK_COMPONENTS_ALL runtime dev python)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)  # NAME_VERSION_ARCH.deb
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
@@ -42,11 +45,27 @@ This package holds the C++ headers, the static libraries, the CMake
 package (find_package(drover)) and drover.pc, to build one's own workers
 and producers.")
 
+set(CPACK_DEBIAN_PYTHON_PACKAGE_NAME python3-drover)
+set(CPACK_DEBIAN_PYTHON_PACKAGE_SECTION python)
+set(CPACK_DEBIAN_PYTHON_PACKAGE_ARCHITECTURE all)
+set(CPACK_DEBIAN_PYTHON_PACKAGE_SHLIBDEPS OFF)
+# libsodium23: task secrets and tokens (SipHash), called through ctypes.
+set(CPACK_DEBIAN_PYTHON_PACKAGE_DEPENDS "python3 (>= 3.11), python3-zmq, python3-msgpack, libsodium23")
+set(CPACK_DEBIAN_PYTHON_PACKAGE_RECOMMENDS "drover (= ${PROJECT_VERSION})")
+set(CPACK_DEBIAN_PYTHON_DESCRIPTION "task system on ZeroMQ: Python client and workers
+drover runs tasks, functions registered in a worker, submitted by
+producers through a broker, over ZeroMQ with optional CurveZMQ security.
+This package holds the Python module drover: a Client that submits tasks
+and returns futures, and a Worker that runs Python functions as tasks in
+a pool of threads or of processes.")
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/python/drover DESTINATION lib/python3/dist-packages COMPONENT python
+        EXCLUDE_FROM_ALL FILES_MATCHING PATTERN "*.py" PATTERN "__pycache__" EXCLUDE)
+
 # Debian's policy files in each package: copyright and changelog.gz.
 string(TIMESTAMP drover_changelog_date "%a, %d %b %Y %H:%M:%S +0000" UTC)  # honours SOURCE_DATE_EPOCH
 configure_file(${PROJECT_SOURCE_DIR}/packaging/debian/changelog.in ${PROJECT_BINARY_DIR}/packaging/changelog @ONLY)
 execute_process(COMMAND gzip -9nf ${PROJECT_BINARY_DIR}/packaging/changelog)
-foreach(pair runtime:drover dev:drover-dev)
+foreach(pair runtime:drover dev:drover-dev python:python3-drover)
   string(REPLACE ":" ";" pair ${pair})
   list(GET pair 0 component)
   list(GET pair 1 package)

@@ -211,6 +211,7 @@ void check_every_decoder(std::string_view body) {
     check_same_form_errors(body, decode_bye);
     check_same_form_errors(body, decode_rejected);
     check_same_form_errors(body, decode_results);
+    check_same_form_errors(body, decode_error);
     check_same_form_errors(body, decode_heartbeat);
     check_same_form_errors(body, decode_worker_heartbeat);
     check_same_form_errors(body, decode_empty);
@@ -223,6 +224,7 @@ void check_every_decoder(std::string_view body) {
     check_decoder(body, decode_bye);
     check_decoder(body, decode_rejected);
     check_decoder(body, decode_results);
+    check_decoder(body, decode_error);
     check_decoder(body, decode_heartbeat);
     check_decoder(body, decode_worker_heartbeat);
     check_decoder(body, decode_empty);
@@ -252,6 +254,7 @@ void check_message(const std::vector<std::string_view>& frames) {
         case Command::settle: return check_decoder(body, decode_settle);
         case Command::rejected: return check_decoder(body, decode_rejected);
         case Command::result: return check_decoder(body, decode_results);
+        case Command::error: return check_decoder(body, decode_error);
         case Command::heartbeat:  // the broker reads a worker's held count, a producer the instance
             check_decoder(body, decode_worker_heartbeat);
             return check_decoder(body, decode_heartbeat);

@@ -93,6 +93,7 @@ int main(int argc, char** argv) {
     write_seed("settle", Command::settle, encode(Ids{{"job-1"}}));
     write_seed("cancel", Command::cancel, encode(Ids{{"job-2"}}));
     write_seed("status", Command::status, std::nullopt);
+    write_seed("error", Command::error, encode(Error{"wrong_version", "DRV3 is not DRV4", 0x10}));
     const auto status = nlohmann::json::to_msgpack({{"queued", 3}, {"workers", {{{"id", "w1"}, {"credits", 2}}}}});
     write_seed("status-reply", Command::status_reply, std::string(status.begin(), status.end()));
     write_seed("result", Command::result,

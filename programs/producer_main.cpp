@@ -24,6 +24,7 @@
 #include "drover/client/status.hpp"
 #include "drover/cluster/local_cluster.hpp"
 #include "internal/proof.hpp"
+#include "line_reader.hpp"
 #include "producer_map.hpp"
 #include "security_cli.hpp"
 
@@ -94,66 +95,6 @@ struct Settings {
     SecurityOptions security;
 };
 
-// Reads lines from a file descriptor, and gives up at once when `stop` is
-// requested, even while no line is coming (a terminal, an idle pipe).
-class LineReader {
-public:
-    explicit LineReader(int fd) : fd_(fd) {}
-
-    // Called with true before waiting for input that is not there yet, and
-    // with false once it is (submit flushes its results then).
-    std::function<void(bool)> on_wait;
-
-    bool next(std::string& line, const StopSource& stop) {
-        while (true) {
-            if (stop.stop_requested()) return false;
-            if (auto nl = buffer_.find('\n', scanned_); nl != std::string::npos) {
-                line.assign(buffer_, start_, nl - start_);
-                start_ = scanned_ = nl + 1;
-                return true;
-            }
-            if (eof_) {
-                if (start_ == buffer_.size()) return false;
-                line.assign(buffer_, start_);  // a last line without '\n'
-                buffer_.clear();
-                start_ = scanned_ = 0;
-                return true;
-            }
-            buffer_.erase(0, start_);  // once per read, not once per line
-            start_ = 0;
-            scanned_ = buffer_.size();
-            if (!wait_readable(stop)) return false;
-            char chunk[65536];
-            const auto n = ::read(fd_, chunk, sizeof chunk);
-            if (n > 0) buffer_.append(chunk, static_cast<std::size_t>(n));
-            else if (n == 0 || errno != EINTR) eof_ = true;
-        }
-    }
-
-private:
-    // Waits until fd_ is readable (or at its end); false on a stop request.
-    bool wait_readable(const StopSource& stop) {
-        pollfd fds[] = {{fd_, POLLIN, 0}, {stop.fd(), POLLIN, 0}};
-        while (true) {
-            int ready = on_wait ? ::poll(fds, 2, 0) : 0;
-            if (ready == 0) {
-                if (on_wait) on_wait(true);
-                ready = ::poll(fds, 2, -1);
-                if (on_wait) on_wait(false);
-            }
-            if (ready < 0 && errno != EINTR) return false;
-            if (fds[1].revents & POLLIN) return false;
-            if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) return true;
-        }
-    }
-
-    int fd_;
-    std::string buffer_;
-    std::size_t start_ = 0;    // where the next line begins
-    std::size_t scanned_ = 0;  // buffer_[start_, scanned_) has no '\n'
-    bool eof_ = false;
-};
-
 // --timing: "timing: tasks=N wall_ms=T" on stderr.
 void print_timing(std::size_t tasks, Clock::time_point start) {
     std::cerr << "timing: tasks=" << tasks
@@ -222,14 +163,19 @@ private:
     }
 };
 
+// Prints why input line `line_no` is no task, as its outcome and on stderr.
+void reject_line(SubmitOutput& out, std::size_t line_no, const std::string& error) {
+    ++out.failed;
+    out.print_rejected(line_no, error, {});
+    std::cerr << "drover-producer: line " << line_no << ": " << error << "\n";
+}
+
 // Submits the task of input line `line_no`, or prints why it cannot go.
 void submit_line(Client& client, const Settings& s, const std::string& line, std::size_t line_no, SubmitOutput& out) {
     std::string error;
     auto t = parse_task_line(line, error);
     if (!t) {
-        ++out.failed;
-        out.print_rejected(line_no, error, {});
-        std::cerr << "drover-producer: line " << line_no << ": " << error << "\n";
+        reject_line(out, line_no, error);
         return;
     }
     if (t->options.timeout_ms == 0) t->options.timeout_ms = s.timeout_ms;
@@ -263,8 +209,13 @@ int run_submit(Client& client, const Settings& s, const StopSource& stop) {
     std::size_t line_no = 0;
     LineReader input(STDIN_FILENO);
     input.on_wait = [&out](bool waiting) { out.set_waiting(waiting); };
-    while (input.next(line, stop)) {
+    bool too_long = false;
+    while (input.next(line, too_long, stop)) {
         ++line_no;
+        if (too_long) {
+            reject_line(out, line_no, "longer than " + std::to_string(k_max_line_bytes >> 20) + " MiB: not a task");
+            continue;
+        }
         if (line.find_first_not_of(" \t\r") != std::string::npos) submit_line(client, s, line, line_no, out);
     }
     // Woken by the last outcome; a stop request is seen, and the outcomes so

@@ -16,65 +16,24 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
 #include "drover/client/json_lines.hpp"
+#include "line_reader.hpp"
 #include "map_words.hpp"
 
 namespace drover {
 
 namespace {
 
-// Reads lines from a file descriptor, and gives up at once when `stop` is
-// requested, even while no line is coming (a terminal, an idle pipe).
-class LineReader {
-public:
-    explicit LineReader(int fd) : fd_(fd) {}
-
-    bool next(std::string& line, const StopSource& stop) {
-        while (true) {
-            if (stop.stop_requested()) return false;
-            if (auto nl = buffer_.find('\n', start_ + scanned_); nl != std::string::npos) {
-                line.assign(buffer_, start_, nl - start_);
-                start_ = nl + 1;
-                scanned_ = 0;
-                return true;
-            }
-            scanned_ = buffer_.size() - start_;
-            if (eof_) {
-                if (scanned_ == 0) return false;
-                line.assign(buffer_, start_, std::string::npos);  // a last line without '\n'
-                start_ = buffer_.size();
-                scanned_ = 0;
-                return true;
-            }
-            buffer_.erase(0, start_);
-            start_ = 0;
-            fill(stop);
-        }
-    }
-
-private:
-    void fill(const StopSource& stop) {
-        pollfd fds[] = {{fd_, POLLIN, 0}, {stop.fd(), POLLIN, 0}};
-        if (::poll(fds, 2, -1) < 0 && errno != EINTR) eof_ = true;
-        if (fds[1].revents & POLLIN) return;
-        if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR))) return;
-        char chunk[65536];
-        const auto n = ::read(fd_, chunk, sizeof chunk);
-        if (n > 0) buffer_.append(chunk, static_cast<std::size_t>(n));
-        else if (n == 0 || errno != EINTR) eof_ = true;
-    }
-
-    int fd_;
-    std::string buffer_;
-    std::size_t start_ = 0;    // the next line begins here
-    std::size_t scanned_ = 0;  // buffer_[start_, start_ + scanned_) has no '\n'
-    bool eof_ = false;
-};
+// Outcomes waiting for an earlier one to be printed: past this the map
+// stops reading input until the front finishes, so that one slow task
+// does not make it hold the rest of a long input in memory.
+constexpr std::size_t k_max_waiting_outcomes = 100'000;
 
 // One task of the map: its stable id (position of its argument, or line
 // number), its arguments, or why it has none.
@@ -113,9 +72,16 @@ public:
             t.args = nlohmann::json::array({map_arg(words_[seq_ - 1], "argument " + std::to_string(seq_))});
             return true;
         }
-        while (reader_->next(line_, stop)) {
+        bool too_long = false;
+        while (reader_->next(line_, too_long, stop)) {
             t.seq = ++seq_;
             t.args = nlohmann::json::array();
+            if (too_long) {
+                t.args = nullptr;
+                t.error = "line " + std::to_string(t.seq) + ": longer than " + std::to_string(k_max_line_bytes >> 20) +
+                          " MiB: not a task";
+                return true;
+            }
             try {
                 const auto words = split_words(line_);
                 if (words.empty()) continue;  // a blank line is no task
@@ -295,6 +261,17 @@ struct MapRun {
         changed.notify_all();
     }
 
+    // Waits while k_max_waiting_outcomes outcomes wait for the front to be
+    // printed (the submitting thread). Returns false on a stop request.
+    bool wait_for_room(const StopSource& stop) {
+        std::unique_lock lock(mutex);
+        while (entries.size() >= k_max_waiting_outcomes && !halted) {
+            if (stop.stop_requested()) return false;
+            changed.wait_for(lock, Millis(100));
+        }
+        return true;
+    }
+
     // Queues task `t` for printing. Returns its slot.
     std::size_t add(MapTask& t) {
         std::lock_guard lock(mutex);
@@ -354,6 +331,7 @@ std::size_t print_in_order(MapRun& run, const StopSource& stop) {
             lock.unlock();
             if (!print_outcome(run, e)) ++not_run;
             lock.lock();
+            run.changed.notify_all();  // room for the submitting thread
         }
         if (run.all_read && run.entries.empty()) break;
         std::cout.flush();
@@ -381,7 +359,7 @@ template <class Send>
 void feed(MapRun& run, MapInput& input, const StopSource& stop, Send send) {
     MapTask t;
     std::size_t skipped = 0;
-    while (!run.halted && input.next(t, stop)) {
+    while (!run.halted && run.wait_for_room(stop) && input.next(t, stop)) {
         if (run.joblog && run.joblog->done(t.seq, to_line(t.args))) {
             ++skipped;
             continue;

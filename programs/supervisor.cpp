@@ -2,6 +2,7 @@
 #include "supervisor.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include <poll.h>
@@ -10,7 +11,9 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
+#include "internal/children.hpp"
 #include "internal/net.hpp"
+#include "internal/proof.hpp"
 
 namespace drover {
 
@@ -64,6 +67,10 @@ public:
     }
 
     int run() {
+        // A child that dies leaves its commands' processes to this process, not to init: kill_strays ends them.
+        ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+        // The children inherit the key (fork+exec) and say it at HELLO: only this process can report them LOST.
+        ::setenv(k_lost_key_env, to_hex_text(lost_key_).c_str(), 1);
         for (auto& c : children_) start(c);
         log_->info("supervisor.started children={} broker={}", children_.size(), options_.broker);
         while (true) {
@@ -99,13 +106,31 @@ private:
             if (c.pid > 0) ::kill(c.pid, sig);
     }
 
-    // Collects every child that has exited.
+    // Collects every child that has exited, and the processes of commands
+    // a dead child left running.
     void reap() {
         int status = 0;
         pid_t pid;
+        bool child_exited = false;
         while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
             auto it = std::find_if(children_.begin(), children_.end(), [&](const Child& c) { return c.pid == pid; });
-            if (it != children_.end()) on_exit(*it, status);
+            if (it == children_.end()) continue;  // a stray, reaped
+            on_exit(*it, status);
+            child_exited = true;
+        }
+        if (child_exited) kill_strays();
+    }
+
+    // SIGKILL to each process (and its group) that came to this subreaper
+    // when a child died: the commands it was running, whose tasks go again.
+    void kill_strays() {
+        for (const auto& p : child_processes()) {
+            if (p.zombie ||
+                std::any_of(children_.begin(), children_.end(), [&](const Child& c) { return c.pid == p.pid; }))
+                continue;
+            if (p.pgid != ::getpgrp()) ::kill(-p.pgid, SIGKILL);
+            ::kill(p.pid, SIGKILL);
+            log_->info("supervisor.killed_stray pid={} (a command of a child that died)", p.pid);
         }
     }
 
@@ -126,7 +151,7 @@ private:
             c.restart_at = Clock::now();
             return;
         }
-        (void)send_message(broker_, proto::Command::lost, proto::encode(proto::Lost{id}));
+        (void)send_message(broker_, proto::Command::lost, proto::encode(proto::Lost{id, lost_key_}));
         const bool quick = Clock::now() - c.started < std::chrono::seconds(1);
         c.backoff = quick ? std::min(std::max(c.backoff * 2, Millis(100)), Millis(5000)) : Millis(0);
         c.restart_at = Clock::now() + c.backoff;
@@ -161,6 +186,7 @@ private:
     zmq::context_t ctx_;
     zmq::socket_t broker_{ctx_, zmq::socket_type::dealer};  // LOST goes here
     std::vector<Child> children_;
+    const std::string lost_key_ = random_secret();
     int signals_seen_ = 0;
 };
 

@@ -10,6 +10,10 @@
 
 namespace drover {
 
+// The environment variable by which a supervisor gives its children its
+// key for LOST reports (hex); each child says it at HELLO (Hello::lost_key).
+inline constexpr const char* k_lost_key_env = "DROVER_LOST_KEY";
+
 // Keeps options.concurrency solo children alive until `stop`, each started
 // as `child_args` (this program's command line for one child, run as
 // /proc/self/exe). Tells the broker (LOST) at once when one dies, so that

@@ -1,6 +1,7 @@
 // The drover-worker command line.
 #include <algorithm>
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -10,6 +11,7 @@
 #include "drover/programs/worker_main.hpp"
 #include "drover/worker/commands.hpp"
 #include "drover/worker/worker.hpp"
+#include "internal/proof.hpp"
 #include "process.hpp"
 #include "security_cli.hpp"
 #include "supervisor.hpp"
@@ -90,6 +92,16 @@ std::vector<std::string> child_args(const char* self, const WorkerOptions& optio
     return args;
 }
 
+// A processes-pool child's key for LOST reports, from its supervisor
+// (k_lost_key_env, in hex), removed from the environment so that the
+// commands it runs do not see it.
+std::string take_lost_key() {
+    const char* hex = std::getenv(k_lost_key_env);
+    std::string key = hex ? from_hex_text(hex) : std::string();
+    ::unsetenv(k_lost_key_env);
+    return key;
+}
+
 // Runs the worker, or the supervisor of a processes pool, until stopped.
 // Returns the exit status (or ends the process: 130 after a stop at once,
 // k_exit_replaced for a child replaced after a timeout). Throws:
@@ -103,10 +115,12 @@ int run(WorkerOptions& options, const Flags& f, const char* self, const Registry
     if (options.pool == "processes" && !f.child)
         return run_supervisor(options, child_args(self, options, f), log, stop);
     if (f.child) {
+        options.lost_key = take_lost_key();
         options.pool = "processes";  // as STATUS shows it; each child runs one task at a time
         options.concurrency = 1;
         options.replace_on_timeout = true;
     }
+    if (!f.commands.empty() || !f.commands_file.empty()) adopt_command_orphans();  // its only children are commands
     zmq::context_t ctx;
     Worker worker(ctx, registry, options, log);
     switch (worker.run(stop)) {

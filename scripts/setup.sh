@@ -12,7 +12,7 @@ packages=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx
           clang-format-14           # scripts/format.sh and the format test
           iproute2                  # multihost tests: ip netns, veth, bridge
           python3                   # scripts/soak.sh: the chaos driver and its ledger
-          python3-zmq python3-msgpack python3-nacl  # python/: the drover package (pyzmq, msgpack, SipHash)
+          python3-zmq python3-msgpack python3-venv  # python/: the drover package, and its pip install test
           parallel                  # drover-bench W10: GNU parallel -j2, a baseline of command tasks
           dpkg-dev lintian          # the package test: cpack's dpkg-shlibdeps, then Debian's policy checks
           slurm-wlm munge           # tests only (label slurm, as root): a Slurm the test starts itself

@@ -596,12 +596,12 @@ private:
     // W10: command tasks (/bin/true) on 2 slots, one drover-worker -c 2 over
     // tcp, against xargs -P2 and GNU parallel -j2 over the same lines.
     void commands() {
-        constexpr std::size_t n = 2000;
+        const std::size_t n = o_.command_tasks;
         auto xargs = figure("W10 xargs -P2 -n1 /bin/true", "tasks/s");
-        xargs.note = "2,000 lines through xargs -P2 -n1 /bin/true: the machine's spawn rate on 2 slots";
+        xargs.note = with_commas(n) + " lines through xargs -P2 -n1 /bin/true: the machine's spawn rate on 2 slots";
         auto parallel = figure("W10 GNU parallel -j2 /bin/true", "tasks/s");
         auto drover = figure("W10 commands /bin/true 2 slots tcp", "tasks/s", xargs.key, Target::ratio_at_least(0.8));
-        drover.note = "2,000 command tasks true=/bin/true on one drover-worker -c 2 (threads)";
+        drover.note = with_commas(n) + " command tasks true=/bin/true on one drover-worker -c 2 (threads)";
         auto vs_parallel = figure("W10 commands /bin/true 2 slots tcp [vs parallel]", "tasks/s", parallel.key,
                                   Target::ratio_at_least(4));
         const bool have_parallel = std::system("parallel --version >/dev/null 2>&1") == 0;
@@ -626,11 +626,12 @@ private:
             (void)run_tasks(client, "true", no_args, 200, o_.window);
             cluster.wait_settled(k_settle_timeout);
             for (unsigned r = 0; r < o_.reps; ++r) {
-                xargs.samples.push_back(n / timed_shell("xargs -P2 -n1 /bin/true < " + lines));
+                const auto count = static_cast<double>(n);
+                xargs.samples.push_back(count / timed_shell("xargs -P2 -n1 /bin/true < " + lines));
                 if (have_parallel)
                     parallel.samples.push_back(
-                        n / timed_shell("parallel --will-cite -j2 /bin/true < " + lines + " > /dev/null"));
-                const double rate = n / run_tasks(client, "true", no_args, n, o_.window);
+                        count / timed_shell("parallel --will-cite -j2 /bin/true < " + lines + " > /dev/null"));
+                const double rate = count / run_tasks(client, "true", no_args, n, o_.window);
                 cluster.wait_settled(k_settle_timeout);
                 drover.samples.push_back(rate);
                 vs_parallel.samples.push_back(rate);
@@ -909,6 +910,7 @@ void apply_smoke_sizes(BenchOptions& o) {
     o.queue_tasks = 20'000;
     o.many_workers = 4;
     o.big_tasks = 200;
+    o.command_tasks = 200;
 }
 
 int run_bench(BenchOptions options) {

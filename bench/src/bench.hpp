@@ -18,6 +18,7 @@ struct BenchOptions {
     unsigned many_workers = 200;             // W5
     std::size_t big_bytes = 64 * 1024;       // W6 and B1's big messages
     std::size_t big_tasks = 5'000;           // W6 and B1's big messages
+    std::size_t command_tasks = 2'000;       // W10: command tasks, and lines for xargs and parallel
     std::size_t window = 20'000;             // unfinished tasks the producer keeps (Client's default)
     std::size_t big_window = 0;              // the same for W6; 0: 8 MiB of big arguments (128 at 64 KiB)
     std::vector<std::string> transports{"tcp", "ipc", "inproc"};

@@ -145,32 +145,49 @@ void BrokerImpl::run(const StopSource& stop) {
 
 bool BrokerImpl::on_frontend() {
     return drain(
-        frontend_, frontend_guard_, "frontend",
+        Side::frontend, frontend_guard_,
         [this](const std::string& peer, proto::Command c, std::string_view body) { handle_frontend(peer, c, body); });
 }
 
 bool BrokerImpl::on_backend() {
     return drain(
-        backend_, backend_guard_, "backend",
+        Side::backend, backend_guard_,
         [this](const std::string& peer, proto::Command c, std::string_view body) { handle_backend(peer, c, body); });
 }
 
 template <class Handle>
-bool BrokerImpl::drain(zmq::socket_t& socket, PeerGuard& guard, const char* name, Handle handle) {
+bool BrokerImpl::drain(Side side, PeerGuard& guard, Handle handle) {
+    zmq::socket_t& socket = socket_of(side);
     std::vector<zmq::message_t> frames;
     for (DrainBudget budget(k_drain_limit); budget.more();) {
         frames.clear();
         if (!zmq::recv_multipart(socket, std::back_inserter(frames), zmq::recv_flags::dontwait)) return true;
         ++received_;
         const std::string peer = id_of(frames[0]);
+        // A peer whose key was revoked is told nothing: its session is closing.
         if (!guard.admit(peer, frames.back())) continue;
+        // The command byte of a "DRV" header of any version, for the ERROR.
+        const auto header = frames.size() >= 2 ? proto::view(frames[1]) : std::string_view{};
+        const std::optional<std::uint8_t> command =
+            header.size() == proto::k_header_size && header.substr(0, 3) == "DRV"
+                ? std::optional<std::uint8_t>(static_cast<std::uint8_t>(header[4]))
+                : std::nullopt;
+        if (frames.size() >= 2 && proto::is_error_header(frames[1])) {
+            // Never answered: two peers that answer ERRORs would answer each other for ever.
+            if (count_drop(peer, "error_received", 1))
+                log_->warn(
+                    "broker.error_received socket={} peer={} (an ERROR sent to the broker: not answered; "
+                    "logged once per peer)",
+                    side == Side::frontend ? "frontend" : "backend", to_hex_text(peer));
+            continue;
+        }
         if (frames.size() < 2 || frames.size() > 3) {
-            drop(peer, name, proto::DecodeError::bad_frames);
+            drop(peer, side, proto::DecodeError::bad_frames, command);
             continue;
         }
         auto cmd = proto::parse_header(frames[1]);
         if (!cmd) {
-            drop(peer, name, cmd.error());
+            drop(peer, side, cmd.error(), command, header.substr(0, 4));
             continue;
         }
         handle(peer, *cmd, frames.size() == 3 ? proto::view(frames[2]) : std::string_view{});
@@ -184,11 +201,13 @@ bool BrokerImpl::count_drop(const std::string& peer, const std::string& reason, 
     return logged_drops_.emplace(peer, reason).second;
 }
 
-void BrokerImpl::drop(const std::string& peer, const char* socket, proto::DecodeError reason) {
+void BrokerImpl::drop(const std::string& peer, Side side, proto::DecodeError reason,
+                      std::optional<std::uint8_t> command, std::string_view version) {
     const std::string why = proto::decode_error_name(reason);
+    const bool answered = answer_error(peer, side, reason, command, version);
     if (count_drop(peer, why, 1))
-        log_->warn("broker.dropped socket={} peer={} reason={} (logged once per peer){}", socket, to_hex_text(peer),
-                   why,
+        log_->warn("broker.dropped socket={} peer={} reason={} answered={} (logged once per peer){}",
+                   side == Side::frontend ? "frontend" : "backend", to_hex_text(peer), why, answered,
                    reason == proto::DecodeError::wrong_version
                        ? ": a peer of another drover release; run the same release on broker, workers and "
                          "producers"
@@ -247,6 +266,7 @@ void BrokerImpl::tick(Clock::time_point now) {
     // Just after a stall, a peer's messages may still wait unread: peers
     // are judged at a later tick.
     if (!catching_up_) expire_peers(now);
+    forget_old_errors(now);
     for (const auto& identity : scheduler_.worker_identities()) {
         if (send_to(backend_, identity, proto::Command::heartbeat) == SendStatus::unreachable)
             remove_worker(identity, "unreachable");
@@ -276,6 +296,7 @@ void BrokerImpl::tick(Clock::time_point now) {
 nlohmann::json BrokerImpl::status_json(Clock::time_point now) const {
     auto doc = scheduler_.status(now);
     doc["dropped"] = nlohmann::json(dropped_);
+    doc["errors_sent"] = errors_sent_;
     doc["producers"] = producers_.size();
     doc["frontend"] = frontend_ep_;
     doc["backend"] = backend_ep_;

@@ -13,21 +13,21 @@ void BrokerImpl::handle_backend(const std::string& peer, proto::Command c, std::
         case Command::hello: return worker_hello(peer, body, now);
         case Command::ready: {
             auto m = proto::decode_ready(body);
-            if (!m) return drop(peer, "backend", m.error());
+            if (!m) return drop(peer, Side::backend, m.error(), c);
             if (!scheduler_.ready(peer, *m, now)) (void)send_to(backend_, peer, Command::reset);
             return;
         }
         case Command::heartbeat: return worker_heartbeat(peer, body, now);
         case Command::bye: {
             auto m = proto::decode_bye(body);
-            if (!m) return drop(peer, "backend", m.error());
+            if (!m) return drop(peer, Side::backend, m.error(), c);
             remove_worker(peer, "said bye", false, m->ids);
             return;
         }
         case Command::retry: return worker_retry(peer, body, now);
         case Command::give_back: {
             auto m = proto::decode_ids(body);
-            if (!m) return drop(peer, "backend", m.error());
+            if (!m) return drop(peer, Side::backend, m.error(), c);
             log_->debug("task.returned n={} worker={}", m->ids.size(), scheduler_.describe_worker(peer));
             if (!scheduler_.give_back(peer, m->ids, now)) (void)send_to(backend_, peer, Command::reset);
             return;
@@ -37,25 +37,34 @@ void BrokerImpl::handle_backend(const std::string& peer, proto::Command c, std::
             // over its own connection (or, for a detached task, to its sink
             // from here).
             auto m = proto::decode_results(body);
-            if (!m) return drop(peer, "backend", m.error());
+            if (!m) return drop(peer, Side::backend, m.error(), c);
             forward_results(peer, std::move(m->results));
             return;
         }
         case Command::lost: {
             auto m = proto::decode_lost(body);
-            if (!m) return drop(peer, "backend", m.error());
+            if (!m) return drop(peer, Side::backend, m.error(), c);
+            auto finals = scheduler_.remove_lost_worker(m->worker, m->key);
+            if (!finals) {
+                if (count_drop(peer, "lost_refused", 1))
+                    log_->warn(
+                        "broker.lost_refused peer={} id={} (a LOST without the key that worker's HELLO "
+                        "gave: only its own supervisor may report it; ignored, logged once per peer)",
+                        to_hex_text(peer), m->worker);
+                return;
+            }
             log_->warn("worker.lost id={} reported_by_supervisor", m->worker);
-            report(scheduler_.remove_worker_by_id(m->worker));
+            report(std::move(*finals));
             live_workers_ = scheduler_.worker_count();
             return;
         }
-        default: return drop(peer, "backend", proto::DecodeError::unexpected);
+        default: return drop(peer, Side::backend, proto::DecodeError::unexpected, c);
     }
 }
 
 void BrokerImpl::worker_hello(const std::string& peer, std::string_view body, Clock::time_point now) {
     auto m = proto::decode_hello(body);
-    if (!m) return drop(peer, "backend", m.error());
+    if (!m) return drop(peer, Side::backend, m.error(), proto::Command::hello);
     log_->info("worker.joined id={} host={} pid={} pool={} slots={} tasks={}", m->worker, m->host, m->pid, m->pool,
                m->slots, m->tasks.size());
     // A worker registering again just after this broker was stopped
@@ -67,7 +76,7 @@ void BrokerImpl::worker_hello(const std::string& peer, std::string_view body, Cl
 
 void BrokerImpl::worker_heartbeat(const std::string& peer, std::string_view body, Clock::time_point now) {
     auto m = proto::decode_worker_heartbeat(body);
-    if (!m) return drop(peer, "backend", m.error());
+    if (!m) return drop(peer, Side::backend, m.error(), proto::Command::heartbeat);
     if (!*m) {  // a worker that does not say what it holds
         if (!scheduler_.seen(peer, now)) (void)send_to(backend_, peer, proto::Command::reset);
         return;
@@ -87,7 +96,7 @@ void BrokerImpl::worker_heartbeat(const std::string& peer, std::string_view body
 
 void BrokerImpl::worker_retry(const std::string& peer, std::string_view body, Clock::time_point now) {
     auto m = proto::decode_ids(body);
-    if (!m) return drop(peer, "backend", m.error());
+    if (!m) return drop(peer, Side::backend, m.error(), proto::Command::retry);
     log_->debug("task.retry n={}", m->ids.size());
     auto finals = scheduler_.retry(peer, m->ids, now);
     if (!finals) return (void)send_to(backend_, peer, proto::Command::reset);

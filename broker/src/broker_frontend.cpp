@@ -51,7 +51,7 @@ void BrokerImpl::handle_frontend(const std::string& peer, proto::Command c, std:
         case Command::submit: return producer_submit(peer, body, now);
         case Command::settle: {
             auto m = proto::decode_settle(body);
-            if (!m) return drop(peer, "frontend", m.error());
+            if (!m) return drop(peer, Side::frontend, m.error(), c);
             std::string first;
             IdsByProducer detached;
             const auto refused = scheduler_.settle(producer_of(peer), m->ids, m->proofs, &first, &detached);
@@ -62,33 +62,33 @@ void BrokerImpl::handle_frontend(const std::string& peer, proto::Command c, std:
         }
         case Command::cancel: {
             auto m = proto::decode_ids(body);
-            if (!m) return drop(peer, "frontend", m.error());
+            if (!m) return drop(peer, Side::frontend, m.error(), c);
             std::size_t refused = 0;
             report(scheduler_.cancel(producer_of(peer), m->ids, &refused));
             if (refused > 0) refuse(peer, "cancel", refused, false, {});
             return;
         }
         case Command::status: {
-            if (!proto::decode_empty(body)) return drop(peer, "frontend", proto::DecodeError::bad_body);
+            if (const auto m = proto::decode_empty(body); !m) return drop(peer, Side::frontend, m.error(), c);
             const auto doc = nlohmann::json::to_msgpack(status_json(now));
             reply(peer, Command::status_reply, std::string_view(reinterpret_cast<const char*>(doc.data()), doc.size()));
             return;
         }
         case Command::heartbeat: {
-            if (!proto::decode_empty(body)) return drop(peer, "frontend", proto::DecodeError::bad_body);
+            if (const auto m = proto::decode_empty(body); !m) return drop(peer, Side::frontend, m.error(), c);
             producers_[peer] = now;
             reply(peer, Command::heartbeat, proto::encode_heartbeat(instance_));
             return;
         }
         case Command::bye: forget_producer(peer); return;
-        default: return drop(peer, "frontend", proto::DecodeError::unexpected);
+        default: return drop(peer, Side::frontend, proto::DecodeError::unexpected, c);
     }
 }
 
 void BrokerImpl::producer_submit(const std::string& peer, std::string_view body, Clock::time_point now) {
     std::string_view reply_to;  // the batch's, in `body`
     auto m = proto::decode_submit(body, reply_to);
-    if (!m) return drop(peer, "frontend", m.error());
+    if (!m) return drop(peer, Side::frontend, m.error(), proto::Command::submit);
     const std::string producer = producer_of(peer);
     producers_[producer] = now;
     auto result = scheduler_.submit(producer, std::move(m->tasks), now, reply_to);

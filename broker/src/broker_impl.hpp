@@ -24,11 +24,15 @@
 
 namespace drover {
 
+// The broker's two sockets, as its handlers name them.
+enum class Side : std::uint8_t { frontend, backend };
+
 // Every member runs on run()'s thread, except live_workers() and the
 // endpoint accessors (read from any thread after bind()). Its methods live
-// in four files: the loop, reading and time (broker.cpp), producers
-// (broker_frontend.cpp), workers (broker_backend.cpp), outcomes
-// (broker_outcomes.cpp).
+// in these files: the loop, reading and time (broker.cpp), ERROR replies
+// (broker_errors.cpp), producers (broker_frontend.cpp), workers
+// (broker_backend.cpp), outcomes (broker_outcomes.cpp), the journal
+// (broker_journal.cpp).
 class BrokerImpl {
 public:
     BrokerImpl(zmq::context_t& ctx, BrokerConfig config, Logger log);
@@ -49,18 +53,35 @@ public:
     [[nodiscard]] std::size_t live_workers() const { return live_workers_.load(); }
 
 private:
-    // Reading (broker.cpp). Each returns whether it read all that waited
-    // (not stopped by its budget).
+    // Reading (broker.cpp; the ERROR replies in broker_errors.cpp). Each
+    // returns whether it read all that waited (not stopped by its budget).
     bool on_frontend();
     bool on_backend();
-    // Reads up to a budget of messages from `socket`, drops malformed
-    // frames, and hands each message to handle(peer, command, body).
+    // Reads up to a budget of messages from the side's socket, drops
+    // malformed frames, and hands each message to handle(peer, command, body).
     template <class Handle>
-    bool drain(zmq::socket_t& socket, PeerGuard& guard, const char* name, Handle handle);
+    bool drain(Side side, PeerGuard& guard, Handle handle);
     // Counts n dropped under `reason` (STATUS "dropped"); returns whether this
     // (peer, reason) is new, so its caller logs it once.
     bool count_drop(const std::string& peer, const std::string& reason, std::size_t n);
-    void drop(const std::string& peer, const char* socket, proto::DecodeError reason);
+    // A message the broker does not take: counted, logged once per peer and
+    // reason, and answered ERROR (answer_error). `command`: the message's
+    // command byte, when it had a 5-byte "DRV" header of any version;
+    // `version`: that header's first 4 bytes, for wrong_version.
+    void drop(const std::string& peer, Side side, proto::DecodeError reason,
+              std::optional<std::uint8_t> command = std::nullopt, std::string_view version = {});
+    void drop(const std::string& peer, Side side, proto::DecodeError reason, proto::Command command) {
+        drop(peer, side, reason, static_cast<std::uint8_t>(command));
+    }
+    // Sends ERROR to `peer`, at most once a k_error_interval for each
+    // (peer, reason) while k_error_peers pairs are remembered, never
+    // blocking (a peer that does not read loses it). Returns whether it went.
+    bool answer_error(const std::string& peer, Side side, proto::DecodeError reason,
+                      std::optional<std::uint8_t> command, std::string_view version);
+    // Forgets the (peer, reason) pairs answered more than an interval ago;
+    // does nothing if it did so less than an interval ago.
+    void forget_old_errors(Clock::time_point now);
+    [[nodiscard]] zmq::socket_t& socket_of(Side side) { return side == Side::frontend ? frontend_ : backend_; }
     // Counts `n` ids of a SETTLE or CANCEL (`what`) that were not the peer's to end.
     void refuse(const std::string& peer, const char* what, std::size_t n, bool proofs, const std::string& first_id);
 
@@ -147,7 +168,12 @@ private:
     std::unordered_map<std::string, Clock::time_point> producers_;  // identity -> last seen
     std::map<std::string, std::uint64_t> dropped_;                  // reason -> count
     std::set<std::pair<std::string, std::string>> logged_drops_;    // (peer, reason) logged once
-    std::set<std::string> logged_forwards_;                         // workers whose forwarding was logged
+    // ERROR replies: when each (peer + reason byte) was last answered, at
+    // most k_error_peers of them; pruned of old ones at most once an interval.
+    std::unordered_map<std::string, Clock::time_point> errors_answered_;
+    Clock::time_point errors_pruned_{};
+    std::uint64_t errors_sent_ = 0;          // STATUS "errors_sent"
+    std::set<std::string> logged_forwards_;  // workers whose forwarding was logged
     std::uint64_t received_ = 0, received_at_trim_ = 0,
                   received_at_tick_ = 0;  // messages, to trim the heap after traffic
     Clock::time_point next_tick_{};

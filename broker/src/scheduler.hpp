@@ -149,8 +149,11 @@ public:
     // end `timeout` here too, sent until settled, as that one may be lost.
     std::vector<FinalOutcome> remove_worker(const std::string& identity, bool died = true,
                                             const std::vector<std::string>& finished = {});
-    // Same, for a worker named by its HELLO id (a supervisor's LOST report).
-    std::vector<FinalOutcome> remove_worker_by_id(const std::string& worker_id);
+    // Same, for a worker named by its HELLO id (a supervisor's LOST report)
+    // whose HELLO gave this `key` as its lost_key. Returns nullopt, removing
+    // nothing, for a worker without a lost_key or with another one; an
+    // empty list for an id no worker has (gone already).
+    std::optional<std::vector<FinalOutcome>> remove_lost_worker(const std::string& worker_id, std::string_view key);
 
     // Workers silent for liveness x heartbeat are removed; returns their identities.
     std::vector<std::string> expired(Clock::time_point now) const;

@@ -142,10 +142,15 @@ std::vector<FinalOutcome> Scheduler::remove_worker_slot(std::uint32_t wslot, boo
     return finals;
 }
 
-std::vector<FinalOutcome> Scheduler::remove_worker_by_id(const std::string& worker_id) {
-    for (const auto& [identity, wslot] : workers_)
-        if (workers_[wslot].hello.worker == worker_id) return remove_worker_slot(wslot, true, {});
-    return {};
+std::optional<std::vector<FinalOutcome>> Scheduler::remove_lost_worker(const std::string& worker_id,
+                                                                       std::string_view key) {
+    for (const auto& [identity, wslot] : workers_) {
+        const auto& hello = workers_[wslot].hello;
+        if (hello.worker != worker_id) continue;
+        if (hello.lost_key.empty() || hello.lost_key != key) return std::nullopt;
+        return remove_worker_slot(wslot, true, {});
+    }
+    return std::vector<FinalOutcome>{};  // gone already
 }
 
 std::vector<std::string> Scheduler::expired(Clock::time_point now) const {

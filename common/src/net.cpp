@@ -60,6 +60,24 @@ zmq::message_t body_message(std::string&& body) {
     return m;
 }
 
+bool BrokerErrors::log(const Logger& log, const char* event, std::string_view body) {
+    auto m = proto::decode_error(body);
+    const std::string reason = m ? m->reason : std::string("unreadable");
+    if (logged_.size() >= k_max_reasons || !logged_.insert(reason).second) return false;
+    if (!m) {
+        log->warn("{} reason=unreadable (an ERROR from the broker whose body is not one: {})", event,
+                  proto::decode_error_name(m.error()));
+        return true;
+    }
+    const std::string command =
+        m->command ? proto::command_name(static_cast<proto::Command>(*m->command)) : std::string("-");
+    log->warn(
+        "{} reason={} command={} protocol={} detail=\"{}\" (the broker did not take a message of ours; logged once "
+        "per reason)",
+        event, m->reason, command, m->protocol, m->detail);
+    return true;
+}
+
 SendStatus send_message(zmq::socket_t& s, proto::Command c, std::string_view body) {
     return send_copy(s, {}, c, body, false);
 }

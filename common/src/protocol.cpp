@@ -746,6 +746,7 @@ const char* command_name(Command c) noexcept {
         case Command::status_reply: return "STATUS_REPLY";
         case Command::settled: return "SETTLED";
         case Command::result: return "RESULT";
+        case Command::error: return "ERROR";
     }
     return "?";
 }
@@ -802,7 +803,7 @@ Decoded<Command> parse_header(const void* data, std::size_t size) noexcept {
 std::string encode(const Hello& m) {
     StringBuffer b;
     Packer pk(b);
-    pk.pack_map(m.held > 0 ? 9 : 8);
+    pk.pack_map(8 + (m.held > 0) + !m.lost_key.empty());
     pack_key(pk, "worker");
     pack_str(pk, m.worker);
     pack_key(pk, "host");
@@ -822,6 +823,10 @@ std::string encode(const Hello& m) {
     if (m.held > 0) {
         pack_key(pk, "held");
         pk.pack(m.held);
+    }
+    if (!m.lost_key.empty()) {
+        pack_key(pk, "lost_key");
+        pack_bin(pk, m.lost_key);
     }
     return b.take();
 }
@@ -850,9 +855,13 @@ std::string encode(const Ready& m) {
 std::string encode(const Lost& m) {
     StringBuffer b;
     Packer pk(b);
-    pk.pack_map(1);
+    pk.pack_map(m.key.empty() ? 1 : 2);
     pack_key(pk, "worker");
     pack_str(pk, m.worker);
+    if (!m.key.empty()) {
+        pack_key(pk, "key");
+        pack_bin(pk, m.key);
+    }
     return b.take();
 }
 
@@ -884,6 +893,12 @@ zmq::message_t encode_message(const TaskRef* tasks, std::size_t count) {
     StringBuffer b;
     encode_into(b, tasks, count);
     return b.take_message();
+}
+
+bool is_error_header(const void* data, std::size_t size) noexcept {
+    const auto* p = static_cast<const unsigned char*>(data);
+    return size == k_header_size && std::memcmp(p, k_protocol.data(), 3) == 0 &&
+           p[4] == static_cast<unsigned char>(Command::error);
 }
 
 std::string encode(const Ids& m) {
@@ -946,6 +961,25 @@ zmq::message_t encode_message(const Outcome* outcomes, std::size_t count) {
     StringBuffer b;
     encode_into(b, outcomes, count);
     return b.take_message();
+}
+
+std::string encode(const Error& m) {
+    StringBuffer b;
+    Packer pk(b);
+    pk.pack_map(2 + !m.detail.empty() + m.command.has_value());
+    pack_key(pk, "reason");
+    pack_str(pk, m.reason);
+    if (!m.detail.empty()) {
+        pack_key(pk, "detail");
+        pack_str(pk, m.detail);
+    }
+    if (m.command) {
+        pack_key(pk, "command");
+        pk.pack(static_cast<std::uint32_t>(*m.command));
+    }
+    pack_key(pk, "protocol");
+    pack_str(pk, m.protocol);
+    return b.take();
 }
 
 std::string encode_empty() {
@@ -1023,6 +1057,8 @@ Decoded<Hello> decode_hello(std::string_view body) noexcept {
                 h.max_message_bytes = c.uint<std::uint64_t>();
             } else if (named(k, "held")) {
                 h.held = c.uint<std::uint32_t>();
+            } else if (named(k, "lost_key")) {
+                h.lost_key = c.bin_or_str();
             } else {
                 return false;
             }
@@ -1066,6 +1102,10 @@ Decoded<Lost> decode_lost(std::string_view body) noexcept {
         Lost l;
         bool has = false;
         read_fields(c, [&](std::string_view k) {
+            if (named(k, "key")) {
+                l.key = c.bin_or_str();
+                return true;
+            }
             if (!named(k, "worker")) return false;
             l.worker = c.str();
             has = true;
@@ -1169,6 +1209,31 @@ Decoded<Rejected> decode_rejected(std::string_view body) noexcept {
                 has = true;
             } else if (named(k, "reason")) {
                 m.reason = c.str();
+            } else {
+                return false;
+            }
+            return true;
+        });
+        if (!has) invalid();
+        return m;
+    });
+}
+
+Decoded<Error> decode_error(std::string_view body) noexcept {
+    return decode_checked<Error>(body, [](Cursor& c) {
+        Error m;
+        m.protocol.clear();
+        bool has = false;
+        read_fields(c, [&](std::string_view k) {
+            if (named(k, "reason")) {
+                m.reason = c.str();
+                has = true;
+            } else if (named(k, "detail")) {
+                m.detail = c.str();
+            } else if (named(k, "command")) {
+                m.command = c.uint<std::uint8_t>();
+            } else if (named(k, "protocol")) {
+                m.protocol = c.str();
             } else {
                 return false;
             }

@@ -273,6 +273,7 @@ private:
     // them, so they go again.
     std::unordered_map<std::string, Submitted> detached_kept_;
     bool results_via_broker_ = false;  // logged once
+    BrokerErrors broker_errors_;       // the broker's ERRORs, logged once per reason
 
     std::thread io_;
 };

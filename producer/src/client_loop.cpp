@@ -147,15 +147,20 @@ void ClientImpl::say_goodbye() {
 
 void ClientImpl::on_broker_message(std::vector<zmq::message_t>& frames) {
     if (frames.empty() || frames.size() > 2) return;
-    auto cmd = proto::parse_header(frames[0]);
-    if (!cmd) return;
     const std::string_view body = frames.size() == 2 ? proto::view(frames[1]) : std::string_view{};
+    auto cmd = proto::parse_header(frames[0]);
+    if (!cmd && proto::is_error_header(frames[0])) {  // an ERROR of another protocol version
+        (void)broker_errors_.log(log_, "client.broker_error", body);
+        return;
+    }
+    if (!cmd) return;
     switch (*cmd) {
         case proto::Command::accepted: return on_accepted(body);
         case proto::Command::settled: return on_settled(body);
         case proto::Command::rejected: return on_rejected(body);
         case proto::Command::heartbeat: return on_heartbeat(body);
         case proto::Command::result: return on_relayed_results(body);
+        case proto::Command::error: (void)broker_errors_.log(log_, "client.broker_error", body); return;
         case proto::Command::bye:
             log_->info("client.broker_bye (broker stopping)");
             last_from_broker_ = Clock::now() - options_.heartbeat * options_.liveness;

@@ -265,10 +265,14 @@ bool one_object(std::string_view line) noexcept {
 
 }  // namespace
 
-std::optional<TaskLine> parse_task_line_fast(const std::string& line) {
-    if (!one_object(line) || !json_within_depth_limit(line)) return std::nullopt;
-    thread_local od::parser parser;
-    thread_local std::string padded;
+namespace {
+
+// Lines up to this size are parsed with the thread's own parser and buffer,
+// which keep their capacity; a longer one gets its own, freed after it, so
+// that one huge line does not leave every reading thread holding its size.
+constexpr std::size_t k_kept_line_capacity = std::size_t{1} << 20;
+
+std::optional<TaskLine> parse_with(od::parser& parser, std::string& padded, const std::string& line) {
     padded.assign(line);
     padded.append(simdjson::SIMDJSON_PADDING, ' ');
     od::document doc;
@@ -286,6 +290,20 @@ std::optional<TaskLine> parse_task_line_fast(const std::string& line) {
     if (!(seen & f_task)) return std::nullopt;
     if (!(seen & f_args)) t.args.push_back('\x90');  // []
     return t;
+}
+
+}  // namespace
+
+std::optional<TaskLine> parse_task_line_fast(const std::string& line) {
+    if (!one_object(line) || !json_within_depth_limit(line)) return std::nullopt;
+    if (line.size() > k_kept_line_capacity) {
+        od::parser parser;
+        std::string padded;
+        return parse_with(parser, padded, line);
+    }
+    thread_local od::parser parser;
+    thread_local std::string padded;
+    return parse_with(parser, padded, line);
 }
 
 }  // namespace drover

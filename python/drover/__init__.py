@@ -11,8 +11,9 @@ from ._security import Security, SecurityError
 from ._wire import ProtocolError
 from .client import (BrokerUnavailable, Client, ClientClosed, TaskCancelled, TaskError, TaskFailed, TaskFuture,
                      TaskLost, TaskRejected, TaskTimeout, as_completed, wait)
+from .worker import Worker, task
 
 __version__ = "0.1.0"
-__all__ = ["Security", "SecurityError", "ProtocolError", "Client", "TaskFuture", "TaskError", "TaskFailed",
-           "TaskTimeout", "TaskLost", "TaskCancelled", "TaskRejected", "BrokerUnavailable", "ClientClosed",
-           "as_completed", "wait"]
+__all__ = ["Security", "SecurityError", "ProtocolError", "Worker", "task", "Client", "TaskFuture", "TaskError",
+           "TaskFailed", "TaskTimeout", "TaskLost", "TaskCancelled", "TaskRejected", "BrokerUnavailable",
+           "ClientClosed", "as_completed", "wait"]

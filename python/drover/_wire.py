@@ -10,12 +10,13 @@ Nothing here does I/O; everything is safe to call from any thread.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import enum
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 
 import msgpack
-import nacl.encoding
-import nacl.hash
 
 PROTOCOL = b"DRV4"
 HEADER_SIZE = 5
@@ -85,7 +86,9 @@ def parse_header(frame: bytes) -> Command:
 
 
 def pack(body: dict) -> bytes:
-    return msgpack.packb(body, use_bin_type=True)
+    """A body's bytes. A str read by unpack() from bytes that are not UTF-8 (surrogate
+    escapes) is written back as those same bytes."""
+    return msgpack.packb(body, use_bin_type=True, unicode_errors="surrogateescape")
 
 
 def unpack(body: bytes) -> dict:
@@ -96,7 +99,7 @@ def unpack(body: bytes) -> dict:
         value = msgpack.unpackb(body, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
     except msgpack.ExtraData as e:
         raise ProtocolError("trailing_bytes", str(e)) from None
-    except (ValueError, msgpack.UnpackException) as e:
+    except (ValueError, TypeError, msgpack.UnpackException) as e:  # TypeError: a map key that is an array or map
         raise ProtocolError("bad_body", str(e)) from None
     if not isinstance(value, dict):
         raise ProtocolError("bad_body", f"a body is a map, not {type(value).__name__}")
@@ -299,11 +302,14 @@ def decode_results(body: bytes) -> list[Outcome]:
 
 
 def encode_hello(worker: str, host: str, pid: int, pool: str, slots: int, tasks: list[str], restarts: int = 0,
-                 max_message_bytes: int = 0, held: int = 0) -> bytes:
+                 max_message_bytes: int = 0, held: int = 0, lost_key: bytes = b"") -> bytes:
+    """lost_key: a supervisor's child gives the key its supervisor's LOST will carry."""
     d = {"worker": worker, "host": host, "pid": pid, "pool": pool, "slots": slots, "tasks": list(tasks),
          "restarts": restarts, "max_message_bytes": max_message_bytes}
     if held:
         d["held"] = held
+    if lost_key:
+        d["lost_key"] = lost_key
     return pack(d)
 
 
@@ -337,6 +343,10 @@ def decode_rejected(body: bytes) -> tuple[list[str], str]:
     return _strings(d, "ids"), _str(d, "reason")
 
 
+def encode_rejected(ids: list[str], reason: str) -> bytes:
+    return pack({"ids": list(ids), "reason": reason})
+
+
 def encode_heartbeat(instance: str | None = None, held: int | None = None) -> bytes:
     """A broker's HEARTBEAT to producers names its instance; a worker's says what it holds."""
     if instance is not None:
@@ -353,8 +363,12 @@ def decode_heartbeat(body: bytes) -> dict:
     return d
 
 
-def encode_lost(worker: str) -> bytes:
-    return pack({"worker": worker})
+def encode_lost(worker: str, key: bytes = b"") -> bytes:
+    """key: the lost_key of the worker's HELLO; the broker refuses a LOST without it."""
+    d = {"worker": worker}
+    if key:
+        d["key"] = key
+    return pack(d)
 
 
 def encode_error(reason: str, detail: str = "", command: int | None = None) -> bytes:
@@ -367,28 +381,49 @@ def encode_error(reason: str, detail: str = "", command: int | None = None) -> b
 
 # Task secrets, attempt tokens and settle proofs (docs/protocol.md) ---------
 
-_RAW = nacl.encoding.RawEncoder
+def _load_sodium() -> ctypes.CDLL:
+    """libsodium, which libzmq's CURVE already uses (Debian: libsodium23)."""
+    name = ctypes.util.find_library("sodium") or "libsodium.so.23"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError as e:
+        raise ImportError(f"drover needs libsodium ({name}): {e}; on Debian: apt-get install libsodium23") from None
+    if lib.sodium_init() < 0:
+        raise ImportError("libsodium cannot start (no entropy source?)")
+    for fn in (lib.crypto_shorthash, lib.crypto_shorthash_siphashx24):
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p]
+        fn.restype = ctypes.c_int
+    return lib
+
+
+_SODIUM = _load_sodium()
 
 
 def random_secret() -> bytes:
     """A fresh 16-byte sink key."""
-    import os
-
     return os.urandom(SECRET_BYTES)
 
 
 def task_secret(sink_key: bytes, task_id: str) -> bytes:
     """SipHashX-2-4 (128-bit) of the id's UTF-8 bytes under the sink's key."""
-    return nacl.hash.siphashx24(task_id.encode("utf-8", "surrogateescape"), key=sink_key, encoder=_RAW)
+    message = task_id.encode("utf-8", "surrogateescape")
+    out = ctypes.create_string_buffer(16)
+    key = sink_key if len(sink_key) == SECRET_BYTES else _ZERO_KEY
+    _SODIUM.crypto_shorthash_siphashx24(out, message, len(message), key)
+    return out.raw
 
 
 _ZERO_KEY = bytes(SECRET_BYTES)
 
 
 def _keyed(secret: bytes, domain: int, n: int) -> int:
+    """SipHash-2-4 of a domain byte and n (little-endian 32-bit) under a task's
+    secret; a secret of the wrong size hashes under zeros, as in C++."""
     key = secret if len(secret) == SECRET_BYTES else _ZERO_KEY
     message = bytes((domain, n & 0xFF, (n >> 8) & 0xFF, (n >> 16) & 0xFF, (n >> 24) & 0xFF))
-    return int.from_bytes(nacl.hash.siphash24(message, key=key, encoder=_RAW), "little")
+    out = ctypes.create_string_buffer(8)
+    _SODIUM.crypto_shorthash(out, message, 5, key)
+    return int.from_bytes(out.raw, "little")
 
 
 def attempt_token(secret: bytes, attempt: int) -> int:
@@ -415,60 +450,36 @@ def genuine(secret: bytes, outcome: Outcome) -> bool:
 
 # The producer's hot path ------------------------------------------------
 # The same bytes and the same proofs as the functions above, at a fraction
-# of their cost: SipHash through libsodium without PyNaCl's per-call checks,
-# allocations and GIL release, and SUBMIT tasks written from cached pieces.
+# of their cost: SipHash without per-call allocations or GIL release, and
+# SUBMIT tasks written from cached pieces.
 
-def _sodium_without_gil_release():
-    """libsodium's SipHash functions called without releasing the GIL (ctypes.PyDLL): each is a few
-    hundred ns, and a release would hand the GIL to a busy thread for a whole switch interval. The system
-    libsodium, else the copy inside PyNaCl's extension; None if neither can be loaded."""
-    import ctypes
-    import ctypes.util
-
-    candidates = [ctypes.util.find_library("sodium")]
-    try:
-        import nacl._sodium
-
-        candidates.append(nacl._sodium.__file__)
-    except ImportError:  # pragma: no cover
-        pass
-    for path in candidates:
-        if not path:
-            continue
-        try:
-            lib = ctypes.PyDLL(path)
-            if hasattr(lib, "crypto_shorthash_siphash24") and hasattr(lib, "crypto_shorthash_siphashx24"):
-                return ctypes, lib
-        except OSError:
-            continue
-    return None
-
-
-_SODIUM = _sodium_without_gil_release()
+# The same libsodium as _SODIUM, through ctypes.PyDLL, which keeps the GIL
+# during a call: a SipHash is a few hundred ns, and a release would hand the
+# GIL to a busy thread (a caller submitting) for a whole switch interval.
+_SODIUM_KEEPING_GIL = ctypes.PyDLL(_SODIUM._name)
+for _fn in (_SODIUM_KEEPING_GIL.crypto_shorthash, _SODIUM_KEEPING_GIL.crypto_shorthash_siphashx24):
+    _fn.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p]
+    _fn.restype = ctypes.c_int
 _ATTEMPT_MESSAGES = [(bytes((ord("a"), n, 0, 0, 0)), bytes((ord("b"), n, 0, 0, 0))) for n in range(256)]
 
 
 class Prover:
-    """Task secrets and attempt tokens under one sink key. Its buffers are
+    """task_secret and the attempt and broker tokens under one sink key, at a
+    fraction of their cost (buffers made once, the GIL kept). Its buffers are
     its own: use one Prover from one thread only."""
 
     def __init__(self, sink_key: bytes):
         if len(sink_key) != SECRET_BYTES:
             raise ValueError(f"a sink key is {SECRET_BYTES} bytes")
         self.sink_key = bytes(sink_key)
-        self._fast = _SODIUM is not None
-        if self._fast:
-            ctypes, lib = _SODIUM
-            self._sx = lib.crypto_shorthash_siphashx24
-            self._s24 = lib.crypto_shorthash_siphash24
-            self._out16 = ctypes.create_string_buffer(16)
-            self._out8 = ctypes.c_uint64()
-            self._out8_ref = ctypes.byref(self._out8)
+        self._sx = _SODIUM_KEEPING_GIL.crypto_shorthash_siphashx24
+        self._s24 = _SODIUM_KEEPING_GIL.crypto_shorthash
+        self._out16 = ctypes.create_string_buffer(16)
+        self._out8 = ctypes.c_uint64()
+        self._out8_ref = ctypes.byref(self._out8)
 
     def secret(self, task_id: str) -> bytes:
         """task_secret(sink_key, task_id)."""
-        if not self._fast:
-            return task_secret(self.sink_key, task_id)
         m = task_id.encode("utf-8", "surrogateescape")
         self._sx(self._out16, m, len(m), self.sink_key)
         return self._out16.raw
@@ -476,7 +487,7 @@ class Prover:
     def token(self, secret: bytes, by_broker: bool, attempt: int) -> int:
         """broker_token(secret, attempt) if by_broker, else attempt_token(secret, attempt).
         Raises OverflowError or TypeError for an attempt that is not a uint32."""
-        if not self._fast or len(secret) != SECRET_BYTES:
+        if len(secret) != SECRET_BYTES:
             return broker_token(secret, attempt) if by_broker else attempt_token(secret, attempt)
         if 0 <= attempt < 256:
             m = _ATTEMPT_MESSAGES[attempt][by_broker]

@@ -83,12 +83,29 @@ class Fleet:
                            *self.security_args(), *args])
 
     def python_worker(self, module: str, *args: str, pool: str = "processes", concurrency: int = 2,
-                      **kwargs) -> subprocess.Popen:
-        """`python -m drover worker MODULE` with this package on the path."""
+                      log_level: str = "info", **kwargs) -> subprocess.Popen:
+        """`python -m drover worker MODULE` with this package (and the tests' modules) on the
+        path. Its log goes to p.log_path (read it with log_of) unless stderr is given."""
         env = dict(os.environ, PYTHONPATH=f"{PYTHON_DIR}{os.pathsep}{Path(__file__).parent}")
-        return self.spawn([sys.executable, "-m", "drover", "worker", module, "--broker", self.backend, "--pool",
-                           pool, "-c", str(concurrency), "--heartbeat-ms", str(self.heartbeat_ms),
-                           *self.security_args(), *args], env=env, **kwargs)
+        log_path = self.dir / f"python-worker-{len(self.procs)}.log"
+        own_log = "stderr" not in kwargs
+        if own_log:
+            kwargs["stderr"] = open(log_path, "wb")
+        try:
+            p = self.spawn([sys.executable, "-m", "drover", "worker", module, "--broker", self.backend, "--pool",
+                            pool, "-c", str(concurrency), "--heartbeat-ms", str(self.heartbeat_ms), "--log-level",
+                            log_level, *self.security_args(), *args], env=env, **kwargs)
+        finally:
+            if own_log:
+                kwargs["stderr"].close()
+        p.log_path = log_path
+        return p
+
+    @staticmethod
+    def log_of(p: subprocess.Popen) -> str:
+        """What a python_worker logged so far."""
+        path = getattr(p, "log_path", None)
+        return path.read_text(errors="replace") if path and path.exists() else ""
 
     def kill(self, p: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         """Sends `sig` to the process group of `p` (a pool's children too)."""

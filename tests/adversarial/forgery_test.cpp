@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <csignal>
 #include <map>
 #include <set>
 #include <string>
@@ -265,4 +266,41 @@ TEST_CASE_METHOD(BrokerAndWorker,
     REQUIRE(sink.wait(30s) == 0);
     CHECK(ok_ids(sink.out_path()) == std::set<std::string>{"good-1", "good-2"});
     CHECK(broker.process->running());
+}
+
+TEST_CASE("a LOST from a worker key holder that is not the pool's supervisor evicts no one",
+          "[adversarial][ownership]") {
+    TempDir dir;
+    // A 30 s liveness window: a task that ends lost sooner was ended by its supervisor's LOST.
+    BrokerProcess broker(dir, {"--heartbeat-ms", "1000", "--liveness", "30"});
+    Process pool = start_worker(dir, broker.backend, "pool.log",
+                                {"--pool", "processes", "-c", "1", "--heartbeat-ms", "1000", "--liveness", "30"});
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    const auto status = require_status(broker.frontend, 3000ms);
+    const auto id = status["workers"][0]["id"].get<std::string>();
+    const auto child = status["workers"][0]["pid"].get<pid_t>();
+    write_tasks(dir.file("one.jsonl"), 1, "sleep_ms", json::array({1500}), "slow-");
+    Process producer = start_producer(dir, broker.frontend, {"--max-attempts", "1", "submit"}, "one.out", "one.jsonl");
+    REQUIRE(wait_status(
+        broker.frontend, [](const json& s) { return s["workers"][0]["held"].get<std::uint64_t>() == 1; }, 10s));
+
+    zmq::context_t ctx;
+    RawPeer rogue(ctx, zmq::socket_type::dealer, broker.backend);
+    REQUIRE(rogue.send(Command::lost, proto::encode(proto::Lost{id, ""})));
+    REQUIRE(rogue.send(Command::lost, proto::encode(proto::Lost{id, std::string(16, 'x')})));
+    REQUIRE(producer.wait(20s) == 0);  // the task ran to its end on the worker the rogue named
+    auto after = require_status(broker.frontend, 3000ms);
+    CHECK(after["workers"].size() == 1);
+    CHECK(dropped_count(after, "lost_refused") >= 2);
+
+    // The pool's own supervisor is believed: a child killed mid-task is reported at once.
+    write_tasks(dir.file("two.jsonl"), 1, "sleep_ms", json::array({20000}), "long-");
+    Process second = start_producer(dir, broker.frontend, {"--max-attempts", "1", "submit"}, "two.out", "two.jsonl");
+    REQUIRE(wait_status(
+        broker.frontend, [](const json& s) { return s["workers"][0]["held"].get<std::uint64_t>() == 1; }, 10s));
+    ::kill(child, SIGKILL);
+    REQUIRE(second.wait(15s) == 1);
+    const auto lines = read_json_lines(dir.file("two.out"));
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0]["status"] == "lost");
 }

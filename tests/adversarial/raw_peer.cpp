@@ -21,6 +21,14 @@ bool RawPeer::send(proto::Command c, std::string_view body) {
     return socket.send(zmq::buffer(body.data(), body.size()), zmq::send_flags::none).has_value();
 }
 
+bool RawPeer::send_frames(const std::vector<std::string>& frames) {
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+        const auto flags = i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
+        if (!socket.send(zmq::buffer(frames[i].data(), frames[i].size()), flags)) return false;
+    }
+    return true;
+}
+
 std::optional<std::pair<proto::Command, std::string>> RawPeer::receive(std::chrono::milliseconds timeout) {
     zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
     if (zmq::poll(&item, 1, timeout) <= 0) return std::nullopt;

@@ -26,6 +26,9 @@ public:
     // Sends [header][body] (a DEALER or PUSH has no identity frame). Returns
     // false if the message could not be queued within 1 s.
     bool send(proto::Command c, std::string_view body = {});
+    // Sends `frames` as one message, whatever they hold (a header of another
+    // version, no body, extra frames). Returns false as send() does.
+    bool send_frames(const std::vector<std::string>& frames);
     // The next message's command and body, or nullopt after `timeout`.
     std::optional<std::pair<proto::Command, std::string>> receive(std::chrono::milliseconds timeout);
 

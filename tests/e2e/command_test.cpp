@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdio>
 #include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -39,6 +40,18 @@ std::string task_line(const std::string& id, const std::string& task, const json
 }
 
 std::string error_of(const json& outcome) { return outcome.value("error", std::string()); }
+
+// The parent of process `pid`, from /proc; 0 if it is gone.
+pid_t parent_of(pid_t pid) {
+    const auto stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) return 0;
+    std::istringstream in(stat.substr(close + 1));
+    char state = 0;
+    pid_t ppid = 0;
+    in >> state >> ppid;
+    return ppid;
+}
 
 // Whether process group `pgid` is gone (no member left), waiting up to `limit`.
 bool group_gone(pid_t pgid, std::chrono::milliseconds limit) {
@@ -213,4 +226,38 @@ TEST_CASE("a second SIGTERM of a worker kills its commands' process groups, in e
             producer.signal(SIGKILL);
         }
     }
+}
+
+TEST_CASE("a processes pool ends the commands of a child that was killed, and of children it stops at once",
+          "[e2e][command]") {
+    TempDir dir;
+    BrokerProcess broker(dir);
+    const auto pidfile = dir.file("pgid3");
+    auto w = start_worker(
+        dir, broker.backend, "w3.log",
+        {"--pool", "processes", "-c", "1", "--command", "slow=sh -c 'echo $$ > \"$0\"; sleep 30 & sleep 30' {0}"});
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    write_file(dir.file("slow.jsonl"), task_line("s", "slow", {pidfile}, {{"max_attempts", 1}}));
+    Process producer = start_producer(dir, broker.frontend, {"submit"}, "slow.out", "slow.jsonl");
+    REQUIRE(!wait_line_file(pidfile, 10s).empty());
+    auto pgid = std::stoi(read_file(pidfile));
+    // The child running it dies as on an OOM kill: its command, now the supervisor's, dies with it.
+    const pid_t child = parent_of(pgid);  // the worker child that runs the command
+    REQUIRE(child > 1);
+    ::kill(child, SIGKILL);
+    CHECK(group_gone(pgid, 5s));
+    CHECK(producer.wait(20s) == 1);  // the task ends lost: its one attempt died
+    // Three stop requests at once: the second ends the commands, the third kills the children.
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    std::remove(pidfile.c_str());
+    Process again = start_producer(dir, broker.frontend, {"submit"}, "slow2.out", "slow.jsonl");
+    REQUIRE(!wait_line_file(pidfile, 10s).empty());
+    pgid = std::stoi(read_file(pidfile));
+    for (int i = 0; i < 3; ++i) {
+        w.signal(SIGTERM);
+        std::this_thread::sleep_for(100ms);
+    }
+    CHECK(w.wait(10s).has_value());
+    CHECK(group_gone(pgid, 5s));
+    again.signal(SIGKILL);
 }

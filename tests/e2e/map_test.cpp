@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -154,4 +155,26 @@ TEST_CASE_METHOD(BrokerAndWorker, "map --bar prints progress lines to a stderr t
     CHECK(bars.size() <= 6);  // about one a second, not one a task
     CHECK_THAT(bars.back(), Catch::StartsWith("[drover] 25/25 done (100%), 0 not ok,") && Catch::Contains("ETA 0s"));
     CHECK(read_file(dir.file("out.err")).find('\r') == std::string::npos);
+}
+
+TEST_CASE_METHOD(BrokerAndWorker, "a line past 16 MiB is refused alone, by map and by submit, and not kept", "[e2e]") {
+    const std::string huge((std::size_t{17} << 20), 'x');
+    write_file(dir.file("words.txt"), "a\n" + huge + "\nb\n");
+    Process map = start_producer(dir, broker.frontend, {"map", "echo", "-"}, "map", "words.txt");
+    CHECK(map.wait(30s) == 1);
+    CHECK(read_json_lines(dir.file("map")) == std::vector<json>{"a", nullptr, "b"});
+    CHECK_THAT(read_file(dir.file("map.err")), Catch::Contains("line 2: longer than 16 MiB"));
+    write_file(dir.file("tasks.jsonl"), R"({"id":"a","task":"echo","args":[1]})"
+                                        "\n{\"id\":\"big\",\"task\":\"echo\",\"args\":[\"" +
+                                            huge + "\"]}\n" + R"({"id":"b","task":"echo","args":[2]})" + "\n");
+    Process submit = start_producer(dir, broker.frontend, {"submit"}, "submit", "tasks.jsonl");
+    CHECK(submit.wait(30s) == 1);
+    const auto out = read_json_lines(dir.file("submit"));
+    REQUIRE(out.size() == 3);
+    std::map<std::string, json> by_id;
+    for (const auto& o : out) by_id[o.value("id", "line " + std::to_string(o.value("line", 0)))] = o;
+    CHECK(by_id["a"]["result"] == 1);
+    CHECK(by_id["b"]["result"] == 2);
+    CHECK(by_id["line 2"]["status"] == "rejected");
+    CHECK_THAT(by_id["line 2"]["error"].get<std::string>(), Catch::Contains("longer than 16 MiB"));
 }

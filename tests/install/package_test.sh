@@ -22,7 +22,9 @@ echo "== cpack -G DEB (drover $version, $arch)"
   { cat "$work/cpack.log" >&2; fail "cpack"; }
 deb="$work/drover_${version}_${arch}.deb"
 dev="$work/drover-dev_${version}_${arch}.deb"
-[[ -f "$deb" && -f "$dev" ]] || fail "expected $(basename "$deb") and $(basename "$dev"), got: $(ls "$work"/*.deb)"
+py="$work/python3-drover_${version}_all.deb"
+[[ -f "$deb" && -f "$dev" && -f "$py" ]] ||
+  fail "expected $(basename "$deb"), $(basename "$dev") and $(basename "$py"), got: $(ls "$work"/*.deb)"
 
 echo "== dpkg-deb -I $(basename "$deb")"
 dpkg-deb -I "$deb"
@@ -34,10 +36,19 @@ for lib in libzmq5 libspdlog1 libfmt libsodium libc6; do
   field "$deb" Depends | grep -q "$lib" || fail "Depends lacks $lib: $(field "$deb" Depends)"
 done
 [[ "$(field "$dev" Package)" == drover-dev ]] || fail "dev Package: $(field "$dev" Package)"
+[[ "$(field "$py" Architecture)" == all ]] || fail "python3-drover Architecture: $(field "$py" Architecture)"
+for dep in python3-zmq python3-msgpack libsodium23; do
+  field "$py" Depends | grep -q "$dep" || fail "python3-drover Depends lacks $dep: $(field "$py" Depends)"
+done
 
 echo "== dpkg-deb -c"
 dpkg-deb -c "$deb" | awk '{print $6}' >"$work/runtime.files"
 dpkg-deb -c "$dev" | awk '{print $6}' >"$work/dev.files"
+dpkg-deb -c "$py" | awk '{print $6}' >"$work/python.files"
+for f in __init__.py _wire.py client.py worker.py; do
+  grep -qx "./usr/lib/python3/dist-packages/drover/$f" "$work/python.files" || fail "python3-drover lacks drover/$f"
+done
+! grep -q '__pycache__\|\.pyc$' "$work/python.files" || fail "python3-drover holds byte code"
 for p in drover-broker drover-worker drover-producer drover-sink drover-keygen; do
   grep -qx "./usr/bin/$p" "$work/runtime.files" || fail "drover lacks /usr/bin/$p"
 done
@@ -50,7 +61,7 @@ done
 cat "$work/runtime.files"
 
 echo "== lintian"
-lintian --tag-display-limit 0 "$deb" "$dev" >"$work/lintian.log" 2>&1 || true
+lintian --tag-display-limit 0 "$deb" "$dev" "$py" >"$work/lintian.log" 2>&1 || true
 cat "$work/lintian.log"
 ! grep -q '^E:' "$work/lintian.log" || fail "lintian reports errors"
 
@@ -66,4 +77,8 @@ out=$(timeout 60 "$bin/drover-producer" --broker "$front" --wait-workers 1 map h
   { cat "$work/producer.log" "$work/worker.log" >&2; fail "drover-producer exited $?"; }
 echo "$out"
 [[ "$(echo "$out" | grep -c 'Hello, ')" == 2 ]] || fail "unexpected results"
+dpkg-deb -x "$py" "$work/root"
+(cd "$work" && PYTHONPATH="$work/root/usr/lib/python3/dist-packages" /usr/bin/python3 -c \
+  'import drover, sys; assert drover.__file__.startswith(sys.argv[1]), drover.__file__; print("python3-drover:", drover.__file__)' \
+  "$work/root") || fail "the unpacked python3-drover does not import"
 echo "PASS"

@@ -1,5 +1,6 @@
 // Unit tests of command tasks: template splitting, placeholders, argument
 // conversion, and running a command through the Registry (no broker).
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -8,9 +9,11 @@
 #include <string>
 #include <vector>
 
+#include <sys/wait.h>
 #include <unistd.h>
 #include <catch2/catch.hpp>
 #include <msgpack.hpp>
+#include <thread>
 
 #include "command_template.hpp"
 #include "drover/client/client.hpp"
@@ -166,4 +169,57 @@ TEST_CASE("a command's timeout kills its whole process group", "[command]") {
     errno = 0;
     CHECK(::kill(-pgid, 0) == -1);
     CHECK(errno == ESRCH);  // the background sleep died with its group
+}
+
+TEST_CASE("output cut at its limit stays whole characters, and replacement cannot grow it past the limit",
+          "[command]") {
+    auto cut = drover::parse_command_option("cut=sh -c {0} sh");
+    cut.max_output_bytes = 4;
+    drover::Registry r;
+    drover::add_command_tasks(r, {cut});
+    msgpack::object_handle oh;
+    // "aé" then "é": the limit falls inside the second é, which is dropped, not replaced.
+    auto m = as_map(r.run("cut", pack_args("printf 'a\\303\\251\\303\\251'")), oh);
+    CHECK(m.at("stdout").as<std::string>() == "a\xC3\xA9");
+    CHECK(m.at("stdout_truncated").as<bool>());
+    CHECK(m.count("stdout_lossy") == 0);
+    // Four bytes that are not UTF-8 become 12 of U+FFFD: cut back to the limit.
+    m = as_map(r.run("cut", pack_args("printf '\\377\\377\\377\\377'")), oh);
+    CHECK(m.at("stdout").as<std::string>() == "\xEF\xBF\xBD");
+    CHECK(m.at("stdout_truncated").as<bool>());
+    CHECK(m.at("stdout_lossy").as<bool>());
+}
+
+TEST_CASE("a missing working directory is named as such", "[command]") {
+    auto spec = drover::parse_command_option("in=true");
+    spec.cwd = "/no/such/dir";
+    drover::Registry r;
+    drover::add_command_tasks(r, {spec});
+    CHECK_THAT(error_of(r, "in", pack_args()),
+               Contains("its working directory '/no/such/dir'") && Contains("No such file or directory"));
+}
+
+TEST_CASE("a command whose exit status another thread reaped ends in an error, not a hang or exit 0", "[command]") {
+    auto r = with("quick=sh -c {0} sh");
+    std::atomic<bool> done{false};
+    std::thread thief([&] {  // as an embedding program's SIGCHLD handler reaping every child would
+        while (!done) {
+            ::waitpid(-1, nullptr, WNOHANG);
+            std::this_thread::sleep_for(std::chrono::microseconds(20));
+        }
+    });
+    std::string error;
+    const auto t0 = std::chrono::steady_clock::now();
+    error = error_of(r, "quick", pack_args("sleep 0.2; exit 3"));
+    done = true;
+    thief.join();
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+    // Which of the two reaps first is a race: either answer is true, neither a hang nor a success.
+    CHECK_THAT(error, Contains("took its exit status") || Contains("exit code 3"));
+}
+
+TEST_CASE("the task list notes a command whose arguments may be read as options", "[command]") {
+    CHECK_THAT(drover::describe_command(drover::parse_command_option("h=sha256sum {}")), Contains("put -- before {}"));
+    CHECK_THAT(drover::describe_command(drover::parse_command_option("g=grep -c")), Contains("put -- before {}"));
+    CHECK_THAT(drover::describe_command(drover::parse_command_option("h=sha256sum -- {}")), !Contains("put -- before"));
 }

@@ -4,13 +4,18 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <catch2/catch.hpp>
 #include <msgpack.hpp>
 
+#include <spdlog/sinks/ostream_sink.h>
+
 #include "drover/common/protocol.hpp"
+#include "internal/net.hpp"
 
 using namespace drover::proto;
 
@@ -897,4 +902,57 @@ TEST_CASE("is_valid_msgpack checks one whole value within the depth limit", "[pr
     std::string very_deep(1000, static_cast<char>(0x91));
     very_deep.push_back(static_cast<char>(0xc0));
     CHECK_FALSE(is_valid_msgpack(very_deep));
+}
+
+TEST_CASE("ERROR round-trips, and its header is an ERROR's in every protocol version", "[protocol][error]") {
+    Error e;
+    e.reason = "wrong_version";
+    e.detail = "DRV3 is not DRV4";
+    e.command = 0x10;
+    auto d = decode_error(encode(e));
+    REQUIRE(d.ok());
+    CHECK(d->reason == "wrong_version");
+    CHECK(d->detail == "DRV3 is not DRV4");
+    CHECK(d->command == std::optional<std::uint8_t>(0x10));
+    CHECK(d->protocol == "DRV4");
+    // Only reason is required; a later version's fields are ignored.
+    auto minimal = decode_error(
+        Body().map(3).str("reason").str("bad_body").str("protocol").str("DRV9").str("hint").value(1).bytes());
+    REQUIRE(minimal.ok());
+    CHECK(minimal->protocol == "DRV9");
+    CHECK_FALSE(minimal->command);
+    CHECK_FALSE(decode_error(Body().map(1).str("protocol").str("DRV4").bytes()).ok());
+    CHECK_FALSE(decode_error(Body().map(2).str("reason").str("x").str("command").value(300).bytes()).ok());
+
+    for (const auto* version : {"DRV4", "DRV3", "DRV5", "DRV\x01"}) {
+        const auto h = header_bytes(version, 0x7f);
+        CHECK(is_error_header(h.data(), h.size()));
+    }
+    const auto own = make_header(Command::error);
+    CHECK(is_error_header(own));
+    CHECK(view(own) == std::string_view("DRV4\x7f", 5));
+    CHECK(parse_header(own).ok());
+    const auto other = header_bytes("DRV5", 0x7f);
+    CHECK(parse_header(other.data(), other.size()).error() == DecodeError::wrong_version);
+    for (const auto& not_error : {header_bytes("DRV4", 0x10), header_bytes("XRV4", 0x7f), std::string("DRV4\x7f!")})
+        CHECK_FALSE(is_error_header(not_error.data(), not_error.size()));
+}
+
+TEST_CASE("a client logs the broker's ERRORs once for each reason", "[protocol][error]") {
+    std::ostringstream out;
+    auto logger = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_st>(out));
+    drover::BrokerErrors errors;
+    Error e;
+    e.reason = "bad_body";
+    e.command = static_cast<std::uint8_t>(Command::submit);
+    CHECK(errors.log(logger, "client.broker_error", encode(e)));
+    CHECK_FALSE(errors.log(logger, "client.broker_error", encode(e)));
+    e.reason = "wrong_version";
+    CHECK(errors.log(logger, "client.broker_error", encode(e)));
+    CHECK(errors.log(logger, "client.broker_error", "\xc1"));  // not an ERROR body: said once too
+    CHECK_FALSE(errors.log(logger, "client.broker_error", "\xc1"));
+    const auto text = out.str();
+    CHECK(text.find("reason=bad_body command=SUBMIT") != std::string::npos);
+    CHECK(text.find("reason=wrong_version") != std::string::npos);
+    CHECK(text.find("reason=unreadable") != std::string::npos);
 }

@@ -562,17 +562,28 @@ TEST_CASE("A dead worker's prefetched tasks beyond its slots do not count a deat
     CHECK(s.queued_count() == 2);
 }
 
-TEST_CASE("remove_worker_by_id removes the worker named in a LOST report as dead", "[scheduler]") {
+TEST_CASE("a LOST with the worker's lost_key removes it as dead, and any other LOST is refused", "[scheduler]") {
     Scheduler s;
-    add_worker(s, "A", 1);
+    auto hello = make_hello("id-A");
+    hello.lost_key = std::string(16, 'k');
+    REQUIRE(s.hello("A", hello, t0).empty());
+    REQUIRE(ready_timed(s, "A", 1, t0));
+    add_worker(s, "B", 0);  // registered without a lost_key: no supervisor speaks for it
     REQUIRE(s.submit("P", tasks_of({make_task("t1", "sum_random", 1)}), t0).accepted == 1);
     REQUIRE(total_tasks(s.dispatch()) == 1);
-    CHECK(s.remove_worker_by_id("no-such-worker").empty());
+    const auto gone = s.remove_lost_worker("no-such-worker", "any");
+    REQUIRE(gone.has_value());  // gone already: nothing to do
+    CHECK(gone->empty());
+    CHECK_FALSE(s.remove_lost_worker("id-A", std::string(16, 'x')).has_value());
+    CHECK_FALSE(s.remove_lost_worker("id-A", "").has_value());
+    CHECK_FALSE(s.remove_lost_worker("id-B", "").has_value());
     CHECK(s.knows("A"));
-    auto finals = s.remove_worker_by_id("id-A");
+    CHECK(s.knows("B"));
+    auto finals = s.remove_lost_worker("id-A", std::string(16, 'k'));
+    REQUIRE(finals.has_value());
     CHECK_FALSE(s.knows("A"));
-    REQUIRE(finals.size() == 1);
-    CHECK(finals[0].outcome.status == proto::Status::lost);
+    REQUIRE(finals->size() == 1);
+    CHECK((*finals)[0].outcome.status == proto::Status::lost);
 }
 
 TEST_CASE("A worker that says BYE gives its tasks back without counting a death", "[scheduler]") {

@@ -7,6 +7,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "command_spawn.hpp"
@@ -89,8 +91,37 @@ bool make_utf8(std::string& s) {
     return lossy;
 }
 
-std::string pack_result(SpawnResult& r) {
-    const bool out_lossy = make_utf8(r.out), err_lossy = make_utf8(r.err);
+// Cuts `s` back to at most `max` bytes at a character boundary.
+void cut_at_boundary(std::string& s, std::size_t max) {
+    if (s.size() <= max) return;
+    std::size_t end = max;
+    while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;  // s[end] begins a character
+    s.resize(end);
+}
+
+// Makes captured output `s` UTF-8 within `max` bytes. Output cut at `max`
+// while read loses the partial character at its end, which is not counted
+// as lossy; bytes replaced by U+FFFD (3 bytes each) may grow it past `max`,
+// and it is cut again. Returns whether any byte was replaced.
+bool fit_utf8(std::string& s, bool& truncated, std::size_t max) {
+    if (truncated && !s.empty()) {
+        std::size_t start = s.size() - 1;  // where the last character begins
+        while (start > 0 && s.size() - start < 4 && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+        const auto c = static_cast<unsigned char>(s[start]);
+        const std::size_t len = (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;
+        if (s.size() - start < len) s.resize(start);  // a character the cut left unfinished
+    }
+    const bool lossy = make_utf8(s);
+    if (s.size() > max) {
+        cut_at_boundary(s, max);
+        truncated = true;
+    }
+    return lossy;
+}
+
+std::string pack_result(SpawnResult& r, std::size_t max_output) {
+    const bool out_lossy = fit_utf8(r.out, r.out_truncated, max_output);
+    const bool err_lossy = fit_utf8(r.err, r.err_truncated, max_output);
     detail::StringBuffer b;
     msgpack::packer<detail::StringBuffer> p(b);
     p.pack_map(3 + r.out_truncated + r.err_truncated + out_lossy + err_lossy);
@@ -157,7 +188,16 @@ std::string run_one(const Compiled& c, const msgpack::object& raw) {
     if (c.spec.timeout.count() > 0 && (!q.deadline || start + c.spec.timeout < *q.deadline))
         q.deadline = start + c.spec.timeout;
     auto r = run_command(q);
-    if (r.spawn_errno != 0) throw std::runtime_error("cannot run '" + q.argv[0] + "': " + std::strerror(r.spawn_errno));
+    if (r.spawn_errno != 0) {
+        if (!q.cwd.empty() && ::access(q.cwd.c_str(), X_OK) != 0)
+            throw std::runtime_error("cannot run '" + q.argv[0] + "': its working directory '" + q.cwd +
+                                     "': " + std::strerror(errno));
+        throw std::runtime_error("cannot run '" + q.argv[0] + "': " + std::strerror(r.spawn_errno));
+    }
+    if (r.status_taken)
+        throw std::runtime_error("'" + q.argv[0] +
+                                 "' ended, but another part of this program took its exit status (it reaps "
+                                 "every child): its outcome is unknown");
     if (r.timed_out) {
         const auto ms = std::chrono::duration_cast<Millis>(*q.deadline - start).count();
         throw TaskTimedOut("timed out after " + std::to_string(ms) + " ms (its process group was killed)");
@@ -166,7 +206,7 @@ std::string run_one(const Compiled& c, const msgpack::object& raw) {
         throw std::runtime_error("killed by signal " + std::to_string(r.signal) + " (" + signal_name(r.signal) + ")" +
                                  stderr_tail(r.err));
     if (r.exit_code != 0) throw std::runtime_error("exit code " + std::to_string(r.exit_code) + stderr_tail(r.err));
-    return pack_result(r);
+    return pack_result(r, q.max_output);
 }
 
 }  // namespace
@@ -186,11 +226,26 @@ CommandSpec parse_command_option(std::string_view text) {
     return c;
 }
 
+// Whether an argument may land where the program reads options: a
+// placeholder (or the appended arguments) with no "--" word before it. An
+// argument "-rf" would then be an option, not a name.
+bool args_may_be_options(const CommandTemplate& t) {
+    for (std::size_t i = 1; i < t.words.size(); ++i) {  // words[0] is the program
+        const auto& w = t.words[i];
+        if (w.kind == TemplateWord::Kind::literal && w.text == "--") return false;
+        if (w.kind != TemplateWord::Kind::literal) return true;
+    }
+    return true;  // appended after the words, or placed nowhere but after them
+}
+
 std::string describe_command(const CommandSpec& c) {
-    std::string out = c.name + "  command: " + template_text(parse_template(c.argv));
+    const auto tmpl = parse_template(c.argv);
+    std::string out = c.name + "  command: " + template_text(tmpl);
     if (c.timeout.count() > 0) out += "  [timeout " + std::to_string(c.timeout.count()) + " ms]";
     if (!c.cwd.empty()) out += "  [cwd " + c.cwd + "]";
     if (c.stdin_from_last_arg) out += "  [stdin: last argument]";
+    else if (args_may_be_options(tmpl))
+        out += "  [note: an argument beginning with '-' reaches it as an option; put -- before {} if it takes --]";
     return out;
 }
 

@@ -1,10 +1,13 @@
 // Running one command (command_spawn.hpp).
 #include "command_spawn.hpp"
+#include "drover/worker/commands.hpp"
+#include "internal/children.hpp"
 
 #include <array>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <system_error>
@@ -27,15 +30,17 @@ namespace drover {
 namespace {
 
 // The process groups of the commands running now: a pgid is removed before
-// its leader is reaped, so a signal never reaches a reused id.
+// its leader is reaped, so a signal never reaches a reused id. `leaders`:
+// the commands spawned and not reaped yet, which the orphan reaper leaves.
 struct LiveGroups {
-    std::shared_mutex spawning;  // shared by spawns, exclusive to signal_command_groups
+    std::shared_mutex spawning;  // shared by spawns, exclusive to signal_command_groups and the orphan reaper
     std::mutex mutex;
     std::set<pid_t> pgids;
+    std::set<pid_t> leaders;
 };
 LiveGroups& live() {
-    static LiveGroups groups;
-    return groups;
+    static auto* groups = new LiveGroups;  // never destroyed: the orphan reaper's thread outlives main
+    return *groups;
 }
 
 struct Fd {
@@ -109,10 +114,12 @@ struct Run {
     std::optional<Clock::time_point> give_up_at;  // stop reading pipes a grandchild escaped with
 };
 
-// Whether the leader has exited (left a zombie, so its pgid stays reserved).
+// Whether the leader has exited (left a zombie, so its pgid stays reserved,
+// or was reaped by another part of this program: ECHILD).
 bool leader_exited(pid_t pid) {
     siginfo_t info{};
-    return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0) return errno == ECHILD;
+    return info.si_pid == pid;
 }
 
 void write_some(Run& r) {
@@ -173,8 +180,9 @@ void pump(Run& r, const SpawnRequest& q, SpawnResult& res) {
 }
 
 // Reaps the processes of group `pgid` (all sent SIGKILL): its leader, and
-// orphans re-parented to this process, a subreaper. Returns the leader's status.
-int reap_group(pid_t pgid) {
+// orphans re-parented to this process, a subreaper. Returns the leader's
+// status, or nullopt if another part of this program reaped it.
+std::optional<int> reap_group(pid_t pgid) {
     int leader = 0;
     bool leader_reaped = false;
     const auto until = Clock::now() + Millis(2000);
@@ -188,8 +196,9 @@ int reap_group(pid_t pgid) {
             continue;
         }
         if (p > 0) continue;
+        if (!leader_reaped) return std::nullopt;  // ECHILD: its status was taken
         // No exited child of this group now: done once no process of it is left.
-        if (!leader_reaped || ::kill(-pgid, 0) != 0 || Clock::now() >= until) return leader;
+        if (::kill(-pgid, 0) != 0 || Clock::now() >= until) return leader;
         ::kill(-pgid, SIGKILL);
         std::this_thread::sleep_for(Millis(1));
     }
@@ -198,10 +207,6 @@ int reap_group(pid_t pgid) {
 }  // namespace
 
 SpawnResult run_command(const SpawnRequest& q) {
-    // Orphans of a command's group come to this process, which reaps them:
-    // the group is empty when its task ends, not left to a slow init.
-    static const int subreaper = ::prctl(PR_SET_CHILD_SUBREAPER, 1);
-    (void)subreaper;
     SpawnResult res;
     auto out = make_pipe(), err = make_pipe();
     std::array<Fd, 2> in;
@@ -230,6 +235,7 @@ SpawnResult run_command(const SpawnRequest& q) {
         }
         std::lock_guard lock(live().mutex);
         live().pgids.insert(r.pid);
+        live().leaders.insert(r.pid);
     }
     r.pidfd.fd = static_cast<int>(::syscall(SYS_pidfd_open, r.pid, 0));
     r.out.fd = std::exchange(out[0].fd, -1);
@@ -247,10 +253,43 @@ SpawnResult run_command(const SpawnRequest& q) {
         std::lock_guard lock(live().mutex);
         live().pgids.erase(r.pid);
     }
-    const int status = reap_group(r.pid);
-    if (WIFEXITED(status)) res.exit_code = WEXITSTATUS(status);
-    else if (WIFSIGNALED(status)) res.signal = WTERMSIG(status);
+    const auto status = reap_group(r.pid);
+    {
+        std::lock_guard lock(live().mutex);
+        live().leaders.erase(r.pid);
+    }
+    if (!status) res.status_taken = true;
+    else if (WIFEXITED(*status)) res.exit_code = WEXITSTATUS(*status);
+    else if (WIFSIGNALED(*status)) res.signal = WTERMSIG(*status);
     return res;
+}
+
+namespace {
+
+// Reaps the zombies among this process's children that are no command's
+// leader: orphans of commands (a process that left its command's group,
+// then lost its parent) re-parented to this subreaper.
+void reap_orphans() {
+    std::unique_lock spawning(live().spawning);  // no leader is between its spawn and its registration
+    std::lock_guard lock(live().mutex);
+    for (const auto& c : child_processes())
+        if (c.zombie && !live().leaders.count(c.pid)) ::waitpid(c.pid, nullptr, WNOHANG);
+}
+
+}  // namespace
+
+void adopt_command_orphans() {
+    static const bool started = [] {
+        if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return false;
+        std::thread([] {
+            while (true) {
+                std::this_thread::sleep_for(Millis(1000));
+                reap_orphans();
+            }
+        }).detach();
+        return true;
+    }();
+    (void)started;
 }
 
 void signal_command_groups(int sig) {

@@ -29,6 +29,7 @@ struct SpawnResult {
     bool timed_out = false;
     std::string out, err;
     bool out_truncated = false, err_truncated = false;
+    bool status_taken = false;  // another part of this program reaped it: how it ended is unknown
 };
 
 // Runs the command to its end. Whatever the program leaves running in its

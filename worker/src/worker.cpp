@@ -165,7 +165,8 @@ void WorkerImpl::connect_to_broker() {
                        registry_.names(),
                        options_.restarts,
                        static_cast<std::uint64_t>(options_.max_message_bytes),
-                       io_.credits.outstanding()};
+                       io_.credits.outstanding(),
+                       options_.lost_key};
     (void)send_message(*io_.broker, proto::Command::hello, proto::encode(hello));
     io_.last_from_broker = Clock::now();
     io_.credits.broker_forgot();
@@ -197,6 +198,10 @@ void WorkerImpl::drain_broker() {
         io_.last_from_broker = Clock::now();
         if (frames.empty() || frames.size() > 2) continue;
         auto cmd = proto::parse_header(frames[0]);
+        if (!cmd && proto::is_error_header(frames[0])) {  // an ERROR of another protocol version
+            (void)io_.broker_errors.log(log_, "worker.broker_error", frames.size() == 2 ? proto::view(frames[1]) : "");
+            continue;
+        }
         if (!cmd) {
             log_->warn("worker.dropped reason={}", proto::decode_error_name(cmd.error()));
             continue;
@@ -209,6 +214,7 @@ void WorkerImpl::on_broker_message(proto::Command cmd, std::string_view body) {
     switch (cmd) {
         case proto::Command::dispatch: on_dispatch(body); break;
         case proto::Command::heartbeat: break;
+        case proto::Command::error: (void)io_.broker_errors.log(log_, "worker.broker_error", body); break;
         case proto::Command::reset:
             log_->info("worker.reset (the broker does not know us): registering again");
             connect_to_broker();

@@ -150,6 +150,7 @@ private:
         SinkSockets timeout_sinks;                  // for `timeout` outcomes
         std::unique_ptr<SinkSockets> inline_sinks;  // for the results of tasks run on the I/O thread
         CreditPolicy credits;
+        BrokerErrors broker_errors;          // the broker's ERRORs, logged once per reason
         std::vector<std::string> timed_out;  // with replace_on_timeout: reported `timeout` (final)
         bool replace = false;                // with replace_on_timeout: a task timed out
         bool stopping = false;               // finishing the tasks held, taking no credits

@@ -6,6 +6,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -14,6 +15,7 @@
 
 #include "drover/common/clock.hpp"
 #include "drover/common/limits.hpp"
+#include "drover/common/logging.hpp"
 #include "drover/common/protocol.hpp"
 
 namespace drover {
@@ -59,6 +61,20 @@ enum class SendStatus { sent, would_block, unreachable };
 // three sends (drover-bench W6).
 inline constexpr std::size_t k_zero_copy_from = 8192;
 [[nodiscard]] zmq::message_t body_message(std::string&& body);
+
+// The broker's ERROR replies as a client of it (producer, worker) logs
+// them: a warning the first time each reason comes. Owned by one thread.
+class BrokerErrors {
+public:
+    // Logs the ERROR `body` (of any protocol version) as `event` (e.g.
+    // "worker.broker_error") unless its reason was logged before. Returns
+    // whether it logged.
+    bool log(const Logger& log, const char* event, std::string_view body);
+
+private:
+    static constexpr std::size_t k_max_reasons = 64;  // a broker of another version may have others
+    std::set<std::string> logged_;
+};
 
 // Sends [header][body] on a DEALER/PUSH socket without blocking.
 // Returns: would_block at the high-water mark (nothing was sent).

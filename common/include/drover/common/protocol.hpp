@@ -1,189 +1,26 @@
 // The DRV4 wire protocol: every message drover peers exchange, frame by frame.
 #pragma once
 
-// DRV4 — drover protocol, version 4
-// ==================================
-//
-// Peers of different versions refuse each other's messages (wrong_version,
-// logged once per peer): upgrade a fleet's broker, workers and producers
-// together.
-//
-// Every message is two frames after the ROUTER identity (if any):
+// DRV4 — drover protocol, version 4. The specification is
+// docs/protocol.md: every message and field, each role's duties and
+// timings, the proofs, the refusals, and byte-exact examples that are the
+// golden vectors of tests/vectors/protocol.json. In short:
 //
 //   [ header: "DRV4" + command byte (5 bytes) ][ body: one msgpack map ]
 //
-// A body is a msgpack *map* with named fields, so a later version may add
-// fields that an older peer ignores. Fields not listed below are ignored on
-// decode; a listed field of the wrong type makes the whole message invalid.
-// HEARTBEAT, BYE and RESET may omit the body frame. Task arguments and
-// results are msgpack bytes carried in `bin` fields: the broker never decodes
-// them. Every list field is a batch: one message carries many tasks or ids.
+// after the ROUTER routing id, if any. Fields are named, optional ones left
+// out at their defaults, unknown ones ignored, a known one of the wrong type
+// an error; task arguments and results are opaque msgpack bytes in `bin`
+// fields; lists are batches. Decoding is bounded (k_max_depth, no container
+// larger than its frame, no trailing bytes) and a decode error is a value,
+// never an exception. The broker answers a message it cannot take with
+// ERROR, whose header is "DRV" + any version + 0x7F in every version.
 //
-// Worker (DEALER) -> broker backend (ROUTER)
-//   HELLO      0x01  {worker: str, host: str, pid: int, pool: str, slots: uint,
-//                     tasks: [str], restarts: uint,
-//                     max_message_bytes: uint, held: uint}
-//                                            registers; tasks = names it runs;
-//                                            restarts = times a supervisor
-//                                            restarted this child's slot;
-//                                            max_message_bytes = the largest
-//                                            message it accepts (0 or absent:
-//                                            not said). The broker never
-//                                            sends it a larger DISPATCH: a
-//                                            task too large for it ends with
-//                                            an `error` naming the limit;
-//                                            held = tasks it still holds
-//                                            from an earlier registration
-//                                            (0 or absent: none)
-//   READY      0x02  {credits: uint, starts: uint, run_ns: {str: uint}}
-//                                            grants that many more tasks (a
-//                                            worker returns finished tasks'
-//                                            credits in batches of half its
-//                                            prefetch, at least 1; credits
-//                                            may be 0); starts (optional, at
-//                                            most credits): how many of them
-//                                            are start credits, each for a
-//                                            slot free now or about to free
-//                                            (an early credit): a worker
-//                                            grants them while it has more
-//                                            free slots than start credits
-//                                            out; run_ns (optional):
-//                                            by task name, the mean run time
-//                                            in ns of the tasks it ran lately,
-//                                            sent when new or changed by 2x or
-//                                            more. The broker queues a task
-//                                            behind others at a worker only
-//                                            while that queue holds about 2 ms
-//                                            of its name's run time a slot; a
-//                                            name not yet timed, or of 1 ms or
-//                                            more, goes only on a start credit
-//                                            (or to a worker holding fewer
-//                                            tasks than it has slots)
-//   HEARTBEAT  0x04  {held: uint}            liveness, every heartbeat period;
-//                                            held (optional) = tasks received
-//                                            whose outcome is not yet sent on
-//                                            (0: all handed to their sinks)
-//   BYE        0x05  {ids: [str]}            leaving; held tasks go back, except
-//                                            `ids` (optional): they timed out
-//                                            on their last attempt and this
-//                                            worker sent their `timeout`; the
-//                                            broker ends them `timeout` too
-//   LOST       0x07  {worker: str}           a supervisor reports that one of
-//                                            its children (by HELLO id) died
-//   RETRY      0x08  {ids: [str]}            these held tasks failed (an error
-//                                            with retry_on_error, a timeout, an
-//                                            unreachable sink) with attempts
-//                                            left: dispatch again after back-off
-//   RETURN     0x0B  {ids: [str]}            held tasks this worker has not
-//                                            started and never will (sent on
-//                                            plain credits, they were queued
-//                                            behind tasks running longer than
-//                                            200 ms on every slot): the
-//                                            broker queues them again at the
-//                                            front without counting an attempt.
-//                                            A READY with the running tasks'
-//                                            names (run_ns: their time so far)
-//                                            comes just before it
-//   RESULT     0x20  {results: [Outcome], worker: str}
-//                                            outcomes whose sink this worker
-//                                            cannot reach (no connection within
-//                                            the liveness window): the broker
-//                                            passes them to the task's producer
-//                                            (or, for a detached task, pushes
-//                                            them to its sink itself)
-//
-// Broker backend (ROUTER) -> worker (DEALER)
-//   DISPATCH   0x03  {tasks: [Task], reply_to: str}
-//                                            only against credits granted;
-//                                            each task with its attempt's
-//                                            token and without its secret
-//   HEARTBEAT  0x04  {}
-//   BYE        0x05  {}                      broker shutting down
-//   RESET      0x06  {}                      "I do not know you": HELLO again
-//
-// Producer or sink (DEALER) -> broker frontend (ROUTER)
-//   SUBMIT     0x10  {tasks: [Task], reply_to: str}
-//                                            each task with its secret;
-//                                            attempt and token are ignored; a
-//                                            malformed task is REJECTED alone
-//                                            ("invalid: field 'X': expected
-//                                            ..."), the others go on; an id
-//                                            the broker holds for another
-//                                            secret is REJECTED duplicate_id;
-//                                            from a peer
-//                                            "S" + 8 characters, the tasks are
-//                                            those of producer "P" + the same 8
-//                                            (answered there)
-//   SETTLE     0x13  {ids: [str], timed_out: uint, proofs: bin}
-//                                            the sink holds these outcomes
-//                                            (timed_out of them are timeouts);
-//                                            the client may hold ids up to 10
-//                                            ms while others are in flight.
-//                                            Taken from the task's producer,
-//                                            or with proofs: 8 bytes an id,
-//                                            little-endian, each the id's
-//                                            settle_proof (a standalone sink);
-//                                            other ids are dropped, counted
-//   CANCEL     0x14  {ids: [str]}            drop these tasks if still queued;
-//                                            only the producer's own
-//   STATUS     0x15  {}                      asks for a STATUS_REPLY
-//   HEARTBEAT  0x04  {}                      the broker answers HEARTBEAT
-//   BYE        0x05  {}
-//
-// Broker frontend (ROUTER) -> producer (DEALER)
-//   ACCEPTED   0x11  {ids: [str]}            the broker owns these tasks now;
-//                                            sent only for detached tasks (their
-//                                            outcome goes to another sink): a
-//                                            task whose outcome comes back to
-//                                            its producer is acknowledged by it
-//   REJECTED   0x12  {ids: [str], reason: str}   e.g. "queue_full", "invalid"
-//   STATUS_REPLY 0x16 {...}                  queues, workers, totals (a map)
-//   HEARTBEAT  0x04  {instance: str}         instance changes when the broker
-//                                            restarts: resend unfinished tasks
-//   BYE        0x05  {}                      broker shutting down
-//   RESULT     0x20  {results: [Outcome], worker: str}
-//                                            a worker's results for this
-//                                            producer's sink, which the worker
-//                                            could not reach: the producer
-//                                            takes them as its sink would
-//
-// Worker or broker (PUSH) -> sink (PULL), the task's reply_to endpoint
-//   RESULT     0x20  {results: [Outcome], worker: str}
-//
-// Task    = {id: str, name: str, args: bin, attempt: uint, max_attempts: uint,
-//            timeout_ms: uint, reply_to: str, detached: bool,
-//            retry_on_error: bool, secret: bin, token: uint, start: bool}
-//   secret: 16 bytes, SUBMIT only (producer -> broker, required): the sink's
-//   key keyed over the id (task_secret); the broker never sends it on
-//   token: DISPATCH only: attempt_token(secret, attempt), the proof that
-//   this worker was given this attempt
-//   start: DISPATCH only: the task took one of the worker's start credits
-//   (the worker counts the start credits the broker still holds)
-//   reply_to: the sink's endpoint; under CurveZMQ it carries the sink's
-//   server key, "tcp://HOST:PORT?curve=KEY" (docs/security.md)
-//   detached: reply_to is a standalone sink, so the task outlives its producer
-//   attempt: times dispatched, this one included; max_attempts bounds the
-//   dispatches a task gets after crashes and timeouts (and errors, when
-//   retry_on_error is set)
-// Outcome = {id: str, task: str, status: str, result: bin, error: str,
-//            attempt: uint, worker: str, elapsed_us: uint, token: uint}
-//   token: the dispatched attempt's token, or broker_token(secret, attempt)
-//   for an outcome whose worker is "broker"; a sink (and the broker, for
-//   RESULT on its backend) drops an outcome whose token is not right
-//   status is one of "ok", "error", "timeout", "lost", "cancelled",
-//   "rejected"; result is set for "ok", error for the others.
-//
-// Only id and name (Task) and id and status (Outcome) are required. A field
-// left out takes its default: "" for strings and bin, 0, false, and
-// k_default_max_attempts (drover/common/retry.hpp) for max_attempts;
-// encoders leave out fields at their defaults. A batch's
-// reply_to (SUBMIT, DISPATCH) or worker (RESULT) is that of every task or
-// outcome in it that does not name its own, so that a small task stays small
-// on the wire.
-//
-// Decoding is bounded: a container may not claim more elements than the
-// frame has bytes, nesting is limited to k_max_depth, and bytes left after
-// the map are an error. A decode error is a value, never an exception.
+//   worker -> broker      HELLO READY HEARTBEAT BYE LOST RETRY RETURN RESULT
+//   broker -> worker      DISPATCH HEARTBEAT BYE RESET ERROR
+//   producer -> broker    SUBMIT SETTLE CANCEL STATUS HEARTBEAT BYE
+//   broker -> producer    ACCEPTED REJECTED SETTLED STATUS_REPLY HEARTBEAT BYE RESULT ERROR
+//   worker, broker -> sink   RESULT
 
 #include <algorithm>
 #include <cstddef>
@@ -232,6 +69,10 @@ enum class Command : std::uint8_t {
     // (body as ACCEPTED's); the producer stops keeping them for a resend.
     settled = 0x17,
     result = 0x20,
+    // broker -> any peer: a message it could not take, and why (Error). Its
+    // header is "DRV" + any version + 0x7F in every protocol version, so a
+    // peer of another version can read it (is_error_header).
+    error = 0x7f,
 };
 
 [[nodiscard]] const char* command_name(Command c) noexcept;
@@ -242,13 +83,13 @@ enum class Status : std::uint8_t { ok, error, timeout, lost, cancelled, rejected
 [[nodiscard]] std::optional<Status> parse_status(std::string_view s) noexcept;
 
 struct Hello {
-    std::string worker;
+    std::string worker;  // required: the worker's name, unique among a fleet's live workers
     std::string host;
     std::int64_t pid = 0;
-    std::string pool;
-    std::uint32_t slots = 0;
-    std::vector<std::string> tasks;
-    std::uint32_t restarts = 0;
+    std::string pool;                // "solo", "threads", "processes"
+    std::uint32_t slots = 0;         // tasks it runs at once (0 is taken as 1)
+    std::vector<std::string> tasks;  // the names it runs
+    std::uint32_t restarts = 0;      // times a supervisor restarted this child's slot
     // The largest message the worker accepts (its --max-message-bytes; 0:
     // not said). A bigger one would cost it its connection (ZeroMQ drops a
     // peer that sends past ZMQ_MAXMSGSIZE), so the broker never sends one.
@@ -256,10 +97,14 @@ struct Hello {
     // Tasks received under an earlier registration and still held (running,
     // queued, outcome not yet sent): a worker registering again says so.
     std::uint32_t held = 0;
+    // A supervisor's secret for this child (k_task_secret_bytes random
+    // bytes; empty: none): the broker takes a LOST of this worker only with
+    // the same key, so that no other worker key holder can evict it.
+    std::string lost_key;
 };
 
 struct Ready {
-    std::uint32_t credits = 0;
+    std::uint32_t credits = 0;  // required: tasks it may be sent beyond those granted before
     // Of these credits, how many are for a slot free now (or about to be:
     // an early credit); a task of a long or untimed name goes only on one.
     std::uint32_t starts = 0;
@@ -269,7 +114,8 @@ struct Ready {
 };
 
 struct Lost {
-    std::string worker;
+    std::string worker;  // the dead worker's Hello::worker
+    std::string key;     // its Hello::lost_key: a LOST without the right one is refused
 };
 
 // A task's secret, held inline: 16 bytes is past std::string's small
@@ -303,18 +149,20 @@ private:
 };
 
 struct Task {
-    std::string id;
-    std::string name;
-    std::string args;  // msgpack bytes, opaque to the broker
-    std::uint32_t attempt = 0;
+    std::string id;             // chosen by the producer, unique at the broker while it holds the task
+    std::string name;           // what to run
+    std::string args;           // msgpack bytes, opaque to the broker
+    std::uint32_t attempt = 0;  // DISPATCH: the dispatches so far, this one included
+    // Bounds the dispatches a task gets after deaths and timeouts (and
+    // errors, with retry_on_error).
     std::uint32_t max_attempts = k_default_max_attempts;
     std::uint32_t timeout_ms = 0;  // 0: no timeout
-    std::string reply_to;
-    bool detached = false;        // outcome goes to a standalone sink: keep it if the producer goes
-    bool retry_on_error = false;  // an error is retried, with back-off, while attempts remain
-    TaskSecret secret;            // SUBMIT: k_secret_bytes (docs/security.md)
-    std::uint64_t token = 0;      // DISPATCH: this attempt's token
-    bool start = false;           // DISPATCH: sent on one of the worker's start credits (Ready::starts)
+    std::string reply_to;          // the sink's endpoint, with "?curve=KEY" under CurveZMQ
+    bool detached = false;         // outcome goes to a standalone sink: keep it if the producer goes
+    bool retry_on_error = false;   // an error is retried, with back-off, while attempts remain
+    TaskSecret secret;             // SUBMIT: k_secret_bytes (docs/security.md)
+    std::uint64_t token = 0;       // DISPATCH: this attempt's token
+    bool start = false;            // DISPATCH: sent on one of the worker's start credits (Ready::starts)
     // decode_submit only, never on the wire: why the task is malformed
     // ("field 'max_attempts': expected an unsigned integer, got a float"),
     // "" if it is not.
@@ -339,35 +187,47 @@ struct Tasks {  // SUBMIT and DISPATCH
     std::vector<Task> tasks;
 };
 
-struct Ids {  // ACCEPTED, CANCEL, RETRY, a worker's BYE
+struct Ids {  // ACCEPTED, SETTLED, CANCEL, RETRY, RETURN, a worker's BYE
     std::vector<std::string> ids;
 };
 
 struct Settle {
-    std::vector<std::string> ids;
-    std::uint32_t timed_out = 0;        // how many of these outcomes are timeouts
-    std::vector<std::uint64_t> proofs;  // empty, or one settle_proof for each id
+    std::vector<std::string> ids;  // taken from their producer, or from anyone with proofs
+    std::uint32_t timed_out = 0;   // how many of these outcomes are timeouts
+    // Empty, or one settle_proof for each id (on the wire: 8 bytes each, little-endian).
+    std::vector<std::uint64_t> proofs;
 };
 
 struct Rejected {
     std::vector<std::string> ids;
-    std::string reason;
+    std::string reason;  // "queue_full" (send again later), "duplicate_id", "journal_unavailable", "invalid: ..."
 };
 
 struct Outcome {
     std::string id;
-    std::string task;
+    std::string task;  // the task's name
     Status status = Status::ok;
-    std::string result;  // msgpack bytes when status is ok
-    std::string error;
-    std::uint32_t attempt = 0;
-    std::string worker;
+    std::string result;         // msgpack bytes when status is ok
+    std::string error;          // why, for the other statuses
+    std::uint32_t attempt = 0;  // the dispatch it ends (0: never dispatched)
+    std::string worker;         // who ran it: a worker's name, or "broker" for a broker-made outcome
     std::uint64_t elapsed_us = 0;
+    // attempt_token(secret, attempt), or broker_token(...) when worker is
+    // "broker" (internal/proof.hpp): a sink drops an outcome whose token is wrong.
     std::uint64_t token = 0;
 };
 
 struct Results {
     std::vector<Outcome> results;
+};
+
+// ERROR: why the broker did not take a message. Every version's ERROR body
+// is a map with at least `reason` and `protocol`.
+struct Error {
+    std::string reason;                   // a decode_error_name ("bad_body", "wrong_version", ...)
+    std::string detail;                   // for people: what was wrong, what to do ("" left out)
+    std::optional<std::uint8_t> command;  // the refused message's command byte, when it had one
+    std::string protocol{k_protocol};     // the version the sender speaks ("DRV4")
 };
 
 // An Outcome whose strings view the RESULT body it was read from.
@@ -421,6 +281,10 @@ private:
 // Returns the command of a header frame, or why it is not one.
 [[nodiscard]] Decoded<Command> parse_header(const void* data, std::size_t size) noexcept;
 inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept { return parse_header(m.data(), m.size()); }
+// Whether a frame is the header of an ERROR of any protocol version: 5
+// bytes, "DRV", any version byte, 0x7F. A peer never answers one.
+[[nodiscard]] bool is_error_header(const void* data, std::size_t size) noexcept;
+inline bool is_error_header(const zmq::message_t& m) noexcept { return is_error_header(m.data(), m.size()); }
 
 // Bodies ---------------------------------------------------------------
 // encode_* return the msgpack body; decode_* check limits and trailing bytes.
@@ -438,6 +302,7 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept { return 
 [[nodiscard]] std::string encode(const Results& m);
 [[nodiscard]] std::string encode(const Outcome* outcomes, std::size_t count);  // a Results body
 [[nodiscard]] zmq::message_t encode_message(const Outcome* outcomes, std::size_t count);
+[[nodiscard]] std::string encode(const Error& m);
 [[nodiscard]] std::string encode_empty();
 [[nodiscard]] std::string encode_heartbeat(std::string_view instance);
 [[nodiscard]] std::string encode_worker_heartbeat(std::uint32_t held);
@@ -461,6 +326,8 @@ inline Decoded<Command> parse_header(const zmq::message_t& m) noexcept { return 
 // A BYE body: empty, any map, or a map with `ids`.
 [[nodiscard]] Decoded<Ids> decode_bye(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Rejected> decode_rejected(std::string_view body) noexcept;
+// An ERROR body of any version: `reason` required; the other fields optional.
+[[nodiscard]] Decoded<Error> decode_error(std::string_view body) noexcept;
 [[nodiscard]] Decoded<Results> decode_results(std::string_view body) noexcept;
 // The same outcomes as views into `body`, valid while it is: a reader that
 // copies each field once to its own type (the Client's Result) then spends

@@ -50,5 +50,10 @@ std::string describe_command(const CommandSpec& command);
 void signal_running_commands(int sig);
 // Waits up to `limit` for every running command to end; returns whether none is left.
 bool wait_running_commands(std::chrono::milliseconds limit);
+// Makes this process the subreaper of the processes its commands leave
+// behind, and reaps those that exit (once a second). For a program whose
+// only children are its commands, such as drover-worker: an embedding
+// program's own orphans would be reaped too. Idempotent; any thread.
+void adopt_command_orphans();
 
 }  // namespace drover

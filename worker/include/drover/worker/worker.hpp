@@ -47,6 +47,7 @@ struct WorkerOptions {
     // (run() returns `replaced`) so that the supervisor starts a fresh one.
     bool replace_on_timeout = false;
     std::uint32_t restarts = 0;          // reported at HELLO
+    std::string lost_key;                // a processes-pool child: its supervisor's key for LOST, given at HELLO
     std::shared_ptr<Security> security;  // CurveZMQ to broker and sinks; nullptr: plain
 };
 
