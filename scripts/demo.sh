@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The seed task, "sum of 1,000,000 random integers in 1..100", run 8 times in
-# each of drover's forms, with the results and a table of wall time and speed-up.
+# each of drover's forms, with the results and a table of wall time and speed-up;
+# then the same in Python (examples/python/seed.py).
 set -euo pipefail
 if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
   echo "usage: scripts/demo.sh [TASKS (default 8)] [N (default 1000000)]"
@@ -48,3 +49,9 @@ printf "%-52s %12s %9s\n" "form" "wall ms" "speed-up"
 for i in "${!names[@]}"; do
   awk -v n="${names[$i]}" -v t="${times[$i]}" -v b="${times[0]}" 'BEGIN { printf "%-52s %12.1f %8.2fx\n", n, t, b / t }'
 done
+
+# The seed in Python (the package in python/): a loop, threads (the
+# GIL), multiprocessing.Pool and drover's Python workers, on Debian's python3.
+echo
+echo "== the same in Python: examples/python/seed.py =="
+/usr/bin/python3 "$root/examples/python/seed.py" --tasks "$tasks" --n "$n"

@@ -8,7 +8,7 @@
 3. multiprocessing.Pool(2): a process a core, past the GIL;
 4. drover: a drover-broker (from $DROVER_BIN, else PATH) and a Python worker with a
    processes pool of 2 (`python -m drover worker` on this very file), the tasks
-   submitted with drover.Client when the package has it, else with drover-producer.
+   submitted with drover.Client.
 
 It prints each way's results and a table of wall times and speed-ups over the loop.
 The broker and worker are started (and their children forked) before the clock starts,
@@ -128,19 +128,9 @@ class Fleet:
         self.dir.cleanup()
 
 
-def submit_with_producer(frontend: str, tasks: int, n: int) -> list[int]:
-    lines = "".join(json.dumps({"task": "compute", "args": [n], "id": i}) + "\n" for i in range(tasks))
-    r = subprocess.run([program("drover-producer"), "--broker", frontend, "submit"], input=lines,
-                       capture_output=True, text=True, check=True)
-    outcomes = sorted((json.loads(line) for line in r.stdout.splitlines()), key=lambda o: int(o["id"]))
-    return [o["result"] if o["status"] == "ok" else o for o in outcomes]
-
-
 def with_drover(fleet: Fleet, tasks: int, n: int) -> list[int]:
-    if hasattr(drover, "Client"):
-        with drover.Client(broker=fleet.frontend) as client:
-            return list(client.map("compute", [n] * tasks))
-    return submit_with_producer(fleet.frontend, tasks, n)
+    with drover.Client(broker=fleet.frontend) as client:
+        return list(client.map("compute", [n] * tasks))
 
 
 def timed(fn, *args):
