@@ -315,7 +315,11 @@ class ClientIO:
                 if e[E_CANCELLED]:
                     self._finish_local(tid, "cancelled", "cancelled before it was sent")
                     continue
-                item = e[E_ITEM] or self._encode(tid, e)
+                try:
+                    item = e[E_ITEM] or self._encode(tid, e)
+                except (ValueError, TypeError, OverflowError) as err:  # keeps the batch's other tasks
+                    self._finish_local(tid, "rejected", f"cannot encode the task: {err}")
+                    continue
                 items.append(item)
                 entries.append(e)
                 size += len(item)

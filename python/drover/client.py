@@ -351,6 +351,22 @@ def _packer():
     return p
 
 
+def _check_utf8(text: str, what: str) -> None:
+    """Raises ValueError if `text` is not valid UTF-8 text (a lone surrogate): the wire's strings are
+    UTF-8, and a task the I/O thread could not encode would never be sent."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} {text[:64]!r} is not valid UTF-8: {e.reason} at {e.start}") from None
+
+
+def _check_name(name) -> None:
+    """Raises ValueError unless `name` is a non-empty str that encodes as UTF-8."""
+    if type(name) is not str or not name:
+        raise ValueError("a task name is a non-empty str")
+    _check_utf8(name, "task name")
+
+
 def _security_of(security) -> Security | None:
     if security is None or isinstance(security, Security):
         return security
@@ -480,6 +496,7 @@ class Client(ClientIO):
         if named:
             if type(tid) is not str or not tid:
                 raise TypeError("a task id is a non-empty str")
+            _check_utf8(tid, "task id")
             if tid in pending:
                 raise ValueError(f"duplicate id '{tid}': a task with this id is still unfinished")
         else:
@@ -513,8 +530,7 @@ class Client(ClientIO):
         TaskTimeout, TaskLost, TaskCancelled, TaskRejected). timeout: seconds a run may take;
         max_attempts: runs after crashes and timeouts (and errors with retry_on_error); id: the task's
         id on the wire (default: the client's own, unique). Blocks while the window is full."""
-        if type(name) is not str or not name:
-            raise ValueError("a task name is a non-empty str")
+        _check_name(name)
         opts = self._opts(timeout, max_attempts, retry_on_error)
         f = TaskFuture(self)
         f.id = self._add(name, _packer()(args), opts, f, -1, id)
@@ -535,8 +551,7 @@ class Client(ClientIO):
         return self._map(name, iterable, self._opts(timeout, max_attempts, retry_on_error), window, True)
 
     def _map(self, name: str, iterable: Iterable, opts: tuple, window: int | None, star: bool) -> Iterator:
-        if type(name) is not str or not name:
-            raise ValueError("a task name is a non-empty str")
+        _check_name(name)
         pack = msgpack.Packer(use_bin_type=True).pack
         packed = (pack(tuple(item)) for item in iterable) if star else (b"\x91" + pack(item) for item in iterable)
         return self._map_values(self._ordered(name, packed, opts, window))

@@ -145,6 +145,18 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(f.result(10), 1)
         self.assertEqual(c.submit("echo", 3, id="py-named-1").result(10), 3)  # its id free again
 
+    def test_a_name_or_id_not_utf8_is_refused_before_sending(self):
+        c = self.client
+        before = [c.submit("echo", i) for i in range(5)]
+        with self.assertRaises(ValueError):
+            c.submit("ec\udcffho", 1)
+        with self.assertRaises(ValueError):
+            c.submit("echo", 1, id="x\udcff")
+        with self.assertRaises(ValueError):
+            list(c.map("ec\udcffho", [1]))
+        after = [c.submit("echo", i) for i in range(5, 10)]
+        self.assertEqual([f.result(10) for f in before + after], list(range(10)))
+
     def test_close_waits_then_refuses_new_tasks(self):
         c = drover.Client(self.fleet.frontend)
         futures = [c.submit("sleep_ms", 50) for _ in range(10)]
