@@ -177,8 +177,13 @@ void Scheduler::submit_new(proto::Task&& t, std::string_view reply_to, SubmitCon
         if (journal_ && !key) return;
         TaskEntry& e = new_entry(std::move(t), reply_to, ctx, id_hash);
         e.journal_key = key;
+        // The name as given, up to 200 bytes: an error message, not an echo of whatever a client sent.
+        std::string_view shown = names_[e.name];
+        const bool cut = shown.size() > 200;
+        if (cut) shown = shown.substr(0, 200);
         out.finals.push_back(
-            end_task(e, proto::Status::error, "unknown task '" + names_[e.name] + "': no worker runs it"));
+            end_task(e, proto::Status::error,
+                     "unknown task '" + std::string(shown) + (cut ? "…" : "") + "': no worker runs it"));
         accept(out, e.detached, e.id);
         ++totals_.accepted;
         return;

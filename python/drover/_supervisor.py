@@ -166,8 +166,14 @@ class Supervisor:
                     self.on_exit(c, status)
 
     def on_exit(self, c: Child, status: int) -> None:
-        """Child `c` exited: its restart is scheduled, and the broker told unless it said BYE."""
+        """Child `c` exited: what its tasks forked in its process group is killed (a group outlives
+        its leader while members remain, so the id is still that group's), its restart is
+        scheduled, and the broker told unless it said BYE."""
         child_id = self.child_id(c.pid)
+        try:
+            os.killpg(c.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         c.pid = -1
         if self.stop.requests:
             log.info("supervisor.child_exited id=%s how=%r", child_id, describe_exit(status))

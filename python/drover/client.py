@@ -407,6 +407,7 @@ class Client(ClientIO):
         self._security = _security_of(security)
         self._window = int(window)
         self._closed = False
+        self._pid = os.getpid()  # a forked child has no I/O thread: its submits are refused
         self._broken = ""
         self._sink_key = os.urandom(_wire.SECRET_BYTES)
         self._route = _random_route().encode()
@@ -472,9 +473,10 @@ class Client(ClientIO):
             raise ValueError(f"max_attempts must be an integer >= 1, not {max_attempts!r}")
         timeout_ms = d_timeout_ms
         if timeout is not None:
-            timeout_ms = int(round(float(timeout) * 1000))
-            if not 1 <= timeout_ms <= 0xFFFFFFFF:
+            seconds = float(timeout)
+            if not 0.001 <= seconds < 0xFFFFFFFF / 1000:  # NaN fails this too
                 raise ValueError(f"timeout must be at least 0.001 s (and under 49 days), not {timeout!r}")
+            timeout_ms = max(1, int(round(seconds * 1000)))
         retry = d_retry if retry_on_error is None else bool(retry_on_error)
         opts = (max_attempts, timeout_ms, retry)
         return DEFAULT_OPTS if opts == DEFAULT_OPTS else opts
@@ -484,6 +486,9 @@ class Client(ClientIO):
         Raises ClientClosed, ValueError (a caller's id still unfinished, arguments too large)."""
         if self._closed or self._broken:
             raise ClientClosed(self._broken or "the client is closed")
+        if os.getpid() != self._pid:
+            raise ClientClosed("this Client belongs to the process that made it: its I/O thread does not exist "
+                               "in a forked child; make a new Client there")
         pending = self._pending
         if len(pending) + len(self._settle) >= self._window:
             self._wait_room()
@@ -641,11 +646,13 @@ class Client(ClientIO):
         """Stops the client: with `wait` (and not `cancel`), first waits (at most `timeout` seconds) for
         the unfinished tasks. Those still unfinished then end TaskCancelled ("client closed"), and the
         broker is told to drop them (CANCEL), with the last SETTLE and a BYE; the I/O thread ends.
-        submit() raises ClientClosed from the start."""
+        submit() raises ClientClosed from the start. From a done-callback (the I/O thread), it cannot
+        wait for tasks whose outcomes that thread delivers: it closes as with cancel=True."""
+        on_io_thread = threading.current_thread() is self._thread
         self._closed = True
         if not self._thread.is_alive():
             return
-        if wait and not cancel:
+        if wait and not cancel and not on_io_thread:
             self.wait_all(timeout)
         self._stopping = True
         try:

@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import itertools
+import os
 import time
 import unittest
 
@@ -156,6 +157,43 @@ class ClientTest(unittest.TestCase):
             list(c.map("ec\udcffho", [1]))
         after = [c.submit("echo", i) for i in range(5, 10)]
         self.assertEqual([f.result(10) for f in before + after], list(range(10)))
+
+    def test_a_forked_child_is_told_its_parents_client_is_not_its_own(self):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                self.client.submit("echo", 1)
+                os._exit(1)
+            except drover.ClientClosed:
+                os._exit(0)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(self.client.submit("echo", 2).result(10), 2)
+
+    def test_close_from_a_done_callback_cancels_instead_of_waiting_on_itself(self):
+        c = drover.Client(self.fleet.frontend, heartbeat=0.2)
+        errors = []
+        first = c.submit("sleep_ms", 10)
+        slow = c.submit("sleep_ms", 5000)
+
+        def close_now(_):
+            try:
+                c.close()
+            except BaseException as e:  # noqa: BLE001: any exception is the failure
+                errors.append(e)
+        first.add_done_callback(close_now)
+        with self.assertRaises(drover.TaskCancelled):
+            slow.result(10)
+        self.assertEqual(errors, [])
+        with self.assertRaises(drover.ClientClosed):
+            c.submit("echo", 1)
+
+    def test_a_timeout_that_is_no_number_of_seconds_is_refused_clearly(self):
+        for bad in (float("nan"), float("inf"), 0, -1, 1e12):
+            with self.assertRaisesRegex(ValueError, "timeout must be"):
+                self.client.submit("echo", 1, timeout=bad)
 
     def test_close_waits_then_refuses_new_tasks(self):
         c = drover.Client(self.fleet.frontend)

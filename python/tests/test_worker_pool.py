@@ -60,6 +60,22 @@ class ProcessesPoolTest(unittest.TestCase):
         self.assertIn("supervisor.child_died", self.fleet.log_of(self.pool))
         self.assertIsNone(self.pool.poll())
 
+    def test_what_a_task_forked_dies_with_its_child(self):
+        path = self.fleet.dir / "forked.pid"
+        out = submit(self.fleet, [{"id": "f", "task": "fork_and_sleep", "args": [str(path), 60]}], workers=2)
+        self.assertEqual(out["f"]["status"], "ok", out)
+        forked = int(wait_for(lambda: path.exists() and path.read_text(), what="the forked pid"))
+        child = next(w["pid"] for w in broker_status(self.fleet)["workers"] if w["id"] == out["f"]["worker"])
+        os.kill(child, signal.SIGKILL)
+
+        def gone():
+            try:
+                os.kill(forked, 0)
+            except ProcessLookupError:
+                return True
+            return False
+        wait_for(gone, timeout=5, what="the forked process killed with its child's group")
+
     def test_a_task_that_kills_every_child_ends_lost(self):
         out = submit(self.fleet, [{"id": "poison", "task": "crash", "max_attempts": 2},
                                   {"id": "fine", "task": "add", "args": [1, 2]}], workers=2)

@@ -67,3 +67,16 @@ def pid() -> int:
 @worker.task
 def compute(n: int = 1_000_000) -> int:
     return sum(random.randint(1, 100) for _ in range(n))
+
+
+@worker.task
+def fork_and_sleep(path: str, seconds: int) -> int:
+    """Forks a child that writes its pid to `path` and sleeps `seconds`; returns at once. For the test
+    that a pool kills what a task left in its child's process group."""
+    child = os.fork()
+    if child == 0:
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(seconds)
+        os._exit(0)
+    return child

@@ -297,6 +297,10 @@ TEST_CASE("A task whose name no live worker announced ends at once with an error
     CHECK_THAT(sub.finals[0].outcome.error, Catch::Matchers::Contains("no_such_task"));
     CHECK(s.task_count() == 1);  // kept, to send again, until its sink settles it
     CHECK(s.queued_count() == 0);
+    auto long_name = s.submit("P", tasks_of({make_task("t2", std::string(10'000, 'n'))}), t0);
+    REQUIRE(long_name.finals.size() == 1);
+    CHECK(long_name.finals[0].outcome.error.size() < 300);  // the name cut, not echoed whole
+    s.settle("P", {"t2"});
     s.settle("P", {"t1"});
     CHECK(s.task_count() == 0);
 }
