@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <sstream>
 #include <string>
@@ -260,4 +261,41 @@ TEST_CASE("a processes pool ends the commands of a child that was killed, and of
     CHECK(w.wait(10s).has_value());
     CHECK(group_gone(pgid, 5s));
     again.signal(SIGKILL);
+}
+
+TEST_CASE("a process that leaves its command's group and outlives its parent is reaped, not left a zombie",
+          "[e2e][command]") {
+    TempDir dir;
+    BrokerProcess broker(dir);
+    // The command starts a process in a session of its own and exits (after the process left its group):
+    // that process comes to the worker.
+    auto w = start_worker(
+        dir, broker.backend, "w.log",
+        {"--pool", "solo", "--command", "escape=sh -c 'setsid sleep 0.5 >/dev/null 2>&1 & sleep 0.2; exit 0'"});
+    REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
+    write_file(dir.file("escape.jsonl"), task_line("e", "escape", json::array()));
+    Process producer = start_producer(dir, broker.frontend, {"submit"}, "escape.out", "escape.jsonl");
+    REQUIRE(producer.wait(20s) == 0);
+    const auto zombies = [&] {
+        int n = 0;
+        for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+            const auto name = entry.path().filename().string();
+            if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+            const auto stat = read_file(entry.path().string() + "/stat");
+            const auto close = stat.rfind(')');
+            if (close == std::string::npos) continue;
+            std::istringstream in(stat.substr(close + 1));
+            char state = 0;
+            pid_t ppid = 0;
+            in >> state >> ppid;
+            if (ppid == w.pid() && state == 'Z') ++n;
+        }
+        return n;
+    };
+    // The escaped sleep ends 0.3 s after the task; the worker reaps once a second.
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    std::this_thread::sleep_for(500ms);
+    while (zombies() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(100ms);
+    CHECK(zombies() == 0);
+    CHECK(parent_of(w.pid()) > 0);  // the worker itself still runs
 }

@@ -13,6 +13,7 @@
 #include <system_error>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -270,10 +271,14 @@ namespace {
 // leader: orphans of commands (a process that left its command's group,
 // then lost its parent) re-parented to this subreaper.
 void reap_orphans() {
+    std::vector<pid_t> zombies;
+    for (const auto& c : child_processes())  // read without a lock: spawns go on meanwhile
+        if (c.zombie) zombies.push_back(c.pid);
+    if (zombies.empty()) return;
     std::unique_lock spawning(live().spawning);  // no leader is between its spawn and its registration
     std::lock_guard lock(live().mutex);
-    for (const auto& c : child_processes())
-        if (c.zombie && !live().leaders.count(c.pid)) ::waitpid(c.pid, nullptr, WNOHANG);
+    for (const pid_t pid : zombies)
+        if (!live().leaders.count(pid)) ::waitpid(pid, nullptr, WNOHANG);
 }
 
 }  // namespace
