@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -42,17 +43,20 @@ std::string task_line(const std::string& id, const std::string& task, const json
 
 std::string error_of(const json& outcome) { return outcome.value("error", std::string()); }
 
-// The parent of process `pid`, from /proc; 0 if it is gone.
-pid_t parent_of(pid_t pid) {
-    const auto stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-    const auto close = stat.rfind(')');
-    if (close == std::string::npos) return 0;
+// The state letter and parent of process `pid` (a /proc entry's name), from
+// its /proc stat; {0, 0} if it is gone.
+std::pair<char, pid_t> state_of(const std::string& pid) {
+    const auto stat = read_file("/proc/" + pid + "/stat");
+    const auto close = stat.rfind(')');  // the name before it may hold spaces and ')'
+    if (close == std::string::npos) return {0, 0};
     std::istringstream in(stat.substr(close + 1));
     char state = 0;
     pid_t ppid = 0;
     in >> state >> ppid;
-    return ppid;
+    return {state, ppid};
 }
+
+pid_t parent_of(pid_t pid) { return state_of(std::to_string(pid)).second; }
 
 // Whether process group `pgid` is gone (no member left), waiting up to `limit`.
 bool group_gone(pid_t pgid, std::chrono::milliseconds limit) {
@@ -281,13 +285,7 @@ TEST_CASE("a process that leaves its command's group and outlives its parent is 
         for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
             const auto name = entry.path().filename().string();
             if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-            const auto stat = read_file(entry.path().string() + "/stat");
-            const auto close = stat.rfind(')');
-            if (close == std::string::npos) continue;
-            std::istringstream in(stat.substr(close + 1));
-            char state = 0;
-            pid_t ppid = 0;
-            in >> state >> ppid;
+            const auto [state, ppid] = state_of(name);
             if (ppid == w.pid() && state == 'Z') ++n;
         }
         return n;
