@@ -11,8 +11,8 @@ import zmq
 from drover import Security, _wire as w
 from harness import Fleet
 
-TASK_NAMES = sorted(["add", "compute", "crash", "echo", "fail", "fail_times", "mark_and_sleep", "pid", "sleep_ms",
-                     "unpackable"])
+TASK_NAMES = sorted(["add", "compute", "crash", "echo", "fail", "fail_times", "fork_and_sleep", "mark_and_sleep", "pid",
+                     "sleep_ms", "unpackable"])
 
 
 class FakeBroker:
