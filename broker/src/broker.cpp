@@ -155,6 +155,17 @@ bool BrokerImpl::on_backend() {
         [this](const std::string& peer, proto::Command c, std::string_view body) { handle_backend(peer, c, body); });
 }
 
+namespace {
+
+// The command byte of a "DRV" header of any version, for an ERROR's
+// `command`; none for anything else. Only on the paths that drop.
+std::optional<std::uint8_t> drv_command(std::string_view header) {
+    if (header.size() != proto::k_header_size || header.substr(0, 3) != "DRV") return std::nullopt;
+    return static_cast<std::uint8_t>(header[4]);
+}
+
+}  // namespace
+
 template <class Handle>
 bool BrokerImpl::drain(Side side, PeerGuard& guard, Handle handle) {
     zmq::socket_t& socket = socket_of(side);
@@ -166,12 +177,7 @@ bool BrokerImpl::drain(Side side, PeerGuard& guard, Handle handle) {
         const std::string peer = id_of(frames[0]);
         // A peer whose key was revoked is told nothing: its session is closing.
         if (!guard.admit(peer, frames.back())) continue;
-        // The command byte of a "DRV" header of any version, for the ERROR.
         const auto header = frames.size() >= 2 ? proto::view(frames[1]) : std::string_view{};
-        const std::optional<std::uint8_t> command =
-            header.size() == proto::k_header_size && header.substr(0, 3) == "DRV"
-                ? std::optional<std::uint8_t>(static_cast<std::uint8_t>(header[4]))
-                : std::nullopt;
         if (frames.size() >= 2 && proto::is_error_header(frames[1])) {
             // Never answered: two peers that answer ERRORs would answer each other for ever.
             if (count_drop(peer, "error_received", 1))
@@ -182,12 +188,12 @@ bool BrokerImpl::drain(Side side, PeerGuard& guard, Handle handle) {
             continue;
         }
         if (frames.size() < 2 || frames.size() > 3) {
-            drop(peer, side, proto::DecodeError::bad_frames, command);
+            drop(peer, side, proto::DecodeError::bad_frames, drv_command(header));
             continue;
         }
         auto cmd = proto::parse_header(frames[1]);
         if (!cmd) {
-            drop(peer, side, cmd.error(), command, header.substr(0, 4));
+            drop(peer, side, cmd.error(), drv_command(header), header.substr(0, 4));
             continue;
         }
         handle(peer, *cmd, frames.size() == 3 ? proto::view(frames[2]) : std::string_view{});
