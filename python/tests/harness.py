@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,6 +123,7 @@ class Fleet:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "Fleet":
         return self

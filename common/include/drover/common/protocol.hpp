@@ -100,7 +100,7 @@ struct Hello {
     // A supervisor's secret for this child (k_task_secret_bytes random
     // bytes; empty: none): the broker takes a LOST of this worker only with
     // the same key, so that no other worker key holder can evict it.
-    std::string lost_key;
+    std::string lost_key{};
 };
 
 struct Ready {
@@ -115,7 +115,7 @@ struct Ready {
 
 struct Lost {
     std::string worker;  // the dead worker's Hello::worker
-    std::string key;     // its Hello::lost_key: a LOST without the right one is refused
+    std::string key{};   // its Hello::lost_key: a LOST without the right one is refused
 };
 
 // A task's secret, held inline: 16 bytes is past std::string's small
