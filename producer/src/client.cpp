@@ -168,7 +168,8 @@ inline void ClientImpl::hand_to_io_thread(std::unique_lock<std::mutex>& lock, st
     if (first) wake();
 }
 
-std::string ClientImpl::submit_packed(std::string name, std::string args, ResultCallback done, TaskOptions options) {
+std::string ClientImpl::submit_packed(std::string&& name, std::string&& args, ResultCallback&& done,
+                                      TaskOptions&& options) {
     check_fits(name, args, options_.max_message_bytes);
     std::unique_lock lock(mutex_);
     wait_for_room(lock);

@@ -47,7 +47,8 @@ public:
     // outcome. Returns the task's id. Blocks while the window is full.
     // Throws: std::invalid_argument if the task cannot fit in a message of
     // max_message_bytes; std::runtime_error if the client is closing.
-    std::string submit_packed(std::string name, std::string args, ResultCallback done, TaskOptions options = {});
+    // Takes its arguments by reference: Client::submit_packed, which takes them by value, moves them on.
+    std::string submit_packed(std::string&& name, std::string&& args, ResultCallback&& done, TaskOptions&& options);
 
     // Blocks until every submitted task has an outcome.
     void wait_all();
@@ -190,10 +191,14 @@ private:
     void on_results(std::string_view body);
     // What became of an outcome: dropped as forged; its task sent again (the
     // broker took this producer for gone); ignored; settled as a duplicate;
-    // settled, with its task's callback and Result added to `ready`.
+    // settled, with its task's callback taken out of pending_.
     enum class Taken { forged, resubmitted, ignored, duplicate, ready };
-    // One outcome of a RESULT, with mutex_ held.
-    Taken take_outcome(const proto::OutcomeView& o, Ready& ready);
+    // One outcome of a RESULT, with mutex_ held: checks its token, settles
+    // it, and for a task of ours moves its callback into `taken` (its Result
+    // is made after the lock, by to_result).
+    Taken take_outcome(const proto::OutcomeView& o, ResultCallback& taken);
+    // The Result of an outcome take_outcome took (any thread, no lock).
+    Result to_result(const proto::OutcomeView& o);
     // Whether the outcome's token proves it, for the pending task `f` (if any).
     [[nodiscard]] bool proven(const proto::OutcomeView& o, const Found& f) const;
     void finish(const std::string& id, Result&& r);

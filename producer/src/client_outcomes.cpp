@@ -12,22 +12,33 @@ void ClientImpl::on_results(std::string_view body) {
         log_->warn("client.sink_dropped reason={}", proto::decode_error_name(m.error()));
         return;
     }
-    // One lock and one wake-up for the whole batch; callbacks run unlocked.
-    Ready ready;
-    ready.reserve(m->size());
+    // One lock and one wake-up for the whole batch. Only the checks and
+    // pending_ need the lock: Results are made, and callbacks run, after it.
+    std::vector<std::pair<ResultCallback, std::size_t>> taken;  // callback, index in *m
+    taken.reserve(m->size());
     std::size_t resubmitted = 0;
     {
         std::lock_guard lock(mutex_);
         if (settle_.empty()) settle_since_ = Clock::now();
-        for (std::size_t i = 0; i < m->size(); ++i) resubmitted += take_outcome((*m)[i], ready) == Taken::resubmitted;
-        delivering_ += ready.size();
+        for (std::size_t i = 0; i < m->size(); ++i) {
+            ResultCallback done;
+            switch (take_outcome((*m)[i], done)) {
+                case Taken::ready: taken.emplace_back(std::move(done), i); break;
+                case Taken::resubmitted: ++resubmitted; break;
+                default: break;
+            }
+        }
+        delivering_ += taken.size();
         // The last in flight, with the broker in this process: it is told at
         // once (k_settle_delay). With the window full, at once too: the
         // window counts the outcomes to settle.
         if (pending_.empty() && settle_last_at_once_) settle_now_ = true;
         if (!has_room()) settle_now_ = true;
     }
-    if (!ready.empty()) {
+    if (!taken.empty()) {
+        Ready ready;
+        ready.reserve(taken.size());
+        for (auto& [done, i] : taken) ready.emplace_back(std::move(done), to_result((*m)[i]));
         made_room();
         widen_broker_room(ready.size());
         deliver(ready);
@@ -48,7 +59,7 @@ bool ClientImpl::proven(const proto::OutcomeView& o, const Found& f) const {
                : genuine_for(sink_key_, o.id, o.attempt, by_broker, o.token);
 }
 
-ClientImpl::Taken ClientImpl::take_outcome(const proto::OutcomeView& o, Ready& ready) {
+ClientImpl::Taken ClientImpl::take_outcome(const proto::OutcomeView& o, ResultCallback& taken) {
     const Found f = pending_.find(o.id);
     if (!proven(o, f)) {
         // Not from the broker or a worker given that attempt: never
@@ -78,25 +89,25 @@ ClientImpl::Taken ClientImpl::take_outcome(const proto::OutcomeView& o, Ready& r
         return Taken::duplicate;
     }
     settle_timed_out_ += o.status == proto::Status::timeout;
-    // Each string made from its view, not assigned into an empty one
-    // (std::string::assign is out of line).
+    taken = std::move(f.pending->done);
+    pending_.erase(f);
+    return Taken::ready;
+}
+
+Result ClientImpl::to_result(const proto::OutcomeView& o) {
+    const double elapsed_ms = static_cast<double>(o.elapsed_us) / 1000.0;
     if (o.status == proto::Status::ok && !within_depth_limit(o.result)) {
         // Its reader (as<T>, JSON) would recurse that deep: an error instead.
         too_deep_.fetch_add(1);
         log_->warn("client.result_too_deep id={} worker={} limit={} (delivered as an error)", o.id, o.worker,
                    k_max_data_depth);
-        ready.emplace_back(std::move(f.pending->done),
-                           Result{std::string(o.id), std::string(o.task), proto::Status::error, std::string(),
-                                  too_deep_message("result"), o.attempt, std::string(o.worker),
-                                  static_cast<double>(o.elapsed_us) / 1000.0});
-    } else {
-        ready.emplace_back(
-            std::move(f.pending->done),
-            Result{std::string(o.id), std::string(o.task), o.status, std::string(o.result), std::string(o.error),
-                   o.attempt, std::string(o.worker), static_cast<double>(o.elapsed_us) / 1000.0});
+        return Result{std::string(o.id),          std::string(o.task), proto::Status::error,  std::string(),
+                      too_deep_message("result"), o.attempt,           std::string(o.worker), elapsed_ms};
     }
-    pending_.erase(f);
-    return Taken::ready;
+    // Each string made from its view, not assigned into an empty one
+    // (std::string::assign is out of line).
+    return Result{std::string(o.id), std::string(o.task),   o.status,  std::string(o.result), std::string(o.error),
+                  o.attempt,         std::string(o.worker), elapsed_ms};
 }
 
 void ClientImpl::finish(const std::string& id, Result&& r) {
