@@ -25,7 +25,7 @@ import zmq
 
 from . import _wire as w
 from ._security import split_keyed_endpoint
-from .worker import ArgumentError, describe_error
+from ._task_function import ArgumentError, describe_error
 
 log = logging.getLogger("drover.worker")
 
