@@ -464,6 +464,7 @@ class Runner:
         self._sinks: Sinks | None = None
         self._executors: list[threading.Thread] = []
         self._last_from_broker = self._next_heartbeat = 0.0
+        self._awake_since = 0.0  # I/O thread: when the last turn's stall was checked
         self._backoff = worker.heartbeat
         self._reregister = False  # an unreadable DISPATCH: register again at the next heartbeat
 
@@ -491,7 +492,8 @@ class Runner:
         self._connect()
         log.info("worker.started id=%s broker=%s pool=%s slots=%d tasks=%d", self.id, self.worker.broker, self.pool,
                  self.slots, len(self.worker.tasks))
-        self._next_heartbeat = time.monotonic() + self.worker.heartbeat
+        self._awake_since = time.monotonic()
+        self._next_heartbeat = self._awake_since + self.worker.heartbeat
         try:
             return self._loop()
         finally:
@@ -518,14 +520,16 @@ class Runner:
                 return self._stop_gracefully()
             if not self._stopping:
                 self._top_up()
-            self._wait(next_deadline)
+            granted = self._wait(next_deadline)
             self._drain_broker()
-            if time.monotonic() >= self._next_heartbeat:
-                self._on_heartbeat(time.monotonic())
+            now = time.monotonic()
+            self._check_stall(now, granted)
+            if now >= self._next_heartbeat:
+                self._on_heartbeat(now)
 
-    def _wait(self, next_deadline: float) -> None:
+    def _wait(self, next_deadline: float) -> float:
         """Waits for the broker, the Stop pipe (executors, signals) or a sink that frees, at
-        most until the next timer; moves the broker's liveness on by a stall of this process."""
+        most until the next timer. Returns the longest it was allowed to wait, in seconds."""
         poller = zmq.Poller()
         poller.register(self._broker, zmq.POLLIN)
         poller.register(self._stop.fd, zmq.POLLIN)
@@ -541,12 +545,19 @@ class Runner:
         timeout = max(0.0, until - start)
         poller.poll(timeout * 1000 + (1 if timeout else 0))
         self._stop.drain()
-        late = time.monotonic() - start - timeout
+        return timeout
+
+    def _check_stall(self, now: float, granted: float) -> None:
+        """Moves the broker's liveness on by a stall of this process: time in this turn of the
+        loop that its wait (`granted` seconds) does not explain. The whole turn counts, since a
+        stop can land while the loop works between two waits."""
+        late = now - self._awake_since - granted
+        self._awake_since = now
         if late > self.worker.heartbeat:
             # This process did not run: the broker's silence meanwhile is not the broker's.
-            self._last_from_broker += late
+            self._last_from_broker = min(now, self._last_from_broker + late)
             log.warning("worker.stalled ms=%d (this process did not run: the broker is given its liveness "
-                        "window again)", late * 1000)
+                        "window again)", round(late * 1000))
 
     # Executors (executor threads) ------------------------------------------
 

@@ -116,6 +116,32 @@ class TaskTimesTest(unittest.TestCase):
         self.assertEqual(t.take_due(), {"a": 5000})
 
 
+class StallTest(unittest.TestCase):
+    """Runner._check_stall on a stand-in: the time of a turn that its wait does not explain."""
+
+    def runner(self, now):
+        return types.SimpleNamespace(worker=types.SimpleNamespace(heartbeat=0.2), _awake_since=now,
+                                     _last_from_broker=now)
+
+    def test_a_stop_between_two_waits_counts_like_one_inside_a_wait(self):
+        r = self.runner(100.0)
+        with self.assertLogs("drover", "WARNING") as logs:
+            loop.Runner._check_stall(r, 102.05, 0.05)  # waited 0.05 s of a 2.05 s turn
+        self.assertIn("worker.stalled ms=2000", logs.output[0])
+        self.assertAlmostEqual(r._last_from_broker, 102.0)
+        self.assertEqual(r._awake_since, 102.05)
+
+    def test_a_turn_its_wait_explains_is_no_stall_and_liveness_never_passes_now(self):
+        r = self.runner(100.0)
+        with self.assertNoLogs("drover", "WARNING"):
+            loop.Runner._check_stall(r, 100.3, 0.2)
+        self.assertEqual(r._last_from_broker, 100.0)
+        r._last_from_broker = 101.0  # then heard from the broker: a 1 s stall would pass now
+        with self.assertLogs("drover", "WARNING"):
+            loop.Runner._check_stall(r, 101.3, 0.0)
+        self.assertEqual(r._last_from_broker, 101.3)
+
+
 class CliLookupTest(unittest.TestCase):
     def module(self, **attrs):
         m = types.ModuleType("m")
