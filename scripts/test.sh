@@ -7,7 +7,9 @@ if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
 usage: scripts/test.sh [ctest args...]   e.g. scripts/test.sh -L unit
 
 Builds drover in build/ (Release) and runs ctest there with the given arguments (every tier
-without any). Then the sanitizer runs, each in a build of its own with only the tests it runs:
+without any). Then the sanitizer runs, each in a build of its own with only the tests it runs,
+compiled in the background at the lowest priority while the Release tests run (its log:
+build/sanitizer-builds.log):
   address  build-asan/: ASan, LSan and UBSan (undefined behaviour is fatal); tiers unit, integration, e2e
   thread   build-tsan/: TSan (suppressions: tests/tsan.supp); tiers unit and integration
 A sanitizer report from any process, the programs started by e2e tests included, fails the run;
@@ -28,15 +30,13 @@ for s in $sanitizers; do
   [[ "$s" == address || "$s" == thread ]] || { echo "test: DROVER_SANITIZERS: unknown '$s'" >&2; exit 2; }
 done
 
-"$root/scripts/build.sh" "$root/build" Release
-(cd "$root/build" && ctest --output-on-failure --timeout 300 "$@")
-
 # Builds DIR with DROVER_SANITIZE=SANITIZER and the given targets only. -Og: under ASan+UBSan it
-# compiles much faster than -O1, and the tests run about as fast (measured in the commit that chose it).
+# compiles much faster than -O1, and the tests run about as fast (measured in the commit that chose
+# it). -g1: line tables name the file and line in a report, and compile in two thirds of -g's time.
 sanitized_build() {
   local dir=$1 sanitizer=$2
   shift 2
-  cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-Og -g" \
+  cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-Og -g1" \
         -DDROVER_SANITIZE="$sanitizer" -DDROVER_BUILD_TESTS=ON -DDROVER_BUILD_BENCH=OFF -DDROVER_FUZZ=OFF >&2
   cmake --build "$dir" -j"$(nproc)" --target "$@" >&2
   rm -rf "$dir/sanitizer-logs"
@@ -69,12 +69,54 @@ check_logs() {
 # worker/src/credits.hpp); under either sanitizer even echo takes longer on an executor, so the
 # two tests of it cannot hold in these runs.
 inline_tests='runs lone quick tasks itself|runs a lone quick task itself'
+# The sanitizer builds, one after the other, into build-asan/ and build-tsan/.
+sanitizer_builds() {
+  for s in $sanitizers; do
+    if [[ "$s" == address ]]; then
+      sanitized_build "$root/build-asan" address drover_unit_tests drover_integration_tests drover_e2e_tests \
+        drover-broker drover-worker drover-producer drover-sink drover-keygen
+    else
+      sanitized_build "$root/build-tsan" thread drover_unit_tests drover_integration_tests
+    fi
+  done
+}
+
+"$root/scripts/build.sh" "$root/build" Release
+
+# The sanitizer builds run while the Release tests do, at the lowest CPU and I/O priority: those
+# tests mostly wait on timers and peers (a fifth of two cores), and a compile at nice 19 takes only
+# the CPU they leave, so it adds little to their timings.
+# They run in a process group of their own, which a failure or a signal here ends.
+builds_pid=""
+builds_log="$root/build/sanitizer-builds.log"
+if [[ -n "$sanitizers" ]]; then
+  echo "test: building the sanitizer builds ($sanitizers) in the background; log: $builds_log" >&2
+  trap '[[ -n "$builds_pid" ]] && kill -- "-$builds_pid" 2>/dev/null; true' EXIT
+  trap 'exit 130' INT TERM
+  set -m
+  (
+    renice -n 19 -p "$BASHPID" >/dev/null
+    ionice -c 3 -p "$BASHPID" 2>/dev/null || true
+    sanitizer_builds
+  ) >"$builds_log" 2>&1 &
+  builds_pid=$!
+  set +m
+fi
+(cd "$root/build" && ctest --output-on-failure --timeout 300 "$@")
+[[ -z "$sanitizers" ]] && exit 0
+echo "test: waiting for the sanitizer builds" >&2
+if ! wait "$builds_pid"; then
+  builds_pid=""
+  echo "test: the sanitizer builds failed; the end of $builds_log:" >&2
+  tail -n 60 "$builds_log" >&2
+  exit 1
+fi
+builds_pid=""
+
 failed=0
 for s in $sanitizers; do
   if [[ "$s" == address ]]; then
     dir="$root/build-asan"
-    sanitized_build "$dir" address drover_unit_tests drover_integration_tests drover_e2e_tests \
-      drover-broker drover-worker drover-producer drover-sink drover-keygen
     asan="detect_leaks=1:log_path=$dir/sanitizer-logs/asan"
     export UBSAN_OPTIONS="print_stacktrace=1:log_path=$dir/sanitizer-logs/ubsan"
     # The broker's RSS tests measure glibc's malloc (tune_allocator, trim_heap), which ASan
@@ -86,7 +128,6 @@ for s in $sanitizers; do
     unset UBSAN_OPTIONS
   else
     dir="$root/build-tsan"
-    sanitized_build "$dir" thread drover_unit_tests drover_integration_tests
     TSAN_OPTIONS="suppressions=$root/tests/tsan.supp:second_deadlock_stack=1:log_path=$dir/sanitizer-logs/tsan" \
       sanitized_ctest "$dir" -L 'unit|integration' -E "$inline_tests" || failed=1
   fi
