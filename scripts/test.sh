@@ -36,11 +36,29 @@ done
 sanitized_build() {
   local dir=$1 sanitizer=$2
   shift 2
+  rm -f "$dir/build-done"
   cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-Og -g1" \
         -DDROVER_SANITIZE="$sanitizer" -DDROVER_BUILD_TESTS=ON -DDROVER_BUILD_BENCH=OFF -DDROVER_FUZZ=OFF >&2
   cmake --build "$dir" -j"$(nproc)" --target "$@" >&2
   rm -rf "$dir/sanitizer-logs"
   mkdir -p "$dir/sanitizer-logs"
+  touch "$dir/build-done"
+}
+
+# Waits until the background builds have built DIR; fails the run if they fail first.
+wait_for_build() {
+  local dir=$1
+  echo "test: waiting for the build in $dir" >&2
+  until [[ -e "$dir/build-done" ]]; do
+    if ! kill -0 "$builds_pid" 2>/dev/null; then
+      wait "$builds_pid" && [[ -e "$dir/build-done" ]] && break
+      builds_pid=""
+      echo "test: the sanitizer builds failed; the end of $builds_log:" >&2
+      tail -n 60 "$builds_log" >&2
+      exit 1
+    fi
+    sleep 1
+  done
 }
 
 # Runs ctest in DIR with the given arguments. Sanitizer reports go to DIR/sanitizer-logs (one file
@@ -83,14 +101,15 @@ sanitizer_builds() {
 
 "$root/scripts/build.sh" "$root/build" Release
 
-# The sanitizer builds run while the Release tests do, at the lowest CPU and I/O priority: those
-# tests mostly wait on timers and peers (a fifth of two cores), and a compile at nice 19 takes only
-# the CPU they leave, so it adds little to their timings.
+# The sanitizer builds run while the Release tests do, and the TSan build while the ASan tests do,
+# at the lowest CPU and I/O priority: those tests mostly wait on timers and peers (the Release ones
+# use a fifth of two cores), and a compile at nice 19 takes only the CPU they leave.
 # They run in a process group of their own, which a failure or a signal here ends.
 builds_pid=""
 builds_log="$root/build/sanitizer-builds.log"
 if [[ -n "$sanitizers" ]]; then
   echo "test: building the sanitizer builds ($sanitizers) in the background; log: $builds_log" >&2
+  rm -f "$root/build-asan/build-done" "$root/build-tsan/build-done"
   trap '[[ -n "$builds_pid" ]] && kill -- "-$builds_pid" 2>/dev/null; true' EXIT
   trap 'exit 130' INT TERM
   set -m
@@ -103,20 +122,12 @@ if [[ -n "$sanitizers" ]]; then
   set +m
 fi
 (cd "$root/build" && ctest --output-on-failure --timeout 300 "$@")
-[[ -z "$sanitizers" ]] && exit 0
-echo "test: waiting for the sanitizer builds" >&2
-if ! wait "$builds_pid"; then
-  builds_pid=""
-  echo "test: the sanitizer builds failed; the end of $builds_log:" >&2
-  tail -n 60 "$builds_log" >&2
-  exit 1
-fi
-builds_pid=""
 
 failed=0
 for s in $sanitizers; do
   if [[ "$s" == address ]]; then
     dir="$root/build-asan"
+    wait_for_build "$dir"
     asan="detect_leaks=1:log_path=$dir/sanitizer-logs/asan"
     export UBSAN_OPTIONS="print_stacktrace=1:log_path=$dir/sanitizer-logs/ubsan"
     # The broker's RSS tests measure glibc's malloc (tune_allocator, trim_heap), which ASan
@@ -128,6 +139,7 @@ for s in $sanitizers; do
     unset UBSAN_OPTIONS
   else
     dir="$root/build-tsan"
+    wait_for_build "$dir"
     TSAN_OPTIONS="suppressions=$root/tests/tsan.supp:second_deadlock_stack=1:log_path=$dir/sanitizer-logs/tsan" \
       sanitized_ctest "$dir" -L 'unit|integration' -E "$inline_tests" || failed=1
   fi
