@@ -110,7 +110,7 @@ builds_log="$root/build/sanitizer-builds.log"
 if [[ -n "$sanitizers" ]]; then
   echo "test: building the sanitizer builds ($sanitizers) in the background; log: $builds_log" >&2
   rm -f "$root/build-asan/build-done" "$root/build-tsan/build-done"
-  trap '[[ -n "$builds_pid" ]] && kill -- "-$builds_pid" 2>/dev/null; true' EXIT
+  trap 'if [[ -n "$builds_pid" ]]; then kill -- "-$builds_pid" 2>/dev/null || true; fi' EXIT
   trap 'exit 130' INT TERM
   set -m
   (
