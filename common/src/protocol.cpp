@@ -31,8 +31,8 @@ public:
     void reserve(std::size_t bytes) {
         if (bytes > capacity_) grow_to(bytes);
     }
-    void write(const char* p, std::size_t n) {
-        if (n > capacity_ - used_) grow_to(std::max(capacity_ * 2, used_ + n + 64));
+    [[gnu::always_inline]] void write(const char* p, std::size_t n) {
+        if (__builtin_expect(n > capacity_ - used_, 0)) grow_to(std::max(capacity_ * 2, used_ + n + 64));
         std::memcpy(data_ + used_, p, n);
         used_ += n;
     }
@@ -52,7 +52,7 @@ private:
     // that owns its buffer, and ZeroMQ keeps up to 33 bytes within the message.
     static constexpr std::size_t k_copied_below = 64;
 
-    void grow_to(std::size_t bytes) {
+    [[gnu::noinline, gnu::cold]] void grow_to(std::size_t bytes) {
         auto* p = static_cast<char*>(std::realloc(data_, bytes));
         if (!p) throw std::bad_alloc();
         data_ = p;
@@ -64,7 +64,79 @@ private:
     std::size_t used_ = 0;
 };
 
-using Packer = msgpack::packer<StringBuffer>;
+// Writes msgpack into a StringBuffer, each value in the form msgpack-c's
+// packer picks (the smallest that holds it), with the packer's names. Its
+// calls inline into the encoders: msgpack-c's packer writes each header
+// through an out-of-line call, the largest cost of encoding a DISPATCH or a
+// RESULT batch (callgrind of drover-broker and drover-worker under W1).
+// The golden vectors (tests/protocol_vectors) hold its bytes to msgpack-c's.
+class Packer {
+public:
+    explicit Packer(StringBuffer& b) : b_(b) {}
+
+    [[gnu::always_inline]] void pack_map(std::uint32_t n) { container(n, 0x80, 0xde); }
+    [[gnu::always_inline]] void pack_array(std::uint32_t n) { container(n, 0x90, 0xdc); }
+    [[gnu::always_inline]] void pack_str(std::uint32_t n) {
+        if (n < 32) return byte(static_cast<unsigned char>(0xa0 | n));
+        sized(n, 0xd9);
+    }
+    [[gnu::always_inline]] void pack_bin(std::uint32_t n) { sized(n, 0xc4); }
+    [[gnu::always_inline]] void pack_str_body(const char* p, std::uint32_t n) { b_.write(p, n); }
+    [[gnu::always_inline]] void pack_bin_body(const char* p, std::uint32_t n) { b_.write(p, n); }
+    [[gnu::always_inline]] void pack(bool v) { byte(v ? 0xc3 : 0xc2); }
+    [[gnu::always_inline]] void pack(const std::string& s) {
+        pack_str(static_cast<std::uint32_t>(s.size()));
+        pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
+    }
+    template <class U, std::enable_if_t<std::is_integral_v<U> && std::is_unsigned_v<U>, int> = 0>
+    [[gnu::always_inline]] void pack(U v) {
+        unsigned_(static_cast<std::uint64_t>(v));
+    }
+    template <class I, std::enable_if_t<std::is_integral_v<I> && std::is_signed_v<I>, int> = 0>
+    [[gnu::always_inline]] void pack(I v) {
+        const auto d = static_cast<std::int64_t>(v);
+        if (d >= 0) return unsigned_(static_cast<std::uint64_t>(d));
+        if (d >= -32) return byte(static_cast<unsigned char>(d));  // negative fixint
+        if (d >= INT8_MIN) return tagged(0xd0, static_cast<std::uint64_t>(d), 1);
+        if (d >= INT16_MIN) return tagged(0xd1, static_cast<std::uint64_t>(d), 2);
+        if (d >= INT32_MIN) return tagged(0xd2, static_cast<std::uint64_t>(d), 4);
+        tagged(0xd3, static_cast<std::uint64_t>(d), 8);
+    }
+
+private:
+    [[gnu::always_inline]] void byte(unsigned char c) {
+        const char ch = static_cast<char>(c);
+        b_.write(&ch, 1);
+    }
+    // `tag`, then the low `n` bytes of `v`, big-endian.
+    [[gnu::always_inline]] void tagged(unsigned char tag, std::uint64_t v, std::size_t n) {
+        char bytes[9];
+        bytes[0] = static_cast<char>(tag);
+        for (std::size_t i = 0; i < n; ++i) bytes[1 + i] = static_cast<char>(v >> (8 * (n - 1 - i)));
+        b_.write(bytes, 1 + n);
+    }
+    [[gnu::always_inline]] void unsigned_(std::uint64_t v) {
+        if (v < 128) return byte(static_cast<unsigned char>(v));
+        if (v < 0x100) return tagged(0xcc, v, 1);
+        if (v < 0x10000) return tagged(0xcd, v, 2);
+        if (v < 0x100000000) return tagged(0xce, v, 4);
+        tagged(0xcf, v, 8);
+    }
+    // A map's or array's header: fix form below 16, then 16 and 32 bits.
+    [[gnu::always_inline]] void container(std::uint32_t n, unsigned char fix, unsigned char tag16) {
+        if (n < 16) return byte(static_cast<unsigned char>(fix | n));
+        if (n < 0x10000) return tagged(tag16, n, 2);
+        tagged(static_cast<unsigned char>(tag16 + 1), n, 4);
+    }
+    // A str's (tag8 0xd9) or bin's (0xc4) header of 8, 16 or 32 bits.
+    [[gnu::always_inline]] void sized(std::uint32_t n, unsigned char tag8) {
+        if (n < 0x100) return tagged(tag8, n, 1);
+        if (n < 0x10000) return tagged(static_cast<unsigned char>(tag8 + 1), n, 2);
+        tagged(static_cast<unsigned char>(tag8 + 2), n, 4);
+    }
+
+    StringBuffer& b_;
+};
 
 // About the size of a batch's encoding, for StringBuffer::reserve: each
 // item's `item_size`, and the shared field once (an item's own where it
@@ -82,12 +154,12 @@ std::size_t encoded_size_hint(const T* items, std::size_t count, Field field, It
     return bytes;
 }
 
-void pack_str(Packer& pk, std::string_view s) {
+[[gnu::always_inline]] inline void pack_str(Packer& pk, std::string_view s) {
     pk.pack_str(static_cast<std::uint32_t>(s.size()));
     pk.pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
 }
 
-void pack_bin(Packer& pk, std::string_view s) {
+[[gnu::always_inline]] inline void pack_bin(Packer& pk, std::string_view s) {
     pk.pack_bin(static_cast<std::uint32_t>(s.size()));
     pk.pack_bin_body(s.data(), static_cast<std::uint32_t>(s.size()));
 }
@@ -96,7 +168,7 @@ void pack_bin(Packer& pk, std::string_view s) {
 // go in one write of a constant size, which the compiler turns into a few
 // stores (nine keys a task).
 template <std::size_t N>
-void pack_key(Packer& pk, const char (&k)[N]) {
+[[gnu::always_inline]] inline void pack_key(Packer& pk, const char (&k)[N]) {
     static_assert(N - 1 < 32, "a key is a fixstr");
     char bytes[N];
     bytes[0] = static_cast<char>(0xa0 | (N - 1));
@@ -365,14 +437,14 @@ public:
 
     // Pass 2, on a checked body: each reads one value of its type, or
     // rejects the body as bad_body.
-    std::size_t map() {
+    [[gnu::always_inline]] std::size_t map() {
         const unsigned char b = peek();
         if ((b & 0xf0) == 0x80) return ++p_, sized(b & 0x0f);
         if (b == 0xde) return ++p_, sized(be(2));
         if (b == 0xdf) return ++p_, sized(be(4));
         invalid();
     }
-    std::size_t array() {
+    [[gnu::always_inline]] std::size_t array() {
         const unsigned char b = peek();
         if ((b & 0xf0) == 0x90) return ++p_, sized(b & 0x0f);
         if (b == 0xdc) return ++p_, sized(be(2));
@@ -380,7 +452,7 @@ public:
         invalid();
     }
     // A str, or nullopt (and nothing read) if the value is of another type.
-    std::optional<std::string_view> maybe_str() {
+    [[gnu::always_inline]] std::optional<std::string_view> maybe_str() {
         const unsigned char b = peek();
         std::size_t n;
         if ((b & 0xe0) == 0xa0) n = (++p_, b & 0x1f);
@@ -390,11 +462,11 @@ public:
         else return std::nullopt;
         return bytes(n);
     }
-    std::string_view str() {
+    [[gnu::always_inline]] std::string_view str() {
         if (auto s = maybe_str()) return *s;
         invalid();
     }
-    std::string_view bin_or_str() {
+    [[gnu::always_inline]] std::string_view bin_or_str() {
         const unsigned char b = peek();
         if (b == 0xc4) return ++p_, bytes(be(1));
         if (b == 0xc5) return ++p_, bytes(be(2));
@@ -402,7 +474,7 @@ public:
         return str();
     }
     template <class U>
-    U uint() {
+    [[gnu::always_inline]] U uint() {
         const Integer v = integer();
         if (v.negative || v.u > std::numeric_limits<U>::max()) invalid();
         return static_cast<U>(v.u);
@@ -413,7 +485,7 @@ public:
         if (v.u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) invalid();
         return static_cast<std::int64_t>(v.u);
     }
-    bool boolean() {
+    [[gnu::always_inline]] bool boolean() {
         const unsigned char b = peek();
         if (b != 0xc2 && b != 0xc3) invalid();
         return ++p_, b == 0xc3;
@@ -451,7 +523,7 @@ private:
         std::uint64_t u;  // when not negative
         std::int64_t i;   // when negative
     };
-    Integer integer() {
+    [[gnu::always_inline]] Integer integer() {
         const unsigned char b = peek();
         if (b <= 0x7f) return ++p_, Integer{false, b, 0};
         if (b >= 0xe0) return ++p_, Integer{true, 0, static_cast<std::int8_t>(b)};  // negative fixint
@@ -469,25 +541,30 @@ private:
     static constexpr std::size_t k_read_depth = 3;
     static_assert(k_max_depth > k_read_depth);
 
-    unsigned char peek() const {
+    [[gnu::always_inline]] unsigned char peek() const {
         if (p_ == end_) invalid();  // cut short
         return *p_;
     }
     // A container's size, held to pass 1's limit when unchecked.
-    std::size_t sized(std::size_t n) const {
+    [[gnu::always_inline]] std::size_t sized(std::size_t n) const {
         if (unchecked_ && n > limit_) invalid(DecodeError::too_deep);
         return n;
     }
-    const unsigned char* take(std::size_t n) {
+    [[gnu::always_inline]] const unsigned char* take(std::size_t n) {
         if (n > left()) invalid();  // cut short
         const auto* at = p_;
         p_ += n;
         return at;
     }
     void skip_bytes(std::size_t n) { (void)take(n); }
-    std::string_view bytes(std::size_t n) { return {reinterpret_cast<const char*>(take(n)), n}; }
-    std::size_t be(std::size_t n) {  // a big-endian unsigned of n bytes
+    [[gnu::always_inline]] std::string_view bytes(std::size_t n) { return {reinterpret_cast<const char*>(take(n)), n}; }
+    [[gnu::always_inline]] std::size_t be(std::size_t n) {  // a big-endian unsigned of n bytes
         const auto* b = take(n);
+        if (n == 8 && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) {  // a token: one load, not eight
+            std::uint64_t v;
+            std::memcpy(&v, b, sizeof v);
+            return static_cast<std::size_t>(__builtin_bswap64(v));
+        }
         std::uint64_t v = 0;
         for (std::size_t i = 0; i < n; ++i) v = v << 8 | b[i];
         return static_cast<std::size_t>(v);
@@ -582,40 +659,72 @@ std::vector<std::string> read_strings(Cursor& c) {
     return out;
 }
 
+// The fields of a task, into `t`; `has_id`, `has_name` say which were
+// there. Keys are told apart by their length first: a DISPATCH's worker and
+// the broker at SUBMIT read every field of every task. `start` is a
+// DISPATCH's field only (in a SUBMIT, an unknown key, skipped).
+template <bool Dispatch>
+void read_task_fields(Cursor& c, Task& t, bool& has_id, bool& has_name) {
+    read_fields(c, [&](std::string_view k) {
+        switch (k.size()) {
+            case 2:
+                if (!named(k, "id")) return false;
+                t.id = c.str();
+                has_id = true;
+                return true;
+            case 4:
+                if (named(k, "name")) {
+                    t.name = c.str();
+                    has_name = true;
+                    return true;
+                }
+                if (!named(k, "args")) return false;
+                t.args = c.bin_or_str();
+                return true;
+            case 5:
+                if (named(k, "token")) {
+                    t.token = c.uint<std::uint64_t>();
+                    return true;
+                }
+                if (!Dispatch || !named(k, "start")) return false;
+                t.start = c.boolean();
+                return true;
+            case 6:
+                if (!named(k, "secret")) return false;
+                t.secret = c.bin_or_str();
+                return true;
+            case 7:
+                if (!named(k, "attempt")) return false;
+                t.attempt = c.uint<std::uint32_t>();
+                return true;
+            case 8:
+                if (named(k, "reply_to")) {
+                    t.reply_to = c.str();
+                    return true;
+                }
+                if (!named(k, "detached")) return false;
+                t.detached = c.boolean();
+                return true;
+            case 10:
+                if (!named(k, "timeout_ms")) return false;
+                t.timeout_ms = c.uint<std::uint32_t>();
+                return true;
+            case 12:
+                if (!named(k, "max_attempts")) return false;
+                t.max_attempts = c.uint<std::uint32_t>();
+                return true;
+            case 14:
+                if (!named(k, "retry_on_error")) return false;
+                t.retry_on_error = c.boolean();
+                return true;
+            default: return false;
+        }
+    });
+}
+
 void read_task(Cursor& c, Task& t) {
     bool has_id = false, has_name = false;
-    read_fields(c, [&](std::string_view k) {
-        if (named(k, "id")) {
-            t.id = c.str();
-            has_id = true;
-        } else if (named(k, "name")) {
-            t.name = c.str();
-            has_name = true;
-        } else if (named(k, "args")) {
-            t.args = c.bin_or_str();
-        } else if (named(k, "attempt")) {
-            t.attempt = c.uint<std::uint32_t>();
-        } else if (named(k, "max_attempts")) {
-            t.max_attempts = c.uint<std::uint32_t>();
-        } else if (named(k, "timeout_ms")) {
-            t.timeout_ms = c.uint<std::uint32_t>();
-        } else if (named(k, "reply_to")) {
-            t.reply_to = c.str();
-        } else if (named(k, "detached")) {
-            t.detached = c.boolean();
-        } else if (named(k, "retry_on_error")) {
-            t.retry_on_error = c.boolean();
-        } else if (named(k, "secret")) {
-            t.secret = c.bin_or_str();
-        } else if (named(k, "token")) {
-            t.token = c.uint<std::uint64_t>();
-        } else if (named(k, "start")) {
-            t.start = c.boolean();
-        } else {
-            return false;
-        }
-        return true;
-    });
+    read_task_fields<true>(c, t, has_id, has_name);
     if (!has_id || !has_name || t.id.empty()) invalid();
 }
 
@@ -634,9 +743,13 @@ void read_or_note(Cursor& c, Task& t, const char* field, const char* expected, R
     c.skip();
 }
 
+// Task::problem for a task read without one: the first required field that
+// is missing or empty, or a secret of the wrong size.
+void note_missing(Task& t, bool has_id, bool has_name);
+
 // A SUBMIT's task: the fields as read_task reads them, but a field of the
 // wrong form is a problem of this task alone (Task::problem), not of the body.
-void read_submitted_task(Cursor& c, Task& t) {
+void read_submitted_task_by_field(Cursor& c, Task& t) {
     bool has_id = false, has_name = false;
     read_fields(c, [&](std::string_view k) {
         if (named(k, "id")) {
@@ -680,6 +793,27 @@ void read_submitted_task(Cursor& c, Task& t) {
         }
         return true;
     });
+    note_missing(t, has_id, has_name);
+}
+
+// A SUBMIT's task read as a DISPATCH's is, in one pass; only a task with a
+// field of the wrong form is read again field by field, to name the field
+// (read_submitted_task_by_field).
+void read_submitted_task(Cursor& c, Task& t) {
+    const auto* at = c.mark();
+    bool has_id = false, has_name = false;
+    try {
+        read_task_fields<false>(c, t, has_id, has_name);
+    } catch (const Invalid&) {
+        c.reset(at);
+        t = Task{};
+        read_submitted_task_by_field(c, t);
+        return;
+    }
+    note_missing(t, has_id, has_name);
+}
+
+void note_missing(Task& t, bool has_id, bool has_name) {
     if (!t.problem.empty()) return;
     if (!has_id) t.problem = "field 'id' is missing";
     else if (t.id.empty()) t.problem = "field 'id': expected a non-empty string, got an empty one";
@@ -693,33 +827,51 @@ void read_submitted_task(Cursor& c, Task& t) {
 template <class O>  // Outcome or OutcomeView
 void read_outcome(Cursor& c, O& r) {
     bool has_id = false, has_status = false;
+    // Keys told apart by their length first, as in read_task_fields.
     read_fields(c, [&](std::string_view k) {
-        if (named(k, "id")) {
-            r.id = c.str();
-            has_id = true;
-        } else if (named(k, "task")) {
-            r.task = c.str();
-        } else if (named(k, "status")) {
-            auto s = parse_status(c.str());
-            if (!s) invalid();
-            r.status = *s;
-            has_status = true;
-        } else if (named(k, "result")) {
-            r.result = c.bin_or_str();
-        } else if (named(k, "error")) {
-            r.error = c.str();
-        } else if (named(k, "attempt")) {
-            r.attempt = c.uint<std::uint32_t>();
-        } else if (named(k, "worker")) {
-            r.worker = c.str();
-        } else if (named(k, "elapsed_us")) {
-            r.elapsed_us = c.uint<std::uint64_t>();
-        } else if (named(k, "token")) {
-            r.token = c.uint<std::uint64_t>();
-        } else {
-            return false;
+        switch (k.size()) {
+            case 2:
+                if (!named(k, "id")) return false;
+                r.id = c.str();
+                has_id = true;
+                return true;
+            case 4:
+                if (!named(k, "task")) return false;
+                r.task = c.str();
+                return true;
+            case 5:
+                if (named(k, "error")) {
+                    r.error = c.str();
+                    return true;
+                }
+                if (!named(k, "token")) return false;
+                r.token = c.uint<std::uint64_t>();
+                return true;
+            case 6:
+                if (named(k, "status")) {
+                    auto s = parse_status(c.str());
+                    if (!s) invalid();
+                    r.status = *s;
+                    has_status = true;
+                    return true;
+                }
+                if (named(k, "result")) {
+                    r.result = c.bin_or_str();
+                    return true;
+                }
+                if (!named(k, "worker")) return false;
+                r.worker = c.str();
+                return true;
+            case 7:
+                if (!named(k, "attempt")) return false;
+                r.attempt = c.uint<std::uint32_t>();
+                return true;
+            case 10:
+                if (!named(k, "elapsed_us")) return false;
+                r.elapsed_us = c.uint<std::uint64_t>();
+                return true;
+            default: return false;
         }
-        return true;
     });
     if (!has_id || !has_status) invalid();
 }
@@ -875,8 +1027,9 @@ std::string encode(const Tasks& m) {
 namespace {
 void encode_into(StringBuffer& b, const TaskRef* tasks, std::size_t count) {
     b.reserve(encoded_size_hint(tasks, count, &TaskRef::reply_to, [](const TaskRef& t) {
-        // Keys and headers of a task with a few fields; more grow the buffer.
-        return t.id.size() + t.name.size() + t.args.size() + 40;
+        // Keys and headers of a task with a few fields (with its secret in a
+        // SUBMIT, its attempt, token and start in a DISPATCH); more grow the buffer.
+        return t.id.size() + t.name.size() + t.args.size() + t.secret.size() + 64;
     }));
     Packer pk(b);
     pack_tasks(pk, tasks, count);
@@ -944,7 +1097,7 @@ std::string encode(const Results& m) { return encode(m.results.data(), m.results
 namespace {
 void encode_into(StringBuffer& b, const Outcome* outcomes, std::size_t count) {
     b.reserve(encoded_size_hint(outcomes, count, &Outcome::worker, [](const Outcome& o) {
-        return o.id.size() + o.task.size() + o.result.size() + o.error.size() + 64;
+        return o.id.size() + o.task.size() + o.result.size() + o.error.size() + 80;
     }));
     Packer pk(b);
     pack_batch(pk, "results", outcomes, count, &Outcome::worker, "worker", pack_outcome);  // {results, worker}

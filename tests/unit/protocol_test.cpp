@@ -956,3 +956,96 @@ TEST_CASE("a client logs the broker's ERRORs once for each reason", "[protocol][
     CHECK(text.find("reason=wrong_version") != std::string::npos);
     CHECK(text.find("reason=unreadable") != std::string::npos);
 }
+
+namespace {
+
+// `bytes` unpacked by msgpack-c and packed again by its packer: the
+// canonical form (each value in the smallest form that holds it).
+std::string repacked(const std::string& bytes) {
+    const auto handle = msgpack::unpack(bytes.data(), bytes.size());
+    msgpack::sbuffer out;
+    msgpack::pack(out, handle.get());
+    return std::string(out.data(), out.size());
+}
+
+}  // namespace
+
+TEST_CASE("every encoder writes each value in the form msgpack-c's packer picks, at every size boundary",
+          "[protocol][canonical]") {
+    // Integers on each side of every boundary of msgpack's forms.
+    const std::vector<std::uint64_t> u64s{0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295, 4294967296, UINT64_MAX};
+    const std::vector<std::uint32_t> u32s{0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295};
+    // Strings and bytes of each header size: fixstr, 8, 16 and 32 bits.
+    const std::vector<std::size_t> lengths{1, 31, 32, 255, 256, 65535, 65536};
+
+    std::vector<Task> tasks;
+    for (std::size_t i = 0; i < u32s.size(); ++i) {
+        Task t;
+        t.id = "t" + std::to_string(i);
+        t.name = std::string(lengths[i % lengths.size()], 'n');
+        t.args = std::string(lengths[(i + 3) % lengths.size()], '\x01');
+        t.attempt = u32s[i];
+        t.max_attempts = u32s[(i + 1) % u32s.size()];
+        t.timeout_ms = u32s[(i + 2) % u32s.size()];
+        t.reply_to = i % 2 ? "tcp://a:1" : "tcp://b:2";
+        t.detached = i % 2 == 0;
+        t.retry_on_error = i % 3 == 0;
+        t.secret = std::string(16, 's');
+        t.token = u64s[i % u64s.size()];
+        t.start = i % 4 == 0;
+        tasks.push_back(t);
+    }
+    // 16 and 65,536 items: a list header of 16 and 32 bits.
+    for (std::size_t n : {std::size_t{3}, std::size_t{16}, std::size_t{65536}}) {
+        Tasks m;
+        for (std::size_t i = 0; i < n; ++i) m.tasks.push_back(tasks[i % tasks.size()]);
+        const auto bytes = encode(m);
+        CHECK(bytes == repacked(bytes));
+    }
+
+    std::vector<Outcome> outcomes;
+    for (std::size_t i = 0; i < u64s.size(); ++i) {
+        Outcome o;
+        o.id = std::string(lengths[i % lengths.size()], 'i');
+        o.task = "echo";
+        o.status = i % 2 ? Status::ok : Status::error;
+        o.result = std::string(lengths[(i + 1) % lengths.size()], '\x02');
+        o.error = i % 2 ? "" : std::string(lengths[(i + 2) % lengths.size()], 'e');
+        o.attempt = u32s[i % u32s.size()];
+        o.worker = i % 3 ? "w1" : std::string(40, 'w');
+        o.elapsed_us = u64s[(i + 1) % u64s.size()];
+        o.token = u64s[i];
+        outcomes.push_back(o);
+    }
+    const auto results = encode(outcomes.data(), outcomes.size());
+    CHECK(results == repacked(results));
+
+    Hello h;
+    h.worker = "w";
+    h.host = std::string(300, 'h');
+    h.tasks = {"a", std::string(70000, 'b')};
+    h.lost_key = std::string(16, 'k');
+    for (const std::int64_t pid : {std::int64_t{1}, std::int64_t{128}, std::int64_t{70000}, std::int64_t{-1},
+                                   std::int64_t{-33}, std::int64_t{-129}, std::int64_t{-40000},
+                                   std::int64_t{-3000000000}, std::numeric_limits<std::int64_t>::max()}) {
+        h.pid = pid;
+        for (const std::uint64_t bytes : u64s) {
+            h.max_message_bytes = bytes;
+            const auto hello = encode(h);
+            CHECK(hello == repacked(hello));
+        }
+    }
+
+    Ready r{65536, 128, {}};
+    for (std::size_t i = 0; i < 20; ++i) r.run_ns.emplace_back("name" + std::to_string(i), u64s[i % u64s.size()]);
+    const auto ready = encode(r);
+    CHECK(ready == repacked(ready));
+
+    Settle s;
+    for (std::size_t i = 0; i < 70000; ++i) s.ids.push_back("id" + std::to_string(i));
+    s.timed_out = 65536;
+    const auto settle = encode(s);
+    CHECK(settle == repacked(settle));
+    const auto heartbeat = encode_worker_heartbeat(4294967295u);
+    CHECK(heartbeat == repacked(heartbeat));
+}
