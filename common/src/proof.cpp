@@ -6,6 +6,8 @@
 
 #include <sodium.h>
 
+#include "internal/siphash.hpp"
+
 namespace drover {
 
 namespace {
@@ -20,13 +22,8 @@ static_assert(crypto_shorthash_siphashx24_BYTES == k_secret_bytes);
 std::uint64_t keyed(std::string_view secret, unsigned char domain, std::uint32_t n) noexcept {
     unsigned char key[crypto_shorthash_KEYBYTES] = {};
     if (secret.size() == sizeof key) std::memcpy(key, secret.data(), sizeof key);
-    const unsigned char in[5] = {domain, static_cast<unsigned char>(n), static_cast<unsigned char>(n >> 8),
-                                 static_cast<unsigned char>(n >> 16), static_cast<unsigned char>(n >> 24)};
-    unsigned char out[crypto_shorthash_BYTES];
-    crypto_shorthash(out, in, sizeof in, key);
-    std::uint64_t v = 0;
-    for (int i = 7; i >= 0; --i) v = v << 8 | out[i];
-    return v;
+    // The 5 bytes {domain, n little-endian}, as crypto_shorthash reads them.
+    return siphash::hash64_short(key, domain | static_cast<std::uint64_t>(n) << 8, 5);
 }
 
 }  // namespace
@@ -41,8 +38,8 @@ std::string random_secret() {
 void task_secret_into(std::string_view sink_key, std::string_view id, char* out) noexcept {
     unsigned char key[crypto_shorthash_siphashx24_KEYBYTES] = {};
     if (sink_key.size() == sizeof key) std::memcpy(key, sink_key.data(), sizeof key);
-    crypto_shorthash_siphashx24(reinterpret_cast<unsigned char*>(out),
-                                reinterpret_cast<const unsigned char*>(id.data()), id.size(), key);
+    siphash::hash128(key, id.data(), id.size(),
+                     reinterpret_cast<unsigned char*>(out));  // crypto_shorthash_siphashx24's
 }
 
 std::string task_secret(std::string_view sink_key, std::string_view id) {
