@@ -85,7 +85,6 @@ private:
     static constexpr Millis k_settle_delay{10};
 
     using Found = PendingTasks::Found;
-    using Ready = std::vector<std::pair<ResultCallback, Result>>;  // outcomes whose callbacks are to run
 
     // --- callers' side (client.cpp) ---
     // With mutex_ held in `lock`: waits for room in the window. Throws:
@@ -202,9 +201,13 @@ private:
     // Whether the outcome's token proves it, for the pending task `f` (if any).
     [[nodiscard]] bool proven(const proto::OutcomeView& o, const Found& f) const;
     void finish(const std::string& id, Result&& r);
-    // Runs the callbacks of outcomes taken from pending_ (and counted in
-    // delivering_) by the caller, without the lock.
-    void deliver(Ready& ready);
+    // Runs the callbacks of `n` outcomes taken from pending_ (and counted in
+    // delivering_) by the caller, without the lock: run(k) for k in [0, n)
+    // makes the k-th Result and calls run_callback with it.
+    template <class Run>
+    void deliver(std::size_t n, Run&& run);
+    // Calls `done` (if any) with `r`; an exception it throws is logged under `id`.
+    void run_callback(ResultCallback& done, Result&& r, std::string_view id);
 
     // --- set at construction, read-only after ---
     zmq::context_t& ctx_;

@@ -6,6 +6,17 @@
 
 namespace drover {
 
+template <class Run>
+void ClientImpl::deliver(std::size_t n, Run&& run) {
+    room_.notify_all();
+    for (std::size_t k = 0; k < n; ++k) run(k);
+    {
+        std::lock_guard lock(mutex_);
+        delivering_ -= n;
+    }
+    room_.notify_all();  // wait_all() returns only once every callback has run
+}
+
 void ClientImpl::on_results(std::string_view body) {
     auto m = proto::decode_result_views(body);
     if (!m) {
@@ -36,12 +47,15 @@ void ClientImpl::on_results(std::string_view body) {
         if (!has_room()) settle_now_ = true;
     }
     if (!taken.empty()) {
-        Ready ready;
-        ready.reserve(taken.size());
-        for (auto& [done, i] : taken) ready.emplace_back(std::move(done), to_result((*m)[i]));
         made_room();
-        widen_broker_room(ready.size());
-        deliver(ready);
+        widen_broker_room(taken.size());
+        // Each Result is made just before its callback runs: one pass, no
+        // second vector of callbacks and Results.
+        deliver(taken.size(), [&](std::size_t k) {
+            auto& [done, i] = taken[k];
+            const proto::OutcomeView& o = (*m)[i];
+            run_callback(done, to_result(o), o.id);
+        });
     }
     if (resubmitted > 0)
         log_->warn(
@@ -111,33 +125,25 @@ Result ClientImpl::to_result(const proto::OutcomeView& o) {
 }
 
 void ClientImpl::finish(const std::string& id, Result&& r) {
-    Ready ready;
+    ResultCallback done;
     {
         std::lock_guard lock(mutex_);
         const Found f = pending_.find(id);
         if (!f.pending) return;
-        ready.emplace_back(std::move(f.pending->done), std::move(r));
+        done = std::move(f.pending->done);
         pending_.erase(f);
         ++delivering_;
     }
-    deliver(ready);
+    deliver(1, [&](std::size_t) { run_callback(done, std::move(r), id); });
 }
 
-void ClientImpl::deliver(Ready& ready) {
-    room_.notify_all();
-    for (auto& [done, r] : ready) {
-        if (!done) continue;
-        try {
-            done(std::move(r));
-        } catch (const std::exception& e) {  // a user callback must not end the I/O thread
-            log_->error("client.callback_threw id={} error=\"{}\"", r.id, e.what());
-        }
+void ClientImpl::run_callback(ResultCallback& done, Result&& r, std::string_view id) {
+    if (!done) return;
+    try {
+        done(std::move(r));
+    } catch (const std::exception& e) {  // a user callback must not end the I/O thread
+        log_->error("client.callback_threw id={} error=\"{}\"", id, e.what());
     }
-    {
-        std::lock_guard lock(mutex_);
-        delivering_ -= ready.size();
-    }
-    room_.notify_all();  // wait_all() returns only once every callback has run
 }
 
 }  // namespace drover
