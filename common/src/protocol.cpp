@@ -69,7 +69,8 @@ private:
 // calls inline into the encoders: msgpack-c's packer writes each header
 // through an out-of-line call, the largest cost of encoding a DISPATCH or a
 // RESULT batch (callgrind of drover-broker and drover-worker under W1).
-// The golden vectors (tests/protocol_vectors) hold its bytes to msgpack-c's.
+// tests/unit/protocol_test.cpp holds its bytes to msgpack-c's packer's at
+// every size boundary; the golden vectors (tests/vectors) to the protocol's.
 class Packer {
 public:
     explicit Packer(StringBuffer& b) : b_(b) {}
