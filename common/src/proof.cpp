@@ -1,4 +1,4 @@
-// Task secrets, attempt tokens and settle proofs (keyed SipHash, libsodium).
+// Task secrets, attempt tokens and settle proofs (keyed SipHash-2-4; random keys from libsodium).
 #include "internal/proof.hpp"
 
 #include <cstring>

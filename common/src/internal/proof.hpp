@@ -11,7 +11,8 @@
 // settles a task it did not submit (settle_proof). Workers never see a
 // secret, so a worker can end only the attempts it was dispatched, and a
 // peer that was dispatched nothing can end no task at all. The hashes are
-// keyed SipHash (libsodium's crypto_shorthash): a forger must guess 64 bits.
+// keyed SipHash-2-4 (siphash.hpp, with libsodium's crypto_shorthash values):
+// a forger must guess 64 bits.
 // docs/security.md says what each key holder can and cannot do.
 
 #include <cstdint>
