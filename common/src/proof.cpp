@@ -90,31 +90,32 @@ std::string from_hex_text(std::string_view text) {
 }
 
 SinkAddress split_sink_address(const std::string& text) {
+    // The key is the last parameter named secret= (sink_address puts it
+    // last); the rest is kept as written, for a CURVE key (Z85) may itself
+    // hold '&', '?' and '=' ("?curve=...G&&secret=..." ends its key in '&').
     SinkAddress a;
+    a.reply_to = text;
     const auto q = text.find('?');
-    if (q == std::string::npos) {
-        a.reply_to = text;
+    if (q == std::string::npos) return a;
+    static const std::string name = "secret=";
+    for (auto p = text.rfind(name); p != std::string::npos && p > q; p = text.rfind(name, p - 1)) {
+        const char before = text[p - 1];
+        if (before != '?' && before != '&') continue;  // inside another parameter's value
+        const auto next = text.find('&', p);
+        const auto value_end = next == std::string::npos ? text.size() : next;
+        a.key = from_hex_text(text.substr(p + name.size(), value_end - p - name.size()));
+        if (a.key.size() != k_secret_bytes) {
+            a.key.clear();
+            a.malformed_key = true;
+        }
+        if (before == '&') {
+            a.reply_to = text.substr(0, p - 1) + text.substr(value_end);  // "&secret=..." out
+        } else {
+            a.reply_to = text.substr(0, p) + (next == std::string::npos ? "" : text.substr(next + 1));
+            if (a.reply_to.back() == '?') a.reply_to.pop_back();  // it was the only parameter
+        }
         return a;
     }
-    a.reply_to = text.substr(0, q);
-    std::string rest;  // the other parameters, in their order
-    std::size_t at = q + 1;
-    while (at <= text.size()) {
-        auto end = text.find('&', at);
-        if (end == std::string::npos) end = text.size();
-        const std::string param = text.substr(at, end - at);
-        if (param.rfind("secret=", 0) == 0) {
-            a.key = from_hex_text(param.substr(7));
-            if (a.key.size() != k_secret_bytes) {
-                a.key.clear();
-                a.malformed_key = true;
-            }
-        } else if (!param.empty()) {
-            rest += (rest.empty() ? "?" : "&") + param;
-        }
-        at = end + 1;
-    }
-    a.reply_to += rest;
     return a;
 }
 

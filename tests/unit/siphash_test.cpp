@@ -3,13 +3,12 @@
 #include <random>
 #include <vector>
 
-#include <catch2/catch.hpp>
 #include <sodium.h>
+#include <catch2/catch.hpp>
 
 #include "internal/siphash.hpp"
 
-TEST_CASE("the inline SipHash-2-4 gives libsodium's bytes, 64 and 128 bits, for every length up to 80",
-          "[siphash]") {
+TEST_CASE("the inline SipHash-2-4 gives libsodium's bytes, 64 and 128 bits, for every length up to 80", "[siphash]") {
     REQUIRE(sodium_init() >= 0);
     std::mt19937_64 random(20261207);
     for (int round = 0; round < 20; ++round) {

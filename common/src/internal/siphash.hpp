@@ -6,7 +6,7 @@
 // (proof.cpp): libsodium's out-of-line, any-length SipHash took 210
 // instructions for a 5-byte token (callgrind of drover-broker under W1);
 // inline, with the key loaded once, it takes about half. The outputs are
-// libsodium's, byte for byte (tests/unit/proof_test.cpp compares them), so
+// libsodium's, byte for byte (tests/unit/siphash_test.cpp compares them), so
 // the Python package, which calls libsodium, agrees.
 
 #include <cstddef>
