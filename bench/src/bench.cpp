@@ -569,6 +569,21 @@ private:
     }
 
     // Waits until the broker's STATUS shows `n` tasks queued.
+    // Waits until the broker's journal has written and synced all it took:
+    // its durable_seq unchanged over 100 ms (--fsync batch syncs every few
+    // ms). Throws std::runtime_error if it still moves after 30 s.
+    static void wait_journal_settled(DroverCluster& cluster) {
+        const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+        auto last = cluster.status()["journal"]["durable_seq"].get<std::uint64_t>();
+        while (SteadyClock::now() < deadline) {
+            std::this_thread::sleep_for(Millis(100));
+            const auto now = cluster.status()["journal"]["durable_seq"].get<std::uint64_t>();
+            if (now == last) return;
+            last = now;
+        }
+        throw std::runtime_error("W8 recovery: the journal was still being written 30 s after the tasks were queued");
+    }
+
     void wait_queued(DroverCluster& cluster, std::size_t n) {
         std::size_t last = 0;
         auto last_change = SteadyClock::now();
@@ -774,6 +789,11 @@ private:
                     Batch batch(client, q);
                     for (std::size_t i = 0; i < q; ++i) batch.submit("echo", echo_args(i));
                     wait_queued(*first, q);
+                    // Queued is not yet on disk: a broker killed now loses the
+                    // tasks of its last commits (a live producer sends them
+                    // again; ACCEPTED waits for the disk). Kill it once its
+                    // durable record stops moving.
+                    wait_journal_settled(*first);
                     const auto bytes = first->status()["journal"]["bytes"].get<double>();
                     per_task.samples.push_back(bytes / static_cast<double>(q));
                     ::kill(first->broker_pid(), SIGKILL);  // before the client cancels its tasks
