@@ -108,12 +108,14 @@ TEST_CASE("tasks with caller-chosen ids, one the id of a finished task, end once
     const auto registry = builtins();
     drover::LocalCluster cluster(ctx, registry, {2, "threads", {}, 1}, drover::null_logger());
     drover::Client client(ctx, client_options(cluster.frontend(), cluster.sink_endpoint()));
+    // Callbacks run on the client's I/O thread, and Catch's assertions are
+    // for the test's own thread only: they record, the test checks.
     std::mutex m;
     std::map<std::string, drover::Result> got;
+    int twice = 0;  // outcomes for an id that already had one
     const auto keep = [&](drover::Result&& r) {
         std::lock_guard lock(m);
-        CHECK(got.count(r.id) == 0);
-        got.emplace(r.id, std::move(r));
+        if (!got.emplace(r.id, std::move(r)).second) ++twice;
     };
     // The client's own id of a finished task, given again by the caller (a
     // resubmission): it must not be confused with the client's numbered tasks.
@@ -150,6 +152,7 @@ TEST_CASE("tasks with caller-chosen ids, one the id of a finished task, end once
     for (int i = 0; i < 50; ++i) ids.push_back(client.submit_packed("echo", drover::pack_args(i), keep));
     client.wait_all();
     std::lock_guard lock(m);
+    CHECK(twice == 0);
     CHECK(got.size() == ids.size() - 1);  // `first` twice
     std::set<std::string> unique(ids.begin(), ids.end());
     CHECK(unique.size() == ids.size() - 1);
@@ -211,14 +214,16 @@ TEST_CASE("wait_all_for returns false while a task runs and true once every task
     drover::LocalCluster cluster(ctx, registry, {1, "threads", {}, 1}, drover::null_logger());
     drover::Client client(ctx, client_options(cluster.frontend(), cluster.sink_endpoint()));
     CHECK(client.wait_all_for(0ms));  // nothing submitted
-    std::atomic<bool> called{false};
+    // The callback runs on the client's I/O thread: it records, the test checks.
+    std::atomic<bool> called{false}, ok{false};
     client.submit_packed("sleep_ms", drover::pack_args(400), [&](drover::Result&& r) {
-        CHECK(r.ok());
+        ok = r.ok();
         called = true;
     });
     CHECK_FALSE(client.wait_all_for(50ms));
     REQUIRE(client.wait_all_for(20s));
     CHECK(called);  // its callback has returned
+    CHECK(ok);
     CHECK(client.unfinished() == 0);
 }
 
@@ -502,16 +507,19 @@ TEST_CASE("tasks the broker refuses past --max-queued are held back by the clien
         drover::Client client(ctx, client_options(bc.frontend, "inproc://sink-full"));
         std::vector<std::future<drover::Result>> futures;
         for (int i = 0; i < 8; ++i) futures.push_back(client.submit("echo", i));
-        // No worker yet: the broker holds 5 and refuses 3, which the client keeps.
+        // No worker yet: the broker holds 5 and refuses what comes past them,
+        // which the client keeps. How many it refuses depends on how the
+        // client batched the 8: once refused, the client sends no more than
+        // the broker has room for, so a task not yet sent is not sent.
         std::optional<nlohmann::json> status;
         for (auto deadline = std::chrono::steady_clock::now() + 5s; std::chrono::steady_clock::now() < deadline;) {
             status = drover::fetch_status(ctx, bc.frontend, 1000ms);
-            if (status && (*status)["queued"] == 5 && (*status)["totals"]["rejected"].get<int>() >= 3) break;
+            if (status && (*status)["queued"] == 5 && (*status)["totals"]["rejected"].get<int>() >= 1) break;
             std::this_thread::sleep_for(5ms);
         }
         REQUIRE(status);
         CHECK((*status)["queued"] == 5);
-        CHECK((*status)["totals"]["rejected"].get<int>() >= 3);
+        CHECK((*status)["totals"]["rejected"].get<int>() >= 1);
         for (auto& f : futures) CHECK(f.wait_for(10ms) == std::future_status::timeout);
         // A worker makes room: every task runs, none is reported rejected.
         const auto registry = builtins();
