@@ -20,6 +20,7 @@ import zmq
 import zmq.utils.z85
 
 from . import _wire
+from ._stall import StallMeter
 from ._wire import Command
 
 log = logging.getLogger("drover.client")
@@ -115,6 +116,7 @@ class ClientIO:
             poller.register(self._zap, zmq.POLLIN)
         self._poller = poller
         next_heartbeat = _monotonic()
+        self._stall = StallMeter(self._heartbeat, next_heartbeat)
         while not self._stopping:
             try:
                 next_heartbeat = self._turn(next_heartbeat)
@@ -149,7 +151,9 @@ class ClientIO:
             self._asleep = False
             events = self._poller.poll(0)
         else:
-            events = self._poller.poll(int(wait * 1000) + 1 if self._asleep else max(1, int(wait * 1000)))
+            timeout_ms = int(wait * 1000) + 1 if self._asleep else max(1, int(wait * 1000))
+            self._stall.will_wait(timeout_ms / 1000)
+            events = self._poller.poll(timeout_ms)
             self._asleep = False
         for sock, _ in events:
             if sock is self._sink:
@@ -169,8 +173,8 @@ class ClientIO:
         if self._room_waiters:
             with self._room:
                 self._room.notify_all()
-        stall = now - start - max(wait, 0)
-        if stall > self._heartbeat:
+        stall = self._stall.check(now)
+        if stall:
             self._after_stall(stall, now)
         if now >= next_heartbeat:
             next_heartbeat = now + self._heartbeat
@@ -234,7 +238,7 @@ class ClientIO:
 
     def _after_stall(self, stall: float, now: float) -> None:
         """This process was stopped for `stall` seconds: the broker's silence meanwhile is not the broker's."""
-        self._last_from_broker = min(now, self._last_from_broker + stall)
+        self._last_from_broker = StallMeter.shifted(self._last_from_broker, stall, now)
         resend = stall > self._heartbeat * self._liveness
         log.warning("client.stalled ms=%d resend=%d", stall * 1000, len(self._pending) if resend else 0)
         if resend:

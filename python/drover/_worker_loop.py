@@ -25,6 +25,7 @@ import zmq
 
 from . import _wire as w
 from ._security import split_keyed_endpoint
+from ._stall import StallMeter
 from ._task_function import ArgumentError, describe_error
 
 log = logging.getLogger("drover.worker")
@@ -464,7 +465,7 @@ class Runner:
         self._sinks: Sinks | None = None
         self._executors: list[threading.Thread] = []
         self._last_from_broker = self._next_heartbeat = 0.0
-        self._awake_since = 0.0  # I/O thread: when the last turn's stall was checked
+        self._stall: StallMeter | None = None  # I/O thread
         self._backoff = worker.heartbeat
         self._reregister = False  # an unreadable DISPATCH: register again at the next heartbeat
 
@@ -492,8 +493,9 @@ class Runner:
         self._connect()
         log.info("worker.started id=%s broker=%s pool=%s slots=%d tasks=%d", self.id, self.worker.broker, self.pool,
                  self.slots, len(self.worker.tasks))
-        self._awake_since = time.monotonic()
-        self._next_heartbeat = self._awake_since + self.worker.heartbeat
+        now = time.monotonic()
+        self._stall = StallMeter(self.worker.heartbeat, now)
+        self._next_heartbeat = now + self.worker.heartbeat
         try:
             return self._loop()
         finally:
@@ -520,16 +522,16 @@ class Runner:
                 return self._stop_gracefully()
             if not self._stopping:
                 self._top_up()
-            granted = self._wait(next_deadline)
+            self._wait(next_deadline)
             self._drain_broker()
             now = time.monotonic()
-            self._check_stall(now, granted)
+            self._check_stall(now)
             if now >= self._next_heartbeat:
                 self._on_heartbeat(now)
 
-    def _wait(self, next_deadline: float) -> float:
+    def _wait(self, next_deadline: float) -> None:
         """Waits for the broker, the Stop pipe (executors, signals) or a sink that frees, at
-        most until the next timer. Returns the longest it was allowed to wait, in seconds."""
+        most until the next timer."""
         poller = zmq.Poller()
         poller.register(self._broker, zmq.POLLIN)
         poller.register(self._stop.fd, zmq.POLLIN)
@@ -542,20 +544,21 @@ class Runner:
             until = min(until, start + 0.1)  # a sink's window and stall limits
         if self._done:
             until = start
-        timeout = max(0.0, until - start)
-        poller.poll(timeout * 1000 + (1 if timeout else 0))
+        timeout_ms = max(0.0, until - start) * 1000
+        if timeout_ms:
+            timeout_ms += 1
+        self._stall.will_wait(timeout_ms / 1000)
+        poller.poll(timeout_ms)
         self._stop.drain()
-        return timeout
 
-    def _check_stall(self, now: float, granted: float) -> None:
-        """Moves the broker's liveness on by a stall of this process: time in this turn of the
-        loop that its wait (`granted` seconds) does not explain. The whole turn counts, since a
-        stop can land while the loop works between two waits."""
-        late = now - self._awake_since - granted
-        self._awake_since = now
-        if late > self.worker.heartbeat:
+    def _check_stall(self, now: float) -> None:
+        """Moves the broker's liveness on by a stall of this process: time since the last check
+        that no wait explains. The whole turn counts, since a stop can land while the loop works
+        between two waits."""
+        late = self._stall.check(now)
+        if late:
             # This process did not run: the broker's silence meanwhile is not the broker's.
-            self._last_from_broker = min(now, self._last_from_broker + late)
+            self._last_from_broker = StallMeter.shifted(self._last_from_broker, late, now)
             log.warning("worker.stalled ms=%d (this process did not run: the broker is given its liveness "
                         "window again)", round(late * 1000))
 

@@ -7,6 +7,7 @@ import msgpack
 
 import drover
 from drover import _cli_worker, _worker_loop as loop
+from drover._stall import StallMeter
 from drover.worker import ArgumentError, TaskFunction, describe_error
 
 
@@ -117,29 +118,40 @@ class TaskTimesTest(unittest.TestCase):
 
 
 class StallTest(unittest.TestCase):
-    """Runner._check_stall on a stand-in: the time of a turn that its wait does not explain."""
+    """StallMeter, and Runner._check_stall on a stand-in: the time of a turn that its wait does not explain."""
 
     def runner(self, now):
-        return types.SimpleNamespace(worker=types.SimpleNamespace(heartbeat=0.2), _awake_since=now,
-                                     _last_from_broker=now)
+        return types.SimpleNamespace(_stall=StallMeter(0.2, now), _last_from_broker=now)
 
     def test_a_stop_between_two_waits_counts_like_one_inside_a_wait(self):
         r = self.runner(100.0)
+        r._stall.will_wait(0.05)
         with self.assertLogs("drover", "WARNING") as logs:
-            loop.Runner._check_stall(r, 102.05, 0.05)  # waited 0.05 s of a 2.05 s turn
+            loop.Runner._check_stall(r, 102.05)  # waited 0.05 s of a 2.05 s turn
         self.assertIn("worker.stalled ms=2000", logs.output[0])
         self.assertAlmostEqual(r._last_from_broker, 102.0)
-        self.assertEqual(r._awake_since, 102.05)
+        self.assertEqual(r._stall.stalls, 1)
 
     def test_a_turn_its_wait_explains_is_no_stall_and_liveness_never_passes_now(self):
         r = self.runner(100.0)
+        r._stall.will_wait(0.2)
         with self.assertNoLogs("drover", "WARNING"):
-            loop.Runner._check_stall(r, 100.3, 0.2)
+            loop.Runner._check_stall(r, 100.3)
         self.assertEqual(r._last_from_broker, 100.0)
         r._last_from_broker = 101.0  # then heard from the broker: a 1 s stall would pass now
         with self.assertLogs("drover", "WARNING"):
-            loop.Runner._check_stall(r, 101.3, 0.0)
+            loop.Runner._check_stall(r, 101.3)
         self.assertEqual(r._last_from_broker, 101.3)
+
+    def test_the_meter_counts_from_the_last_check_and_forgets_granted_waits(self):
+        m = StallMeter(0.2, 10.0)
+        m.will_wait(5.0)
+        m.will_wait(-1.0)  # a negative wait grants nothing
+        self.assertEqual(m.check(15.1), 0.0)
+        self.assertAlmostEqual(m.check(15.5), 0.4)  # the 5 s granted before are spent
+        self.assertEqual(m.stalls, 1)
+        self.assertEqual(StallMeter.shifted(1.0, 0.5, 3.0), 1.5)
+        self.assertEqual(StallMeter.shifted(1.0, 5.0, 3.0), 3.0)
 
 
 class CliLookupTest(unittest.TestCase):
