@@ -175,7 +175,11 @@ TEST_CASE("SIGTERM of a worker lets its running commands finish and report", "[e
     REQUIRE(wait_for_workers(broker.frontend, 1, 10s));
     write_file(dir.file("tasks.jsonl"), task_line("n1", "nap", {"1.5"}) + task_line("n2", "nap", {"1.5"}));
     Process producer = start_producer(dir, broker.frontend, {"submit"}, "out.jsonl", "tasks.jsonl");
-    std::this_thread::sleep_for(700ms);  // both running
+    const auto both_held = [](const json& s) { return s["workers"].size() == 1 && s["workers"][0]["held"] == 2; };
+    const auto st = wait_status(broker.frontend, both_held, 20s);
+    REQUIRE(st);
+    REQUIRE(both_held(*st));
+    std::this_thread::sleep_for(200ms);  // both started: a DISPATCH and its two runs take microseconds
     w.signal(SIGTERM);
     REQUIRE(producer.wait(20s) == 0);
     const auto lines = read_json_lines(dir.file("out.jsonl"));

@@ -58,7 +58,15 @@ TEST_CASE("a solo or threads worker killed mid-task: its tasks run again and eac
         REQUIRE(wait_for_workers(broker.frontend, 2, 10s));
         const auto ids = write_tasks(dir.file("tasks.jsonl"), 40, "sleep_ms", {50});
         Process producer = submit(dir, broker.frontend, k_fast);
-        std::this_thread::sleep_for(300ms);
+        // Killed once it holds tasks (STATUS lists each worker with its pid).
+        const auto victim_holds = [pid = victim.pid()](const json& st) {
+            for (const auto& w : st["workers"])
+                if (w["pid"] == pid && w["held"].get<int>() > 0) return true;
+            return false;
+        };
+        const auto held = wait_status(broker.frontend, victim_holds, 20s);
+        REQUIRE(held);
+        REQUIRE(victim_holds(*held));
         victim.signal(SIGKILL);
         REQUIRE(producer.wait(60s) == 0);
         int retried = 0;
@@ -191,8 +199,11 @@ TEST_CASE("a producer that vanishes has its queued tasks cancelled, but detached
     write_tasks(dir.file("doomed.jsonl"), 100, "sleep_ms", {100}, "x");
     {
         Process doomed = start_producer(dir, broker.frontend, {"submit"}, "doomed.out", "doomed.jsonl");
-        std::this_thread::sleep_for(300ms);
-    }  // kill -9
+        const auto taken = [](const json& st) { return st["totals"]["accepted"].get<int>() >= 110; };
+        const auto st = wait_status(broker.frontend, taken, 20s);
+        REQUIRE(st);
+        REQUIRE(taken(*st));  // all 100 at the broker
+    }                         // kill -9
     // Gone after max(0.6 s, 3 s) of silence.
     auto status = wait_status(
         broker.frontend, [](const json& st) { return st["totals"]["cancelled"].get<int>() > 0; }, 10s);
@@ -362,9 +373,13 @@ TEST_CASE("Ctrl-C on a producer cancels its queued tasks at the broker before it
     REQUIRE((*status)["queued"] == 100);
     producer.signal(SIGINT);
     CHECK(producer.wait(5s) == 130);
-    const auto after = require_status(broker.frontend, 1000ms);
-    CHECK(after["queued"] == 0);
-    CHECK(after["totals"]["cancelled"] == 100);
+    // The CANCEL and this STATUS come over different connections: polled, for
+    // less than the 3 s after which the broker would cancel them as gone.
+    const auto after = wait_status(
+        broker.frontend, [](const json& st) { return st["queued"] == 0; }, 2s);
+    REQUIRE(after);
+    CHECK((*after)["queued"] == 0);
+    CHECK((*after)["totals"]["cancelled"] == 100);
 }
 
 TEST_CASE("a sink the workers cannot reach: results come through the broker, each once, and the producer says why",

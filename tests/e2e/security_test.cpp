@@ -5,6 +5,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <map>
 #include <set>
@@ -135,6 +136,32 @@ std::optional<Clock::time_point> wait_closed(int fd, Clock::time_point deadline)
     return std::nullopt;
 }
 
+// Watches `fds` (each with the time it was opened) on a thread of its own
+// until each is closed by its peer or `limit` has passed since it opened.
+// Returns the time each close was seen, or nullopt for one still open. On a
+// thread, so that what the test does meanwhile does not delay the watch.
+std::future<std::vector<std::optional<Clock::time_point>>> watch_closes(
+    std::vector<std::pair<int, Clock::time_point>> fds, Clock::duration limit) {
+    return std::async(std::launch::async, [fds = std::move(fds), limit] {
+        std::vector<std::optional<Clock::time_point>> closed(fds.size());
+        char buf[512];
+        for (;;) {
+            std::vector<pollfd> watch;
+            std::vector<std::size_t> which;
+            const auto now = Clock::now();
+            for (std::size_t i = 0; i < fds.size(); ++i)
+                if (!closed[i] && now < fds[i].second + limit) {
+                    watch.push_back({fds[i].first, POLLIN, 0});
+                    which.push_back(i);
+                }
+            if (watch.empty()) return closed;
+            if (::poll(watch.data(), watch.size(), 50) <= 0) continue;
+            for (std::size_t k = 0; k < watch.size(); ++k)
+                if (watch[k].revents != 0 && ::read(watch[k].fd, buf, sizeof buf) <= 0) closed[which[k]] = Clock::now();
+        }
+    });
+}
+
 void send_all(int fd, const std::string& bytes) {
     REQUIRE(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
 }
@@ -213,14 +240,18 @@ TEST_CASE_METHOD(SecureBrokerAndStranger,
     REQUIRE(admin.wait_for_workers(broker.frontend, 1, 10s));
     write_tasks(dir.file("bad.jsonl"), 10, "hello", json::array({"intruder"}), "bad");
 
-    Process plain = submit(dir, broker.frontend, {}, "bad.jsonl", "plain.out");
-    Process unknown = start_producer(dir, broker.frontend,
-                                     {"--curve-secret", dir.file("stranger.key_secret"), "--curve-server-public",
-                                      fleet + "/broker.key", "--allow-workers", fleet + "/allow/workers", "submit"},
-                                     "unknown.out", "bad.jsonl");
-    Process wrong_server =
-        start_producer(dir, broker.frontend, concat({"--curve-server-public", dir.file("stranger.key"), "submit"}, sec),
-                       "wrong.out", "bad.jsonl");
+    // They wait for the broker for ever (--connect-timeout-ms 0): none may give up before it is checked.
+    Process plain =
+        start_producer(dir, broker.frontend, {"--connect-timeout-ms", "0", "submit"}, "plain.out", "bad.jsonl");
+    Process unknown = start_producer(
+        dir, broker.frontend,
+        {"--connect-timeout-ms", "0", "--curve-secret", dir.file("stranger.key_secret"), "--curve-server-public",
+         fleet + "/broker.key", "--allow-workers", fleet + "/allow/workers", "submit"},
+        "unknown.out", "bad.jsonl");
+    Process wrong_server = start_producer(
+        dir, broker.frontend,
+        concat({"--connect-timeout-ms", "0", "--curve-server-public", dir.file("stranger.key"), "submit"}, sec),
+        "wrong.out", "bad.jsonl");
 
     // Meanwhile a legitimate producer is not disturbed.
     const auto ids = write_tasks(dir.file("good.jsonl"), 200, "hello", json::array({"friend"}));
@@ -438,16 +469,19 @@ TEST_CASE(
         if (i % 2 == 1) send_all(fd, zmtp_curve_greeting().substr(0, 11));
         idle.emplace_back(fd, Clock::now());
     }
+    // Watched while the tasks run, however long they take.
+    auto closes = watch_closes(idle, 3500ms);
     const auto ids = write_tasks(dir.file("tasks.jsonl"), 10000, "echo", json::array({1}));
     Process producer = submit(dir, broker.frontend, sec);
     REQUIRE(producer.wait(30s) == 0);
     ok_ledger(dir.file("results.jsonl"), ids);
 
+    const auto closed = closes.get();
     std::size_t late = 0, open = 0;
-    for (const auto& [fd, opened] : idle) {
-        const auto closed = wait_closed(fd, opened + 3500ms);
-        if (!closed) ++open;
-        else if (*closed - opened > 3000ms) ++late;  // 2 s handshake interval, 1 s of slack on a busy machine
+    for (std::size_t i = 0; i < idle.size(); ++i) {
+        const auto& [fd, opened] = idle[i];
+        if (!closed[i]) ++open;
+        else if (*closed[i] - opened > 3000ms) ++late;  // 2 s handshake interval, 1 s of slack on a busy machine
         ::close(fd);
     }
     CHECK(open == 0);

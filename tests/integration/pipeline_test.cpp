@@ -145,8 +145,8 @@ TEST_CASE("tasks with caller-chosen ids, one the id of a finished task, end once
     far.id = prefix + "~~~~~~~~~~";
     ids.push_back(client.submit_packed("echo", drover::pack_args(99), keep, far));
     drover::TaskOptions plain;
-    plain.id = "job-7";
-    ids.push_back(client.submit_packed("echo", drover::pack_args(7), keep, plain));
+    plain.id = "job-7";  // still running when its id is given again
+    ids.push_back(client.submit_packed("sleep_ms", drover::pack_args(300), keep, plain));
     CHECK_THROWS_WITH(client.submit_packed("echo", drover::pack_args(8), keep, plain),
                       Catch::Contains("duplicate id 'job-7'"));
     for (int i = 0; i < 50; ++i) ids.push_back(client.submit_packed("echo", drover::pack_args(i), keep));
@@ -159,7 +159,7 @@ TEST_CASE("tasks with caller-chosen ids, one the id of a finished task, end once
     for (const auto& [id, r] : got) REQUIRE(r.ok());
     CHECK(got.at(first).as<int>() == -1);
     for (int i = 2; i <= 6; ++i) CHECK(got.at(prefix + std::to_string(i)).as<int>() == 1000 + i);
-    CHECK(got.at("job-7").as<int>() == 7);
+    CHECK(got.at("job-7").as<int>() == 300);
     CHECK(got.at(prefix + "~~~~~~~~~~").as<int>() == 99);
     CHECK(ids.back().size() == prefix.size() + 11);  // numbered past the caller's id
     CHECK(client.duplicates_dropped() == 0);
@@ -251,9 +251,15 @@ TEST_CASE("a task whose name no worker runs waits, and runs once such a worker j
         drover::Client client(ctx, client_options(bc.frontend, "inproc://sink-wait"));
         auto future = client.submit("square", 3.0);
         CHECK(future.wait_for(300ms) == std::future_status::timeout);
-        auto status = drover::fetch_status(ctx, bc.frontend, 1000ms);
+        std::optional<nlohmann::json> status;
+        for (auto deadline = std::chrono::steady_clock::now() + 5s; std::chrono::steady_clock::now() < deadline;) {
+            status = drover::fetch_status(ctx, bc.frontend, 1000ms);
+            if (status && !(*status)["waiting_for_workers"].empty()) break;
+            std::this_thread::sleep_for(5ms);
+        }
         REQUIRE(status);
         CHECK((*status)["waiting_for_workers"] == nlohmann::json::array({"square"}));
+        CHECK(future.wait_for(0ms) == std::future_status::timeout);
         const auto registry = builtins();
         drover::WorkerOptions wo;
         wo.broker = bc.backend;
@@ -774,22 +780,22 @@ TEST_CASE("a worker gives back the tasks sent on plain credits that wait behind 
 TEST_CASE("a worker of long tasks run back to back has each next task sent before the running one ends",
           "[integration]") {
     drover::WorkerOptions options;
-    options.early_credit_lead = 150ms;
+    options.early_credit_lead = 250ms;  // half the task: as long as it can be
     FakeBroker broker("back-to-back", options);
     REQUIRE(broker.wait_ready(2s));
-    broker.teach_long_tasks(300);
+    broker.teach_long_tasks(500);
     REQUIRE(broker.credits() == 1);
     // Six more, each sent as soon as a credit is free, as a broker with a
-    // queue does. Each next credit is due 150 ms into the running task, 150 ms
-    // before its end: every task after the first is sent while the one before
-    // it still runs, and starts as it ends.
+    // queue does. Each next credit is due 250 ms into the running task, 250 ms
+    // before its end (time enough on a busy machine): every task after the
+    // first is sent while the one before it still runs, and starts as it ends.
     std::vector<std::uint64_t> results_when_sent;
     for (auto deadline = std::chrono::steady_clock::now() + 20s;
          results_when_sent.size() < 6 && std::chrono::steady_clock::now() < deadline;) {
         const auto held = results_when_sent.size() - (broker.results - 4);
         if (broker.credits() > held) {
             results_when_sent.push_back(broker.results);
-            broker.dispatch("sleep_ms", 300, 1, true);  // on the early credit
+            broker.dispatch("sleep_ms", 500, 1, true);  // on the early credit
         } else {
             (void)broker.pump(100ms, true, true);
         }
@@ -920,14 +926,18 @@ TEST_CASE("a worker grows its prefetch from its measured task times, at most 4 t
     broker.wait_results(20, 10s);
     broker.read_for(300ms);
     CHECK(broker.credits() <= 1 + 4 * 20);
-    // A thousand more: past the slow start, up to 1,000 a slot.
+    // A thousand more: past the slow start, up to 1,000 a slot. The prefetch
+    // follows each batch's measured time, and one batch preempted on a busy
+    // machine lowers it again: the most it reached is what is checked.
+    std::uint64_t most = 0;
     for (int i = 0; i < 10; ++i) {
         broker.dispatch("echo", 1, 100);
         broker.wait_results(20 + 100 * static_cast<std::uint64_t>(i + 1), 10s);
+        broker.read_for(100ms);
+        most = std::max(most, broker.credits());
+        CHECK(broker.credits() <= 1 + 1000);
     }
-    broker.read_for(300ms);
-    CHECK(broker.credits() > 1 + 4 * 20);
-    CHECK(broker.credits() <= 1 + 1000);
+    CHECK(most > 1 + 4 * 20);
 }
 
 TEST_CASE("a worker gives its credits back in batches of half its prefetch", "[integration]") {
