@@ -179,7 +179,7 @@ TEST_CASE("SIGTERM of a worker lets its running commands finish and report", "[e
     const auto st = wait_status(broker.frontend, both_held, 20s);
     REQUIRE(st);
     REQUIRE(both_held(*st));
-    std::this_thread::sleep_for(200ms);  // both started: a DISPATCH and its two runs take microseconds
+    std::this_thread::sleep_for(200ms);  // held from their DISPATCH on: time for both commands to start
     w.signal(SIGTERM);
     REQUIRE(producer.wait(20s) == 0);
     const auto lines = read_json_lines(dir.file("out.jsonl"));

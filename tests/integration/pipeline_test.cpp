@@ -515,8 +515,8 @@ TEST_CASE("tasks the broker refuses past --max-queued are held back by the clien
         for (int i = 0; i < 8; ++i) futures.push_back(client.submit("echo", i));
         // No worker yet: the broker holds 5 and refuses what comes past them,
         // which the client keeps. How many it refuses depends on how the
-        // client batched the 8: once refused, the client sends no more than
-        // the broker has room for, so a task not yet sent is not sent.
+        // client batched the 8: once refused, the client sends only what the
+        // broker has room for, and the tasks it had not sent yet wait with it.
         std::optional<nlohmann::json> status;
         for (auto deadline = std::chrono::steady_clock::now() + 5s; std::chrono::steady_clock::now() < deadline;) {
             status = drover::fetch_status(ctx, bc.frontend, 1000ms);
