@@ -568,7 +568,6 @@ private:
         return *rss;
     }
 
-    // Waits until the broker's STATUS shows `n` tasks queued.
     // Waits until the broker's journal has written and synced all it took:
     // its durable_seq unchanged over 100 ms (--fsync batch syncs every few
     // ms). Throws std::runtime_error if it still moves after 30 s.
@@ -584,6 +583,7 @@ private:
         throw std::runtime_error("W8 recovery: the journal was still being written 30 s after the tasks were queued");
     }
 
+    // Waits until the broker's STATUS shows `n` tasks queued.
     void wait_queued(DroverCluster& cluster, std::size_t n) {
         std::size_t last = 0;
         auto last_change = SteadyClock::now();

@@ -123,19 +123,6 @@ int tcp_connect(int port) {
     return fd;
 }
 
-// Reads until the peer closes; returns when, or nullopt if still open at `deadline`.
-std::optional<Clock::time_point> wait_closed(int fd, Clock::time_point deadline) {
-    char buf[512];
-    while (Clock::now() < deadline) {
-        pollfd p{fd, POLLIN, 0};
-        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-        if (::poll(&p, 1, static_cast<int>(std::max<long>(ms, 0))) <= 0) continue;
-        const auto n = ::read(fd, buf, sizeof buf);
-        if (n <= 0) return Clock::now();
-    }
-    return std::nullopt;
-}
-
 // Watches `fds` (each with the time it was opened) on a thread of its own
 // until each is closed by its peer or `limit` has passed since it opened.
 // Returns the time each close was seen, or nullopt for one still open. On a
@@ -160,6 +147,12 @@ std::future<std::vector<std::optional<Clock::time_point>>> watch_closes(
                 if (watch[k].revents != 0 && ::read(watch[k].fd, buf, sizeof buf) <= 0) closed[which[k]] = Clock::now();
         }
     });
+}
+
+// Reads until the peer closes; returns when, or nullopt if still open at `deadline`.
+std::optional<Clock::time_point> wait_closed(int fd, Clock::time_point deadline) {
+    const auto now = Clock::now();
+    return watch_closes({{fd, now}}, deadline - now).get()[0];
 }
 
 void send_all(int fd, const std::string& bytes) {
